@@ -1,0 +1,412 @@
+"""The numpy reference backend: every op fastlift needs, written to be read.
+
+`Ops` is both the slowest backend and the test oracle. `CpuOps` (Cython over
+`csrc/`) and `CupyOps` (CUDA over `kernels/`) override the hot methods with the
+same names and signatures; `tests/test_backend_signatures.py` enforces that.
+
+Conventions
+-----------
+* Arrays are C-contiguous. Elementwise and rule ops take 2-D arrays shaped
+  ``(rows, n_features)``; the engine flattens layer outputs before calling them.
+* ``pair_x[p]`` / ``pair_r[p]`` (int64) index the unique example rows and the
+  unique reference rows of pair ``p`` (DESIGN decision 1). Rule ops gather
+  through them instead of materialising ``x[pair_x]``.
+* ``act`` is an `Act` code; ``alpha`` is a 1-D array of per-feature parameters
+  whose length divides ``n_features``; feature ``j`` uses ``alpha[j % len(alpha)]``.
+* Spatial ops work on NHWC arrays; 1-D layers pass ``H = 1``.
+
+The per-element math here is the same as in ``csrc/fl_math.h``; the numpy code is
+its readable statement, the header its fast one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+
+#: |x - ref| below this falls back to the gradient (the original's NEAR_ZERO_THRESHOLD).
+NEAR_ZERO = 1e-7
+
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+SQRT_2_OVER_PI = 0.79788456080286535587989211986876
+
+
+class Act(IntEnum):
+    """Elementwise activation codes; the same numbers are ``FL_ACT_*`` in ``csrc/fl_math.h``."""
+
+    LINEAR = 0
+    RELU = 1
+    RELU6 = 2
+    LEAKY_RELU = 3  # f = x if x > 0 else alpha*x (PReLU: alpha per feature)
+    ELU = 4  # f = x if x > 0 else alpha*(exp(x) - 1)
+    SELU = 5
+    SIGMOID = 6
+    HARD_SIGMOID = 7  # f = clip(alpha*x + 0.5, 0, 1); Keras 2 alpha=0.2, Keras 3 alpha=1/6
+    TANH = 8
+    SOFTPLUS = 9
+    SOFTSIGN = 10
+    SWISH = 11  # x * sigmoid(x), a.k.a. silu
+    GELU = 12  # exact: x * Phi(x)
+    GELU_TANH = 13  # tanh approximation
+    EXPONENTIAL = 14
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Sliding-window geometry of a convolution or pooling over NHWC input.
+
+    Output cell (i, j) reads input rows ``i*sh - pt + a*dh`` for ``a < kh`` and
+    columns ``j*sw - pl + b*dw`` for ``b < kw``; positions outside the input are
+    padding (zero for convolution, ignored by pooling).
+    """
+
+    h: int
+    w: int
+    c: int
+    kh: int
+    kw: int
+    sh: int = 1
+    sw: int = 1
+    dh: int = 1
+    dw: int = 1
+    pt: int = 0
+    pl: int = 0
+    h_out: int = 0
+    w_out: int = 0
+
+
+def _sigmoid(x):
+    # Two-sided form: never overflows exp.
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _erf(x):
+    from scipy.special import erf  # numpy has no erf; the kernels use C99 erf/erff
+
+    return erf(x).astype(x.dtype, copy=False)
+
+
+def _alpha_full(alpha, n_features, dtype):
+    alpha = np.asarray(alpha, dtype=dtype)
+    return np.resize(alpha, n_features)
+
+
+class Ops:
+    """Reference implementation of every backend op (numpy)."""
+
+    name = "numpy"
+    xp = np
+
+    def __init__(self, n_threads: int | None = None):
+        self.n_threads = 1 if n_threads is None else int(n_threads)
+
+    def compute_context(self):
+        """Context manager wrapped around a whole run (CpuOps pins BLAS to one thread)."""
+        return contextlib.nullcontext()
+
+    # ------------------------------------------------------------------ arrays
+    def asarray(self, a, dtype):
+        """Return ``a`` as a C-contiguous array of ``dtype`` on this backend's device."""
+        return np.ascontiguousarray(a, dtype=dtype)
+
+    def to_numpy(self, a):
+        return np.asarray(a)
+
+    # ---------------------------------------------------------- dense algebra
+    def matmul(self, a, b):
+        """``a @ b`` for 2-D ``a`` (M, K) and ``b`` (K, N); ``b`` may be a transposed view."""
+        return a @ b
+
+    # --------------------------------------------------- convolution helpers
+    def im2col(self, x, g: Geometry):
+        """Unfold windows: x (n, h, w, c) -> cols (n, h_out, w_out, kh*kw*c), zero padding.
+
+        The last axis is ordered (a, b, channel), matching a Keras kernel
+        (kh, kw, c_in, c_out) reshaped to (kh*kw*c_in, c_out).
+        """
+        n = x.shape[0]
+        cols = np.zeros((n, g.h_out, g.w_out, g.kh, g.kw, g.c), dtype=x.dtype)
+        for a in range(g.kh):
+            for b in range(g.kw):
+                rows, src_r = _window_index(g.h_out, g.sh, g.pt, a * g.dh, g.h)
+                cols_j, src_c = _window_index(g.w_out, g.sw, g.pl, b * g.dw, g.w)
+                cols[:, rows[:, None], cols_j[None, :], a, b, :] = x[:, src_r[:, None], src_c[None, :], :]
+        return cols.reshape(n, g.h_out, g.w_out, g.kh * g.kw * g.c)
+
+    def col2im(self, cols, g: Geometry):
+        """Adjoint of `im2col`: cols (n, h_out, w_out, kh*kw*c) -> x (n, h, w, c), summing overlaps."""
+        n = cols.shape[0]
+        cols = cols.reshape(n, g.h_out, g.w_out, g.kh, g.kw, g.c)
+        x = np.zeros((n, g.h, g.w, g.c), dtype=cols.dtype)
+        for a in range(g.kh):
+            for b in range(g.kw):
+                rows, src_r = _window_index(g.h_out, g.sh, g.pt, a * g.dh, g.h)
+                cols_j, src_c = _window_index(g.w_out, g.sw, g.pl, b * g.dw, g.w)
+                # Distinct output cells of one tap never hit the same input cell twice
+                # (stride >= 1), so plain fancy-index += is safe here.
+                x[:, src_r[:, None], src_c[None, :], :] += cols[:, rows[:, None], cols_j[None, :], a, b, :]
+        return x
+
+    # ---------------------------------------------------------------- pooling
+    def max_pool_forward(self, x, g: Geometry):
+        """Max over each window, padding ignored: x (n, h, w, c) -> (n, h_out, w_out, c)."""
+        win, valid = self._windows(x, g)
+        win = np.where(valid, win, -np.inf)
+        return win.max(axis=3).astype(x.dtype, copy=False)
+
+    def avg_pool_forward(self, x, g: Geometry):
+        """Mean over the valid (non-padding) cells of each window."""
+        win, valid = self._windows(x, g)
+        total = np.where(valid, win, 0).sum(axis=3)
+        count = valid.sum(axis=3)
+        return (total / count).astype(x.dtype, copy=False)
+
+    def avg_pool_backward(self, m_out, g: Geometry):
+        """Adjoint of `avg_pool_forward`: m_out (p, h_out, w_out, c) -> (p, h, w, c)."""
+        p = m_out.shape[0]
+        valid = self._valid_mask(g)  # (h_out, w_out, kh*kw)
+        count = valid.sum(axis=2)
+        share = m_out / count[None, :, :, None]
+        cols = np.where(valid[None, :, :, :, None], share[:, :, :, None, :], 0)
+        return self.col2im(cols.reshape(p, g.h_out, g.w_out, -1).astype(m_out.dtype, copy=False), g)
+
+    def max_pool_backward(self, m_out, x, ref, pair_x, pair_r, g: Geometry, exact: bool):
+        """Route each window's multiplier to its arg-max cells (pairs of examples and references).
+
+        m_out (p, h_out, w_out, c); x (n_x, h, w, c); ref (n_r, h, w, c).
+        Let a = first arg-max of the window in x, b = first arg-max in ref
+        (row-major order inside the window).
+
+        * ``exact=False`` (the original's ``gradient`` mode): all of m to cell a.
+        * ``exact=True``: Δy = x[a] - ref[b] always lies between Δx[b] and Δx[a]
+          (x[b] <= x[a] and ref[a] <= ref[b]), so it is the convex combination
+          Δy = λ·Δx[a] + (1-λ)·Δx[b] with
+          λ = (x[a] - x[b]) / ((x[a] - x[b]) + (ref[b] - ref[a])).
+          Cell a gets λ·m and cell b gets (1-λ)·m, so contributions sum to Δy
+          for any reference. When a == b (or both gaps are 0) cell a gets m.
+        """
+        xw, valid = self._windows(x[pair_x], g)
+        xw = np.where(valid, xw, -np.inf)
+        a = xw.argmax(axis=3)  # (p, h_out, w_out, c)
+        weight_a = np.ones(m_out.shape, dtype=m_out.dtype)
+        if exact:
+            rw, _ = self._windows(ref[pair_r], g)
+            rw = np.where(valid, rw, -np.inf)
+            b = rw.argmax(axis=3)
+            x_a = np.take_along_axis(xw, a[:, :, :, None], 3)[:, :, :, 0]
+            x_b = np.take_along_axis(xw, b[:, :, :, None], 3)[:, :, :, 0]
+            r_a = np.take_along_axis(rw, a[:, :, :, None], 3)[:, :, :, 0]
+            r_b = np.take_along_axis(rw, b[:, :, :, None], 3)[:, :, :, 0]
+            gap_x = x_a - x_b
+            denom = gap_x + (r_b - r_a)
+            lam = np.where(denom > 0, gap_x / np.where(denom > 0, denom, 1), 1)
+            weight_a = lam.astype(m_out.dtype)
+        else:
+            b = a
+        k = g.kh * g.kw
+        onehot_a = np.arange(k)[None, None, None, :, None] == a[:, :, :, None, :]
+        onehot_b = np.arange(k)[None, None, None, :, None] == b[:, :, :, None, :]
+        # cols (p, h_out, w_out, k, c): share of m for every window cell
+        cols = onehot_a * (weight_a * m_out)[:, :, :, None, :]
+        cols = cols + onehot_b * ((1 - weight_a) * m_out)[:, :, :, None, :]
+        p = m_out.shape[0]
+        return self.col2im(cols.reshape(p, g.h_out, g.w_out, -1).astype(m_out.dtype, copy=False), g)
+
+    def _valid_mask(self, g: Geometry):
+        """(h_out, w_out, kh*kw) bool: which window cells lie inside the input."""
+        i = np.arange(g.h_out)[:, None] * g.sh - g.pt + np.arange(g.kh)[None, :] * g.dh
+        j = np.arange(g.w_out)[:, None] * g.sw - g.pl + np.arange(g.kw)[None, :] * g.dw
+        vi = (i >= 0) & (i < g.h)
+        vj = (j >= 0) & (j < g.w)
+        return (vi[:, None, :, None] & vj[None, :, None, :]).reshape(g.h_out, g.w_out, g.kh * g.kw)
+
+    def _windows(self, x, g: Geometry):
+        """x (n, h, w, c) -> windows (n, h_out, w_out, kh*kw, c) and a broadcastable valid mask."""
+        n = x.shape[0]
+        win = Ops.im2col(self, x, g).reshape(n, g.h_out, g.w_out, g.kh * g.kw, g.c)
+        valid = self._valid_mask(g)[None, :, :, :, None]
+        return win, valid
+
+    # ------------------------------------------------------------ activations
+    def activation_forward(self, act, x, alpha):
+        """f(x) elementwise for x (rows, n_features)."""
+        a = _alpha_full(alpha, x.shape[-1], x.dtype)
+        return _act_value(Act(act), x, a).astype(x.dtype, copy=False)
+
+    def activation_grad(self, act, x, alpha):
+        """f'(x) elementwise for x (rows, n_features)."""
+        a = _alpha_full(alpha, x.shape[-1], x.dtype)
+        return _act_grad(Act(act), x, a).astype(x.dtype, copy=False)
+
+    def softmax_forward(self, x):
+        """Softmax over the last axis of x (rows, n_classes)."""
+        z = x - x.max(axis=-1, keepdims=True)
+        e = np.exp(z)
+        return (e / e.sum(axis=-1, keepdims=True)).astype(x.dtype, copy=False)
+
+    # ------------------------------------------------------------ rule kernels
+    def rescale_backward(self, act, m_out, x_in, r_in, x_out, r_out, pair_x, pair_r, alpha):
+        """Rescale rule: m_in[p] = m_out[p] · s[p], all (p, n_features).
+
+        s = (f(x) - f(ref)) / (x - ref), with x = x_in[pair_x[p]], ref = r_in[pair_r[p]],
+        f(x) = x_out[pair_x[p]] and f(ref) = r_out[pair_r[p]] taken from the forward
+        pass; where |x - ref| < NEAR_ZERO, s = f'(ref).
+        """
+        xi, ri = x_in[pair_x], r_in[pair_r]
+        dx = xi - ri
+        dy = x_out[pair_x] - r_out[pair_r]
+        near = np.abs(dx) < NEAR_ZERO
+        s = np.where(near, self.activation_grad(act, ri, alpha), dy / np.where(near, 1, dx))
+        return (m_out * s).astype(m_out.dtype, copy=False)
+
+    def gradient_backward(self, act, m_out, x_in, pair_x, alpha):
+        """Gradient rule: m_in[p] = m_out[p] · f'(x_in[pair_x[p]])."""
+        return (m_out * self.activation_grad(act, x_in[pair_x], alpha)).astype(m_out.dtype, copy=False)
+
+    def guided_backprop_backward(self, act, m_out, x_in, pair_x, alpha):
+        """Guided backprop: m_in = f'(x) · m_out where m_out > 0, else 0."""
+        g = self.activation_grad(act, x_in[pair_x], alpha)
+        return np.where(m_out > 0, m_out * g, 0).astype(m_out.dtype, copy=False)
+
+    def reveal_cancel_split(self, act, r_in, d_pos, d_neg, pair_r, alpha):
+        """RevealCancel output split: (Δy⁺, Δy⁻), each (p, n_features).
+
+        With x0 = r_in[pair_r[p]]:
+        Δy⁺ = ½[(f(x0+Δx⁺) - f(x0)) + (f(x0+Δx⁻+Δx⁺) - f(x0+Δx⁻))],
+        Δy⁻ = ½[(f(x0+Δx⁻) - f(x0)) + (f(x0+Δx⁺+Δx⁻) - f(x0+Δx⁺))].
+        """
+        x0 = r_in[pair_r]
+        f = lambda t: self.activation_forward(act, t, alpha)  # noqa: E731
+        f0, fp, fn, fpn = f(x0), f(x0 + d_pos), f(x0 + d_neg), f(x0 + d_pos + d_neg)
+        dy_pos = 0.5 * ((fp - f0) + (fpn - fn))
+        dy_neg = 0.5 * ((fn - f0) + (fpn - fp))
+        return dy_pos.astype(d_pos.dtype, copy=False), dy_neg.astype(d_pos.dtype, copy=False)
+
+    def reveal_cancel_backward(self, act, m_pos, m_neg, r_in, d_pos, d_neg, pair_r, alpha):
+        """RevealCancel rule: (m⁺·Δy⁺/Δx⁺, m⁻·Δy⁻/Δx⁻).
+
+        Where |Δx⁺| < NEAR_ZERO the ratio is its limit ½(f'(x0) + f'(x0+Δx⁻)) (and
+        symmetrically for Δx⁻). The original adds a ±1e-7 pseudocount instead, which
+        breaks summation-to-delta by up to ~1e-7; `fastlift.compat` reproduces that.
+        """
+        x0 = r_in[pair_r]
+        dy_pos, dy_neg = self.reveal_cancel_split(act, r_in, d_pos, d_neg, pair_r, alpha)
+        g = lambda t: self.activation_grad(act, t, alpha)  # noqa: E731
+        g0 = g(x0)
+        near_p = np.abs(d_pos) < NEAR_ZERO
+        near_n = np.abs(d_neg) < NEAR_ZERO
+        s_pos = np.where(near_p, 0.5 * (g0 + g(x0 + d_neg)), dy_pos / np.where(near_p, 1, d_pos))
+        s_neg = np.where(near_n, 0.5 * (g0 + g(x0 + d_pos)), dy_neg / np.where(near_n, 1, d_neg))
+        return (m_pos * s_pos).astype(m_pos.dtype, copy=False), (m_neg * s_neg).astype(m_neg.dtype, copy=False)
+
+    # ------------------------------------------------- pair gathers, reductions
+    def pair_delta(self, x, r, pair_x, pair_r):
+        """Δ[p] = x[pair_x[p]] - r[pair_r[p]] for x (n_x, F), r (n_r, F)."""
+        return x[pair_x] - r[pair_r]
+
+    def pair_contributions(self, m, x, r, pair_x, pair_r):
+        """c[p] = m[p] · (x[pair_x[p]] - r[pair_r[p]])."""
+        return m * (x[pair_x] - r[pair_r])
+
+    def mean_over_refs(self, a, n_refs):
+        """a (n·K, F), example-major -> (n, F): mean over each example's K rows.
+
+        Accumulates in float64 in reference order, so the result does not depend on
+        how examples were chunked.
+        """
+        n = a.shape[0] // n_refs
+        acc = np.zeros((n,) + a.shape[1:], dtype=np.float64)
+        for k in range(n_refs):
+            acc += a[k::n_refs]
+        return (acc / n_refs).astype(a.dtype, copy=False)
+
+
+def _window_index(n_out, stride, pad, offset, size):
+    """Output positions whose tap at ``offset`` lands inside [0, size), and those input positions."""
+    src = np.arange(n_out) * stride - pad + offset
+    ok = (src >= 0) & (src < size)
+    return np.nonzero(ok)[0], src[ok]
+
+
+def _act_value(act: Act, x, a):
+    if act == Act.LINEAR:
+        return x.copy()
+    if act == Act.RELU:
+        return np.maximum(x, 0)
+    if act == Act.RELU6:
+        return np.clip(x, 0, 6)
+    if act == Act.LEAKY_RELU:
+        return np.where(x > 0, x, a * x)
+    if act == Act.ELU:
+        return np.where(x > 0, x, a * np.expm1(np.minimum(x, 0)))
+    if act == Act.SELU:
+        return SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0)))
+    if act == Act.SIGMOID:
+        return _sigmoid(x)
+    if act == Act.HARD_SIGMOID:
+        return np.clip(a * x + 0.5, 0, 1)
+    if act == Act.TANH:
+        return np.tanh(x)
+    if act == Act.SOFTPLUS:
+        return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+    if act == Act.SOFTSIGN:
+        return x / (1 + np.abs(x))
+    if act == Act.SWISH:
+        return x * _sigmoid(x)
+    if act == Act.GELU:
+        return 0.5 * x * (1 + _erf(x / np.sqrt(2)))
+    if act == Act.GELU_TANH:
+        return 0.5 * x * (1 + np.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x**3)))
+    if act == Act.EXPONENTIAL:
+        return np.exp(x)
+    raise ValueError(f"unknown activation code {act}")
+
+
+def _act_grad(act: Act, x, a):
+    one = np.ones_like(x)
+    if act == Act.LINEAR:
+        return one
+    if act == Act.RELU:
+        return (x > 0).astype(x.dtype)
+    if act == Act.RELU6:
+        return ((x > 0) & (x < 6)).astype(x.dtype)
+    if act == Act.LEAKY_RELU:
+        return np.where(x > 0, one, a)
+    if act == Act.ELU:
+        return np.where(x > 0, one, a * np.exp(np.minimum(x, 0)))
+    if act == Act.SELU:
+        return SELU_SCALE * np.where(x > 0, one, SELU_ALPHA * np.exp(np.minimum(x, 0)))
+    if act == Act.SIGMOID:
+        s = _sigmoid(x)
+        return s * (1 - s)
+    if act == Act.HARD_SIGMOID:
+        t = a * x + 0.5
+        return np.where((t > 0) & (t < 1), a, 0 * a)
+    if act == Act.TANH:
+        t = np.tanh(x)
+        return 1 - t * t
+    if act == Act.SOFTPLUS:
+        return _sigmoid(x)
+    if act == Act.SOFTSIGN:
+        d = 1 + np.abs(x)
+        return 1 / (d * d)
+    if act == Act.SWISH:
+        s = _sigmoid(x)
+        return s * (1 + x * (1 - s))
+    if act == Act.GELU:
+        cdf = 0.5 * (1 + _erf(x / np.sqrt(2)))
+        pdf = np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
+        return cdf + x * pdf
+    if act == Act.GELU_TANH:
+        u = SQRT_2_OVER_PI * (x + 0.044715 * x**3)
+        t = np.tanh(u)
+        du = SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x)
+        return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du
+    if act == Act.EXPONENTIAL:
+        return np.exp(x)
+    raise ValueError(f"unknown activation code {act}")
