@@ -1,0 +1,205 @@
+"""`Model`: a validated DAG of layer calls (nodes), with named inputs and outputs.
+
+The model is device-free: it holds numpy weights and runs on whatever `ops`
+backend it is handed. Build one in code by calling layers on nodes::
+
+    import fastlift as fl
+    from fastlift import layers as L
+
+    x = L.Input((100, 4), name="seq")
+    h = L.Activation("relu")(L.Conv1D(kernel, bias, padding="same")(x))
+    y = L.Dense(w, b)(L.GlobalAvgPool1D()(h))
+    model = fl.Model(x, y)
+
+or load one from a Keras file with `fastlift.load_model` (issue 3).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .layers.base import Node
+from .layers.core import Activation, Dropout, InputLayer, Softmax
+
+
+class Model:
+    """A directed acyclic graph of layer calls.
+
+    Parameters
+    ----------
+    inputs : Node or list of Node
+        The `Input` nodes, in the order `predict` and `deeplift` take arrays.
+    outputs : Node or list of Node
+    name : str, optional
+
+    Raises
+    ------
+    ValueError
+        On a cycle, an input that the outputs use but ``inputs`` does not list (a
+        dangling input), a listed input no output depends on, or duplicate node names.
+    """
+
+    def __init__(self, inputs, outputs, name: str = "model"):
+        self.name = name
+        self.inputs = _node_list(inputs, "inputs")
+        self.outputs = _node_list(outputs, "outputs")
+        for n in self.inputs:
+            if not isinstance(n.layer, InputLayer):
+                raise ValueError(f"inputs must be Input nodes; {n.name!r} is a {type(n.layer).__name__}")
+        self.nodes = _topological_order(self.outputs)
+        listed = set(map(id, self.inputs))
+        for n in self.nodes:
+            if isinstance(n.layer, InputLayer) and id(n) not in listed:
+                raise ValueError(f"the outputs depend on input {n.name!r}, which is not in the model's inputs "
+                                 f"{[i.name for i in self.inputs]} (dangling input)")
+        used = set(map(id, self.nodes))
+        for n in self.inputs:
+            if id(n) not in used:
+                raise ValueError(f"input {n.name!r} is not connected to any output")
+        self._by_name: dict[str, Node] = {}
+        for n in self.nodes:
+            if n.name in self._by_name:
+                raise ValueError(f"two nodes are named {n.name!r}; layer names must be unique")
+            self._by_name[n.name] = n
+        for n in self.nodes:
+            if isinstance(n.layer, Softmax) and any(n in m.inputs for m in self.nodes):
+                raise NotImplementedError(f"softmax {n.name!r} is used by another layer; fastlift supports "
+                                          "softmax only as a final layer")
+
+    # ----------------------------------------------------------------- lookup
+    @property
+    def input_names(self) -> list[str]:
+        return [n.name for n in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [n.name for n in self.outputs]
+
+    @property
+    def layer_names(self) -> list[str]:
+        """Node names in topological order (scores can be asked for any of them)."""
+        return [n.name for n in self.nodes]
+
+    def get_node(self, name: str) -> Node:
+        """The node called ``name``; ValueError listing the valid names otherwise."""
+        if not isinstance(name, str):
+            raise TypeError(f"layer name must be a str; got {name!r}")
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise ValueError(f"unknown layer name {name!r}; the model has {self.layer_names}") from None
+
+    def default_target(self) -> Node:
+        """Pre-activation of the first output: the input of a final nonlinearity (and of
+        any Dropout between), else the output itself."""
+        node = self.outputs[0]
+        while isinstance(node.layer, Dropout):
+            node = node.inputs[0]
+        if isinstance(node.layer, Softmax) or (isinstance(node.layer, Activation) and node.layer.activation != "linear"):
+            return node.inputs[0]
+        return node
+
+    # ---------------------------------------------------------------- compute
+    def predict(self, X, batch_size: int | None = None, *, dtype="float32", device="auto", n_threads=None):
+        """Forward pass.
+
+        Parameters
+        ----------
+        X : array, list of arrays, or dict {input name: array}
+            Each shaped (n_examples, *input_shape).
+        batch_size : int, optional
+            Examples per forward batch (default: all at once, up to 1024).
+
+        Returns
+        -------
+        array (n_examples, *output_shape), or a list of them for several outputs.
+        """
+        from . import _validate
+        from .backends import get_ops
+
+        ops = get_ops(device, n_threads)
+        dt = _validate.dtype_arg(dtype)
+        xs = _validate.inputs(self, X, "X")
+        n = xs[0].shape[0]
+        bs = _validate.batch_size_arg(batch_size, default=min(max(n, 1), 1024))
+        cache = WeightCache(ops, dt)
+        outs = [[] for _ in self.outputs]
+        with ops.compute_context():
+            for lo in range(0, n, bs):
+                acts = self.forward(ops, [ops.asarray(x[lo:lo + bs], dt) for x in xs], cache)
+                for k, o in enumerate(self.outputs):
+                    outs[k].append(ops.to_numpy(acts[o]))
+        res = [np.concatenate(o) if o else np.zeros((0,) + node.shape, dt) for o, node in zip(outs, self.outputs)]
+        return res[0] if len(res) == 1 else res
+
+    def forward(self, ops, xs, cache: WeightCache, keep=None):
+        """Activations of every node for a batch: {node: (rows, *node.shape)}.
+
+        ``xs`` are device arrays in input order; ``keep`` (a set of nodes) limits which
+        activations are retained after their consumers have run (None keeps all).
+        """
+        acts = {node: x for node, x in zip(self.inputs, xs)}
+        for node in self.nodes:
+            if node in acts:
+                continue
+            acts[node] = node.layer.forward(ops, [acts[i] for i in node.inputs], cache(node.layer))
+        return acts
+
+    def summary(self) -> str:
+        """One line per node: name, class, output shape, inputs."""
+        lines = [f"Model {self.name!r}: inputs {self.input_names} -> outputs {self.output_names}"]
+        for n in self.nodes:
+            src = ", ".join(i.name for i in n.inputs)
+            lines.append(f"  {n.name:<24} {type(n.layer).__name__:<20} {str(n.shape):<18} <- {src}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"<fastlift.Model {self.name!r} {len(self.nodes)} nodes, inputs={self.input_names}>"
+
+
+class WeightCache:
+    """Layer weights converted once per run to the backend's arrays and dtype."""
+
+    def __init__(self, ops, dtype):
+        self.ops, self.dtype = ops, dtype
+        self._cache: dict[int, dict] = {}
+
+    def __call__(self, layer):
+        key = id(layer)
+        if key not in self._cache:
+            self._cache[key] = {k: self.ops.asarray(v, self.dtype) for k, v in layer.weights.items()}
+        return self._cache[key]
+
+
+def _node_list(value, what) -> list[Node]:
+    if isinstance(value, Node):
+        return [value]
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, Node) for v in value):
+        return list(value)
+    raise TypeError(f"{what} must be a Node or a non-empty list of Nodes; got {value!r}")
+
+
+def _topological_order(outputs: list[Node]) -> list[Node]:
+    """Nodes the outputs depend on, inputs first; ValueError on a cycle."""
+    order: list[Node] = []
+    state: dict[int, int] = {}  # 1 = on the current path, 2 = done
+    for root in outputs:
+        stack = [(root, iter(root.inputs))]
+        if state.get(id(root)) == 2:
+            continue
+        state[id(root)] = 1
+        while stack:
+            node, it = stack[-1]
+            child = next(it, None)
+            if child is None:
+                stack.pop()
+                state[id(node)] = 2
+                order.append(node)
+                continue
+            s = state.get(id(child))
+            if s == 1:
+                raise ValueError(f"the graph has a cycle through {child.name!r}")
+            if s is None:
+                state[id(child)] = 1
+                stack.append((child, iter(child.inputs)))
+    return order
