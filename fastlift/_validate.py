@@ -1,0 +1,92 @@
+"""Validation at the public boundary (DESIGN decision 7).
+
+Every check names the argument, what was expected and what was found. Nothing
+user-supplied reaches a kernel without passing through here.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+def dtype_arg(dtype):
+    """'float32' / 'float64' (or the numpy types) -> numpy dtype."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt is None or dt.name not in DTYPES:
+        raise ValueError(f"dtype must be 'float32' or 'float64'; got {dtype!r}")
+    return dt
+
+
+def batch_size_arg(batch_size, default: int) -> int:
+    if batch_size is None:
+        return default
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int or None; got {batch_size!r}")
+    return int(batch_size)
+
+
+def numeric_array(a, what: str) -> np.ndarray:
+    """An array of real numbers (bool/int/float), finite; TypeError/ValueError otherwise."""
+    if isinstance(a, (str, bytes)):
+        raise TypeError(f"{what} must be an array of numbers; got a {type(a).__name__}")
+    try:
+        arr = np.asarray(a)
+    except Exception as e:  # noqa: BLE001 - ragged lists etc.
+        raise TypeError(f"{what} must be an array of numbers; got {type(a).__name__} ({e})") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{what} must hold real numbers (bool, int or float); got dtype {arr.dtype}")
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise ValueError(f"{what} contains {bad} NaN or Inf value(s); all values must be finite")
+    return arr
+
+
+def inputs(model, X, what: str = "X") -> list[np.ndarray]:
+    """X (array, list or dict keyed by input name) -> list of arrays in model input order.
+
+    Checks the count, each shape (n_examples, *input_shape) and a common n_examples.
+    """
+    names = model.input_names
+    if isinstance(X, dict):
+        unknown = sorted(set(X) - set(names))
+        missing = [n for n in names if n not in X]
+        if unknown or missing:
+            raise ValueError(f"{what} as a dict must have exactly the keys {names}; missing {missing}, "
+                             f"unknown {unknown}")
+        items = [X[n] for n in names]
+    elif isinstance(X, (list, tuple)):
+        items = list(X)
+        if len(items) != len(names):
+            raise ValueError(f"{what} must hold {len(names)} array(s), one per model input {names}; "
+                             f"got {len(items)}")
+    else:
+        if len(names) != 1:
+            raise ValueError(f"the model has {len(names)} inputs {names}: pass {what} as a list or dict; "
+                             f"got a single {type(X).__name__}")
+        items = [X]
+    out = []
+    for name, node, a in zip(names, model.inputs, items):
+        label = what if len(names) == 1 else f"{what}[{name!r}]"
+        arr = numeric_array(a, label)
+        if arr.ndim != len(node.shape) + 1 or arr.shape[1:] != node.shape:
+            raise ValueError(f"{label} must have shape (n_examples, {', '.join(map(str, node.shape))}); "
+                             f"got {arr.shape}")
+        out.append(arr)
+    n = {a.shape[0] for a in out}
+    if len(n) != 1:
+        raise ValueError(f"all inputs in {what} must have the same number of examples; got "
+                         f"{[a.shape[0] for a in out]}")
+    return out
+
+
+def choice(value, options, what: str):
+    if not isinstance(value, str) or value not in options:
+        raise ValueError(f"{what} must be one of {tuple(options)}; got {value!r}")
+    return value

@@ -1,0 +1,425 @@
+"""Public entry points: `deeplift` and `attribute`.
+
+Flow of one call: validate once -> plan (rules per node, target weights, which nodes
+need multipliers) -> for each chunk of examples (`scheduler`): forward the unique
+example rows and the unique reference rows, then for each target push multipliers
+from the target back to the scored layers, pair by pair (DESIGN decisions 1-3).
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import _validate, scheduler
+from . import references as refs_mod
+from .backends import get_ops
+from .layers.base import Node
+from .layers.core import InputLayer, Softmax
+from .model import Model, WeightCache
+from .rules import MaxPoolRule, Rule, parse_max_pool, parse_rule, resolve
+
+METHODS = ("deeplift", "gradient", "grad_x_input", "integrated_gradients", "guided_backprop")
+
+
+@dataclass
+class Attributions:
+    """Result of `deeplift` / `attribute`.
+
+    Attributes
+    ----------
+    contributions : array or list/dict of arrays
+        Shaped like the scored layer's output, (n_examples, *shape); with a list of
+        targets, (n_targets, n_examples, *shape). Mean over references.
+    multipliers : same structure
+        Mean over references (for inputs after a RevealCancel split: (m⁺+m⁻)/2).
+    hypothetical : same structure or None
+        With ``hypothetical=True``: mean over references of m[l, i] - Σ_c ref[l, c]·m[l, c],
+        the contribution base i would make at position l; for one-hot input its value at
+        the present base equals the contribution summed over the last axis.
+    deltas : array (n_examples,) or (n_targets, n_examples), or None
+        Σ contributions - (f(x) - mean f(ref)) at the target: summation-to-delta error
+        (None for methods without a reference: gradient, guided_backprop).
+    target_layer : str
+    layers : list of str
+    """
+
+    contributions: Any
+    multipliers: Any
+    hypothetical: Any
+    deltas: Any
+    target_layer: str
+    layers: list
+
+
+def deeplift(model: Model, X, references=None, *, rule: str = "rescale", target=0, target_layer=None,
+             layers=None, hypothetical: bool = False, device: str = "auto", dtype="float32",
+             batch_size: int | None = None, progress: bool = False, seed: int | None = None,
+             max_pool: str = "exact", n_threads: int | None = None) -> Attributions:
+    """DeepLIFT contributions of the inputs (or named layers) to a target.
+
+    Parameters
+    ----------
+    model : Model
+    X : array (n_examples, *input_shape), or a list / dict {input name: array}
+    references : None, array, callable or spec (see `fastlift.references`)
+        None = zeros; (1, *S) or (N, *S) one per example; (N, K, *S) or (1, K, *S)
+        K per example; ``f(X, rng) -> (1, K, *S)``. Results average over K.
+    rule : {"rescale", "reveal_cancel", "genomics_default", "gradient", "guided_backprop"}
+    target : int, list of int, or array
+        A unit of the target layer (flattened index), several units in one pass (the
+        result gains a leading target axis), or weights over the target layer's units
+        (shape of the layer output).
+    target_layer : str, optional
+        Default: the pre-activation of the first output (logits before a sigmoid or softmax).
+    layers : str or list of str, optional
+        Layers to score (default: the model inputs).
+    hypothetical : bool
+        Also return hypothetical contributions of the scored inputs (one-hot inputs).
+    device : {"auto", "cpu", "cuda", "numpy"}
+    dtype : {"float32", "float64"}
+    batch_size : int, optional
+        Examples per chunk (default: sized from a memory budget). Results do not depend on it.
+    progress : bool
+        Print a progress bar to stderr.
+    seed : int, optional
+        Seed for generated references (default 0: runs are reproducible).
+    max_pool : {"exact", "gradient"}
+        Max-pooling rule (see `fastlift.rules`).
+    n_threads : int, optional
+        CPU threads (default: all cores). Results do not depend on it.
+
+    Returns
+    -------
+    Attributions
+    """
+    return _run("deeplift", model, X, references, rule=rule, target=target, target_layer=target_layer,
+                layers=layers, hypothetical=hypothetical, device=device, dtype=dtype, batch_size=batch_size,
+                progress=progress, seed=seed, max_pool=max_pool, n_threads=n_threads)
+
+
+def attribute(model: Model, X, method: str = "deeplift", references=None, *, steps: int = 50,
+              **kwargs) -> Attributions:
+    """Any attribution method on the same engine.
+
+    Parameters
+    ----------
+    method : {"deeplift", "gradient", "grad_x_input", "integrated_gradients", "guided_backprop"}
+        * deeplift: as `deeplift` (``rule`` etc. in ``kwargs``);
+        * gradient: ∂target/∂x (contributions = multipliers = the gradient);
+        * grad_x_input: gradient · x;
+        * integrated_gradients: (x - ref) · mean of the gradient at ref + (s + ½)/steps·(x - ref),
+          s = 0..steps-1 (midpoint rule), averaged over references;
+        * guided_backprop: the guided-backprop gradient.
+    steps : int
+        Integrated-gradients steps.
+    **kwargs
+        Any keyword of `deeplift` (target, target_layer, layers, device, dtype, ...).
+    """
+    _validate.choice(method, METHODS, "method")
+    unknown = sorted(set(kwargs) - _DEEPLIFT_KEYWORDS)
+    if unknown:
+        raise TypeError(f"attribute() got unexpected keyword(s) {unknown}; it takes the keywords of deeplift(): "
+                        f"{sorted(_DEEPLIFT_KEYWORDS)}")
+    if method == "deeplift":
+        return deeplift(model, X, references, **kwargs)
+    if "rule" in kwargs:
+        raise ValueError(f"rule only applies to method='deeplift'; got rule={kwargs['rule']!r} with "
+                         f"method={method!r}")
+    if method != "integrated_gradients":
+        if references is not None:
+            raise ValueError(f"method={method!r} takes no references; got {type(references).__name__}")
+        if kwargs.get("hypothetical"):
+            raise ValueError(f"hypothetical=True needs references; not available for method={method!r}")
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+        raise ValueError(f"steps must be a positive int; got {steps!r}")
+    layers = kwargs.get("layers")
+    if method == "integrated_gradients" and layers is not None:
+        raise ValueError("method='integrated_gradients' integrates along the path between inputs; it scores "
+                         f"the model inputs only (layers=None); got layers={layers!r}")
+    rule = "guided_backprop" if method == "guided_backprop" else "gradient"
+    return _run(method, model, X, references, rule=rule, steps=int(steps), **kwargs)
+
+
+_DEEPLIFT_KEYWORDS = {"rule", "target", "target_layer", "layers", "hypothetical", "device", "dtype", "batch_size",
+                      "progress", "seed", "max_pool", "n_threads"}
+
+# --------------------------------------------------------------------- planning
+
+
+class _Plan:
+    """Everything fixed for one call: backend, dtype, rules, targets, scored nodes."""
+
+    def __init__(self, method, model, X, references, *, rule="rescale", target=0, target_layer=None, layers=None,
+                 hypothetical=False, device="auto", dtype="float32", batch_size=None, progress=False, seed=None,
+                 max_pool="exact", n_threads=None, steps=1):
+        if not isinstance(model, Model):
+            raise TypeError(f"model must be a fastlift.Model; got {type(model).__name__}")
+        self.method, self.model = method, model
+        self.rule = parse_rule(rule)
+        self.max_pool = parse_max_pool(max_pool)
+        self.dtype = _validate.dtype_arg(dtype)
+        self.ops = get_ops(device, n_threads)
+        self.xs = [a.astype(self.dtype, copy=False) for a in _validate.inputs(model, X, "X")]
+        self.n = self.xs[0].shape[0]
+        self.x_is_dict = isinstance(X, dict)
+        self.sources = refs_mod.prepare(model, references, self.xs)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
+            raise ValueError(f"seed must be a non-negative int or None; got {seed!r}")
+        self.seed = 0 if seed is None else int(seed)
+        self.progress = bool(progress)
+        self.steps = steps
+        self.target_node = self._target_node(target_layer)
+        self.weights, self.multi_target = self._targets(target)
+        self.score_nodes, self.layers_form = self._score_nodes(layers)
+        self.hypothetical = bool(hypothetical)
+        if self.hypothetical:
+            self._check_hypothetical()
+        self.rules = resolve(model.nodes, self.rule)
+        self.needed = self._needed_nodes()
+        self.batch_size = _validate.batch_size_arg(batch_size, scheduler.auto_batch_size(self))
+        self.cache = WeightCache(self.ops, self.dtype)
+
+    def _target_node(self, target_layer) -> Node:
+        node = self.model.default_target() if target_layer is None else self.model.get_node(target_layer)
+        if isinstance(node.layer, Softmax):
+            raise ValueError(f"target_layer {node.name!r} is a softmax output; target its input (the logits, "
+                             "the default) instead")
+        if isinstance(node.layer, InputLayer):
+            raise ValueError(f"target_layer {node.name!r} is a model input; choose a layer after it")
+        return node
+
+    def _targets(self, target):
+        node = self.target_node
+        units = node.size
+
+        def one_hot(t, what):
+            if isinstance(t, bool) or not isinstance(t, numbers.Integral):
+                raise TypeError(f"{what} must be an int index; got {t!r}")
+            if not 0 <= t < units:
+                raise ValueError(f"{what} must be in [0, {units}) for target layer {node.name!r} with "
+                                 f"output shape {node.shape}; got {t}")
+            w = np.zeros(units)
+            w[int(t)] = 1.0
+            return w.reshape(node.shape)
+
+        if isinstance(target, str):
+            raise ValueError(f"target {target!r}: named target presets are not available in this version; "
+                             "pass an int, a list of ints or a weight array")
+        if isinstance(target, numbers.Integral):
+            return [one_hot(target, "target")], False
+        if isinstance(target, (list, tuple)):
+            if not target:
+                raise ValueError("target list must not be empty")
+            return [one_hot(t, f"target[{i}]") for i, t in enumerate(target)], True
+        w = _validate.numeric_array(target, "target")
+        if w.shape == node.shape or w.shape == (units,):
+            return [w.reshape(node.shape).astype(np.float64)], False
+        raise ValueError(f"target as an array must have the target layer's shape {node.shape} (or ({units},)); "
+                         f"got {w.shape}")
+
+    def _score_nodes(self, layers):
+        if layers is None:
+            return list(self.model.inputs), "inputs"
+        if isinstance(layers, str):
+            return [self.model.get_node(layers)], "single"
+        if isinstance(layers, (list, tuple)) and layers and all(isinstance(n, str) for n in layers):
+            nodes = [self.model.get_node(n) for n in layers]
+            if len(set(nodes)) != len(nodes):
+                raise ValueError(f"layers contains duplicates: {list(layers)}")
+            return nodes, "list"
+        raise TypeError(f"layers must be None, a layer name or a non-empty list of names; got {layers!r}")
+
+    def _check_hypothetical(self):
+        for node in self.score_nodes:
+            if not isinstance(node.layer, InputLayer):
+                raise ValueError(f"hypothetical=True scores model inputs only; {node.name!r} is a "
+                                 f"{type(node.layer).__name__}")
+        for node, x in zip(self.model.inputs, self.xs):
+            if node not in self.score_nodes:
+                continue
+            ok = np.all((x == 0) | (x == 1)) and np.all(x.sum(axis=-1) <= 1)
+            if not ok:
+                raise ValueError(f"hypothetical=True needs one-hot input (values 0/1, at most one 1 along the "
+                                 f"last axis); input {node.name!r} is not")
+
+    def _needed_nodes(self) -> set:
+        """Nodes on some path from a scored node to the target: only they need multipliers."""
+        ancestors = {self.target_node}
+        for node in reversed(self.model.nodes):
+            if node in ancestors:
+                ancestors.update(node.inputs)
+        below = set(self.score_nodes)
+        for node in self.model.nodes:
+            if any(i in below for i in node.inputs):
+                below.add(node)
+        return ancestors & below
+
+    def rule_of(self, node) -> Rule:
+        return self.rules[node]
+
+
+class _Context:
+    """What layers see during backward for one chunk: activations, pairs, lazy Δ and splits."""
+
+    def __init__(self, plan: _Plan, acts_x, acts_r, pair_x, pair_r):
+        self.plan, self.ops = plan, plan.ops
+        self.acts_x, self.acts_r = acts_x, acts_r
+        self.pair_x, self.pair_r = pair_x, pair_r
+        self.max_pool_exact = plan.max_pool is MaxPoolRule.EXACT
+        self.weights = plan.cache
+        self._delta: dict[Node, Any] = {}
+        self._split: dict[Node, Any] = {}
+
+    def x(self, node):
+        return self.acts_x[node]
+
+    def r(self, node):
+        return self.acts_r[node]
+
+    def rule(self, node) -> Rule:
+        return self.plan.rules[node]
+
+    def delta(self, node):
+        if node not in self._delta:
+            x, r = self.acts_x[node], self.acts_r[node]
+            d = self.ops.pair_delta(x.reshape(x.shape[0], -1), r.reshape(r.shape[0], -1), self.pair_x, self.pair_r)
+            self._delta[node] = d.reshape((len(self.pair_x),) + node.shape)
+        return self._delta[node]
+
+    def split(self, node):
+        if node not in self._split:
+            self._split[node] = node.layer.split(node, self)
+        return self._split[node]
+
+
+# ------------------------------------------------------------------------- run
+
+
+def _run(method, model, X, references, **kw) -> Attributions:
+    plan = _Plan(method, model, X, references, **kw)
+    acc = scheduler.Accumulator(plan)
+    with plan.ops.compute_context():
+        for chunk in scheduler.chunks(plan):
+            if method == "integrated_gradients":
+                _ig_chunk(plan, chunk, acc)
+            else:
+                _deeplift_chunk(plan, chunk, acc)
+    return acc.result()
+
+
+def _flat(a):
+    return a.reshape(a.shape[0], -1)
+
+
+def backward(plan: _Plan, ctx: _Context, weights) -> dict:
+    """Multipliers {node: (m_pos, m_neg)} of every needed node for one target."""
+    ops, n_pairs = plan.ops, len(ctx.pair_x)
+    t = plan.target_node
+    w = ops.asarray(weights, plan.dtype)
+    m = {t: (ops.xp.ascontiguousarray(ops.xp.broadcast_to(w, (n_pairs,) + t.shape)), None)}
+    for node in reversed(plan.model.nodes):
+        if node not in m or node not in plan.needed or isinstance(node.layer, InputLayer):
+            continue
+        if all(i not in plan.needed for i in node.inputs):
+            continue
+        increments = node.layer.backward(node, m[node], ctx)
+        for src, inc in zip(node.inputs, increments):
+            if inc is None or src not in plan.needed:
+                continue
+            m[src] = inc if src not in m else _add(m[src], inc)
+        if node not in plan.score_nodes:
+            del m[node]  # free memory as soon as the inputs have their share
+    return m
+
+
+def _add(a, b):
+    (ap, an), (bp, bn) = a, b
+    pos = ap + bp
+    if an is None and bn is None:
+        return pos, None
+    return pos, (ap if an is None else an) + (bp if bn is None else bn)
+
+
+def _deeplift_chunk(plan: _Plan, chunk, acc):
+    ops = plan.ops
+    acts_x = plan.model.forward(ops, chunk.x_rows, plan.cache)
+    acts_r = chunk.ref_acts(lambda rows: plan.model.forward(ops, rows, plan.cache))
+    ctx = _Context(plan, acts_x, acts_r, chunk.pair_x, chunk.pair_r)
+    t = plan.target_node
+    tx, tr = ops.to_numpy(_flat(acts_x[t])).astype(np.float64), ops.to_numpy(_flat(acts_r[t])).astype(np.float64)
+    for ti, w in enumerate(plan.weights):
+        m = backward(plan, ctx, w)
+        wf = w.reshape(-1)
+        # (P,) Δtarget per pair; a row-wise sum, not a GEMV, so it is the same for any chunk size
+        d_out = (tx[chunk.pair_x] * wf).sum(axis=1) - (tr[chunk.pair_r] * wf).sum(axis=1)
+        sum_c = np.zeros(len(chunk.pair_x))
+        for si, node in enumerate(plan.score_nodes):
+            c, mult = _scores(plan, ctx, node, m.get(node))
+            sum_c += ops.to_numpy(_flat(c)).astype(np.float64).sum(axis=1)
+            # gradient and guided_backprop report the (guided) gradient itself
+            contrib = mult if plan.method in ("gradient", "guided_backprop") else c
+            hyp = _hypothetical(ops, ctx, node, mult) if plan.hypothetical else None
+            acc.add(ti, si, chunk, contrib, mult, hyp)
+        acc.add_deltas(ti, chunk, sum_c - d_out)
+
+
+def _scores(plan, ctx, node, m):
+    """Per-pair contributions and multipliers of ``node`` ((P, *shape) each)."""
+    ops, n_pairs = plan.ops, len(ctx.pair_x)
+    if m is None:  # the target does not depend on this node
+        z = ops.xp.zeros((n_pairs,) + node.shape, dtype=plan.dtype)
+        return z, z
+    pos, neg = m
+    if neg is None:
+        c = ops.pair_contributions(_flat(pos), _flat(ctx.x(node)), _flat(ctx.r(node)), ctx.pair_x, ctx.pair_r)
+        return c.reshape(pos.shape), pos
+    d_pos, d_neg = ctx.split(node)
+    return pos * d_pos + neg * d_neg, 0.5 * (pos + neg)
+
+
+def _hypothetical(ops, ctx, node, mult):
+    """m - Σ_c ref·m (per pair, last axis = one-hot channels)."""
+    r = ctx.r(node)[ctx.pair_r]
+    return mult - (r * mult).sum(axis=-1, keepdims=True)
+
+
+def _ig_chunk(plan: _Plan, chunk, acc):
+    """Integrated gradients: average the gradient over ``steps`` midpoints between each
+    reference and the example, then multiply by (x - ref)."""
+    ops, steps = plan.ops, plan.steps
+    n_pairs = len(chunk.pair_x)
+    ref_rows = chunk.ref_rows_per_pair()  # list per input: (P, *S) numpy
+    alphas = ((np.arange(steps) + 0.5) / steps).astype(plan.dtype)
+    x_pair = [x[chunk.pair_x_host] for x in chunk.x_host]
+    points = [(r[:, None] + alphas.reshape((1, steps) + (1,) * (r.ndim - 1)) * (x - r)[:, None])
+              .reshape((n_pairs * steps,) + r.shape[1:]) for x, r in zip(x_pair, ref_rows)]
+    acts_p = plan.model.forward(ops, [ops.asarray(p, plan.dtype) for p in points], plan.cache)
+    idx = ops.asarray(np.arange(n_pairs * steps), np.int64)
+    ctx = _Context(plan, acts_p, acts_p, idx, idx)
+    acts_x = plan.model.forward(ops, chunk.x_rows, plan.cache)
+    acts_r = chunk.ref_acts(lambda rows: plan.model.forward(ops, rows, plan.cache))
+    t = plan.target_node
+    tx, tr = ops.to_numpy(_flat(acts_x[t])).astype(np.float64), ops.to_numpy(_flat(acts_r[t])).astype(np.float64)
+    input_index = {node: k for k, node in enumerate(plan.model.inputs)}
+    for ti, w in enumerate(plan.weights):
+        m = backward(plan, ctx, w)
+        wf = w.reshape(-1)
+        d_out = (tx[chunk.pair_x] * wf).sum(axis=1) - (tr[chunk.pair_r] * wf).sum(axis=1)
+        sum_c = np.zeros(n_pairs)
+        for si, node in enumerate(plan.score_nodes):
+            pos = m[node][0] if node in m else ops.xp.zeros((n_pairs * steps,) + node.shape, plan.dtype)
+            grad = ops.mean_over_refs(_flat(pos), steps).reshape((n_pairs,) + node.shape)  # mean over steps
+            k = input_index[node]
+            delta = ops.asarray(x_pair[k] - ref_rows[k], plan.dtype)
+            c = grad * delta
+            sum_c += ops.to_numpy(_flat(c)).astype(np.float64).sum(axis=1)
+            hyp = None
+            if plan.hypothetical:
+                r = ops.asarray(ref_rows[input_index[node]], plan.dtype)
+                hyp = grad - (r * grad).sum(axis=-1, keepdims=True)
+            acc.add(ti, si, chunk, c, grad, hyp)
+        acc.add_deltas(ti, chunk, sum_c - d_out)

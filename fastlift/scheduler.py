@@ -1,0 +1,176 @@
+"""Chunking examples × references and accumulating per-example results.
+
+A chunk holds whole examples (all K references of each), so every per-example mean
+over references is computed inside one chunk, in reference order, in float64: the
+result does not depend on the chunk size (DESIGN decision 3).
+
+Reference rows of a chunk are either *shared* (the same K rows for every example:
+zeros, a flat background, a fixed set; forwarded once per run and cached) or
+*per example* (``n·K`` rows, example-major). Pair ``p = e·K + k`` compares example
+``e`` with its reference ``k``: ``pair_x[p] = e`` and ``pair_r[p] = k`` (shared) or
+``e·K + k`` (per example).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from . import references as refs_mod
+from .layers.conv import _Conv
+
+#: Working-memory budget for one chunk (activations, multipliers, temporaries).
+MEMORY_BUDGET_BYTES = 512 * 2**20
+DEFAULT_K_GUESS = 10
+
+
+def auto_batch_size(plan) -> int:
+    """Examples per chunk so that one chunk's arrays fit `MEMORY_BUDGET_BYTES`."""
+    k = max([s.n_refs or DEFAULT_K_GUESS for s in plan.sources] + [1]) * max(plan.steps, 1)
+    item = plan.dtype.itemsize
+    act = sum(n.size for n in plan.model.nodes)
+    im2col = max([n.size * int(np.prod(n.layer._ksize)) * n.layer._cin // max(n.shape[-1], 1)
+                  for n in plan.model.nodes if isinstance(n.layer, _Conv)] + [0])
+    # forward rows (example + its share of reference rows) and ~4 per-pair arrays per node
+    per_example = item * (act * (2 + 4 * k) + im2col * (1 + k))
+    return int(max(1, min(plan.n, MEMORY_BUDGET_BYTES // max(per_example, 1))))
+
+
+class Chunk:
+    """Examples [lo, hi) with their reference rows and pair indices."""
+
+    def __init__(self, plan, lo, hi, shared_cache):
+        self.plan, self.lo, self.hi = plan, lo, hi
+        ops, dt = plan.ops, plan.dtype
+        n = hi - lo
+        self.x_host = [x[lo:hi] for x in plan.xs]
+        self.x_rows = [ops.asarray(x, dt) for x in self.x_host]
+        sources = plan.sources
+        self.shared = all(s.spec is None and s.per_example is None for s in sources)
+        if self.shared:
+            k = max(s.shared.shape[0] for s in sources)
+            self._ref_host = [np.broadcast_to(s.shared, (k,) + s.shared.shape[1:]) for s in sources]
+            pair_r = np.tile(np.arange(k), n)
+        else:
+            per = []
+            for name, s, xh in zip(plan.model.input_names, sources, self.x_host):
+                if s.per_example is not None:
+                    per.append(s.per_example[lo:hi])
+                elif s.spec is not None:
+                    label = "references" if len(sources) == 1 else f"references[{name!r}]"
+                    per.append(np.stack([refs_mod.generated(s.spec, xh[e:e + 1], plan.seed, lo + e, label)
+                                         for e in range(n)]))
+                else:
+                    per.append(np.broadcast_to(s.shared[None], (n,) + s.shared.shape))
+            ks = {p.shape[1] for p in per}
+            k = max(ks)
+            if ks - {1, k}:
+                raise ValueError(f"references: every input must have the same number of references K (or 1); "
+                                 f"got {[p.shape[1] for p in per]}")
+            self._ref_host = [np.broadcast_to(p, (n, k) + p.shape[2:]).reshape((n * k,) + p.shape[2:])
+                              for p in per]
+            pair_r = np.arange(n * k)
+        self.n_refs = k
+        self._shared_cache = shared_cache
+        self.pair_x_host = np.repeat(np.arange(n), k)
+        self.pair_r_host = pair_r
+        self.pair_x = ops.asarray(self.pair_x_host, np.int64)
+        self.pair_r = ops.asarray(pair_r, np.int64)
+
+    def ref_acts(self, forward):
+        """Forward activations of this chunk's reference rows (shared rows: once per run)."""
+        if self.shared and "acts" in self._shared_cache:
+            return self._shared_cache["acts"]
+        rows = [self.plan.ops.asarray(r, self.plan.dtype) for r in self._ref_host]
+        acts = forward(rows)
+        if self.shared:
+            self._shared_cache["acts"] = acts
+        return acts
+
+    def ref_rows_per_pair(self):
+        """Reference input rows of every pair, numpy (P, *S) per input."""
+        return [np.asarray(r, dtype=self.plan.dtype)[self.pair_r_host] for r in self._ref_host]
+
+
+def chunks(plan):
+    """Yield the run's chunks in example order, printing progress if asked."""
+    shared_cache: dict = {}
+    bs = plan.batch_size
+    bar = _Progress(plan.n) if plan.progress else None
+    for lo in range(0, plan.n, bs):
+        hi = min(lo + bs, plan.n)
+        yield Chunk(plan, lo, hi, shared_cache)
+        if bar:
+            bar.update(hi)
+    if bar:
+        bar.close()
+
+
+class Accumulator:
+    """Per-example outputs (mean over references) in a fixed order."""
+
+    def __init__(self, plan):
+        self.plan = plan
+        n_t, n = len(plan.weights), plan.n
+        dt = plan.dtype
+        self.contrib = [np.zeros((n_t, n) + s.shape, dt) for s in plan.score_nodes]
+        self.mult = [np.zeros((n_t, n) + s.shape, dt) for s in plan.score_nodes]
+        self.hyp = [np.zeros((n_t, n) + s.shape, dt) for s in plan.score_nodes] if plan.hypothetical else None
+        self.deltas = np.zeros((n_t, n))
+
+    def _mean(self, a, k):
+        ops = self.plan.ops
+        out = ops.mean_over_refs(a.reshape(a.shape[0], -1), k)
+        return ops.to_numpy(out).reshape((out.shape[0],) + a.shape[1:])
+
+    def add(self, ti, si, chunk, contrib, mult, hyp):
+        k, sl = chunk.n_refs, slice(chunk.lo, chunk.hi)
+        self.contrib[si][ti, sl] = self._mean(contrib, k)
+        self.mult[si][ti, sl] = self._mean(mult, k)
+        if hyp is not None:
+            self.hyp[si][ti, sl] = self._mean(hyp, k)
+
+    def add_deltas(self, ti, chunk, per_pair):
+        k = chunk.n_refs
+        self.deltas[ti, chunk.lo:chunk.hi] = per_pair.reshape(-1, k).mean(axis=1)
+
+    def result(self):
+        from .explain import Attributions
+
+        plan = self.plan
+        multi = plan.multi_target
+
+        def shape_out(arrays):
+            if arrays is None:
+                return None
+            arrays = [a if multi else a[0] for a in arrays]
+            if plan.layers_form == "single" or (plan.layers_form == "inputs" and len(arrays) == 1):
+                return arrays[0]
+            if plan.layers_form == "inputs" and plan.x_is_dict:
+                return {n.name: a for n, a in zip(plan.score_nodes, arrays)}
+            return arrays
+
+        no_delta = plan.method in ("gradient", "guided_backprop")
+        deltas = None if no_delta else (self.deltas if multi else self.deltas[0])
+        return Attributions(contributions=shape_out(self.contrib), multipliers=shape_out(self.mult),
+                            hypothetical=shape_out(self.hyp), deltas=deltas,
+                            target_layer=plan.target_node.name, layers=[n.name for n in plan.score_nodes])
+
+
+class _Progress:
+    """A dependency-free progress bar on stderr."""
+
+    def __init__(self, total):
+        self.total, self.t0 = max(total, 1), time.perf_counter()
+
+    def update(self, done):
+        frac = done / self.total
+        rate = done / max(time.perf_counter() - self.t0, 1e-9)
+        bar = "#" * int(30 * frac)
+        sys.stderr.write(f"\r[{bar:<30}] {done}/{self.total} examples ({rate:.1f}/s)")
+        sys.stderr.flush()
+
+    def close(self):
+        sys.stderr.write("\n")
