@@ -59,7 +59,7 @@ extensions = [
         "fastlift.backends._cpu",
         ["fastlift/backends/_cpu.pyx"],
         include_dirs=[CSRC, numpy.get_include()],
-        extra_compile_args=["-O3", "-std=c99", "-Wno-unused-function", *omp_compile],
+        extra_compile_args=["-O3", "-std=c99", "-fno-trapping-math", "-Wno-unused-function", *omp_compile],
         extra_link_args=omp_link,
         libraries=["m"] if sys.platform != "win32" else [],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

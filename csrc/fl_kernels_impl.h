@@ -1,0 +1,638 @@
+// fl_kernels_impl.h -- body of the CPU kernels for one element type. Do not include directly:
+// fl_kernels.h includes it twice, with FL_T = float, FL_K(name) = fl_name_f,
+// FL_M(name) = fl_name_f (fl_math.h functions), and again for double with the _d suffix.
+// The dimension-suffix alphabet and the conventions are at the top of fl_kernels.h.
+// No include guard on purpose.
+#ifndef FL_T
+#  error "include fl_kernels.h, not fl_kernels_impl.h"
+#endif
+
+// ======================================================================== elementwise
+// activation_forward: out[n, f] = act(x[n, f]; alpha[f]).
+// activation_grad:    out[n, f] = act'(x[n, f]; alpha[f]).
+// Layout: x__nf, out__nf (n_rows, n_features); alpha__f (n_features,).
+// Threads: each thread takes a block of rows [row_begin, row_end).
+FL_ROWS void FL_K(activation_forward_rows)(const int act, const FL_T *FL_RESTRICT x__nf,
+                                           const FL_T *FL_RESTRICT alpha__f,
+                                           FL_T *FL_RESTRICT out__nf, int64_t n_features,
+                                           int64_t row_begin, int64_t row_end)
+{
+    for (int64_t n = row_begin; n < row_end; ++n) {
+        const FL_T *x = x__nf + n * n_features;
+        FL_T *out = out__nf + n * n_features;
+        for (int64_t f = 0; f < n_features; ++f)
+            out[f] = FL_M(act_value)(act, x[f], alpha__f[f]);
+    }
+}
+
+FL_KERNEL void FL_K(activation_forward)(int act, const FL_T *FL_RESTRICT x__nf,    // IN
+                                        const FL_T *FL_RESTRICT alpha__f,          // IN
+                                        FL_T *FL_RESTRICT out__nf,                 // OUT
+                                        int64_t n_features, int64_t row_begin, int64_t row_end)
+{
+#define FL_CALL(ACT) \
+    FL_K(activation_forward_rows)(ACT, x__nf, alpha__f, out__nf, n_features, row_begin, row_end)
+    FL_ACT_DISPATCH(act, FL_CALL)
+#undef FL_CALL
+}
+
+FL_ROWS void FL_K(activation_grad_rows)(const int act, const FL_T *FL_RESTRICT x__nf,
+                                        const FL_T *FL_RESTRICT alpha__f,
+                                        FL_T *FL_RESTRICT out__nf, int64_t n_features,
+                                        int64_t row_begin, int64_t row_end)
+{
+    for (int64_t n = row_begin; n < row_end; ++n) {
+        const FL_T *x = x__nf + n * n_features;
+        FL_T *out = out__nf + n * n_features;
+        for (int64_t f = 0; f < n_features; ++f)
+            out[f] = FL_M(act_grad)(act, x[f], alpha__f[f]);
+    }
+}
+
+FL_KERNEL void FL_K(activation_grad)(int act, const FL_T *FL_RESTRICT x__nf,    // IN
+                                     const FL_T *FL_RESTRICT alpha__f,          // IN
+                                     FL_T *FL_RESTRICT out__nf,                 // OUT
+                                     int64_t n_features, int64_t row_begin, int64_t row_end)
+{
+#define FL_CALL(ACT) \
+    FL_K(activation_grad_rows)(ACT, x__nf, alpha__f, out__nf, n_features, row_begin, row_end)
+    FL_ACT_DISPATCH(act, FL_CALL)
+#undef FL_CALL
+}
+
+// ======================================================================== rule kernels
+// All rule kernels fuse the gather through the pair index, the per-element rule and the write:
+// one pass over the pair's row, no temporaries.
+
+// rescale_backward (Rescale rule):
+//   m_in[p, f] = m_out[p, f] * s,  x = x_in[pair_x[p], f], ref = r_in[pair_r[p], f],
+//   s = (x_out[pair_x[p], f] - r_out[pair_r[p], f]) / (x - ref), or act'(ref) where
+//   |x - ref| < FL_NEAR_ZERO (fl_rescale_scale).
+// Layout: m_out__pf, m_in__pf (n_pairs, F); x_in__nf, x_out__nf (n_x, F);
+//   r_in__nf, r_out__nf (n_r, F); pair_x__p, pair_r__p (n_pairs,); alpha__f (F,).
+// Threads: each thread takes a block of pairs [p_begin, p_end).
+FL_ROWS void FL_K(rescale_backward_rows)(
+    const int act, const FL_T *FL_RESTRICT m_out__pf, const FL_T *FL_RESTRICT x_in__nf,
+    const FL_T *FL_RESTRICT r_in__nf, const FL_T *FL_RESTRICT x_out__nf,
+    const FL_T *FL_RESTRICT r_out__nf, const int64_t *FL_RESTRICT pair_x__p,
+    const int64_t *FL_RESTRICT pair_r__p, const FL_T *FL_RESTRICT alpha__f,
+    FL_T *FL_RESTRICT m_in__pf, int64_t n_features, int64_t p_begin, int64_t p_end)
+{
+    for (int64_t p = p_begin; p < p_end; ++p) {
+        const int64_t row_x = pair_x__p[p] * n_features, row_r = pair_r__p[p] * n_features;
+        const FL_T *x = x_in__nf + row_x, *y = x_out__nf + row_x;
+        const FL_T *ref = r_in__nf + row_r, *y_ref = r_out__nf + row_r;
+        const FL_T *m = m_out__pf + p * n_features;
+        FL_T *out = m_in__pf + p * n_features;
+        for (int64_t f = 0; f < n_features; ++f)
+            out[f] = m[f] * FL_M(rescale_scale)(act, x[f], ref[f], y[f], y_ref[f], alpha__f[f]);
+    }
+}
+
+FL_KERNEL void FL_K(rescale_backward)(int act,
+                                      const FL_T *FL_RESTRICT m_out__pf,   // IN
+                                      const FL_T *FL_RESTRICT x_in__nf,    // IN
+                                      const FL_T *FL_RESTRICT r_in__nf,    // IN
+                                      const FL_T *FL_RESTRICT x_out__nf,   // IN
+                                      const FL_T *FL_RESTRICT r_out__nf,   // IN
+                                      const int64_t *FL_RESTRICT pair_x__p,  // IN
+                                      const int64_t *FL_RESTRICT pair_r__p,  // IN
+                                      const FL_T *FL_RESTRICT alpha__f,    // IN
+                                      FL_T *FL_RESTRICT m_in__pf,          // OUT
+                                      int64_t n_features, int64_t p_begin, int64_t p_end)
+{
+#define FL_CALL(ACT)                                                                      \
+    FL_K(rescale_backward_rows)(ACT, m_out__pf, x_in__nf, r_in__nf, x_out__nf, r_out__nf, \
+                                pair_x__p, pair_r__p, alpha__f, m_in__pf, n_features,    \
+                                p_begin, p_end)
+    FL_ACT_DISPATCH(act, FL_CALL)
+#undef FL_CALL
+}
+
+// gradient_backward (gradient rule): m_in[p, f] = m_out[p, f] * act'(x_in[pair_x[p], f]).
+// guided_backprop_backward: the same where m_out[p, f] > 0, else 0.
+// Layout: m_out__pf, m_in__pf (n_pairs, F); x_in__nf (n_x, F); pair_x__p (n_pairs,).
+// Threads: each thread takes a block of pairs [p_begin, p_end).
+FL_ROWS void FL_K(gradient_backward_rows)(
+    const int act, const int guided, const FL_T *FL_RESTRICT m_out__pf,
+    const FL_T *FL_RESTRICT x_in__nf, const int64_t *FL_RESTRICT pair_x__p,
+    const FL_T *FL_RESTRICT alpha__f, FL_T *FL_RESTRICT m_in__pf, int64_t n_features,
+    int64_t p_begin, int64_t p_end)
+{
+    for (int64_t p = p_begin; p < p_end; ++p) {
+        const FL_T *x = x_in__nf + pair_x__p[p] * n_features;
+        const FL_T *m = m_out__pf + p * n_features;
+        FL_T *out = m_in__pf + p * n_features;
+        if (guided) {
+            for (int64_t f = 0; f < n_features; ++f) {
+                const FL_T v = m[f] * FL_M(act_grad)(act, x[f], alpha__f[f]);
+                out[f] = m[f] > (FL_T)0 ? v : (FL_T)0;
+            }
+        } else {
+            for (int64_t f = 0; f < n_features; ++f)
+                out[f] = m[f] * FL_M(act_grad)(act, x[f], alpha__f[f]);
+        }
+    }
+}
+
+FL_KERNEL void FL_K(gradient_backward)(int act,
+                                       const FL_T *FL_RESTRICT m_out__pf,     // IN
+                                       const FL_T *FL_RESTRICT x_in__nf,      // IN
+                                       const int64_t *FL_RESTRICT pair_x__p,  // IN
+                                       const FL_T *FL_RESTRICT alpha__f,      // IN
+                                       FL_T *FL_RESTRICT m_in__pf,            // OUT
+                                       int64_t n_features, int64_t p_begin, int64_t p_end)
+{
+#define FL_CALL(ACT)                                                                  \
+    FL_K(gradient_backward_rows)(ACT, 0, m_out__pf, x_in__nf, pair_x__p, alpha__f,    \
+                                 m_in__pf, n_features, p_begin, p_end)
+    FL_ACT_DISPATCH(act, FL_CALL)
+#undef FL_CALL
+}
+
+FL_KERNEL void FL_K(guided_backprop_backward)(int act,
+                                              const FL_T *FL_RESTRICT m_out__pf,     // IN
+                                              const FL_T *FL_RESTRICT x_in__nf,      // IN
+                                              const int64_t *FL_RESTRICT pair_x__p,  // IN
+                                              const FL_T *FL_RESTRICT alpha__f,      // IN
+                                              FL_T *FL_RESTRICT m_in__pf,            // OUT
+                                              int64_t n_features, int64_t p_begin,
+                                              int64_t p_end)
+{
+#define FL_CALL(ACT)                                                                  \
+    FL_K(gradient_backward_rows)(ACT, 1, m_out__pf, x_in__nf, pair_x__p, alpha__f,    \
+                                 m_in__pf, n_features, p_begin, p_end)
+    FL_ACT_DISPATCH(act, FL_CALL)
+#undef FL_CALL
+}
+
+// reveal_cancel_split (RevealCancel output split), x0 = r_in[pair_r[p], f]:
+//   dy_pos[p, f] = 0.5*[(f(x0+d_pos) - f(x0)) + (f(x0+d_pos+d_neg) - f(x0+d_neg))]
+//   dy_neg[p, f] = 0.5*[(f(x0+d_neg) - f(x0)) + (f(x0+d_pos+d_neg) - f(x0+d_pos))]
+// with d_pos = d_pos__pf[p, f], d_neg = d_neg__pf[p, f] (fl_reveal_cancel_split).
+// Layout: d_pos__pf, d_neg__pf, dy_pos__pf, dy_neg__pf (n_pairs, F); r_in__nf (n_r, F).
+// Threads: each thread takes a block of pairs [p_begin, p_end).
+FL_ROWS void FL_K(reveal_cancel_split_rows)(
+    const int act, const FL_T *FL_RESTRICT r_in__nf, const FL_T *FL_RESTRICT d_pos__pf,
+    const FL_T *FL_RESTRICT d_neg__pf, const int64_t *FL_RESTRICT pair_r__p,
+    const FL_T *FL_RESTRICT alpha__f, FL_T *FL_RESTRICT dy_pos__pf,
+    FL_T *FL_RESTRICT dy_neg__pf, int64_t n_features, int64_t p_begin, int64_t p_end)
+{
+    for (int64_t p = p_begin; p < p_end; ++p) {
+        const FL_T *x0 = r_in__nf + pair_r__p[p] * n_features;
+        const int64_t row = p * n_features;
+        const FL_T *dp = d_pos__pf + row, *dn = d_neg__pf + row;
+        FL_T *out_pos = dy_pos__pf + row, *out_neg = dy_neg__pf + row;
+        for (int64_t f = 0; f < n_features; ++f) {
+            FL_T dy_pos, dy_neg;
+            FL_M(reveal_cancel_dy)(act, x0[f], dp[f], dn[f], alpha__f[f], &dy_pos, &dy_neg);
+            out_pos[f] = dy_pos;
+            out_neg[f] = dy_neg;
+        }
+    }
+}
+
+FL_KERNEL void FL_K(reveal_cancel_split)(int act,
+                                         const FL_T *FL_RESTRICT r_in__nf,      // IN
+                                         const FL_T *FL_RESTRICT d_pos__pf,     // IN
+                                         const FL_T *FL_RESTRICT d_neg__pf,     // IN
+                                         const int64_t *FL_RESTRICT pair_r__p,  // IN
+                                         const FL_T *FL_RESTRICT alpha__f,      // IN
+                                         FL_T *FL_RESTRICT dy_pos__pf,          // OUT
+                                         FL_T *FL_RESTRICT dy_neg__pf,          // OUT
+                                         int64_t n_features, int64_t p_begin, int64_t p_end)
+{
+#define FL_CALL(ACT)                                                                       \
+    FL_K(reveal_cancel_split_rows)(ACT, r_in__nf, d_pos__pf, d_neg__pf, pair_r__p,         \
+                                   alpha__f, dy_pos__pf, dy_neg__pf, n_features, p_begin, \
+                                   p_end)
+    FL_ACT_DISPATCH(act, FL_CALL)
+#undef FL_CALL
+}
+
+// reveal_cancel_backward (RevealCancel rule), x0 = r_in[pair_r[p], f]:
+//   m_in_pos[p, f] = m_pos[p, f] * dy_pos / d_pos,  m_in_neg[p, f] = m_neg[p, f] * dy_neg / d_neg,
+// where |d_pos| < FL_NEAR_ZERO uses the limit 0.5*(f'(x0) + f'(x0 + d_neg)) for dy_pos / d_pos,
+// and symmetrically for d_neg (fl_reveal_cancel_scales). The split is recomputed in the same
+// pass instead of being read back from reveal_cancel_split.
+// Layout: m_pos__pf, m_neg__pf, d_pos__pf, d_neg__pf, m_in_pos__pf, m_in_neg__pf
+//   (n_pairs, F); r_in__nf (n_r, F).
+// Threads: each thread takes a block of pairs [p_begin, p_end).
+FL_ROWS void FL_K(reveal_cancel_backward_rows)(
+    const int act, const FL_T *FL_RESTRICT m_pos__pf, const FL_T *FL_RESTRICT m_neg__pf,
+    const FL_T *FL_RESTRICT r_in__nf, const FL_T *FL_RESTRICT d_pos__pf,
+    const FL_T *FL_RESTRICT d_neg__pf, const int64_t *FL_RESTRICT pair_r__p,
+    const FL_T *FL_RESTRICT alpha__f, FL_T *FL_RESTRICT m_in_pos__pf,
+    FL_T *FL_RESTRICT m_in_neg__pf, int64_t n_features, int64_t p_begin, int64_t p_end)
+{
+    for (int64_t p = p_begin; p < p_end; ++p) {
+        const FL_T *x0 = r_in__nf + pair_r__p[p] * n_features;
+        const int64_t row = p * n_features;
+        const FL_T *mp = m_pos__pf + row, *mn = m_neg__pf + row;
+        const FL_T *dp = d_pos__pf + row, *dn = d_neg__pf + row;
+        FL_T *out_pos = m_in_pos__pf + row, *out_neg = m_in_neg__pf + row;
+        for (int64_t f = 0; f < n_features; ++f) {
+            FL_T s_pos, s_neg;
+            FL_M(reveal_cancel_scales)(act, x0[f], dp[f], dn[f], alpha__f[f], &s_pos, &s_neg);
+            out_pos[f] = mp[f] * s_pos;
+            out_neg[f] = mn[f] * s_neg;
+        }
+    }
+}
+
+FL_KERNEL void FL_K(reveal_cancel_backward)(int act,
+                                            const FL_T *FL_RESTRICT m_pos__pf,     // IN
+                                            const FL_T *FL_RESTRICT m_neg__pf,     // IN
+                                            const FL_T *FL_RESTRICT r_in__nf,      // IN
+                                            const FL_T *FL_RESTRICT d_pos__pf,     // IN
+                                            const FL_T *FL_RESTRICT d_neg__pf,     // IN
+                                            const int64_t *FL_RESTRICT pair_r__p,  // IN
+                                            const FL_T *FL_RESTRICT alpha__f,      // IN
+                                            FL_T *FL_RESTRICT m_in_pos__pf,        // OUT
+                                            FL_T *FL_RESTRICT m_in_neg__pf,        // OUT
+                                            int64_t n_features, int64_t p_begin,
+                                            int64_t p_end)
+{
+#define FL_CALL(ACT)                                                                        \
+    FL_K(reveal_cancel_backward_rows)(ACT, m_pos__pf, m_neg__pf, r_in__nf, d_pos__pf,       \
+                                      d_neg__pf, pair_r__p, alpha__f, m_in_pos__pf,         \
+                                      m_in_neg__pf, n_features, p_begin, p_end)
+    FL_ACT_DISPATCH(act, FL_CALL)
+#undef FL_CALL
+}
+
+// ======================================================================== pair gathers
+// pair_delta:         delta[p, f] = x[pair_x[p], f] - r[pair_r[p], f]
+// pair_contributions: c[p, f] = m[p, f] * (x[pair_x[p], f] - r[pair_r[p], f])
+// Layout: x__nf (n_x, F); r__nf (n_r, F); m__pf, delta__pf, c__pf (n_pairs, F).
+// Threads: each thread takes a block of pairs [p_begin, p_end).
+FL_KERNEL void FL_K(pair_delta)(const FL_T *FL_RESTRICT x__nf,          // IN
+                                const FL_T *FL_RESTRICT r__nf,          // IN
+                                const int64_t *FL_RESTRICT pair_x__p,   // IN
+                                const int64_t *FL_RESTRICT pair_r__p,   // IN
+                                FL_T *FL_RESTRICT delta__pf,            // OUT
+                                int64_t n_features, int64_t p_begin, int64_t p_end)
+{
+    for (int64_t p = p_begin; p < p_end; ++p) {
+        const FL_T *x = x__nf + pair_x__p[p] * n_features;
+        const FL_T *r = r__nf + pair_r__p[p] * n_features;
+        FL_T *out = delta__pf + p * n_features;
+        for (int64_t f = 0; f < n_features; ++f)
+            out[f] = x[f] - r[f];
+    }
+}
+
+FL_KERNEL void FL_K(pair_contributions)(const FL_T *FL_RESTRICT m__pf,          // IN
+                                        const FL_T *FL_RESTRICT x__nf,          // IN
+                                        const FL_T *FL_RESTRICT r__nf,          // IN
+                                        const int64_t *FL_RESTRICT pair_x__p,   // IN
+                                        const int64_t *FL_RESTRICT pair_r__p,   // IN
+                                        FL_T *FL_RESTRICT c__pf,                // OUT
+                                        int64_t n_features, int64_t p_begin, int64_t p_end)
+{
+    for (int64_t p = p_begin; p < p_end; ++p) {
+        const FL_T *x = x__nf + pair_x__p[p] * n_features;
+        const FL_T *r = r__nf + pair_r__p[p] * n_features;
+        const FL_T *m = m__pf + p * n_features;
+        FL_T *out = c__pf + p * n_features;
+        for (int64_t f = 0; f < n_features; ++f)
+            out[f] = m[f] * (x[f] - r[f]);
+    }
+}
+
+// mean_over_refs: out[e, f] = (sum_k a[e*n_refs + k, f]) / n_refs, summed in double in
+// reference order k = 0, 1, ... (so the result does not depend on chunking) and rounded once.
+// Layout: a__ekf (n_examples*n_refs, F), example-major; out__ef (n_examples, F).
+// Threads: each thread takes a block of examples [e_begin, e_end); features are processed in
+// FL_FBLOCK runs so the accumulators stay on the stack and every input row is read contiguously.
+FL_KERNEL void FL_K(mean_over_refs)(const FL_T *FL_RESTRICT a__ekf,   // IN
+                                    FL_T *FL_RESTRICT out__ef,        // OUT
+                                    int64_t n_refs, int64_t n_features, int64_t e_begin,
+                                    int64_t e_end)
+{
+    double acc[FL_FBLOCK];
+    for (int64_t e = e_begin; e < e_end; ++e) {
+        const FL_T *a = a__ekf + e * n_refs * n_features;
+        FL_T *out = out__ef + e * n_features;
+        for (int64_t f0 = 0; f0 < n_features; f0 += FL_FBLOCK) {
+            const int64_t nf = n_features - f0 < FL_FBLOCK ? n_features - f0 : FL_FBLOCK;
+            for (int64_t f = 0; f < nf; ++f)
+                acc[f] = 0.0;
+            for (int64_t k = 0; k < n_refs; ++k) {
+                const FL_T *row = a + k * n_features + f0;
+                for (int64_t f = 0; f < nf; ++f)
+                    acc[f] += (double)row[f];
+            }
+            for (int64_t f = 0; f < nf; ++f)
+                out[f0 + f] = (FL_T)(acc[f] / (double)n_refs);
+        }
+    }
+}
+
+// ======================================================================== convolution helpers
+// im2col: cols[n, i, j, t*c + ch] = x[n, i*sh - pt + a*dh, j*sw - pl + b*dw, ch] for tap
+// t = a*kw + b, or 0 where that position is padding.
+// Layout: x__nhwc (n, h, w, c); cols__nijtc (n, h_out, w_out, kh*kw*c).
+// Threads: one output row (n, i) is row index n*h_out + i; each thread takes a block of them.
+// Each (i, j, a) copies its valid taps as contiguous channel runs (one run of
+// (b_hi - b_lo)*c values when dw == 1) and zero-fills the padding taps.
+FL_KERNEL void FL_K(im2col)(const FL_T *FL_RESTRICT x__nhwc,      // IN
+                            FL_T *FL_RESTRICT cols__nijtc,        // OUT
+                            fl_geometry g, int64_t row_begin, int64_t row_end)
+{
+    const int64_t c = g.c, kwc = g.kw * g.c, tc = g.kh * g.kw * g.c;
+    for (int64_t q = row_begin; q < row_end; ++q) {
+        const int64_t n = q / g.h_out, i = q % g.h_out;
+        const FL_T *xn = x__nhwc + n * g.h * g.w * c;
+        long long a_lo, a_hi;
+        fl_tap_range(i * g.sh - g.pt, g.dh, g.kh, g.h, &a_lo, &a_hi);
+        for (int64_t j = 0; j < g.w_out; ++j) {
+            FL_T *dst = cols__nijtc + (q * g.w_out + j) * tc;
+            long long b_lo, b_hi;
+            fl_tap_range(j * g.sw - g.pl, g.dw, g.kw, g.w, &b_lo, &b_hi);
+            for (int64_t a = 0; a < g.kh; ++a) {
+                FL_T *d = dst + a * kwc;
+                if (a < a_lo || a >= a_hi || b_lo >= b_hi) {
+                    for (int64_t u = 0; u < kwc; ++u)
+                        d[u] = (FL_T)0;
+                    continue;
+                }
+                const int64_t r = i * g.sh - g.pt + a * g.dh;
+                const FL_T *src = xn + (r * g.w + (j * g.sw - g.pl + b_lo * g.dw)) * c;
+                for (int64_t u = 0; u < b_lo * c; ++u)
+                    d[u] = (FL_T)0;
+                if (g.dw == 1) {
+                    FL_T *dd = d + b_lo * c;
+                    const int64_t run = (b_hi - b_lo) * c;
+                    for (int64_t u = 0; u < run; ++u)
+                        dd[u] = src[u];
+                } else {
+                    for (int64_t b = b_lo; b < b_hi; ++b) {
+                        const FL_T *s = src + (b - b_lo) * g.dw * c;
+                        FL_T *dd = d + b * c;
+                        for (int64_t ch = 0; ch < c; ++ch)
+                            dd[ch] = s[ch];
+                    }
+                }
+                for (int64_t u = b_hi * c; u < kwc; ++u)
+                    d[u] = (FL_T)0;
+            }
+        }
+    }
+}
+
+// col2im (adjoint of im2col): x[n, r, s, ch] = sum over taps (a, b), in row-major tap order,
+// of cols[n, i, j, (a*kw + b)*c + ch] for the output cell (i, j) whose tap (a, b) reads (r, s),
+// i.e. r = i*sh - pt + a*dh and s = j*sw - pl + b*dw (at most one cell per tap).
+// Gather form: each input cell sums its own contributions, starting from 0, in the same order
+// as ops.py's loop over taps, so the result is deterministic and bitwise equal to the oracle.
+// Layout: cols__nijtc (n, h_out, w_out, kh*kw*c); x__nhwc (n, h, w, c).
+// Threads: one input row (n, r) is row index n*h + r; each thread takes a block of them.
+FL_KERNEL void FL_K(col2im)(const FL_T *FL_RESTRICT cols__nijtc,   // IN
+                            FL_T *FL_RESTRICT x__nhwc,             // OUT
+                            fl_geometry g, int64_t row_begin, int64_t row_end)
+{
+    const int64_t c = g.c, tc = g.kh * g.kw * g.c;
+    for (int64_t q = row_begin; q < row_end; ++q) {
+        const int64_t n = q / g.h, r = q % g.h;
+        const FL_T *cn = cols__nijtc + n * g.h_out * g.w_out * tc;
+        for (int64_t s = 0; s < g.w; ++s) {
+            FL_T *d = x__nhwc + (q * g.w + s) * c;
+            for (int64_t ch = 0; ch < c; ++ch)
+                d[ch] = (FL_T)0;
+            for (int64_t a = 0; a < g.kh; ++a) {
+                const int64_t ti = r + g.pt - a * g.dh;  // = i*sh; decreases with a
+                if (ti < 0)
+                    break;
+                if (ti % g.sh != 0 || ti / g.sh >= g.h_out)
+                    continue;
+                const FL_T *ci = cn + (ti / g.sh) * g.w_out * tc + a * g.kw * c;
+                for (int64_t b = 0; b < g.kw; ++b) {
+                    const int64_t tj = s + g.pl - b * g.dw;  // = j*sw; decreases with b
+                    if (tj < 0)
+                        break;
+                    if (tj % g.sw != 0 || tj / g.sw >= g.w_out)
+                        continue;
+                    const FL_T *src = ci + (tj / g.sw) * tc + b * c;
+                    for (int64_t ch = 0; ch < c; ++ch)
+                        d[ch] += src[ch];
+                }
+            }
+        }
+    }
+}
+
+// ======================================================================== pooling
+// max_pool_forward: out[n, i, j, ch] = max of x[n, r, s, ch] over the window's cells inside
+// the input (padding ignored; -inf if the window has none).
+// avg_pool_forward: the mean over those cells (summed in row-major tap order, then divided by
+// their count).
+// Layout: x__nhwc (n, h, w, c); out__nijc (n, h_out, w_out, c).
+// Threads: one output row (n, i) is row index n*h_out + i; each thread takes a block of them.
+// The output channel run is the accumulator; each window cell is one contiguous channel run.
+FL_KERNEL void FL_K(max_pool_forward)(const FL_T *FL_RESTRICT x__nhwc,   // IN
+                                      FL_T *FL_RESTRICT out__nijc,       // OUT
+                                      fl_geometry g, int64_t row_begin, int64_t row_end)
+{
+    const int64_t c = g.c;
+    for (int64_t q = row_begin; q < row_end; ++q) {
+        const int64_t n = q / g.h_out, i = q % g.h_out;
+        const FL_T *xn = x__nhwc + n * g.h * g.w * c;
+        long long a_lo, a_hi;
+        fl_tap_range(i * g.sh - g.pt, g.dh, g.kh, g.h, &a_lo, &a_hi);
+        for (int64_t j = 0; j < g.w_out; ++j) {
+            FL_T *out = out__nijc + (q * g.w_out + j) * c;
+            long long b_lo, b_hi;
+            fl_tap_range(j * g.sw - g.pl, g.dw, g.kw, g.w, &b_lo, &b_hi);
+            for (int64_t ch = 0; ch < c; ++ch)
+                out[ch] = (FL_T)(-INFINITY);
+            for (int64_t a = a_lo; a < a_hi; ++a) {
+                const int64_t r = i * g.sh - g.pt + a * g.dh;
+                for (int64_t b = b_lo; b < b_hi; ++b) {
+                    const FL_T *src = xn + (r * g.w + j * g.sw - g.pl + b * g.dw) * c;
+                    for (int64_t ch = 0; ch < c; ++ch)
+                        out[ch] = src[ch] > out[ch] ? src[ch] : out[ch];
+                }
+            }
+        }
+    }
+}
+
+FL_KERNEL void FL_K(avg_pool_forward)(const FL_T *FL_RESTRICT x__nhwc,   // IN
+                                      FL_T *FL_RESTRICT out__nijc,       // OUT
+                                      fl_geometry g, int64_t row_begin, int64_t row_end)
+{
+    const int64_t c = g.c;
+    for (int64_t q = row_begin; q < row_end; ++q) {
+        const int64_t n = q / g.h_out, i = q % g.h_out;
+        const FL_T *xn = x__nhwc + n * g.h * g.w * c;
+        long long a_lo, a_hi;
+        fl_tap_range(i * g.sh - g.pt, g.dh, g.kh, g.h, &a_lo, &a_hi);
+        for (int64_t j = 0; j < g.w_out; ++j) {
+            FL_T *out = out__nijc + (q * g.w_out + j) * c;
+            long long b_lo, b_hi;
+            fl_tap_range(j * g.sw - g.pl, g.dw, g.kw, g.w, &b_lo, &b_hi);
+            for (int64_t ch = 0; ch < c; ++ch)
+                out[ch] = (FL_T)0;
+            for (int64_t a = a_lo; a < a_hi; ++a) {
+                const int64_t r = i * g.sh - g.pt + a * g.dh;
+                for (int64_t b = b_lo; b < b_hi; ++b) {
+                    const FL_T *src = xn + (r * g.w + j * g.sw - g.pl + b * g.dw) * c;
+                    for (int64_t ch = 0; ch < c; ++ch)
+                        out[ch] += src[ch];
+                }
+            }
+            const FL_T count = (FL_T)((a_hi - a_lo) * (b_hi - b_lo));
+            for (int64_t ch = 0; ch < c; ++ch)
+                out[ch] /= count;
+        }
+    }
+}
+
+// avg_pool_backward (adjoint of avg_pool_forward):
+//   m_in[p, r, s, ch] = sum over taps (a, b) in row-major order of m_out[p, i, j, ch] / count(i, j)
+// for the output cell (i, j) whose tap (a, b) reads (r, s); count(i, j) = number of valid cells
+// of window (i, j). Gather form as in col2im (same order as ops.py: bitwise equal).
+// Layout: m_out__pijc (n_pairs, h_out, w_out, c); m_in__phwc (n_pairs, h, w, c).
+// Threads: one input row (p, r) is row index p*h + r; each thread takes a block of them.
+FL_KERNEL void FL_K(avg_pool_backward)(const FL_T *FL_RESTRICT m_out__pijc,   // IN
+                                       FL_T *FL_RESTRICT m_in__phwc,          // OUT
+                                       fl_geometry g, int64_t row_begin, int64_t row_end)
+{
+    const int64_t c = g.c;
+    for (int64_t q = row_begin; q < row_end; ++q) {
+        const int64_t p = q / g.h, r = q % g.h;
+        const FL_T *mp = m_out__pijc + p * g.h_out * g.w_out * c;
+        for (int64_t s = 0; s < g.w; ++s) {
+            FL_T *d = m_in__phwc + (q * g.w + s) * c;
+            for (int64_t ch = 0; ch < c; ++ch)
+                d[ch] = (FL_T)0;
+            for (int64_t a = 0; a < g.kh; ++a) {
+                const int64_t ti = r + g.pt - a * g.dh;
+                if (ti < 0)
+                    break;
+                if (ti % g.sh != 0 || ti / g.sh >= g.h_out)
+                    continue;
+                const int64_t i = ti / g.sh;
+                long long a_lo, a_hi;
+                fl_tap_range(i * g.sh - g.pt, g.dh, g.kh, g.h, &a_lo, &a_hi);
+                for (int64_t b = 0; b < g.kw; ++b) {
+                    const int64_t tj = s + g.pl - b * g.dw;
+                    if (tj < 0)
+                        break;
+                    if (tj % g.sw != 0 || tj / g.sw >= g.w_out)
+                        continue;
+                    const int64_t j = tj / g.sw;
+                    long long b_lo, b_hi;
+                    fl_tap_range(j * g.sw - g.pl, g.dw, g.kw, g.w, &b_lo, &b_hi);
+                    const FL_T count = (FL_T)((a_hi - a_lo) * (b_hi - b_lo));
+                    const FL_T *src = mp + (i * g.w_out + j) * c;
+                    for (int64_t ch = 0; ch < c; ++ch)
+                        d[ch] += src[ch] / count;
+                }
+            }
+        }
+    }
+}
+
+// max_pool_backward: routes each window's multiplier m = m_out[p, i, j, ch] to arg-max cells of
+// the pair's example x = x[pair_x[p]] and reference ref = ref[pair_r[p]] (padding ignored).
+// Cell A = first arg-max of the window in x, cell B = first arg-max in ref (row-major order).
+//   exact == 0 (gradient mode): m_in[A] += m.
+//   exact != 0: A == B gets m; otherwise A gets lambda*m and B gets (1 - lambda)*m with
+//   lambda = fl_max_pool_lambda(x[A], x[B], ref[A], ref[B]); contributions then sum to
+//   x[A] - ref[B] for any reference.
+// Windows are visited in reverse row-major order (i, j descending). For any input cell that is
+// the order of increasing tap (a, b), the order in which ops.py's col2im adds the windows'
+// shares, so the sums match the oracle bit for bit.
+// Layout: m_out__pijc (n_pairs, h_out, w_out, c); x__nhwc (n_x, h, w, c);
+//   ref__nhwc (n_r, h, w, c); m_in__phwc (n_pairs, h, w, c).
+// Threads: each thread takes a block of pairs [p_begin, p_end) and owns their whole m_in rows,
+// so the scatter has no races and a fixed order. Channels go in FL_CBLOCK runs: the arg-max
+// state of a run lives on the stack and each window cell is read as a contiguous run.
+FL_KERNEL void FL_K(max_pool_backward)(const FL_T *FL_RESTRICT m_out__pijc,    // IN
+                                       const FL_T *FL_RESTRICT x__nhwc,        // IN
+                                       const FL_T *FL_RESTRICT ref__nhwc,      // IN
+                                       const int64_t *FL_RESTRICT pair_x__p,   // IN
+                                       const int64_t *FL_RESTRICT pair_r__p,   // IN
+                                       fl_geometry g, int exact,
+                                       FL_T *FL_RESTRICT m_in__phwc,           // OUT
+                                       int64_t p_begin, int64_t p_end)
+{
+    const int64_t c = g.c, hwc = g.h * g.w * g.c;
+    FL_T best_x[FL_CBLOCK], best_r[FL_CBLOCK];
+    int64_t at_x[FL_CBLOCK], at_r[FL_CBLOCK];  // offset (r*w + s)*c + c0 of the arg-max cell
+    for (int64_t p = p_begin; p < p_end; ++p) {
+        const FL_T *xp = x__nhwc + pair_x__p[p] * hwc;
+        const FL_T *rp = ref__nhwc + pair_r__p[p] * hwc;
+        const FL_T *mp = m_out__pijc + p * g.h_out * g.w_out * c;
+        FL_T *out = m_in__phwc + p * hwc;
+        for (int64_t u = 0; u < hwc; ++u)
+            out[u] = (FL_T)0;
+        for (int64_t i = g.h_out - 1; i >= 0; --i) {
+            long long a_lo, a_hi;
+            fl_tap_range(i * g.sh - g.pt, g.dh, g.kh, g.h, &a_lo, &a_hi);
+            if (a_lo >= a_hi)
+                continue;
+            for (int64_t j = g.w_out - 1; j >= 0; --j) {
+                long long b_lo, b_hi;
+                fl_tap_range(j * g.sw - g.pl, g.dw, g.kw, g.w, &b_lo, &b_hi);
+                if (b_lo >= b_hi)
+                    continue;
+                const FL_T *m = mp + (i * g.w_out + j) * c;
+                const int64_t r0 = i * g.sh - g.pt, s0 = j * g.sw - g.pl;
+                for (int64_t c0 = 0; c0 < c; c0 += FL_CBLOCK) {
+                    const int64_t nc = c - c0 < FL_CBLOCK ? c - c0 : FL_CBLOCK;
+                    const int64_t first = ((r0 + a_lo * g.dh) * g.w + s0 + b_lo * g.dw) * c + c0;
+                    for (int64_t ch = 0; ch < nc; ++ch) {
+                        best_x[ch] = xp[first + ch];
+                        at_x[ch] = first;
+                    }
+                    for (int64_t a = a_lo; a < a_hi; ++a) {
+                        for (int64_t b = b_lo; b < b_hi; ++b) {
+                            const int64_t off = ((r0 + a * g.dh) * g.w + s0 + b * g.dw) * c + c0;
+                            for (int64_t ch = 0; ch < nc; ++ch) {
+                                if (xp[off + ch] > best_x[ch]) {
+                                    best_x[ch] = xp[off + ch];
+                                    at_x[ch] = off;
+                                }
+                            }
+                        }
+                    }
+                    if (!exact) {
+                        for (int64_t ch = 0; ch < nc; ++ch)
+                            out[at_x[ch] + ch] += m[c0 + ch];
+                        continue;
+                    }
+                    for (int64_t ch = 0; ch < nc; ++ch) {
+                        best_r[ch] = rp[first + ch];
+                        at_r[ch] = first;
+                    }
+                    for (int64_t a = a_lo; a < a_hi; ++a) {
+                        for (int64_t b = b_lo; b < b_hi; ++b) {
+                            const int64_t off = ((r0 + a * g.dh) * g.w + s0 + b * g.dw) * c + c0;
+                            for (int64_t ch = 0; ch < nc; ++ch) {
+                                if (rp[off + ch] > best_r[ch]) {
+                                    best_r[ch] = rp[off + ch];
+                                    at_r[ch] = off;
+                                }
+                            }
+                        }
+                    }
+                    for (int64_t ch = 0; ch < nc; ++ch) {
+                        const FL_T mv = m[c0 + ch];
+                        const int64_t cell_a = at_x[ch] + ch, cell_b = at_r[ch] + ch;
+                        if (cell_a == cell_b) {
+                            out[cell_a] += mv;
+                        } else {
+                            const FL_T lam = FL_M(max_pool_lambda)(best_x[ch], xp[cell_b],
+                                                                   rp[cell_a], best_r[ch]);
+                            out[cell_a] += lam * mv;
+                            out[cell_b] += ((FL_T)1 - lam) * mv;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,596 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False
+"""Cython drivers of fastlift's CPU kernels (the hot path of `CpuOps`).
+
+Design note
+-----------
+Three layers, as in scikit-learn's ``_loss`` and ``_k_means_lloyd`` modules:
+
+1. Per-element math, ``csrc/fl_math.h``: activation values and derivatives, the Rescale and
+   RevealCancel scales, the exact max-pool split. The CUDA kernels paste the same header, so
+   the CPU and the GPU share one statement of every formula (and the NEAR_ZERO rule).
+2. Per-row kernels, ``csrc/fl_kernels.h``: header-only C99 functions that fill a half-open
+   range of output rows, ``fl_<op>_f`` / ``fl_<op>_d``. Rule kernels are one fused pass per
+   pair row (gather through ``pair_x``/``pair_r``, compute, write); spatial kernels walk
+   contiguous channel runs. They are callable from C without Python (declared in ``_cpu.pxd``).
+3. This module: one ``def`` per op, named like the ``Ops`` method it implements. It checks
+   what a kernel needs to stay in bounds (O(1) shape checks, O(n_pairs) index range checks;
+   the O(rows x features) work stays in C), allocates the output, and runs the kernel
+   without the GIL over ``nb`` contiguous row blocks with ``prange(schedule='static')``.
+
+One op, one name: ``_cpu.rescale_backward`` runs ``fl_rescale_backward_f/_d`` and implements
+``Ops.rescale_backward``; the same for every op here.
+
+Inputs are fused-type memoryviews: ``const floating[:, ::1]`` (C-contiguous float32 or float64,
+one dtype per call, read-only arrays accepted) and ``const int64_t[::1]`` pair indices. The
+``floating`` branch is resolved at compile time, so each dtype calls its own kernel.
+
+Determinism: every output row is written by exactly one thread, with an operation order fixed by
+the kernel, so results are bitwise identical for any ``n_threads`` and any row split. That also
+lets small calls run on one thread (``MIN_WORK_PER_THREAD``) without changing a bit.
+"""
+
+from cython.parallel cimport prange
+from libc.stdint cimport int64_t
+from cython cimport floating
+
+import numpy as np
+
+#: Element operations below which another thread is not worth waking (~tens of microseconds).
+MIN_WORK_PER_THREAD = 32768
+cdef Py_ssize_t _MIN_WORK = MIN_WORK_PER_THREAD
+
+#: Header constants, exported so the tests can hold them equal to ``ops.Act`` and ``ops.NEAR_ZERO``.
+ACT_CODES = {
+    "LINEAR": FL_ACT_LINEAR, "RELU": FL_ACT_RELU, "RELU6": FL_ACT_RELU6,
+    "LEAKY_RELU": FL_ACT_LEAKY_RELU, "ELU": FL_ACT_ELU, "SELU": FL_ACT_SELU,
+    "SIGMOID": FL_ACT_SIGMOID, "HARD_SIGMOID": FL_ACT_HARD_SIGMOID, "TANH": FL_ACT_TANH,
+    "SOFTPLUS": FL_ACT_SOFTPLUS, "SOFTSIGN": FL_ACT_SOFTSIGN, "SWISH": FL_ACT_SWISH,
+    "GELU": FL_ACT_GELU, "GELU_TANH": FL_ACT_GELU_TANH, "EXPONENTIAL": FL_ACT_EXPONENTIAL,
+}
+ACT_COUNT = FL_ACT_COUNT
+NEAR_ZERO = FL_NEAR_ZERO
+
+
+# ---------------------------------------------------------------------------- helpers
+cdef inline Py_ssize_t _n_blocks(Py_ssize_t n_rows, Py_ssize_t row_work,
+                                 int n_threads) noexcept nogil:
+    """Number of row blocks (= threads) for ``n_rows`` rows costing ``row_work`` each."""
+    cdef Py_ssize_t nb = n_rows * row_work // _MIN_WORK
+    if nb > n_threads:
+        nb = n_threads
+    if nb > n_rows:
+        nb = n_rows
+    return nb if nb > 1 else 1
+
+
+def n_blocks(Py_ssize_t n_rows, Py_ssize_t row_work, int n_threads):
+    """How many threads an op with ``n_rows`` rows of ``row_work`` element operations uses."""
+    return _n_blocks(n_rows, row_work, n_threads)
+
+
+cdef inline object _empty(tuple shape, floating tag):
+    # `tag` only selects the dtype: float -> float32, double -> float64.
+    if floating is float:
+        return np.empty(shape, dtype=np.float32)
+    else:
+        return np.empty(shape, dtype=np.float64)
+
+
+cdef int _check_act(int act) except -1:
+    if act < 0 or act >= FL_ACT_COUNT:
+        raise ValueError(f"act must be an Act code in [0, {FL_ACT_COUNT}); got {act}")
+    return 0
+
+
+cdef int _check_len(Py_ssize_t found, Py_ssize_t expected, str what) except -1:
+    if found != expected:
+        raise ValueError(f"{what} must be {expected}; got {found}")
+    return 0
+
+
+cdef int _check_index(const int64_t[::1] index, Py_ssize_t n_pairs, Py_ssize_t n_rows,
+                      str name) except -1:
+    """``index`` has one entry per pair, each a valid row of an array with ``n_rows`` rows."""
+    cdef Py_ssize_t p
+    cdef int64_t lo = 0, hi = 0
+    _check_len(index.shape[0], n_pairs, f"len({name}) (one per pair)")
+    if n_pairs == 0:
+        return 0
+    with nogil:
+        lo = index[0]
+        hi = index[0]
+        for p in range(1, n_pairs):
+            if index[p] < lo:
+                lo = index[p]
+            if index[p] > hi:
+                hi = index[p]
+    if lo < 0 or hi >= n_rows:
+        raise ValueError(f"{name} must index rows in [0, {n_rows}); got values in [{lo}, {hi}]")
+    return 0
+
+
+cdef fl_geometry _geometry(object g) except *:
+    """Copy an ``ops.Geometry`` into the C struct (with the GIL), checking it is usable."""
+    cdef fl_geometry r
+    r.h, r.w, r.c = g.h, g.w, g.c
+    r.kh, r.kw = g.kh, g.kw
+    r.sh, r.sw = g.sh, g.sw
+    r.dh, r.dw = g.dh, g.dw
+    r.pt, r.pl = g.pt, g.pl
+    r.h_out, r.w_out = g.h_out, g.w_out
+    if (r.h < 1 or r.w < 1 or r.c < 1 or r.kh < 1 or r.kw < 1 or r.sh < 1 or r.sw < 1
+            or r.dh < 1 or r.dw < 1 or r.pt < 0 or r.pl < 0 or r.h_out < 0 or r.w_out < 0):
+        raise ValueError(f"geometry needs positive sizes, strides and dilations and non-negative "
+                         f"padding and output size; got {g}")
+    return r
+
+
+cdef int _check_nhwc(Py_ssize_t* shape, Py_ssize_t h, Py_ssize_t w, Py_ssize_t c,
+                     str name) except -1:
+    if shape[1] != h or shape[2] != w or shape[3] != c:
+        raise ValueError(f"{name} must have shape (n, {h}, {w}, {c}); "
+                         f"got {(shape[0], shape[1], shape[2], shape[3])}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- elementwise
+def activation_forward(int act,
+                       const floating[:, ::1] x,      # IN  (n_rows, n_features)
+                       const floating[::1] alpha,     # IN  (n_features,)
+                       int n_threads=1):
+    """f(x) elementwise; returns (n_rows, n_features). See ``Ops.activation_forward``."""
+    cdef Py_ssize_t n_rows = x.shape[0], n_features = x.shape[1], b, nb
+    _check_act(act)
+    _check_len(alpha.shape[0], n_features, "len(alpha) (one per feature)")
+    out = _empty((n_rows, n_features), <floating>0)
+    if n_rows == 0 or n_features == 0:
+        return out
+    cdef floating[:, ::1] y = out                     # OUT (n_rows, n_features)
+    nb = _n_blocks(n_rows, n_features, n_threads)
+    for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
+        if floating is float:
+            fl_activation_forward_f(act, &x[0, 0], &alpha[0], &y[0, 0], n_features,
+                                    b * n_rows // nb, (b + 1) * n_rows // nb)
+        else:
+            fl_activation_forward_d(act, &x[0, 0], &alpha[0], &y[0, 0], n_features,
+                                    b * n_rows // nb, (b + 1) * n_rows // nb)
+    return out
+
+
+def activation_grad(int act,
+                    const floating[:, ::1] x,      # IN  (n_rows, n_features)
+                    const floating[::1] alpha,     # IN  (n_features,)
+                    int n_threads=1):
+    """f'(x) elementwise; returns (n_rows, n_features). See ``Ops.activation_grad``."""
+    cdef Py_ssize_t n_rows = x.shape[0], n_features = x.shape[1], b, nb
+    _check_act(act)
+    _check_len(alpha.shape[0], n_features, "len(alpha) (one per feature)")
+    out = _empty((n_rows, n_features), <floating>0)
+    if n_rows == 0 or n_features == 0:
+        return out
+    cdef floating[:, ::1] g = out                     # OUT (n_rows, n_features)
+    nb = _n_blocks(n_rows, n_features, n_threads)
+    for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
+        if floating is float:
+            fl_activation_grad_f(act, &x[0, 0], &alpha[0], &g[0, 0], n_features,
+                                 b * n_rows // nb, (b + 1) * n_rows // nb)
+        else:
+            fl_activation_grad_d(act, &x[0, 0], &alpha[0], &g[0, 0], n_features,
+                                 b * n_rows // nb, (b + 1) * n_rows // nb)
+    return out
+
+
+# ---------------------------------------------------------------------------- rule kernels
+def rescale_backward(int act,
+                     const floating[:, ::1] m_out,    # IN  (n_pairs, n_features)
+                     const floating[:, ::1] x_in,     # IN  (n_x, n_features)
+                     const floating[:, ::1] r_in,     # IN  (n_r, n_features)
+                     const floating[:, ::1] x_out,    # IN  (n_x, n_features)
+                     const floating[:, ::1] r_out,    # IN  (n_r, n_features)
+                     const int64_t[::1] pair_x,       # IN  (n_pairs,)
+                     const int64_t[::1] pair_r,       # IN  (n_pairs,)
+                     const floating[::1] alpha,       # IN  (n_features,)
+                     int n_threads=1):
+    """Rescale rule, m_in = m_out * s; returns m_in (n_pairs, n_features).
+
+    See ``Ops.rescale_backward``.
+    """
+    cdef Py_ssize_t n_pairs = m_out.shape[0], n_features = m_out.shape[1], b, nb
+    _check_act(act)
+    _check_len(alpha.shape[0], n_features, "len(alpha) (one per feature)")
+    _check_len(x_in.shape[1], n_features, "x_in.shape[1] (n_features)")
+    _check_len(r_in.shape[1], n_features, "r_in.shape[1] (n_features)")
+    _check_len(x_out.shape[1], n_features, "x_out.shape[1] (n_features)")
+    _check_len(r_out.shape[1], n_features, "r_out.shape[1] (n_features)")
+    _check_len(x_out.shape[0], x_in.shape[0], "x_out.shape[0] (= x_in.shape[0])")
+    _check_len(r_out.shape[0], r_in.shape[0], "r_out.shape[0] (= r_in.shape[0])")
+    _check_index(pair_x, n_pairs, x_in.shape[0], "pair_x")
+    _check_index(pair_r, n_pairs, r_in.shape[0], "pair_r")
+    out = _empty((n_pairs, n_features), <floating>0)
+    if n_pairs == 0 or n_features == 0:
+        return out
+    cdef floating[:, ::1] m_in = out                  # OUT (n_pairs, n_features)
+    nb = _n_blocks(n_pairs, n_features, n_threads)
+    for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
+        if floating is float:
+            fl_rescale_backward_f(act, &m_out[0, 0], &x_in[0, 0], &r_in[0, 0], &x_out[0, 0],
+                                  &r_out[0, 0], &pair_x[0], &pair_r[0], &alpha[0], &m_in[0, 0],
+                                  n_features, b * n_pairs // nb, (b + 1) * n_pairs // nb)
+        else:
+            fl_rescale_backward_d(act, &m_out[0, 0], &x_in[0, 0], &r_in[0, 0], &x_out[0, 0],
+                                  &r_out[0, 0], &pair_x[0], &pair_r[0], &alpha[0], &m_in[0, 0],
+                                  n_features, b * n_pairs // nb, (b + 1) * n_pairs // nb)
+    return out
+
+
+def gradient_backward(int act,
+                      const floating[:, ::1] m_out,   # IN  (n_pairs, n_features)
+                      const floating[:, ::1] x_in,    # IN  (n_x, n_features)
+                      const int64_t[::1] pair_x,      # IN  (n_pairs,)
+                      const floating[::1] alpha,      # IN  (n_features,)
+                      int n_threads=1):
+    """Gradient rule, m_in = m_out * f'(x); returns m_in (n_pairs, n_features)."""
+    cdef Py_ssize_t n_pairs = m_out.shape[0], n_features = m_out.shape[1], b, nb
+    _check_act(act)
+    _check_len(alpha.shape[0], n_features, "len(alpha) (one per feature)")
+    _check_len(x_in.shape[1], n_features, "x_in.shape[1] (n_features)")
+    _check_index(pair_x, n_pairs, x_in.shape[0], "pair_x")
+    out = _empty((n_pairs, n_features), <floating>0)
+    if n_pairs == 0 or n_features == 0:
+        return out
+    cdef floating[:, ::1] m_in = out                  # OUT (n_pairs, n_features)
+    nb = _n_blocks(n_pairs, n_features, n_threads)
+    for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
+        if floating is float:
+            fl_gradient_backward_f(act, &m_out[0, 0], &x_in[0, 0], &pair_x[0], &alpha[0],
+                                   &m_in[0, 0], n_features,
+                                   b * n_pairs // nb, (b + 1) * n_pairs // nb)
+        else:
+            fl_gradient_backward_d(act, &m_out[0, 0], &x_in[0, 0], &pair_x[0], &alpha[0],
+                                   &m_in[0, 0], n_features,
+                                   b * n_pairs // nb, (b + 1) * n_pairs // nb)
+    return out
+
+
+def guided_backprop_backward(int act,
+                             const floating[:, ::1] m_out,   # IN  (n_pairs, n_features)
+                             const floating[:, ::1] x_in,    # IN  (n_x, n_features)
+                             const int64_t[::1] pair_x,      # IN  (n_pairs,)
+                             const floating[::1] alpha,      # IN  (n_features,)
+                             int n_threads=1):
+    """Guided backprop, m_in = f'(x) * m_out where m_out > 0 else 0; returns (n_pairs, n_features)."""
+    cdef Py_ssize_t n_pairs = m_out.shape[0], n_features = m_out.shape[1], b, nb
+    _check_act(act)
+    _check_len(alpha.shape[0], n_features, "len(alpha) (one per feature)")
+    _check_len(x_in.shape[1], n_features, "x_in.shape[1] (n_features)")
+    _check_index(pair_x, n_pairs, x_in.shape[0], "pair_x")
+    out = _empty((n_pairs, n_features), <floating>0)
+    if n_pairs == 0 or n_features == 0:
+        return out
+    cdef floating[:, ::1] m_in = out                  # OUT (n_pairs, n_features)
+    nb = _n_blocks(n_pairs, n_features, n_threads)
+    for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
+        if floating is float:
+            fl_guided_backprop_backward_f(act, &m_out[0, 0], &x_in[0, 0], &pair_x[0],
+                                          &alpha[0], &m_in[0, 0], n_features,
+                                          b * n_pairs // nb, (b + 1) * n_pairs // nb)
+        else:
+            fl_guided_backprop_backward_d(act, &m_out[0, 0], &x_in[0, 0], &pair_x[0],
+                                          &alpha[0], &m_in[0, 0], n_features,
+                                          b * n_pairs // nb, (b + 1) * n_pairs // nb)
+    return out
+
+
+def reveal_cancel_split(int act,
+                        const floating[:, ::1] r_in,    # IN  (n_r, n_features)
+                        const floating[:, ::1] d_pos,   # IN  (n_pairs, n_features)
+                        const floating[:, ::1] d_neg,   # IN  (n_pairs, n_features)
+                        const int64_t[::1] pair_r,      # IN  (n_pairs,)
+                        const floating[::1] alpha,      # IN  (n_features,)
+                        int n_threads=1):
+    """RevealCancel output split; returns (dy_pos, dy_neg), each (n_pairs, n_features)."""
+    cdef Py_ssize_t n_pairs = d_pos.shape[0], n_features = d_pos.shape[1], b, nb
+    _check_act(act)
+    _check_len(alpha.shape[0], n_features, "len(alpha) (one per feature)")
+    _check_len(r_in.shape[1], n_features, "r_in.shape[1] (n_features)")
+    _check_len(d_neg.shape[0], n_pairs, "d_neg.shape[0] (n_pairs)")
+    _check_len(d_neg.shape[1], n_features, "d_neg.shape[1] (n_features)")
+    _check_index(pair_r, n_pairs, r_in.shape[0], "pair_r")
+    out_pos = _empty((n_pairs, n_features), <floating>0)
+    out_neg = _empty((n_pairs, n_features), <floating>0)
+    if n_pairs == 0 or n_features == 0:
+        return out_pos, out_neg
+    cdef floating[:, ::1] dy_pos = out_pos            # OUT (n_pairs, n_features)
+    cdef floating[:, ::1] dy_neg = out_neg            # OUT (n_pairs, n_features)
+    nb = _n_blocks(n_pairs, 4 * n_features, n_threads)
+    for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
+        if floating is float:
+            fl_reveal_cancel_split_f(act, &r_in[0, 0], &d_pos[0, 0], &d_neg[0, 0], &pair_r[0],
+                                     &alpha[0], &dy_pos[0, 0], &dy_neg[0, 0], n_features,
+                                     b * n_pairs // nb, (b + 1) * n_pairs // nb)
+        else:
+            fl_reveal_cancel_split_d(act, &r_in[0, 0], &d_pos[0, 0], &d_neg[0, 0], &pair_r[0],
+                                     &alpha[0], &dy_pos[0, 0], &dy_neg[0, 0], n_features,
+                                     b * n_pairs // nb, (b + 1) * n_pairs // nb)
+    return out_pos, out_neg
+
+
+def reveal_cancel_backward(int act,
+                           const floating[:, ::1] m_pos,   # IN  (n_pairs, n_features)
+                           const floating[:, ::1] m_neg,   # IN  (n_pairs, n_features)
+                           const floating[:, ::1] r_in,    # IN  (n_r, n_features)
+                           const floating[:, ::1] d_pos,   # IN  (n_pairs, n_features)
+                           const floating[:, ::1] d_neg,   # IN  (n_pairs, n_features)
+                           const int64_t[::1] pair_r,      # IN  (n_pairs,)
+                           const floating[::1] alpha,      # IN  (n_features,)
+                           int n_threads=1):
+    """RevealCancel rule; returns (m_in_pos, m_in_neg), each (n_pairs, n_features)."""
+    cdef Py_ssize_t n_pairs = m_pos.shape[0], n_features = m_pos.shape[1], b, nb
+    _check_act(act)
+    _check_len(alpha.shape[0], n_features, "len(alpha) (one per feature)")
+    _check_len(r_in.shape[1], n_features, "r_in.shape[1] (n_features)")
+    _check_len(m_neg.shape[0], n_pairs, "m_neg.shape[0] (n_pairs)")
+    _check_len(d_pos.shape[0], n_pairs, "d_pos.shape[0] (n_pairs)")
+    _check_len(d_neg.shape[0], n_pairs, "d_neg.shape[0] (n_pairs)")
+    _check_len(m_neg.shape[1], n_features, "m_neg.shape[1] (n_features)")
+    _check_len(d_pos.shape[1], n_features, "d_pos.shape[1] (n_features)")
+    _check_len(d_neg.shape[1], n_features, "d_neg.shape[1] (n_features)")
+    _check_index(pair_r, n_pairs, r_in.shape[0], "pair_r")
+    out_pos = _empty((n_pairs, n_features), <floating>0)
+    out_neg = _empty((n_pairs, n_features), <floating>0)
+    if n_pairs == 0 or n_features == 0:
+        return out_pos, out_neg
+    cdef floating[:, ::1] m_in_pos = out_pos          # OUT (n_pairs, n_features)
+    cdef floating[:, ::1] m_in_neg = out_neg          # OUT (n_pairs, n_features)
+    nb = _n_blocks(n_pairs, 4 * n_features, n_threads)
+    for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
+        if floating is float:
+            fl_reveal_cancel_backward_f(act, &m_pos[0, 0], &m_neg[0, 0], &r_in[0, 0],
+                                        &d_pos[0, 0], &d_neg[0, 0], &pair_r[0], &alpha[0],
+                                        &m_in_pos[0, 0], &m_in_neg[0, 0], n_features,
+                                        b * n_pairs // nb, (b + 1) * n_pairs // nb)
+        else:
+            fl_reveal_cancel_backward_d(act, &m_pos[0, 0], &m_neg[0, 0], &r_in[0, 0],
+                                        &d_pos[0, 0], &d_neg[0, 0], &pair_r[0], &alpha[0],
+                                        &m_in_pos[0, 0], &m_in_neg[0, 0], n_features,
+                                        b * n_pairs // nb, (b + 1) * n_pairs // nb)
+    return out_pos, out_neg
+
+
+# ---------------------------------------------------------------------------- pair gathers
+def pair_delta(const floating[:, ::1] x,      # IN  (n_x, n_features)
+               const floating[:, ::1] r,      # IN  (n_r, n_features)
+               const int64_t[::1] pair_x,     # IN  (n_pairs,)
+               const int64_t[::1] pair_r,     # IN  (n_pairs,)
+               int n_threads=1):
+    """delta[p] = x[pair_x[p]] - r[pair_r[p]]; returns (n_pairs, n_features)."""
+    cdef Py_ssize_t n_pairs = pair_x.shape[0], n_features = x.shape[1], b, nb
+    _check_len(r.shape[1], n_features, "r.shape[1] (n_features)")
+    _check_index(pair_x, n_pairs, x.shape[0], "pair_x")
+    _check_index(pair_r, n_pairs, r.shape[0], "pair_r")
+    out = _empty((n_pairs, n_features), <floating>0)
+    if n_pairs == 0 or n_features == 0:
+        return out
+    cdef floating[:, ::1] delta = out                 # OUT (n_pairs, n_features)
+    nb = _n_blocks(n_pairs, n_features, n_threads)
+    for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
+        if floating is float:
+            fl_pair_delta_f(&x[0, 0], &r[0, 0], &pair_x[0], &pair_r[0], &delta[0, 0],
+                            n_features, b * n_pairs // nb, (b + 1) * n_pairs // nb)
+        else:
+            fl_pair_delta_d(&x[0, 0], &r[0, 0], &pair_x[0], &pair_r[0], &delta[0, 0],
+                            n_features, b * n_pairs // nb, (b + 1) * n_pairs // nb)
+    return out
+
+
+def pair_contributions(const floating[:, ::1] m,      # IN  (n_pairs, n_features)
+                       const floating[:, ::1] x,      # IN  (n_x, n_features)
+                       const floating[:, ::1] r,      # IN  (n_r, n_features)
+                       const int64_t[::1] pair_x,     # IN  (n_pairs,)
+                       const int64_t[::1] pair_r,     # IN  (n_pairs,)
+                       int n_threads=1):
+    """c[p] = m[p] * (x[pair_x[p]] - r[pair_r[p]]); returns (n_pairs, n_features)."""
+    cdef Py_ssize_t n_pairs = m.shape[0], n_features = m.shape[1], b, nb
+    _check_len(x.shape[1], n_features, "x.shape[1] (n_features)")
+    _check_len(r.shape[1], n_features, "r.shape[1] (n_features)")
+    _check_index(pair_x, n_pairs, x.shape[0], "pair_x")
+    _check_index(pair_r, n_pairs, r.shape[0], "pair_r")
+    out = _empty((n_pairs, n_features), <floating>0)
+    if n_pairs == 0 or n_features == 0:
+        return out
+    cdef floating[:, ::1] c = out                     # OUT (n_pairs, n_features)
+    nb = _n_blocks(n_pairs, n_features, n_threads)
+    for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
+        if floating is float:
+            fl_pair_contributions_f(&m[0, 0], &x[0, 0], &r[0, 0], &pair_x[0], &pair_r[0],
+                                    &c[0, 0], n_features,
+                                    b * n_pairs // nb, (b + 1) * n_pairs // nb)
+        else:
+            fl_pair_contributions_d(&m[0, 0], &x[0, 0], &r[0, 0], &pair_x[0], &pair_r[0],
+                                    &c[0, 0], n_features,
+                                    b * n_pairs // nb, (b + 1) * n_pairs // nb)
+    return out
+
+
+def mean_over_refs(const floating[:, ::1] a,   # IN  (n_examples * n_refs, n_features)
+                   Py_ssize_t n_refs,
+                   int n_threads=1):
+    """Mean over each example's n_refs consecutive rows (float64 sums); returns (n_examples, n_features)."""
+    if n_refs < 1 or a.shape[0] % n_refs != 0:
+        raise ValueError(f"a.shape[0] must be a multiple of n_refs >= 1; got {a.shape[0]} rows "
+                         f"and n_refs={n_refs}")
+    cdef Py_ssize_t n_examples = a.shape[0] // n_refs, n_features = a.shape[1], b, nb
+    out = _empty((n_examples, n_features), <floating>0)
+    if n_examples == 0 or n_features == 0:
+        return out
+    cdef floating[:, ::1] mean = out                  # OUT (n_examples, n_features)
+    nb = _n_blocks(n_examples, n_refs * n_features, n_threads)
+    for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
+        if floating is float:
+            fl_mean_over_refs_f(&a[0, 0], &mean[0, 0], n_refs, n_features,
+                                b * n_examples // nb, (b + 1) * n_examples // nb)
+        else:
+            fl_mean_over_refs_d(&a[0, 0], &mean[0, 0], n_refs, n_features,
+                                b * n_examples // nb, (b + 1) * n_examples // nb)
+    return out
+
+
+# ---------------------------------------------------------------------------- convolution helpers
+def im2col(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)
+           object g,                         # ops.Geometry
+           int n_threads=1):
+    """Unfold windows, zero padding; returns cols (n, h_out, w_out, kh*kw*c)."""
+    cdef fl_geometry geo = _geometry(g)
+    _check_nhwc(x.shape, geo.h, geo.w, geo.c, "x")
+    cdef Py_ssize_t n = x.shape[0], n_rows = x.shape[0] * geo.h_out, b, nb
+    out = _empty((n, geo.h_out, geo.w_out, geo.kh * geo.kw * geo.c), <floating>0)
+    if n_rows == 0 or geo.w_out == 0:
+        return out
+    cdef floating[:, :, :, ::1] cols = out            # OUT (n, h_out, w_out, kh*kw*c)
+    nb = _n_blocks(n_rows, geo.w_out * geo.kh * geo.kw * geo.c, n_threads)
+    for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
+        if floating is float:
+            fl_im2col_f(&x[0, 0, 0, 0], &cols[0, 0, 0, 0], geo,
+                        b * n_rows // nb, (b + 1) * n_rows // nb)
+        else:
+            fl_im2col_d(&x[0, 0, 0, 0], &cols[0, 0, 0, 0], geo,
+                        b * n_rows // nb, (b + 1) * n_rows // nb)
+    return out
+
+
+def col2im(const floating[:, :, :, ::1] cols,   # IN  (n, h_out, w_out, kh*kw*c)
+           object g,                            # ops.Geometry
+           int n_threads=1):
+    """Adjoint of im2col, summing overlaps in a fixed order; returns x (n, h, w, c)."""
+    cdef fl_geometry geo = _geometry(g)
+    _check_nhwc(cols.shape, geo.h_out, geo.w_out, geo.kh * geo.kw * geo.c, "cols")
+    cdef Py_ssize_t n = cols.shape[0], n_rows = cols.shape[0] * geo.h, b, nb
+    out = _empty((n, geo.h, geo.w, geo.c), <floating>0)
+    if n_rows == 0:
+        return out
+    if geo.h_out == 0 or geo.w_out == 0:
+        out[...] = 0
+        return out
+    cdef floating[:, :, :, ::1] x = out               # OUT (n, h, w, c)
+    nb = _n_blocks(n_rows, geo.w * geo.kh * geo.kw * geo.c, n_threads)
+    for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
+        if floating is float:
+            fl_col2im_f(&cols[0, 0, 0, 0], &x[0, 0, 0, 0], geo,
+                        b * n_rows // nb, (b + 1) * n_rows // nb)
+        else:
+            fl_col2im_d(&cols[0, 0, 0, 0], &x[0, 0, 0, 0], geo,
+                        b * n_rows // nb, (b + 1) * n_rows // nb)
+    return out
+
+
+# ---------------------------------------------------------------------------- pooling
+def max_pool_forward(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)
+                     object g,                         # ops.Geometry
+                     int n_threads=1):
+    """Max over each window, padding ignored; returns (n, h_out, w_out, c)."""
+    cdef fl_geometry geo = _geometry(g)
+    _check_nhwc(x.shape, geo.h, geo.w, geo.c, "x")
+    cdef Py_ssize_t n = x.shape[0], n_rows = x.shape[0] * geo.h_out, b, nb
+    out = _empty((n, geo.h_out, geo.w_out, geo.c), <floating>0)
+    if n_rows == 0 or geo.w_out == 0:
+        return out
+    cdef floating[:, :, :, ::1] y = out               # OUT (n, h_out, w_out, c)
+    nb = _n_blocks(n_rows, geo.w_out * geo.kh * geo.kw * geo.c, n_threads)
+    for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
+        if floating is float:
+            fl_max_pool_forward_f(&x[0, 0, 0, 0], &y[0, 0, 0, 0], geo,
+                                  b * n_rows // nb, (b + 1) * n_rows // nb)
+        else:
+            fl_max_pool_forward_d(&x[0, 0, 0, 0], &y[0, 0, 0, 0], geo,
+                                  b * n_rows // nb, (b + 1) * n_rows // nb)
+    return out
+
+
+def avg_pool_forward(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)
+                     object g,                         # ops.Geometry
+                     int n_threads=1):
+    """Mean over the valid cells of each window; returns (n, h_out, w_out, c)."""
+    cdef fl_geometry geo = _geometry(g)
+    _check_nhwc(x.shape, geo.h, geo.w, geo.c, "x")
+    cdef Py_ssize_t n = x.shape[0], n_rows = x.shape[0] * geo.h_out, b, nb
+    out = _empty((n, geo.h_out, geo.w_out, geo.c), <floating>0)
+    if n_rows == 0 or geo.w_out == 0:
+        return out
+    cdef floating[:, :, :, ::1] y = out               # OUT (n, h_out, w_out, c)
+    nb = _n_blocks(n_rows, geo.w_out * geo.kh * geo.kw * geo.c, n_threads)
+    for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
+        if floating is float:
+            fl_avg_pool_forward_f(&x[0, 0, 0, 0], &y[0, 0, 0, 0], geo,
+                                  b * n_rows // nb, (b + 1) * n_rows // nb)
+        else:
+            fl_avg_pool_forward_d(&x[0, 0, 0, 0], &y[0, 0, 0, 0], geo,
+                                  b * n_rows // nb, (b + 1) * n_rows // nb)
+    return out
+
+
+def avg_pool_backward(const floating[:, :, :, ::1] m_out,   # IN  (n_pairs, h_out, w_out, c)
+                      object g,                             # ops.Geometry
+                      int n_threads=1):
+    """Adjoint of avg_pool_forward; returns m_in (n_pairs, h, w, c)."""
+    cdef fl_geometry geo = _geometry(g)
+    _check_nhwc(m_out.shape, geo.h_out, geo.w_out, geo.c, "m_out")
+    cdef Py_ssize_t n_pairs = m_out.shape[0], n_rows = m_out.shape[0] * geo.h, b, nb
+    out = _empty((n_pairs, geo.h, geo.w, geo.c), <floating>0)
+    if n_rows == 0:
+        return out
+    if geo.h_out == 0 or geo.w_out == 0:
+        out[...] = 0
+        return out
+    cdef floating[:, :, :, ::1] m_in = out            # OUT (n_pairs, h, w, c)
+    nb = _n_blocks(n_rows, geo.w * geo.kh * geo.kw * geo.c, n_threads)
+    for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
+        if floating is float:
+            fl_avg_pool_backward_f(&m_out[0, 0, 0, 0], &m_in[0, 0, 0, 0], geo,
+                                   b * n_rows // nb, (b + 1) * n_rows // nb)
+        else:
+            fl_avg_pool_backward_d(&m_out[0, 0, 0, 0], &m_in[0, 0, 0, 0], geo,
+                                   b * n_rows // nb, (b + 1) * n_rows // nb)
+    return out
+
+
+def max_pool_backward(const floating[:, :, :, ::1] m_out,   # IN  (n_pairs, h_out, w_out, c)
+                      const floating[:, :, :, ::1] x,       # IN  (n_x, h, w, c)
+                      const floating[:, :, :, ::1] ref,     # IN  (n_r, h, w, c)
+                      const int64_t[::1] pair_x,            # IN  (n_pairs,)
+                      const int64_t[::1] pair_r,            # IN  (n_pairs,)
+                      object g,                             # ops.Geometry
+                      bint exact,
+                      int n_threads=1):
+    """Route window multipliers to arg-max cells; returns m_in (n_pairs, h, w, c).
+
+    One thread owns each pair's whole output row, so there are no races and the sum order is
+    fixed. See ``Ops.max_pool_backward`` for ``exact``.
+    """
+    cdef fl_geometry geo = _geometry(g)
+    _check_nhwc(m_out.shape, geo.h_out, geo.w_out, geo.c, "m_out")
+    _check_nhwc(x.shape, geo.h, geo.w, geo.c, "x")
+    _check_nhwc(ref.shape, geo.h, geo.w, geo.c, "ref")
+    cdef Py_ssize_t n_pairs = m_out.shape[0], b, nb
+    _check_index(pair_x, n_pairs, x.shape[0], "pair_x")
+    _check_index(pair_r, n_pairs, ref.shape[0], "pair_r")
+    out = _empty((n_pairs, geo.h, geo.w, geo.c), <floating>0)
+    if n_pairs == 0:
+        return out
+    if geo.h_out == 0 or geo.w_out == 0:
+        out[...] = 0
+        return out
+    cdef floating[:, :, :, ::1] m_in = out            # OUT (n_pairs, h, w, c)
+    cdef int exact_c = exact
+    nb = _n_blocks(n_pairs, (2 if exact else 1) * geo.h_out * geo.w_out * geo.kh * geo.kw * geo.c,
+                   n_threads)
+    for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
+        if floating is float:
+            fl_max_pool_backward_f(&m_out[0, 0, 0, 0], &x[0, 0, 0, 0], &ref[0, 0, 0, 0],
+                                   &pair_x[0], &pair_r[0], geo, exact_c, &m_in[0, 0, 0, 0],
+                                   b * n_pairs // nb, (b + 1) * n_pairs // nb)
+        else:
+            fl_max_pool_backward_d(&m_out[0, 0, 0, 0], &x[0, 0, 0, 0], &ref[0, 0, 0, 0],
+                                   &pair_x[0], &pair_r[0], geo, exact_c, &m_in[0, 0, 0, 0],
+                                   b * n_pairs // nb, (b + 1) * n_pairs // nb)
+    return out

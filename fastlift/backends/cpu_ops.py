@@ -1,0 +1,301 @@
+"""`CpuOps`: the Ops interface over the Cython kernels in `_cpu` (csrc/ headers) and BLAS.
+
+Every override has exactly the signature of the `Ops` method it replaces
+(`tests/test_backend_signatures.py`) and returns what the numpy oracle returns, to rounding
+(bitwise where the arithmetic is the same). Ops without a kernel (``softmax_forward``,
+``asarray``, ``to_numpy``) are inherited.
+
+Glue done here, not in C: arrays are made C-contiguous in one dtype per call (float32 or
+float64; other dtypes fall back to the numpy reference), rule-op arrays are viewed as
+``(rows, features)``, ``alpha`` is tiled to one value per feature, and pair indices become int64.
+
+Threads: the kernels split rows across ``n_threads`` OpenMP threads; ``matmul`` splits fixed
+row blocks across a thread pool. Results are bitwise independent of ``n_threads`` and of the
+batch size, provided the run is inside ``compute_context()`` (BLAS pinned to one thread).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from . import _cpu
+from .ops import Geometry, Ops
+
+#: Rows per GEMM call. Every block, including a zero-padded last one, has exactly this many rows.
+GEMM_BLOCK_ROWS = 256
+#: GEMM output columns are padded with zeros to a multiple of this.
+GEMM_COL_MULTIPLE = 16
+# Why: with one BLAS thread, a fixed M and no column tail, OpenBLAS gives a row the same bits
+# wherever it sits in the block, so a row's result depends neither on the batch size nor on the
+# thread count. Measured with OpenBLAS 0.3.31: SkylakeX sgemm/dgemm, Haswell dgemm, SandyBridge
+# and Nehalem kernels hold this; without the column padding SkylakeX dgemm (N > 256, N % 8 != 0)
+# and SandyBridge sgemm (N = 1, which numpy sends to gemv) do not. Haswell/Zen sgemm is
+# position-dependent within its micro-tiles for K >= 8 even with padding. `sgemm_is_deterministic`
+# detects that once per process (an empirical check, whatever the CPU or BLAS), and float32 GEMMs
+# then run through dgemm and round back: bitwise deterministic, slightly more accurate, about half
+# the float32 GEMM speed on those kernels.
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _rows(a, dtype):
+    """``a`` as a C-contiguous (rows, features) array of ``dtype`` (no copy when it already is)."""
+    a = np.ascontiguousarray(a, dtype=dtype)
+    return a.reshape(a.shape[0], math.prod(a.shape[1:]))
+
+
+def _nhwc(a, dtype, g: Geometry, spatial=None):
+    """``a`` as a C-contiguous (n, h, w, c) array of ``dtype``; ``spatial`` = (h, w, c)."""
+    h, w, c = spatial if spatial is not None else (g.h, g.w, g.c)
+    a = np.ascontiguousarray(a, dtype=dtype)
+    return a.reshape(a.shape[0], h, w, c)
+
+
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _gemm_pool(n_threads):
+    """A thread pool per thread count, shared by all CpuOps and rebuilt in a forked child
+    (a pool's threads do not survive fork, and the inherited pool would wait for them forever)."""
+    key = (os.getpid(), n_threads)
+    with _POOLS_LOCK:
+        pool = _POOLS.get(key)
+        if pool is None:
+            pool = _POOLS[key] = ThreadPoolExecutor(n_threads, thread_name_prefix="fastlift-gemm")
+        return pool
+
+
+@functools.cache
+def sgemm_is_deterministic() -> bool:
+    """True if this process's float32 BLAS gives a row the same bits wherever it sits in a block."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((GEMM_BLOCK_ROWS + 32, 67)).astype(np.float32)
+    b = rng.standard_normal((67, 4 * GEMM_COL_MULTIPLE)).astype(np.float32)
+    with threadpool_limits(limits=1, user_api="blas"):
+        first = a[:GEMM_BLOCK_ROWS] @ b
+        for shift in (1, 3, 5, 7, 13, 24):
+            moved = a[shift:shift + GEMM_BLOCK_ROWS] @ b
+            if not np.array_equal(moved[:-shift], first[shift:]):
+                return False
+    return True
+
+
+def _index(pair):
+    return np.ascontiguousarray(pair, dtype=np.int64)
+
+
+class CpuOps(Ops):
+    """Cython/OpenMP CPU backend; ``n_threads=None`` uses every core (``os.cpu_count()``)."""
+
+    name = "cpu"
+
+    def __init__(self, n_threads: int | None = None):
+        super().__init__(n_threads)
+        self.n_threads = (os.cpu_count() or 1) if n_threads is None else int(n_threads)
+
+    def compute_context(self):
+        """Pin BLAS to one thread for the run (the limit applies from this call until exit).
+
+        Use as ``with ops.compute_context(): ...``. One BLAS thread per call is what makes
+        `matmul` deterministic; the parallelism comes from `matmul`'s own row blocks.
+        """
+        from threadpoolctl import threadpool_limits
+
+        return threadpool_limits(limits=1, user_api="blas")
+
+    def _alpha(self, alpha, n_features, dtype):
+        # One parameter per feature, as ops._alpha_full: feature j uses alpha[j % len(alpha)].
+        alpha = np.asarray(alpha, dtype=dtype).reshape(-1)
+        if alpha.shape[0] == n_features:
+            return np.ascontiguousarray(alpha)
+        if alpha.shape[0] == 1:  # np.resize is ~100x slower than this for the common scalar case
+            return np.full(n_features, alpha[0], dtype=dtype)
+        return np.tile(alpha, -(-n_features // alpha.shape[0]))[:n_features]
+
+    # ---------------------------------------------------------- dense algebra
+    def matmul(self, a, b):
+        """``a @ b`` for 2-D ``a`` (M, K) and ``b`` (K, N); ``b`` may be a transposed view.
+
+        Computed in blocks of exactly `GEMM_BLOCK_ROWS` rows (the last one zero-padded) against
+        ``b`` zero-padded to a multiple of `GEMM_COL_MULTIPLE` columns, on ``n_threads`` threads,
+        so a row's bits do not depend on M or on the thread count. Expects to run inside
+        `compute_context` (one BLAS thread per call).
+        """
+        if a.dtype == np.float32 and not sgemm_is_deterministic():
+            return self.matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.float32)
+        a = np.ascontiguousarray(a)
+        m, k = a.shape
+        n = b.shape[1]
+        out = np.empty((m, n), dtype=np.result_type(a, b))
+        n_full, rest = divmod(m, GEMM_BLOCK_ROWS)
+        n_blocks = n_full + (rest > 0)
+        if n_blocks == 0:
+            return out
+        n_pad = -(-n // GEMM_COL_MULTIPLE) * GEMM_COL_MULTIPLE
+        if n_pad != n:
+            # Keep b's layout (a transposed view stays transposed): BLAS sees the same operation.
+            f_order = b.flags.f_contiguous and not b.flags.c_contiguous
+            b_pad = np.zeros((k, n_pad), dtype=b.dtype, order="F" if f_order else "C")
+            b_pad[:, :n] = b
+            b = b_pad
+
+        def block(i):
+            lo = i * GEMM_BLOCK_ROWS
+            hi = min(lo + GEMM_BLOCK_ROWS, m)
+            if hi - lo == GEMM_BLOCK_ROWS and n_pad == n:
+                np.matmul(a[lo:hi], b, out=out[lo:hi])
+                return
+            if hi - lo == GEMM_BLOCK_ROWS:
+                src = a[lo:hi]
+            else:
+                src = np.zeros((GEMM_BLOCK_ROWS, k), dtype=a.dtype)
+                src[:hi - lo] = a[lo:hi]
+            out[lo:hi] = np.matmul(src, b)[:hi - lo, :n]
+
+        def blocks(t, n_tasks):
+            for i in range(t * n_blocks // n_tasks, (t + 1) * n_blocks // n_tasks):
+                block(i)
+
+        n_tasks = min(self.n_threads, n_blocks)
+        if n_tasks <= 1:
+            blocks(0, 1)
+        else:
+            # One contiguous run of blocks per thread (few tasks: the pool's per-task cost is
+            # comparable to a small block's GEMM). numpy releases the GIL inside BLAS.
+            list(_gemm_pool(self.n_threads).map(blocks, range(n_tasks), [n_tasks] * n_tasks))
+        return out
+
+    # --------------------------------------------------- convolution helpers
+    def im2col(self, x, g: Geometry):
+        if x.dtype not in _FLOATS:
+            return super().im2col(x, g)
+        return _cpu.im2col(_nhwc(x, x.dtype, g), g, self.n_threads)
+
+    def col2im(self, cols, g: Geometry):
+        if cols.dtype not in _FLOATS:
+            return super().col2im(cols, g)
+        cols = _nhwc(cols, cols.dtype, g, (g.h_out, g.w_out, g.kh * g.kw * g.c))
+        return _cpu.col2im(cols, g, self.n_threads)
+
+    # ---------------------------------------------------------------- pooling
+    def max_pool_forward(self, x, g: Geometry):
+        if x.dtype not in _FLOATS:
+            return super().max_pool_forward(x, g)
+        return _cpu.max_pool_forward(_nhwc(x, x.dtype, g), g, self.n_threads)
+
+    def avg_pool_forward(self, x, g: Geometry):
+        if x.dtype not in _FLOATS:
+            return super().avg_pool_forward(x, g)
+        return _cpu.avg_pool_forward(_nhwc(x, x.dtype, g), g, self.n_threads)
+
+    def avg_pool_backward(self, m_out, g: Geometry):
+        if m_out.dtype not in _FLOATS:
+            return super().avg_pool_backward(m_out, g)
+        m_out = _nhwc(m_out, m_out.dtype, g, (g.h_out, g.w_out, g.c))
+        return _cpu.avg_pool_backward(m_out, g, self.n_threads)
+
+    def max_pool_backward(self, m_out, x, ref, pair_x, pair_r, g: Geometry, exact: bool):
+        dt = m_out.dtype
+        if dt not in _FLOATS:
+            return super().max_pool_backward(m_out, x, ref, pair_x, pair_r, g, exact)
+        return _cpu.max_pool_backward(_nhwc(m_out, dt, g, (g.h_out, g.w_out, g.c)),
+                                      _nhwc(x, dt, g), _nhwc(ref, dt, g),
+                                      _index(pair_x), _index(pair_r), g, bool(exact), self.n_threads)
+
+    # ------------------------------------------------------------ activations
+    def activation_forward(self, act, x, alpha):
+        if x.dtype not in _FLOATS:
+            return super().activation_forward(act, x, alpha)
+        x2 = _rows(x, x.dtype)
+        out = _cpu.activation_forward(int(act), x2, self._alpha(alpha, x2.shape[1], x.dtype),
+                                      self.n_threads)
+        return out.reshape(x.shape)
+
+    def activation_grad(self, act, x, alpha):
+        if x.dtype not in _FLOATS:
+            return super().activation_grad(act, x, alpha)
+        x2 = _rows(x, x.dtype)
+        out = _cpu.activation_grad(int(act), x2, self._alpha(alpha, x2.shape[1], x.dtype),
+                                   self.n_threads)
+        return out.reshape(x.shape)
+
+    # ------------------------------------------------------------ rule kernels
+    def rescale_backward(self, act, m_out, x_in, r_in, x_out, r_out, pair_x, pair_r, alpha):
+        dt = m_out.dtype
+        if dt not in _FLOATS:
+            return super().rescale_backward(act, m_out, x_in, r_in, x_out, r_out, pair_x, pair_r, alpha)
+        m2 = _rows(m_out, dt)
+        out = _cpu.rescale_backward(int(act), m2, _rows(x_in, dt), _rows(r_in, dt), _rows(x_out, dt),
+                                    _rows(r_out, dt), _index(pair_x), _index(pair_r),
+                                    self._alpha(alpha, m2.shape[1], dt), self.n_threads)
+        return out.reshape(m_out.shape)
+
+    def gradient_backward(self, act, m_out, x_in, pair_x, alpha):
+        dt = m_out.dtype
+        if dt not in _FLOATS:
+            return super().gradient_backward(act, m_out, x_in, pair_x, alpha)
+        m2 = _rows(m_out, dt)
+        out = _cpu.gradient_backward(int(act), m2, _rows(x_in, dt), _index(pair_x),
+                                     self._alpha(alpha, m2.shape[1], dt), self.n_threads)
+        return out.reshape(m_out.shape)
+
+    def guided_backprop_backward(self, act, m_out, x_in, pair_x, alpha):
+        dt = m_out.dtype
+        if dt not in _FLOATS:
+            return super().guided_backprop_backward(act, m_out, x_in, pair_x, alpha)
+        m2 = _rows(m_out, dt)
+        out = _cpu.guided_backprop_backward(int(act), m2, _rows(x_in, dt), _index(pair_x),
+                                            self._alpha(alpha, m2.shape[1], dt), self.n_threads)
+        return out.reshape(m_out.shape)
+
+    def reveal_cancel_split(self, act, r_in, d_pos, d_neg, pair_r, alpha):
+        dt = d_pos.dtype
+        if dt not in _FLOATS:
+            return super().reveal_cancel_split(act, r_in, d_pos, d_neg, pair_r, alpha)
+        dp = _rows(d_pos, dt)
+        dy_pos, dy_neg = _cpu.reveal_cancel_split(int(act), _rows(r_in, dt), dp, _rows(d_neg, dt),
+                                                  _index(pair_r), self._alpha(alpha, dp.shape[1], dt),
+                                                  self.n_threads)
+        return dy_pos.reshape(d_pos.shape), dy_neg.reshape(d_pos.shape)
+
+    def reveal_cancel_backward(self, act, m_pos, m_neg, r_in, d_pos, d_neg, pair_r, alpha):
+        dt = m_pos.dtype
+        if dt not in _FLOATS:
+            return super().reveal_cancel_backward(act, m_pos, m_neg, r_in, d_pos, d_neg, pair_r, alpha)
+        mp = _rows(m_pos, dt)
+        out_pos, out_neg = _cpu.reveal_cancel_backward(
+            int(act), mp, _rows(m_neg, dt), _rows(r_in, dt), _rows(d_pos, dt), _rows(d_neg, dt),
+            _index(pair_r), self._alpha(alpha, mp.shape[1], dt), self.n_threads)
+        return out_pos.reshape(m_pos.shape), out_neg.reshape(m_neg.shape)
+
+    # ------------------------------------------------- pair gathers, reductions
+    def pair_delta(self, x, r, pair_x, pair_r):
+        dt = np.result_type(x, r)
+        if dt not in _FLOATS:
+            return super().pair_delta(x, r, pair_x, pair_r)
+        px = _index(pair_x)
+        out = _cpu.pair_delta(_rows(x, dt), _rows(r, dt), px, _index(pair_r), self.n_threads)
+        return out.reshape((px.shape[0],) + x.shape[1:])
+
+    def pair_contributions(self, m, x, r, pair_x, pair_r):
+        dt = np.result_type(m, x, r)
+        if dt not in _FLOATS:
+            return super().pair_contributions(m, x, r, pair_x, pair_r)
+        out = _cpu.pair_contributions(_rows(m, dt), _rows(x, dt), _rows(r, dt), _index(pair_x),
+                                      _index(pair_r), self.n_threads)
+        return out.reshape(m.shape)
+
+    def mean_over_refs(self, a, n_refs):
+        if a.dtype not in _FLOATS:
+            return super().mean_over_refs(a, n_refs)
+        out = _cpu.mean_over_refs(_rows(a, a.dtype), int(n_refs), self.n_threads)
+        return out.reshape((a.shape[0] // n_refs,) + a.shape[1:])

@@ -1,0 +1,465 @@
+"""CpuOps (Cython kernels over csrc/) against the numpy oracle `Ops`, op by op.
+
+Exact comparisons where the kernels do the oracle's arithmetic in the oracle's order (gathers,
+im2col/col2im, pooling, mean_over_refs, every rule's non-transcendental path); tolerances
+where libm and numpy's SIMD transcendental functions may differ in the last bits.
+Thread-count and batch-size invariance are checked bit for bit.
+"""
+
+import contextlib
+import os
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info
+
+from fastlift.backends import _cpu
+from fastlift.backends.cpu_ops import GEMM_BLOCK_ROWS, CpuOps
+from fastlift.backends.ops import NEAR_ZERO, Act, Geometry, Ops
+
+REF = Ops()
+CPU = CpuOps(n_threads=2)
+DTYPES = [np.float32, np.float64]
+ACTS = list(Act)
+N_ROWS = [1, 3, 17]
+# libm and numpy's SIMD exp/tanh/erf differ by an ulp or two of the terms' scale (O(1)); the
+# oracle's own cancellations (1 + tanh(u) for u << 0 in gelu_tanh') turn that into absolute
+# differences up to ~1.3e-6 (float32) / 5e-15 (float64) on values near 0, times |m| in rules.
+TOL = {np.float32: {"rtol": 1e-6, "atol": 5e-6}, np.float64: {"rtol": 1e-12, "atol": 5e-14}}
+
+
+def close(got, want, dtype, **tol):
+    assert got.dtype == want.dtype == np.dtype(dtype)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, **(tol or TOL[dtype]))
+
+
+def same(got, want, dtype):
+    assert got.dtype == want.dtype == np.dtype(dtype)
+    assert got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+
+
+def geometry(h, w, c, kh, kw, sh=1, sw=1, dh=1, dw=1, pt=0, pb=0, pl=0, pr=0):
+    h_out = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    w_out = (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    assert h_out > 0 and w_out > 0
+    return Geometry(h, w, c, kh, kw, sh, sw, dh, dw, pt, pl, h_out, w_out)
+
+
+GEOMETRIES = [
+    pytest.param(geometry(1, 17, 3, 1, 4, sw=2, pl=1, pr=2), id="1d-stride2-pad-both"),
+    pytest.param(geometry(1, 9, 1, 1, 3), id="1d-valid-c1"),
+    pytest.param(geometry(1, 3, 2, 1, 5, pl=2, pr=2), id="1d-window-wider-than-input"),
+    pytest.param(geometry(1, 10, 3, 1, 4, sw=2, pl=1, pr=1), id="1d-same-pool-4-2"),
+    pytest.param(geometry(1, 11, 2, 1, 2, sw=3), id="1d-stride-gt-window"),
+    pytest.param(geometry(7, 6, 2, 3, 2, sh=2, dh=2, pt=2, pb=1, pl=1, pr=1), id="2d-stride-dil-pad"),
+    pytest.param(geometry(8, 9, 3, 2, 3, sw=2, dh=3, dw=2, pt=1, pb=3, pl=2, pr=2), id="2d-dil-both"),
+    pytest.param(geometry(5, 7, 2, 3, 3, sh=2, sw=2, pt=1, pb=1, pl=1, pr=1), id="2d-same-pool-3-2"),
+    pytest.param(geometry(4, 5, 3, 3, 3, pt=1, pb=1, pl=1, pr=1), id="2d-same-overlap-s1"),
+    pytest.param(geometry(3, 4, 70, 2, 2, pt=1, pl=1), id="2d-c70-over-channel-block"),
+    pytest.param(geometry(4, 7, 2, 1, 1, sh=3, sw=2), id="1x1-stride"),
+]
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20240611)
+
+
+def alpha_for(n_features, dtype, rng, tiled=True):
+    """Per-feature parameters: length 3 dividing n_features, or a single shared value."""
+    if tiled:
+        return (0.1 + 0.3 * rng.random(3)).astype(dtype)
+    return np.array([0.2], dtype=dtype)
+
+
+# ------------------------------------------------------------------------- header constants
+def test_header_constants_match_ops():
+    assert _cpu.ACT_CODES == {a.name: int(a) for a in Act}
+    assert _cpu.ACT_COUNT == len(Act)
+    assert _cpu.NEAR_ZERO == NEAR_ZERO
+
+
+# ------------------------------------------------------------------------- activations
+def activation_inputs(n_rows, dtype, rng):
+    # Kinks and clip points (relu 0, relu6 6, hard_sigmoid at t = 0 and 1 for alpha 0.2: x = ±2.5),
+    # signed zeros, tiny and large magnitudes, then random values.
+    special = [0.0, -0.0, 6.0, -2.5, 2.5, 1e-8, -1e-8, 30.0, -30.0, -4.0, 4.0, 0.5]
+    x = 3 * rng.standard_normal((n_rows, 12))
+    x[0] = special
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("n_rows", N_ROWS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ACTS, ids=[a.name for a in ACTS])
+def test_activation_forward(act, dtype, n_rows, rng):
+    x = activation_inputs(n_rows, dtype, rng)
+    for alpha in (alpha_for(12, dtype, rng), alpha_for(12, dtype, rng, tiled=False)):
+        close(CPU.activation_forward(act, x, alpha), REF.activation_forward(act, x, alpha), dtype)
+
+
+@pytest.mark.parametrize("n_rows", N_ROWS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ACTS, ids=[a.name for a in ACTS])
+def test_activation_grad(act, dtype, n_rows, rng):
+    x = activation_inputs(n_rows, dtype, rng)
+    for alpha in (alpha_for(12, dtype, rng), alpha_for(12, dtype, rng, tiled=False)):
+        close(CPU.activation_grad(act, x, alpha), REF.activation_grad(act, x, alpha), dtype)
+
+
+ARITHMETIC_ACTS = [Act.LINEAR, Act.RELU, Act.RELU6, Act.LEAKY_RELU, Act.HARD_SIGMOID, Act.SOFTSIGN]
+
+
+@pytest.mark.parametrize("act", ARITHMETIC_ACTS, ids=[a.name for a in ARITHMETIC_ACTS])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_activation_exact_for_arithmetic_activations(act, dtype, rng):
+    """Activations without transcendental functions are bitwise equal to the oracle."""
+    x = activation_inputs(17, dtype, rng)
+    alpha = alpha_for(12, dtype, rng)
+    same(CPU.activation_forward(act, x, alpha), REF.activation_forward(act, x, alpha), dtype)
+    same(CPU.activation_grad(act, x, alpha), REF.activation_grad(act, x, alpha), dtype)
+
+
+def test_unknown_activation_code_is_rejected():
+    x = np.zeros((2, 3), np.float32)
+    with pytest.raises(ValueError):
+        REF.activation_forward(len(Act), x, np.ones(1, np.float32))
+    with pytest.raises(ValueError, match="act"):
+        CPU.activation_forward(len(Act), x, np.ones(1, np.float32))
+    with pytest.raises(ValueError, match="act"):
+        CPU.rescale_backward(-1, x, x, x, x, x, np.arange(2), np.arange(2), np.ones(1, np.float32))
+
+
+# ------------------------------------------------------------------------- rule kernels
+def pair_data(n_pairs, dtype, rng, n_features=9, n_x=3):
+    """Example-major pairs: example rows shared by several pairs, one reference row per pair.
+
+    Feature 0 has Δ = 0 exactly, feature 1 has 0 < |Δ| < NEAR_ZERO, feature 2 sits on the
+    relu kink (x = ref = 0), feature 3 straddles it by less than NEAR_ZERO (f'(x) != f'(ref));
+    the rest are random.
+    """
+    pair_x = (np.arange(n_pairs) % n_x).astype(np.int64)
+    pair_r = rng.permutation(n_pairs).astype(np.int64)
+    x = (2 * rng.standard_normal((n_x, n_features))).astype(dtype)
+    r = (2 * rng.standard_normal((n_pairs, n_features))).astype(dtype)
+    x[:, 1] = (1e-3 * (1 + np.arange(n_x))).astype(dtype)
+    x[:, 2] = 0
+    x[:, 3] = 3e-8
+    xs = x[pair_x]
+    r[pair_r, 0] = xs[:, 0]
+    r[pair_r, 1] = xs[:, 1] + dtype(4e-8)
+    r[pair_r, 2] = 0
+    r[pair_r, 3] = -3e-8
+    dx = x[pair_x] - r[pair_r]
+    assert np.any(dx == 0) and np.any((dx != 0) & (np.abs(dx) < NEAR_ZERO))
+    m = rng.standard_normal((n_pairs, n_features)).astype(dtype)
+    return m, x, r, pair_x, pair_r
+
+
+@pytest.mark.parametrize("n_pairs", N_ROWS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ACTS, ids=[a.name for a in ACTS])
+def test_rescale_backward(act, dtype, n_pairs, rng):
+    m, x, r, pair_x, pair_r = pair_data(n_pairs, dtype, rng)
+    alpha = alpha_for(x.shape[1], dtype, rng)
+    x_out, r_out = REF.activation_forward(act, x, alpha), REF.activation_forward(act, r, alpha)
+    args = (act, m, x, r, x_out, r_out, pair_x, pair_r, alpha)
+    got, want = CPU.rescale_backward(*args), REF.rescale_backward(*args)
+    close(got, want, dtype)
+    # Away from the near-zero fallback the kernel divides the same numbers as the oracle.
+    far = np.abs(x[pair_x] - r[pair_r]) >= NEAR_ZERO
+    np.testing.assert_array_equal(got[far], want[far])
+
+
+@pytest.mark.parametrize("n_pairs", N_ROWS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ACTS, ids=[a.name for a in ACTS])
+def test_gradient_and_guided_backprop_backward(act, dtype, n_pairs, rng):
+    m, x, _, pair_x, _ = pair_data(n_pairs, dtype, rng)
+    m[0, :3] = [0.0, -1.0, 1.0]  # guided backprop keeps m > 0 only; m == 0 is dropped
+    alpha = alpha_for(x.shape[1], dtype, rng)
+    close(CPU.gradient_backward(act, m, x, pair_x, alpha),
+          REF.gradient_backward(act, m, x, pair_x, alpha), dtype)
+    close(CPU.guided_backprop_backward(act, m, x, pair_x, alpha),
+          REF.guided_backprop_backward(act, m, x, pair_x, alpha), dtype)
+
+
+def reveal_cancel_data(n_pairs, dtype, rng, n_features=8):
+    """Δ⁺ >= 0 and Δ⁻ <= 0 with exact zeros, sub-NEAR_ZERO values and both zero at once.
+
+    Non-zero magnitudes stay >= 0.1: dividing f(x0+Δ) - f(x0) by a Δ just above NEAR_ZERO
+    amplifies last-bit libm differences into visible ones, in any implementation.
+    """
+    r = rng.standard_normal((n_pairs + 2, n_features)).astype(dtype)
+    pair_r = rng.integers(0, n_pairs + 2, n_pairs).astype(np.int64)
+    d_pos = (0.1 + np.abs(rng.standard_normal((n_pairs, n_features)))).astype(dtype)
+    d_neg = (-0.1 - np.abs(rng.standard_normal((n_pairs, n_features)))).astype(dtype)
+    d_pos[:, 0] = 0            # Δ⁺ = 0
+    d_neg[:, 1] = 0            # Δ⁻ = 0
+    d_pos[:, 2] = 0            # both 0
+    d_neg[:, 2] = 0
+    d_pos[:, 3] = 3e-8         # 0 < Δ⁺ < NEAR_ZERO
+    d_neg[:, 4] = -5e-8        # 0 < |Δ⁻| < NEAR_ZERO
+    m_pos = rng.standard_normal((n_pairs, n_features)).astype(dtype)
+    m_neg = rng.standard_normal((n_pairs, n_features)).astype(dtype)
+    return m_pos, m_neg, r, d_pos, d_neg, pair_r
+
+
+@pytest.mark.parametrize("n_pairs", N_ROWS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ACTS, ids=[a.name for a in ACTS])
+def test_reveal_cancel_split(act, dtype, n_pairs, rng):
+    _, _, r, d_pos, d_neg, pair_r = reveal_cancel_data(n_pairs, dtype, rng)
+    alpha = alpha_for(r.shape[1], dtype, rng)
+    got = CPU.reveal_cancel_split(act, r, d_pos, d_neg, pair_r, alpha)
+    want = REF.reveal_cancel_split(act, r, d_pos, d_neg, pair_r, alpha)
+    for g, w in zip(got, want):
+        close(g, w, dtype)
+
+
+@pytest.mark.parametrize("n_pairs", N_ROWS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ACTS, ids=[a.name for a in ACTS])
+def test_reveal_cancel_backward(act, dtype, n_pairs, rng):
+    m_pos, m_neg, r, d_pos, d_neg, pair_r = reveal_cancel_data(n_pairs, dtype, rng)
+    alpha = alpha_for(r.shape[1], dtype, rng)
+    args = (act, m_pos, m_neg, r, d_pos, d_neg, pair_r, alpha)
+    got, want = CPU.reveal_cancel_backward(*args), REF.reveal_cancel_backward(*args)
+    for g, w in zip(got, want):
+        close(g, w, dtype)
+        assert np.all(np.isfinite(g))  # the Δ = 0 cases took the limit, not 0/0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rule_ops_accept_nd_arrays_and_any_integer_index(dtype, rng):
+    """Layer outputs may arrive unflattened; pair indices as int32 or lists."""
+    m, x, r, pair_x, pair_r = pair_data(6, dtype, rng, n_features=12)
+    shape = (6, 3, 4)
+    alpha = alpha_for(4, dtype, rng)  # divides the last axis, as for a per-channel PReLU
+    m3, x3, r3 = m.reshape(shape), x.reshape((-1, 3, 4)), r.reshape((-1, 3, 4))
+    act = Act.LEAKY_RELU
+    xo, ro = REF.activation_forward(act, x3, alpha), REF.activation_forward(act, r3, alpha)
+    for px, pr in ((pair_x.astype(np.int32), pair_r.astype(np.int32)), (list(pair_x), list(pair_r))):
+        want = REF.rescale_backward(act, m3, x3, r3, xo, ro, np.asarray(px), np.asarray(pr), alpha)
+        same(CPU.rescale_backward(act, m3, x3, r3, xo, ro, px, pr, alpha), want, dtype)
+        same(CPU.pair_contributions(m3, x3, r3, px, pr),
+             REF.pair_contributions(m3, x3, r3, pair_x, pair_r), dtype)
+        same(CPU.pair_delta(x3, r3, px, pr), REF.pair_delta(x3, r3, pair_x, pair_r), dtype)
+
+
+def test_out_of_range_pair_index_is_rejected():
+    x = np.zeros((2, 3), np.float64)
+    with pytest.raises(ValueError, match="pair_x"):
+        CPU.pair_delta(x, x, np.array([0, 2]), np.array([0, 1]))
+    with pytest.raises(ValueError, match="pair_r"):
+        CPU.reveal_cancel_split(Act.RELU, x, x, x, np.array([-1, 0]), np.ones(1))
+
+
+# ------------------------------------------------------------------------- pair gathers
+@pytest.mark.parametrize("n_pairs", N_ROWS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pair_delta_and_contributions(dtype, n_pairs, rng):
+    m, x, r, pair_x, pair_r = pair_data(n_pairs, dtype, rng)
+    same(CPU.pair_delta(x, r, pair_x, pair_r), REF.pair_delta(x, r, pair_x, pair_r), dtype)
+    same(CPU.pair_contributions(m, x, r, pair_x, pair_r),
+         REF.pair_contributions(m, x, r, pair_x, pair_r), dtype)
+
+
+@pytest.mark.parametrize("n_refs", [1, 4, 7])
+@pytest.mark.parametrize("n_examples", N_ROWS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mean_over_refs(dtype, n_examples, n_refs, rng):
+    a = rng.standard_normal((n_examples * n_refs, 300)).astype(dtype)  # > one 256-feature block
+    same(CPU.mean_over_refs(a, n_refs), REF.mean_over_refs(a, n_refs), dtype)
+    a3 = a.reshape(n_examples * n_refs, 30, 10)
+    same(CPU.mean_over_refs(a3, n_refs), REF.mean_over_refs(a3, n_refs), dtype)
+
+
+# ------------------------------------------------------------------------- im2col / col2im
+@pytest.mark.parametrize("n", N_ROWS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("g", GEOMETRIES)
+def test_im2col_col2im(g, dtype, n, rng):
+    x = rng.standard_normal((n, g.h, g.w, g.c)).astype(dtype)
+    same(CPU.im2col(x, g), REF.im2col(x, g), dtype)
+    cols = rng.standard_normal((n, g.h_out, g.w_out, g.kh * g.kw * g.c)).astype(dtype)
+    # Same taps summed in the same order: bitwise equal, not just close.
+    same(CPU.col2im(cols, g), REF.col2im(cols, g), dtype)
+
+
+# ------------------------------------------------------------------------- pooling
+@pytest.mark.parametrize("n", N_ROWS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("g", GEOMETRIES)
+def test_pool_forward(g, dtype, n, rng):
+    x = rng.standard_normal((n, g.h, g.w, g.c)).astype(dtype) - 3  # all < 0: padding must not win
+    same(CPU.max_pool_forward(x, g), REF.max_pool_forward(x, g), dtype)
+    same(CPU.avg_pool_forward(x, g), REF.avg_pool_forward(x, g), dtype)
+
+
+@pytest.mark.parametrize("n", N_ROWS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("g", GEOMETRIES)
+def test_avg_pool_backward(g, dtype, n, rng):
+    m = rng.standard_normal((n, g.h_out, g.w_out, g.c)).astype(dtype)
+    same(CPU.avg_pool_backward(m, g), REF.avg_pool_backward(m, g), dtype)
+
+
+@pytest.mark.parametrize("exact", [True, False])
+@pytest.mark.parametrize("n_pairs", N_ROWS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("g", GEOMETRIES)
+def test_max_pool_backward(g, dtype, n_pairs, exact, rng):
+    # Small integers: many ties inside windows (first arg-max wins) and negative values, so a
+    # padding cell treated as 0 would win.
+    n_x, n_r = 2, 3
+    x = rng.integers(-3, 1, (n_x, g.h, g.w, g.c)).astype(dtype)
+    ref = rng.integers(-3, 1, (n_r, g.h, g.w, g.c)).astype(dtype)
+    pair_x = (np.arange(n_pairs) % n_x).astype(np.int64)
+    pair_r = rng.integers(0, n_r, n_pairs).astype(np.int64)
+    m = rng.standard_normal((n_pairs, g.h_out, g.w_out, g.c)).astype(dtype)
+    args = (m, x, ref, pair_x, pair_r, g, exact)
+    same(CPU.max_pool_backward(*args), REF.max_pool_backward(*args), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool_backward_exact_special_references(dtype, rng):
+    """Reference equal to the input (both arg-maxes agree) and a constant reference."""
+    g = geometry(4, 5, 3, 3, 3, pt=1, pb=1, pl=1, pr=1)
+    x = rng.standard_normal((2, 4, 5, 3)).astype(dtype)
+    m = rng.standard_normal((2, g.h_out, g.w_out, 3)).astype(dtype)
+    pair = np.array([0, 1], np.int64)
+    for ref in (x.copy(), np.full_like(x, 0.25)):
+        args = (m, x, ref, pair, pair, g, True)
+        same(CPU.max_pool_backward(*args), REF.max_pool_backward(*args), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pool_window_entirely_in_padding(dtype, rng):
+    """Last column's window lies wholly in the padding: max -inf, mean 0/0, backward drops it."""
+    g = geometry(2, 6, 2, 2, 2, pl=1, pr=2)
+    assert g.w_out * g.sw - g.pl > g.w  # window (., w_out - 1) reads columns >= w only
+    x = rng.standard_normal((3, g.h, g.w, g.c)).astype(dtype)
+    m = rng.standard_normal((3, g.h_out, g.w_out, g.c)).astype(dtype)
+    pair = np.arange(3, dtype=np.int64)
+    with np.errstate(all="ignore"):  # the oracle divides by the empty window's zero count
+        same(CPU.max_pool_forward(x, g), REF.max_pool_forward(x, g), dtype)
+        same(CPU.avg_pool_forward(x, g), REF.avg_pool_forward(x, g), dtype)
+        same(CPU.avg_pool_backward(m, g), REF.avg_pool_backward(m, g), dtype)
+        for exact in (True, False):
+            args = (m, x, x[::-1].copy(), pair, pair, g, exact)
+            same(CPU.max_pool_backward(*args), REF.max_pool_backward(*args), dtype)
+
+
+# ------------------------------------------------------------------------- thread invariance
+def _two_threads(n_rows, row_work):
+    assert _cpu.n_blocks(n_rows, row_work, 2) == 2, "test too small to exercise two threads"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_results_do_not_depend_on_thread_count(dtype, rng):
+    one, two = CpuOps(n_threads=1), CpuOps(n_threads=2)
+    n_pairs, n_features = 600, 128
+    _two_threads(n_pairs, n_features)
+    m, x, r, pair_x, pair_r = pair_data(n_pairs, dtype, rng, n_features=n_features, n_x=50)
+    alpha = alpha_for(n_features, dtype, rng)
+    act = Act.GELU
+    xo, ro = REF.activation_forward(act, x, alpha), REF.activation_forward(act, r, alpha)
+    mp, mn, r2, dp, dn, pr2 = reveal_cancel_data(n_pairs, dtype, rng, n_features=n_features)
+    calls = [
+        lambda o: o.activation_forward(act, r, alpha),
+        lambda o: o.activation_grad(act, r, alpha),
+        lambda o: o.rescale_backward(act, m, x, r, xo, ro, pair_x, pair_r, alpha),
+        lambda o: o.gradient_backward(act, m, x, pair_x, alpha),
+        lambda o: o.guided_backprop_backward(act, m, x, pair_x, alpha),
+        lambda o: o.reveal_cancel_split(act, r2, dp, dn, pr2, alpha),
+        lambda o: o.reveal_cancel_backward(act, mp, mn, r2, dp, dn, pr2, alpha),
+        lambda o: o.pair_delta(x, r, pair_x, pair_r),
+        lambda o: o.pair_contributions(m, x, r, pair_x, pair_r),
+        lambda o: o.mean_over_refs(m, 4),
+    ]
+    g = geometry(12, 13, 5, 3, 3, sh=2, pt=1, pb=1, pl=1, pr=1)
+    n = 64
+    _two_threads(n * g.h_out, g.w_out * 9 * g.c)
+    _two_threads(n, g.h_out * g.w_out * 9 * g.c)
+    xi = rng.integers(-3, 3, (n, g.h, g.w, g.c)).astype(dtype)
+    ri = rng.integers(-3, 3, (n, g.h, g.w, g.c)).astype(dtype)
+    cols = rng.standard_normal((n, g.h_out, g.w_out, 9 * g.c)).astype(dtype)
+    mo = rng.standard_normal((n, g.h_out, g.w_out, g.c)).astype(dtype)
+    idx = rng.permutation(n).astype(np.int64)
+    calls += [
+        lambda o: o.im2col(xi, g),
+        lambda o: o.col2im(cols, g),
+        lambda o: o.max_pool_forward(xi, g),
+        lambda o: o.avg_pool_forward(xi, g),
+        lambda o: o.avg_pool_backward(mo, g),
+        lambda o: o.max_pool_backward(mo, xi, ri, idx, idx[::-1].copy(), g, True),
+        lambda o: o.max_pool_backward(mo, xi, ri, idx, idx, g, False),
+    ]
+    for call in calls:
+        a, b = call(one), call(two)
+        for u, v in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
+            np.testing.assert_array_equal(u, v)
+
+
+# ------------------------------------------------------------------------- matmul
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("k,n", [(129, 37), (300, 300), (17, 1), (64, 16)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_matmul_rows_do_not_depend_on_batch_size_or_threads(dtype, k, n, transposed, rng):
+    # Holds on every BLAS kernel: where sgemm is position-dependent (OpenBLAS Haswell/Zen, see
+    # cpu_ops.sgemm_is_deterministic) float32 goes through dgemm.
+    a = rng.standard_normal((300, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if transposed else (k, n)).astype(dtype)
+    b = b.T if transposed else b
+    one, two = CpuOps(n_threads=1), CpuOps(n_threads=2)
+    with one.compute_context():
+        full = one.matmul(a, b)
+        np.testing.assert_array_equal(two.matmul(a, b), full)
+        for lo, hi in [(0, 1), (5, 12), (299, 300), (250, 257), (44, 300)]:  # 1, 7, ... rows
+            for ops in (one, two):
+                np.testing.assert_array_equal(ops.matmul(a[lo:hi], b), full[lo:hi])
+    assert full.dtype == np.dtype(dtype)
+    # float32 BLAS itself errs by ~eps·sqrt(k)·|values| (~2e-5 at k=300), and dgemm-routed rows are the exact ones
+    close(full, REF.matmul(a, b), dtype, **({"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {}))
+
+
+def test_matmul_shapes_and_dtypes(rng):
+    ops = CpuOps(n_threads=2)
+    with ops.compute_context():
+        assert ops.matmul(np.zeros((0, 4), np.float32), np.ones((4, 3), np.float32)).shape == (0, 3)
+        a = rng.standard_normal((2 * GEMM_BLOCK_ROWS + 5, 6))
+        b = rng.standard_normal((6, 3)).astype(np.float32)
+        got = ops.matmul(a[::1, :], b)  # float64 @ float32 promotes like numpy
+        assert got.dtype == np.float64
+        np.testing.assert_allclose(got, a @ b, rtol=1e-12)
+        af = np.asfortranarray(a)  # non-C-contiguous a
+        np.testing.assert_array_equal(ops.matmul(af, b), got)
+
+
+def test_compute_context_pins_blas_to_one_thread():
+    assert isinstance(REF.compute_context(), contextlib.nullcontext)
+    with CPU.compute_context():
+        blas = [i for i in threadpool_info() if i["user_api"] == "blas"]
+        assert blas and all(i["num_threads"] == 1 for i in blas)
+
+
+def test_default_thread_count_is_cpu_count():
+    assert CpuOps().n_threads == (os.cpu_count() or 1)
+    assert CpuOps(3).n_threads == 3
+    assert CpuOps.name == "cpu"
+
+
+def test_sgemm_check_runs_float32_through_dgemm_when_needed(rng, monkeypatch):
+    from fastlift.backends import cpu_ops
+
+    a = rng.standard_normal((5, 9)).astype(np.float32)
+    b = rng.standard_normal((9, 3)).astype(np.float32)
+    ops = CpuOps(n_threads=1)
+    monkeypatch.setattr(cpu_ops, "sgemm_is_deterministic", lambda: False)
+    with ops.compute_context():
+        got = ops.matmul(a, b)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, (a.astype(np.float64) @ b.astype(np.float64)).astype(np.float32))
