@@ -15,8 +15,16 @@ from .model import Model
 
 __version__ = "0.1.0"
 
-__all__ = ["Attributions", "Model", "attribute", "deeplift", "get_include", "layers", "references",
-           "__version__"]
+__all__ = [
+    "Attributions",
+    "Model",
+    "__version__",
+    "attribute",
+    "deeplift",
+    "get_include",
+    "layers",
+    "references",
+]
 
 
 def get_include() -> str:

@@ -150,7 +150,7 @@ class Model:
         lines = [f"Model {self.name!r}: inputs {self.input_names} -> outputs {self.output_names}"]
         for n in self.nodes:
             src = ", ".join(i.name for i in n.inputs)
-            lines.append(f"  {n.name:<24} {type(n.layer).__name__:<20} {str(n.shape):<18} <- {src}")
+            lines.append(f"  {n.name:<24} {type(n.layer).__name__:<20} {n.shape!s:<18} <- {src}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .ops import Act, Geometry, Ops
 
-__all__ = ["Act", "Geometry", "Ops", "get_ops", "DEVICES"]
+__all__ = ["DEVICES", "Act", "Geometry", "Ops", "get_ops"]
 
 #: Accepted ``device`` values. "numpy" selects the slow reference backend (tests, debugging).
 DEVICES = ("auto", "cpu", "cuda", "numpy")

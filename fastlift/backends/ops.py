@@ -281,7 +281,7 @@ class Ops:
         Δy⁻ = ½[(f(x0+Δx⁻) - f(x0)) + (f(x0+Δx⁺+Δx⁻) - f(x0+Δx⁺))].
         """
         x0 = r_in[pair_r]
-        f = lambda t: self.activation_forward(act, t, alpha)  # noqa: E731
+        f = lambda t: self.activation_forward(act, t, alpha)
         f0, fp, fn, fpn = f(x0), f(x0 + d_pos), f(x0 + d_neg), f(x0 + d_pos + d_neg)
         dy_pos = 0.5 * ((fp - f0) + (fpn - fn))
         dy_neg = 0.5 * ((fn - f0) + (fpn - fp))
@@ -296,7 +296,7 @@ class Ops:
         """
         x0 = r_in[pair_r]
         dy_pos, dy_neg = self.reveal_cancel_split(act, r_in, d_pos, d_neg, pair_r, alpha)
-        g = lambda t: self.activation_grad(act, t, alpha)  # noqa: E731
+        g = lambda t: self.activation_grad(act, t, alpha)
         g0 = g(x0)
         near_p = np.abs(d_pos) < NEAR_ZERO
         near_n = np.abs(d_neg) < NEAR_ZERO

@@ -6,11 +6,31 @@ node(s) returns a new `Node`.
 
 from .base import Layer, Node
 from .conv import Conv1D, Conv2D, Cropping1D, Cropping2D, ZeroPadding1D, ZeroPadding2D
-from .core import (ACTIVATIONS, Activation, BatchNormalization, Dense, Dropout, Flatten, Input, InputLayer,
-                   Permute, PReLU, Reshape, Softmax)
+from .core import (
+                   ACTIVATIONS,
+                   Activation,
+                   BatchNormalization,
+                   Dense,
+                   Dropout,
+                   Flatten,
+                   Input,
+                   InputLayer,
+                   Permute,
+                   PReLU,
+                   Reshape,
+                   Softmax,
+)
 from .merge import Add, Average, Concatenate, Subtract
-from .pooling import (AvgPool1D, AvgPool2D, GlobalAvgPool1D, GlobalAvgPool2D, GlobalMaxPool1D, GlobalMaxPool2D,
-                      MaxPool1D, MaxPool2D)
+from .pooling import (
+                   AvgPool1D,
+                   AvgPool2D,
+                   GlobalAvgPool1D,
+                   GlobalAvgPool2D,
+                   GlobalMaxPool1D,
+                   GlobalMaxPool2D,
+                   MaxPool1D,
+                   MaxPool2D,
+)
 
 __all__ = [
     "ACTIVATIONS", "Activation", "Add", "Average", "AvgPool1D", "AvgPool2D", "BatchNormalization", "Concatenate",

@@ -48,7 +48,7 @@ class Node:
         Output shape without the batch axis.
     """
 
-    __slots__ = ("layer", "inputs", "name", "shape")
+    __slots__ = ("inputs", "layer", "name", "shape")
 
     def __init__(self, layer: Layer, inputs: tuple[Node, ...], name: str, shape: tuple[int, ...]):
         self.layer = layer
@@ -178,7 +178,7 @@ def as_weight(array, name: str, layer: str, shape=None) -> np.ndarray:
     """Validate a weight array: numeric, finite, of the given shape; stored as float64."""
     try:
         a = np.asarray(array)
-    except Exception as e:  # noqa: BLE001 - report what was passed
+    except Exception as e:
         raise TypeError(f"{layer}: {name} must be an array of numbers; got {type(array).__name__}") from e
     if a.dtype.kind not in "biuf":
         raise TypeError(f"{layer}: {name} must be numeric; got dtype {a.dtype}")

@@ -268,7 +268,7 @@ class Activation(Layer):
         (src,) = node.inputs
         rule = ctx.rule(node)
         pos, neg = m
-        flat = lambda a: a.reshape(a.shape[0], -1)  # noqa: E731
+        flat = lambda a: a.reshape(a.shape[0], -1)
         x_in = flat(ctx.x(src))
         if rule is Rule.REVEAL_CANCEL:
             d_pos, d_neg = ctx.split(src)
@@ -299,7 +299,7 @@ class Activation(Layer):
 
         ops, w = ctx.ops, ctx.weights(self)
         (src,) = node.inputs
-        flat = lambda a: a.reshape(a.shape[0], -1)  # noqa: E731
+        flat = lambda a: a.reshape(a.shape[0], -1)
         d_pos, d_neg = ctx.split(src)
         shape = d_pos.shape
         if ctx.rule(node) is Rule.REVEAL_CANCEL:

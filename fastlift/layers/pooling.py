@@ -77,7 +77,7 @@ class _Pool(_Spatial, Layer):
         g = self._geoms[src.shape]
         exact = ctx.max_pool_exact and ctx.rule(node) not in (Rule.GRADIENT, Rule.GUIDED_BACKPROP)
         x, r = self._to_nhwc(ops, ctx.x(src)), self._to_nhwc(ops, ctx.r(src))
-        route = lambda a: self._from_nhwc(  # noqa: E731
+        route = lambda a: self._from_nhwc(
             ops, ops.max_pool_backward(self._in(ops, a, g), x, r, ctx.pair_x, ctx.pair_r, g, exact))
         pos, neg = m
         return [(route(pos), None if neg is None else route(neg))]

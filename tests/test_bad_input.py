@@ -1,0 +1,174 @@
+"""Every kind of bad input gets a ValueError/TypeError naming the argument, what was
+expected and what was found; nothing reaches a kernel unchecked."""
+
+import numpy as np
+import pytest
+
+import fastlift as fl
+from fastlift import layers as L
+
+
+@pytest.fixture
+def model(rng):
+    x = L.Input((10, 4), name="seq")
+    h = L.Activation("relu", name="act")(L.Conv1D(rng.normal(size=(3, 4, 2)), name="conv")(x))
+    y = L.Dense(rng.normal(size=(16, 3)), name="dense")(L.Flatten(name="flat")(h))
+    return fl.Model(x, y)
+
+
+@pytest.fixture
+def two_input_model(rng):
+    a, b = L.Input((3,), name="a"), L.Input((2,), name="b")
+    y = L.Dense(rng.normal(size=(5, 1)), name="out")(L.Concatenate()([a, b]))
+    return fl.Model([a, b], y)
+
+
+X = np.zeros((2, 10, 4))
+
+
+def run(model, X=X, refs=None, **kw):
+    kw.setdefault("device", "numpy")
+    return fl.deeplift(model, X, refs, **kw)
+
+
+@pytest.mark.parametrize("bad,err,match", [
+    (np.zeros((2, 10, 5)), ValueError, r"X must have shape \(n_examples, 10, 4\); got \(2, 10, 5\)"),
+    (np.zeros((10, 4)), ValueError, r"X must have shape \(n_examples, 10, 4\); got \(10, 4\)"),
+    (np.array([["a"] * 4] * 10)[None], TypeError, r"X must hold real numbers .* got dtype <U1"),
+    (np.zeros((2, 10, 4), dtype=complex), TypeError, r"X must hold real numbers .* complex128"),
+    (np.zeros((2, 10, 4), dtype=object), TypeError, r"X must hold real numbers .* object"),
+    ("ACGT", TypeError, r"X must be an array of numbers; got a str"),
+    ([np.zeros((2, 10, 4)), np.zeros((2, 10, 4))], ValueError, r"X must hold 1 array\(s\), one per model input"),
+])
+def test_bad_X(model, bad, err, match):
+    with pytest.raises(err, match=match):
+        run(model, bad)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_X_and_references(model, value):
+    bad = X.copy()
+    bad[1, 3, 2] = value
+    with pytest.raises(ValueError, match=r"X contains 1 NaN or Inf"):
+        run(model, bad)
+    with pytest.raises(ValueError, match=r"references contains 1 NaN or Inf"):
+        run(model, X, bad)
+
+
+@pytest.mark.parametrize("shape", [(3, 10, 4), (2, 10, 3), (2, 2, 9, 4), (3, 2, 10, 4), (10, 4), (1, 1, 1, 1, 4)])
+def test_references_that_fit_neither_form(model, shape):
+    with pytest.raises(ValueError, match=r"references must broadcast to X's shape \(2, 10, 4\).*got " +
+                       str(shape).replace("(", r"\(").replace(")", r"\)")):
+        run(model, X, np.zeros(shape))
+
+
+def test_reference_forms_that_fit(model):
+    for shape in [(1, 10, 4), (1, 1, 4), (2, 10, 4), (2, 3, 10, 4), (1, 3, 10, 4), (2, 1, 4)]:
+        assert run(model, X, np.zeros(shape)).contributions.shape == (2, 10, 4)
+
+
+def test_bad_callable_references(model):
+    with pytest.raises(ValueError, match=r"reference callable must return shape \(1, K, 10, 4\).*got \(1, 10, 4\)"):
+        run(model, X, lambda x, r: x)
+    with pytest.raises(TypeError, match=r"returned by the reference callable\) must be an array of numbers"):
+        run(model, X, lambda x, r: "no")
+
+
+@pytest.mark.parametrize("target,err,match", [
+    (3, ValueError, r"target must be in \[0, 3\) for target layer 'dense' with output shape \(3,\); got 3"),
+    (-1, ValueError, r"target must be in \[0, 3\).*got -1"),
+    ([0, 5], ValueError, r"target\[1\] must be in \[0, 3\).*got 5"),
+    ([], ValueError, r"target list must not be empty"),
+    (1.5, TypeError, r"target must be an array of numbers|target as an array"),
+    (True, TypeError, r"target must be an int index; got True"),
+    (np.ones(4), ValueError, r"target as an array must have the target layer's shape \(3,\).*got \(4,\)"),
+    ("profile", ValueError, r"target 'profile'"),
+])
+def test_bad_target(model, target, err, match):
+    with pytest.raises((err, TypeError, ValueError), match=match):
+        run(model, target=target)
+
+
+def test_unknown_layer_names(model):
+    with pytest.raises(ValueError, match=r"unknown layer name 'nope'; the model has \['seq', 'conv', 'act'"):
+        run(model, target_layer="nope")
+    with pytest.raises(ValueError, match=r"unknown layer name 'nope'"):
+        run(model, layers=["conv", "nope"])
+    with pytest.raises(TypeError, match=r"layers must be None, a layer name or a non-empty list"):
+        run(model, layers=[])
+    with pytest.raises(ValueError, match=r"target_layer 'seq' is a model input"):
+        run(model, target_layer="seq")
+
+
+@pytest.mark.parametrize("kw,err,match", [
+    ({"rule": "deeplift"}, ValueError, r"rule must be one of \('gradient', 'rescale'"),
+    ({"max_pool": "mean"}, ValueError, r"max_pool must be one of \('exact', 'gradient'\); got 'mean'"),
+    ({"dtype": "float16"}, ValueError, r"dtype must be 'float32' or 'float64'; got 'float16'"),
+    ({"dtype": "int32"}, ValueError, r"dtype must be 'float32' or 'float64'"),
+    ({"device": "tpu"}, ValueError, r"device must be one of \('auto', 'cpu', 'cuda', 'numpy'\); got 'tpu'"),
+    ({"batch_size": 0}, ValueError, r"batch_size must be a positive int or None; got 0"),
+    ({"batch_size": 2.5}, ValueError, r"batch_size must be a positive int or None; got 2.5"),
+    ({"n_threads": 0}, ValueError, r"n_threads must be a positive int or None; got 0"),
+    ({"seed": -1}, ValueError, r"seed must be a non-negative int or None; got -1"),
+])
+def test_bad_options(model, kw, err, match):
+    with pytest.raises(err, match=match):
+        run(model, **kw)
+
+
+def test_cuda_without_gpu_says_why(model):
+    with pytest.raises(RuntimeError, match=r"device='cuda'"):
+        run(model, device="cuda")
+
+
+def test_bad_model_argument():
+    with pytest.raises(TypeError, match=r"model must be a fastlift.Model; got str"):
+        fl.deeplift("model.h5", X)
+
+
+def test_multi_input_errors(two_input_model):
+    m = two_input_model
+    a, b = np.zeros((2, 3)), np.zeros((2, 2))
+    with pytest.raises(ValueError, match=r"the model has 2 inputs \['a', 'b'\]: pass X as a list or dict"):
+        fl.deeplift(m, a, device="numpy")
+    with pytest.raises(ValueError, match=r"X as a dict must have exactly the keys \['a', 'b'\]; missing \['b'\]"):
+        fl.deeplift(m, {"a": a}, device="numpy")
+    with pytest.raises(ValueError, match=r"same number of examples; got \[2, 3\]"):
+        fl.deeplift(m, [a, np.zeros((3, 2))], device="numpy")
+    with pytest.raises(ValueError, match=r"X\['b'\] must have shape \(n_examples, 2\); got \(2, 4\)"):
+        fl.deeplift(m, [a, np.zeros((2, 4))], device="numpy")
+    with pytest.raises(ValueError, match=r"references must hold 2 entries, one per input"):
+        fl.deeplift(m, [a, b], [None], device="numpy")
+    with pytest.raises(ValueError, match=r"references as a dict must be keyed by input names.*\['c'\]"):
+        fl.deeplift(m, [a, b], {"c": a}, device="numpy")
+    with pytest.raises(ValueError, match=r"same number of references K \(or 1\)"):
+        fl.deeplift(m, [a, b], [np.zeros((2, 2, 3)), np.zeros((2, 3, 2))], device="numpy")
+    res = fl.deeplift(m, {"a": a + 1, "b": b}, {"b": np.ones((1, 2))}, device="numpy")
+    assert set(res.contributions) == {"a", "b"}
+
+
+def test_hypothetical_needs_one_hot_inputs(model, rng):
+    with pytest.raises(ValueError, match=r"hypothetical=True needs one-hot input.*'seq' is not"):
+        run(model, rng.normal(size=(2, 10, 4)), hypothetical=True)
+    with pytest.raises(ValueError, match=r"hypothetical=True scores model inputs only; 'conv' is a Conv1D"):
+        run(model, layers="conv", hypothetical=True)
+
+
+def test_attribute_argument_errors(model):
+    with pytest.raises(ValueError, match=r"method must be one of \('deeplift', 'gradient'"):
+        fl.attribute(model, X, method="lime")
+    with pytest.raises(ValueError, match=r"steps must be a positive int; got 0"):
+        fl.attribute(model, X, method="integrated_gradients", steps=0, device="numpy")
+    with pytest.raises(ValueError, match=r"method='gradient' takes no references"):
+        fl.attribute(model, X, method="gradient", references=np.zeros((1, 10, 4)))
+    with pytest.raises(ValueError, match=r"rule only applies to method='deeplift'"):
+        fl.attribute(model, X, method="gradient", rule="rescale")
+    with pytest.raises(ValueError, match=r"scores the model inputs only"):
+        fl.attribute(model, X, method="integrated_gradients", layers="conv")
+
+
+def test_genomics_default_unresolvable(rng):
+    x = L.Input((4,), name="x")
+    model = fl.Model(x, L.Dense(rng.normal(size=(4, 1)))(L.Activation("relu", name="r")(x)))
+    with pytest.raises(ValueError, match=r"activation 'r' follows 'x' \(InputLayer\)"):
+        fl.deeplift(model, np.ones((1, 4)), rule="genomics_default", device="numpy")

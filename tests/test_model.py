@@ -1,0 +1,242 @@
+"""The model graph: construction, shape inference, validation, forward values.
+
+Forward values are checked against direct loops written here from the Keras/TF
+definitions (an oracle independent of fastlift's im2col/pooling code).
+"""
+
+import itertools
+
+import numpy as np
+import pytest
+
+import fastlift as fl
+from fastlift import layers as L
+
+
+def naive_conv1d(x, k, b, stride, dilation, padding):
+    """x (n, L, C), k (w, C, F): TF conv1d semantics."""
+    n, length, _ = x.shape
+    w = k.shape[0]
+    span = (w - 1) * dilation + 1
+    if padding == "valid":
+        out, pad = (length - span) // stride + 1, 0
+    elif padding == "same":
+        out = -(-length // stride)
+        pad = max((out - 1) * stride + span - length, 0) // 2
+    else:
+        out, pad = -(-length // stride), (w - 1) * dilation
+    y = np.zeros((n, out, k.shape[2])) + b
+    for i, t in itertools.product(range(out), range(w)):
+        src = i * stride - pad + t * dilation
+        if 0 <= src < length:
+            y[:, i] += x[:, src] @ k[t]
+    return y
+
+
+def naive_pool2d(x, size, stride, padding, op):
+    n, h, w, c = x.shape
+    if padding == "valid":
+        oh, ow, pt, pl = (h - size[0]) // stride[0] + 1, (w - size[1]) // stride[1] + 1, 0, 0
+    else:
+        oh, ow = -(-h // stride[0]), -(-w // stride[1])
+        pt = max((oh - 1) * stride[0] + size[0] - h, 0) // 2
+        pl = max((ow - 1) * stride[1] + size[1] - w, 0) // 2
+    y = np.zeros((n, oh, ow, c))
+    for i, j in itertools.product(range(oh), range(ow)):
+        r0, c0 = i * stride[0] - pt, j * stride[1] - pl
+        win = x[:, max(r0, 0):r0 + size[0], max(c0, 0):c0 + size[1]]
+        y[:, i, j] = win.max(axis=(1, 2)) if op == "max" else win.mean(axis=(1, 2))
+    return y
+
+
+@pytest.mark.parametrize("stride,dilation,padding", [(1, 1, "valid"), (2, 1, "valid"), (1, 2, "same"),
+                                                     (3, 1, "same"), (1, 3, "causal"), (2, 2, "causal")])
+def test_conv1d_forward(stride, dilation, padding, device, rng):
+    k, b = rng.normal(size=(4, 3, 5)), rng.normal(size=5)
+    x = rng.normal(size=(2, 13, 3))
+    inp = L.Input((13, 3))
+    m = fl.Model(inp, L.Conv1D(k, b, strides=stride, dilation_rate=dilation, padding=padding)(inp))
+    np.testing.assert_allclose(m.predict(x, dtype="float64", device=device),
+                               naive_conv1d(x, k, b, stride, dilation, padding), rtol=1e-12, atol=1e-12)
+    # channels-first gives the same numbers, transposed
+    inp = L.Input((3, 13))
+    m = fl.Model(inp, L.Conv1D(k, b, strides=stride, dilation_rate=dilation, padding=padding,
+                               data_format="channels_first")(inp))
+    np.testing.assert_allclose(m.predict(x.transpose(0, 2, 1), dtype="float64", device=device),
+                               naive_conv1d(x, k, b, stride, dilation, padding).transpose(0, 2, 1), rtol=1e-12,
+                               atol=1e-12)
+
+
+@pytest.mark.parametrize("strides,dilation,padding", [((1, 1), (1, 1), "valid"), ((2, 1), (1, 1), "same"),
+                                                      ((1, 1), (2, 1), "same"), ((2, 3), (1, 1), "valid")])
+def test_conv2d_forward(strides, dilation, padding, device, rng):
+    k, b = rng.normal(size=(3, 2, 2, 4)), rng.normal(size=4)
+    x = rng.normal(size=(2, 7, 6, 2))
+    inp = L.Input((7, 6, 2))
+    y = fl.Model(inp, L.Conv2D(k, b, strides=strides, dilation_rate=dilation, padding=padding)(inp)).predict(
+        x, dtype="float64", device=device)
+    # 2-D conv = sum over kernel rows of 1-D convs along the width
+    n, h, w, _ = x.shape
+    span = (k.shape[0] - 1) * dilation[0] + 1
+    if padding == "valid":
+        oh, pt = (h - span) // strides[0] + 1, 0
+    else:
+        oh = -(-h // strides[0])
+        pt = max((oh - 1) * strides[0] + span - h, 0) // 2
+    expected = np.zeros_like(y)
+    for i in range(oh):
+        for a in range(k.shape[0]):
+            src = i * strides[0] - pt + a * dilation[0]
+            if 0 <= src < h:
+                expected[:, i] += naive_conv1d(x[:, src], k[a], 0, strides[1], dilation[1], padding)
+    np.testing.assert_allclose(y, expected + b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("size,stride,padding", [((2, 2), (2, 2), "valid"), ((3, 2), (1, 2), "same"),
+                                                 ((2, 3), (2, 1), "same"), ((3, 3), (2, 2), "valid")])
+@pytest.mark.parametrize("op", ["max", "avg"])
+def test_pool2d_forward(size, stride, padding, op, device, rng):
+    x = rng.normal(size=(2, 7, 6, 3))
+    inp = L.Input((7, 6, 3))
+    layer = (L.MaxPool2D if op == "max" else L.AvgPool2D)(size, strides=stride, padding=padding)
+    y = fl.Model(inp, layer(inp)).predict(x, dtype="float64", device=device)
+    np.testing.assert_allclose(y, naive_pool2d(x, size, stride, padding, op), rtol=1e-12)
+
+
+def test_global_pools_merges_and_reshapes(device, rng):
+    a = L.Input((5, 3), name="a")
+    b = L.Input((5, 3), name="b")
+    gap, gmp = L.GlobalAvgPool1D()(a), L.GlobalMaxPool1D()(b)
+    outs = [gap, gmp, L.Add()([a, b]), L.Subtract()([a, b]), L.Average()([a, b]), L.Concatenate(axis=1)([a, b]),
+            L.Permute((2, 1))(a), L.Reshape((-1, 5))(a), L.Flatten()(a), L.Cropping1D((1, 2))(a),
+            L.ZeroPadding1D((2, 0))(a), L.Dropout(0.3)(a)]
+    m = fl.Model([a, b], outs)
+    xa, xb = rng.normal(size=(2, 5, 3)), rng.normal(size=(2, 5, 3))
+    got = m.predict([xa, xb], dtype="float64", device=device)
+    expected = [xa.mean(1), xb.max(1), xa + xb, xa - xb, (xa + xb) / 2, np.concatenate([xa, xb], 1),
+                xa.transpose(0, 2, 1), xa.reshape(2, 3, 5), xa.reshape(2, 15), xa[:, 1:3],
+                np.pad(xa, ((0, 0), (2, 0), (0, 0))), xa]
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, rtol=1e-12)
+
+
+def test_activations_forward(rng):
+    from scipy.special import erf
+
+    x = np.linspace(-8, 8, 101)[None]
+    sig = 1 / (1 + np.exp(-x))
+    expected = {
+        "linear": x, "relu": np.maximum(x, 0), "relu6": np.clip(x, 0, 6), "leaky_relu": np.where(x > 0, x, 0.3 * x),
+        "elu": np.where(x > 0, x, np.exp(x) - 1), "sigmoid": sig, "hard_sigmoid": np.clip(0.2 * x + 0.5, 0, 1),
+        "tanh": np.tanh(x), "softplus": np.log1p(np.exp(x)), "softsign": x / (1 + np.abs(x)), "swish": x * sig,
+        "silu": x * sig, "gelu": 0.5 * x * (1 + erf(x / np.sqrt(2))), "exponential": np.exp(x),
+        "selu": 1.0507009873554805 * np.where(x > 0, x, 1.6732632423543772 * (np.exp(x) - 1)),
+        "gelu_tanh": 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3))),
+    }
+    assert set(expected) | {"softmax"} == set(L.ACTIVATIONS)
+    for name, want in expected.items():
+        inp = L.Input((101,))
+        got = fl.Model(inp, L.Activation(name)(inp)).predict(x, dtype="float64", device="numpy")
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-300, err_msg=name)
+    inp = L.Input((101,))
+    soft = fl.Model(inp, L.Softmax()(inp)).predict(x, dtype="float64", device="numpy")
+    np.testing.assert_allclose(soft, np.exp(x) / np.exp(x).sum(), rtol=1e-12)
+
+
+def test_batchnorm_and_prelu_forward(rng):
+    g, b, mu, var = rng.normal(size=3), rng.normal(size=3), rng.normal(size=3), rng.uniform(1, 2, 3)
+    alpha = rng.uniform(0, 1, size=(1, 3))
+    inp = L.Input((4, 3))
+    bn = L.BatchNormalization(g, b, mu, var, epsilon=0.01, axis=[2])  # tf.keras saves axis as a list
+    m = fl.Model(inp, L.PReLU(alpha)(bn(inp)))
+    x = rng.normal(size=(2, 4, 3))
+    z = g * (x - mu) / np.sqrt(var + 0.01) + b
+    np.testing.assert_allclose(m.predict(x, dtype="float64", device="numpy"), np.where(z > 0, z, alpha * z),
+                               rtol=1e-12)
+
+
+def test_shared_layer_and_names(rng):
+    conv = L.Conv1D(rng.normal(size=(3, 4, 2)), name="shared")
+    a, b = L.Input((10, 4), name="a"), L.Input((12, 4), name="b")
+    ya, yb = conv(a), conv(b)
+    assert (ya.name, yb.name) == ("shared", "shared_1")
+    assert (ya.shape, yb.shape) == ((8, 2), (10, 2))
+    m = fl.Model([a, b], [ya, yb])
+    assert m.layer_names == ["a", "shared", "b", "shared_1"]
+    xa, xb = rng.normal(size=(1, 10, 4)), rng.normal(size=(1, 12, 4))
+    out_a, out_b = m.predict([xa, xb], dtype="float64", device="numpy")
+    np.testing.assert_allclose(out_b[:, :8], fl.Model(b, conv(b)).predict(xb, dtype="float64")[:, :8])
+    assert "shared_1" in m.summary()
+
+
+def test_graph_validation(rng):
+    x = L.Input((4,), name="x")
+    h = L.Dense(np.eye(4), name="h")(x)
+    y = L.Dense(np.eye(4), name="y")(h)
+    h.inputs = (y,)  # rewire into a cycle
+    with pytest.raises(ValueError, match=r"the graph has a cycle through"):
+        fl.Model(x, y)
+    x2 = L.Input((4,), name="x2")
+    z = L.Add()([x, x2])
+    with pytest.raises(ValueError, match=r"depend on input 'x2', which is not in the model's inputs \['x'\]"):
+        fl.Model(x, z)
+    with pytest.raises(ValueError, match=r"input 'x2' is not connected to any output"):
+        fl.Model([x, x2], L.Dense(np.eye(4))(x))
+    with pytest.raises(TypeError, match=r"outputs must be a Node or a non-empty list of Nodes"):
+        fl.Model(x, "y")
+    dup = L.Input((4,), name="dup")
+    with pytest.raises(ValueError, match=r"two nodes are named 'dup'"):
+        fl.Model(dup, L.Dense(np.eye(4), name="dup")(dup))
+
+
+@pytest.mark.parametrize("build,match", [
+    (lambda x: L.Dense(np.zeros((3, 2)))(x), r"Dense kernel expects 3 input features; input shape is \(5, 4\)"),
+    (lambda x: L.Conv1D(np.zeros((9, 4, 2)))(x), r"window 9 \(dilation 1\) does not fit input size 5"),
+    (lambda x: L.Conv1D(np.zeros((3, 2, 2)))(x), r"kernel expects 2 input channels"),
+    (lambda x: L.Conv1D(np.zeros((3, 4, 2)), padding="full")(x), r"padding must be one of"),
+    (lambda x: L.Conv2D(np.zeros((3, 3, 4, 2)))(x), r"expects inputs of 3 dimensions"),
+    (lambda x: L.MaxPool1D(2, padding="causal")(x), r"padding must be 'valid' or 'same'"),
+    (lambda x: L.Add()([x, L.Input((5, 3))]), r"needs inputs of one shape"),
+    (lambda x: L.Add()(x), r"merges 2 or more inputs; got 1"),
+    (lambda x: L.Reshape((3, 3))(x), r"cannot reshape \(5, 4\)"),
+    (lambda x: L.Permute((1, 1))(x), r"dims must permute 1..2"),
+    (lambda x: L.Cropping1D((3, 3))(x), r"leaves nothing"),
+    (lambda x: L.Concatenate(axis=1)([x, L.Input((5, 3))]), r"inputs must agree except on axis 1"),
+    (lambda x: L.Activation("mish")(x), r"activation must be one of"),
+    (lambda x: L.Activation("relu", alpha=0.1)(x), r"alpha is not a parameter of relu"),
+    (lambda x: L.PReLU(np.zeros((3,)))(x), r"alpha of shape \(3,\) does not broadcast"),
+    (lambda x: L.Dense(np.array([[np.nan]]))(x), r"kernel contains NaN or Inf"),
+    (lambda x: L.Dense(np.zeros((4, 2)), bias=np.zeros(3))(x), r"bias must have shape \(2,\); got \(3,\)"),
+    (lambda x: L.Dense("w")(x), r"kernel must be numeric"),
+    (lambda x: L.BatchNormalization(moving_mean=np.zeros(3), moving_variance=np.ones(3))(x),
+     r"3 channels in the weights but axis -1 of \(5, 4\) has 4"),
+    (lambda x: L.Dense(np.zeros((4, 1)))([x, x]), r"takes 1 input\(s\); got 2"),
+    (lambda x: L.Dense(np.zeros((4, 1)))("x"), r"must be a Node or a list of Nodes"),
+])
+def test_layer_construction_errors(build, match):
+    x = L.Input((5, 4))
+    with pytest.raises((ValueError, TypeError), match=match):
+        build(x)
+
+
+def test_softmax_only_at_the_end(rng):
+    x = L.Input((3,))
+    s = L.Softmax()(x)
+    with pytest.raises(NotImplementedError, match=r"softmax only as a final layer"):
+        fl.Model(x, L.Dense(np.eye(3))(s))
+    m = fl.Model(x, L.Softmax()(L.Dense(rng.normal(size=(3, 2)), name="logits")(x)))
+    assert m.default_target().name == "logits"
+    res = fl.deeplift(m, rng.normal(size=(2, 3)), device="numpy")
+    assert res.target_layer == "logits"
+    with pytest.raises(ValueError, match=r"is a softmax output; target its input"):
+        fl.deeplift(m, rng.normal(size=(2, 3)), target_layer=m.outputs[0].name, device="numpy")
+
+
+def test_predict_input_forms_and_batches(rng):
+    a, b = L.Input((3,), name="a"), L.Input((2,), name="b")
+    m = fl.Model([a, b], L.Dense(rng.normal(size=(5, 2)))(L.Concatenate()([a, b])))
+    xa, xb = rng.normal(size=(7, 3)), rng.normal(size=(7, 2))
+    full = m.predict([xa, xb], dtype="float64")
+    np.testing.assert_array_equal(m.predict({"b": xb, "a": xa}, dtype="float64"), full)
+    np.testing.assert_allclose(m.predict([xa, xb], batch_size=3, dtype="float64"), full, rtol=1e-14)
+    assert m.predict([xa, xb]).dtype == np.float32
