@@ -141,7 +141,9 @@ def attribute(model: Model, X, method: str = "deeplift", references=None, *, ste
         raise ValueError("method='integrated_gradients' integrates along the path between inputs; it scores "
                          f"the model inputs only (layers=None); got layers={layers!r}")
     rule = "guided_backprop" if method == "guided_backprop" else "gradient"
-    return _run(method, model, X, references, rule=rule, steps=int(steps), **kwargs)
+    # steps only shape integrated gradients (and its chunk size)
+    steps = int(steps) if method == "integrated_gradients" else 1
+    return _run(method, model, X, references, rule=rule, steps=steps, **kwargs)
 
 
 _DEEPLIFT_KEYWORDS = {"rule", "target", "target_layer", "layers", "hypothetical", "device", "dtype", "batch_size",

@@ -275,3 +275,30 @@ def test_guided_backprop_matches_hand_computation(rng):
     np.testing.assert_allclose(res.contributions, expected, rtol=1e-12)
     plain = fl.attribute(model, x, "gradient", target=1, dtype="float64")
     assert not np.allclose(plain.contributions, expected)
+
+
+def test_steps_only_apply_to_integrated_gradients(rng, monkeypatch):
+    """steps sizes IG's chunks; it must not shrink the chunks of the other methods."""
+    import fastlift.explain as explain
+
+    seen = {}
+    real = explain._run
+    monkeypatch.setattr(explain, "_run", lambda method, *a, **kw: seen.setdefault(method, kw["steps"]) and
+                        real(method, *a, **kw))
+    model, make_x = ZOO["channels_first_1d"](rng)
+    x = make_x(rng, 2)
+    for method in ("gradient", "grad_x_input", "guided_backprop", "integrated_gradients"):
+        fl.attribute(model, x, method, steps=7)
+    assert seen == {"gradient": 1, "grad_x_input": 1, "guided_backprop": 1, "integrated_gradients": 7}
+
+
+def test_global_average_pool_backward_matches_reference_backend(rng):
+    model, make_x = ZOO["genomics_1d"](rng)
+    x = make_x(rng, 3)
+    refs = make_x(rng, 3)
+    a = fl.deeplift(model, x, refs, layers="gap", target_layer="fc1", dtype="float64", device="numpy")
+    b = fl.deeplift(model, x, refs, layers="gap", target_layer="fc1", dtype="float64", device="cpu")
+    np.testing.assert_allclose(a.multipliers, b.multipliers, rtol=1e-12)
+    c = fl.deeplift(model, x, refs, layers="lrelu", dtype="float64", device="numpy")
+    d = fl.deeplift(model, x, refs, layers="lrelu", dtype="float64", device="cpu")
+    np.testing.assert_allclose(c.multipliers, d.multipliers, rtol=1e-12, atol=1e-14)

@@ -65,6 +65,10 @@ class _Pool(_Spatial, Layer):
 
     def adjoint(self, ops, m, node):  # average pooling only
         g = self._geoms[node.inputs[0].shape]
+        if self.is_global:  # every cell gets m / (h·w): a broadcast, no window bookkeeping
+            share = (m * m.dtype.type(1.0 / (g.h * g.w))).reshape(m.shape[0], 1, 1, g.c)
+            grad = ops.xp.ascontiguousarray(ops.xp.broadcast_to(share, (m.shape[0], g.h, g.w, g.c)))
+            return [self._from_nhwc(ops, grad)]
         return [self._from_nhwc(ops, ops.avg_pool_backward(self._in(ops, m, g), g))]
 
     def backward(self, node, m, ctx):
