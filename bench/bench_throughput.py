@@ -58,7 +58,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     rng = np.random.default_rng(0)
     models = {"bpnet_like": bpnet_like(rng, 200 if args.quick else 1000),
-              "basset_like": basset_like(rng, 120 if args.quick else 600), "mlp": mlp(rng)}
+              "basset_like": basset_like(rng, 300 if args.quick else 600), "mlp": mlp(rng)}
     n = 2 if args.quick else args.n
     results = {"threads": args.threads, "gemm_gflops_f32": gemm_gflops(args.threads), "models": {}}
     print(f"float32 GEMM: {results['gemm_gflops_f32']:.1f} GFLOP/s at {args.threads} thread(s)")

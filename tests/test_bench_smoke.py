@@ -1,0 +1,33 @@
+"""The benchmark scripts run (seconds-long smoke versions; peers only if installed)."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(args, tmp_path):
+    out = tmp_path / "r.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, *args, "--json", str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout, json.loads(out.read_text())
+
+
+def test_compare_peers_smoke(tmp_path):
+    stdout, res = _run(["bench/compare_peers.py", "--smoke", "--no-peers", "--models", "bpnet_like,mlp"], tmp_path)
+    assert res["gemm_peak"]["gflops"] > 0
+    names = [m["model"] for m in res["models"]]
+    assert names == ["bpnet_like", "mlp"]
+    for m in res["models"]:
+        for method in ("deeplift_10refs", "deeplift_zero", "ig_50", "gradient"):
+            assert m["methods"][method]["fastlift"]["examples_per_s"] > 0
+    assert "GEMM peak" in stdout
+
+
+def test_throughput_smoke(tmp_path):
+    stdout, res = _run(["bench/bench_throughput.py", "--quick"], tmp_path)
+    assert set(res["models"]) == {"bpnet_like", "basset_like", "mlp"}
