@@ -63,7 +63,15 @@ extensions = [
         extra_link_args=omp_link,
         libraries=["m"] if sys.platform != "win32" else [],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-    )
+    ),
+    Extension(  # genomics: seeded, parallel sequence shuffles over csrc/fl_shuffle.h
+        "fastlift._genomics",
+        ["fastlift/_genomics.pyx"],
+        include_dirs=[CSRC, numpy.get_include()],
+        extra_compile_args=["-O3", "-std=c99", "-Wno-unused-function", *omp_compile],
+        extra_link_args=omp_link,
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    ),
 ]
 setup(ext_modules=cythonize(extensions, language_level=3,
                             compiler_directives={"boundscheck": False, "wraparound": False,

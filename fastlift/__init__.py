@@ -11,6 +11,7 @@ import os
 
 from . import layers, references
 from .explain import Attributions, attribute, deeplift
+from .genomics import dinuc_shuffle
 from .model import Model
 
 __version__ = "0.1.0"
@@ -21,6 +22,7 @@ __all__ = [
     "__version__",
     "attribute",
     "deeplift",
+    "dinuc_shuffle",
     "get_include",
     "layers",
     "references",

@@ -12,12 +12,18 @@ One rule, no guessing from sizes (DESIGN "Public contract"). For an input X of s
 * a callable ``f(X, rng)`` -> ``(N, K, *S)``, called once per example (``X`` of one
   row, ``rng`` seeded from ``(seed, example index)``) so that results do not depend
   on the batch size;
-* a `ReferenceSpec` such as a generator from this module.
+* a `ReferenceSpec` such as a generator from this module: `dinuc_shuffle`, `shuffle`,
+  `kmer_shuffle` (K seeded shuffles of each one-hot example, generated in C; shuffle ``j``
+  of example ``i`` depends only on ``(seed, i, j)``, so it equals
+  ``fastlift.dinuc_shuffle(X, K, seed=seed)[i, j]``) or `flat` (one background row shared
+  by every example, forwarded once).
 
 Results are averaged over the K references.
 """
 
 from __future__ import annotations
+
+import numbers
 
 import numpy as np
 
@@ -31,6 +37,77 @@ class ReferenceSpec:
 
     def generate(self, x, rng):  # pragma: no cover - interface
         raise NotImplementedError
+
+
+class ShuffleReferences(ReferenceSpec):
+    """K seeded shuffles of each one-hot example (see `fastlift.genomics`)."""
+
+    def __init__(self, n_refs: int, kmer: int, name: str):
+        if isinstance(n_refs, bool) or not isinstance(n_refs, numbers.Integral) or n_refs < 1:
+            raise ValueError(f"{name}: the number of references must be a positive int; got {n_refs!r}")
+        if isinstance(kmer, bool) or not isinstance(kmer, numbers.Integral) or kmer < 1:
+            raise ValueError(f"{name}: kmer must be a positive int; got {kmer!r}")
+        self.n_refs, self.kmer, self.name = int(n_refs), int(kmer), name
+
+    def generate_indexed(self, x, seed: int, index: int):
+        """(1, K, *S) shuffles of the one example ``x`` (1, *S), numbered ``index``."""
+        from .genomics import _shuffle
+
+        return _shuffle(x, self.n_refs, self.kmer, seed, [index], None, f"references={self!r}")
+
+    def generate(self, x, rng):
+        """(1, K, *S) shuffles of ``x`` (1, *S), seeded from ``rng``."""
+        return self.generate_indexed(x, int(rng.integers(2**63)), 0)
+
+    def __repr__(self):
+        if self.name == "kmer_shuffle":
+            return f"kmer_shuffle({self.n_refs}, kmer={self.kmer})"
+        return f"{self.name}({self.n_refs})"
+
+
+class FlatReferences(ReferenceSpec):
+    """One background row (e.g. base frequencies) at every position, shared by all examples."""
+
+    def __init__(self, background):
+        bg = _validate.numeric_array(background, "flat(background)").astype(np.float64)
+        if bg.ndim != 1 or bg.size < 1 or np.any(bg < 0):
+            raise ValueError(f"flat(background) must be a 1-D array of non-negative values (one per channel); "
+                             f"got {np.asarray(background)!r}")
+        self.background = bg
+        self.n_refs = 1
+
+    def shared_rows(self, shape):
+        """(1, *shape): the background broadcast over the example shape (computed once)."""
+        if shape[-1] != self.background.size:
+            raise ValueError(f"flat(background) has {self.background.size} values but the input has "
+                             f"{shape[-1]} channels (last axis of {shape})")
+        return np.broadcast_to(self.background, (1,) + tuple(shape)).copy()
+
+    def generate(self, x, rng):
+        return self.shared_rows(x.shape[1:])[None]
+
+    def __repr__(self):
+        return f"flat({self.background.tolist()})"
+
+
+def dinuc_shuffle(k: int = 20) -> ShuffleReferences:
+    """K dinucleotide-preserving shuffles of each one-hot example (`fastlift.dinuc_shuffle`)."""
+    return ShuffleReferences(k, 2, "dinuc_shuffle")
+
+
+def shuffle(k: int = 20) -> ShuffleReferences:
+    """K plain shuffles (random permutations of the positions) of each one-hot example."""
+    return ShuffleReferences(k, 1, "shuffle")
+
+
+def kmer_shuffle(k: int = 20, kmer: int = 3) -> ShuffleReferences:
+    """K shuffles of each one-hot example keeping every ``kmer``-mer count (kmer=2: dinucleotides)."""
+    return ShuffleReferences(k, kmer, "kmer_shuffle")
+
+
+def flat(background=(0.3, 0.2, 0.2, 0.3)) -> FlatReferences:
+    """A flat background reference, by default 40% GC over (A, C, G, T), shared by all examples."""
+    return FlatReferences(background)
 
 
 class CallableReferences(ReferenceSpec):
@@ -89,6 +166,9 @@ def _one_source(r, x, label) -> RefSource:
     if r is None:
         return RefSource(shared=np.zeros((1,) + shape))
     if isinstance(r, ReferenceSpec):
+        if hasattr(r, "shared_rows"):  # the same rows for every example: forwarded once
+            rows = r.shared_rows(shape)
+            return RefSource(shared=rows, n_refs=rows.shape[0])
         return RefSource(spec=r, n_refs=r.n_refs)
     if callable(r):
         return RefSource(spec=CallableReferences(r), n_refs=None)
@@ -114,8 +194,11 @@ def _one_source(r, x, label) -> RefSource:
 
 def generated(spec: ReferenceSpec, x_one, seed: int, index: int, label: str) -> np.ndarray:
     """Run a generator for example ``index``; check and return (K, *S)."""
-    rng = np.random.default_rng([seed, index])
-    out = _validate.numeric_array(spec.generate(x_one, rng), f"{label} (returned by the reference callable)")
+    if hasattr(spec, "generate_indexed"):  # built-in generators seed their C streams from (seed, index)
+        made = spec.generate_indexed(x_one, seed, index)
+    else:
+        made = spec.generate(x_one, np.random.default_rng([seed, index]))
+    out = _validate.numeric_array(made, f"{label} (returned by the reference callable)")
     want = x_one.shape[1:]
     if out.ndim != len(want) + 2 or out.shape[0] != 1 or out.shape[2:] != want or out.shape[1] < 1:
         raise ValueError(f"{label}: the reference callable must return shape (1, K, {', '.join(map(str, want))})"
