@@ -43,7 +43,7 @@ class Attributions:
     deltas : array (n_examples,) or (n_targets, n_examples), or None
         Σ contributions - (f(x) - mean f(ref)) at the target: summation-to-delta error
         (None for methods without a reference: gradient, guided_backprop).
-    target_layer : str
+    target_layer : str, or list of str when ``target_layer`` was a list (one per target)
     layers : list of str
     """
 
@@ -69,12 +69,20 @@ def deeplift(model: Model, X, references=None, *, rule: str = "rescale", target=
         None = zeros; (1, *S) or (N, *S) one per example; (N, K, *S) or (1, K, *S)
         K per example; ``f(X, rng) -> (1, K, *S)``. Results average over K.
     rule : {"rescale", "reveal_cancel", "genomics_default", "gradient", "guided_backprop"}
-    target : int, list of int, or array
-        A unit of the target layer (flattened index), several units in one pass (the
-        result gains a leading target axis), or weights over the target layer's units
-        (shape of the layer output).
-    target_layer : str, optional
+    target : int, str, array, or a list of these
+        A unit of the target layer (flattened index), weights over the target layer's units
+        (shape of the layer output), a preset, or a list of these computed in one pass
+        sharing every forward pass (the result gains a leading target axis). Presets:
+        ``"profile"``: a profile head's logits z (length,) or (length, channels) weighted
+        by softmax(z) - 1/length along the length axis, per channel, with the softmax taken
+        from each example and held constant (BPNet/ChromBPNet's softmax-weighted,
+        mean-normalised logits); ``"sum"``: the sum of all units (e.g. both strands of a
+        counts head).
+    target_layer : str or list of str, optional
         Default: the pre-activation of the first output (logits before a sigmoid or softmax).
+        A list scores several heads in one pass: ``target`` is then one target per layer
+        (or one target for all), e.g. ``target=["profile", 0],
+        target_layer=["profile", "counts"]``; the result has a leading target axis.
     layers : str or list of str, optional
         Layers to score (default: the model inputs).
     hypothetical : bool
@@ -174,14 +182,18 @@ class _Plan:
         self.seed = 0 if seed is None else int(seed)
         self.progress = bool(progress)
         self.steps = steps
-        self.target_node = self._target_node(target_layer)
-        self.weights, self.multi_target = self._targets(target)
+        self.targets, self.multi_target = self._parse_targets(target, target_layer)
+        self.multi_layer = isinstance(target_layer, (list, tuple))
+        self.target_node = self.targets[0].node
+        self.weights = [t.weights for t in self.targets]  # fixed arrays; None for per-example presets
         self.score_nodes, self.layers_form = self._score_nodes(layers)
         self.hypothetical = bool(hypothetical)
         if self.hypothetical:
             self._check_hypothetical()
         self.rules = resolve(model.nodes, self.rule)
-        self.needed = self._needed_nodes()
+        for t in self.targets:
+            t.needed = self._needed_nodes(t.node)
+        self.needed = set().union(*(t.needed for t in self.targets))
         self.batch_size = _validate.batch_size_arg(batch_size, scheduler.auto_batch_size(self))
         self.cache = WeightCache(self.ops, self.dtype)
 
@@ -194,8 +206,35 @@ class _Plan:
             raise ValueError(f"target_layer {node.name!r} is a model input; choose a layer after it")
         return node
 
-    def _targets(self, target):
-        node = self.target_node
+    def _parse_targets(self, target, target_layer):
+        """-> (list of _Target, multi): one entry per int / preset / weight array, per layer."""
+        if isinstance(target_layer, (list, tuple)):
+            if not target_layer or not all(isinstance(n, str) for n in target_layer):
+                raise TypeError(f"target_layer must be None, a layer name or a non-empty list of names; got "
+                                f"{target_layer!r}")
+            if isinstance(target, (list, tuple)):
+                if len(target) != len(target_layer):
+                    raise ValueError(f"with target_layer a list of {len(target_layer)} layers, target must be one "
+                                     f"target per layer (a list of {len(target_layer)}) or a single target; got "
+                                     f"{len(target)} targets")
+                per_layer = list(target)
+            else:
+                per_layer = [target] * len(target_layer)
+            out = []
+            for i, (t, name) in enumerate(zip(per_layer, target_layer)):
+                node = self._target_node(name)
+                if isinstance(t, (list, tuple)):
+                    raise TypeError(f"target[{i}] for layer {name!r} must be an int, a preset name or a weight "
+                                    f"array; got a list")
+                out.extend(_Target(node, w, preset, label) for w, preset, label in
+                           self._targets(node, t, f"target[{i}]")[0])
+            return out, True
+        node = self._target_node(target_layer)
+        entries, multi = self._targets(node, target)
+        return [_Target(node, w, preset, label) for w, preset, label in entries], multi
+
+    def _targets(self, node, target, label="target"):
+        """-> ([(weights or None, preset or None, label)], multi) for one target layer."""
         units = node.size
 
         def one_hot(t, what):
@@ -208,20 +247,22 @@ class _Plan:
             w[int(t)] = 1.0
             return w.reshape(node.shape)
 
-        if isinstance(target, str):
-            raise ValueError(f"target {target!r}: named target presets are not available in this version; "
-                             "pass an int, a list of ints or a weight array")
-        if isinstance(target, numbers.Integral):
-            return [one_hot(target, "target")], False
+        def one(t, what):
+            if isinstance(t, str):
+                return _preset(t, node, what)
+            if isinstance(t, numbers.Integral):
+                return one_hot(t, what), None, f"{node.name}[{int(t)}]"
+            w = _validate.numeric_array(t, what)
+            if w.shape == node.shape or w.shape == (units,):
+                return w.reshape(node.shape).astype(np.float64), None, f"{node.name}[weights]"
+            raise ValueError(f"{what} as an array must have the target layer's shape {node.shape} (or ({units},)); "
+                             f"got {w.shape}")
+
         if isinstance(target, (list, tuple)):
             if not target:
                 raise ValueError("target list must not be empty")
-            return [one_hot(t, f"target[{i}]") for i, t in enumerate(target)], True
-        w = _validate.numeric_array(target, "target")
-        if w.shape == node.shape or w.shape == (units,):
-            return [w.reshape(node.shape).astype(np.float64)], False
-        raise ValueError(f"target as an array must have the target layer's shape {node.shape} (or ({units},)); "
-                         f"got {w.shape}")
+            return [one(t, f"{label}[{i}]") for i, t in enumerate(target)], True
+        return [one(target, label)], False
 
     def _score_nodes(self, layers):
         if layers is None:
@@ -248,9 +289,9 @@ class _Plan:
                 raise ValueError(f"hypothetical=True needs one-hot input (values 0/1, at most one 1 along the "
                                  f"last axis); input {node.name!r} is not")
 
-    def _needed_nodes(self) -> set:
-        """Nodes on some path from a scored node to the target: only they need multipliers."""
-        ancestors = {self.target_node}
+    def _needed_nodes(self, target_node) -> set:
+        """Nodes on some path from a scored node to ``target_node``: only they need multipliers."""
+        ancestors = {target_node}
         for node in reversed(self.model.nodes):
             if node in ancestors:
                 ancestors.update(node.inputs)
@@ -262,6 +303,52 @@ class _Plan:
 
     def rule_of(self, node) -> Rule:
         return self.rules[node]
+
+
+PRESETS = ("profile", "sum")
+
+
+class _Target:
+    """One target: a node and fixed weights over its units, or a per-example preset."""
+
+    def __init__(self, node: Node, weights, preset, label):
+        self.node, self.weights, self.preset, self.label = node, weights, preset, label
+        self.needed: set = set()
+
+    def pair_weights(self, tx, pair_x):
+        """Per-pair weights (P, n_units) float64 for a preset, from the examples' target
+        activations ``tx`` (n_x, n_units) float64; None for fixed weights."""
+        if self.preset is None:
+            return None
+        if self.preset == "sum":
+            return np.ones((len(pair_x), tx.shape[1]))
+        return profile_weights(tx.reshape((-1,) + self.node.shape)).reshape(tx.shape[0], -1)[pair_x]
+
+
+def profile_weights(z):
+    """Weights of the ``"profile"`` target for logits ``z`` (n, length, *channels).
+
+    ``w = softmax(z) - 1/length`` along the length axis (axis 1), per channel, so that
+    ``Σ w·z = Σ softmax(z)·(z - mean(z))``: BPNet/ChromBPNet's softmax-weighted,
+    mean-normalised profile logits, with the softmax held constant (computed from the
+    example, not differentiated, as their ``stop_gradient`` does).
+    """
+    z = np.asarray(z, dtype=np.float64)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True) - 1.0 / z.shape[1]
+
+
+def _preset(name, node, what):
+    if name == "sum":
+        return None, "sum", f"{node.name}[sum]"
+    if name == "profile":
+        if len(node.shape) < 1 or node.shape[0] < 2:
+            raise ValueError(f"{what}='profile' needs a target layer with a length axis (shape (length,) or "
+                             f"(length, channels)); {node.name!r} has shape {node.shape}")
+        return None, "profile", f"{node.name}[profile]"
+    raise ValueError(f"{what} {name!r}: unknown target preset; the presets are 'profile' (softmax-weighted, "
+                     "mean-normalised logits of a profile head, as BPNet/ChromBPNet) and 'sum' (the sum of the "
+                     "target layer's units, e.g. the two strands of a counts head)")
 
 
 class _Context:
@@ -310,27 +397,38 @@ def _run(method, model, X, references, **kw) -> Attributions:
                 _ig_chunk(plan, chunk, acc)
             else:
                 _deeplift_chunk(plan, chunk, acc)
-    return acc.result()
+    res = acc.result()
+    if plan.multi_layer:
+        res.target_layer = [t.node.name for t in plan.targets]
+    return res
 
 
 def _flat(a):
     return a.reshape(a.shape[0], -1)
 
 
-def backward(plan: _Plan, ctx: _Context, weights) -> dict:
-    """Multipliers {node: (m_pos, m_neg)} of every needed node for one target."""
+def backward(plan: _Plan, ctx: _Context, weights, target: _Target | None = None) -> dict:
+    """Multipliers {node: (m_pos, m_neg)} of every needed node for one target.
+
+    ``weights``: over the target node's units (its shape), or per pair (n_pairs, *shape)
+    for a per-example preset such as ``"profile"``. ``target`` defaults to the first.
+    """
     ops, n_pairs = plan.ops, len(ctx.pair_x)
-    t = plan.target_node
+    target = plan.targets[0] if target is None else target
+    t, needed = target.node, target.needed
     w = ops.asarray(weights, plan.dtype)
-    m = {t: (ops.xp.ascontiguousarray(ops.xp.broadcast_to(w, (n_pairs,) + t.shape)), None)}
+    if w.ndim == len(t.shape) + 1:
+        m = {t: (ops.xp.ascontiguousarray(w), None)}
+    else:
+        m = {t: (ops.xp.ascontiguousarray(ops.xp.broadcast_to(w, (n_pairs,) + t.shape)), None)}
     for node in reversed(plan.model.nodes):
-        if node not in m or node not in plan.needed or isinstance(node.layer, InputLayer):
+        if node not in m or node not in needed or isinstance(node.layer, InputLayer):
             continue
-        if all(i not in plan.needed for i in node.inputs):
+        if all(i not in needed for i in node.inputs):
             continue
         increments = node.layer.backward(node, m[node], ctx)
         for src, inc in zip(node.inputs, increments):
-            if inc is None or src not in plan.needed:
+            if inc is None or src not in needed:
                 continue
             m[src] = inc if src not in m else _add(m[src], inc)
         if node not in plan.score_nodes:
@@ -351,13 +449,9 @@ def _deeplift_chunk(plan: _Plan, chunk, acc):
     acts_x = plan.model.forward(ops, chunk.x_rows, plan.cache)
     acts_r = chunk.ref_acts(lambda rows: plan.model.forward(ops, rows, plan.cache))
     ctx = _Context(plan, acts_x, acts_r, chunk.pair_x, chunk.pair_r)
-    t = plan.target_node
-    tx, tr = ops.to_numpy(_flat(acts_x[t])).astype(np.float64), ops.to_numpy(_flat(acts_r[t])).astype(np.float64)
-    for ti, w in enumerate(plan.weights):
-        m = backward(plan, ctx, w)
-        wf = w.reshape(-1)
-        # (P,) Δtarget per pair; a row-wise sum, not a GEMV, so it is the same for any chunk size
-        d_out = (tx[chunk.pair_x] * wf).sum(axis=1) - (tr[chunk.pair_r] * wf).sum(axis=1)
+    for ti, target in enumerate(plan.targets):
+        w, d_out = _target_pairs(plan, chunk, target, acts_x, acts_r)
+        m = backward(plan, ctx, w, target)
         sum_c = np.zeros(len(chunk.pair_x))
         for si, node in enumerate(plan.score_nodes):
             c, mult = _scores(plan, ctx, node, m.get(node))
@@ -367,6 +461,23 @@ def _deeplift_chunk(plan: _Plan, chunk, acc):
             hyp = _hypothetical(ops, ctx, node, mult) if plan.hypothetical else None
             acc.add(ti, si, chunk, contrib, mult, hyp)
         acc.add_deltas(ti, chunk, sum_c - d_out)
+
+
+def _target_pairs(plan, chunk, target, acts_x, acts_r):
+    """(weights for `backward`, (P,) Δtarget per pair) of one target in one chunk.
+
+    Δtarget is a row-wise sum, not a GEMV, so it is the same for any chunk size. Preset
+    weights are computed per example from its own forward pass (held constant).
+    """
+    ops, t = plan.ops, target.node
+    tx, tr = ops.to_numpy(_flat(acts_x[t])).astype(np.float64), ops.to_numpy(_flat(acts_r[t])).astype(np.float64)
+    px, pr = chunk.pair_x_host, chunk.pair_r_host
+    w_pairs = target.pair_weights(tx, px)
+    if w_pairs is None:
+        wf = target.weights.reshape(-1)
+        return target.weights, (tx[px] * wf).sum(axis=1) - (tr[pr] * wf).sum(axis=1)
+    d_out = (tx[px] * w_pairs).sum(axis=1) - (tr[pr] * w_pairs).sum(axis=1)
+    return w_pairs.reshape((len(px),) + t.shape), d_out
 
 
 def _scores(plan, ctx, node, m):
@@ -404,13 +515,12 @@ def _ig_chunk(plan: _Plan, chunk, acc):
     ctx = _Context(plan, acts_p, acts_p, idx, idx)
     acts_x = plan.model.forward(ops, chunk.x_rows, plan.cache)
     acts_r = chunk.ref_acts(lambda rows: plan.model.forward(ops, rows, plan.cache))
-    t = plan.target_node
-    tx, tr = ops.to_numpy(_flat(acts_x[t])).astype(np.float64), ops.to_numpy(_flat(acts_r[t])).astype(np.float64)
     input_index = {node: k for k, node in enumerate(plan.model.inputs)}
-    for ti, w in enumerate(plan.weights):
-        m = backward(plan, ctx, w)
-        wf = w.reshape(-1)
-        d_out = (tx[chunk.pair_x] * wf).sum(axis=1) - (tr[chunk.pair_r] * wf).sum(axis=1)
+    for ti, target in enumerate(plan.targets):
+        w, d_out = _target_pairs(plan, chunk, target, acts_x, acts_r)
+        if w.ndim == len(target.node.shape) + 1:  # per pair -> per (pair, step) row
+            w = np.repeat(w, steps, axis=0)
+        m = backward(plan, ctx, w, target)
         sum_c = np.zeros(n_pairs)
         for si, node in enumerate(plan.score_nodes):
             pos = m[node][0] if node in m else ops.xp.zeros((n_pairs * steps,) + node.shape, plan.dtype)

@@ -82,7 +82,7 @@ def test_bad_callable_references(model):
     (1.5, TypeError, r"target must be an array of numbers|target as an array"),
     (True, TypeError, r"target must be an int index; got True"),
     (np.ones(4), ValueError, r"target as an array must have the target layer's shape \(3,\).*got \(4,\)"),
-    ("profile", ValueError, r"target 'profile'"),
+    ("profile_", ValueError, r"target 'profile_': unknown target preset; the presets are 'profile'"),
 ])
 def test_bad_target(model, target, err, match):
     with pytest.raises((err, TypeError, ValueError), match=match):
