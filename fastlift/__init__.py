@@ -12,6 +12,7 @@ import os
 from . import layers, references
 from .explain import Attributions, attribute, deeplift
 from .genomics import dinuc_shuffle
+from .io import load_model
 from .model import Model
 
 __version__ = "0.1.0"
@@ -25,6 +26,7 @@ __all__ = [
     "dinuc_shuffle",
     "get_include",
     "layers",
+    "load_model",
     "references",
 ]
 
