@@ -218,7 +218,9 @@ def agreement(spec, model, tmodel, X, R, shared):
         from tangermeme.deep_lift_shap import deep_lift_shap
 
         theirs = deep_lift_shap(tmodel, Xt, references=Rt, target=0, device="cpu", warning_threshold=1e9)
-        checks["deeplift_10refs vs tangermeme"] = _rel(ours, back(theirs))
+        # tangermeme returns contributions projected onto the present base: Σ_c contribution · x
+        projected = ours.sum(axis=-1, keepdims=True) * X[:n]
+        checks["deeplift_10refs vs tangermeme (projected)"] = _rel(projected, back(theirs))
         cap = torch.cat([DeepLiftShap(tmodel).attribute(Xt[i:i + 1], baselines=Rt[i], target=0) for i in range(n)])
         checks["deeplift_10refs vs captum DeepLiftShap"] = _rel(ours, back(cap))
     return checks
