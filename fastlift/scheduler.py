@@ -27,7 +27,8 @@ DEFAULT_K_GUESS = 10
 
 
 def auto_batch_size(plan) -> int:
-    """Examples per chunk so that one chunk's arrays fit `MEMORY_BUDGET_BYTES`."""
+    """Examples per chunk so that one chunk's arrays fit the budget: `MEMORY_BUDGET_BYTES`, or a
+    share of the free device memory for a backend that reports it (``CupyOps.memory_budget``)."""
     k = max([s.n_refs or DEFAULT_K_GUESS for s in plan.sources] + [1]) * max(plan.steps, 1)
     item = plan.dtype.itemsize
     act = sum(n.size for n in plan.model.nodes)
@@ -35,7 +36,8 @@ def auto_batch_size(plan) -> int:
                   for n in plan.model.nodes if isinstance(n.layer, _Conv)] + [0])
     # forward rows (example + its share of reference rows) and ~4 per-pair arrays per node
     per_example = item * (act * (2 + 4 * k) + im2col * (1 + k))
-    return int(max(1, min(plan.n, MEMORY_BUDGET_BYTES // max(per_example, 1))))
+    budget = plan.ops.memory_budget() if hasattr(plan.ops, "memory_budget") else MEMORY_BUDGET_BYTES
+    return int(max(1, min(plan.n, budget // max(per_example, 1))))
 
 
 class Chunk:

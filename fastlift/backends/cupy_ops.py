@@ -1,0 +1,350 @@
+"""`CupyOps`: the Ops interface on a CUDA GPU, over CuPy raw kernels (``kernels/*.cu``) and cuBLAS.
+
+Every op `CpuOps` runs in C has a CUDA kernel here, with the same signature and the oracle's
+semantics (`fastlift.backends.ops`); the per-element math is ``csrc/fl_math.h``, shared unchanged
+with the CPU build. Dense and convolution GEMMs run on cuBLAS through ``xp.matmul``, in full FP32
+(`compute_context` turns TF32 off). `softmax_forward` has no kernel and is written against ``xp``.
+Ops added to `Ops` later (issue 4 adds hypothetical projection and dinucleotide shuffles, which
+run on the host today) are inherited as explicit host round-trips (`HOST_ROUND_TRIP_OPS`): they
+work on device arrays, slowly, until they get a kernel.
+
+Arrays: methods accept device arrays (the engine's) or host arrays (uploaded); they return device
+arrays. Float32 and float64 run on the GPU; other dtypes take a documented host round-trip through
+the numpy oracle.
+
+The device is pluggable (``CupyOps._on_device``): tests run this exact class over the host
+emulator of ``tests/cuda_emu`` (the real ``.cu`` compiled as C++), with a strict stand-in for CuPy's
+array module that refuses implicit host/device mixing, so CI exercises every line below without a
+GPU. Importing this module does not import CuPy.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+
+import numpy as np
+
+from . import _cuda
+from .ops import Act, Geometry, Ops
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+#: Rows per cuBLAS call of `CupyOps.matmul`; the last block is zero-padded to this size.
+GEMM_BLOCK_ROWS = 2048
+# Why: cuBLAS picks its algorithm (tiles, split-K) from the problem shape, and a different
+# algorithm sums in a different order. Issuing only GEMMs of one shape per (K, N) makes a row's bits
+# independent of how many rows the chunk has (DESIGN decision 3), as CpuOps does with BLAS.
+
+#: Ops without a kernel here, inherited from `Ops` as host round-trips (filled in below).
+HOST_ROUND_TRIP_OPS: list[str] = []
+
+
+class CupyOps(Ops):
+    """CUDA backend. ``CupyOps()`` raises RuntimeError with CuPy's reason when no GPU is usable.
+
+    ``n_threads`` is accepted for the common signature and unused (the GPU's threads are the
+    kernels' grid).
+    """
+
+    name = "cuda"
+
+    def __init__(self, n_threads: int | None = None):
+        super().__init__(n_threads)
+        self._use_device(_cuda.CupyDevice())
+
+    @classmethod
+    def _on_device(cls, device, n_threads=None, max_blocks=_cuda.MAX_BLOCKS, gemm_block_rows=GEMM_BLOCK_ROWS):
+        """This backend over another executor with the same interface as `_cuda.CupyDevice` (tests:
+        the host emulator). ``max_blocks`` caps the grid, so small values exercise the kernels'
+        grid-stride loops."""
+        self = cls.__new__(cls)
+        Ops.__init__(self, n_threads)
+        self._use_device(device)
+        self.max_blocks = int(max_blocks)
+        self.gemm_block_rows = int(gemm_block_rows)
+        return self
+
+    def _use_device(self, device):
+        self.device = device
+        self.xp = device.xp
+        self.max_blocks = _cuda.MAX_BLOCKS
+        self.gemm_block_rows = GEMM_BLOCK_ROWS
+        self._reference = Ops()
+
+    def compute_context(self):
+        """Around a whole run: float32 GEMMs in FP32, not TF32."""
+        return self.device.compute_context()
+
+    def memory_budget(self) -> int:
+        """Bytes one chunk may use, from the device's free memory (the scheduler sizes chunks by it)."""
+        return _cuda.chunk_budget(*self.device.memory_info())
+
+    # ------------------------------------------------------------------ arrays
+    def asarray(self, a, dtype):
+        """``a`` as a C-contiguous device array of ``dtype`` (uploaded if it is on the host)."""
+        return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))
+
+    def to_numpy(self, a):
+        """``a`` on the host (a synchronous copy for device arrays)."""
+        if isinstance(a, self.xp.ndarray):
+            return self.device.to_host(a)
+        return np.asarray(a)
+
+    # ------------------------------------------------------------------ glue
+    def _launch(self, op, dtype, n_items, *args):
+        _cuda.launch(self.device, op, dtype, n_items, args, max_blocks=self.max_blocks)
+
+    def _dev(self, a, dtype):
+        return self.asarray(a, dtype)
+
+    def _rows(self, a, dtype):
+        a = self._dev(a, dtype)
+        return a.reshape(a.shape[0], math.prod(a.shape[1:]))
+
+    def _nhwc(self, a, dtype, spatial):
+        a = self._dev(a, dtype)
+        return a.reshape((a.shape[0],) + tuple(spatial))
+
+    def _alpha(self, alpha, dtype):
+        """alpha as a flat device array (kernels read alpha[f % len(alpha)]) and its length."""
+        a = self._dev(alpha, dtype).reshape(-1)
+        if a.size == 0:  # np.resize of an empty alpha gives zeros in the oracle
+            a = self.xp.zeros(1, dtype=dtype)
+        return a, int(a.size)
+
+    def _index(self, pair, n_rows, what):
+        """Pair indices as a device int64 array. Host indices (direct calls) are range-checked here;
+        device indices come from the scheduler, which builds them, and are trusted (checking them
+        would cost a device synchronisation per call)."""
+        if isinstance(pair, self.xp.ndarray):
+            return self.xp.ascontiguousarray(pair.astype(np.int64, copy=False))
+        idx = np.asarray(pair).astype(np.int64, copy=False).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= n_rows):
+            raise ValueError(f"{what} must index rows [0, {n_rows}); got values in [{idx.min()}, {idx.max()}]")
+        return self.xp.asarray(idx)
+
+    @staticmethod
+    def _act(act):
+        if isinstance(act, bool) or not isinstance(act, (int, np.integer)) or not 0 <= int(act) < len(Act):
+            raise ValueError(f"act must be an activation code in [0, {len(Act)}); got {act!r}")
+        return int(act)
+
+    def _on_host(self, name, *args, **kwargs):
+        """Run the numpy oracle's ``name`` on host copies and upload the result (dtypes without a
+        kernel, and ops without one: `HOST_ROUND_TRIP_OPS`)."""
+        host = [self.to_numpy(a) if isinstance(a, self.xp.ndarray) else a for a in args]
+        host_kw = {k: self.to_numpy(v) if isinstance(v, self.xp.ndarray) else v for k, v in kwargs.items()}
+        out = getattr(self._reference, name)(*host, **host_kw)
+        if isinstance(out, tuple):
+            return tuple(self.xp.asarray(o) if isinstance(o, np.ndarray) else o for o in out)
+        return self.xp.asarray(out) if isinstance(out, np.ndarray) else out
+
+    # ---------------------------------------------------------- dense algebra
+    def matmul(self, a, b):
+        """``a @ b`` on cuBLAS for 2-D ``a`` (M, K) and ``b`` (K, N), in blocks of exactly
+        `GEMM_BLOCK_ROWS` rows (the last one zero-padded), so a row's bits do not depend on M."""
+        xp = self.xp
+        a, b = xp.asarray(a), xp.asarray(b)
+        m, k = a.shape
+        out = xp.empty((m, b.shape[1]), dtype=xp.result_type(a, b))
+        rows = self.gemm_block_rows
+        full = m - m % rows
+        for lo in range(0, full, rows):
+            xp.matmul(a[lo:lo + rows], b, out=out[lo:lo + rows])
+        if full < m:
+            pad = xp.zeros((rows, k), dtype=a.dtype)
+            pad[:m - full] = a[full:]
+            out[full:] = xp.matmul(pad, b)[:m - full]
+        return out
+
+    # --------------------------------------------------- convolution helpers
+    def im2col(self, x, g: Geometry):
+        dt = x.dtype
+        if dt not in _FLOATS:
+            return self._on_host("im2col", x, g)
+        x = self._nhwc(x, dt, (g.h, g.w, g.c))
+        n = x.shape[0]
+        cols = self.xp.empty((n, g.h_out, g.w_out, g.kh * g.kw * g.c), dtype=dt)
+        self._launch("im2col", dt, cols.size, x, cols, n, g)
+        return cols
+
+    def col2im(self, cols, g: Geometry):
+        dt = cols.dtype
+        if dt not in _FLOATS:
+            return self._on_host("col2im", cols, g)
+        cols = self._nhwc(cols, dt, (g.h_out, g.w_out, g.kh * g.kw * g.c))
+        n = cols.shape[0]
+        x = self.xp.empty((n, g.h, g.w, g.c), dtype=dt)
+        self._launch("col2im", dt, x.size, cols, x, n, g)
+        return x
+
+    # ---------------------------------------------------------------- pooling
+    def _pool_forward(self, op, x, g):
+        dt = x.dtype
+        if dt not in _FLOATS:
+            return self._on_host(op, x, g)
+        x = self._nhwc(x, dt, (g.h, g.w, g.c))
+        n = x.shape[0]
+        out = self.xp.empty((n, g.h_out, g.w_out, g.c), dtype=dt)
+        self._launch(op, dt, out.size, x, out, n, g)
+        return out
+
+    def max_pool_forward(self, x, g: Geometry):
+        return self._pool_forward("max_pool_forward", x, g)
+
+    def avg_pool_forward(self, x, g: Geometry):
+        return self._pool_forward("avg_pool_forward", x, g)
+
+    def avg_pool_backward(self, m_out, g: Geometry):
+        dt = m_out.dtype
+        if dt not in _FLOATS:
+            return self._on_host("avg_pool_backward", m_out, g)
+        m_out = self._nhwc(m_out, dt, (g.h_out, g.w_out, g.c))
+        p = m_out.shape[0]
+        m_in = self.xp.empty((p, g.h, g.w, g.c), dtype=dt)
+        self._launch("avg_pool_backward", dt, m_in.size, m_out, m_in, p, g)
+        return m_in
+
+    def max_pool_backward(self, m_out, x, ref, pair_x, pair_r, g: Geometry, exact: bool):
+        dt = m_out.dtype
+        if dt not in _FLOATS:
+            return self._on_host("max_pool_backward", m_out, x, ref, pair_x, pair_r, g, exact)
+        m_out = self._nhwc(m_out, dt, (g.h_out, g.w_out, g.c))
+        x, ref = self._nhwc(x, dt, (g.h, g.w, g.c)), self._nhwc(ref, dt, (g.h, g.w, g.c))
+        p = m_out.shape[0]
+        m_in = self.xp.empty((p, g.h, g.w, g.c), dtype=dt)
+        self._launch("max_pool_backward", dt, m_in.size, m_out, x, ref, self._index(pair_x, x.shape[0], "pair_x"),
+                     self._index(pair_r, ref.shape[0], "pair_r"), int(bool(exact)), m_in, p, g)
+        return m_in
+
+    # ------------------------------------------------------------ activations
+    def _activation(self, op, act, x, alpha):
+        dt = x.dtype
+        if dt not in _FLOATS:
+            return self._on_host(op, act, x, alpha)
+        act = self._act(act)
+        x2 = self._rows(x, dt)
+        a, n_alpha = self._alpha(alpha, dt)
+        out = self.xp.empty_like(x2)
+        self._launch(op, dt, out.size, act, x2, a, n_alpha, out, x2.shape[0], x2.shape[1])
+        return out.reshape(x.shape)
+
+    def activation_forward(self, act, x, alpha):
+        return self._activation("activation_forward", act, x, alpha)
+
+    def activation_grad(self, act, x, alpha):
+        return self._activation("activation_grad", act, x, alpha)
+
+    def softmax_forward(self, x):
+        """Softmax over the last axis (xp code: no kernel; not on the attribution path)."""
+        xp = self.xp
+        z = x - x.max(axis=-1, keepdims=True)
+        e = xp.exp(z)
+        return (e / e.sum(axis=-1, keepdims=True)).astype(x.dtype, copy=False)
+
+    # ------------------------------------------------------------ rule kernels
+    def rescale_backward(self, act, m_out, x_in, r_in, x_out, r_out, pair_x, pair_r, alpha):
+        dt = m_out.dtype
+        if dt not in _FLOATS:
+            return self._on_host("rescale_backward", act, m_out, x_in, r_in, x_out, r_out, pair_x, pair_r, alpha)
+        act = self._act(act)
+        m2 = self._rows(m_out, dt)
+        xi, ri = self._rows(x_in, dt), self._rows(r_in, dt)
+        a, n_alpha = self._alpha(alpha, dt)
+        m_in = self.xp.empty_like(m2)
+        self._launch("rescale_backward", dt, m_in.size, act, m2, xi, ri, self._rows(x_out, dt), self._rows(r_out, dt),
+                     self._index(pair_x, xi.shape[0], "pair_x"), self._index(pair_r, ri.shape[0], "pair_r"),
+                     a, n_alpha, m_in, m2.shape[0], m2.shape[1])
+        return m_in.reshape(m_out.shape)
+
+    def _gradient(self, op, act, m_out, x_in, pair_x, alpha):
+        dt = m_out.dtype
+        if dt not in _FLOATS:
+            return self._on_host(op, act, m_out, x_in, pair_x, alpha)
+        act = self._act(act)
+        m2, xi = self._rows(m_out, dt), self._rows(x_in, dt)
+        a, n_alpha = self._alpha(alpha, dt)
+        m_in = self.xp.empty_like(m2)
+        self._launch(op, dt, m_in.size, act, m2, xi, self._index(pair_x, xi.shape[0], "pair_x"), a, n_alpha, m_in,
+                     m2.shape[0], m2.shape[1])
+        return m_in.reshape(m_out.shape)
+
+    def gradient_backward(self, act, m_out, x_in, pair_x, alpha):
+        return self._gradient("gradient_backward", act, m_out, x_in, pair_x, alpha)
+
+    def guided_backprop_backward(self, act, m_out, x_in, pair_x, alpha):
+        return self._gradient("guided_backprop_backward", act, m_out, x_in, pair_x, alpha)
+
+    def reveal_cancel_split(self, act, r_in, d_pos, d_neg, pair_r, alpha):
+        dt = d_pos.dtype
+        if dt not in _FLOATS:
+            return self._on_host("reveal_cancel_split", act, r_in, d_pos, d_neg, pair_r, alpha)
+        act = self._act(act)
+        dp, dn, ri = self._rows(d_pos, dt), self._rows(d_neg, dt), self._rows(r_in, dt)
+        a, n_alpha = self._alpha(alpha, dt)
+        dy_pos, dy_neg = self.xp.empty_like(dp), self.xp.empty_like(dp)
+        self._launch("reveal_cancel_split", dt, dp.size, act, ri, dp, dn, self._index(pair_r, ri.shape[0], "pair_r"),
+                     a, n_alpha, dy_pos, dy_neg, dp.shape[0], dp.shape[1])
+        return dy_pos.reshape(d_pos.shape), dy_neg.reshape(d_pos.shape)
+
+    def reveal_cancel_backward(self, act, m_pos, m_neg, r_in, d_pos, d_neg, pair_r, alpha):
+        dt = m_pos.dtype
+        if dt not in _FLOATS:
+            return self._on_host("reveal_cancel_backward", act, m_pos, m_neg, r_in, d_pos, d_neg, pair_r, alpha)
+        act = self._act(act)
+        mp, mn, ri = self._rows(m_pos, dt), self._rows(m_neg, dt), self._rows(r_in, dt)
+        a, n_alpha = self._alpha(alpha, dt)
+        out_pos, out_neg = self.xp.empty_like(mp), self.xp.empty_like(mp)
+        self._launch("reveal_cancel_backward", dt, mp.size, act, mp, mn, ri, self._rows(d_pos, dt),
+                     self._rows(d_neg, dt), self._index(pair_r, ri.shape[0], "pair_r"), a, n_alpha, out_pos, out_neg,
+                     mp.shape[0], mp.shape[1])
+        return out_pos.reshape(m_pos.shape), out_neg.reshape(m_neg.shape)
+
+    # ------------------------------------------------- pair gathers, reductions
+    def pair_delta(self, x, r, pair_x, pair_r):
+        dt = np.result_type(x.dtype, r.dtype)
+        if dt not in _FLOATS:
+            return self._on_host("pair_delta", x, r, pair_x, pair_r)
+        x2, r2 = self._rows(x, dt), self._rows(r, dt)
+        px = self._index(pair_x, x2.shape[0], "pair_x")
+        out = self.xp.empty((px.shape[0], x2.shape[1]), dtype=dt)
+        self._launch("pair_delta", dt, out.size, x2, r2, px, self._index(pair_r, r2.shape[0], "pair_r"), out,
+                     out.shape[0], out.shape[1])
+        return out.reshape((px.shape[0],) + tuple(x.shape[1:]))
+
+    def pair_contributions(self, m, x, r, pair_x, pair_r):
+        dt = np.result_type(m.dtype, x.dtype, r.dtype)
+        if dt not in _FLOATS:
+            return self._on_host("pair_contributions", m, x, r, pair_x, pair_r)
+        m2, x2, r2 = self._rows(m, dt), self._rows(x, dt), self._rows(r, dt)
+        out = self.xp.empty_like(m2)
+        self._launch("pair_contributions", dt, out.size, m2, x2, r2, self._index(pair_x, x2.shape[0], "pair_x"),
+                     self._index(pair_r, r2.shape[0], "pair_r"), out, m2.shape[0], m2.shape[1])
+        return out.reshape(m.shape)
+
+    def mean_over_refs(self, a, n_refs):
+        dt = a.dtype
+        if dt not in _FLOATS:
+            return self._on_host("mean_over_refs", a, n_refs)
+        a2 = self._rows(a, dt)
+        n = a2.shape[0] // int(n_refs)
+        out = self.xp.empty((n, a2.shape[1]), dtype=dt)
+        self._launch("mean_over_refs", dt, out.size, a2, out, n, int(n_refs), a2.shape[1])
+        return out.reshape((n,) + tuple(a.shape[1:]))
+
+
+def _host_round_trip(name):
+    @functools.wraps(getattr(Ops, name))  # keeps Ops' signature (tests/test_backend_signatures.py)
+    def method(self, *args, **kwargs):
+        return self._on_host(name, *args, **kwargs)
+
+    method.__doc__ = f"Host round-trip through the numpy oracle (no CUDA kernel yet): {method.__doc__ or ''}"
+    return method
+
+
+for _name, _ in inspect.getmembers(Ops, inspect.isfunction):
+    if not _name.startswith("_") and _name not in vars(CupyOps):
+        setattr(CupyOps, _name, _host_round_trip(_name))
+        HOST_ROUND_TRIP_OPS.append(_name)
