@@ -98,8 +98,11 @@ class Model:
             while i < n:
                 if progress_update is not None and i % progress_update == 0:
                     print("Done", i)
-                res = explain.deeplift(fl_model, [x[i:i + batch_size] for x in xs],
-                                       [r[i:i + batch_size] for r in refs], rule="rescale", target=int(task_idx),
+                bx = [x[i:i + batch_size] for x in xs]
+                br = [r[i:i + batch_size] for r in refs]
+                if len(bx) == 1:  # one input: plain arrays (a list of one array would read as K references)
+                    bx, br = bx[0], br[0]
+                res = explain.deeplift(fl_model, bx, br, rule="rescale", target=int(task_idx),
                                        target_layer=target_layer.node_name, layers=score_nodes, dtype="float32",
                                        max_pool="gradient")
                 values = res.contributions if func_type == "contribs" else res.multipliers
