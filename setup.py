@@ -21,6 +21,8 @@ from setuptools import Extension, setup
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join(HERE, "csrc")
 INCLUDE_COPY = os.path.join(HERE, "fastlift", "include")
+KERNELS = os.path.join(HERE, "kernels")
+KERNELS_COPY = os.path.join(HERE, "fastlift", "kernels")
 
 
 def openmp_flags():
@@ -53,6 +55,17 @@ def copy_headers():
 
 
 copy_headers()
+
+
+def copy_kernels():
+    """CUDA sources ship as package data (fastlift/kernels); NVRTC compiles them at run time."""
+    os.makedirs(KERNELS_COPY, exist_ok=True)
+    for name in os.listdir(KERNELS):
+        if name.endswith((".cu", ".cuh")):
+            shutil.copy2(os.path.join(KERNELS, name), os.path.join(KERNELS_COPY, name))
+
+
+copy_kernels()
 omp_compile, omp_link = openmp_flags()
 extensions = [
     Extension(

@@ -241,7 +241,7 @@ def test_chunk_size_follows_the_device_budget(device, monkeypatch):
     for free in (2**20, 2**28, 2**34):
         monkeypatch.setattr(device, "memory_info", lambda free=free: (free, 0))
         ops = emulated(device)
-        monkeypatch.setattr("fastlift.explain.get_ops", lambda *a, **k: ops)
+        monkeypatch.setattr("fastlift.explain.get_ops", lambda *a, ops=ops, **k: ops)
         plan = fl.explain._Plan("deeplift", model, x, None, device="cuda")
         sizes[free] = plan.batch_size
         assert plan.batch_size == scheduler.auto_batch_size(plan)
@@ -352,7 +352,7 @@ def test_deeplift_batch_size_invariance_on_the_emulated_device(device, monkeypat
 
 # --------------------------------------------------------------------------- AddressSanitizer
 def _libasan():
-    r = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True)
+    r = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True, check=False)
     path = r.stdout.strip()
     return path if os.path.isabs(path) and os.path.exists(path) else None
 
@@ -365,7 +365,7 @@ def _run_asan(code):
         pytest.skip("gcc's libasan.so not found")
     env = dict(os.environ, LD_PRELOAD=lib, ASAN_OPTIONS="detect_leaks=0:abort_on_error=0",
                PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]))
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, check=False, env=env,
                           cwd=ROOT, timeout=600)
 
 

@@ -1,6 +1,7 @@
-"""Backends: `Ops` (numpy reference), `CpuOps` (Cython), and later `CupyOps` (CUDA).
+"""Backends: `Ops` (numpy reference), `CpuOps` (Cython), and `CupyOps` (CUDA).
 
-`get_ops(device, n_threads)` maps the user's ``device`` string to a backend.
+`get_ops(device, n_threads)` maps the user's ``device`` string to a backend. Importing fastlift
+never imports CuPy: only device="cuda" or "auto" looks for it, when a backend is chosen.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ DEVICES = ("auto", "cpu", "cuda", "numpy")
 def get_ops(device: str = "auto", n_threads: int | None = None) -> Ops:
     """Return the backend for ``device``.
 
-    "auto" and "cpu" use the Cython kernels; "cuda" needs CuPy and a GPU and raises
-    RuntimeError with the reason when there is none; "numpy" is the reference.
+    "cpu" uses the Cython kernels; "cuda" the CUDA kernels, and raises RuntimeError with CuPy's
+    reason when no GPU is usable; "auto" is "cuda" when a GPU is usable (CuPy installed, a device,
+    NVRTC) and silently "cpu" otherwise; "numpy" is the reference.
     """
     if not isinstance(device, str) or device not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}; got {device!r}")
@@ -25,18 +27,24 @@ def get_ops(device: str = "auto", n_threads: int | None = None) -> Ops:
         raise ValueError(f"n_threads must be a positive int or None; got {n_threads!r}")
     if device == "numpy":
         return Ops(n_threads)
-    if device == "cuda":
-        raise RuntimeError(cuda_unavailable_reason())
+    if device == "cuda" or (device == "auto" and _gpu_usable()):
+        from .cupy_ops import CupyOps  # raises RuntimeError with the reason when no GPU is usable
+
+        return CupyOps(n_threads)
     from .cpu_ops import CpuOps
 
     return CpuOps(n_threads)
 
 
 def cuda_unavailable_reason() -> str:
-    """Why device="cuda" cannot run here (the CUDA backend arrives with CupyOps)."""
-    try:
-        import cupy  # noqa: F401
-    except ImportError:
-        return ("device='cuda' needs CuPy and a GPU: CuPy is not installed "
-                "(pip install 'fastlift[cuda12]' or 'fastlift[cuda13]')")
-    return "device='cuda': this build of fastlift has no CUDA backend yet; use device='cpu'"
+    """Why device="cuda" cannot run here ("" when it can): CuPy's own message."""
+    from ._cuda import gpu_status
+
+    ok, why = gpu_status()
+    return "" if ok else f"device='cuda' needs a usable CUDA GPU: {why}"
+
+
+def _gpu_usable() -> bool:
+    from ._cuda import gpu_status
+
+    return gpu_status()[0]

@@ -225,7 +225,7 @@ def launch(device, op: str, dtype, n_items: int, args, *, block: int = BLOCK, ma
 
 
 # ------------------------------------------------------------------ CuPy
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def gpu_status() -> tuple[bool, str]:
     """(usable, reason): whether CuPy, a CUDA device and NVRTC are all usable here. Never raises.
 
