@@ -97,17 +97,40 @@ class Chunk:
 
 
 def chunks(plan):
-    """Yield the run's chunks in example order, printing progress if asked."""
+    """Yield the run's chunks in example order, printing progress if asked.
+
+    With a backend that computes on a device (``ops.prefetch_chunks``, CupyOps), the next chunk
+    (slicing the inputs, generating its references, uploading) is built on a host thread while
+    the caller works on the current one, so host work overlaps device compute. The chunks, and
+    so the results, are the same either way.
+    """
     shared_cache: dict = {}
     bs = plan.batch_size
     bar = _Progress(plan.n) if plan.progress else None
-    for lo in range(0, plan.n, bs):
-        hi = min(lo + bs, plan.n)
-        yield Chunk(plan, lo, hi, shared_cache)
+    bounds = [(lo, min(lo + bs, plan.n)) for lo in range(0, plan.n, bs)]
+    if getattr(plan.ops, "prefetch_chunks", False) and len(bounds) > 1:
+        made = _prefetched(plan, bounds, shared_cache)
+    else:
+        made = (Chunk(plan, lo, hi, shared_cache) for lo, hi in bounds)
+    for chunk in made:
+        yield chunk
         if bar:
-            bar.update(hi)
+            bar.update(chunk.hi)
     if bar:
         bar.close()
+
+
+def _prefetched(plan, bounds, shared_cache):
+    """Chunks of ``bounds`` in order, each built while the previous one is in use."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="fastlift-prefetch") as pool:
+        pending = pool.submit(Chunk, plan, *bounds[0], shared_cache)
+        for nxt in bounds[1:]:
+            chunk = pending.result()
+            pending = pool.submit(Chunk, plan, *nxt, shared_cache)
+            yield chunk
+        yield pending.result()
 
 
 class Accumulator:

@@ -354,6 +354,32 @@ def test_deeplift_batch_size_invariance_on_the_emulated_device(device, monkeypat
         np.testing.assert_allclose(r.contributions, runs[0].contributions, rtol=1e-12, atol=1e-14)
 
 
+def test_next_chunk_is_prepared_on_a_host_thread(device, monkeypatch):
+    """CupyOps asks the scheduler to build chunk i+1 (references, uploads) while chunk i computes;
+    the results are those of the sequential CPU run."""
+    import threading
+
+    from fastlift import scheduler
+
+    built = []
+
+    class Recorded(scheduler.Chunk):
+        def __init__(self, plan, lo, hi, cache):
+            built.append((lo, threading.current_thread().name))
+            super().__init__(plan, lo, hi, cache)
+
+    monkeypatch.setattr(scheduler, "Chunk", Recorded)
+    rng = np.random.default_rng(15)
+    model, make_x = ZOO["genomics_1d"](rng)
+    x = make_x(rng, 7)
+    spec = fl.references.dinuc_shuffle(3) if hasattr(fl.references, "dinuc_shuffle") else None
+    gpu, cpu = _deeplift_pair(device, monkeypatch, model, x, spec, dtype="float64", batch_size=2)
+    assert [lo for lo, _ in built[:4]] == [0, 2, 4, 6]
+    assert all(name.startswith("fastlift-prefetch") for _, name in built[:4])
+    assert all(name == threading.current_thread().name for _, name in built[4:])  # the CPU run: sequential
+    np.testing.assert_allclose(gpu.contributions, cpu.contributions, rtol=1e-9, atol=1e-11)
+
+
 # --------------------------------------------------------------------------- AddressSanitizer
 def _libasan():
     r = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True, check=False)

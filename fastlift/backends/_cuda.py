@@ -265,6 +265,7 @@ class CupyDevice:
         import cupy
 
         self.xp = cupy
+        self.id = cupy.cuda.runtime.getDevice()  # the device current when the backend was made
         self._modules: dict[str, object] = {}
         self._kernels: dict[tuple[str, np.dtype], object] = {}
 
@@ -284,12 +285,15 @@ class CupyDevice:
             k = self._kernels[key] = self.module(MODULE_OF[op]).get_function(kernel_name(op, dtype))
         return k
 
+    def context(self):
+        """Make this backend's GPU current (CuPy's current device is per thread)."""
+        return self.xp.cuda.Device(self.id)
+
     def check_array(self, a, what: str):
         if not isinstance(a, self.xp.ndarray):
             raise TypeError(f"{what}: expected a CuPy array on the GPU; got {type(a).__name__}")
-        current = self.xp.cuda.runtime.getDevice()
-        if a.device.id != current:
-            raise ValueError(f"{what}: array is on GPU {a.device.id}, the kernel runs on GPU {current}")
+        if a.device.id != self.id:
+            raise ValueError(f"{what}: array is on GPU {a.device.id}, the kernel runs on GPU {self.id}")
 
     def to_host(self, a):
         return self.xp.asnumpy(a)

@@ -49,6 +49,8 @@ class CupyOps(Ops):
     """
 
     name = "cuda"
+    #: The scheduler builds the next chunk (references, uploads) on a host thread meanwhile.
+    prefetch_chunks = True
 
     def __init__(self, n_threads: int | None = None):
         super().__init__(n_threads)
@@ -83,8 +85,10 @@ class CupyOps(Ops):
 
     # ------------------------------------------------------------------ arrays
     def asarray(self, a, dtype):
-        """``a`` as a C-contiguous device array of ``dtype`` (uploaded if it is on the host)."""
-        return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))
+        """``a`` as a C-contiguous device array of ``dtype`` (uploaded if it is on the host), on this
+        backend's device whichever thread calls (the scheduler uploads from a prefetch thread)."""
+        with self.device.context():
+            return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))
 
     def to_numpy(self, a):
         """``a`` on the host (a synchronous copy for device arrays)."""

@@ -60,3 +60,6 @@ class EmuDevice:
 
     def compute_context(self):
         return contextlib.nullcontext()
+
+    def context(self):
+        return contextlib.nullcontext()
