@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
-import os
 import re
 from pathlib import Path
 
@@ -314,19 +312,3 @@ class CupyDevice:
             yield
         finally:
             linalg.set_compute_type(np.float32, old)
-
-
-def prod(shape) -> int:
-    return int(math.prod(shape))
-
-
-def environment_summary() -> str:
-    """One line for bug reports: CuPy / driver / NVRTC versions, or why the GPU is unusable."""
-    ok, why = gpu_status()
-    if not ok:
-        return f"no usable GPU: {why}"
-    import cupy
-
-    rt = cupy.cuda.runtime
-    return (f"CuPy {cupy.__version__}, runtime {rt.runtimeGetVersion()}, driver {rt.driverGetVersion()}, "
-            f"{why}, CUPY_CACHE_DIR={os.environ.get('CUPY_CACHE_DIR', '~/.cupy/kernel_cache')}")

@@ -142,8 +142,8 @@ class CupyOps(Ops):
         host_kw = {k: self.to_numpy(v) if isinstance(v, self.xp.ndarray) else v for k, v in kwargs.items()}
         out = getattr(self._reference, name)(*host, **host_kw)
         if isinstance(out, tuple):
-            return tuple(self.xp.asarray(o) if isinstance(o, np.ndarray) else o for o in out)
-        return self.xp.asarray(out) if isinstance(out, np.ndarray) else out
+            return tuple(self.asarray(o, o.dtype) if isinstance(o, np.ndarray) else o for o in out)
+        return self.asarray(out, out.dtype) if isinstance(out, np.ndarray) else out
 
     # ---------------------------------------------------------- dense algebra
     def matmul(self, a, b):
