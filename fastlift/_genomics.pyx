@@ -40,6 +40,19 @@ ctypedef fused onehot_t:
 
 MAX_VERTICES = FL_SHUFFLE_MAX_VERTICES
 
+#: Positions of work below which another thread is not worth waking. Higher than the kernels'
+#: threshold in _cpu.pyx: on a loaded machine a parallel region can wait a scheduler time slice
+#: (~10-30 ms) for its second thread, and the scheduler calls these once per example.
+MIN_WORK_PER_THREAD = 1 << 20
+cdef Py_ssize_t _MIN_WORK = MIN_WORK_PER_THREAD
+
+
+cdef int _threads(Py_ssize_t work, int n_threads) noexcept nogil:
+    cdef Py_ssize_t nt = work // _MIN_WORK
+    if nt > n_threads:
+        nt = n_threads
+    return <int>nt if nt > 1 else 1
+
 
 def tokens_from_onehot(const onehot_t[:, :, ::1] x,    # IN  (n, length, n_channels)
                        int n_threads=1):
@@ -57,7 +70,7 @@ def tokens_from_onehot(const onehot_t[:, :, ::1] x,    # IN  (n, length, n_chann
     cdef int64_t[::1] bad = bad_rows
     cdef Py_ssize_t e, l, c
     cdef int ones, which, ok
-    for e in prange(n, nogil=True, schedule="static", num_threads=max(n_threads, 1)):
+    for e in prange(n, nogil=True, schedule="static", num_threads=_threads(n * length * n_ch, n_threads)):
         for l in range(length):
             ones = 0
             which = n_ch
@@ -101,7 +114,7 @@ cdef void _fill_onehot(const uint8_t[:, :, ::1] tokens, onehot_t[:, :, :, ::1] o
     cdef Py_ssize_t n = tokens.shape[0], k = tokens.shape[1], length = tokens.shape[2]
     cdef Py_ssize_t e, s, l
     cdef uint8_t t
-    for e in prange(n, nogil=True, schedule="static", num_threads=max(n_threads, 1)):
+    for e in prange(n, nogil=True, schedule="static", num_threads=_threads(n * k * length, n_threads)):
         for s in range(k):
             for l in range(length):
                 t = tokens[e, s, l]
@@ -131,7 +144,7 @@ def shuffle_tokens(const uint8_t[:, ::1] tokens,     # IN  (n, length) in [0, n_
     out = np.empty((n, n_shuffles, length), dtype=np.uint8)
     cdef uint8_t[:, :, ::1] o = out
     cdef int64_t n_tasks = n * n_shuffles
-    cdef int nt = max(n_threads, 1)
+    cdef int nt = _threads(n * n_shuffles * length * 8, n_threads)
     cdef int64_t task
     if n_tasks == 0 or length == 0:
         return out

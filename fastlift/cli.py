@@ -1,7 +1,9 @@
 """The ``fastlift`` command.
 
-``fastlift demo`` runs every attribution method on the bundled motif example and
-reports how well each recovers the planted motifs.
+``fastlift demo`` runs the whole genomics flow on the bundled trained model and reports how
+well each attribution method recovers the planted motifs. ``fastlift explain`` scores the
+regions of a genome (FASTA + BED/narrowPeak) or a one-hot array file with DeepLIFT and
+shuffled references into HDF5 score files that modisco-lite reads, resumably.
 """
 
 from __future__ import annotations
@@ -18,6 +20,42 @@ def _positive_int(text):
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
     return value
+
+
+def _batch_size(text):
+    if text == "auto":
+        return None
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive integer; got {text!r}") from None
+
+
+EXPLAIN_DESCRIPTION = """\
+Score genomic regions with DeepLIFT against shuffled references and write the hypothetical
+and projected contributions to HDF5 score files, streaming (memory does not grow with the
+number of regions) and crash-safe (rerun with --resume after any interruption; the result is
+identical to an uninterrupted run, for any --batch-size).
+
+Output (one file per target; with several targets, OUT gets .NAME before its extension):
+  input_seqs (N, L, 4) int8, hyp_scores and projected_scores (N, L, 4) float16/float32,
+  deltas, n_non_acgt, coords_chrom/coords_start/coords_end and region_line (FASTA+BED runs)
+  or input_row (--input runs), and the run's parameters as JSON in the 'params' attribute.
+  modisco-lite reads it directly:  modisco motifs -i OUT -n 50000 -w 400
+
+examples:
+  fastlift explain model.h5 --fasta hg38.fa --bed peaks.narrowPeak --width 2114 \\
+      --target profile@profile,0@logcounts --refs dinuc:20 --out scores.h5
+  fastlift explain demo --input onehot.npz --target profile --out demo_scores.h5
+"""
+
+TARGET_HELP = """\
+what to explain (default 0): an output unit index ("3"), "profile" (softmax-weighted,
+mean-normalised logits of a profile head, BPNet/ChromBPNet style), "sum" (sum of the
+units, e.g. both strands of a counts head), "all" (every unit, one file each), or a
+comma-separated list of these, all computed in one pass. Append "@LAYER" to an item to
+take it from another layer (head): "profile@profile,0@counts". Without "@", items use
+--target-layer."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,11 +75,190 @@ def build_parser() -> argparse.ArgumentParser:
                       help="compute device (default auto)")
     demo.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: all cores)")
     demo.add_argument("--out", default=None, help="also save sequences, planted mask and contributions to this .npz")
+
+    ex = sub.add_parser("explain", help="score regions of a genome (or a one-hot array) into modisco-ready files",
+                        description=EXPLAIN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ex.add_argument("model", metavar="MODEL",
+                    help="a Keras model file (.h5 from Keras 2 / tf.keras, or .keras), read without TensorFlow; "
+                         "or 'demo' for the bundled trained demo model (heads 'profile' and 'counts')")
+    src = ex.add_argument_group("input (either --fasta with --bed, or --input)")
+    src.add_argument("--fasta", help="genome FASTA (uncompressed); its .fai index is read, or built and saved")
+    src.add_argument("--bed", help="regions: BED (window centred on the interval midpoint) or narrowPeak "
+                                   "(centred on the summit, column 10); .gz accepted")
+    src.add_argument("--width", type=_positive_int, help="window width in bp, e.g. 2114 (default: the model's "
+                                                         "input length)")
+    src.add_argument("--skip-invalid", action="store_true",
+                     help="drop regions on unknown chromosomes or whose window runs past a chromosome end "
+                          "(counted and reported) instead of stopping with the file and line")
+    src.add_argument("--input", help="one-hot sequences instead of FASTA+BED: .npy, .npz or .h5, shape (N, L, 4)")
+    src.add_argument("--input-key", help="array name inside --input (default: arr_0 / input_seqs / the only one)")
+    how = ex.add_argument_group("attribution")
+    how.add_argument("--refs", default="dinuc:20",
+                     help="references per region: dinuc:K (dinucleotide shuffles; default dinuc:20), shuffle:K, "
+                          "kmerN:K (N-mer-preserving shuffles), flat (40%% GC background), flat:A,C,G,T, zeros")
+    how.add_argument("--rule", default="rescale",
+                     choices=["rescale", "reveal_cancel", "genomics_default", "gradient", "guided_backprop"],
+                     help="DeepLIFT rule (default rescale; gradient gives the average gradient x (x - ref))")
+    how.add_argument("--target", default="0", help=TARGET_HELP)
+    how.add_argument("--target-layer", help="layer the --target items refer to (default: the pre-activation of "
+                                            "the model's first output)")
+    how.add_argument("--hypothetical", dest="hypothetical", action="store_true", default=True,
+                     help="write hypothetical contributions (hyp_scores: what each base would contribute; "
+                          "modisco-lite's input). The default")
+    how.add_argument("--no-hypothetical", dest="hypothetical", action="store_false",
+                     help="write projected scores only (smaller files; modisco cannot use them)")
+    how.add_argument("--seed", type=int, default=0, help="seed of the shuffles: reference k of region i depends "
+                                                         "only on (seed, i, k) (default 0)")
+    how.add_argument("--max-pool", default="exact", choices=["exact", "gradient"],
+                     help="max-pooling rule (default exact: summation-to-delta holds)")
+    run = ex.add_argument_group("run")
+    run.add_argument("--out", required=True, help="output score file (HDF5), e.g. scores.h5")
+    run.add_argument("--resume", action="store_true", help="continue an interrupted run of the same command; "
+                                                           "its parameters must match")
+    run.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    run.add_argument("--batch-size", type=_batch_size, default=None,
+                     help="regions per compute batch: 'auto' (default, from a memory budget) or a number; "
+                          "the output does not depend on it")
+    run.add_argument("--chunk-size", type=_positive_int, default=None,
+                     help="regions per checkpoint (default max(batch size, 128)); the output does not depend on it")
+    run.add_argument("--score-dtype", default="float16", choices=["float16", "float32"],
+                     help="storage type of the scores (default float16, as ChromBPNet/BPNet)")
+    run.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="compute precision")
+    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "numpy"],
+                     help="compute device (default auto)")
+    run.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: all cores)")
+    run.add_argument("--bigwig", help="also write per-base projected scores (summed over the bases) as a bigWig "
+                                      "(needs pyBigWig; FASTA+BED runs)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar or messages on stderr")
     return parser
 
 
+def _parse_target(text, target_layer, model):
+    """--target / --target-layer -> (target, target_layer) as fastlift.deeplift takes them."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise ValueError(f"--target {text!r}: nothing to explain")
+    default_layer = target_layer or model.default_target().name
+
+    def value(spec, layer):
+        if spec in ("profile", "sum"):
+            return [spec]
+        if spec == "all":
+            return list(range(model.get_node(layer).size))
+        try:
+            return [int(spec)]
+        except ValueError:
+            raise ValueError(f"--target item {spec!r}: expected an index, 'profile', 'sum' or 'all'") from None
+
+    if any("@" in t for t in items):
+        targets, layers = [], []
+        for t in items:
+            spec, _, layer = t.partition("@")
+            layer = layer or default_layer
+            model.get_node(layer)
+            for v in value(spec, layer):
+                targets.append(v)
+                layers.append(layer)
+        return targets, layers
+    targets = [v for t in items for v in value(t, default_layer)]
+    if len(items) == 1 and items[0] != "all":
+        return targets[0], target_layer
+    return targets, target_layer
+
+
+def _explain(args, parser) -> int:
+    from . import scan as S
+    from .genomics import InputFileError
+    from .io.scores import DiskFullError, ScoreFileError, read_input_array, write_bigwig
+
+    if args.input and (args.fasta or args.bed):
+        parser.error("explain: give either --input or --fasta with --bed, not both")
+    if not args.input and not (args.fasta and args.bed):
+        parser.error("explain: give --fasta and --bed (or --input)")
+    if args.resume and args.overwrite:
+        parser.error("explain: --resume and --overwrite exclude each other")
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    source = None
+    try:
+        width = args.width
+        if args.input:
+            arr = read_input_array(args.input, args.input_key)
+            source = S.ArraySource(arr, path=args.input, key=args.input_key)
+            if width is not None and width != source.length:
+                raise S.ScanError(f"--width {width} does not match the input's length {source.length}")
+            width = source.length
+        model = _load_model(args.model, width)
+        if len(model.inputs) != 1 or len(model.inputs[0].shape) != 2:
+            raise S.ScanError(f"explain scores single-input sequence models (length, 4); this one takes "
+                              f"{[n.shape for n in model.inputs]}")
+        if width is None:
+            width = model.inputs[0].shape[0]
+        if model.inputs[0].shape != (width, 4):
+            raise S.ScanError(f"the model takes inputs of shape {model.inputs[0].shape}; the regions are "
+                              f"({width}, 4) (set --width to the model's input length)")
+        if source is None:
+            source = S.FastaBedSource(args.fasta, args.bed, width,
+                                      on_invalid="skip" if args.skip_invalid else "error")
+            if source.n_skipped:
+                say(f"skipping {source.n_skipped} invalid region(s), e.g. " + "; ".join(source.skipped_examples[:3]))
+        target, target_layer = _parse_target(args.target, args.target_layer, model)
+        res = S.scan(model, source, args.out, references=args.refs, rule=args.rule, target=target,
+                     target_layer=target_layer, seed=args.seed, hypothetical=args.hypothetical,
+                     batch_size=args.batch_size, chunk_size=args.chunk_size, score_dtype=args.score_dtype,
+                     dtype=args.dtype, device=args.device, n_threads=args.threads, max_pool=args.max_pool,
+                     resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, log=say)
+        rate = f", {res.regions_per_second:.1f} regions/s" if res.n_scored else ""
+        print(f"fastlift explain: {res.n_regions} regions in {', '.join(res.paths)}"
+              + (f" (resumed at {res.resumed_from})" if res.resumed_from else ""))
+        print(f"  scored now: {res.n_scored} in {res.seconds:.1f} s{rate}; max |summation-to-delta| "
+              f"{res.max_abs_delta:.2e}")
+        if res.n_skipped:
+            print(f"  skipped: {res.n_skipped} invalid region(s) (unknown chromosome or past a chromosome end)")
+        if res.n_non_acgt:
+            print(f"  non-ACGT letters read as all-zero rows: {res.n_non_acgt} (per region: dataset n_non_acgt)")
+        if args.bigwig:
+            if not args.fasta:
+                raise S.ScanError("--bigwig needs genome coordinates: use --fasta and --bed")
+            names = S.target_names(model, target, target_layer)
+            for path, bw in zip(res.paths, S.output_paths(args.bigwig, names)):
+                n = write_bigwig(path, bw, source.fasta.lengths)
+                print(f"  bigWig: {bw} ({n} bases)")
+        if args.hypothetical:
+            print(f"  modisco-lite: modisco motifs -i {res.paths[0]} -n 50000 -w {min(400, width)}")
+        return 0
+    except KeyboardInterrupt:
+        print("\nfastlift explain: interrupted; the regions written so far are saved: rerun with --resume",
+              file=sys.stderr)
+        return 130
+    except (S.ScanError, InputFileError, ScoreFileError, DiskFullError, FileExistsError, FileNotFoundError,
+            ImportError, ValueError, TypeError, KeyError, NotImplementedError, RuntimeError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"fastlift explain: error: {msg}", file=sys.stderr)
+        return 1
+    finally:
+        if source is not None:
+            source.close()
+
+
+def _load_model(name, width):
+    if name == "demo":
+        from .demo import demo_model
+
+        return demo_model(width or 200)
+    import os
+
+    if not os.path.exists(name):
+        raise FileNotFoundError(f"model file not found: {name} (or use 'demo' for the bundled model)")
+    from . import load_model
+
+    return load_model(name)
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "explain":
+        return _explain(args, parser)
     if args.command == "demo":
         if args.length < 10:
             print("fastlift demo: --length must be at least 10 to hold a motif", file=sys.stderr)

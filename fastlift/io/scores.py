@@ -69,13 +69,14 @@ class ScoreLayout:
     n_channels: int = 4
     score_dtype: str = "float16"
     chrom_width: int = 0          # > 0: FASTA/BED coordinates (longest chromosome name, bytes)
+    hypothetical: bool = True     # False: no hyp_scores (projected scores only)
 
     def datasets(self):
         """[(name, per-row shape, numpy dtype string)] in file order."""
         n_l_c = (self.length, self.n_channels)
         sd = SCORE_DTYPES[self.score_dtype]
-        out = [("input_seqs", n_l_c, "|i1"), ("hyp_scores", n_l_c, sd), ("projected_scores", n_l_c, sd),
-               ("deltas", (), "<f4"), ("n_non_acgt", (), "<i4")]
+        out = [("input_seqs", n_l_c, "|i1")] + ([("hyp_scores", n_l_c, sd)] if self.hypothetical else [])
+        out += [("projected_scores", n_l_c, sd), ("deltas", (), "<f4"), ("n_non_acgt", (), "<i4")]
         if self.chrom_width > 0:
             out += [("coords_chrom", (), f"|S{self.chrom_width}"), ("coords_start", (), "<i8"),
                     ("coords_end", (), "<i8"), ("region_line", (), "<i8")]
@@ -298,12 +299,12 @@ def export_modisco_npz(path: str, sequences_out: str, attributions_out: str) -> 
     np.savez_compressed(attributions_out, d["hyp_scores"].transpose(0, 2, 1).astype(np.float32))
 
 
-def write_bigwig(path: str, bigwig_path: str, chrom_lengths: dict, batch: int = 1024) -> int:
-    """Per-base projected scores (summed over the bases) as a bigWig (needs pyBigWig).
+def write_bigwig(path: str, bigwig_path: str, chrom_lengths: dict) -> int:
+    """Per-base projected scores (summed over the bases) of a score file as a bigWig.
 
-    Windows are written in genome order; where windows overlap, each base takes the value
-    from the window whose centre is nearest (ties: the earlier window in the file). Returns
-    the number of bases written.
+    Needs pyBigWig. Windows are written in genome order; where two windows overlap, each
+    base takes the value of the window whose centre is nearer (ties: the later window).
+    Returns the number of bases written.
     """
     try:
         import pyBigWig
@@ -313,35 +314,33 @@ def write_bigwig(path: str, bigwig_path: str, chrom_lengths: dict, batch: int = 
     if "coords_chrom" not in head["datasets"]:
         raise ScoreFileError(f"{path} has no genome coordinates (an --input run); bigWig needs FASTA + BED")
     n = head["n_done"]
+    rank = {c: k for k, c in enumerate(chrom_lengths)}
+    written = 0
     with h5py.File(path, "r") as f:
-        chrom = np.char.decode(f["coords_chrom"][:n])
-        start = f["coords_start"][:n]
-        end = f["coords_end"][:n]
-        order = sorted(range(n), key=lambda i: (list(chrom_lengths).index(chrom[i]), start[i], i))
+        chrom = [c.decode() for c in f["coords_chrom"][:n]]
+        start = f["coords_start"][:n].astype(np.int64)
+        width = int(f["hyp_scores"].shape[1])
+        unknown = sorted(set(chrom) - set(rank))
+        if unknown:
+            raise ScoreFileError(f"{path}: chromosomes {unknown[:5]} are not in the genome given for the bigWig")
+        order = sorted(range(n), key=lambda i: (rank[chrom[i]], start[i], i))
         bw = pyBigWig.open(bigwig_path, "w")
-        bw.addHeader([(c, int(size)) for c, size in chrom_lengths.items()])
-        written = 0
-        # sweep each chromosome left to right: base b belongs to the covering window with the nearest centre
-        pos = 0
-        current = None
-        for k, i in enumerate(order):
-            c = chrom[i]
-            if c != current:
-                current, pos = c, 0
-            lo = max(int(start[i]), pos)
-            # the next window (in start order) takes over where its centre becomes nearer
-            hi = int(end[i])
-            if k + 1 < len(order) and chrom[order[k + 1]] == c:
-                j = order[k + 1]
-                if start[j] < hi:
-                    centre_i = (start[i] + end[i]) / 2
-                    centre_j = (start[j] + end[j]) / 2
-                    hi = min(hi, max(int(np.floor((centre_i + centre_j) / 2)) + 1, int(start[j])))
-            if hi <= lo:
-                continue
-            values = f["projected_scores"][i, lo - start[i]:hi - start[i]].astype(np.float64).sum(axis=-1)
-            bw.addEntries(c, lo, values=values.astype(np.float64), span=1, step=1)
-            written += hi - lo
-            pos = hi
-        bw.close()
+        try:
+            bw.addHeader([(c, int(size)) for c, size in chrom_lengths.items()])
+            pos, current = 0, None
+            for k, i in enumerate(order):
+                if chrom[i] != current:
+                    current, pos = chrom[i], 0
+                lo, hi = max(int(start[i]), pos), int(start[i]) + width
+                if k + 1 < n and chrom[order[k + 1]] == current and start[order[k + 1]] < hi:
+                    # equal widths: base x is nearer this window's centre while x + 1/2 < (s_i + s_j + L) / 2
+                    hi = (int(start[i]) + int(start[order[k + 1]]) + width) // 2
+                if hi <= lo:
+                    continue
+                values = f["projected_scores"][i, lo - start[i]:hi - start[i]].astype(np.float64).sum(axis=-1)
+                bw.addEntries(current, lo, values=values, span=1, step=1)
+                written += hi - lo
+                pos = hi
+        finally:
+            bw.close()
     return written

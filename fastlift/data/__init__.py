@@ -1,0 +1,1 @@
+"""Data shipped with fastlift: the trained weights of the demo model (``demo_model.npz``)."""

@@ -1,0 +1,172 @@
+"""`fastlift explain`: the command line over the scan (demo model and a real Keras file)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import fastlift as fl
+from fastlift import cli, demo
+from fastlift.io import scores as io_scores
+
+from test_scan import make_genome  # noqa: I001 - tests/ is on sys.path under pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KERAS_BPNET = os.path.join(ROOT, "tests", "fixtures", "keras", "bpnet.keras")
+ENV = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+@pytest.fixture
+def genome(tmp_path):
+    fasta, bed, _ = make_genome(str(tmp_path), n_regions=30)
+    return fasta, bed
+
+
+def explain(*args):
+    return cli.main(["explain", *map(str, args)])
+
+
+def test_explain_demo_model_two_heads(genome, tmp_path, capsys):
+    fasta, bed = genome
+    out = tmp_path / "s.h5"
+    code = explain("demo", "--fasta", fasta, "--bed", bed, "--width", 64, "--refs", "dinuc:3",
+                   "--target", "profile@profile,0@counts", "--out", out, "--score-dtype", "float32",
+                   "--batch-size", "auto", "--seed", 5)
+    text = capsys.readouterr()
+    assert code == 0, text.err
+    assert "30 regions" in text.out and "regions/s" in text.out and "modisco motifs -i" in text.out
+    assert "non-ACGT letters read as all-zero rows" in text.out
+    paths = [tmp_path / "s.profile.h5", tmp_path / "s.counts.h5"]
+    got = [io_scores.load_scores(str(p)) for p in paths]
+    X = got[0]["input_seqs"].astype(np.float32)
+    direct = fl.deeplift(demo.demo_model(64), X, fl.references.dinuc_shuffle(3), seed=5, hypothetical=True,
+                         target=["profile", 0], target_layer=["profile", "counts"])
+    np.testing.assert_array_equal(got[0]["hyp_scores"], direct.hypothetical[0])
+    np.testing.assert_array_equal(got[1]["hyp_scores"], direct.hypothetical[1])
+    params = got[0]["params"]
+    assert params["seed"] == 5 and params["references"] == "dinuc_shuffle(3)" and params["target"] == ["profile", 0]
+    # existing output: refused, resumed (already complete) or overwritten
+    assert explain("demo", "--fasta", fasta, "--bed", bed, "--width", 64, "--refs", "dinuc:3",
+                   "--target", "profile@profile,0@counts", "--out", out) == 1
+    assert "exists; pass --resume to continue it or --overwrite" in capsys.readouterr().err
+    assert explain("demo", "--fasta", fasta, "--bed", bed, "--width", 64, "--refs", "dinuc:3", "--seed", 5,
+                   "--target", "profile@profile,0@counts", "--out", out, "--score-dtype", "float32",
+                   "--resume") == 0
+    assert "already complete" in capsys.readouterr().err
+    assert explain("demo", "--fasta", fasta, "--bed", bed, "--width", 64, "--refs", "dinuc:3",
+                   "--target", "profile@profile,0@counts", "--out", out, "--resume") == 1
+    assert "other parameters" in capsys.readouterr().err
+
+
+def test_explain_keras_file_with_input_array(tmp_path, capsys):
+    model = fl.load_model(KERAS_BPNET)
+    rng = np.random.default_rng(0)
+    X = np.eye(4, dtype=np.uint8)[rng.integers(0, 4, size=(17, 96))]
+    np.savez(tmp_path / "x.npz", X)
+    out = tmp_path / "k.h5"
+    code = explain(KERAS_BPNET, "--input", tmp_path / "x.npz", "--target", "profile", "--target-layer",
+                   "logits_profile_predictions", "--refs", "shuffle:3", "--out", out, "--quiet",
+                   "--score-dtype", "float32", "--batch-size", 4)
+    assert code == 0, capsys.readouterr().err
+    got = io_scores.load_scores(str(out))
+    direct = fl.deeplift(model, X.astype(np.float32), fl.references.shuffle(3), hypothetical=True,
+                         target="profile", target_layer="logits_profile_predictions")
+    np.testing.assert_array_equal(got["hyp_scores"], direct.hypothetical)
+    np.testing.assert_array_equal(got["input_row"], np.arange(17))
+    # "all": every unit of the counts head, one file each
+    assert explain(KERAS_BPNET, "--input", tmp_path / "x.npz", "--target", "all", "--target-layer",
+                   "logcount_predictions", "--refs", "dinuc:2", "--out", tmp_path / "all.h5", "--quiet") == 0
+    assert os.path.exists(tmp_path / "all.logcount_predictions_0.h5")
+
+
+def test_bad_input_gives_clean_errors(genome, tmp_path, capsys):
+    fasta, bed = genome
+    with open(bed, "a") as f:
+        f.write("chrZ\t100\t200\n")
+    assert explain("demo", "--fasta", fasta, "--bed", bed, "--width", 64, "--out", tmp_path / "x.h5") == 1
+    err = capsys.readouterr().err
+    assert "fastlift explain: error:" in err and "regions.bed:32: unknown chromosome 'chrZ'" in err
+    assert "Traceback" not in err
+    assert explain("demo", "--fasta", fasta, "--bed", bed, "--width", 64, "--out", tmp_path / "x.h5",
+                   "--refs", "dinuc:2", "--skip-invalid") == 0
+    captured = capsys.readouterr()
+    assert "skipping 1 invalid region(s)" in captured.err and "skipped: 1 invalid region" in captured.out
+    for args, msg in [(["--refs", "dinucc:3"], "expected dinuc"), (["--target", "profile@nope"], "unknown layer"),
+                      (["--target", "x"], "expected an index")]:
+        assert explain("demo", "--fasta", fasta, "--bed", bed, "--width", 64, "--out", tmp_path / "y.h5",
+                       "--skip-invalid", *args) == 1
+        assert msg in capsys.readouterr().err
+    assert explain("missing.h5", "--fasta", fasta, "--bed", bed, "--out", tmp_path / "z.h5") == 1
+    assert "model file not found" in capsys.readouterr().err
+    assert explain(KERAS_BPNET, "--fasta", fasta, "--bed", bed, "--width", 64, "--out", tmp_path / "z.h5") == 1
+    assert "the model takes inputs of shape (96, 4)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        explain("demo", "--input", "x.npz", "--fasta", fasta, "--bed", bed, "--out", tmp_path / "z.h5")
+    assert e.value.code == 2
+    with pytest.raises(SystemExit):
+        explain("demo", "--fasta", fasta, "--out", tmp_path / "z.h5")
+    with pytest.raises(SystemExit):
+        explain("demo", "--fasta", fasta, "--bed", bed, "--out", tmp_path / "z.h5", "--batch-size", "0")
+
+
+def test_help_explains_every_option():
+    proc = subprocess.run([sys.executable, "-m", "fastlift.cli", "explain", "--help"], capture_output=True,
+                          text=True, env=ENV, check=False)
+    assert proc.returncode == 0
+    parser = cli.build_parser()
+    explain_parser = parser._subparsers._group_actions[0].choices["explain"]
+    for action in explain_parser._actions:
+        assert action.help, action.option_strings
+        for opt in action.option_strings:
+            assert opt in proc.stdout
+    for word in ("modisco motifs -i", "--resume", "profile", "dinuc:K", "narrowPeak"):
+        assert word in proc.stdout
+
+
+def test_parse_target():
+    model = demo.demo_model(64)
+    assert cli._parse_target("0", None, model) == (0, None)
+    assert cli._parse_target("profile", "profile", model) == ("profile", "profile")
+    assert cli._parse_target("profile@profile,0@counts", None, model) == (["profile", 0], ["profile", "counts"])
+    assert cli._parse_target("0,profile", "profile", model) == ([0, "profile"], "profile")
+    assert cli._parse_target("all", "counts", model) == ([0], "counts")
+    assert cli._parse_target("sum@counts", None, model) == (["sum"], ["counts"])
+
+
+def test_cli_sigkill_and_resume(tmp_path):
+    fasta, bed, _ = make_genome(str(tmp_path), n_regions=150, seed=9)
+    args = [sys.executable, "-m", "fastlift.cli", "explain", "demo", "--fasta", fasta, "--bed", bed, "--width", "64",
+            "--refs", "dinuc:8", "--chunk-size", "2", "--quiet", "--target", "profile@profile,0@counts"]
+    ref = str(tmp_path / "ref.h5")
+    subprocess.run([*args, "--out", ref], check=True, env=ENV, timeout=300)
+    out = str(tmp_path / "k.h5")
+    proc = subprocess.Popen([*args, "--out", out], env=ENV)
+    target = str(tmp_path / "k.profile.h5")
+    deadline = time.time() + 120
+    while proc.poll() is None and time.time() < deadline:
+        try:
+            if io_scores.read_header(target)["n_done"] >= 40:
+                break
+        except Exception:  # noqa: BLE001, S110 - not there yet
+            pass
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    n_done = io_scores.read_header(target)["n_done"]
+    assert 0 < n_done < 150
+    subprocess.run([*args, "--out", out, "--resume", "--batch-size", "3"], check=True, env=ENV, timeout=300)
+    for name in ("profile", "counts"):
+        with open(str(tmp_path / f"ref.{name}.h5"), "rb") as a, open(str(tmp_path / f"k.{name}.h5"), "rb") as b:
+            assert a.read() == b.read()
+
+
+def test_cli_bigwig(genome, tmp_path, capsys):
+    pytest.importorskip("pyBigWig")
+    fasta, bed = genome
+    assert explain("demo", "--fasta", fasta, "--bed", bed, "--width", 64, "--refs", "dinuc:2", "--out",
+                   tmp_path / "s.h5", "--bigwig", tmp_path / "s.bw", "--quiet") == 0
+    assert "bigWig:" in capsys.readouterr().out and os.path.getsize(tmp_path / "s.bw") > 0
