@@ -129,7 +129,6 @@ class LegacyWeights(Weights):
 
     def __init__(self, root, label):
         self.root, self.label = root, label
-        self.layer_names = attr_names(root, "layer_names", label, "model weights")
         self._nested_cache: dict[str, list] = {}
 
     def _group_weights(self, top):
