@@ -141,7 +141,7 @@ def prepare(model, references, xs, what="references") -> list[RefSource]:
         if unknown:
             raise ValueError(f"{what} as a dict must be keyed by input names {names}; got unknown {unknown}")
         items = [references.get(n) for n in names]
-    elif isinstance(references, (list, tuple)) and len(names) > 1:
+    elif isinstance(references, (list, tuple)) and (len(names) > 1 or _is_per_input_list(references)):
         if len(references) != len(names):
             raise ValueError(f"{what} must hold {len(names)} entries, one per input {names}; "
                              f"got {len(references)}")
@@ -159,6 +159,16 @@ def prepare(model, references, xs, what="references") -> list[RefSource]:
         raise ValueError(f"{what}: every input must have the same number of references K (or 1); got "
                          f"{[s.n_refs for s in sources]}")
     return sources
+
+
+def _is_per_input_list(refs) -> bool:
+    """A list of one entry per input (as X may be given as ``[X]``), not a nested list of numbers.
+
+    ``[R]`` with R an array, callable, spec or None is the per-input form; reading it as an
+    array would silently turn N per-example references into K = N shared ones.
+    """
+    return len(refs) > 0 and all(r is None or isinstance(r, (np.ndarray, ReferenceSpec)) or callable(r)
+                                 for r in refs)
 
 
 def _one_source(r, x, label) -> RefSource:

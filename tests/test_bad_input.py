@@ -172,3 +172,17 @@ def test_genomics_default_unresolvable(rng):
     model = fl.Model(x, L.Dense(rng.normal(size=(4, 1)))(L.Activation("relu", name="r")(x)))
     with pytest.raises(ValueError, match=r"activation 'r' follows 'x' \(InputLayer\)"):
         fl.deeplift(model, np.ones((1, 4)), rule="genomics_default", device="numpy")
+
+
+def test_single_input_references_as_a_one_entry_list(model, rng):
+    """[R] is the per-input list form (like X=[X]), never an array of K = N shared references."""
+    x = rng.normal(size=(3, 10, 4))
+    r = rng.normal(size=(3, 10, 4))
+    plain = run(model, x, r, dtype="float64")
+    listed = run(model, [x], [r], dtype="float64")
+    np.testing.assert_array_equal(plain.contributions, listed.contributions)
+    nested = run(model, x, [[[0.1, 0.2, 0.3, 0.4]]], dtype="float64")  # a nested list of numbers is an array
+    flat = run(model, x, np.array([[[0.1, 0.2, 0.3, 0.4]]]), dtype="float64")
+    np.testing.assert_array_equal(nested.contributions, flat.contributions)
+    with pytest.raises(ValueError, match=r"references must hold 1 entries, one per input"):
+        run(model, x, [r, r])
