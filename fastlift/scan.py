@@ -203,7 +203,9 @@ class ArraySource:
                         {"input_row": np.arange(lo, lo + len(x), dtype=np.int64)})
 
     def close(self):
-        pass
+        f = getattr(self.X, "file", None)  # an HDF5 dataset from read_input_array: close its file
+        if f is not None and hasattr(f, "close"):
+            f.close()
 
 
 # ----------------------------------------------------------------------------- targets and files

@@ -224,6 +224,14 @@ def test_resume_finishes_with_identical_bytes(model, genome, tmp_path, monkeypat
     assert again.n_scored == 0 and read_bytes(paths) == reference
 
 
+def test_half_created_files_of_dead_processes_are_removed(model, genome, tmp_path):
+    fasta, bed, _ = genome
+    stale = tmp_path / ".s.h5.creating-999999999"   # a process killed while creating the file
+    stale.write_bytes(b"partial")
+    run(model, fasta, bed, str(tmp_path / "s.h5"))
+    assert not stale.exists() and io_scores.read_header(str(tmp_path / "s.h5"))["n_done"] == 40
+
+
 def test_resume_refuses_other_parameters(model, genome, tmp_path):
     fasta, bed, _ = genome
     out = str(tmp_path / "p.h5")

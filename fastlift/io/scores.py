@@ -106,7 +106,9 @@ def create_score_file(path: str, layout: ScoreLayout, params: dict, target: str)
     if layout.score_dtype not in SCORE_DTYPES:
         raise ValueError(f"score dtype must be one of {sorted(SCORE_DTYPES)}; got {layout.score_dtype!r}")
     directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.creating-{os.getpid()}")
+    prefix = f".{os.path.basename(path)}.creating-"
+    _remove_stale(directory, prefix)
+    tmp = os.path.join(directory, f"{prefix}{os.getpid()}")
     try:
         with h5py.File(tmp, "w", libver="earliest", track_order=False) as f:
             f.attrs["format"] = FORMAT
@@ -133,6 +135,26 @@ def create_score_file(path: str, layout: ScoreLayout, params: dict, target: str)
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DiskFullError(e.errno, f"disk full while creating {path}: {e.strerror}") from None
         raise
+
+
+def _remove_stale(directory, prefix):
+    """Delete half-created files of ``prefix`` left by processes that are gone (killed mid-creation)."""
+    for name in os.listdir(directory):
+        if not name.startswith(prefix):
+            continue
+        pid = name[len(prefix):]
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), 0)
+                continue  # that process still runs
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+        try:
+            os.remove(os.path.join(directory, name))
+        except OSError:
+            pass
 
 
 def _fsync_dir(directory):
