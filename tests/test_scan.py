@@ -436,7 +436,9 @@ def test_modisco_lite_reads_the_file(tmp_path):
     res = S.scan(model, src, str(tmp_path / "scores.h5"), references="dinuc:5", target="profile",
                  target_layer="profile")
     out = tmp_path / "modisco.h5"
-    proc = subprocess.run(["modisco", "motifs", "-i", res.paths[0], "-n", "2000", "-w", "200", "-o", str(out)],
+    # modisco-lite's own command line (its console script may not be on PATH outside a venv)
+    modisco = [sys.executable, "-c", "import sys; from modiscolite.cli import cli; sys.exit(cli())"]
+    proc = subprocess.run([*modisco, "motifs", "-i", res.paths[0], "-n", "2000", "-w", "200", "-o", str(out)],
                           capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     import h5py
