@@ -343,6 +343,10 @@ def scan(model: Model, source, out: str, *, references="dinuc:20", rule: str = "
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
         raise ScanError(f"chunk_size must be a positive int; got {chunk_size!r}")
 
+    # check rule, targets, device and dtype on one zero example before any file is touched
+    deeplift(model, np.zeros((1, source.length, 4), dtype=dtype), None, rule=rule, target=target,
+             target_layer=target_layer, hypothetical=True, dtype=dtype, device=device, n_threads=n_threads,
+             max_pool=max_pool)
     names = target_names(model, target, target_layer)
     paths = output_paths(out, names)
     layout = ScoreLayout(source.n_regions, source.length, 4, score_dtype, source.chrom_width, bool(hypothetical))
@@ -352,12 +356,12 @@ def scan(model: Model, source, out: str, *, references="dinuc:20", rule: str = "
             "seed": int(seed), "dtype": str(dtype), "score_dtype": score_dtype, "hypothetical": bool(hypothetical)}
     _prepare_outputs(paths, names, layout, base, resume, overwrite, say)
 
+    start = min(read_header(p)["n_done"] for p in paths)
+    if start == layout.n_regions:  # (also for files compressed after completion: no writer needed)
+        say(f"{', '.join(paths)}: already complete ({layout.n_regions} regions)")
+        return ScanResult(paths, layout.n_regions, start, 0, source.n_skipped, 0, 0.0, 0.0)
     writers = [ScoreWriter(p) for p in paths]
     try:
-        start = min(w.n_done for w in writers)
-        if start == layout.n_regions:
-            say(f"{', '.join(paths)}: already complete ({layout.n_regions} regions)")
-            return ScanResult(paths, layout.n_regions, start, 0, source.n_skipped, 0, 0.0, 0.0)
         if start:
             say(f"resuming at region {start} of {layout.n_regions}")
         bar = _Progress(layout.n_regions, start) if progress else None

@@ -40,6 +40,7 @@ def test_explain_demo_model_two_heads(genome, tmp_path, capsys):
     assert code == 0, text.err
     assert "30 regions" in text.out and "regions/s" in text.out and "modisco motifs -i" in text.out
     assert "non-ACGT letters read as all-zero rows" in text.out
+    assert "30/30 regions" in text.err and "ETA" in text.err  # the progress bar (one line per 10 s off a tty)
     paths = [tmp_path / "s.profile.h5", tmp_path / "s.counts.h5"]
     got = [io_scores.load_scores(str(p)) for p in paths]
     X = got[0]["input_seqs"].astype(np.float32)
@@ -170,3 +171,19 @@ def test_cli_bigwig(genome, tmp_path, capsys):
     assert explain("demo", "--fasta", fasta, "--bed", bed, "--width", 64, "--refs", "dinuc:2", "--out",
                    tmp_path / "s.h5", "--bigwig", tmp_path / "s.bw", "--quiet") == 0
     assert "bigWig:" in capsys.readouterr().out and os.path.getsize(tmp_path / "s.bw") > 0
+
+
+def test_compress_after_completion(genome, tmp_path, capsys):
+    fasta, bed = genome
+    common = ["demo", "--fasta", fasta, "--bed", bed, "--width", 64, "--refs", "dinuc:2", "--quiet"]
+    assert explain(*common, "--out", tmp_path / "plain.h5") == 0
+    assert explain(*common, "--out", tmp_path / "small.h5", "--compress") == 0
+    assert "compressed" in capsys.readouterr().out
+    plain, small = (io_scores.load_scores(str(tmp_path / f)) for f in ("plain.h5", "small.h5"))
+    for name in ("hyp_scores", "projected_scores", "input_seqs", "coords_chrom", "deltas"):
+        np.testing.assert_array_equal(plain[name], small[name])
+    assert small["params"] == plain["params"] and small["n_done"] == 30
+    assert os.path.getsize(tmp_path / "small.h5") < os.path.getsize(tmp_path / "plain.h5")
+    assert explain(*common, "--out", tmp_path / "small.h5", "--resume") == 0   # complete: nothing to do
+    with pytest.raises(io_scores.ScoreFileError, match="no contiguous storage"):
+        io_scores.ScoreWriter(str(tmp_path / "small.h5"))

@@ -322,6 +322,11 @@ def test_bad_regions(model, genome, tmp_path):
         run(model, fasta, bed, str(tmp_path / "y.h5"), on_invalid="skip")
     with pytest.raises(S.ScanError, match=r"the model takes inputs of shape \(64, 4\); the regions are \(100, 4\)"):
         S.scan(model, S.FastaBedSource(fasta, _one_line_bed(tmp_path), 100), str(tmp_path / "z.h5"))
+    with pytest.raises(ValueError, match="unknown target preset"):
+        run(model, fasta, _one_line_bed(tmp_path), str(tmp_path / "t.h5"), target="profil")
+    with pytest.raises(ValueError, match="rule must be one of"):
+        run(model, fasta, _one_line_bed(tmp_path), str(tmp_path / "t.h5"), rule="rescal")
+    assert not os.path.exists(tmp_path / "t.h5")
     with pytest.raises(S.ScanError, match="output directory"):
         run(model, fasta, _one_line_bed(tmp_path), str(tmp_path / "missing" / "z.h5"))
 
