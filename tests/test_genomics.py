@@ -310,3 +310,27 @@ def test_bed_skip_invalid_counts(tmp_path):
     with pytest.raises(G.InputFileError, match="r.bed:1: a BED line needs"):
         bed.write_text("chr1 100\n")
         G.check_regions(str(bed), 100, LENGTHS, on_invalid="skip")  # malformed lines always raise
+
+
+def test_dinuc_shuffle_has_deeplifts_distribution():
+    """Same algorithm as deeplift's dinuc_shuffle (fastlift.compat replays it), another random source:
+    the frequencies of the possible shuffles of a short sequence agree."""
+    from fastlift.compat.dinuc_shuffle import dinuc_shuffle as deeplift_dinuc_shuffle
+
+    seq = "ACAGGTACATTGCA"  # 12 possible shuffles
+    n = 10000
+    ours = Counter(G.one_hot_decode(s) for s in fl.dinuc_shuffle(G.one_hot_encode(seq), n, seed=1))
+    theirs = Counter(deeplift_dinuc_shuffle(seq, n, rng=np.random.RandomState(1)))
+    assert set(ours) == set(theirs)                     # the same reachable shuffles
+    tv = 0.5 * sum(abs(ours[k] - theirs[k]) for k in set(ours) | set(theirs)) / n
+    assert len(ours) == 12 and tv < 0.05, (tv, len(ours))  # total variation: sampling noise (~0.02) only
+
+
+def test_large_calls_use_threads_and_give_the_same_bits():
+    from fastlift import _genomics
+
+    rng = np.random.default_rng(7)
+    X = _random_onehot(rng, 64, 1100, n_zero=5, dtype=np.uint8)
+    assert 64 * 4 * 1100 * 8 >= 2 * _genomics.MIN_WORK_PER_THREAD  # big enough for two threads
+    np.testing.assert_array_equal(fl.dinuc_shuffle(X, 4, seed=2, n_threads=1), fl.dinuc_shuffle(X, 4, seed=2,
+                                                                                               n_threads=2))
