@@ -42,6 +42,7 @@ from .io.scores import (
 from .model import Model
 
 DEFAULT_CHUNK = 128
+F16_MAX = float(np.finfo(np.float16).max)
 
 
 class ScanError(ValueError):
@@ -376,6 +377,9 @@ def scan(model: Model, source, out: str, *, references="dinuc:20", rule: str = "
                            seed=seed, device=device, n_threads=n_threads, max_pool=max_pool)
             hyp = res.hypothetical if names is not None else res.hypothetical[None]
             deltas = res.deltas if names is not None else res.deltas[None]
+            if score_dtype == "float16" and not np.all(np.abs(hyp) <= F16_MAX):
+                raise ScanError(f"a score in regions [{chunk.lo}, {chunk.lo + n}) does not fit float16 (|score| > "
+                                f"{F16_MAX:g} or not finite): rerun with --score-dtype float32 (--overwrite)")
             for t, w in enumerate(writers):
                 arrays = dict(chunk.coords, input_seqs=chunk.onehot, projected_scores=hyp[t] * x,
                               deltas=deltas[t], n_non_acgt=chunk.n_non_acgt)

@@ -120,6 +120,17 @@ def test_float16_scores_and_single_target(model, genome, tmp_path):
     np.testing.assert_array_equal(f["hyp_scores"], direct.hypothetical.astype(np.float16))
 
 
+def test_scores_too_large_for_float16_stop_the_scan(genome, tmp_path):
+    fasta, bed, _ = genome
+    weights = {k: v * (1e8 if k.startswith("counts") else 1) for k, v in np.load(demo.WEIGHTS_FILE).items()}
+    loud = demo.build_model(weights, WIDTH)
+    with pytest.raises(S.ScanError, match="does not fit float16.*--score-dtype float32"):
+        run(loud, fasta, bed, str(tmp_path / "x.h5"), target=0, target_layer="counts", references="flat")
+    f = io_scores.load_scores(run(loud, fasta, bed, str(tmp_path / "y.h5"), target=0, target_layer="counts",
+                                  references="flat", score_dtype="float32").paths[0])
+    assert np.abs(f["hyp_scores"]).max() > 65504
+
+
 def test_bytes_do_not_depend_on_batch_or_chunk_size(model, genome, tmp_path):
     fasta, bed, _ = genome
     outs = []
