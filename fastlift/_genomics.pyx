@@ -68,24 +68,24 @@ def tokens_from_onehot(const onehot_t[:, :, ::1] x,    # IN  (n, length, n_chann
     bad_rows = np.full(n, -1, dtype=np.int64)
     cdef uint8_t[:, ::1] tok = tokens
     cdef int64_t[::1] bad = bad_rows
-    cdef Py_ssize_t e, l, c
+    cdef Py_ssize_t e, pos, c
     cdef int ones, which, ok
     for e in prange(n, nogil=True, schedule="static", num_threads=_threads(n * length * n_ch, n_threads)):
-        for l in range(length):
+        for pos in range(length):
             ones = 0
             which = n_ch
             ok = 1
             for c in range(n_ch):
-                if x[e, l, c] == 1:
+                if x[e, pos, c] == 1:
                     ones = ones + 1
                     which = c
-                elif x[e, l, c] != 0:
+                elif x[e, pos, c] != 0:
                     ok = 0
             if ok == 0 or ones > 1:
                 if bad[e] < 0:
-                    bad[e] = l
+                    bad[e] = pos
                 which = n_ch
-            tok[e, l] = <uint8_t>which
+            tok[e, pos] = <uint8_t>which
     first = -1
     for e in range(n):
         if bad_rows[e] >= 0:
@@ -112,14 +112,14 @@ def onehot_from_tokens(const uint8_t[:, :, ::1] tokens,   # IN  (n, n_shuffles, 
 cdef void _fill_onehot(const uint8_t[:, :, ::1] tokens, onehot_t[:, :, :, ::1] out,
                        int n_channels, int n_threads) noexcept:
     cdef Py_ssize_t n = tokens.shape[0], k = tokens.shape[1], length = tokens.shape[2]
-    cdef Py_ssize_t e, s, l
+    cdef Py_ssize_t e, s, pos
     cdef uint8_t t
     for e in prange(n, nogil=True, schedule="static", num_threads=_threads(n * k * length, n_threads)):
         for s in range(k):
-            for l in range(length):
-                t = tokens[e, s, l]
+            for pos in range(length):
+                t = tokens[e, s, pos]
                 if t < n_channels:
-                    out[e, s, l, t] = 1
+                    out[e, s, pos, t] = 1
 
 
 def shuffle_tokens(const uint8_t[:, ::1] tokens,     # IN  (n, length) in [0, n_symbols)
