@@ -44,7 +44,7 @@ class EmuDevice:
 
         def call(grid, block, args):
             self.launches.append((_cuda.kernel_name(op, dtype), tuple(grid), tuple(block)))
-            k(grid, block, tuple(a._a if isinstance(a, fake_cupy.DevArray) else a for a in args))
+            k(grid, block, tuple(fake_cupy.ready(a) if isinstance(a, fake_cupy.DevArray) else a for a in args))
 
         return call
 
@@ -54,6 +54,10 @@ class EmuDevice:
 
     def to_host(self, a):
         return a.get()
+
+    @staticmethod
+    def empty_pinned(nbytes):
+        return fake_cupy.empty_pinned((int(nbytes),), np.uint8)
 
     def memory_info(self):
         return 8 * 2**30, 0
