@@ -101,8 +101,9 @@ def chunks(plan):
 
     With a backend that computes on a device (``ops.prefetch_chunks``, CupyOps), the next chunk
     (slicing the inputs, generating its references, uploading) is built on a host thread while
-    the caller works on the current one, so host work overlaps device compute. The chunks, and
-    so the results, are the same either way.
+    the caller works on the current one, so host work overlaps device compute (CupyOps uploads
+    through pinned buffers on its own copy stream). The chunks, and so the results, are the same
+    either way.
     """
     shared_cache: dict = {}
     bs = plan.batch_size

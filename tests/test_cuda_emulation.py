@@ -380,6 +380,109 @@ def test_next_chunk_is_prepared_on_a_host_thread(device, monkeypatch):
     np.testing.assert_allclose(gpu.contributions, cpu.contributions, rtol=1e-9, atol=1e-11)
 
 
+# --------------------------------------------------------------------------- pinned staging
+def _per_example_run(ops, monkeypatch, n=7, batch_size=2, **kw):
+    """fl.deeplift on ``ops`` (per-example references: each chunk uploads examples, references and
+    pair indices) and the list of leaves."""
+    rng = np.random.default_rng(16)
+    model, make_x = ZOO["genomics_1d"](rng)
+    x = make_x(rng, n)
+    refs = make_x(rng, 2 * n).reshape(n, 2, 24, 4)
+    monkeypatch.setattr("fastlift.explain.get_ops", lambda *a, **k: ops)
+    return _leaves(fl.deeplift(model, x, refs, device="cuda", batch_size=batch_size, **kw))
+
+
+def test_stand_in_models_pinned_memory_and_stream_copies():
+    """What the staging tests rely on: the stand-in marks pinned memory (views too) and defers a
+    copy on a non-null stream to its synchronize, refusing the array meanwhile."""
+    xp = fake_cupy.xp
+    buf = fake_cupy.empty_pinned((64,), np.uint8)
+    view = buf[:24].view(np.float64).reshape(3)
+    assert fake_cupy.is_pinned(view) and not fake_cupy.is_pinned(np.zeros(3))
+    stream = xp.cuda.Stream(non_blocking=True)
+    view[:] = [1, 2, 3]
+    dev = xp.empty(3, dtype=np.float64)
+    dev.set(view, stream=stream)
+    assert dev.shape == (3,)  # metadata is readable
+    with pytest.raises(TypeError, match="synchronized"):
+        dev + 1  # the copy has not run
+    view[:] = [7, 8, 9]  # the buffer is read when the copy runs, not when it is queued
+    stream.synchronize()
+    np.testing.assert_array_equal(xp.asnumpy(dev), [7, 8, 9])
+    out = fake_cupy.empty_pinned((3,), np.float64)
+    out[:] = 0
+    dev.get(stream=stream, out=out, blocking=False)
+    assert not out.any()  # queued, not run
+    stream.synchronize()
+    np.testing.assert_array_equal(out, [7, 8, 9])
+    assert stream.log == ["copy", "sync", "copy", "sync"]
+
+
+def test_uploads_and_downloads_go_through_pinned_staging(device, monkeypatch):
+    """Every host -> device copy of a run (weights, and each chunk's examples, references and pair
+    indices, built on the prefetch thread) is an asynchronous copy from a pinned buffer on the copy
+    stream, issued after the compute stream's queued work and synchronized before use; every
+    device -> host copy of a result comes back through a pinned buffer; nothing else is copied."""
+    ops = emulated(device, max_blocks=3)
+    fake_cupy.COPIES.clear()
+    uploads_before = fake_cupy.TRANSFERS["to_device"]
+    _per_example_run(ops, monkeypatch, n=7, batch_size=2)
+    copies = list(fake_cupy.COPIES)
+    ups = [c for c in copies if c[0] == "to_device"]
+    downs = [c for c in copies if c[0] == "to_host"]
+    n_chunks = 4
+    assert len(ups) >= 4 * n_chunks  # examples, references, pair_x, pair_r of every chunk
+    assert fake_cupy.TRANSFERS["to_device"] - uploads_before == len(ups)  # no plain xp.asarray upload
+    assert downs
+    stream = ops.staging.stream
+    assert all(pinned and s is stream for _, _, pinned, s in copies)
+    assert stream.is_non_blocking
+    assert "".join({"wait": "w", "copy": "c", "sync": "s"}[e] for e in stream.log) == "wcs" * len(copies)
+
+
+def test_pinned_buffers_are_reused_and_grow(device, monkeypatch):
+    ops = emulated(device)
+    st = ops.staging
+    small = np.arange(10.0)
+    ops.asarray(small, np.float32)
+    buf = st.buffers["up"]
+    assert st.allocations == 1 and buf.nbytes == _cuda.MIN_PINNED_BYTES
+    ops.asarray(small[::-1], np.float32)
+    assert st.buffers["up"] is buf and st.allocations == 1
+    big = np.ones((3 * 2**20 // 8 + 1,))  # a float64 array just over 3 MiB
+    np.testing.assert_array_equal(ops.to_numpy(ops.asarray(big, np.float64)), big)
+    assert st.allocations == 3  # a larger upload buffer, and the download buffer
+    assert st.buffers["up"].nbytes == 4 * 2**20 and st.buffers["down"].nbytes == 4 * 2**20
+    grown = st.buffers["up"]
+    np.testing.assert_array_equal(ops.to_numpy(ops.asarray(small, np.float32)), small.astype(np.float32))
+    assert st.buffers["up"] is grown and st.allocations == 3  # never shrinks
+
+    # through the scheduler, with tiny buffers: every chunk after the first reuses them, and a run
+    # with larger chunks grows them once
+    monkeypatch.setattr(_cuda, "MIN_PINNED_BYTES", 64)
+    one_chunk, three_chunks = emulated(device), emulated(device)
+    _per_example_run(one_chunk, monkeypatch, n=2, batch_size=2)
+    _per_example_run(three_chunks, monkeypatch, n=6, batch_size=2)
+    assert three_chunks.staging.allocations == one_chunk.staging.allocations
+    before = dict(three_chunks.staging.buffers), three_chunks.staging.allocations
+    _per_example_run(three_chunks, monkeypatch, n=6, batch_size=6)
+    assert three_chunks.staging.allocations > before[1]
+    assert three_chunks.staging.buffers["up"].nbytes > before[0]["up"].nbytes
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_pinned_staging_gives_the_results_of_plain_copies(device, monkeypatch, dtype):
+    staged, plain = emulated(device, max_blocks=3), emulated(device, max_blocks=3)
+    plain.pinned = False
+    fake_cupy.COPIES.clear()
+    b = _per_example_run(plain, monkeypatch, dtype=dtype, hypothetical=True)
+    assert not any(pinned for _, _, pinned, _ in fake_cupy.COPIES)  # the plain path: xp.asarray / xp.asnumpy
+    a = _per_example_run(staged, monkeypatch, dtype=dtype, hypothetical=True)
+    assert staged.staging.allocations and not plain.staging.allocations
+    for (field, x), (_, y) in zip(a, b):
+        np.testing.assert_array_equal(x, y, err_msg=field)
+
+
 # --------------------------------------------------------------------------- AddressSanitizer
 def _libasan():
     r = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True, check=False)

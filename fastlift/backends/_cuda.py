@@ -35,7 +35,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import re
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +102,9 @@ MAX_BLOCKS = 8192
 #: rest is headroom for cuBLAS workspaces and temporaries the scheduler's estimate leaves out.
 GPU_MEMORY_FRACTION = 0.4
 MIN_CHUNK_BUDGET = 64 * 2**20
+
+#: Smallest pinned staging buffer (`PinnedStaging`); buffers grow to the next power of two.
+MIN_PINNED_BYTES = 1 << 20
 
 _INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"([^"]+)"[ \t]*$')
 _PACKAGE = Path(__file__).resolve().parent.parent  # .../fastlift
@@ -222,6 +227,91 @@ def launch(device, op: str, dtype, n_items: int, args, *, block: int = BLOCK, ma
     device.kernel(op, dtype)((grid,), (threads,), packed)
 
 
+# ------------------------------------------------------------------ pinned staging
+class PinnedStaging:
+    """Host <-> device copies through reused page-locked (pinned) host buffers, on a copy stream.
+
+    Upload: the host array is cast into a pinned buffer, then copied into a new device array
+    by an asynchronous copy on a non-blocking stream (it does not hold up kernels queued on the
+    compute stream after it). Before the copy, the copy stream waits for the work already queued
+    on the compute stream, because the new array may reuse memory that work still reads (CuPy's
+    pool reuses, per stream, blocks freed by Python before the kernels reading them ran). The copy
+    stream is synchronized before returning: the array is complete when compute uses it, and the
+    buffer is free for the next call. Download: the reverse, into a second pinned buffer, then
+    into a new (pageable) numpy array.
+
+    One upload and one download buffer, reused by every call and replaced by a larger one (the
+    next power of two, at least `MIN_PINNED_BYTES`) when a larger array comes; a lock serializes
+    the callers (the scheduler's prefetch thread and the main thread).
+
+    ``device`` provides ``xp`` (with ``xp.cuda`` streams), ``empty_pinned(nbytes)`` (a uint8
+    numpy array in page-locked memory) and ``context()``: `CupyDevice`, or the test emulator.
+    """
+
+    def __init__(self, device):
+        self.device, self.xp = device, device.xp
+        self.buffers: dict[str, np.ndarray | None] = {"up": None, "down": None}
+        self.allocations = 0  # pinned buffers allocated so far
+        #: The stream the engine computes on (`CupyOps.compute_context` sets it for a run);
+        #: None: the calling thread's current stream.
+        self.compute_stream = None
+        self._stream = None
+        self._lock = threading.Lock()
+
+    @property
+    def stream(self):
+        """The copy stream (created on first use, on the device)."""
+        if self._stream is None:
+            self._stream = self.xp.cuda.Stream(non_blocking=True)
+        return self._stream
+
+    def _view(self, which: str, shape, dtype) -> np.ndarray:
+        """A C-contiguous ``shape``/``dtype`` view of pinned buffer ``which``, grown if needed."""
+        dtype = np.dtype(dtype)
+        nbytes = math.prod(shape) * dtype.itemsize
+        buf = self.buffers[which]
+        if buf is None or buf.nbytes < nbytes:
+            self.buffers[which] = buf = None  # back to CuPy's pinned pool before a larger one is taken
+            size = max(MIN_PINNED_BYTES, 1 << max(nbytes - 1, 0).bit_length())
+            buf = self.buffers[which] = self.device.empty_pinned(size)
+            self.allocations += 1
+        return buf[:nbytes].view(dtype).reshape(shape)
+
+    def _after_queued_compute(self, stream):
+        compute = self.compute_stream if self.compute_stream is not None else self.xp.cuda.get_current_stream()
+        stream.wait_event(compute.record())
+
+    def upload(self, a, dtype):
+        """Host array (or anything ``np.asarray`` takes) ``a`` as a new C-contiguous device array
+        of ``dtype``."""
+        a = np.asarray(a)
+        xp = self.xp
+        with self._lock, self.device.context():
+            stream = self.stream
+            view = self._view("up", a.shape, dtype)
+            np.copyto(view, a, casting="unsafe")  # the cast of xp.asarray(a, dtype), into pinned memory
+            with stream:  # allocated from the copy stream's arena of CuPy's pool
+                out = xp.empty(a.shape, dtype=dtype)
+            if out.size:
+                self._after_queued_compute(stream)
+                out.set(view, stream=stream)
+                stream.synchronize()
+        return out
+
+    def download(self, a) -> np.ndarray:
+        """Device array ``a`` as a new numpy array."""
+        xp = self.xp
+        with self._lock, self.device.context():
+            a = xp.ascontiguousarray(a)  # on the compute stream, like the kernels that wrote a
+            view = self._view("down", a.shape, a.dtype)
+            if a.size:
+                stream = self.stream
+                self._after_queued_compute(stream)
+                a.get(stream=stream, out=view, blocking=False)
+                stream.synchronize()
+            return np.array(view)
+
+
 # ------------------------------------------------------------------ CuPy
 @functools.cache
 def gpu_status() -> tuple[bool, str]:
@@ -295,6 +385,13 @@ class CupyDevice:
 
     def to_host(self, a):
         return self.xp.asnumpy(a)
+
+    @staticmethod
+    def empty_pinned(nbytes: int) -> np.ndarray:
+        """``nbytes`` of page-locked host memory (CuPy's pinned pool) as a uint8 numpy array."""
+        import cupyx
+
+        return cupyx.empty_pinned((int(nbytes),), dtype=np.uint8)
 
     def memory_info(self) -> tuple[int, int]:
         """(free bytes on the device, bytes CuPy's pool holds but does not use)."""

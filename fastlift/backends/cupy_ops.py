@@ -10,7 +10,10 @@ work on device arrays, slowly, until they get a kernel.
 
 Arrays: methods accept device arrays (the engine's) or host arrays (uploaded); they return device
 arrays. Float32 and float64 run on the GPU; other dtypes take a documented host round-trip through
-the numpy oracle.
+the numpy oracle. Uploads (`asarray` of a host array: each chunk's examples, references and pair
+indices, and the weights, which `WeightCache` uploads once per run and keeps on the device) and
+downloads (`to_numpy`) go through reused pinned host buffers with the copy on a separate stream
+(`_cuda.PinnedStaging`).
 
 The device is pluggable (``CupyOps._on_device``): tests run this exact class over the host
 emulator of ``tests/cuda_emu`` (the real ``.cu`` compiled as C++), with a strict stand-in for CuPy's
@@ -20,6 +23,7 @@ GPU. Importing this module does not import CuPy.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import math
@@ -51,6 +55,9 @@ class CupyOps(Ops):
     name = "cuda"
     #: The scheduler builds the next chunk (references, uploads) on a host thread meanwhile.
     prefetch_chunks = True
+    #: Host <-> device copies of `asarray` / `to_numpy` go through reused pinned buffers on a copy
+    #: stream (`_cuda.PinnedStaging`); False: CuPy's plain (pageable, synchronous) copies.
+    pinned = True
 
     def __init__(self, n_threads: int | None = None):
         super().__init__(n_threads)
@@ -74,10 +81,21 @@ class CupyOps(Ops):
         self.max_blocks = _cuda.MAX_BLOCKS
         self.gemm_block_rows = GEMM_BLOCK_ROWS
         self._reference = Ops()
+        self.staging = _cuda.PinnedStaging(device)
 
+    @contextlib.contextmanager
     def compute_context(self):
-        """Around a whole run: float32 GEMMs in FP32, not TF32."""
-        return self.device.compute_context()
+        """Around a whole run: float32 GEMMs in FP32, not TF32; the calling thread's current stream
+        is the compute stream that uploads from the prefetch thread order themselves after."""
+        staging = self.staging
+        previous = staging.compute_stream
+        with self.device.context():
+            staging.compute_stream = self.xp.cuda.get_current_stream()
+        try:
+            with self.device.compute_context():
+                yield
+        finally:
+            staging.compute_stream = previous
 
     def memory_budget(self) -> int:
         """Bytes one chunk may use, from the device's free memory (the scheduler sizes chunks by it)."""
@@ -85,15 +103,19 @@ class CupyOps(Ops):
 
     # ------------------------------------------------------------------ arrays
     def asarray(self, a, dtype):
-        """``a`` as a C-contiguous device array of ``dtype`` (uploaded if it is on the host), on this
-        backend's device whichever thread calls (the scheduler uploads from a prefetch thread)."""
+        """``a`` as a C-contiguous device array of ``dtype`` (uploaded if it is on the host, through
+        the pinned staging buffer), on this backend's device whichever thread calls (the scheduler
+        uploads from a prefetch thread)."""
+        if self.pinned and not isinstance(a, self.xp.ndarray) and not hasattr(a, "__cuda_array_interface__"):
+            return self.staging.upload(a, dtype)
         with self.device.context():
             return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))
 
     def to_numpy(self, a):
-        """``a`` on the host (a synchronous copy for device arrays)."""
+        """``a`` on the host (for device arrays, a copy through the pinned staging buffer that
+        returns when the data is on the host)."""
         if isinstance(a, self.xp.ndarray):
-            return self.device.to_host(a)
+            return self.staging.download(a) if self.pinned else self.device.to_host(a)
         return np.asarray(a)
 
     # ------------------------------------------------------------------ glue
