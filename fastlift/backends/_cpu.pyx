@@ -32,7 +32,9 @@ lets small calls run on one thread (``MIN_WORK_PER_THREAD``) without changing a 
 
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t
+from libc.string cimport memcpy, memset
 from cython cimport floating
+from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 import numpy as np
 
@@ -594,3 +596,81 @@ def max_pool_backward(const floating[:, :, :, ::1] m_out,   # IN  (n_pairs, h_ou
                                    &pair_x[0], &pair_r[0], geo, exact_c, &m_in[0, 0, 0, 0],
                                    b * n_pairs // nb, (b + 1) * n_pairs // nb)
     return out
+
+
+# ------------------------------------------------------------------------------- GEMM
+cdef void _gemm_run(const floating* a, const floating* b, floating* out, floating* scratch_a,
+                    floating* scratch_c, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n, Py_ssize_t n_pad,
+                    Py_ssize_t block_rows, bint b_fortran, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+    """Blocks [first, last) of out = a @ b, each an exact (block_rows x k) @ (k x n_pad) BLAS call.
+
+    Row-major C = A·B is the column-major call Cᵀ = Bᵀ·Aᵀ, which is what numpy hands BLAS too:
+    BLAS m = n_pad, n = block_rows, k = k. A short last block is zero-padded in ``scratch_a``;
+    when the output has padding columns the block lands in ``scratch_c`` and is copied back.
+    """
+    cdef char trans_b = b'T' if b_fortran else b'N'
+    cdef char no_trans = b'N'
+    cdef int bm = <int>n_pad, bn = <int>block_rows, bk = <int>k
+    cdef int lda = <int>(k if b_fortran else n_pad), ldb = <int>k, ldc
+    cdef floating one = 1, zero = 0
+    cdef Py_ssize_t i, lo, rows, r
+    cdef const floating* src
+    cdef floating* dst
+    for i in range(first, last):
+        lo = i * block_rows
+        rows = m - lo if m - lo < block_rows else block_rows
+        src = a + lo * k
+        if rows < block_rows:
+            memcpy(scratch_a, src, rows * k * sizeof(floating))
+            memset(scratch_a + rows * k, 0, (block_rows - rows) * k * sizeof(floating))
+            src = scratch_a
+        if rows == block_rows and n_pad == n:
+            dst, ldc = out + lo * n, <int>n
+        else:
+            dst, ldc = scratch_c, <int>n_pad
+        if floating is float:
+            sgemm(&trans_b, &no_trans, &bm, &bn, &bk, &one, <float*>b, &lda, <float*>src, &ldb, &zero, dst, &ldc)
+        else:
+            dgemm(&trans_b, &no_trans, &bm, &bn, &bk, &one, <double*>b, &lda, <double*>src, &ldb, &zero, dst,
+                  &ldc)
+        if dst == scratch_c:
+            for r in range(rows):
+                memcpy(out + (lo + r) * n, scratch_c + r * n_pad, n * sizeof(floating))
+
+
+def gemm_blocks(const floating[:, ::1] a,   # IN  (m, k), C-contiguous
+                object b,                   # IN  (k, n_pad) numpy array, C- or F-contiguous, a's dtype
+                floating[:, ::1] out,       # OUT (m, n), n <= n_pad
+                Py_ssize_t block_rows, int n_threads):
+    """out = (a @ b)[:, :n] in fixed blocks of ``block_rows`` rows, blocks spread over OpenMP threads.
+
+    Every block is one BLAS call of the same shape, so a row's bits do not depend on m or on the
+    thread count (given one BLAS thread per call: run inside ``CpuOps.compute_context``).
+    """
+    cdef Py_ssize_t m = a.shape[0], k = a.shape[1], n = out.shape[1]
+    if out.shape[0] != m:
+        raise ValueError(f"out must have {m} rows; got {out.shape[0]}")
+    if b.ndim != 2 or b.shape[0] != k or b.shape[1] < n or b.dtype != np.asarray(out).dtype:
+        raise ValueError(f"b must be ({k}, >= {n}) of dtype {np.asarray(out).dtype}; got {b.shape} {b.dtype}")
+    cdef bint b_fortran = b.flags.f_contiguous and not b.flags.c_contiguous
+    if not (b.flags.c_contiguous or b_fortran):
+        raise ValueError("b must be C- or F-contiguous")
+    cdef Py_ssize_t n_pad = b.shape[1]
+    cdef Py_ssize_t n_blocks = (m + block_rows - 1) // block_rows
+    if n_blocks == 0 or k == 0:
+        if k == 0:
+            np.asarray(out)[...] = 0
+        return
+    cdef Py_ssize_t nb = n_threads if n_threads < n_blocks else n_blocks
+    if nb < 1:
+        nb = 1
+    scratch_a_arr = np.empty((nb, block_rows * k), dtype=np.asarray(out).dtype)
+    scratch_c_arr = np.empty((nb, block_rows * n_pad), dtype=np.asarray(out).dtype)
+    cdef floating[:, ::1] scratch_a = scratch_a_arr
+    cdef floating[:, ::1] scratch_c = scratch_c_arr
+    cdef floating[:, ::1] b_view = b if not b_fortran else b.T
+    cdef const floating* b_ptr = &b_view[0, 0]
+    cdef Py_ssize_t t
+    for t in prange(nb, nogil=True, num_threads=nb, schedule="static"):
+        _gemm_run(&a[0, 0], b_ptr, &out[0, 0], &scratch_a[t, 0], &scratch_c[t, 0], m, k, n, n_pad,
+                  block_rows, b_fortran, t * n_blocks // nb, (t + 1) * n_blocks // nb)

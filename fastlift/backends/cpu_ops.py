@@ -19,8 +19,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -57,21 +55,6 @@ def _nhwc(a, dtype, g: Geometry, spatial=None):
     return a.reshape(a.shape[0], h, w, c)
 
 
-_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
-_POOLS_LOCK = threading.Lock()
-
-
-def _gemm_pool(n_threads):
-    """A thread pool per thread count, shared by all CpuOps and rebuilt in a forked child
-    (a pool's threads do not survive fork, and the inherited pool would wait for them forever)."""
-    key = (os.getpid(), n_threads)
-    with _POOLS_LOCK:
-        pool = _POOLS.get(key)
-        if pool is None:
-            pool = _POOLS[key] = ThreadPoolExecutor(n_threads, thread_name_prefix="fastlift-gemm")
-        return pool
-
-
 @functools.cache
 def sgemm_is_deterministic() -> bool:
     """True if this process's float32 BLAS gives a row the same bits wherever it sits in a block."""
@@ -80,10 +63,15 @@ def sgemm_is_deterministic() -> bool:
     rng = np.random.default_rng(0)
     a = rng.standard_normal((GEMM_BLOCK_ROWS + 32, 67)).astype(np.float32)
     b = rng.standard_normal((67, 4 * GEMM_COL_MULTIPLE)).astype(np.float32)
+    def block(rows):  # one fixed-shape BLAS call through the same path as CpuOps.matmul
+        out = np.empty((GEMM_BLOCK_ROWS, b.shape[1]), dtype=np.float32)
+        _cpu.gemm_blocks(np.ascontiguousarray(rows), b, out, GEMM_BLOCK_ROWS, 1)
+        return out
+
     with threadpool_limits(limits=1, user_api="blas"):
-        first = a[:GEMM_BLOCK_ROWS] @ b
+        first = block(a[:GEMM_BLOCK_ROWS])
         for shift in (1, 3, 5, 7, 13, 24):
-            moved = a[shift:shift + GEMM_BLOCK_ROWS] @ b
+            moved = block(a[shift:shift + GEMM_BLOCK_ROWS])
             if not np.array_equal(moved[:-shift], first[shift:]):
                 return False
     return True
@@ -148,30 +136,14 @@ class CpuOps(Ops):
             b_pad[:, :n] = b
             b = b_pad
 
-        def block(i):
-            lo = i * GEMM_BLOCK_ROWS
-            hi = min(lo + GEMM_BLOCK_ROWS, m)
-            if hi - lo == GEMM_BLOCK_ROWS and n_pad == n:
-                np.matmul(a[lo:hi], b, out=out[lo:hi])
-                return
-            if hi - lo == GEMM_BLOCK_ROWS:
-                src = a[lo:hi]
-            else:
-                src = np.zeros((GEMM_BLOCK_ROWS, k), dtype=a.dtype)
-                src[:hi - lo] = a[lo:hi]
-            out[lo:hi] = np.matmul(src, b)[:hi - lo, :n]
-
-        def blocks(t, n_tasks):
-            for i in range(t * n_blocks // n_tasks, (t + 1) * n_blocks // n_tasks):
-                block(i)
-
-        n_tasks = min(self.n_threads, n_blocks)
-        if n_tasks <= 1:
-            blocks(0, 1)
-        else:
-            # One contiguous run of blocks per thread (few tasks: the pool's per-task cost is
-            # comparable to a small block's GEMM). numpy releases the GIL inside BLAS.
-            list(_gemm_pool(self.n_threads).map(blocks, range(n_tasks), [n_tasks] * n_tasks))
+        if a.dtype != b.dtype or a.dtype not in _FLOATS:
+            out[...] = np.matmul(a, b)[:, :n]  # mixed or other dtypes: numpy's rules, no kernel
+            return out
+        if not (b.flags.c_contiguous or b.flags.f_contiguous):
+            b = np.ascontiguousarray(b)
+        # Each block is one BLAS call of a fixed shape, run on the OpenMP threads of the other kernels
+        # (one thread system: idle OpenMP threads no longer spin against a separate GEMM pool).
+        _cpu.gemm_blocks(a, b, out, GEMM_BLOCK_ROWS, self.n_threads)
         return out
 
     # --------------------------------------------------- convolution helpers
