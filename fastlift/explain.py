@@ -444,26 +444,36 @@ def _add(a, b):
     return pos, (ap if an is None else an) + (bp if bn is None else bn)
 
 
+#: Methods whose rules use no reference: they report the (guided) gradient itself.
+_REFERENCE_FREE = ("gradient", "guided_backprop")
+
+
 def _deeplift_chunk(plan: _Plan, chunk, acc):
     ops = plan.ops
     acts_x = plan.model.forward(ops, chunk.x_rows, plan.cache)
-    acts_r = chunk.ref_acts(lambda rows: plan.model.forward(ops, rows, plan.cache))
-    ctx = _Context(plan, acts_x, acts_r, chunk.pair_x, chunk.pair_r)
+    if plan.method in _REFERENCE_FREE:
+        # Their rules never read reference activations: skip the reference forward and pair each
+        # example with itself (Δ = 0; these methods report no deltas).
+        acts_r, pair_r, pair_r_host = acts_x, chunk.pair_x, chunk.pair_x_host
+    else:
+        acts_r = chunk.ref_acts(lambda rows: plan.model.forward(ops, rows, plan.cache))
+        pair_r, pair_r_host = chunk.pair_r, chunk.pair_r_host
+    ctx = _Context(plan, acts_x, acts_r, chunk.pair_x, pair_r)
     for ti, target in enumerate(plan.targets):
-        w, d_out = _target_pairs(plan, chunk, target, acts_x, acts_r)
+        w, d_out = _target_pairs(plan, chunk.pair_x_host, pair_r_host, target, acts_x, acts_r)
         m = backward(plan, ctx, w, target)
         sum_c = np.zeros(len(chunk.pair_x))
         for si, node in enumerate(plan.score_nodes):
             c, mult = _scores(plan, ctx, node, m.get(node))
             sum_c += ops.to_numpy(_flat(c)).astype(np.float64).sum(axis=1)
             # gradient and guided_backprop report the (guided) gradient itself
-            contrib = mult if plan.method in ("gradient", "guided_backprop") else c
+            contrib = mult if plan.method in _REFERENCE_FREE else c
             hyp = _hypothetical(ops, ctx, node, mult) if plan.hypothetical else None
             acc.add(ti, si, chunk, contrib, mult, hyp)
         acc.add_deltas(ti, chunk, sum_c - d_out)
 
 
-def _target_pairs(plan, chunk, target, acts_x, acts_r):
+def _target_pairs(plan, px, pr, target, acts_x, acts_r):
     """(weights for `backward`, (P,) Δtarget per pair) of one target in one chunk.
 
     Δtarget is a row-wise sum, not a GEMV, so it is the same for any chunk size. Preset
@@ -471,7 +481,6 @@ def _target_pairs(plan, chunk, target, acts_x, acts_r):
     """
     ops, t = plan.ops, target.node
     tx, tr = ops.to_numpy(_flat(acts_x[t])).astype(np.float64), ops.to_numpy(_flat(acts_r[t])).astype(np.float64)
-    px, pr = chunk.pair_x_host, chunk.pair_r_host
     w_pairs = target.pair_weights(tx, px)
     if w_pairs is None:
         wf = target.weights.reshape(-1)
@@ -517,7 +526,7 @@ def _ig_chunk(plan: _Plan, chunk, acc):
     acts_r = chunk.ref_acts(lambda rows: plan.model.forward(ops, rows, plan.cache))
     input_index = {node: k for k, node in enumerate(plan.model.inputs)}
     for ti, target in enumerate(plan.targets):
-        w, d_out = _target_pairs(plan, chunk, target, acts_x, acts_r)
+        w, d_out = _target_pairs(plan, chunk.pair_x_host, chunk.pair_r_host, target, acts_x, acts_r)
         if w.ndim == len(target.node.shape) + 1:  # per pair -> per (pair, step) row
             w = np.repeat(w, steps, axis=0)
         m = backward(plan, ctx, w, target)

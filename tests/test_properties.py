@@ -302,3 +302,20 @@ def test_global_average_pool_backward_matches_reference_backend(rng):
     c = fl.deeplift(model, x, refs, layers="lrelu", dtype="float64", device="numpy")
     d = fl.deeplift(model, x, refs, layers="lrelu", dtype="float64", device="cpu")
     np.testing.assert_allclose(c.multipliers, d.multipliers, rtol=1e-12, atol=1e-14)
+
+
+def test_reference_free_methods_do_not_forward_references(rng, monkeypatch):
+    """gradient and guided_backprop never read reference activations, so none are computed."""
+    model, make_x = ZOO["channels_first_1d"](rng)
+    x = make_x(rng, 3)
+    rows = []
+    real = fl.Model.forward
+    monkeypatch.setattr(fl.Model, "forward", lambda self, ops, xs, cache, keep=None: rows.append(
+        len(xs[0])) or real(self, ops, xs, cache, keep))
+    for method in ("gradient", "guided_backprop"):
+        rows.clear()
+        fl.attribute(model, x, method)
+        assert rows == [3], (method, rows)
+    rows.clear()
+    fl.attribute(model, x, "grad_x_input")  # needs f(0) for its deltas: the zero reference is forwarded
+    assert sorted(rows) == [1, 3]
