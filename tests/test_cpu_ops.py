@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 import pytest
+from cuda_emu.cases import pair_data
 from threadpoolctl import threadpool_info
 
 from fastlift.backends import _cpu
@@ -133,36 +134,14 @@ def test_unknown_activation_code_is_rejected():
 
 
 # ------------------------------------------------------------------------- rule kernels
-def pair_data(n_pairs, dtype, rng, n_features=9, n_x=3):
-    """Example-major pairs: example rows shared by several pairs, one reference row per pair.
-
-    Feature 0 has Δ = 0 exactly, feature 1 has 0 < |Δ| < NEAR_ZERO, feature 2 sits on the
-    relu kink (x = ref = 0), feature 3 straddles it by less than NEAR_ZERO (f'(x) != f'(ref));
-    the rest are random.
-    """
-    pair_x = (np.arange(n_pairs) % n_x).astype(np.int64)
-    pair_r = rng.permutation(n_pairs).astype(np.int64)
-    x = (2 * rng.standard_normal((n_x, n_features))).astype(dtype)
-    r = (2 * rng.standard_normal((n_pairs, n_features))).astype(dtype)
-    x[:, 1] = (1e-3 * (1 + np.arange(n_x))).astype(dtype)
-    x[:, 2] = 0
-    x[:, 3] = 3e-8
-    xs = x[pair_x]
-    r[pair_r, 0] = xs[:, 0]
-    r[pair_r, 1] = xs[:, 1] + dtype(4e-8)
-    r[pair_r, 2] = 0
-    r[pair_r, 3] = -3e-8
-    dx = x[pair_x] - r[pair_r]
-    assert np.any(dx == 0) and np.any((dx != 0) & (np.abs(dx) < NEAR_ZERO))
-    m = rng.standard_normal((n_pairs, n_features)).astype(dtype)
-    return m, x, r, pair_x, pair_r
+# pair_data: the same pair cases the emulated CUDA kernels are tested on (tests/cuda_emu/cases.py)
 
 
 @pytest.mark.parametrize("n_pairs", N_ROWS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ACTS, ids=[a.name for a in ACTS])
 def test_rescale_backward(act, dtype, n_pairs, rng):
-    m, x, r, pair_x, pair_r = pair_data(n_pairs, dtype, rng)
+    m, x, r, pair_x, pair_r = pair_data(rng, dtype, n_pairs)
     alpha = alpha_for(x.shape[1], dtype, rng)
     x_out, r_out = REF.activation_forward(act, x, alpha), REF.activation_forward(act, r, alpha)
     args = (act, m, x, r, x_out, r_out, pair_x, pair_r, alpha)
@@ -177,7 +156,7 @@ def test_rescale_backward(act, dtype, n_pairs, rng):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ACTS, ids=[a.name for a in ACTS])
 def test_gradient_and_guided_backprop_backward(act, dtype, n_pairs, rng):
-    m, x, _, pair_x, _ = pair_data(n_pairs, dtype, rng)
+    m, x, _, pair_x, _ = pair_data(rng, dtype, n_pairs)
     m[0, :3] = [0.0, -1.0, 1.0]  # guided backprop keeps m > 0 only; m == 0 is dropped
     alpha = alpha_for(x.shape[1], dtype, rng)
     close(CPU.gradient_backward(act, m, x, pair_x, alpha),
@@ -235,7 +214,7 @@ def test_reveal_cancel_backward(act, dtype, n_pairs, rng):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_rule_ops_accept_nd_arrays_and_any_integer_index(dtype, rng):
     """Layer outputs may arrive unflattened; pair indices as int32 or lists."""
-    m, x, r, pair_x, pair_r = pair_data(6, dtype, rng, n_features=12)
+    m, x, r, pair_x, pair_r = pair_data(rng, dtype, 6, n_features=12)
     shape = (6, 3, 4)
     alpha = alpha_for(4, dtype, rng)  # divides the last axis, as for a per-channel PReLU
     m3, x3, r3 = m.reshape(shape), x.reshape((-1, 3, 4)), r.reshape((-1, 3, 4))
@@ -261,7 +240,7 @@ def test_out_of_range_pair_index_is_rejected():
 @pytest.mark.parametrize("n_pairs", N_ROWS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_pair_delta_and_contributions(dtype, n_pairs, rng):
-    m, x, r, pair_x, pair_r = pair_data(n_pairs, dtype, rng)
+    m, x, r, pair_x, pair_r = pair_data(rng, dtype, n_pairs)
     same(CPU.pair_delta(x, r, pair_x, pair_r), REF.pair_delta(x, r, pair_x, pair_r), dtype)
     same(CPU.pair_contributions(m, x, r, pair_x, pair_r),
          REF.pair_contributions(m, x, r, pair_x, pair_r), dtype)
@@ -363,7 +342,7 @@ def test_results_do_not_depend_on_thread_count(dtype, rng):
     one, two = CpuOps(n_threads=1), CpuOps(n_threads=2)
     n_pairs, n_features = 600, 128
     _two_threads(n_pairs, n_features)
-    m, x, r, pair_x, pair_r = pair_data(n_pairs, dtype, rng, n_features=n_features, n_x=50)
+    m, x, r, pair_x, pair_r = pair_data(rng, dtype, n_pairs, n_features=n_features, n_x=50)
     alpha = alpha_for(n_features, dtype, rng)
     act = Act.GELU
     xo, ro = REF.activation_forward(act, x, alpha), REF.activation_forward(act, r, alpha)

@@ -44,7 +44,12 @@ def alpha(rng, dtype, n=3):
 
 
 def pair_data(rng, dtype, n_pairs=7, n_features=9, n_x=3):
-    """Example-major pairs with Δ = 0, 0 < |Δ| < NEAR_ZERO and kink cases in the first features."""
+    """Example-major pairs: example rows shared by several pairs, one reference row per pair.
+
+    Feature 0 has Δ = 0 exactly, feature 1 has 0 < |Δ| < NEAR_ZERO, feature 2 sits on the
+    relu kink (x = ref = 0), feature 3 straddles it by less than NEAR_ZERO (f'(x) != f'(ref));
+    the rest are random. Shared by the Cython tests and the emulated CUDA tests.
+    """
     pair_x = (np.arange(n_pairs) % n_x).astype(np.int64)
     pair_r = rng.permutation(n_pairs).astype(np.int64)
     x = (2 * rng.standard_normal((n_x, n_features))).astype(dtype)
@@ -57,7 +62,8 @@ def pair_data(rng, dtype, n_pairs=7, n_features=9, n_x=3):
     r[pair_r, 1] = xs[:, 1] + dtype(4e-8)
     r[pair_r, 2] = 0
     r[pair_r, 3] = -3e-8
-    assert np.any(np.abs(x[pair_x] - r[pair_r]) < NEAR_ZERO)
+    dx = x[pair_x] - r[pair_r]
+    assert np.any(dx == 0) and np.any((dx != 0) & (np.abs(dx) < NEAR_ZERO))
     m = rng.standard_normal((n_pairs, n_features)).astype(dtype)
     return m, x, r, pair_x, pair_r
 
