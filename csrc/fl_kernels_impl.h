@@ -330,54 +330,72 @@ FL_KERNEL void FL_K(mean_over_refs)(const FL_T *FL_RESTRICT a__ekf,   // IN
 }
 
 // ======================================================================== convolution helpers
+// im2col_cell: one output cell (n, i, j) of im2col into dst (kh*kw*c values).
+// Each tap row a copies its valid taps as contiguous channel runs (one run of (b_hi - b_lo)*c
+// values when dw == 1) and zero-fills the padding taps.
+FL_ROWS void FL_K(im2col_cell)(const FL_T *FL_RESTRICT x__nhwc, FL_T *FL_RESTRICT dst,
+                               fl_geometry g, int64_t n, int64_t i, int64_t j)
+{
+    const int64_t c = g.c, kwc = g.kw * g.c;
+    const FL_T *xn = x__nhwc + n * g.h * g.w * c;
+    long long a_lo, a_hi, b_lo, b_hi;
+    fl_tap_range(i * g.sh - g.pt, g.dh, g.kh, g.h, &a_lo, &a_hi);
+    fl_tap_range(j * g.sw - g.pl, g.dw, g.kw, g.w, &b_lo, &b_hi);
+    for (int64_t a = 0; a < g.kh; ++a) {
+        FL_T *d = dst + a * kwc;
+        if (a < a_lo || a >= a_hi || b_lo >= b_hi) {
+            for (int64_t u = 0; u < kwc; ++u)
+                d[u] = (FL_T)0;
+            continue;
+        }
+        const int64_t r = i * g.sh - g.pt + a * g.dh;
+        const FL_T *src = xn + (r * g.w + (j * g.sw - g.pl + b_lo * g.dw)) * c;
+        for (int64_t u = 0; u < b_lo * c; ++u)
+            d[u] = (FL_T)0;
+        if (g.dw == 1) {
+            FL_T *dd = d + b_lo * c;
+            const int64_t run = (b_hi - b_lo) * c;
+            for (int64_t u = 0; u < run; ++u)
+                dd[u] = src[u];
+        } else {
+            for (int64_t b = b_lo; b < b_hi; ++b) {
+                const FL_T *s = src + (b - b_lo) * g.dw * c;
+                FL_T *dd = d + b * c;
+                for (int64_t ch = 0; ch < c; ++ch)
+                    dd[ch] = s[ch];
+            }
+        }
+        for (int64_t u = b_hi * c; u < kwc; ++u)
+            d[u] = (FL_T)0;
+    }
+}
+
 // im2col: cols[n, i, j, t*c + ch] = x[n, i*sh - pt + a*dh, j*sw - pl + b*dw, ch] for tap
 // t = a*kw + b, or 0 where that position is padding.
 // Layout: x__nhwc (n, h, w, c); cols__nijtc (n, h_out, w_out, kh*kw*c).
 // Threads: one output row (n, i) is row index n*h_out + i; each thread takes a block of them.
-// Each (i, j, a) copies its valid taps as contiguous channel runs (one run of
-// (b_hi - b_lo)*c values when dw == 1) and zero-fills the padding taps.
 FL_KERNEL void FL_K(im2col)(const FL_T *FL_RESTRICT x__nhwc,      // IN
                             FL_T *FL_RESTRICT cols__nijtc,        // OUT
                             fl_geometry g, int64_t row_begin, int64_t row_end)
 {
-    const int64_t c = g.c, kwc = g.kw * g.c, tc = g.kh * g.kw * g.c;
-    for (int64_t q = row_begin; q < row_end; ++q) {
-        const int64_t n = q / g.h_out, i = q % g.h_out;
-        const FL_T *xn = x__nhwc + n * g.h * g.w * c;
-        long long a_lo, a_hi;
-        fl_tap_range(i * g.sh - g.pt, g.dh, g.kh, g.h, &a_lo, &a_hi);
-        for (int64_t j = 0; j < g.w_out; ++j) {
-            FL_T *dst = cols__nijtc + (q * g.w_out + j) * tc;
-            long long b_lo, b_hi;
-            fl_tap_range(j * g.sw - g.pl, g.dw, g.kw, g.w, &b_lo, &b_hi);
-            for (int64_t a = 0; a < g.kh; ++a) {
-                FL_T *d = dst + a * kwc;
-                if (a < a_lo || a >= a_hi || b_lo >= b_hi) {
-                    for (int64_t u = 0; u < kwc; ++u)
-                        d[u] = (FL_T)0;
-                    continue;
-                }
-                const int64_t r = i * g.sh - g.pt + a * g.dh;
-                const FL_T *src = xn + (r * g.w + (j * g.sw - g.pl + b_lo * g.dw)) * c;
-                for (int64_t u = 0; u < b_lo * c; ++u)
-                    d[u] = (FL_T)0;
-                if (g.dw == 1) {
-                    FL_T *dd = d + b_lo * c;
-                    const int64_t run = (b_hi - b_lo) * c;
-                    for (int64_t u = 0; u < run; ++u)
-                        dd[u] = src[u];
-                } else {
-                    for (int64_t b = b_lo; b < b_hi; ++b) {
-                        const FL_T *s = src + (b - b_lo) * g.dw * c;
-                        FL_T *dd = d + b * c;
-                        for (int64_t ch = 0; ch < c; ++ch)
-                            dd[ch] = s[ch];
-                    }
-                }
-                for (int64_t u = b_hi * c; u < kwc; ++u)
-                    d[u] = (FL_T)0;
-            }
-        }
+    const int64_t tc = g.kh * g.kw * g.c;
+    for (int64_t q = row_begin; q < row_end; ++q)
+        for (int64_t j = 0; j < g.w_out; ++j)
+            FL_K(im2col_cell)(x__nhwc, cols__nijtc + (q * g.w_out + j) * tc, g, q / g.h_out, q % g.h_out, j);
+}
+
+// im2col_cells: the same values for a range of output cells, cell = (n*h_out + i)*w_out + j,
+// written as consecutive rows of dst: cells__qt (cell_end - cell_begin, kh*kw*c). Used to unfold
+// one GEMM block at a time (the fused convolution of _cpu.conv_forward) so the unfolded rows are
+// still in cache when the GEMM reads them.
+FL_KERNEL void FL_K(im2col_cells)(const FL_T *FL_RESTRICT x__nhwc,   // IN
+                                  FL_T *FL_RESTRICT cells__qt,       // OUT
+                                  fl_geometry g, int64_t cell_begin, int64_t cell_end)
+{
+    const int64_t tc = g.kh * g.kw * g.c;
+    for (int64_t q = cell_begin; q < cell_end; ++q) {
+        const int64_t j = q % g.w_out, row = q / g.w_out;
+        FL_K(im2col_cell)(x__nhwc, cells__qt + (q - cell_begin) * tc, g, row / g.h_out, row % g.h_out, j);
     }
 }
 

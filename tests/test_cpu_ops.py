@@ -268,6 +268,52 @@ def test_im2col_col2im(g, dtype, n, rng):
     same(CPU.col2im(cols, g), REF.col2im(cols, g), dtype)
 
 
+@pytest.mark.parametrize("n_out", [5, 64, 300])  # small-weight (64-row) and 256-row GEMM blocks
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("g", GEOMETRIES)
+def test_conv_forward_is_the_unfused_gemm_bit_for_bit(g, dtype, n_out, rng):
+    x = rng.standard_normal((23, g.h, g.w, g.c)).astype(dtype)
+    kernel = rng.standard_normal((g.kh * g.kw * g.c, n_out)).astype(dtype)
+    with CPU.compute_context():
+        got = CPU.conv_forward(x, kernel, g)
+        cols = CPU.im2col(x, g)
+        same(got, CPU.matmul(cols.reshape(-1, cols.shape[-1]), kernel), dtype)
+        kernel_f = np.asfortranarray(kernel)  # a transposed layout is a different BLAS call, also matched
+        same(CPU.conv_forward(x, kernel_f, g), CPU.matmul(cols.reshape(-1, cols.shape[-1]), kernel_f), dtype)
+        # batch sizes and thread counts that split the blocks differently
+        cells = g.h_out * g.w_out
+        for lo, hi in [(0, 1), (3, 10), (22, 23)]:
+            same(CpuOps(n_threads=1).conv_forward(x[lo:hi], kernel, g), got[lo * cells:hi * cells], dtype)
+    tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {}
+    close(got, REF.conv_forward(x, kernel, g), dtype, **tol)
+
+
+def test_conv_forward_kernel_rejects_bad_arguments(rng):
+    from fastlift.backends import _cpu
+
+    g = geometry(1, 9, 3, 1, 4)
+    x = rng.standard_normal((2, 1, 9, 3)).astype(np.float32)
+    b = np.zeros((12, 16), np.float32)
+    out = np.empty((2 * g.w_out, 16), np.float32)
+    with pytest.raises(ValueError, match="out must have 12 rows; got 5"):
+        _cpu.conv_forward(x, b, np.empty((5, 16), np.float32), g, 64, 1)
+    with pytest.raises(ValueError, match=r"b must be \(12, >= 16\) of dtype float32; got \(11, 16\)"):
+        _cpu.conv_forward(x, b[:11], out, g, 64, 1)
+    with pytest.raises(ValueError, match="b must be C- or F-contiguous"):
+        _cpu.conv_forward(x, np.zeros((12, 32), np.float32)[:, ::2], out, g, 64, 1)
+    with pytest.raises(ValueError, match="block_rows must be >= 1; got 0"):
+        _cpu.conv_forward(x, b, out, g, 0, 1)
+    with pytest.raises(ValueError, match="x"):
+        _cpu.conv_forward(np.ascontiguousarray(x[:, :, :8]), b, out, g, 64, 1)
+
+
+def test_gemm_block_rows_depend_on_the_weight_shape_only():
+    from fastlift.backends.cpu_ops import GEMM_SMALL_BLOCK_ROWS, gemm_block_rows
+
+    assert gemm_block_rows(192, 64) == GEMM_SMALL_BLOCK_ROWS
+    assert gemm_block_rows(3300, 200) == GEMM_BLOCK_ROWS
+
+
 # ------------------------------------------------------------------------- pooling
 @pytest.mark.parametrize("n", N_ROWS)
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -128,6 +128,10 @@ cdef extern from "fl_kernels.h" nogil:
                      int64_t row_begin, int64_t row_end)
     void fl_im2col_d(const double *x__nhwc, double *cols__nijtc, fl_geometry g,
                      int64_t row_begin, int64_t row_end)
+    void fl_im2col_cells_f(const float *x__nhwc, float *cells__qt, fl_geometry g,
+                           int64_t cell_begin, int64_t cell_end)
+    void fl_im2col_cells_d(const double *x__nhwc, double *cells__qt, fl_geometry g,
+                           int64_t cell_begin, int64_t cell_end)
     void fl_col2im_f(const float *cols__nijtc, float *x__nhwc, fl_geometry g,
                      int64_t row_begin, int64_t row_end)
     void fl_col2im_d(const double *cols__nijtc, double *x__nhwc, fl_geometry g,

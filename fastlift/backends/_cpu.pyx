@@ -599,23 +599,42 @@ def max_pool_backward(const floating[:, :, :, ::1] m_out,   # IN  (n_pairs, h_ou
 
 
 # ------------------------------------------------------------------------------- GEMM
-cdef void _gemm_run(const floating* a, const floating* b, floating* out, floating* scratch_a,
-                    floating* scratch_c, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n, Py_ssize_t n_pad,
-                    Py_ssize_t block_rows, bint b_fortran, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
-    """Blocks [first, last) of out = a @ b, each an exact (block_rows x k) @ (k x n_pad) BLAS call.
+cdef void _gemm_block(const floating* src, const floating* b, floating* out, floating* scratch_c,
+                      Py_ssize_t rows, Py_ssize_t k, Py_ssize_t n, Py_ssize_t n_pad, Py_ssize_t block_rows,
+                      bint b_fortran) noexcept nogil:
+    """out[:rows] = (src @ b)[:rows, :n] as one exact (block_rows x k) @ (k x n_pad) BLAS call.
 
-    Row-major C = A·B is the column-major call Cᵀ = Bᵀ·Aᵀ, which is what numpy hands BLAS too:
-    BLAS m = n_pad, n = block_rows, k = k. A short last block is zero-padded in ``scratch_a``;
-    when the output has padding columns the block lands in ``scratch_c`` and is copied back.
+    ``src`` holds block_rows full rows (a short block is zero-padded by the caller). Row-major
+    C = A·B is the column-major call Cᵀ = Bᵀ·Aᵀ, which is what numpy hands BLAS too: BLAS
+    m = n_pad, n = block_rows, k = k. When the output has padding columns or the block is short,
+    the block lands in ``scratch_c`` and its rows are copied out.
     """
     cdef char trans_b = b'T' if b_fortran else b'N'
     cdef char no_trans = b'N'
     cdef int bm = <int>n_pad, bn = <int>block_rows, bk = <int>k
     cdef int lda = <int>(k if b_fortran else n_pad), ldb = <int>k, ldc
     cdef floating one = 1, zero = 0
-    cdef Py_ssize_t i, lo, rows, r
-    cdef const floating* src
+    cdef Py_ssize_t r
     cdef floating* dst
+    if rows == block_rows and n_pad == n:
+        dst, ldc = out, <int>n
+    else:
+        dst, ldc = scratch_c, <int>n_pad
+    if floating is float:
+        sgemm(&trans_b, &no_trans, &bm, &bn, &bk, &one, <float*>b, &lda, <float*>src, &ldb, &zero, dst, &ldc)
+    else:
+        dgemm(&trans_b, &no_trans, &bm, &bn, &bk, &one, <double*>b, &lda, <double*>src, &ldb, &zero, dst, &ldc)
+    if dst == scratch_c:
+        for r in range(rows):
+            memcpy(out + r * n, scratch_c + r * n_pad, n * sizeof(floating))
+
+
+cdef void _gemm_run(const floating* a, const floating* b, floating* out, floating* scratch_a,
+                    floating* scratch_c, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n, Py_ssize_t n_pad,
+                    Py_ssize_t block_rows, bint b_fortran, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+    """Blocks [first, last) of out = a @ b; a short last block is zero-padded in ``scratch_a``."""
+    cdef Py_ssize_t i, lo, rows
+    cdef const floating* src
     for i in range(first, last):
         lo = i * block_rows
         rows = m - lo if m - lo < block_rows else block_rows
@@ -624,18 +643,25 @@ cdef void _gemm_run(const floating* a, const floating* b, floating* out, floatin
             memcpy(scratch_a, src, rows * k * sizeof(floating))
             memset(scratch_a + rows * k, 0, (block_rows - rows) * k * sizeof(floating))
             src = scratch_a
-        if rows == block_rows and n_pad == n:
-            dst, ldc = out + lo * n, <int>n
-        else:
-            dst, ldc = scratch_c, <int>n_pad
+        _gemm_block(src, b, out + lo * n, scratch_c, rows, k, n, n_pad, block_rows, b_fortran)
+
+
+cdef void _conv_run(const floating* x, fl_geometry geo, const floating* b, floating* out,
+                    floating* scratch_a, floating* scratch_c, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n,
+                    Py_ssize_t n_pad, Py_ssize_t block_rows, bint b_fortran, Py_ssize_t first,
+                    Py_ssize_t last) noexcept nogil:
+    """Blocks [first, last) of the fused convolution: unfold a block's cells, then one GEMM."""
+    cdef Py_ssize_t i, lo, rows
+    for i in range(first, last):
+        lo = i * block_rows
+        rows = m - lo if m - lo < block_rows else block_rows
         if floating is float:
-            sgemm(&trans_b, &no_trans, &bm, &bn, &bk, &one, <float*>b, &lda, <float*>src, &ldb, &zero, dst, &ldc)
+            fl_im2col_cells_f(x, scratch_a, geo, lo, lo + rows)
         else:
-            dgemm(&trans_b, &no_trans, &bm, &bn, &bk, &one, <double*>b, &lda, <double*>src, &ldb, &zero, dst,
-                  &ldc)
-        if dst == scratch_c:
-            for r in range(rows):
-                memcpy(out + (lo + r) * n, scratch_c + r * n_pad, n * sizeof(floating))
+            fl_im2col_cells_d(x, scratch_a, geo, lo, lo + rows)
+        if rows < block_rows:
+            memset(scratch_a + rows * k, 0, (block_rows - rows) * k * sizeof(floating))
+        _gemm_block(scratch_a, b, out + lo * n, scratch_c, rows, k, n, n_pad, block_rows, b_fortran)
 
 
 def gemm_blocks(const floating[:, ::1] a,   # IN  (m, k), C-contiguous
@@ -673,4 +699,48 @@ def gemm_blocks(const floating[:, ::1] a,   # IN  (m, k), C-contiguous
     cdef Py_ssize_t t
     for t in prange(nb, nogil=True, num_threads=nb, schedule="static"):
         _gemm_run(&a[0, 0], b_ptr, &out[0, 0], &scratch_a[t, 0], &scratch_c[t, 0], m, k, n, n_pad,
+                  block_rows, b_fortran, t * n_blocks // nb, (t + 1) * n_blocks // nb)
+
+
+def conv_forward(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)
+                 object b,                         # IN  (kh*kw*c, n_pad) numpy array, C- or F-contiguous
+                 floating[:, ::1] out,             # OUT (n*h_out*w_out, n_out), n_out <= n_pad
+                 object g,                         # ops.Geometry
+                 Py_ssize_t block_rows, int n_threads):
+    """out = im2col(x) @ b, fused: each block of ``block_rows`` output cells is unfolded into a
+    per-thread buffer and multiplied by one fixed-shape BLAS call while it is still in cache.
+
+    Bitwise equal to ``gemm_blocks(im2col(x), b, out, block_rows, ...)``: the same BLAS calls on
+    the same rows, without the (n·h_out·w_out, kh·kw·c) unfolded array.
+    """
+    cdef fl_geometry geo = _geometry(g)
+    _check_nhwc(x.shape, geo.h, geo.w, geo.c, "x")
+    cdef Py_ssize_t m = x.shape[0] * geo.h_out * geo.w_out, k = geo.kh * geo.kw * geo.c, n = out.shape[1]
+    if out.shape[0] != m:
+        raise ValueError(f"out must have {m} rows; got {out.shape[0]}")
+    if b.ndim != 2 or b.shape[0] != k or b.shape[1] < n or b.dtype != np.asarray(out).dtype:
+        raise ValueError(f"b must be ({k}, >= {n}) of dtype {np.asarray(out).dtype}; got {b.shape} {b.dtype}")
+    cdef bint b_fortran = b.flags.f_contiguous and not b.flags.c_contiguous
+    if not (b.flags.c_contiguous or b_fortran):
+        raise ValueError("b must be C- or F-contiguous")
+    if block_rows < 1:
+        raise ValueError(f"block_rows must be >= 1; got {block_rows}")
+    cdef Py_ssize_t n_pad = b.shape[1]
+    cdef Py_ssize_t n_blocks = (m + block_rows - 1) // block_rows
+    if n_blocks == 0 or k == 0:
+        if k == 0:
+            np.asarray(out)[...] = 0
+        return
+    cdef Py_ssize_t nb = n_threads if n_threads < n_blocks else n_blocks
+    if nb < 1:
+        nb = 1
+    scratch_a_arr = np.empty((nb, block_rows * k), dtype=np.asarray(out).dtype)
+    scratch_c_arr = np.empty((nb, block_rows * n_pad), dtype=np.asarray(out).dtype)
+    cdef floating[:, ::1] scratch_a = scratch_a_arr
+    cdef floating[:, ::1] scratch_c = scratch_c_arr
+    cdef floating[:, ::1] b_view = b if not b_fortran else b.T
+    cdef const floating* b_ptr = &b_view[0, 0]
+    cdef Py_ssize_t t
+    for t in prange(nb, nogil=True, num_threads=nb, schedule="static"):
+        _conv_run(&x[0, 0, 0, 0], geo, b_ptr, &out[0, 0], &scratch_a[t, 0], &scratch_c[t, 0], m, k, n, n_pad,
                   block_rows, b_fortran, t * n_blocks // nb, (t + 1) * n_blocks // nb)

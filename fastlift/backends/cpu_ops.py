@@ -9,9 +9,10 @@ Glue done here, not in C: arrays are made C-contiguous in one dtype per call (fl
 float64; other dtypes fall back to the numpy reference), rule-op arrays are viewed as
 ``(rows, features)``, ``alpha`` is tiled to one value per feature, and pair indices become int64.
 
-Threads: the kernels split rows across ``n_threads`` OpenMP threads; ``matmul`` splits fixed
-row blocks across a thread pool. Results are bitwise independent of ``n_threads`` and of the
-batch size, provided the run is inside ``compute_context()`` (BLAS pinned to one thread).
+Threads: the kernels split rows across ``n_threads`` OpenMP threads; ``matmul`` and
+``conv_forward`` split fixed row blocks (`gemm_block_rows`) across the same threads. Results are
+bitwise independent of ``n_threads`` and of the batch size, provided the run is inside
+``compute_context()`` (BLAS pinned to one thread).
 """
 
 from __future__ import annotations
@@ -25,8 +26,12 @@ import numpy as np
 from . import _cpu
 from .ops import Geometry, Ops
 
-#: Rows per GEMM call. Every block, including a zero-padded last one, has exactly this many rows.
+#: Rows per GEMM call for a (k, n) weight matrix: `gemm_block_rows`. Every block, including a
+#: zero-padded last one, has exactly this many rows.
 GEMM_BLOCK_ROWS = 256
+#: Rows per GEMM call when k·n <= `GEMM_SMALL_WEIGHTS` (e.g. a 64-channel convolution with 3 taps).
+GEMM_SMALL_BLOCK_ROWS = 64
+GEMM_SMALL_WEIGHTS = 16384
 #: GEMM output columns are padded with zeros to a multiple of this.
 GEMM_COL_MULTIPLE = 16
 # Why: with one BLAS thread, a fixed M and no column tail, OpenBLAS gives a row the same bits
@@ -38,6 +43,16 @@ GEMM_COL_MULTIPLE = 16
 # detects that once per process (an empirical check, whatever the CPU or BLAS), and float32 GEMMs
 # then run through dgemm and round back: bitwise deterministic, slightly more accurate, about half
 # the float32 GEMM speed on those kernels.
+# The block size depends only on the weight shape, never on M, so the guarantee holds per layer.
+# Small weights get small blocks: for k·n <= 16384 (BPNet's 64x3x64 convolutions) a 64-row
+# block ran at 128 GFLOP/s against 109 for 256 rows (1 thread, SkylakeX, bench/README.md); large
+# weights (Basset's 300x11x200) want >= 256 rows, where OpenBLAS's packing is amortised.
+
+
+def gemm_block_rows(k: int, n: int) -> int:
+    """Rows of every BLAS call of an (m, k) @ (k, n) product; a function of the weight shape only."""
+    return GEMM_SMALL_BLOCK_ROWS if k * n <= GEMM_SMALL_WEIGHTS else GEMM_BLOCK_ROWS
+
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -61,19 +76,21 @@ def sgemm_is_deterministic() -> bool:
     from threadpoolctl import threadpool_limits
 
     rng = np.random.default_rng(0)
-    a = rng.standard_normal((GEMM_BLOCK_ROWS + 32, 67)).astype(np.float32)
     b = rng.standard_normal((67, 4 * GEMM_COL_MULTIPLE)).astype(np.float32)
-    def block(rows):  # one fixed-shape BLAS call through the same path as CpuOps.matmul
-        out = np.empty((GEMM_BLOCK_ROWS, b.shape[1]), dtype=np.float32)
-        _cpu.gemm_blocks(np.ascontiguousarray(rows), b, out, GEMM_BLOCK_ROWS, 1)
-        return out
-
     with threadpool_limits(limits=1, user_api="blas"):
-        first = block(a[:GEMM_BLOCK_ROWS])
-        for shift in (1, 3, 5, 7, 13, 24):
-            moved = block(a[shift:shift + GEMM_BLOCK_ROWS])
-            if not np.array_equal(moved[:-shift], first[shift:]):
-                return False
+        for rows in (GEMM_SMALL_BLOCK_ROWS, GEMM_BLOCK_ROWS):
+            a = rng.standard_normal((rows + 32, 67)).astype(np.float32)
+
+            def block(x):  # one fixed-shape BLAS call through the same path as CpuOps.matmul
+                out = np.empty((rows, b.shape[1]), dtype=np.float32)
+                _cpu.gemm_blocks(np.ascontiguousarray(x), b, out, rows, 1)
+                return out
+
+            first = block(a[:rows])
+            for shift in (1, 3, 5, 7, 13, 24):
+                moved = block(a[shift:shift + rows])
+                if not np.array_equal(moved[:-shift], first[shift:]):
+                    return False
     return True
 
 
@@ -113,44 +130,63 @@ class CpuOps(Ops):
     def matmul(self, a, b):
         """``a @ b`` for 2-D ``a`` (M, K) and ``b`` (K, N); ``b`` may be a transposed view.
 
-        Computed in blocks of exactly `GEMM_BLOCK_ROWS` rows (the last one zero-padded) against
-        ``b`` zero-padded to a multiple of `GEMM_COL_MULTIPLE` columns, on ``n_threads`` threads,
-        so a row's bits do not depend on M or on the thread count. Expects to run inside
+        Computed in blocks of exactly ``gemm_block_rows(K, N)`` rows (the last one zero-padded)
+        against ``b`` zero-padded to a multiple of `GEMM_COL_MULTIPLE` columns, on ``n_threads``
+        threads, so a row's bits do not depend on M or on the thread count. Expects to run inside
         `compute_context` (one BLAS thread per call).
         """
         if a.dtype == np.float32 and not sgemm_is_deterministic():
             return self.matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.float32)
         a = np.ascontiguousarray(a)
         m, k = a.shape
-        n = b.shape[1]
-        out = np.empty((m, n), dtype=np.result_type(a, b))
-        n_full, rest = divmod(m, GEMM_BLOCK_ROWS)
-        n_blocks = n_full + (rest > 0)
-        if n_blocks == 0:
+        out = np.empty((m, b.shape[1]), dtype=np.result_type(a, b))
+        if m == 0:
             return out
+        b = self._padded_weights(b)
+        if a.dtype != b.dtype or a.dtype not in _FLOATS:
+            out[...] = np.matmul(a, b)[:, :out.shape[1]]  # mixed or other dtypes: numpy's rules, no kernel
+            return out
+        # Each block is one BLAS call of a fixed shape, run on the OpenMP threads of the other kernels
+        # (one thread system: idle OpenMP threads no longer spin against a separate GEMM pool).
+        _cpu.gemm_blocks(a, b, out, gemm_block_rows(k, out.shape[1]), self.n_threads)
+        return out
+
+    @staticmethod
+    def _padded_weights(b):
+        """``b`` (K, N) with zero columns up to a multiple of `GEMM_COL_MULTIPLE`, C- or F-contiguous.
+
+        Keeps b's layout (a transposed view stays transposed): BLAS sees the same operation.
+        """
+        k, n = b.shape
         n_pad = -(-n // GEMM_COL_MULTIPLE) * GEMM_COL_MULTIPLE
         if n_pad != n:
-            # Keep b's layout (a transposed view stays transposed): BLAS sees the same operation.
             f_order = b.flags.f_contiguous and not b.flags.c_contiguous
             b_pad = np.zeros((k, n_pad), dtype=b.dtype, order="F" if f_order else "C")
             b_pad[:, :n] = b
             b = b_pad
-
-        if a.dtype != b.dtype or a.dtype not in _FLOATS:
-            out[...] = np.matmul(a, b)[:, :n]  # mixed or other dtypes: numpy's rules, no kernel
-            return out
         if not (b.flags.c_contiguous or b.flags.f_contiguous):
             b = np.ascontiguousarray(b)
-        # Each block is one BLAS call of a fixed shape, run on the OpenMP threads of the other kernels
-        # (one thread system: idle OpenMP threads no longer spin against a separate GEMM pool).
-        _cpu.gemm_blocks(a, b, out, GEMM_BLOCK_ROWS, self.n_threads)
-        return out
+        return b
 
     # --------------------------------------------------- convolution helpers
     def im2col(self, x, g: Geometry):
         if x.dtype not in _FLOATS:
             return super().im2col(x, g)
         return _cpu.im2col(_nhwc(x, x.dtype, g), g, self.n_threads)
+
+    def conv_forward(self, x, kernel, g: Geometry):
+        """Fused `im2col` + `matmul`: each block of output cells is unfolded into a per-thread
+        buffer and multiplied at once (``_cpu.conv_forward``), with `matmul`'s blocks, so the
+        result is bitwise that of ``matmul(im2col(x), kernel)`` without the unfolded array."""
+        dt = np.result_type(x, kernel)
+        if dt not in _FLOATS or (dt == np.float32 and not sgemm_is_deterministic()):
+            return super().conv_forward(x, kernel, g)
+        k, n = kernel.shape
+        x = _nhwc(x, dt, g)
+        out = np.empty((x.shape[0] * g.h_out * g.w_out, n), dtype=dt)
+        _cpu.conv_forward(x, self._padded_weights(np.asarray(kernel, dtype=dt)), out, g,
+                          gemm_block_rows(k, n), self.n_threads)
+        return out
 
     def col2im(self, cols, g: Geometry):
         if cols.dtype not in _FLOATS:

@@ -138,6 +138,15 @@ class Ops:
                 cols[:, rows[:, None], cols_j[None, :], a, b, :] = x[:, src_r[:, None], src_c[None, :], :]
         return cols.reshape(n, g.h_out, g.w_out, g.kh * g.kw * g.c)
 
+    def conv_forward(self, x, kernel, g: Geometry):
+        """Convolution as one GEMM: x (n, h, w, c) -> (n·h_out·w_out, c_out) = im2col(x) @ kernel.
+
+        ``kernel`` is (kh*kw*c, c_out), a Keras kernel reshaped. Backends may fuse the unfolding
+        into the GEMM (CpuOps does); the result is the same.
+        """
+        cols = self.im2col(x, g)
+        return self.matmul(cols.reshape(-1, cols.shape[-1]), kernel)
+
     def col2im(self, cols, g: Geometry):
         """Adjoint of `im2col`: cols (n, h_out, w_out, kh*kw*c) -> x (n, h, w, c), summing overlaps."""
         n = cols.shape[0]

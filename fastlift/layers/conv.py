@@ -2,8 +2,9 @@
 
 Everything spatial runs on channels-last NHWC arrays; 1-D layers use H = 1 and
 channels-first layers transpose on the way in and out. A convolution is
-``im2col`` (windows unrolled into rows) followed by one GEMM with the Keras kernel
-reshaped to (kh·kw·c_in, c_out); its transpose is a GEMM followed by ``col2im``.
+``Ops.conv_forward``: ``im2col`` (windows unrolled into rows) followed by one GEMM with the
+Keras kernel reshaped to (kh·kw·c_in, c_out), fused block by block on the CPU; its transpose
+is a GEMM followed by ``col2im``.
 """
 
 from __future__ import annotations
@@ -119,10 +120,8 @@ class _Conv(_Spatial, LinearLayer):
 
     def linear(self, ops, x, kernel, node):
         g = self._geoms[x.shape[1:]]
-        cols = ops.im2col(self._to_nhwc(ops, x), g)
-        rows = cols.shape[0]
-        y = ops.matmul(cols.reshape(-1, cols.shape[-1]), kernel)
-        return self._from_nhwc(ops, y.reshape(rows, g.h_out, g.w_out, kernel.shape[1]))
+        y = ops.conv_forward(self._to_nhwc(ops, x), kernel, g)
+        return self._from_nhwc(ops, y.reshape(x.shape[0], g.h_out, g.w_out, kernel.shape[1]))
 
     def adjoint(self, ops, m, kernel, node):
         g = self._geoms[node.inputs[0].shape]
