@@ -85,6 +85,13 @@ extensions = [
         extra_link_args=omp_link,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     ),
+    Extension(  # caching numpy allocator used during CPU runs (NEP 49 handler)
+        "fastlift.backends._pool",
+        ["fastlift/backends/_pool.pyx"],
+        include_dirs=[numpy.get_include()],
+        extra_compile_args=["-O2", "-Wno-unused-function"],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    ),
 ]
 setup(ext_modules=cythonize(extensions, language_level=3,
                             compiler_directives={"boundscheck": False, "wraparound": False,

@@ -167,8 +167,16 @@ class WeightCache:
     def __call__(self, layer):
         key = id(layer)
         if key not in self._cache:
-            self._cache[key] = {k: self.ops.asarray(v, self.dtype) for k, v in layer.weights.items()}
+            self._cache[key] = {k: _read_only(self.ops.asarray(v, self.dtype)) for k, v in layer.weights.items()}
         return self._cache[key]
+
+
+def _read_only(a):
+    """A read-only view of a numpy array (backends may cache what they derive from it); others as is."""
+    if isinstance(a, np.ndarray):
+        a = a.view()
+        a.flags.writeable = False
+    return a
 
 
 def _node_list(value, what) -> list[Node]:

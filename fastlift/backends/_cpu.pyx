@@ -694,7 +694,7 @@ def gemm_blocks(const floating[:, ::1] a,   # IN  (m, k), C-contiguous
     scratch_c_arr = np.empty((nb, block_rows * n_pad), dtype=np.asarray(out).dtype)
     cdef floating[:, ::1] scratch_a = scratch_a_arr
     cdef floating[:, ::1] scratch_c = scratch_c_arr
-    cdef floating[:, ::1] b_view = b if not b_fortran else b.T
+    cdef const floating[:, ::1] b_view = b if not b_fortran else b.T
     cdef const floating* b_ptr = &b_view[0, 0]
     cdef Py_ssize_t t
     for t in prange(nb, nogil=True, num_threads=nb, schedule="static"):
@@ -738,7 +738,7 @@ def conv_forward(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)
     scratch_c_arr = np.empty((nb, block_rows * n_pad), dtype=np.asarray(out).dtype)
     cdef floating[:, ::1] scratch_a = scratch_a_arr
     cdef floating[:, ::1] scratch_c = scratch_c_arr
-    cdef floating[:, ::1] b_view = b if not b_fortran else b.T
+    cdef const floating[:, ::1] b_view = b if not b_fortran else b.T
     cdef const floating* b_ptr = &b_view[0, 0]
     cdef Py_ssize_t t
     for t in prange(nb, nogil=True, num_threads=nb, schedule="static"):

@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 
-from . import _cpu
+from . import _cpu, _pool
 from .ops import Geometry, Ops
 
 #: Rows per GEMM call for a (k, n) weight matrix: `gemm_block_rows`. Every block, including a
@@ -47,6 +47,9 @@ GEMM_COL_MULTIPLE = 16
 # Small weights get small blocks: for k·n <= 16384 (BPNet's 64x3x64 convolutions) a 64-row
 # block ran at 128 GFLOP/s against 109 for 256 rows (1 thread, SkylakeX, bench/README.md); large
 # weights (Basset's 300x11x200) want >= 256 rows, where OpenBLAS's packing is amortised.
+
+#: Most bytes of freed arrays kept for reuse during a run (`compute_context`).
+POOL_BYTES = 512 * 2**20
 
 
 def gemm_block_rows(k: int, n: int) -> int:
@@ -106,16 +109,24 @@ class CpuOps(Ops):
     def __init__(self, n_threads: int | None = None):
         super().__init__(n_threads)
         self.n_threads = (os.cpu_count() or 1) if n_threads is None else int(n_threads)
+        self._padded: dict = {}  # read-only weights padded for BLAS: key -> (owner, padded)
 
     def compute_context(self):
-        """Pin BLAS to one thread for the run (the limit applies from this call until exit).
+        """Pin BLAS to one thread and cache freed array blocks for the run (until exit).
 
         Use as ``with ops.compute_context(): ...``. One BLAS thread per call is what makes
-        `matmul` deterministic; the parallelism comes from `matmul`'s own row blocks.
+        `matmul` deterministic; the parallelism comes from `matmul`'s own row blocks. The
+        cache (``_pool.caching``, at most `POOL_BYTES` held free) hands a freed block back to
+        the next array of the same size instead of letting it be unmapped and faulted in again.
         """
+        import contextlib
+
         from threadpoolctl import threadpool_limits
 
-        return threadpool_limits(limits=1, user_api="blas")
+        stack = contextlib.ExitStack()
+        stack.enter_context(threadpool_limits(limits=1, user_api="blas"))
+        stack.enter_context(_pool.caching(POOL_BYTES))
+        return stack
 
     def _alpha(self, alpha, n_features, dtype):
         # One parameter per feature, as ops._alpha_full: feature j uses alpha[j % len(alpha)].
@@ -151,22 +162,30 @@ class CpuOps(Ops):
         _cpu.gemm_blocks(a, b, out, gemm_block_rows(k, out.shape[1]), self.n_threads)
         return out
 
-    @staticmethod
-    def _padded_weights(b):
+    def _padded_weights(self, b):
         """``b`` (K, N) with zero columns up to a multiple of `GEMM_COL_MULTIPLE`, C- or F-contiguous.
 
         Keeps b's layout (a transposed view stays transposed): BLAS sees the same operation.
+        A read-only ``b`` (the run's weights, `model.WeightCache`) is padded once per CpuOps and
+        reused; the cache holds a reference to b's memory, so its address cannot be reused.
         """
         k, n = b.shape
         n_pad = -(-n // GEMM_COL_MULTIPLE) * GEMM_COL_MULTIPLE
-        if n_pad != n:
-            f_order = b.flags.f_contiguous and not b.flags.c_contiguous
-            b_pad = np.zeros((k, n_pad), dtype=b.dtype, order="F" if f_order else "C")
-            b_pad[:, :n] = b
-            b = b_pad
-        if not (b.flags.c_contiguous or b.flags.f_contiguous):
-            b = np.ascontiguousarray(b)
-        return b
+        if n_pad == n and (b.flags.c_contiguous or b.flags.f_contiguous):
+            return b
+        key = None
+        if not b.flags.writeable:
+            owner = b.base if isinstance(b.base, np.ndarray) else b
+            key = (id(owner), b.__array_interface__["data"][0], b.shape, b.strides, b.dtype.str)
+            hit = self._padded.get(key)
+            if hit is not None:
+                return hit[1]
+        f_order = b.flags.f_contiguous and not b.flags.c_contiguous
+        b_pad = np.zeros((k, n_pad), dtype=b.dtype, order="F" if f_order else "C")
+        b_pad[:, :n] = b
+        if key is not None:
+            self._padded[key] = (owner, b_pad)
+        return b_pad
 
     # --------------------------------------------------- convolution helpers
     def im2col(self, x, g: Geometry):

@@ -1,0 +1,101 @@
+"""The caching numpy allocator used during CPU runs (fastlift/backends/_pool.pyx)."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from fastlift.backends import _pool
+from fastlift.backends.cpu_ops import CpuOps
+
+BIG = 2 * _pool.MIN_BYTES // 8  # float64 elements of a 2 MB block
+
+
+def handler_name():
+    core = getattr(np, "_core", None) or np.core  # numpy 2 / numpy 1.25+
+    return core.multiarray.get_handler_name()
+
+
+def test_caching_installs_and_restores_the_handler():
+    before = handler_name()
+    with _pool.caching(64 * 2**20):
+        assert handler_name() == "fastlift_pool"
+        with _pool.caching(64 * 2**20):  # re-entrant
+            assert handler_name() == "fastlift_pool"
+        assert handler_name() == "fastlift_pool"
+    assert handler_name() == before
+    assert _pool.stats()["active"] == 0
+
+
+def test_a_freed_block_is_reused_for_the_same_size_and_released_at_exit():
+    start = _pool.stats()
+    with _pool.caching(64 * 2**20):
+        a = np.ones(BIG)
+        address = a.__array_interface__["data"][0]
+        del a
+        assert _pool.stats()["cached_blocks"] == start["cached_blocks"] + 1
+        b = np.empty(BIG)
+        assert b.__array_interface__["data"][0] == address  # the same block came back
+        assert _pool.stats()["hits"] == start["hits"] + 1
+        c = np.empty(BIG + 1)  # another size: a miss, from the C library
+        assert _pool.stats()["misses"] >= start["misses"] + 1
+        del b, c
+        assert _pool.stats()["cached_bytes"] > 0
+    assert _pool.stats()["cached_bytes"] == 0 and _pool.stats()["cached_blocks"] == 0
+
+
+def test_zeros_from_a_reused_block_are_zero():
+    with _pool.caching(64 * 2**20):
+        a = np.full(BIG, 7.0)
+        del a
+        z = np.zeros(BIG)
+        assert not z.any()
+
+
+def test_small_blocks_and_the_limit_are_not_cached():
+    with _pool.caching(3 * 2**20):  # room for one 2 MB block
+        small = np.ones(1000)
+        del small
+        assert _pool.stats()["cached_blocks"] == 0
+        a, b = np.ones(BIG), np.ones(BIG)
+        del a, b
+        assert _pool.stats()["cached_blocks"] == 1
+
+
+def test_arrays_outliving_the_run_are_freed_normally():
+    with _pool.caching(64 * 2**20):
+        keep = np.arange(BIG, dtype=np.float64)
+    assert handler_name() != "fastlift_pool"
+    assert keep[-1] == BIG - 1
+    del keep  # goes through the pool's free, inactive now: straight to the C library
+    assert _pool.stats()["cached_blocks"] == 0
+
+
+def test_frees_from_other_threads_are_safe():
+    with _pool.caching(256 * 2**20):
+        arrays = [np.ones(BIG) for _ in range(40)]
+
+        def drop(chunk):
+            for _ in range(len(chunk)):
+                chunk.pop()
+
+        threads = [threading.Thread(target=drop, args=(arrays[i::4],)) for i in range(4)]
+        del arrays
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        got = [np.zeros(BIG) for _ in range(40)]
+        assert all(not g.any() for g in got)
+
+
+def test_negative_limit_is_rejected():
+    with pytest.raises(ValueError, match="limit must be >= 0 bytes; got -1"):
+        _pool.caching(-1)
+
+
+def test_cpu_runs_use_the_pool():
+    ops = CpuOps(n_threads=1)
+    with ops.compute_context():
+        assert handler_name() == "fastlift_pool"
+    assert handler_name() != "fastlift_pool"
