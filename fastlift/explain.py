@@ -450,13 +450,14 @@ _REFERENCE_FREE = ("gradient", "guided_backprop")
 
 def _deeplift_chunk(plan: _Plan, chunk, acc):
     ops = plan.ops
-    acts_x = plan.model.forward(ops, chunk.x_rows, plan.cache)
+    forward = lambda rows: plan.model.forward(ops, rows, plan.cache)  # noqa: E731
     if plan.method in _REFERENCE_FREE:
         # Their rules never read reference activations: skip the reference forward and pair each
         # example with itself (Δ = 0; these methods report no deltas).
-        acts_r, pair_r, pair_r_host = acts_x, chunk.pair_x, chunk.pair_x_host
+        acts_x = acts_r = forward(chunk.x_rows)
+        pair_r, pair_r_host = chunk.pair_x, chunk.pair_x_host
     else:
-        acts_r = chunk.ref_acts(lambda rows: plan.model.forward(ops, rows, plan.cache))
+        acts_x, acts_r = chunk.acts(forward)
         pair_r, pair_r_host = chunk.pair_r, chunk.pair_r_host
     ctx = _Context(plan, acts_x, acts_r, chunk.pair_x, pair_r)
     for ti, target in enumerate(plan.targets):
@@ -522,8 +523,7 @@ def _ig_chunk(plan: _Plan, chunk, acc):
     acts_p = plan.model.forward(ops, [ops.asarray(p, plan.dtype) for p in points], plan.cache)
     idx = ops.asarray(np.arange(n_pairs * steps), np.int64)
     ctx = _Context(plan, acts_p, acts_p, idx, idx)
-    acts_x = plan.model.forward(ops, chunk.x_rows, plan.cache)
-    acts_r = chunk.ref_acts(lambda rows: plan.model.forward(ops, rows, plan.cache))
+    acts_x, acts_r = chunk.acts(lambda rows: plan.model.forward(ops, rows, plan.cache))
     input_index = {node: k for k, node in enumerate(plan.model.inputs)}
     for ti, target in enumerate(plan.targets):
         w, d_out = _target_pairs(plan, chunk.pair_x_host, chunk.pair_r_host, target, acts_x, acts_r)
