@@ -71,6 +71,12 @@
 #  define FL_ROWS static inline
 #endif
 
+// Kept out of line where inlining stops GCC from vectorising a loop.
+#if defined(__GNUC__) || defined(__clang__)
+#  define FL_NOINLINE static __attribute__((noinline))
+#else
+#  define FL_NOINLINE static
+#endif
 // Channel block of the max-pool backward kernel (arg-max state kept on the stack).
 #define FL_CBLOCK 64
 // Feature block of mean_over_refs (float64 accumulators kept on the stack).
@@ -110,19 +116,23 @@ typedef struct fl_geometry {
 
 // ---- float kernels: fl_<op>_f
 #define FL_T float
+#define FL_TI int32_t  /* integer as wide as FL_T: vector selects between them stay one width */
 #define FL_K(name) fl_##name##_f
 #define FL_M(name) fl_##name##_f
 #include "fl_kernels_impl.h"
 #undef FL_T
+#undef FL_TI
 #undef FL_K
 #undef FL_M
 
 // ---- double kernels: fl_<op>_d
 #define FL_T double
+#define FL_TI int64_t
 #define FL_K(name) fl_##name##_d
 #define FL_M(name) fl_##name##_d
 #include "fl_kernels_impl.h"
 #undef FL_T
+#undef FL_TI
 #undef FL_K
 #undef FL_M
 

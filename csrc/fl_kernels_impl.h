@@ -568,6 +568,48 @@ FL_KERNEL void FL_K(avg_pool_backward)(const FL_T *FL_RESTRICT m_out__pijc,   //
 // Threads: each thread takes a block of pairs [p_begin, p_end) and owns their whole m_in rows,
 // so the scatter has no races and a fixed order. Channels go in FL_CBLOCK runs: the arg-max
 // state of a run lives on the stack and each window cell is read as a contiguous run.
+// argmax_step: one more window cell v (tap number t) into the running maxima of nc channels.
+// Select by mask: GCC vectorises this form, but not once inlined into the pooling loops,
+// so it stays a function of its own.
+FL_NOINLINE void FL_K(argmax_step)(const FL_T *FL_RESTRICT v, FL_TI t, int64_t nc,
+                                   FL_T *FL_RESTRICT best, FL_TI *FL_RESTRICT tap)
+{
+    for (int64_t ch = 0; ch < nc; ++ch) {
+        const FL_T x = v[ch], b = best[ch];
+        const FL_TI take = -(FL_TI)(x > b);
+        best[ch] = x > b ? x : b;
+        tap[ch] = (tap[ch] & ~take) | (t & take);
+    }
+}
+
+// window_argmax: for channels c0 .. c0+nc-1 of the window at (r0, s0) with valid taps
+// [a_lo, a_hi) x [b_lo, b_hi): best[ch] = the maximum and at[ch] = the offset
+// ((r*w + s)*c + c0) of its first cell in row-major tap order (later equal values do not
+// replace it; NaN never does). The channel loop tracks the tap number in an integer as wide
+// as FL_T with mask selects, so it vectorises; offsets are formed once at the end.
+FL_ROWS void FL_K(window_argmax)(const FL_T *FL_RESTRICT src, fl_geometry g, int64_t r0, int64_t s0,
+                                 long long a_lo, long long a_hi, long long b_lo, long long b_hi,
+                                 int64_t c0, int64_t nc, FL_T *FL_RESTRICT best, int64_t *FL_RESTRICT at)
+{
+    const int64_t c = g.c, nb = b_hi - b_lo;
+    const int64_t first = ((r0 + a_lo * g.dh) * g.w + s0 + b_lo * g.dw) * c + c0;
+    FL_TI tap[FL_CBLOCK];
+    for (int64_t ch = 0; ch < nc; ++ch) {
+        best[ch] = src[first + ch];
+        tap[ch] = 0;
+    }
+    FL_TI t = 0;
+    for (long long a = a_lo; a < a_hi; ++a) {
+        for (long long b = b_lo; b < b_hi; ++b, ++t) {
+            if (t == 0)
+                continue;
+            FL_K(argmax_step)(src + ((r0 + a * g.dh) * g.w + s0 + b * g.dw) * c + c0, t, nc, best, tap);
+        }
+    }
+    for (int64_t ch = 0; ch < nc; ++ch)
+        at[ch] = first + (((int64_t)tap[ch] / nb) * g.dh * g.w + ((int64_t)tap[ch] % nb) * g.dw) * c;
+}
+
 FL_KERNEL void FL_K(max_pool_backward)(const FL_T *FL_RESTRICT m_out__pijc,    // IN
                                        const FL_T *FL_RESTRICT x__nhwc,        // IN
                                        const FL_T *FL_RESTRICT ref__nhwc,      // IN
@@ -601,42 +643,13 @@ FL_KERNEL void FL_K(max_pool_backward)(const FL_T *FL_RESTRICT m_out__pijc,    /
                 const int64_t r0 = i * g.sh - g.pt, s0 = j * g.sw - g.pl;
                 for (int64_t c0 = 0; c0 < c; c0 += FL_CBLOCK) {
                     const int64_t nc = c - c0 < FL_CBLOCK ? c - c0 : FL_CBLOCK;
-                    const int64_t first = ((r0 + a_lo * g.dh) * g.w + s0 + b_lo * g.dw) * c + c0;
-                    for (int64_t ch = 0; ch < nc; ++ch) {
-                        best_x[ch] = xp[first + ch];
-                        at_x[ch] = first;
-                    }
-                    for (int64_t a = a_lo; a < a_hi; ++a) {
-                        for (int64_t b = b_lo; b < b_hi; ++b) {
-                            const int64_t off = ((r0 + a * g.dh) * g.w + s0 + b * g.dw) * c + c0;
-                            for (int64_t ch = 0; ch < nc; ++ch) {
-                                if (xp[off + ch] > best_x[ch]) {
-                                    best_x[ch] = xp[off + ch];
-                                    at_x[ch] = off;
-                                }
-                            }
-                        }
-                    }
+                    FL_K(window_argmax)(xp, g, r0, s0, a_lo, a_hi, b_lo, b_hi, c0, nc, best_x, at_x);
                     if (!exact) {
                         for (int64_t ch = 0; ch < nc; ++ch)
                             out[at_x[ch] + ch] += m[c0 + ch];
                         continue;
                     }
-                    for (int64_t ch = 0; ch < nc; ++ch) {
-                        best_r[ch] = rp[first + ch];
-                        at_r[ch] = first;
-                    }
-                    for (int64_t a = a_lo; a < a_hi; ++a) {
-                        for (int64_t b = b_lo; b < b_hi; ++b) {
-                            const int64_t off = ((r0 + a * g.dh) * g.w + s0 + b * g.dw) * c + c0;
-                            for (int64_t ch = 0; ch < nc; ++ch) {
-                                if (rp[off + ch] > best_r[ch]) {
-                                    best_r[ch] = rp[off + ch];
-                                    at_r[ch] = off;
-                                }
-                            }
-                        }
-                    }
+                    FL_K(window_argmax)(rp, g, r0, s0, a_lo, a_hi, b_lo, b_hi, c0, nc, best_r, at_r);
                     for (int64_t ch = 0; ch < nc; ++ch) {
                         const FL_T mv = m[c0 + ch];
                         const int64_t cell_a = at_x[ch] + ch, cell_b = at_r[ch] + ch;
