@@ -288,6 +288,50 @@ def test_conv_forward_is_the_unfused_gemm_bit_for_bit(g, dtype, n_out, rng):
     close(got, REF.conv_forward(x, kernel, g), dtype, **tol)
 
 
+@pytest.mark.parametrize("n_out", [5, 64])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("g", GEOMETRIES + [  # >= FLIPPED_MIN_CHANNELS, stride 1: the flipped path
+    pytest.param(geometry(1, 30, 40, 1, 3, dw=4, pl=4, pr=4), id="1d-same-dilated-c40"),
+    pytest.param(geometry(1, 30, 33, 1, 5, pl=4), id="1d-causal-c33"),
+    pytest.param(geometry(1, 12, 48, 1, 7), id="1d-valid-c48")])
+def test_conv_adjoint_is_the_transpose(g, dtype, n_out, rng):
+    # stride 1 runs as a convolution with the flipped kernel, strided ones as GEMM + col2im
+    m = rng.standard_normal((9, g.h_out, g.w_out, n_out)).astype(dtype)
+    x = rng.standard_normal((9, g.h, g.w, g.c)).astype(dtype)
+    kernel = rng.standard_normal((g.kh * g.kw * g.c, n_out)).astype(dtype)
+    with CPU.compute_context():
+        got = CPU.conv_adjoint(m, kernel, g)
+        assert got.shape == (9, g.h, g.w, g.c) and got.dtype == np.dtype(dtype)
+        tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {}
+        close(got, REF.conv_adjoint(m, kernel, g), dtype, **tol)
+        # <conv(x), m> == <x, conv_adjoint(m)>
+        lhs = float((CPU.conv_forward(x, kernel, g).astype(np.float64) * m.reshape(-1, n_out)).sum())
+        rhs = float((x.astype(np.float64) * got).sum())
+        assert lhs == pytest.approx(rhs, rel=1e-4 if dtype == np.float32 else 1e-10)
+        for lo, hi in [(0, 1), (2, 9)]:  # rows do not depend on the batch or the threads
+            same(CpuOps(n_threads=1).conv_adjoint(m[lo:hi], kernel, g), got[lo:hi], dtype)
+        ro = kernel.view()
+        ro.flags.writeable = False  # weights are read-only: the flipped kernel is cached
+        ops = CpuOps(n_threads=2)
+        same(ops.conv_adjoint(m, ro, g), got, dtype)
+        same(ops.conv_adjoint(m, ro, g), got, dtype)
+
+
+def test_conv_adjoint_takes_the_flipped_path_only_where_it_pays(monkeypatch, rng):
+    from fastlift.backends.cpu_ops import FLIPPED_MIN_CHANNELS
+
+    used = []
+    monkeypatch.setattr(CpuOps, "col2im", lambda self, cols, g: used.append(g) or REF.col2im(cols, g))
+    wide = geometry(1, 30, FLIPPED_MIN_CHANNELS, 1, 3, dw=4, pl=4, pr=4)
+    narrow = geometry(1, 30, 4, 1, 3, dw=4, pl=4, pr=4)
+    strided = geometry(1, 30, FLIPPED_MIN_CHANNELS, 1, 3, sw=2)
+    with CPU.compute_context():
+        for g in (wide, narrow, strided):
+            m = rng.standard_normal((2, g.h_out, g.w_out, 8)).astype(np.float32)
+            CPU.conv_adjoint(m, rng.standard_normal((3 * g.c, 8)).astype(np.float32), g)
+    assert used == [narrow, strided]
+
+
 def test_conv_forward_kernel_rejects_bad_arguments(rng):
     from fastlift.backends import _cpu
 

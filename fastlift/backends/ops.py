@@ -147,6 +147,14 @@ class Ops:
         cols = self.im2col(x, g)
         return self.matmul(cols.reshape(-1, cols.shape[-1]), kernel)
 
+    def conv_adjoint(self, m, kernel, g: Geometry):
+        """Transpose of `conv_forward`: m (n, h_out, w_out, c_out) -> (n, h, w, c) =
+        col2im(m @ kernelᵀ). Backends may compute it another way (CpuOps: stride 1 as a
+        convolution of m with the flipped kernel); the result is the same up to rounding."""
+        n = m.shape[0]
+        cols = self.matmul(m.reshape(-1, kernel.shape[1]), kernel.T)
+        return self.col2im(cols.reshape(n, g.h_out, g.w_out, cols.shape[-1]), g)
+
     def col2im(self, cols, g: Geometry):
         """Adjoint of `im2col`: cols (n, h_out, w_out, kh*kw*c) -> x (n, h, w, c), summing overlaps."""
         n = cols.shape[0]

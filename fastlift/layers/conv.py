@@ -4,7 +4,8 @@ Everything spatial runs on channels-last NHWC arrays; 1-D layers use H = 1 and
 channels-first layers transpose on the way in and out. A convolution is
 ``Ops.conv_forward``: ``im2col`` (windows unrolled into rows) followed by one GEMM with the
 Keras kernel reshaped to (kh·kw·c_in, c_out), fused block by block on the CPU; its transpose
-is a GEMM followed by ``col2im``.
+``Ops.conv_adjoint`` is a GEMM followed by ``col2im`` (on the CPU, for stride 1, a convolution
+of the multipliers with the flipped kernel).
 """
 
 from __future__ import annotations
@@ -125,11 +126,7 @@ class _Conv(_Spatial, LinearLayer):
 
     def adjoint(self, ops, m, kernel, node):
         g = self._geoms[node.inputs[0].shape]
-        m = self._to_nhwc(ops, m)
-        rows = m.shape[0]
-        cols = ops.matmul(m.reshape(-1, kernel.shape[1]), kernel.T)
-        x = ops.col2im(cols.reshape(rows, g.h_out, g.w_out, cols.shape[-1]), g)
-        return self._from_nhwc(ops, x)
+        return self._from_nhwc(ops, ops.conv_adjoint(self._to_nhwc(ops, m), kernel, g))
 
     def config(self):
         return {"filters": self.weights["kernel"].shape[1], "kernel_size": self._ksize[-self.ndim:],
