@@ -170,13 +170,16 @@ class Accumulator:
 
     def _mean(self, a, k):
         ops = self.plan.ops
+        if k == 1:  # the float64 mean of one value is that value
+            return ops.to_numpy(a)
         out = ops.mean_over_refs(a.reshape(a.shape[0], -1), k)
         return ops.to_numpy(out).reshape((out.shape[0],) + a.shape[1:])
 
     def add(self, ti, si, chunk, contrib, mult, hyp):
         k, sl = chunk.n_refs, slice(chunk.lo, chunk.hi)
-        self.contrib[si][ti, sl] = self._mean(contrib, k)
         self.mult[si][ti, sl] = self._mean(mult, k)
+        # gradient and guided_backprop report the multipliers themselves
+        self.contrib[si][ti, sl] = self.mult[si][ti, sl] if contrib is mult else self._mean(contrib, k)
         if hyp is not None:
             self.hyp[si][ti, sl] = self._mean(hyp, k)
 

@@ -240,3 +240,21 @@ def test_predict_input_forms_and_batches(rng):
     np.testing.assert_array_equal(m.predict({"b": xb, "a": xa}, dtype="float64"), full)
     np.testing.assert_allclose(m.predict([xa, xb], batch_size=3, dtype="float64"), full, rtol=1e-14)
     assert m.predict([xa, xb]).dtype == np.float32
+
+
+def test_weights_are_read_only_and_replacing_one_is_seen_by_the_next_run(rng):
+    k = rng.standard_normal((5, 3))
+    dense = L.Dense(k, np.zeros(3), name="d")
+    x = L.Input((5,), name="x")
+    model = fl.Model(x, dense(x))
+    with pytest.raises(ValueError, match="read-only"):
+        dense.weights["kernel"][0, 0] = 1.0
+    X = rng.standard_normal((4, 5)).astype(np.float32)
+    for device in ("cpu", "numpy"):
+        first = fl.attribute(model, X, "gradient", device=device).contributions
+        np.testing.assert_allclose(first, np.broadcast_to(k[:, 0], (4, 5)), rtol=1e-6)
+    # Runs keep float32 copies of the weights on the layer; a new array must replace them.
+    dense.weights["kernel"] = L.base.as_weight(2 * k, "kernel", "d")
+    for device in ("cpu", "numpy"):
+        again = fl.attribute(model, X, "gradient", device=device).contributions
+        np.testing.assert_allclose(again, 2 * first, rtol=1e-6)

@@ -175,7 +175,7 @@ def as_int_tuple(value, n: int, what: str, minimum: int = 1) -> tuple[int, ...]:
 
 
 def as_weight(array, name: str, layer: str, shape=None) -> np.ndarray:
-    """Validate a weight array: numeric, finite, of the given shape; stored as float64."""
+    """Validate a weight array: numeric, finite, of the given shape; stored as read-only float64."""
     try:
         a = np.asarray(array)
     except Exception as e:
@@ -187,4 +187,5 @@ def as_weight(array, name: str, layer: str, shape=None) -> np.ndarray:
     a = np.array(a, dtype=np.float64)
     if not np.all(np.isfinite(a)):
         raise ValueError(f"{layer}: {name} contains NaN or Inf")
+    a.flags.writeable = False  # a layer's weights are fixed: runs may cache what they derive from them
     return a
