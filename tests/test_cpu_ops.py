@@ -286,6 +286,10 @@ def test_conv_forward_is_the_unfused_gemm_bit_for_bit(g, dtype, n_out, rng):
             same(CpuOps(n_threads=1).conv_forward(x[lo:hi], kernel, g), got[lo * cells:hi * cells], dtype)
     tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {}
     close(got, REF.conv_forward(x, kernel, g), dtype, **tol)
+    bias = rng.standard_normal(n_out).astype(dtype)
+    with CPU.compute_context():  # the bias, added in the GEMM pass, is the same as added after
+        same(CPU.conv_forward(x, kernel, g, bias), got + bias, dtype)
+    close(REF.conv_forward(x, kernel, g, bias), got + bias, dtype, **tol)
 
 
 @pytest.mark.parametrize("n_out", [5, 64])
@@ -347,6 +351,8 @@ def test_conv_forward_kernel_rejects_bad_arguments(rng):
         _cpu.conv_forward(x, np.zeros((12, 32), np.float32)[:, ::2], out, g, 64, 1)
     with pytest.raises(ValueError, match="block_rows must be >= 1; got 0"):
         _cpu.conv_forward(x, b, out, g, 0, 1)
+    with pytest.raises(ValueError, match="bias must have 16 values; got 3"):
+        _cpu.conv_forward(x, b, out, g, 64, 1, np.zeros(3, np.float32))
     with pytest.raises(ValueError, match="x"):
         _cpu.conv_forward(np.ascontiguousarray(x[:, :, :8]), b, out, g, 64, 1)
 

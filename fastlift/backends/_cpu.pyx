@@ -646,12 +646,14 @@ cdef void _gemm_run(const floating* a, const floating* b, floating* out, floatin
         _gemm_block(src, b, out + lo * n, scratch_c, rows, k, n, n_pad, block_rows, b_fortran)
 
 
-cdef void _conv_run(const floating* x, fl_geometry geo, const floating* b, floating* out,
-                    floating* scratch_a, floating* scratch_c, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n,
-                    Py_ssize_t n_pad, Py_ssize_t block_rows, bint b_fortran, Py_ssize_t first,
+cdef void _conv_run(const floating* x, fl_geometry geo, const floating* b, const floating* bias,
+                    floating* out, floating* scratch_a, floating* scratch_c, Py_ssize_t m, Py_ssize_t k,
+                    Py_ssize_t n, Py_ssize_t n_pad, Py_ssize_t block_rows, bint b_fortran, Py_ssize_t first,
                     Py_ssize_t last) noexcept nogil:
-    """Blocks [first, last) of the fused convolution: unfold a block's cells, then one GEMM."""
-    cdef Py_ssize_t i, lo, rows
+    """Blocks [first, last) of the fused convolution: unfold a block's cells, one GEMM, then
+    the bias (when not NULL) on the block's rows."""
+    cdef Py_ssize_t i, lo, rows, r, j
+    cdef floating* row
     for i in range(first, last):
         lo = i * block_rows
         rows = m - lo if m - lo < block_rows else block_rows
@@ -662,6 +664,11 @@ cdef void _conv_run(const floating* x, fl_geometry geo, const floating* b, float
         if rows < block_rows:
             memset(scratch_a + rows * k, 0, (block_rows - rows) * k * sizeof(floating))
         _gemm_block(scratch_a, b, out + lo * n, scratch_c, rows, k, n, n_pad, block_rows, b_fortran)
+        if bias != NULL:
+            for r in range(rows):
+                row = out + (lo + r) * n
+                for j in range(n):
+                    row[j] = row[j] + bias[j]
 
 
 def gemm_blocks(const floating[:, ::1] a,   # IN  (m, k), C-contiguous
@@ -706,12 +713,13 @@ def conv_forward(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)
                  object b,                         # IN  (kh*kw*c, n_pad) numpy array, C- or F-contiguous
                  floating[:, ::1] out,             # OUT (n*h_out*w_out, n_out), n_out <= n_pad
                  object g,                         # ops.Geometry
-                 Py_ssize_t block_rows, int n_threads):
-    """out = im2col(x) @ b, fused: each block of ``block_rows`` output cells is unfolded into a
+                 Py_ssize_t block_rows, int n_threads,
+                 const floating[::1] bias=None):   # IN  (n_out,), optional
+    """out = im2col(x) @ b (+ bias), fused: each block of ``block_rows`` output cells is unfolded into a
     per-thread buffer and multiplied by one fixed-shape BLAS call while it is still in cache.
 
-    Bitwise equal to ``gemm_blocks(im2col(x), b, out, block_rows, ...)``: the same BLAS calls on
-    the same rows, without the (n·h_out·w_out, kh·kw·c) unfolded array.
+    Bitwise equal to ``gemm_blocks(im2col(x), b, out, block_rows, ...)`` (then ``+= bias``): the
+    same BLAS calls on the same rows, without the (n·h_out·w_out, kh·kw·c) unfolded array.
     """
     cdef fl_geometry geo = _geometry(g)
     _check_nhwc(x.shape, geo.h, geo.w, geo.c, "x")
@@ -725,6 +733,11 @@ def conv_forward(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)
         raise ValueError("b must be C- or F-contiguous")
     if block_rows < 1:
         raise ValueError(f"block_rows must be >= 1; got {block_rows}")
+    cdef const floating* bias_ptr = NULL
+    if bias is not None:
+        if bias.shape[0] != n:
+            raise ValueError(f"bias must have {n} values; got {bias.shape[0]}")
+        bias_ptr = &bias[0]
     cdef Py_ssize_t n_pad = b.shape[1]
     cdef Py_ssize_t n_blocks = (m + block_rows - 1) // block_rows
     if n_blocks == 0 or k == 0:
@@ -742,5 +755,5 @@ def conv_forward(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)
     cdef const floating* b_ptr = &b_view[0, 0]
     cdef Py_ssize_t t
     for t in prange(nb, nogil=True, num_threads=nb, schedule="static"):
-        _conv_run(&x[0, 0, 0, 0], geo, b_ptr, &out[0, 0], &scratch_a[t, 0], &scratch_c[t, 0], m, k, n, n_pad,
-                  block_rows, b_fortran, t * n_blocks // nb, (t + 1) * n_blocks // nb)
+        _conv_run(&x[0, 0, 0, 0], geo, b_ptr, bias_ptr, &out[0, 0], &scratch_a[t, 0], &scratch_c[t, 0], m, k,
+                  n, n_pad, block_rows, b_fortran, t * n_blocks // nb, (t + 1) * n_blocks // nb)

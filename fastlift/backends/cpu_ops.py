@@ -210,18 +210,21 @@ class CpuOps(Ops):
             return super().im2col(x, g)
         return _cpu.im2col(_nhwc(x, x.dtype, g), g, self.n_threads)
 
-    def conv_forward(self, x, kernel, g: Geometry):
-        """Fused `im2col` + `matmul`: each block of output cells is unfolded into a per-thread
-        buffer and multiplied at once (``_cpu.conv_forward``), with `matmul`'s blocks, so the
-        result is bitwise that of ``matmul(im2col(x), kernel)`` without the unfolded array."""
+    def conv_forward(self, x, kernel, g: Geometry, bias=None):
+        """Fused `im2col` + `matmul` (+ bias): each block of output cells is unfolded into a
+        per-thread buffer, multiplied at once and given its bias while in cache
+        (``_cpu.conv_forward``), with `matmul`'s blocks, so the result is bitwise that of
+        ``matmul(im2col(x), kernel) + bias`` without the unfolded array."""
         dt = np.result_type(x, kernel)
         if dt not in _FLOATS or (dt == np.float32 and not sgemm_is_deterministic()):
-            return super().conv_forward(x, kernel, g)
+            return super().conv_forward(x, kernel, g, bias)
         k, n = kernel.shape
         x = _nhwc(x, dt, g)
+        if bias is not None:
+            bias = np.ascontiguousarray(bias, dtype=dt).reshape(n)
         out = np.empty((x.shape[0] * g.h_out * g.w_out, n), dtype=dt)
         _cpu.conv_forward(x, self._padded_weights(np.asarray(kernel, dtype=dt)), out, g,
-                          gemm_block_rows(k, n), self.n_threads)
+                          gemm_block_rows(k, n), self.n_threads, bias)
         return out
 
     def conv_adjoint(self, m, kernel, g: Geometry):

@@ -138,14 +138,18 @@ class Ops:
                 cols[:, rows[:, None], cols_j[None, :], a, b, :] = x[:, src_r[:, None], src_c[None, :], :]
         return cols.reshape(n, g.h_out, g.w_out, g.kh * g.kw * g.c)
 
-    def conv_forward(self, x, kernel, g: Geometry):
-        """Convolution as one GEMM: x (n, h, w, c) -> (n·h_out·w_out, c_out) = im2col(x) @ kernel.
+    def conv_forward(self, x, kernel, g: Geometry, bias=None):
+        """Convolution as one GEMM: x (n, h, w, c) -> (n·h_out·w_out, c_out) = im2col(x) @ kernel
+        (+ bias, (c_out,), added to each row when given).
 
         ``kernel`` is (kh*kw*c, c_out), a Keras kernel reshaped. Backends may fuse the unfolding
-        into the GEMM (CpuOps does); the result is the same.
+        and the bias into the GEMM (CpuOps does); the result is the same.
         """
         cols = self.im2col(x, g)
-        return self.matmul(cols.reshape(-1, cols.shape[-1]), kernel)
+        y = self.matmul(cols.reshape(-1, cols.shape[-1]), kernel)
+        if bias is not None:
+            y += bias
+        return y
 
     def conv_adjoint(self, m, kernel, g: Geometry):
         """Transpose of `conv_forward`: m (n, h_out, w_out, c_out) -> (n, h, w, c) =

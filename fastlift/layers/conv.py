@@ -119,6 +119,12 @@ class _Conv(_Spatial, LinearLayer):
             return bias.reshape((-1,) + (1,) * self.ndim)
         return bias
 
+    def forward(self, ops, xs, w):
+        x = xs[0]
+        g = self._geoms[x.shape[1:]]
+        y = ops.conv_forward(self._to_nhwc(ops, x), w["kernel"], g, w["bias"])  # bias added in the GEMM pass
+        return self._from_nhwc(ops, y.reshape(x.shape[0], g.h_out, g.w_out, y.shape[1]))
+
     def linear(self, ops, x, kernel, node):
         g = self._geoms[x.shape[1:]]
         y = ops.conv_forward(self._to_nhwc(ops, x), kernel, g)

@@ -24,8 +24,8 @@ class Add(_SameShape):
     """Elementwise sum of 2 or more inputs of one shape (residual connections)."""
 
     def forward(self, ops, xs, w):
-        out = xs[0].copy()
-        for x in xs[1:]:
+        out = xs[0] + xs[1]  # one pass, not a copy and then an in-place add
+        for x in xs[2:]:
             out += x
         return out
 
