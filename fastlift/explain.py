@@ -520,10 +520,10 @@ def _ig_chunk(plan: _Plan, chunk, acc):
     x_pair = [x[chunk.pair_x_host] for x in chunk.x_host]
     points = [(r[:, None] + alphas.reshape((1, steps) + (1,) * (r.ndim - 1)) * (x - r)[:, None])
               .reshape((n_pairs * steps,) + r.shape[1:]) for x, r in zip(x_pair, ref_rows)]
-    acts_p = plan.model.forward(ops, [ops.asarray(p, plan.dtype) for p in points], plan.cache)
+    acts_p, acts_x, acts_r = chunk.acts(lambda rows: plan.model.forward(ops, rows, plan.cache),
+                                        lead=[ops.asarray(p, plan.dtype) for p in points])
     idx = ops.asarray(np.arange(n_pairs * steps), np.int64)
     ctx = _Context(plan, acts_p, acts_p, idx, idx)
-    acts_x, acts_r = chunk.acts(lambda rows: plan.model.forward(ops, rows, plan.cache))
     input_index = {node: k for k, node in enumerate(plan.model.inputs)}
     for ti, target in enumerate(plan.targets):
         w, d_out = _target_pairs(plan, chunk.pair_x_host, chunk.pair_r_host, target, acts_x, acts_r)

@@ -97,21 +97,26 @@ class Chunk:
             self._shared_cache["acts"] = acts
         return acts
 
-    def acts(self, forward):
-        """(example activations, reference activations) of this chunk.
+    def acts(self, forward, lead=None):
+        """(example activations, reference activations) of this chunk, after those of ``lead``
+        rows (one device array per input, e.g. integrated-gradient points) when given.
 
-        Per-example references go through one forward pass together with the examples: the
-        rows ``[x; refs]`` fill the fixed-size GEMM blocks of dense layers that n examples
+        The examples, their per-example references and any lead rows go through one forward
+        pass: together they fill the fixed-size GEMM blocks of dense layers that each group
         alone would mostly pad. Row results do not depend on the rows beside them, so the
-        activations are the same as from two passes.
+        activations are the same as from separate passes.
         """
-        if self.shared:
-            return forward(self.x_rows), self.ref_acts(forward)
         xp, n = self.plan.ops.xp, self.hi - self.lo
-        rows = [xp.concatenate([x, self.plan.ops.asarray(r, self.plan.dtype)])
-                for x, r in zip(self.x_rows, self._ref_host)]
+        groups = ([lead] if lead is not None else []) + [self.x_rows]
+        if not self.shared:
+            groups.append([self.plan.ops.asarray(r, self.plan.dtype) for r in self._ref_host])
+        rows = [xp.concatenate(parts) if len(parts) > 1 else parts[0] for parts in zip(*groups)]
         both = forward(rows)
-        return {node: a[:n] for node, a in both.items()}, {node: a[n:] for node, a in both.items()}
+        bounds = np.cumsum([0] + [len(g[0]) for g in groups])
+        split = [{node: a[lo:hi] for node, a in both.items()} for lo, hi in zip(bounds[:-1], bounds[1:])]
+        if self.shared:
+            split.append(self.ref_acts(forward))
+        return tuple(split) if lead is not None else (split[0], split[1])
 
     def ref_rows_per_pair(self):
         """Reference input rows of every pair, numpy (P, *S) per input."""
