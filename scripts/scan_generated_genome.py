@@ -146,8 +146,10 @@ def main(argv=None):
             print(f"killed + resumed == uninterrupted ({name or 'scores'}): {same}")
             if not same:
                 raise SystemExit("resume changed the output")
-    # spot check against fl.deeplift
-    f = io_scores.load_scores(first, start=0, stop=16)
+    # spot check against fl.deeplift (the killed-and-resumed file when there is one)
+    checked = first if args.kill_at is not None else (clean.replace(".h5", ".profile.h5") if args.model == "demo"
+                                                      else clean)
+    f = io_scores.load_scores(checked, start=0, stop=16)
     X = f["input_seqs"].astype(np.float32)
     spec = fl.references.dinuc_shuffle(int(args.refs.split(":")[1])) if args.refs.startswith("dinuc") else None
     if spec is not None:
@@ -160,9 +162,9 @@ def main(argv=None):
         import h5py
         from modiscolite.util import calculate_window_offsets  # noqa: F401 - modisco-lite is installed
 
-        with h5py.File(first) as h:
+        with h5py.File(checked) as h:
             print(f"modisco-lite input: hyp_scores {h['hyp_scores'].shape} {h['hyp_scores'].dtype}, "
-                  f"input_seqs {h['input_seqs'].shape}: `modisco motifs -i {first} -n 50000 -w 400`")
+                  f"input_seqs {h['input_seqs'].shape}: `modisco motifs -i {checked} -n 50000 -w 400`")
     except ImportError:
         pass
 
