@@ -357,6 +357,18 @@ def test_conv_forward_kernel_rejects_bad_arguments(rng):
         _cpu.conv_forward(np.ascontiguousarray(x[:, :, :8]), b, out, g, 64, 1)
 
 
+def test_gemm_blocks_rejects_bad_block_and_panel_sizes():
+    from fastlift.backends import _cpu
+
+    a, b, out = np.ones((4, 3), np.float32), np.ones((3, 32), np.float32), np.empty((4, 32), np.float32)
+    with pytest.raises(ValueError, match="block_rows must be >= 1; got 0"):
+        _cpu.gemm_blocks(a, b, out, 0, 1)
+    with pytest.raises(ValueError, match="panel_cols must be 0 or a positive multiple of 16; got 24"):
+        _cpu.gemm_blocks(a, b, out, 64, 1, 24)
+    _cpu.gemm_blocks(a, b, out, 64, 2, 16)  # two panels of one block, one per thread
+    np.testing.assert_array_equal(out, np.full((4, 32), 3, np.float32))
+
+
 def test_gemm_block_rows_depend_on_the_weight_shape_only():
     from fastlift.backends.cpu_ops import GEMM_SMALL_BLOCK_ROWS, gemm_block_rows
 
@@ -481,7 +493,7 @@ def test_results_do_not_depend_on_thread_count(dtype, rng):
 
 # ------------------------------------------------------------------------- matmul
 @pytest.mark.parametrize("transposed", [False, True])
-@pytest.mark.parametrize("k,n", [(129, 37), (300, 300), (17, 1), (64, 16)])
+@pytest.mark.parametrize("k,n", [(129, 37), (300, 300), (17, 1), (64, 16), (70, 600)])  # 600: 3 column panels
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_matmul_rows_do_not_depend_on_batch_size_or_threads(dtype, k, n, transposed, rng):
     # Holds on every BLAS kernel: where sgemm is position-dependent (OpenBLAS Haswell/Zen, see

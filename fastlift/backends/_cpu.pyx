@@ -599,43 +599,60 @@ def max_pool_backward(const floating[:, :, :, ::1] m_out,   # IN  (n_pairs, h_ou
 
 
 # ------------------------------------------------------------------------------- GEMM
-cdef void _gemm_block(const floating* src, const floating* b, floating* out, floating* scratch_c,
+cdef void _gemm_panel(const floating* src, const floating* b, floating* out, floating* scratch_c,
                       Py_ssize_t rows, Py_ssize_t k, Py_ssize_t n, Py_ssize_t n_pad, Py_ssize_t block_rows,
-                      bint b_fortran) noexcept nogil:
-    """out[:rows] = (src @ b)[:rows, :n] as one exact (block_rows x k) @ (k x n_pad) BLAS call.
+                      bint b_fortran, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    """out[:rows, c0:min(c1, n)] = (src @ b[:, c0:c1])[:rows] as one exact
+    (block_rows x k) @ (k x (c1 - c0)) BLAS call.
 
-    ``src`` holds block_rows full rows (a short block is zero-padded by the caller). Row-major
-    C = A·B is the column-major call Cᵀ = Bᵀ·Aᵀ, which is what numpy hands BLAS too: BLAS
-    m = n_pad, n = block_rows, k = k. When the output has padding columns or the block is short,
-    the block lands in ``scratch_c`` and its rows are copied out.
+    ``src`` holds block_rows full rows (a short block is zero-padded by the caller); ``out`` is
+    the block's first row (row stride n). Row-major C = A·B is the column-major call
+    Cᵀ = Bᵀ·Aᵀ, which is what numpy hands BLAS too: BLAS m = c1 - c0, n = block_rows, k = k.
+    When the panel has padding columns or the block is short, it lands in ``scratch_c`` and
+    its rows are copied out.
     """
     cdef char trans_b = b'T' if b_fortran else b'N'
     cdef char no_trans = b'N'
-    cdef int bm = <int>n_pad, bn = <int>block_rows, bk = <int>k
+    cdef Py_ssize_t width = c1 - c0, keep = (n if n < c1 else c1) - c0
+    cdef int bm = <int>width, bn = <int>block_rows, bk = <int>k
     cdef int lda = <int>(k if b_fortran else n_pad), ldb = <int>k, ldc
     cdef floating one = 1, zero = 0
     cdef Py_ssize_t r
     cdef floating* dst
-    if rows == block_rows and n_pad == n:
-        dst, ldc = out, <int>n
+    cdef const floating* panel = b + (c0 * k if b_fortran else c0)
+    if rows == block_rows and c1 <= n:
+        dst, ldc = out + c0, <int>n
     else:
-        dst, ldc = scratch_c, <int>n_pad
+        dst, ldc = scratch_c, <int>width
     if floating is float:
-        sgemm(&trans_b, &no_trans, &bm, &bn, &bk, &one, <float*>b, &lda, <float*>src, &ldb, &zero, dst, &ldc)
+        sgemm(&trans_b, &no_trans, &bm, &bn, &bk, &one, <float*>panel, &lda, <float*>src, &ldb, &zero, dst, &ldc)
     else:
-        dgemm(&trans_b, &no_trans, &bm, &bn, &bk, &one, <double*>b, &lda, <double*>src, &ldb, &zero, dst, &ldc)
+        dgemm(&trans_b, &no_trans, &bm, &bn, &bk, &one, <double*>panel, &lda, <double*>src, &ldb, &zero, dst,
+              &ldc)
     if dst == scratch_c:
         for r in range(rows):
-            memcpy(out + r * n, scratch_c + r * n_pad, n * sizeof(floating))
+            memcpy(out + r * n + c0, scratch_c + r * width, keep * sizeof(floating))
+
+
+cdef inline void _gemm_block(const floating* src, const floating* b, floating* out, floating* scratch_c,
+                             Py_ssize_t rows, Py_ssize_t k, Py_ssize_t n, Py_ssize_t n_pad,
+                             Py_ssize_t block_rows, bint b_fortran) noexcept nogil:
+    """All n_pad columns of a block in one BLAS call (see `_gemm_panel`)."""
+    _gemm_panel(src, b, out, scratch_c, rows, k, n, n_pad, block_rows, b_fortran, 0, n_pad)
 
 
 cdef void _gemm_run(const floating* a, const floating* b, floating* out, floating* scratch_a,
                     floating* scratch_c, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n, Py_ssize_t n_pad,
-                    Py_ssize_t block_rows, bint b_fortran, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
-    """Blocks [first, last) of out = a @ b; a short last block is zero-padded in ``scratch_a``."""
-    cdef Py_ssize_t i, lo, rows
+                    Py_ssize_t block_rows, bint b_fortran, Py_ssize_t panel_cols, Py_ssize_t first,
+                    Py_ssize_t last) noexcept nogil:
+    """Tasks [first, last) of out = a @ b. Task q is row block q // n_panels and column panel
+    q % n_panels (``panel_cols`` wide, the last one narrower); a short last block is
+    zero-padded in ``scratch_a``."""
+    cdef Py_ssize_t n_panels = (n_pad + panel_cols - 1) // panel_cols
+    cdef Py_ssize_t q, i, p, lo, rows, c1
     cdef const floating* src
-    for i in range(first, last):
+    for q in range(first, last):
+        i, p = q // n_panels, q % n_panels
         lo = i * block_rows
         rows = m - lo if m - lo < block_rows else block_rows
         src = a + lo * k
@@ -643,7 +660,8 @@ cdef void _gemm_run(const floating* a, const floating* b, floating* out, floatin
             memcpy(scratch_a, src, rows * k * sizeof(floating))
             memset(scratch_a + rows * k, 0, (block_rows - rows) * k * sizeof(floating))
             src = scratch_a
-        _gemm_block(src, b, out + lo * n, scratch_c, rows, k, n, n_pad, block_rows, b_fortran)
+        c1 = (p + 1) * panel_cols if (p + 1) * panel_cols < n_pad else n_pad
+        _gemm_panel(src, b, out + lo * n, scratch_c, rows, k, n, n_pad, block_rows, b_fortran, p * panel_cols, c1)
 
 
 cdef void _conv_run(const floating* x, fl_geometry geo, const floating* b, const floating* bias,
@@ -674,11 +692,14 @@ cdef void _conv_run(const floating* x, fl_geometry geo, const floating* b, const
 def gemm_blocks(const floating[:, ::1] a,   # IN  (m, k), C-contiguous
                 object b,                   # IN  (k, n_pad) numpy array, C- or F-contiguous, a's dtype
                 floating[:, ::1] out,       # OUT (m, n), n <= n_pad
-                Py_ssize_t block_rows, int n_threads):
-    """out = (a @ b)[:, :n] in fixed blocks of ``block_rows`` rows, blocks spread over OpenMP threads.
+                Py_ssize_t block_rows, int n_threads, Py_ssize_t panel_cols=0):
+    """out = (a @ b)[:, :n] in fixed blocks of ``block_rows`` rows and, when ``panel_cols`` > 0
+    (a multiple of 16), column panels of that width; the (block, panel) tasks are spread over
+    OpenMP threads, so a few rows of a wide layer still keep every thread busy.
 
-    Every block is one BLAS call of the same shape, so a row's bits do not depend on m or on the
-    thread count (given one BLAS thread per call: run inside ``CpuOps.compute_context``).
+    Every task is one BLAS call whose shape depends only on (block_rows, k, panel), so an
+    element's bits do not depend on m or on the thread count (given one BLAS thread per call:
+    run inside ``CpuOps.compute_context``).
     """
     cdef Py_ssize_t m = a.shape[0], k = a.shape[1], n = out.shape[1]
     if out.shape[0] != m:
@@ -689,16 +710,23 @@ def gemm_blocks(const floating[:, ::1] a,   # IN  (m, k), C-contiguous
     if not (b.flags.c_contiguous or b_fortran):
         raise ValueError("b must be C- or F-contiguous")
     cdef Py_ssize_t n_pad = b.shape[1]
+    if block_rows < 1:
+        raise ValueError(f"block_rows must be >= 1; got {block_rows}")
+    if panel_cols < 0 or panel_cols % 16:
+        raise ValueError(f"panel_cols must be 0 or a positive multiple of 16; got {panel_cols}")
+    if panel_cols == 0 or panel_cols > n_pad:
+        panel_cols = n_pad
     cdef Py_ssize_t n_blocks = (m + block_rows - 1) // block_rows
     if n_blocks == 0 or k == 0:
         if k == 0:
             np.asarray(out)[...] = 0
         return
-    cdef Py_ssize_t nb = n_threads if n_threads < n_blocks else n_blocks
+    cdef Py_ssize_t n_tasks = n_blocks * ((n_pad + panel_cols - 1) // panel_cols)
+    cdef Py_ssize_t nb = n_threads if n_threads < n_tasks else n_tasks
     if nb < 1:
         nb = 1
     scratch_a_arr = np.empty((nb, block_rows * k), dtype=np.asarray(out).dtype)
-    scratch_c_arr = np.empty((nb, block_rows * n_pad), dtype=np.asarray(out).dtype)
+    scratch_c_arr = np.empty((nb, block_rows * panel_cols), dtype=np.asarray(out).dtype)
     cdef floating[:, ::1] scratch_a = scratch_a_arr
     cdef floating[:, ::1] scratch_c = scratch_c_arr
     cdef const floating[:, ::1] b_view = b if not b_fortran else b.T
@@ -706,7 +734,7 @@ def gemm_blocks(const floating[:, ::1] a,   # IN  (m, k), C-contiguous
     cdef Py_ssize_t t
     for t in prange(nb, nogil=True, num_threads=nb, schedule="static"):
         _gemm_run(&a[0, 0], b_ptr, &out[0, 0], &scratch_a[t, 0], &scratch_c[t, 0], m, k, n, n_pad,
-                  block_rows, b_fortran, t * n_blocks // nb, (t + 1) * n_blocks // nb)
+                  block_rows, b_fortran, panel_cols, t * n_tasks // nb, (t + 1) * n_tasks // nb)
 
 
 def conv_forward(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)

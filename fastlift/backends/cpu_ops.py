@@ -34,6 +34,9 @@ GEMM_SMALL_BLOCK_ROWS = 64
 GEMM_SMALL_WEIGHTS = 16384
 #: GEMM output columns are padded with zeros to a multiple of this.
 GEMM_COL_MULTIPLE = 16
+#: `matmul` splits wider outputs into column panels of this many columns (the last narrower),
+#: one BLAS call per (row block, panel): a dense layer over a few rows still feeds every thread.
+GEMM_PANEL_COLS = 256
 # Why: with one BLAS thread, a fixed M and no column tail, OpenBLAS gives a row the same bits
 # wherever it sits in the block, so a row's result depends neither on the batch size nor on the
 # thread count. Measured with OpenBLAS 0.3.31: SkylakeX sgemm/dgemm, Haswell dgemm, SandyBridge
@@ -153,8 +156,9 @@ class CpuOps(Ops):
         """``a @ b`` for 2-D ``a`` (M, K) and ``b`` (K, N); ``b`` may be a transposed view.
 
         Computed in blocks of exactly ``gemm_block_rows(K, N)`` rows (the last one zero-padded)
-        against ``b`` zero-padded to a multiple of `GEMM_COL_MULTIPLE` columns, on ``n_threads``
-        threads, so a row's bits do not depend on M or on the thread count. Expects to run inside
+        and column panels of `GEMM_PANEL_COLS` against ``b`` zero-padded to a multiple of
+        `GEMM_COL_MULTIPLE` columns, on ``n_threads`` threads, so an element's bits do not depend
+        on M or on the thread count. Expects to run inside
         `compute_context` (one BLAS thread per call).
         """
         if a.dtype == np.float32 and not sgemm_is_deterministic():
@@ -170,7 +174,7 @@ class CpuOps(Ops):
             return out
         # Each block is one BLAS call of a fixed shape, run on the OpenMP threads of the other kernels
         # (one thread system: idle OpenMP threads no longer spin against a separate GEMM pool).
-        _cpu.gemm_blocks(a, b, out, gemm_block_rows(k, out.shape[1]), self.n_threads)
+        _cpu.gemm_blocks(a, b, out, gemm_block_rows(k, out.shape[1]), self.n_threads, GEMM_PANEL_COLS)
         return out
 
     def _derived(self, b, what, make):
