@@ -1,4 +1,5 @@
-"""fastlift throughput on the issue-6 models (fastlift alone; the peer comparison is issue 6).
+"""fastlift throughput on the issue-6 models, fastlift alone (side by side with the peers:
+compare_peers.py).
 
     python bench/bench_throughput.py [--threads 1] [--n 16] [--refs 10] [--quick]
 
