@@ -292,7 +292,7 @@ def test_conv_forward_is_the_unfused_gemm_bit_for_bit(g, dtype, n_out, rng):
     close(REF.conv_forward(x, kernel, g, bias), got + bias, dtype, **tol)
 
 
-@pytest.mark.parametrize("n_out", [5, 64])
+@pytest.mark.parametrize("n_out", [2, 5, 64])  # 2 < c_in: the flipped path for narrow layers too
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("g", GEOMETRIES + [  # >= FLIPPED_MIN_CHANNELS, stride 1: the flipped path
     pytest.param(geometry(1, 30, 40, 1, 3, dw=4, pl=4, pr=4), id="1d-same-dilated-c40"),
@@ -329,8 +329,9 @@ def test_conv_adjoint_takes_the_flipped_path_only_where_it_pays(monkeypatch, rng
     wide = geometry(1, 30, FLIPPED_MIN_CHANNELS, 1, 3, dw=4, pl=4, pr=4)
     narrow = geometry(1, 30, 4, 1, 3, dw=4, pl=4, pr=4)
     strided = geometry(1, 30, FLIPPED_MIN_CHANNELS, 1, 3, sw=2)
+    head = geometry(1, 30, 12, 1, 3)  # fewer outputs (8) than inputs: flipped too
     with CPU.compute_context():
-        for g in (wide, narrow, strided):
+        for g in (wide, narrow, strided, head):
             m = rng.standard_normal((2, g.h_out, g.w_out, 8)).astype(np.float32)
             CPU.conv_adjoint(m, rng.standard_normal((3 * g.c, 8)).astype(np.float32), g)
     assert used == [narrow, strided]

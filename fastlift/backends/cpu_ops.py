@@ -51,10 +51,13 @@ GEMM_PANEL_COLS = 256
 # block ran at 128 GFLOP/s against 109 for 256 rows (1 thread, SkylakeX, bench/README.md); large
 # weights (Basset's 300x11x200) want >= 256 rows, where OpenBLAS's packing is amortised.
 
-#: conv_adjoint runs as a flipped convolution from this many input channels up. Measured on 1
-#: thread: BPNet-like DeepLIFT with 10 references 10% faster (64 channels); Basset-like was 12%
-#: slower end to end when its 4-channel first layer took this path too (a GEMM 4 columns wide).
-FLIPPED_MIN_CHANNELS = 32
+#: conv_adjoint runs as a flipped convolution from this many input channels up, or when the
+#: layer has fewer output than input channels. Measured per op on 1 thread (64 rows of 1000
+#: positions, flipped / GEMM + col2im): c_in 16, c_out 64, 3 taps 5.6 / 6.7 ms; c_in 16, c_out 1,
+#: 25 taps (a profile head) 1.3 / 27.6 ms; c_in 8, c_out 64, 21 taps 64 / 31 ms; one-hot c_in 4,
+#: c_out 300, 19 taps 249 / 39 ms (a GEMM 4 columns wide). End to end: BPNet-like DeepLIFT 10
+#: refs 13.3 -> 14.7 examples/s, the 16-channel demo model ~95 -> ~165 regions/s.
+FLIPPED_MIN_CHANNELS = 16
 #: Most bytes of freed arrays kept for reuse during a run (`compute_context`).
 POOL_BYTES = 512 * 2**20
 
@@ -236,12 +239,14 @@ class CpuOps(Ops):
         flipped over its taps and transposed (c_out <-> c_in), padded by span - 1 - pad: run
         through the fused `conv_forward`, with no col2im and a GEMM of the forward's shape.
         Strided convolutions, and those with fewer than `FLIPPED_MIN_CHANNELS` input channels
-        (one-hot DNA: a GEMM 4 columns wide), use GEMM + col2im (the numpy reference's way)."""
+        and at least as many output channels (one-hot DNA: a GEMM 4 columns wide), use GEMM +
+        col2im (the numpy reference's way)."""
         dt = np.result_type(m, kernel)
         pt, pl = (g.kh - 1) * g.dh - g.pt, (g.kw - 1) * g.dw - g.pl
-        if g.sh != 1 or g.sw != 1 or pt < 0 or pl < 0 or g.c < FLIPPED_MIN_CHANNELS or dt not in _FLOATS:
-            return super().conv_adjoint(m, kernel, g)
         c_out = kernel.shape[1]
+        worth_it = g.c >= FLIPPED_MIN_CHANNELS or c_out < g.c
+        if g.sh != 1 or g.sw != 1 or pt < 0 or pl < 0 or not worth_it or dt not in _FLOATS:
+            return super().conv_adjoint(m, kernel, g)
 
         def flip(k):
             taps = k.reshape(g.kh, g.kw, g.c, c_out)[::-1, ::-1]
