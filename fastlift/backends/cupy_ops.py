@@ -196,6 +196,14 @@ class CupyOps(Ops):
         self._launch("im2col", dt, cols.size, x, cols, n, g)
         return cols
 
+    def conv_forward(self, x, kernel, g: Geometry, bias=None):
+        """On the device: the im2col kernel, then cuBLAS (Ops' composition, not a host round-trip)."""
+        return Ops.conv_forward(self, x, kernel, g, bias)
+
+    def conv_adjoint(self, m, kernel, g: Geometry):
+        """On the device: cuBLAS, then the col2im kernel (Ops' composition, not a host round-trip)."""
+        return Ops.conv_adjoint(self, m, kernel, g)
+
     def col2im(self, cols, g: Geometry):
         dt = cols.dtype
         if dt not in _FLOATS:
