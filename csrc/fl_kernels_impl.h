@@ -60,6 +60,16 @@ FL_KERNEL void FL_K(activation_grad)(int act, const FL_T *FL_RESTRICT x__nf,    
 #undef FL_CALL
 }
 
+// add: out[i] = a[i] + b[i] (residual merges forward, multipliers meeting in backward).
+// Layout: flat arrays of equal length. Threads: each thread takes a range [begin, end).
+FL_KERNEL void FL_K(add)(const FL_T *FL_RESTRICT a, const FL_T *FL_RESTRICT b,   // IN
+                         FL_T *FL_RESTRICT out,                                 // OUT
+                         int64_t begin, int64_t end)
+{
+    for (int64_t i = begin; i < end; ++i)
+        out[i] = a[i] + b[i];
+}
+
 // ======================================================================== rule kernels
 // All rule kernels fuse the gather through the pair index, the per-element rule and the write:
 // one pass over the pair's row, no temporaries.

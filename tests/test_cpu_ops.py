@@ -246,6 +246,16 @@ def test_pair_delta_and_contributions(dtype, n_pairs, rng):
          REF.pair_contributions(m, x, r, pair_x, pair_r), dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_add_is_numpy_add(dtype, rng):
+    a, b = rng.standard_normal((3, 70001)).astype(dtype), rng.standard_normal((3, 70001)).astype(dtype)
+    for ops in (CPU, CpuOps(n_threads=1)):
+        same(ops.add(a, b), a + b, dtype)
+    same(CPU.add(a[:, ::2], b[:, ::2]), a[:, ::2] + b[:, ::2], dtype)  # non-contiguous inputs
+    assert CPU.add(a, b.astype(np.float16)).dtype == (a + b.astype(np.float16)).dtype  # numpy's rules
+    assert CPU.add(a[:0], b[:0]).shape == (0, 70001)
+
+
 @pytest.mark.parametrize("n_refs", [1, 4, 7])
 @pytest.mark.parametrize("n_examples", N_ROWS)
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -118,6 +118,8 @@ cdef extern from "fl_kernels.h" nogil:
                                  const double *r__nf, const int64_t *pair_x__p,
                                  const int64_t *pair_r__p, double *c__pf,
                                  int64_t n_features, int64_t p_begin, int64_t p_end)
+    void fl_add_f(const float *a, const float *b, float *out, int64_t begin, int64_t end)
+    void fl_add_d(const double *a, const double *b, double *out, int64_t begin, int64_t end)
     void fl_mean_over_refs_f(const float *a__ekf, float *out__ef, int64_t n_refs,
                              int64_t n_features, int64_t e_begin, int64_t e_end)
     void fl_mean_over_refs_d(const double *a__ekf, double *out__ef, int64_t n_refs,

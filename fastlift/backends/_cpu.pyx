@@ -360,6 +360,25 @@ def reveal_cancel_backward(int act,
     return out_pos, out_neg
 
 
+def add(const floating[::1] a,   # IN  (n,)
+        const floating[::1] b,   # IN  (n,)
+        int n_threads=1):
+    """a + b elementwise; returns (n,)."""
+    cdef Py_ssize_t n = a.shape[0], blk, nb
+    _check_len(b.shape[0], n, "b.shape[0]")
+    out = _empty((n,), <floating>0)
+    if n == 0:
+        return out
+    cdef floating[::1] o = out
+    nb = _n_blocks(n, 1, n_threads)
+    for blk in prange(nb, nogil=True, num_threads=nb, schedule="static"):
+        if floating is float:
+            fl_add_f(&a[0], &b[0], &o[0], blk * n // nb, (blk + 1) * n // nb)
+        else:
+            fl_add_d(&a[0], &b[0], &o[0], blk * n // nb, (blk + 1) * n // nb)
+    return out
+
+
 # ---------------------------------------------------------------------------- pair gathers
 def pair_delta(const floating[:, ::1] x,      # IN  (n_x, n_features)
                const floating[:, ::1] r,      # IN  (n_r, n_features)

@@ -154,6 +154,12 @@ class CpuOps(Ops):
             return np.full(n_features, alpha[0], dtype=dtype)
         return np.tile(alpha, -(-n_features // alpha.shape[0]))[:n_features]
 
+    def add(self, a, b):
+        if a.shape != b.shape or a.dtype != b.dtype or a.dtype not in _FLOATS:
+            return super().add(a, b)
+        return _cpu.add(np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1),
+                        self.n_threads).reshape(a.shape)
+
     # ---------------------------------------------------------- dense algebra
     def matmul(self, a, b):
         """``a @ b`` for 2-D ``a`` (M, K) and ``b`` (K, N); ``b`` may be a transposed view.

@@ -196,6 +196,10 @@ class CupyOps(Ops):
         self._launch("im2col", dt, cols.size, x, cols, n, g)
         return cols
 
+    def add(self, a, b):
+        """CuPy's own elementwise add, on the device."""
+        return a + b
+
     def conv_forward(self, x, kernel, g: Geometry, bias=None):
         """On the device: the im2col kernel, then cuBLAS (Ops' composition, not a host round-trip)."""
         return Ops.conv_forward(self, x, kernel, g, bias)

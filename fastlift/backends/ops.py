@@ -117,6 +117,10 @@ class Ops:
     def to_numpy(self, a):
         return np.asarray(a)
 
+    def add(self, a, b):
+        """a + b for two arrays of one shape and dtype (residual merges, multipliers meeting)."""
+        return a + b
+
     # ---------------------------------------------------------- dense algebra
     def matmul(self, a, b):
         """``a @ b`` for 2-D ``a`` (M, K) and ``b`` (K, N); ``b`` may be a transposed view."""

@@ -24,9 +24,9 @@ class Add(_SameShape):
     """Elementwise sum of 2 or more inputs of one shape (residual connections)."""
 
     def forward(self, ops, xs, w):
-        out = xs[0] + xs[1]  # one pass, not a copy and then an in-place add
+        out = ops.add(xs[0], xs[1])  # one pass (threaded on the CPU), not a copy and an in-place add
         for x in xs[2:]:
-            out += x
+            out = ops.add(out, x)
         return out
 
     def adjoint(self, ops, m, node):
