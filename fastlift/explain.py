@@ -18,7 +18,7 @@ from . import _validate, scheduler
 from . import references as refs_mod
 from .backends import get_ops
 from .layers.base import Node
-from .layers.core import InputLayer, Softmax
+from .layers.core import InputLayer, LinearLayer, Softmax
 from .model import Model, WeightCache
 from .rules import MaxPoolRule, Rule, parse_max_pool, parse_rule, resolve
 
@@ -407,11 +407,12 @@ def _flat(a):
     return a.reshape(a.shape[0], -1)
 
 
-def backward(plan: _Plan, ctx: _Context, weights, target: _Target | None = None) -> dict:
+def backward(plan: _Plan, ctx: _Context, weights, target: _Target | None = None, stop=()) -> dict:
     """Multipliers {node: (m_pos, m_neg)} of every needed node for one target.
 
     ``weights``: over the target node's units (its shape), or per pair (n_pairs, *shape)
     for a per-example preset such as ``"profile"``. ``target`` defaults to the first.
+    Nodes in ``stop`` keep their multipliers and pass nothing on (the caller continues).
     """
     ops, n_pairs = plan.ops, len(ctx.pair_x)
     target = plan.targets[0] if target is None else target
@@ -422,7 +423,7 @@ def backward(plan: _Plan, ctx: _Context, weights, target: _Target | None = None)
     else:
         m = {t: (ops.xp.ascontiguousarray(ops.xp.broadcast_to(w, (n_pairs,) + t.shape)), None)}
     for node in reversed(plan.model.nodes):
-        if node not in m or node not in needed or isinstance(node.layer, InputLayer):
+        if node not in m or node not in needed or isinstance(node.layer, InputLayer) or node in stop:
             continue
         if all(i not in needed for i in node.inputs):
             continue
@@ -430,18 +431,18 @@ def backward(plan: _Plan, ctx: _Context, weights, target: _Target | None = None)
         for src, inc in zip(node.inputs, increments):
             if inc is None or src not in needed:
                 continue
-            m[src] = inc if src not in m else _add(m[src], inc)
+            m[src] = inc if src not in m else _add(ops, m[src], inc)
         if node not in plan.score_nodes:
             del m[node]  # free memory as soon as the inputs have their share
     return m
 
 
-def _add(a, b):
+def _add(ops, a, b):
     (ap, an), (bp, bn) = a, b
-    pos = ap + bp
+    pos = ops.add(ap, bp)
     if an is None and bn is None:
         return pos, None
-    return pos, (ap if an is None else an) + (bp if bn is None else bn)
+    return pos, ops.add(ap if an is None else an, bp if bn is None else bn)
 
 
 #: Methods whose rules use no reference: they report the (guided) gradient itself.
@@ -510,30 +511,71 @@ def _hypothetical(ops, ctx, node, mult):
     return mult - (r * mult).sum(axis=-1, keepdims=True)
 
 
+def _affine_prefix(model) -> tuple:
+    """Dense/Conv nodes that read a model input directly, when they are the only readers of
+    every input (else ``()``). They are affine in the input, so along the straight path from a
+    reference to an example their activations interpolate those at the two ends, and the
+    mean of their gradients can go back through them once per pair instead of once per step."""
+    readers = [n for n in model.nodes if any(i in model.inputs for i in n.inputs)]
+    if not readers or not all(isinstance(n.layer, LinearLayer) and len(n.inputs) == 1 for n in readers):
+        return ()
+    return tuple(readers)
+
+
 def _ig_chunk(plan: _Plan, chunk, acc):
     """Integrated gradients: average the gradient over ``steps`` midpoints between each
-    reference and the example, then multiply by (x - ref)."""
-    ops, steps = plan.ops, plan.steps
+    reference and the example, then multiply by (x - ref).
+
+    When the model's inputs are read only by Dense/Conv layers (`_affine_prefix`), those
+    layers run once per example and reference, not once per point: their activations at
+    the points interpolate the two ends, and the gradient is averaged over the steps where
+    it reaches them and then taken through them once per pair.
+    """
+    ops, steps, xp = plan.ops, plan.steps, plan.ops.xp
     n_pairs = len(chunk.pair_x)
     ref_rows = chunk.ref_rows_per_pair()  # list per input: (P, *S) numpy
     alphas = ((np.arange(steps) + 0.5) / steps).astype(plan.dtype)
     x_pair = [x[chunk.pair_x_host] for x in chunk.x_host]
     points = [(r[:, None] + alphas.reshape((1, steps) + (1,) * (r.ndim - 1)) * (x - r)[:, None])
               .reshape((n_pairs * steps,) + r.shape[1:]) for x, r in zip(x_pair, ref_rows)]
-    acts_p, acts_x, acts_r = chunk.acts(lambda rows: plan.model.forward(ops, rows, plan.cache),
-                                        lead=[ops.asarray(p, plan.dtype) for p in points])
+    points = [ops.asarray(p, plan.dtype) for p in points]
+    forward = lambda rows, given=None: plan.model.forward(ops, rows, plan.cache, given=given)  # noqa: E731
+    prefix = _affine_prefix(plan.model)
+    if prefix:
+        acts_x, acts_r = chunk.acts(forward)
+        a = ops.asarray(alphas, plan.dtype)
+        given = {}
+        for node in prefix:
+            x, r = acts_x[node][chunk.pair_x], acts_r[node][chunk.pair_r]
+            at = r[:, None] + a.reshape((1, steps) + (1,) * (r.ndim - 1)) * (x - r)[:, None]
+            given[node] = at.reshape((n_pairs * steps,) + r.shape[1:])
+        acts_p = forward(points, given)
+    else:
+        acts_p, acts_x, acts_r = chunk.acts(forward, lead=points)
     idx = ops.asarray(np.arange(n_pairs * steps), np.int64)
     ctx = _Context(plan, acts_p, acts_p, idx, idx)
+    ctx_pairs = _Context(plan, acts_x, acts_r, chunk.pair_x, chunk.pair_r)
     input_index = {node: k for k, node in enumerate(plan.model.inputs)}
     for ti, target in enumerate(plan.targets):
         w, d_out = _target_pairs(plan, chunk.pair_x_host, chunk.pair_r_host, target, acts_x, acts_r)
         if w.ndim == len(target.node.shape) + 1:  # per pair -> per (pair, step) row
             w = np.repeat(w, steps, axis=0)
-        m = backward(plan, ctx, w, target)
+        m = backward(plan, ctx, w, target, stop=prefix)
+        grads = {}  # per pair: the gradient at each input, averaged over the steps
+        for node in prefix:
+            if node not in m or node not in target.needed:
+                continue
+            mean = ops.mean_over_refs(_flat(m[node][0]), steps).reshape((n_pairs,) + node.shape)
+            (inc,) = node.layer.backward(node, (mean, None), ctx_pairs)
+            src = node.inputs[0]
+            grads[src] = inc[0] if src not in grads else grads[src] + inc[0]
         sum_c = np.zeros(n_pairs)
         for si, node in enumerate(plan.score_nodes):
-            pos = m[node][0] if node in m else ops.xp.zeros((n_pairs * steps,) + node.shape, plan.dtype)
-            grad = ops.mean_over_refs(_flat(pos), steps).reshape((n_pairs,) + node.shape)  # mean over steps
+            if node in grads:
+                grad = grads[node]
+            else:
+                pos = m[node][0] if node in m else xp.zeros((n_pairs * steps,) + node.shape, plan.dtype)
+                grad = ops.mean_over_refs(_flat(pos), steps).reshape((n_pairs,) + node.shape)  # mean over steps
             k = input_index[node]
             delta = ops.asarray(x_pair[k] - ref_rows[k], plan.dtype)
             c = grad * delta

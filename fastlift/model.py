@@ -132,13 +132,16 @@ class Model:
         res = [np.concatenate(o) if o else np.zeros((0,) + node.shape, dt) for o, node in zip(outs, self.outputs)]
         return res[0] if len(res) == 1 else res
 
-    def forward(self, ops, xs, cache: WeightCache, keep=None):
+    def forward(self, ops, xs, cache: WeightCache, keep=None, given=None):
         """Activations of every node for a batch: {node: (rows, *node.shape)}.
 
         ``xs`` are device arrays in input order; ``keep`` (a set of nodes) limits which
-        activations are retained after their consumers have run (None keeps all).
+        activations are retained after their consumers have run (None keeps all); ``given``
+        ({node: array}) supplies activations computed elsewhere, which are not recomputed.
         """
         acts = {node: x for node, x in zip(self.inputs, xs)}
+        if given:
+            acts.update(given)
         for node in self.nodes:
             if node in acts:
                 continue

@@ -319,3 +319,44 @@ def test_reference_free_methods_do_not_forward_references(rng, monkeypatch):
     rows.clear()
     fl.attribute(model, x, "grad_x_input")  # needs f(0) for its deltas: the zero reference is forwarded
     assert sorted(rows) == [1, 3]
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_integrated_gradients_through_the_affine_prefix_equals_the_plain_path(name, monkeypatch):
+    # Models whose inputs are read only by Dense/Conv layers run those layers once per pair
+    # (explain._affine_prefix); the result must equal the per-point computation.
+    from fastlift import explain
+
+    rng = np.random.default_rng(3)
+    model, make_x = ZOO[name](rng)
+    x = make_x(rng, 3)
+    refs = _refs("one_per_example", x, rng, make_x, k=2)
+    kw = {"steps": 7, "dtype": "float64", "hypothetical": not isinstance(x, list) and x.shape[-1] == 4}
+    fast = fl.attribute(model, x, "integrated_gradients", refs, **kw)
+    monkeypatch.setattr(explain, "_affine_prefix", lambda model: ())
+    plain = fl.attribute(model, x, "integrated_gradients", refs, **kw)
+    for f, p in zip(fast.contributions if isinstance(x, list) else [fast.contributions],
+                    plain.contributions if isinstance(x, list) else [plain.contributions]):
+        np.testing.assert_allclose(f, p, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(fast.deltas, plain.deltas, rtol=1e-9, atol=1e-11)
+    if kw["hypothetical"]:
+        np.testing.assert_allclose(fast.hypothetical, plain.hypothetical, rtol=1e-10, atol=1e-12)
+
+
+def test_affine_prefix_is_found_only_when_linear_layers_alone_read_the_inputs(monkeypatch):
+    from fastlift import explain
+    from fastlift import layers as L
+
+    rng = np.random.default_rng(0)
+    x = L.Input((5,), name="x")
+    a = L.Activation("tanh", name="ta")(L.Dense(rng.normal(size=(5, 2)), name="a")(x))
+    b = L.Activation("relu", name="rb")(L.Dense(rng.normal(size=(5, 2)), name="b")(x))
+    two = fl.Model(x, L.Add(name="s")([a, b]))
+    assert [n.name for n in explain._affine_prefix(two)] == ["a", "b"]
+    X, R = rng.normal(size=(4, 5)), rng.normal(size=(4, 5))
+    fast = fl.attribute(two, X, "integrated_gradients", R, steps=9, dtype="float64").contributions
+    monkeypatch.setattr(explain, "_affine_prefix", lambda model: ())  # both readers' gradients summed
+    plain = fl.attribute(two, X, "integrated_gradients", R, steps=9, dtype="float64").contributions
+    np.testing.assert_allclose(fast, plain, rtol=1e-12, atol=1e-14)
+    skip = fl.Model(x, L.Add(name="s2")([L.Dense(np.ones((5, 5)), name="c")(x), x]))
+    assert explain._affine_prefix(skip) == ()
