@@ -381,10 +381,12 @@ def test_gemm_blocks_rejects_bad_block_and_panel_sizes():
 
 
 def test_gemm_block_rows_depend_on_the_weight_shape_only():
-    from fastlift.backends.cpu_ops import GEMM_SMALL_BLOCK_ROWS, gemm_block_rows
+    from fastlift.backends.cpu_ops import GEMM_SMALL_BLOCK_ROWS, dense_block_rows, gemm_block_rows
 
     assert gemm_block_rows(192, 64) == GEMM_SMALL_BLOCK_ROWS
     assert gemm_block_rows(3300, 200) == GEMM_BLOCK_ROWS
+    assert dense_block_rows(784, 512) == GEMM_BLOCK_ROWS
+    assert dense_block_rows(2000, 1000) == GEMM_SMALL_BLOCK_ROWS  # few rows per chunk after a flatten
 
 
 # ------------------------------------------------------------------------- pooling
