@@ -79,6 +79,8 @@
 #endif
 // Channel block of the max-pool backward kernel (arg-max state kept on the stack).
 #define FL_CBLOCK 64
+// Windows of up to this many taps map a tap number to its offset through a table, not a division.
+#define FL_TAP_TABLE 256
 // Feature block of mean_over_refs (float64 accumulators kept on the stack).
 #define FL_FBLOCK 256
 

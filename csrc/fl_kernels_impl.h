@@ -608,16 +608,26 @@ FL_ROWS void FL_K(window_argmax)(const FL_T *FL_RESTRICT src, fl_geometry g, int
         best[ch] = src[first + ch];
         tap[ch] = 0;
     }
+    int64_t tap_off[FL_TAP_TABLE];  // offset of tap t from the first cell, for windows this small
+    const int table = (a_hi - a_lo) * nb <= FL_TAP_TABLE;
     FL_TI t = 0;
     for (long long a = a_lo; a < a_hi; ++a) {
         for (long long b = b_lo; b < b_hi; ++b, ++t) {
+            const int64_t off = ((r0 + a * g.dh) * g.w + s0 + b * g.dw) * c + c0;
+            if (table)
+                tap_off[t] = off - first;
             if (t == 0)
                 continue;
-            FL_K(argmax_step)(src + ((r0 + a * g.dh) * g.w + s0 + b * g.dw) * c + c0, t, nc, best, tap);
+            FL_K(argmax_step)(src + off, t, nc, best, tap);
         }
     }
-    for (int64_t ch = 0; ch < nc; ++ch)
-        at[ch] = first + (((int64_t)tap[ch] / nb) * g.dh * g.w + ((int64_t)tap[ch] % nb) * g.dw) * c;
+    if (table) {
+        for (int64_t ch = 0; ch < nc; ++ch)
+            at[ch] = first + tap_off[tap[ch]];
+    } else {
+        for (int64_t ch = 0; ch < nc; ++ch)
+            at[ch] = first + (((int64_t)tap[ch] / nb) * g.dh * g.w + ((int64_t)tap[ch] % nb) * g.dw) * c;
+    }
 }
 
 FL_KERNEL void FL_K(max_pool_backward)(const FL_T *FL_RESTRICT m_out__pijc,    // IN

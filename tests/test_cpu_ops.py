@@ -410,7 +410,8 @@ def test_avg_pool_backward(g, dtype, n, rng):
 @pytest.mark.parametrize("exact", [True, False])
 @pytest.mark.parametrize("n_pairs", N_ROWS)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("g", GEOMETRIES)
+@pytest.mark.parametrize("g", GEOMETRIES + [  # more taps than FL_TAP_TABLE (256): offsets by division
+    pytest.param(geometry(3, 130, 2, 3, 100, sw=30, dh=1), id="2d-300-taps")])
 def test_max_pool_backward(g, dtype, n_pairs, exact, rng):
     # Small integers: many ties inside windows (first arg-max wins) and negative values, so a
     # padding cell treated as 0 would win.
