@@ -258,3 +258,27 @@ def test_weights_are_read_only_and_replacing_one_is_seen_by_the_next_run(rng):
     for device in ("cpu", "numpy"):
         again = fl.attribute(model, X, "gradient", device=device).contributions
         np.testing.assert_allclose(again, 2 * first, rtol=1e-6)
+
+
+def test_shared_reference_activations_are_reused_only_for_the_same_rows_and_weights(rng):
+    k = rng.standard_normal((5, 3))
+    dense = L.Dense(k, rng.standard_normal(3), name="d")
+    x = L.Input((5,), name="x")
+    model = fl.Model(x, L.Activation("relu", name="r")(dense(x)))
+    X = rng.standard_normal((6, 5)).astype(np.float32)
+    background = rng.standard_normal((1, 3, 5)).astype(np.float32)  # 3 rows shared by every example
+    first = fl.deeplift(model, X, background, device="cpu")
+    assert len(model._shared_ref_acts) == 1
+    again = fl.deeplift(model, X, background, device="cpu")  # served from the memo
+    np.testing.assert_array_equal(again.contributions, first.contributions)
+    np.testing.assert_array_equal(again.deltas, first.deltas)
+    zeros = fl.deeplift(model, X, device="cpu")  # other rows: their own entry
+    assert len(model._shared_ref_acts) == 2
+    assert not np.array_equal(zeros.contributions, first.contributions)
+    # a replaced weight must not reuse activations computed with the old one
+    dense.weights["bias"] = L.base.as_weight(np.zeros(3), "bias", "d")
+    fresh = fl.deeplift(model, X, background, device="cpu")
+    model.__dict__.pop("_shared_ref_acts")
+    np.testing.assert_array_equal(fl.deeplift(model, X, background, device="cpu").contributions,
+                                  fresh.contributions)
+    assert not np.array_equal(fresh.deltas, first.deltas)
