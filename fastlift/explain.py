@@ -464,15 +464,17 @@ def _deeplift_chunk(plan: _Plan, chunk, acc):
     for ti, target in enumerate(plan.targets):
         w, d_out = _target_pairs(plan, chunk.pair_x_host, pair_r_host, target, acts_x, acts_r)
         m = backward(plan, ctx, w, target)
+        # gradient and guided_backprop report the (guided) gradient itself and no deltas
+        free = plan.method in _REFERENCE_FREE
         sum_c = np.zeros(len(chunk.pair_x))
         for si, node in enumerate(plan.score_nodes):
-            c, mult = _scores(plan, ctx, node, m.get(node))
-            sum_c += ops.to_numpy(_flat(c)).astype(np.float64).sum(axis=1)
-            # gradient and guided_backprop report the (guided) gradient itself
-            contrib = mult if plan.method in _REFERENCE_FREE else c
+            c, mult = _scores(plan, ctx, node, m.get(node), contributions=not free)
+            if not free:
+                sum_c += ops.to_numpy(_flat(c)).astype(np.float64).sum(axis=1)
             hyp = _hypothetical(ops, ctx, node, mult) if plan.hypothetical else None
-            acc.add(ti, si, chunk, contrib, mult, hyp)
-        acc.add_deltas(ti, chunk, sum_c - d_out)
+            acc.add(ti, si, chunk, mult if free else c, mult, hyp)
+        if not free:
+            acc.add_deltas(ti, chunk, sum_c - d_out)
 
 
 def _target_pairs(plan, px, pr, target, acts_x, acts_r):
@@ -491,13 +493,16 @@ def _target_pairs(plan, px, pr, target, acts_x, acts_r):
     return w_pairs.reshape((len(px),) + t.shape), d_out
 
 
-def _scores(plan, ctx, node, m):
-    """Per-pair contributions and multipliers of ``node`` ((P, *shape) each)."""
+def _scores(plan, ctx, node, m, contributions=True):
+    """Per-pair contributions and multipliers of ``node`` ((P, *shape) each); the contributions
+    are None when not asked for."""
     ops, n_pairs = plan.ops, len(ctx.pair_x)
     if m is None:  # the target does not depend on this node
         z = ops.xp.zeros((n_pairs,) + node.shape, dtype=plan.dtype)
         return z, z
     pos, neg = m
+    if not contributions:
+        return None, (pos if neg is None else 0.5 * (pos + neg))
     if neg is None:
         c = ops.pair_contributions(_flat(pos), _flat(ctx.x(node)), _flat(ctx.r(node)), ctx.pair_x, ctx.pair_r)
         return c.reshape(pos.shape), pos
