@@ -547,6 +547,24 @@ def test_compute_context_pins_blas_to_one_thread():
         assert blas and all(i["num_threads"] == 1 for i in blas)
 
 
+def test_blas_stays_pinned_until_the_last_concurrent_run_ends():
+    from threadpoolctl import threadpool_limits
+
+    from fastlift.backends import cpu_ops
+
+    def blas_threads():
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    with threadpool_limits(limits=2, user_api="blas"):  # so that "pinned" shows on any machine
+        first, second = cpu_ops._one_blas_thread(), cpu_ops._one_blas_thread()
+        first.__enter__()
+        second.__enter__()
+        first.__exit__(None, None, None)  # runs in two Python threads need not end in LIFO order
+        assert blas_threads() == {1}  # the other run still computes
+        second.__exit__(None, None, None)
+        assert blas_threads() == {2}
+
+
 def test_default_thread_count_is_cpu_count():
     assert CpuOps().n_threads == (os.cpu_count() or 1)
     assert CpuOps(3).n_threads == 3

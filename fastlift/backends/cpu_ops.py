@@ -17,9 +17,11 @@ bitwise independent of ``n_threads`` and of the batch size, provided the run is 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
+import threading
 
 import numpy as np
 
@@ -129,6 +131,32 @@ def _blas_controller():
     return ThreadpoolController()
 
 
+_blas_lock = threading.Lock()
+_blas_runs = 0  # runs inside compute_context, in any thread
+_blas_limiter = None
+
+
+@contextlib.contextmanager
+def _one_blas_thread():
+    """BLAS pinned to one thread while any run is active. threadpoolctl's limit is process-wide:
+    with a plain ``limit()`` per run, the first of two concurrent runs (two Python threads) to
+    finish would give BLAS its threads back under the other one. The first run in sets the
+    limit and the last one out restores it."""
+    global _blas_runs, _blas_limiter
+    with _blas_lock:
+        if _blas_runs == 0:
+            _blas_limiter = _blas_controller().limit(limits=1, user_api="blas")
+        _blas_runs += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_runs -= 1
+            if _blas_runs == 0:
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None
+
+
 def _index(pair):
     return np.ascontiguousarray(pair, dtype=np.int64)
 
@@ -151,10 +179,8 @@ class CpuOps(Ops):
         cache (``_pool.caching``, at most `POOL_BYTES` held free) hands a freed block back to
         the next array of the same size instead of letting it be unmapped and faulted in again.
         """
-        import contextlib
-
         stack = contextlib.ExitStack()
-        stack.enter_context(_blas_controller().limit(limits=1, user_api="blas"))
+        stack.enter_context(_one_blas_thread())
         stack.enter_context(_pool.caching(POOL_BYTES))
         return stack
 
