@@ -387,6 +387,7 @@ def test_gemm_block_rows_depend_on_the_weight_shape_only():
     assert gemm_block_rows(3300, 200) == GEMM_BLOCK_ROWS
     assert dense_block_rows(784, 512) == GEMM_BLOCK_ROWS
     assert dense_block_rows(2000, 1000) == GEMM_SMALL_BLOCK_ROWS  # few rows per chunk after a flatten
+    assert dense_block_rows(1000, 1000) == GEMM_SMALL_BLOCK_ROWS
 
 
 # ------------------------------------------------------------------------- pooling
