@@ -708,6 +708,23 @@ cdef void _conv_run(const floating* x, fl_geometry geo, const floating* b, const
                     row[j] = row[j] + bias[j]
 
 
+cdef bint _gemm_operands(object b, object out, Py_ssize_t m, Py_ssize_t k, Py_ssize_t block_rows) except -1:
+    """Check the operands of a blocked GEMM into ``out`` (m, n): ``b`` must be (k, >= n) of out's
+    dtype, C- or F-contiguous, and ``block_rows`` >= 1. Returns True when b is F-contiguous."""
+    out = np.asarray(out)
+    if out.shape[0] != m:
+        raise ValueError(f"out must have {m} rows; got {out.shape[0]}")
+    n = out.shape[1]
+    if b.ndim != 2 or b.shape[0] != k or b.shape[1] < n or b.dtype != out.dtype:
+        raise ValueError(f"b must be ({k}, >= {n}) of dtype {out.dtype}; got {b.shape} {b.dtype}")
+    cdef bint b_fortran = b.flags.f_contiguous and not b.flags.c_contiguous
+    if not (b.flags.c_contiguous or b_fortran):
+        raise ValueError("b must be C- or F-contiguous")
+    if block_rows < 1:
+        raise ValueError(f"block_rows must be >= 1; got {block_rows}")
+    return b_fortran
+
+
 def gemm_blocks(const floating[:, ::1] a,   # IN  (m, k), C-contiguous
                 object b,                   # IN  (k, n_pad) numpy array, C- or F-contiguous, a's dtype
                 floating[:, ::1] out,       # OUT (m, n), n <= n_pad
@@ -721,16 +738,8 @@ def gemm_blocks(const floating[:, ::1] a,   # IN  (m, k), C-contiguous
     run inside ``CpuOps.compute_context``).
     """
     cdef Py_ssize_t m = a.shape[0], k = a.shape[1], n = out.shape[1]
-    if out.shape[0] != m:
-        raise ValueError(f"out must have {m} rows; got {out.shape[0]}")
-    if b.ndim != 2 or b.shape[0] != k or b.shape[1] < n or b.dtype != np.asarray(out).dtype:
-        raise ValueError(f"b must be ({k}, >= {n}) of dtype {np.asarray(out).dtype}; got {b.shape} {b.dtype}")
-    cdef bint b_fortran = b.flags.f_contiguous and not b.flags.c_contiguous
-    if not (b.flags.c_contiguous or b_fortran):
-        raise ValueError("b must be C- or F-contiguous")
+    cdef bint b_fortran = _gemm_operands(b, out, m, k, block_rows)
     cdef Py_ssize_t n_pad = b.shape[1]
-    if block_rows < 1:
-        raise ValueError(f"block_rows must be >= 1; got {block_rows}")
     if panel_cols < 0 or panel_cols % 16:
         raise ValueError(f"panel_cols must be 0 or a positive multiple of 16; got {panel_cols}")
     if panel_cols == 0 or panel_cols > n_pad:
@@ -771,15 +780,7 @@ def conv_forward(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)
     cdef fl_geometry geo = _geometry(g)
     _check_nhwc(x.shape, geo.h, geo.w, geo.c, "x")
     cdef Py_ssize_t m = x.shape[0] * geo.h_out * geo.w_out, k = geo.kh * geo.kw * geo.c, n = out.shape[1]
-    if out.shape[0] != m:
-        raise ValueError(f"out must have {m} rows; got {out.shape[0]}")
-    if b.ndim != 2 or b.shape[0] != k or b.shape[1] < n or b.dtype != np.asarray(out).dtype:
-        raise ValueError(f"b must be ({k}, >= {n}) of dtype {np.asarray(out).dtype}; got {b.shape} {b.dtype}")
-    cdef bint b_fortran = b.flags.f_contiguous and not b.flags.c_contiguous
-    if not (b.flags.c_contiguous or b_fortran):
-        raise ValueError("b must be C- or F-contiguous")
-    if block_rows < 1:
-        raise ValueError(f"block_rows must be >= 1; got {block_rows}")
+    cdef bint b_fortran = _gemm_operands(b, out, m, k, block_rows)
     cdef const floating* bias_ptr = NULL
     if bias is not None:
         if bias.shape[0] != n:
