@@ -527,6 +527,13 @@ def _affine_prefix(model) -> tuple:
     return tuple(readers)
 
 
+def _path(x, r, alphas):
+    """Rows r + α·(x − r) for every pair (x[p], r[p]) and step α, pair-major: (P·steps, *S)."""
+    steps = alphas.shape[0]
+    at = r[:, None] + alphas.reshape((1, steps) + (1,) * (r.ndim - 1)) * (x - r)[:, None]
+    return at.reshape((r.shape[0] * steps,) + r.shape[1:])
+
+
 def _ig_chunk(plan: _Plan, chunk, acc):
     """Integrated gradients: average the gradient over ``steps`` midpoints between each
     reference and the example, then multiply by (x - ref).
@@ -541,19 +548,13 @@ def _ig_chunk(plan: _Plan, chunk, acc):
     ref_rows = chunk.ref_rows_per_pair()  # list per input: (P, *S) numpy
     alphas = ((np.arange(steps) + 0.5) / steps).astype(plan.dtype)
     x_pair = [x[chunk.pair_x_host] for x in chunk.x_host]
-    points = [(r[:, None] + alphas.reshape((1, steps) + (1,) * (r.ndim - 1)) * (x - r)[:, None])
-              .reshape((n_pairs * steps,) + r.shape[1:]) for x, r in zip(x_pair, ref_rows)]
-    points = [ops.asarray(p, plan.dtype) for p in points]
+    points = [ops.asarray(_path(x, r, alphas), plan.dtype) for x, r in zip(x_pair, ref_rows)]
     forward = lambda rows, given=None: plan.model.forward(ops, rows, plan.cache, given=given)  # noqa: E731
     prefix = _affine_prefix(plan.model)
     if prefix:
         acts_x, acts_r = chunk.acts(forward)
         a = ops.asarray(alphas, plan.dtype)
-        given = {}
-        for node in prefix:
-            x, r = acts_x[node][chunk.pair_x], acts_r[node][chunk.pair_r]
-            at = r[:, None] + a.reshape((1, steps) + (1,) * (r.ndim - 1)) * (x - r)[:, None]
-            given[node] = at.reshape((n_pairs * steps,) + r.shape[1:])
+        given = {node: _path(acts_x[node][chunk.pair_x], acts_r[node][chunk.pair_r], a) for node in prefix}
         acts_p = forward(points, given)
     else:
         acts_p, acts_x, acts_r = chunk.acts(forward, lead=points)
