@@ -266,8 +266,9 @@ class CpuOps(Ops):
     def conv_forward(self, x, kernel, g: Geometry, bias=None):
         """Fused `im2col` + `matmul` (+ bias): each block of output cells is unfolded into a
         per-thread buffer, multiplied at once and given its bias while in cache
-        (``_cpu.conv_forward``), with `matmul`'s blocks, so the result is bitwise that of
-        ``matmul(im2col(x), kernel) + bias`` without the unfolded array."""
+        (``_cpu.conv_forward``), in blocks of ``gemm_block_rows(K, N)`` rows, so the result is
+        bitwise that of ``_cpu.gemm_blocks`` over ``im2col(x)`` (+ bias) without the unfolded
+        array. The block size depends on the weight shape only: rows do not depend on M."""
         dt = np.result_type(x, kernel)
         if dt not in _FLOATS or (dt == np.float32 and not sgemm_is_deterministic()):
             return super().conv_forward(x, kernel, g, bias)
