@@ -725,6 +725,16 @@ cdef bint _gemm_operands(object b, object out, Py_ssize_t m, Py_ssize_t k, Py_ss
     return b_fortran
 
 
+cdef tuple _gemm_scratch(object out, int n_threads, Py_ssize_t n_tasks, Py_ssize_t a_len, Py_ssize_t c_len):
+    """(threads, per-thread A scratch (nb, a_len), per-thread C scratch (nb, c_len)) of out's
+    dtype for a blocked GEMM of ``n_tasks`` BLAS calls: one thread per task at most."""
+    cdef Py_ssize_t nb = n_threads if n_threads < n_tasks else n_tasks
+    if nb < 1:
+        nb = 1
+    dt = np.asarray(out).dtype
+    return nb, np.empty((nb, a_len), dtype=dt), np.empty((nb, c_len), dtype=dt)
+
+
 def gemm_blocks(const floating[:, ::1] a,   # IN  (m, k), C-contiguous
                 object b,                   # IN  (k, n_pad) numpy array, C- or F-contiguous, a's dtype
                 floating[:, ::1] out,       # OUT (m, n), n <= n_pad
@@ -749,12 +759,9 @@ def gemm_blocks(const floating[:, ::1] a,   # IN  (m, k), C-contiguous
         if k == 0:
             np.asarray(out)[...] = 0
         return
-    cdef Py_ssize_t n_tasks = n_blocks * ((n_pad + panel_cols - 1) // panel_cols)
-    cdef Py_ssize_t nb = n_threads if n_threads < n_tasks else n_tasks
-    if nb < 1:
-        nb = 1
-    scratch_a_arr = np.empty((nb, block_rows * k), dtype=np.asarray(out).dtype)
-    scratch_c_arr = np.empty((nb, block_rows * panel_cols), dtype=np.asarray(out).dtype)
+    cdef Py_ssize_t n_tasks = n_blocks * ((n_pad + panel_cols - 1) // panel_cols), nb
+    nb, scratch_a_arr, scratch_c_arr = _gemm_scratch(out, n_threads, n_tasks, block_rows * k,
+                                                     block_rows * panel_cols)
     cdef floating[:, ::1] scratch_a = scratch_a_arr
     cdef floating[:, ::1] scratch_c = scratch_c_arr
     cdef const floating[:, ::1] b_view = b if not b_fortran else b.T
@@ -792,11 +799,8 @@ def conv_forward(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)
         if k == 0:
             np.asarray(out)[...] = 0
         return
-    cdef Py_ssize_t nb = n_threads if n_threads < n_blocks else n_blocks
-    if nb < 1:
-        nb = 1
-    scratch_a_arr = np.empty((nb, block_rows * k), dtype=np.asarray(out).dtype)
-    scratch_c_arr = np.empty((nb, block_rows * n_pad), dtype=np.asarray(out).dtype)
+    cdef Py_ssize_t nb
+    nb, scratch_a_arr, scratch_c_arr = _gemm_scratch(out, n_threads, n_blocks, block_rows * k, block_rows * n_pad)
     cdef floating[:, ::1] scratch_a = scratch_a_arr
     cdef floating[:, ::1] scratch_c = scratch_c_arr
     cdef const floating[:, ::1] b_view = b if not b_fortran else b.T
