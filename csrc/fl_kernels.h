@@ -25,7 +25,10 @@
 //   h w   input rows / columns of an NHWC image (1-D layers have h = 1)
 //   i j   output rows / columns of a sliding window (h_out, w_out)
 //   t  window tap, row-major over (kernel row, kernel column): t = a*kw + b, kh*kw taps
-//   c  channel
+//   c  channel (of a convolution's input, when o is also present)
+//   o  output channel of a convolution
+//   q  output cell of one pair, q = i*w_out + j
+//   e  entry of a list of nonzero multipliers
 // Examples: m_out__pf (n_pairs, n_features); x__nhwc (n, h, w, c);
 // cols__nijtc (n, h_out, w_out, kh*kw*c); alpha__f (n_features,); pair_x__p (n_pairs,).
 //
@@ -46,12 +49,15 @@
 // * Compile flags: -O3 -fno-trapping-math (setup.py). The latter lets the row loops of the
 //   arithmetic-only activations (FL_ACT_IS_ARITHMETIC) compute both sides of the near-zero test
 //   and vectorise; it changes no result. Never -ffast-math or -ffp-contract=fast: reassociation
-//   and FMA contraction would change the bits that the tests and the CUDA backend rely on.
+//   and FMA contraction would change the bits that the tests and the CUDA backend rely on. The
+//   one exception is local: the AVX variants of conv_adjoint_sparse (below) contract to FMAs, as
+//   a BLAS kernel does; that kernel sums in its own order anyway and is tested with tolerances.
 #ifndef FL_KERNELS_H
 #define FL_KERNELS_H
 
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "fl_math.h"
 
@@ -83,6 +89,41 @@
 #define FL_TAP_TABLE 256
 // Feature block of mean_over_refs (float64 accumulators kept on the stack).
 #define FL_FBLOCK 256
+
+// Register-blocked loops (conv_adjoint_sparse) use GCC/Clang vector extensions: vectors of
+// FL_VEC_BYTES bytes, FL_VEC_BLOCK of them per channel block. Other compilers get one element
+// per "vector" (same sums, same order, no SIMD).
+#if defined(__GNUC__) || defined(__clang__)
+#  define FL_HAVE_VECTORS 1
+#  define FL_VEC_BYTES 64
+#endif
+#define FL_VEC_BLOCK 4
+// Output cells per block of conv_adjoint_sparse (one kernel load serves this many cells).
+#define FL_SPARSE_ROWS 4
+
+// Run-time ISA dispatch of those loops on x86: each is compiled for AVX-512F, AVX2 and the
+// baseline, and fl_isa() picks one per call. Explicit dispatch, not target_clones (ifunc is
+// missing on musl). The AVX variants contract multiply-adds into FMAs (as BLAS kernels do), the
+// baseline does not, so their last bits can differ; FL_ISA_AUTO asks for the best the CPU has.
+enum { FL_ISA_AUTO = -1, FL_ISA_BASE = 0, FL_ISA_AVX2 = 1, FL_ISA_AVX512 = 2 };
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+#  define FL_X86_DISPATCH 1
+#  define FL_TARGET_AVX512 __attribute__((target("avx512f"), optimize("fp-contract=fast")))
+#  define FL_TARGET_AVX2 __attribute__((target("avx2,fma"), optimize("fp-contract=fast")))
+#endif
+
+// The best ISA variant this CPU runs that is not above `wanted` (FL_ISA_AUTO: no limit).
+static inline int fl_isa(int wanted)
+{
+    int best = FL_ISA_BASE;
+#ifdef FL_X86_DISPATCH
+    if (__builtin_cpu_supports("avx512f"))
+        best = FL_ISA_AVX512;
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        best = FL_ISA_AVX2;
+#endif
+    return (wanted >= 0 && wanted < best) ? wanted : best;
+}
 
 // Sliding-window geometry; the fields of ops.Geometry, in the same order.
 typedef struct fl_geometry {

@@ -347,6 +347,119 @@ def test_conv_adjoint_takes_the_flipped_path_only_where_it_pays(monkeypatch, rng
     assert used == [narrow, strided]
 
 
+# ------------------------------------------------------------ sparse convolution adjoint
+def sparse_wt(kernel, g, dtype):
+    """conv_adjoint_sparse's kernel layout: (taps, c_out, c_pad), zero-padded channels."""
+    lanes = _cpu.VECTOR_BYTES // np.dtype(dtype).itemsize
+    c_pad = -(-g.c // lanes) * lanes
+    wt = np.zeros((g.kh * g.kw, kernel.shape[1], c_pad), dtype)
+    wt[:, :, :g.c] = kernel.reshape(g.kh * g.kw, g.c, -1).transpose(0, 2, 1)
+    return wt
+
+
+def routed_multipliers(n, g, c_out, fill, dtype, rng):
+    """Multipliers as behind a max-pool and a ReLU: about ``fill`` of the entries nonzero."""
+    m = rng.standard_normal((n, g.h_out, g.w_out, c_out)).astype(dtype)
+    return m * (rng.random(m.shape) < fill)
+
+
+def sparse_entries(m):
+    """How many (block of SPARSE_ROWS cells, output channel) entries of each pair hold a nonzero."""
+    n, c_out = m.shape[0], m.shape[-1]
+    cells = m.reshape(n, -1, c_out) != 0
+    pad = -cells.shape[1] % _cpu.SPARSE_ROWS
+    cells = np.concatenate([cells, np.zeros((n, pad, c_out), bool)], 1)
+    return cells.reshape(n, -1, _cpu.SPARSE_ROWS, c_out).any(2).sum((1, 2))
+
+
+@pytest.mark.parametrize("fill", [0.0, 0.1, 0.5, 1.0])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("g", GEOMETRIES + [
+    pytest.param(geometry(1, 40, 37, 1, 11), id="1d-valid-c37-k11"),
+    pytest.param(geometry(1, 30, 33, 1, 5, dw=2, pl=4, pr=4), id="1d-same-dilated-c33")])
+def test_conv_adjoint_sparse_is_the_transpose(g, dtype, fill, rng):
+    n_out = 7
+    m = routed_multipliers(11, g, n_out, fill, dtype, rng)
+    kernel = rng.standard_normal((g.kh * g.kw * g.c, n_out)).astype(dtype)
+    wt = sparse_wt(kernel, g, dtype)
+    got, done = _cpu.conv_adjoint_sparse(m, wt, g, 10**9, 2)
+    assert done.dtype == bool and done.all() and got.shape == (11, g.h, g.w, g.c)
+    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == np.float32 else {}
+    close(got, REF.conv_adjoint(m, kernel, g), dtype, **tol)
+    if fill == 0.0:
+        same(got, np.zeros_like(got), dtype)
+    for lo, hi in [(0, 1), (4, 11)]:  # a pair's bits depend on neither the batch nor the threads
+        same(_cpu.conv_adjoint_sparse(m[lo:hi], wt, g, 10**9, 1)[0], got[lo:hi], dtype)
+    for isa in ("base", "avx2", "avx512"):  # every compiled variant this CPU runs
+        close(_cpu.conv_adjoint_sparse(m, wt, g, 10**9, 1, isa)[0], got, dtype, **tol)
+
+
+def test_conv_adjoint_sparse_leaves_dense_pairs_to_the_caller(rng):
+    g = geometry(1, 23, 5, 1, 3)
+    m = np.stack([routed_multipliers(1, g, 6, f, np.float32, rng)[0] for f in (0.05, 0.9, 0.3, 1.0)])
+    wt = sparse_wt(rng.standard_normal((15, 6)).astype(np.float32), g, np.float32)
+    entries = sparse_entries(m)
+    limit = int(np.sort(entries)[1])  # two pairs fit exactly, two have more entries
+    got, done = _cpu.conv_adjoint_sparse(m, wt, g, limit, 1)
+    np.testing.assert_array_equal(done, entries <= limit)
+    full = _cpu.conv_adjoint_sparse(m, wt, g, 10**9, 1)[0]
+    same(got[done], full[done], np.float32)
+
+
+def test_conv_adjoint_sparse_keeps_nan_and_skips_signed_zeros(rng):
+    g = geometry(1, 12, 3, 1, 3)
+    kernel = rng.standard_normal((9, 4)).astype(np.float64)
+    m = np.zeros((2, 1, g.w_out, 4))
+    m[0, 0, 5, 2] = np.nan
+    m[1] = -0.0
+    got = _cpu.conv_adjoint_sparse(m, sparse_wt(kernel, g, np.float64), g, 10**9, 1)[0]
+    assert np.isnan(got[0, 0, 5:8]).all() and not np.isnan(got[0, 0, :5]).any()
+    same(got[1], np.zeros_like(got[1]), np.float64)
+
+
+def test_conv_adjoint_sparse_rejects_bad_arguments(rng):
+    g = geometry(1, 9, 3, 1, 4)
+    m = np.zeros((2, 1, g.w_out, 5), np.float32)
+    wt = np.zeros((4, 5, 16), np.float32)
+    with pytest.raises(ValueError, match=r"wt must be \(4, 5, c_pad >= 3, a multiple of 16\); got \(4, 5, 8\)"):
+        _cpu.conv_adjoint_sparse(m, np.zeros((4, 5, 8), np.float32), g, 10, 1)
+    with pytest.raises(ValueError, match=r"wt must be \(4, 5, .*got \(3, 5, 16\)"):
+        _cpu.conv_adjoint_sparse(m, np.zeros((3, 5, 16), np.float32), g, 10, 1)
+    with pytest.raises(ValueError, match="max_nnz must be >= 0"):
+        _cpu.conv_adjoint_sparse(m, wt, g, -1, 1)
+    with pytest.raises(ValueError, match=r"isa must be one of \['auto', 'avx2', 'avx512', 'base'\]; got 'sse9'"):
+        _cpu.conv_adjoint_sparse(m, wt, g, 10, 1, "sse9")
+    with pytest.raises(ValueError, match="m_out"):
+        _cpu.conv_adjoint_sparse(np.zeros((2, 1, 5, 5), np.float32), wt, g, 10, 1)
+    with pytest.raises(ValueError, match="isa must be one of"):
+        _cpu.isa("fast")
+    assert _cpu.isa("base") == "base" and _cpu.isa() in ("base", "avx2", "avx512")
+
+
+def test_conv_adjoint_skips_zeros_pair_by_pair(monkeypatch, rng):
+    from fastlift.backends import cpu_ops
+
+    g = geometry(1, 60, 64, 1, 9)  # 576 taps x channels >= SPARSE_MIN_TAPS_CHANNELS
+    assert g.kh * g.kw * g.c >= cpu_ops.SPARSE_MIN_TAPS_CHANNELS
+    fills = [0.05, 1.0, 0.2, 1.0, 0.0]
+    m = np.stack([routed_multipliers(1, g, 16, f, np.float32, rng)[0] for f in fills])
+    kernel = rng.standard_normal((9 * 64, 16)).astype(np.float32)
+    dense_rows = []
+    real = CpuOps._dense_adjoint
+    monkeypatch.setattr(CpuOps, "_dense_adjoint",
+                        lambda self, m, k, g: dense_rows.append(len(m)) or real(self, m, k, g))
+    with CPU.compute_context():
+        got = CPU.conv_adjoint(m, kernel, g)
+        close(got, REF.conv_adjoint(m, kernel, g), np.float32, rtol=1e-4, atol=1e-4)
+        assert dense_rows == [2]  # the two full pairs
+        for p in range(len(fills)):  # each pair alone: the same path, the same bits
+            same(CpuOps(n_threads=1).conv_adjoint(m[p:p + 1], kernel, g), got[p:p + 1], np.float32)
+        small = geometry(1, 60, 16, 1, 3)  # below the threshold: always dense
+        dense_rows.clear()
+        CPU.conv_adjoint(routed_multipliers(5, small, 16, 0.05, np.float32, rng), kernel[:48], small)
+        assert dense_rows == [5]
+
+
 def test_conv_forward_kernel_rejects_bad_arguments(rng):
     from fastlift.backends import _cpu
 

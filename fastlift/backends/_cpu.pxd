@@ -6,7 +6,7 @@
 # top of csrc/fl_kernels.h (e.g. m_out__pf: pair x feature). Every kernel fills the
 # output rows [begin, end) only; all pointers are C-contiguous.
 
-from libc.stdint cimport int64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t
 
 
 cdef extern from "fl_math.h" nogil:
@@ -138,6 +138,23 @@ cdef extern from "fl_kernels.h" nogil:
                      int64_t row_begin, int64_t row_end)
     void fl_col2im_d(const double *cols__nijtc, double *x__nhwc, fl_geometry g,
                      int64_t row_begin, int64_t row_end)
+    enum:
+        FL_SPARSE_ROWS
+        FL_ISA_AUTO
+        FL_ISA_BASE
+        FL_ISA_AVX2
+        FL_ISA_AVX512
+    int fl_isa(int wanted)
+    void fl_conv_adjoint_sparse_f(const float *m_out__pijo, const float *wt__toc, int64_t c_out,
+                                  int64_t c_pad, fl_geometry g, int64_t max_nnz, int isa,
+                                  int64_t *start__u, int32_t *idx__e, float *val__er,
+                                  float *m_in__phwc, uint8_t *done__p,
+                                  int64_t row_begin, int64_t row_end)
+    void fl_conv_adjoint_sparse_d(const double *m_out__pijo, const double *wt__toc, int64_t c_out,
+                                  int64_t c_pad, fl_geometry g, int64_t max_nnz, int isa,
+                                  int64_t *start__u, int32_t *idx__e, double *val__er,
+                                  double *m_in__phwc, uint8_t *done__p,
+                                  int64_t row_begin, int64_t row_end)
     void fl_max_pool_forward_f(const float *x__nhwc, float *out__nijc, fl_geometry g,
                                int64_t row_begin, int64_t row_end)
     void fl_max_pool_forward_d(const double *x__nhwc, double *out__nijc, fl_geometry g,

@@ -31,7 +31,7 @@ lets small calls run on one thread (``MIN_WORK_PER_THREAD``) without changing a 
 """
 
 from cython.parallel cimport prange
-from libc.stdint cimport int64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.string cimport memcpy, memset
 from cython cimport floating
 from scipy.linalg.cython_blas cimport dgemm, sgemm
@@ -503,6 +503,81 @@ def col2im(const floating[:, :, :, ::1] cols,   # IN  (n, h_out, w_out, kh*kw*c)
             fl_col2im_d(&cols[0, 0, 0, 0], &x[0, 0, 0, 0], geo,
                         b * n_rows // nb, (b + 1) * n_rows // nb)
     return out
+
+
+VECTOR_BYTES = 64  # FL_VEC_BYTES: the padded rows of conv_adjoint_sparse's kernel
+SPARSE_ROWS = FL_SPARSE_ROWS  # output cells per block of conv_adjoint_sparse
+ISA_NAMES = {"auto": FL_ISA_AUTO, "base": FL_ISA_BASE, "avx2": FL_ISA_AVX2, "avx512": FL_ISA_AVX512}
+
+
+def isa(str wanted="auto"):
+    """Name of the ISA variant the vectorised kernels run here (at most ``wanted``)."""
+    if wanted not in ISA_NAMES:
+        raise ValueError(f"isa must be one of {sorted(ISA_NAMES)}; got {wanted!r}")
+    code = fl_isa(ISA_NAMES[wanted])
+    return next(k for k, v in ISA_NAMES.items() if v == code and k != "auto")
+
+
+def conv_adjoint_sparse(const floating[:, :, :, ::1] m_out,   # IN  (n_pairs, h_out, w_out, c_out)
+                        const floating[:, :, ::1] wt,         # IN  (kh*kw, c_out, c_pad)
+                        object g,                             # ops.Geometry (of the forward conv)
+                        Py_ssize_t max_nnz, int n_threads=1, str isa="auto"):
+    """The convolution adjoint of pairs whose multipliers are mostly zero, skipping the zeros;
+    returns (m_in (n_pairs, h, w, c), done (n_pairs,) bool).
+
+    Output cells go in blocks of ``SPARSE_ROWS``; a pair whose blocks have more than ``max_nnz``
+    (block, output channel) entries with a nonzero multiplier is not computed (done False, its
+    m_in rows uninitialised) so the caller can run it densely. ``wt[t, o, :c]`` is
+    ``kernel[t*c:(t+1)*c, o]``, zero-padded to c_pad, a multiple of ``VECTOR_BYTES`` / itemsize.
+    The sum order is fixed per pair (see ``fl_conv_adjoint_sparse``): any thread count and any
+    batch give the same bits; ``isa`` caps the instruction set ("auto": the best available).
+    """
+    cdef fl_geometry geo = _geometry(g)
+    cdef Py_ssize_t n_pairs = m_out.shape[0], c_out = m_out.shape[3], c_pad = wt.shape[2]
+    cdef Py_ssize_t n_cells = geo.h_out * geo.w_out, b, nb
+    cdef Py_ssize_t n_blocks = (n_cells + FL_SPARSE_ROWS - 1) // FL_SPARSE_ROWS
+    _check_nhwc(m_out.shape, geo.h_out, geo.w_out, c_out, "m_out")
+    cdef Py_ssize_t lanes = VECTOR_BYTES // sizeof(floating)
+    if wt.shape[0] != geo.kh * geo.kw or wt.shape[1] != c_out or c_pad < geo.c or c_pad % lanes:
+        raise ValueError(f"wt must be ({geo.kh * geo.kw}, {c_out}, c_pad >= {geo.c}, a multiple of "
+                         f"{lanes}); got ({wt.shape[0]}, {wt.shape[1]}, {wt.shape[2]})")
+    if max_nnz < 0 or c_out * c_pad >= 2 ** 31:
+        raise ValueError(f"max_nnz must be >= 0 and c_out * c_pad < 2**31; got {max_nnz}, {c_out} * {c_pad}")
+    if isa not in ISA_NAMES:
+        raise ValueError(f"isa must be one of {sorted(ISA_NAMES)}; got {isa!r}")
+    cdef int isa_code = ISA_NAMES[isa]
+    out = _empty((n_pairs, geo.h, geo.w, geo.c), <floating>0)
+    done_arr = np.ones(n_pairs, dtype=np.uint8)
+    if n_pairs == 0 or out.size == 0:
+        return out, done_arr.view(bool)
+    if n_cells == 0 or c_out == 0:
+        out[...] = 0
+        return out, done_arr.view(bool)
+    if max_nnz > n_blocks * c_out:
+        max_nnz = n_blocks * c_out
+    nb = n_threads if n_threads < n_pairs else n_pairs
+    if nb < 1:
+        nb = 1
+    start_arr = np.empty((nb, n_blocks + 1), dtype=np.int64)
+    idx_arr = np.empty((nb, max_nnz + 1), dtype=np.int32)
+    val_arr = _empty((nb, (max_nnz + 1) * FL_SPARSE_ROWS), <floating>0)
+    cdef int64_t[:, ::1] start = start_arr
+    cdef int32_t[:, ::1] idx = idx_arr
+    cdef floating[:, ::1] val = val_arr
+    cdef floating[:, :, :, ::1] m_in = out
+    cdef uint8_t[::1] done = done_arr
+    for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
+        if floating is float:
+            fl_conv_adjoint_sparse_f(&m_out[0, 0, 0, 0], &wt[0, 0, 0], c_out, c_pad, geo, max_nnz,
+                                     isa_code, &start[b, 0], &idx[b, 0], &val[b, 0],
+                                     &m_in[0, 0, 0, 0], &done[0],
+                                     b * n_pairs // nb, (b + 1) * n_pairs // nb)
+        else:
+            fl_conv_adjoint_sparse_d(&m_out[0, 0, 0, 0], &wt[0, 0, 0], c_out, c_pad, geo, max_nnz,
+                                     isa_code, &start[b, 0], &idx[b, 0], &val[b, 0],
+                                     &m_in[0, 0, 0, 0], &done[0],
+                                     b * n_pairs // nb, (b + 1) * n_pairs // nb)
+    return out, done_arr.view(bool)
 
 
 # ---------------------------------------------------------------------------- pooling
