@@ -460,6 +460,36 @@ def test_conv_adjoint_skips_zeros_pair_by_pair(monkeypatch, rng):
         assert dense_rows == [5]
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("g", [
+    pytest.param(geometry(1, 60, 64, 1, 9), id="1d-valid"),
+    pytest.param(geometry(1, 40, 48, 1, 11, dw=2, pl=10, pr=10), id="1d-same-dilated"),
+    pytest.param(geometry(9, 8, 64, 3, 3, pt=1, pb=1, pl=1, pr=1), id="2d-same")])
+def test_conv_forward_skips_zeros_row_by_row(g, dtype, rng):
+    from fastlift.backends import cpu_ops
+
+    assert CPU.conv_skips_zeros(g)
+    fills = [0.0, 0.05, 1.0, 0.2, 1.0]  # sparse rows and two dense ones in one batch
+    x = rng.standard_normal((len(fills), g.h, g.w, g.c)).astype(dtype)
+    x *= rng.random(x.shape) < np.array(fills)[:, None, None, None]
+    kernel = rng.standard_normal((g.kh * g.kw * g.c, 24)).astype(dtype)
+    bias = rng.standard_normal(24).astype(dtype)
+    cells = g.h_out * g.w_out
+    with CPU.compute_context():
+        got = CPU.conv_forward(x, kernel, g, bias)
+        tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {}
+        close(got, REF.conv_forward(x, kernel, g, bias), dtype, **tol)
+        same(got[:cells], np.broadcast_to(bias, (cells, 24)), dtype)  # an all-zero row is the bias
+        for p in (2, 4):  # dense rows: the fused GEMM's bits
+            same(got[p * cells:(p + 1) * cells], CPU._conv_dense(x[p:p + 1], kernel, g, bias), dtype)
+        for p in range(len(fills)):  # every row alone: the same path, the same bits
+            same(CpuOps(n_threads=1).conv_forward(x[p:p + 1], kernel, g, bias), got[p * cells:(p + 1) * cells], dtype)
+    assert not CPU.conv_skips_zeros(geometry(1, 60, 64, 1, 9, sw=2))  # strided: never
+    assert not CPU.conv_skips_zeros(geometry(1, 60, 8, 1, 9))  # small: the GEMM is faster
+    assert not REF.conv_skips_zeros(g)
+    assert cpu_ops.SPARSE_MAX_FILL_FORWARD <= cpu_ops.SPARSE_MAX_FILL
+
+
 def test_conv_forward_kernel_rejects_bad_arguments(rng):
     from fastlift.backends import _cpu
 

@@ -70,6 +70,10 @@ FLIPPED_MIN_CHANNELS = 16
 #: 5.4 / 6.0 (BLAS is at its best on those small GEMMs) and 32 x 3 -> 32 0.7 / 1.5.
 SPARSE_MIN_TAPS_CHANNELS = 512
 SPARSE_MAX_FILL = 0.8
+#: conv_forward's rows take the sparse kernel up to this fill. Lower than the adjoint's: the
+#: forward's dense path is the fused GEMM (no col2im to save), and a Basset-like DeepLIFT run,
+#: whose activations fill 0.62-0.75, was 4% slower end to end with them sparse.
+SPARSE_MAX_FILL_FORWARD = 0.6
 #: Most bytes of freed arrays kept for reuse during a run (`compute_context`).
 POOL_BYTES = 512 * 2**20
 
@@ -274,6 +278,26 @@ class CpuOps(Ops):
         return _cpu.im2col(_nhwc(x, x.dtype, g), g, self.n_threads)
 
     def conv_forward(self, x, kernel, g: Geometry, bias=None):
+        """Rows of x that are mostly zero skip the zeros (`conv_skips_zeros`: the sparse kernel
+        run as the adjoint of the flipped convolution); the others run `_conv_dense`. Which
+        path a row takes depends on its own values only, so rows do not depend on the batch."""
+        dt = np.result_type(x, kernel)
+        if not self.conv_skips_zeros(g) or dt not in _FLOATS or (dt == np.float32 and not sgemm_is_deterministic()):
+            return self._conv_dense(x, kernel, g, bias)
+        x = _nhwc(x, dt, g)
+        n = kernel.shape[1]
+        # y[i, j] reads x[i - pt + a*dh, j - pl + b*dw] through tap (a, b): the adjoint of a
+        # convolution over y's cells with the taps flipped and padding span - 1 - pad.
+        gt = Geometry(h=g.h_out, w=g.w_out, c=n, kh=g.kh, kw=g.kw, sh=1, sw=1, dh=g.dh, dw=g.dw,
+                      pt=(g.kh - 1) * g.dh - g.pt, pl=(g.kw - 1) * g.dw - g.pl, h_out=g.h, w_out=g.w)
+        wt = self._sparse_kernel(np.asarray(kernel, dtype=dt), g, flip=True)
+        y = self._skip_zeros(x, wt, gt, lambda rows: self._conv_dense(rows, kernel, g), SPARSE_MAX_FILL_FORWARD)
+        y = y.reshape(-1, n)
+        if bias is not None:
+            y += np.asarray(bias, dtype=dt).reshape(n)
+        return y
+
+    def _conv_dense(self, x, kernel, g: Geometry, bias=None):
         """Fused `im2col` + `matmul` (+ bias): each block of output cells is unfolded into a
         per-thread buffer, multiplied at once and given its bias while in cache
         (``_cpu.conv_forward``), in blocks of ``gemm_block_rows(K, N)`` rows, so the result is
@@ -291,32 +315,50 @@ class CpuOps(Ops):
                           gemm_block_rows(k, n), self.n_threads, bias)
         return out
 
+    def conv_skips_zeros(self, g: Geometry) -> bool:
+        """True for kernels of at least `SPARSE_MIN_TAPS_CHANNELS` taps x input channels with
+        stride 1 (and padding within the window's span): rows of mostly zeros then cost less."""
+        return (g.kh * g.kw * g.c >= SPARSE_MIN_TAPS_CHANNELS and g.sh == 1 and g.sw == 1
+                and 0 <= g.pt <= (g.kh - 1) * g.dh and 0 <= g.pl <= (g.kw - 1) * g.dw)
+
+    def _sparse_kernel(self, kernel, g: Geometry, flip: bool):
+        """The kernel (taps*c, c_out) in `_cpu.conv_adjoint_sparse`'s layout, once per run:
+        (taps, c_out, c) for the adjoint, or taps reversed, (taps, c, c_out) for the forward;
+        the last axis zero-padded to a multiple of the vector length."""
+        def make(k):
+            k3 = k.reshape(g.kh * g.kw, g.c, k.shape[1])
+            k3 = k3[::-1] if flip else k3.transpose(0, 2, 1)
+            lanes = _cpu.VECTOR_BYTES // k.dtype.itemsize
+            wt = np.zeros(k3.shape[:2] + (-(-k3.shape[2] // lanes) * lanes,), dtype=k.dtype)
+            wt[:, :, :k3.shape[2]] = k3
+            return wt
+
+        return self._derived(kernel, "sparse_flipped" if flip else "sparse_transposed", make)
+
+    def _skip_zeros(self, a, wt, g: Geometry, dense, max_fill=SPARSE_MAX_FILL):
+        """`_cpu.conv_adjoint_sparse(a, wt, g)` for the rows of ``a`` (n, g.h_out, g.w_out, c_a)
+        with at most ``max_fill`` of their (cell block, channel) entries nonzero, ``dense`` on
+        the others; returns (n, g.h, g.w, g.c)."""
+        n_blocks = -(-g.h_out * g.w_out // _cpu.SPARSE_ROWS)
+        out, done = _cpu.conv_adjoint_sparse(a, wt, g, int(max_fill * n_blocks * a.shape[-1]), self.n_threads)
+        if not done.any():  # no copies in and out when every row is dense
+            return dense(a).reshape(out.shape)
+        if not done.all():
+            rest = ~done
+            out[rest] = dense(a[rest]).reshape((-1,) + out.shape[1:])
+        return out
+
     def conv_adjoint(self, m, kernel, g: Geometry):
         """Pairs whose multipliers are mostly zero (behind a max-pool and a ReLU) skip the zeros
         (`SPARSE_MIN_TAPS_CHANNELS`, `SPARSE_MAX_FILL`, `_cpu.conv_adjoint_sparse`); whether a
         pair does depends on its own multipliers only, so its result does not depend on the
         batch. The other pairs run `_dense_adjoint`."""
         dt = np.result_type(m, kernel)
-        c_out = kernel.shape[1]
         if dt not in _FLOATS or g.kh * g.kw * g.c < SPARSE_MIN_TAPS_CHANNELS or m.shape[0] == 0:
             return self._dense_adjoint(m, kernel, g)
-        lanes = _cpu.VECTOR_BYTES // dt.itemsize
-        c_pad = -(-g.c // lanes) * lanes
-
-        def transpose(k):
-            wt = np.zeros((g.kh * g.kw, c_out, c_pad), dtype=dt)
-            wt[:, :, :g.c] = k.reshape(g.kh * g.kw, g.c, c_out).transpose(0, 2, 1)
-            return wt
-
-        wt = self._derived(np.asarray(kernel, dtype=dt), "sparse_transposed", transpose)
-        n_blocks = -(-g.h_out * g.w_out // _cpu.SPARSE_ROWS)
-        m = _nhwc(m, dt, g, (g.h_out, g.w_out, c_out))
-        out, done = _cpu.conv_adjoint_sparse(m, wt, g, int(SPARSE_MAX_FILL * n_blocks * c_out),
-                                             self.n_threads)
-        if not done.all():
-            dense = ~done
-            out[dense] = self._dense_adjoint(m[dense], kernel, g)
-        return out
+        wt = self._sparse_kernel(np.asarray(kernel, dtype=dt), g, flip=False)
+        m = _nhwc(m, dt, g, (g.h_out, g.w_out, kernel.shape[1]))
+        return self._skip_zeros(m, wt, g, lambda rows: self._dense_adjoint(rows, kernel, g))
 
     def _dense_adjoint(self, m, kernel, g: Geometry):
         """For stride 1, the transpose of a convolution is a convolution of ``m`` with the kernel
@@ -339,7 +381,7 @@ class CpuOps(Ops):
         flipped = self._derived(np.asarray(kernel, dtype=dt), "flipped", flip)
         gt = Geometry(h=g.h_out, w=g.w_out, c=c_out, kh=g.kh, kw=g.kw, sh=1, sw=1, dh=g.dh, dw=g.dw,
                       pt=pt, pl=pl, h_out=g.h, w_out=g.w)
-        return self.conv_forward(m, flipped, gt).reshape(m.shape[0], g.h, g.w, g.c)
+        return self._conv_dense(m, flipped, gt).reshape(m.shape[0], g.h, g.w, g.c)
 
     def col2im(self, cols, g: Geometry):
         if cols.dtype not in _FLOATS:

@@ -208,6 +208,10 @@ class CupyOps(Ops):
         """On the device: cuBLAS, then the col2im kernel (Ops' composition, not a host round-trip)."""
         return Ops.conv_adjoint(self, m, kernel, g)
 
+    def conv_skips_zeros(self, g: Geometry) -> bool:
+        """No: the device convolution is one dense GEMM (a question, not a host round-trip)."""
+        return False
+
     def col2im(self, cols, g: Geometry):
         dt = cols.dtype
         if dt not in _FLOATS:

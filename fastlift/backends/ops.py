@@ -163,6 +163,11 @@ class Ops:
         cols = self.matmul(m.reshape(-1, kernel.shape[1]), kernel.T)
         return self.col2im(cols.reshape(n, g.h_out, g.w_out, cols.shape[-1]), g)
 
+    def conv_skips_zeros(self, g: Geometry) -> bool:
+        """Whether `conv_forward` with geometry ``g`` costs less on inputs that are mostly zero,
+        so that a caller may arrange its inputs that way (integrated gradients does). Here: no."""
+        return False
+
     def col2im(self, cols, g: Geometry):
         """Adjoint of `im2col`: cols (n, h_out, w_out, kh*kw*c) -> x (n, h, w, c), summing overlaps."""
         n = cols.shape[0]
