@@ -21,6 +21,7 @@ from .layers.base import Node
 from .layers.core import InputLayer, LinearLayer, Softmax
 from .model import Model, WeightCache
 from .rules import MaxPoolRule, Rule, parse_max_pool, parse_rule, resolve
+from .straight_path import chain_activations, kinked_chains, path
 
 METHODS = ("deeplift", "gradient", "grad_x_input", "integrated_gradients", "guided_backprop")
 
@@ -527,13 +528,6 @@ def _affine_prefix(model) -> tuple:
     return tuple(readers)
 
 
-def _path(x, r, alphas):
-    """Rows r + α·(x − r) for every pair (x[p], r[p]) and step α, pair-major: (P·steps, *S)."""
-    steps = alphas.shape[0]
-    at = r[:, None] + alphas.reshape((1, steps) + (1,) * (r.ndim - 1)) * (x - r)[:, None]
-    return at.reshape((r.shape[0] * steps,) + r.shape[1:])
-
-
 def _ig_chunk(plan: _Plan, chunk, acc):
     """Integrated gradients: average the gradient over ``steps`` midpoints between each
     reference and the example, then multiply by (x - ref).
@@ -541,20 +535,26 @@ def _ig_chunk(plan: _Plan, chunk, acc):
     When the model's inputs are read only by Dense/Conv layers (`_affine_prefix`), those
     layers run once per example and reference, not once per point: their activations at
     the points interpolate the two ends, and the gradient is averaged over the steps where
-    it reaches them and then taken through them once per pair.
+    it reaches them and then taken through them once per pair. A convolution that reads them
+    through a ReLU (and a max-pool) then sees piecewise-linear inputs and runs mostly on zeros
+    where the backend skips them (`straight_path`).
     """
     ops, steps, xp = plan.ops, plan.steps, plan.ops.xp
     n_pairs = len(chunk.pair_x)
     ref_rows = chunk.ref_rows_per_pair()  # list per input: (P, *S) numpy
     alphas = ((np.arange(steps) + 0.5) / steps).astype(plan.dtype)
     x_pair = [x[chunk.pair_x_host] for x in chunk.x_host]
-    points = [ops.asarray(_path(x, r, alphas), plan.dtype) for x, r in zip(x_pair, ref_rows)]
+    points = [ops.asarray(path(x, r, alphas), plan.dtype) for x, r in zip(x_pair, ref_rows)]
     forward = lambda rows, given=None: plan.model.forward(ops, rows, plan.cache, given=given)  # noqa: E731
     prefix = _affine_prefix(plan.model)
     if prefix:
         acts_x, acts_r = chunk.acts(forward)
         a = ops.asarray(alphas, plan.dtype)
-        given = {node: _path(acts_x[node][chunk.pair_x], acts_r[node][chunk.pair_r], a) for node in prefix}
+        given = {node: path(acts_x[node][chunk.pair_x], acts_r[node][chunk.pair_r], a) for node in prefix}
+        for chain in kinked_chains(plan.model, prefix, ops):
+            z = chain[0]
+            given.update(chain_activations(ops, plan.cache, chain, given[z], acts_x[z][chunk.pair_x],
+                                           acts_r[z][chunk.pair_r], alphas, steps))
         acts_p = forward(points, given)
     else:
         acts_p, acts_x, acts_r = chunk.acts(forward, lead=points)
