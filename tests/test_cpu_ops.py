@@ -651,7 +651,7 @@ def test_results_do_not_depend_on_thread_count(dtype, rng):
 
 # ------------------------------------------------------------------------- matmul
 @pytest.mark.parametrize("transposed", [False, True])
-@pytest.mark.parametrize("k,n", [(129, 37), (300, 300), (17, 1), (64, 16), (70, 600)])  # 600: 3 column panels
+@pytest.mark.parametrize("k,n", [(129, 37), (300, 300), (17, 1), (64, 16), (70, 600), (33, 784)])  # 3, 4 panels
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_matmul_rows_do_not_depend_on_batch_size_or_threads(dtype, k, n, transposed, rng):
     # Holds on every BLAS kernel: where sgemm is position-dependent (OpenBLAS Haswell/Zen, see
@@ -669,6 +669,17 @@ def test_matmul_rows_do_not_depend_on_batch_size_or_threads(dtype, k, n, transpo
     assert full.dtype == np.dtype(dtype)
     # float32 BLAS itself errs by ~eps·sqrt(k)·|values| (~2e-5 at k=300), and dgemm-routed rows are the exact ones
     close(full, REF.matmul(a, b), dtype, **({"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {}))
+
+
+def test_gemm_panels_are_equal_multiples_of_16_at_most_256_wide():
+    from fastlift.backends.cpu_ops import GEMM_PANEL_COLS, gemm_panel_cols
+
+    assert [gemm_panel_cols(n) for n in (16, 256, 272, 512, 784, 1008)] == [16, 256, 144, 256, 208, 256]
+    for n in range(16, 4096, 16):
+        w = gemm_panel_cols(n)
+        panels = -(-n // w)
+        assert w % 16 == 0 and w <= GEMM_PANEL_COLS and panels == -(-n // GEMM_PANEL_COLS)
+        assert n - (panels - 1) * w > 0  # no empty panel
 
 
 def test_matmul_shapes_and_dtypes(rng):
