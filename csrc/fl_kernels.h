@@ -98,8 +98,6 @@
 #  define FL_VEC_BYTES 64
 #endif
 #define FL_VEC_BLOCK 4
-// Output cells per block of conv_adjoint_sparse (one kernel load serves this many cells).
-#define FL_SPARSE_ROWS 4
 
 // Run-time ISA dispatch of those loops on x86: each is compiled for AVX-512F, AVX2 and the
 // baseline, and fl_isa() picks one per call. Explicit dispatch, not target_clones (ifunc is

@@ -454,24 +454,23 @@ FL_KERNEL void FL_K(col2im)(const FL_T *FL_RESTRICT cols__nijtc,   // IN
 // whose output multipliers are mostly zero, skipping the zeros. Behind a max-pool (one or two
 // cells of each window get credit) and a ReLU most of them are: 14-25% are nonzero in a
 // Basset-like model, so a dense GEMM spends most of its work multiplying zeros.
-// Output cells are taken FL_SPARSE_ROWS at a time (q = u*FL_SPARSE_ROWS + r, a block u); a block
-// lists the output channels o where any of its cells has a nonzero multiplier, with the block's
-// multipliers for that channel (zeros included). For each block, tap t = (a, b) and channel block,
-//   acc[r] = sum over the block's listed o, in channel order, of m_out[p, q, o] * kernel[t*c + :, o]
-// is formed in registers (one kernel load serves the block's cells), then added to m_in at the
-// cell that cell q's tap t reads (i*sh - pt + a*dh, j*sw - pl + b*dw), if inside the input.
-// m_in starts at 0 and receives blocks in order, taps in row-major order within a block: the
-// order depends only on the pair's own multipliers, so the result does not depend on the batch
-// or the threads. The AVX variants fuse multiply-adds (as BLAS does); the baseline does not.
-// Blocks with all multipliers 0 (+0 or -0) are skipped: a zero multiplier times an infinite
-// weight gives 0 here where a GEMM gives NaN.
-// A pair with more than max_nnz listed (block, channel) entries is left for the dense path:
-// done__p[p] = 0 and its m_in rows are not written; otherwise done__p[p] = 1.
+// Each output cell q = i*w_out + j lists its nonzero multipliers (channel o, value). For each
+// tap t = (a, b), channel block and cell,
+//   acc = sum over the cell's listed o, in channel order, of m_out[p, q, o] * kernel[t*c + :, o]
+// is formed in registers, then added to m_in at the cell that q's tap t reads,
+// (i*sh - pt + a*dh, j*sw - pl + b*dw), if it lies inside the input. Taps are the outer loop, so
+// one tap's block of the kernel (c_out x FL_VEC_BLOCK vectors) stays in L1 while the cells
+// stream past. m_in starts at 0 and receives (channel block, tap, cell) in that order: the order
+// depends only on the pair's own multipliers, so the result does not depend on the batch or the
+// threads. The AVX variants fuse multiply-adds (as BLAS does); the baseline does not.
+// Zero multipliers (+0 or -0) are skipped: a zero times an infinite weight gives 0 here where a
+// GEMM gives NaN. NaN multipliers are kept.
+// A pair with more than max_nnz nonzero multipliers is left for the dense path: done__p[p] = 0
+// and its m_in rows are not written; otherwise done__p[p] = 1.
 // Layout: m_out__pijo (n_pairs, h_out, w_out, c_out); wt__toc (kh*kw, c_out, c_pad), the kernel
 // transposed per tap, each row zero-padded to c_pad (a multiple of the vector length);
-// m_in__phwc (n_pairs, h, w, c). Scratch, one set per calling thread: start__u (n_blocks + 1),
-// idx__e (max_nnz; o*c_pad, the kernel row's offset) and val__er (max_nnz, FL_SPARSE_ROWS): the
-// pair's lists, block by block.
+// m_in__phwc (n_pairs, h, w, c). Scratch, one set per calling thread: start__q (n_cells + 1),
+// idx__e and val__e (max_nnz): the pair's nonzero multipliers, cell by cell.
 // Threads: each thread takes a block of pairs [row_begin, row_end) and its own scratch.
 #ifdef FL_HAVE_VECTORS
 typedef FL_T FL_K(vec) __attribute__((vector_size(FL_VEC_BYTES), aligned(sizeof(FL_T)), may_alias));
@@ -479,77 +478,62 @@ typedef FL_T FL_K(vec) __attribute__((vector_size(FL_VEC_BYTES), aligned(sizeof(
 typedef FL_T FL_K(vec);
 #endif
 
-// One (block u, tap (a, b), channel block cb): acc[r] = sum over entries [e0, e1) of
-// val[e, r] * wtap[idx[e] + ...] in registers (nv vectors per cell), then added to the
-// input cell that output cell u*FL_SPARSE_ROWS + r reads through the tap (n_store channels).
-FL_ROWS void FL_K(sparse_adjoint_block)(const int32_t *FL_RESTRICT idx__e,
-                                        const FL_T *FL_RESTRICT val__er, int64_t e0, int64_t e1,
-                                        const FL_T *FL_RESTRICT wtap, int64_t c_pad, const int nv,
-                                        fl_geometry g, int64_t u, int64_t a, int64_t b, int64_t cb,
-                                        int64_t n_store, FL_T *FL_RESTRICT m_in__hwc)
+// One (tap, channel block cb, output cell): acc = sum over entries [e0, e1) of
+// val[e] * wtap[idx[e]*c_pad + ...] in registers (nv vectors), then added to dst (n_store values).
+FL_ROWS void FL_K(sparse_adjoint_cell)(const int32_t *FL_RESTRICT idx__e, const FL_T *FL_RESTRICT val__e,
+                                       int64_t e0, int64_t e1, const FL_T *FL_RESTRICT wtap,
+                                       int64_t c_pad, const int nv, int64_t n_store,
+                                       FL_T *FL_RESTRICT dst)
 {
-    FL_K(vec) acc[FL_SPARSE_ROWS][FL_VEC_BLOCK];
-    for (int r = 0; r < FL_SPARSE_ROWS; ++r)
-        for (int k = 0; k < FL_VEC_BLOCK; ++k)
-            acc[r][k] = (FL_K(vec)){0};
+    FL_K(vec) acc[FL_VEC_BLOCK];
+    for (int k = 0; k < FL_VEC_BLOCK; ++k)
+        acc[k] = (FL_K(vec)){0};
     for (int64_t e = e0; e < e1; ++e) {
         const FL_K(vec) *w = (const FL_K(vec) *)(wtap + (int64_t)idx__e[e] * c_pad);
-        const FL_T *v = val__er + e * FL_SPARSE_ROWS;
-        for (int k = 0; k < nv; ++k) {
-            const FL_K(vec) wk = w[k];
-            for (int r = 0; r < FL_SPARSE_ROWS; ++r)
-                acc[r][k] += v[r] * wk;
-        }
+        const FL_T v = val__e[e];
+        for (int k = 0; k < nv; ++k)
+            acc[k] += v * w[k];
     }
-    const int64_t n_cells = g.h_out * g.w_out, q0 = u * FL_SPARSE_ROWS;
-    int64_t i = q0 / g.w_out, j = q0 % g.w_out;
-    for (int r = 0; r < FL_SPARSE_ROWS && q0 + r < n_cells; ++r, ++j) {
-        if (j == g.w_out) {
-            j = 0;
-            ++i;
-        }
-        const int64_t rr = i * g.sh - g.pt + a * g.dh, ss = j * g.sw - g.pl + b * g.dw;
-        if (rr < 0 || rr >= g.h || ss < 0 || ss >= g.w)
-            continue;
-        FL_T *dst = m_in__hwc + (rr * g.w + ss) * g.c + cb;
-        if (nv == FL_VEC_BLOCK && n_store == FL_VEC_BLOCK * (int64_t)(sizeof(FL_K(vec)) / sizeof(FL_T))) {
-            FL_K(vec) *d = (FL_K(vec) *)dst;
-            for (int k = 0; k < FL_VEC_BLOCK; ++k)
-                d[k] = d[k] + acc[r][k];
-        } else {
-            for (int64_t k = 0; k < n_store; ++k)
-                dst[k] += ((const FL_T *)&acc[r][0])[k];
-        }
+    if (nv == FL_VEC_BLOCK && n_store == FL_VEC_BLOCK * (int64_t)(sizeof(FL_K(vec)) / sizeof(FL_T))) {
+        FL_K(vec) *d = (FL_K(vec) *)dst;
+        for (int k = 0; k < FL_VEC_BLOCK; ++k)
+            d[k] = d[k] + acc[k];
+    } else {
+        for (int64_t k = 0; k < n_store; ++k)
+            dst[k] += ((const FL_T *)acc)[k];
     }
 }
 
-// One pair: channel block, then tap, then output-cell block, so the kernel's rows for one tap and
-// channel block (c_out x FL_VEC_BLOCK vectors) stay in L1 while the blocks stream past.
-FL_ROWS void FL_K(sparse_adjoint_pair)(const int64_t *FL_RESTRICT start__u,
+FL_ROWS void FL_K(sparse_adjoint_pair)(const int64_t *FL_RESTRICT start__q,
                                        const int32_t *FL_RESTRICT idx__e,
-                                       const FL_T *FL_RESTRICT val__er, const FL_T *FL_RESTRICT wt__toc,
+                                       const FL_T *FL_RESTRICT val__e, const FL_T *FL_RESTRICT wt__toc,
                                        int64_t c_out, int64_t c_pad, fl_geometry g,
                                        FL_T *FL_RESTRICT m_in__hwc)
 {
     const int64_t lanes = (int64_t)(sizeof(FL_K(vec)) / sizeof(FL_T));
     const int64_t width = FL_VEC_BLOCK * lanes;
-    const int64_t n_blocks = (g.h_out * g.w_out + FL_SPARSE_ROWS - 1) / FL_SPARSE_ROWS;
     for (int64_t cb = 0; cb < g.c; cb += width) {
         const int64_t n_store = g.c - cb < width ? g.c - cb : width;
         const int nv = (int)((n_store + lanes - 1) / lanes);
         for (int64_t a = 0; a < g.kh; ++a)
             for (int64_t b = 0; b < g.kw; ++b) {
                 const FL_T *wtap = wt__toc + (a * g.kw + b) * c_out * c_pad + cb;
-                for (int64_t u = 0; u < n_blocks; ++u) {
-                    const int64_t e0 = start__u[u], e1 = start__u[u + 1];
-                    if (e0 == e1)
+                for (int64_t i = 0; i < g.h_out; ++i) {
+                    const int64_t r = i * g.sh - g.pt + a * g.dh;
+                    if (r < 0 || r >= g.h)
                         continue;
-                    if (nv == FL_VEC_BLOCK)  // constant: the loops over vectors unroll
-                        FL_K(sparse_adjoint_block)(idx__e, val__er, e0, e1, wtap, c_pad, FL_VEC_BLOCK,
-                                                   g, u, a, b, cb, n_store, m_in__hwc);
-                    else
-                        FL_K(sparse_adjoint_block)(idx__e, val__er, e0, e1, wtap, c_pad, nv, g, u,
-                                                   a, b, cb, n_store, m_in__hwc);
+                    for (int64_t j = 0; j < g.w_out; ++j) {
+                        const int64_t q = i * g.w_out + j, s = j * g.sw - g.pl + b * g.dw;
+                        const int64_t e0 = start__q[q], e1 = start__q[q + 1];
+                        if (e0 == e1 || s < 0 || s >= g.w)
+                            continue;
+                        FL_T *dst = m_in__hwc + (r * g.w + s) * g.c + cb;
+                        if (nv == FL_VEC_BLOCK)  // constant: the loop over vectors unrolls
+                            FL_K(sparse_adjoint_cell)(idx__e, val__e, e0, e1, wtap, c_pad, FL_VEC_BLOCK,
+                                                      n_store, dst);
+                        else
+                            FL_K(sparse_adjoint_cell)(idx__e, val__e, e0, e1, wtap, c_pad, nv, n_store, dst);
+                    }
                 }
             }
     }
@@ -557,25 +541,25 @@ FL_ROWS void FL_K(sparse_adjoint_pair)(const int64_t *FL_RESTRICT start__u,
 
 #ifdef FL_X86_DISPATCH
 FL_TARGET_AVX512 FL_NOINLINE void FL_K(sparse_adjoint_pair_avx512)(
-    const int64_t *start__u, const int32_t *idx__e, const FL_T *val__er, const FL_T *wt__toc,
+    const int64_t *start__q, const int32_t *idx__e, const FL_T *val__e, const FL_T *wt__toc,
     int64_t c_out, int64_t c_pad, fl_geometry g, FL_T *m_in__hwc)
 {
-    FL_K(sparse_adjoint_pair)(start__u, idx__e, val__er, wt__toc, c_out, c_pad, g, m_in__hwc);
+    FL_K(sparse_adjoint_pair)(start__q, idx__e, val__e, wt__toc, c_out, c_pad, g, m_in__hwc);
 }
 
 FL_TARGET_AVX2 FL_NOINLINE void FL_K(sparse_adjoint_pair_avx2)(
-    const int64_t *start__u, const int32_t *idx__e, const FL_T *val__er, const FL_T *wt__toc,
+    const int64_t *start__q, const int32_t *idx__e, const FL_T *val__e, const FL_T *wt__toc,
     int64_t c_out, int64_t c_pad, fl_geometry g, FL_T *m_in__hwc)
 {
-    FL_K(sparse_adjoint_pair)(start__u, idx__e, val__er, wt__toc, c_out, c_pad, g, m_in__hwc);
+    FL_K(sparse_adjoint_pair)(start__q, idx__e, val__e, wt__toc, c_out, c_pad, g, m_in__hwc);
 }
 #endif
 
-FL_NOINLINE void FL_K(sparse_adjoint_pair_base)(const int64_t *start__u, const int32_t *idx__e,
-                                                const FL_T *val__er, const FL_T *wt__toc, int64_t c_out,
+FL_NOINLINE void FL_K(sparse_adjoint_pair_base)(const int64_t *start__q, const int32_t *idx__e,
+                                                const FL_T *val__e, const FL_T *wt__toc, int64_t c_out,
                                                 int64_t c_pad, fl_geometry g, FL_T *m_in__hwc)
 {
-    FL_K(sparse_adjoint_pair)(start__u, idx__e, val__er, wt__toc, c_out, c_pad, g, m_in__hwc);
+    FL_K(sparse_adjoint_pair)(start__q, idx__e, val__e, wt__toc, c_out, c_pad, g, m_in__hwc);
 }
 
 // isa: an FL_ISA_* code, the highest variant to use (FL_ISA_AUTO: the best the CPU has).
@@ -583,58 +567,51 @@ FL_KERNEL void FL_K(conv_adjoint_sparse)(const FL_T *FL_RESTRICT m_out__pijo,   
                                          const FL_T *FL_RESTRICT wt__toc,       // IN
                                          int64_t c_out, int64_t c_pad, fl_geometry g,
                                          int64_t max_nnz, int isa,
-                                         int64_t *FL_RESTRICT start__u,         // SCRATCH
+                                         int64_t *FL_RESTRICT start__q,         // SCRATCH
                                          int32_t *FL_RESTRICT idx__e,           // SCRATCH
-                                         FL_T *FL_RESTRICT val__er,             // SCRATCH
+                                         FL_T *FL_RESTRICT val__e,              // SCRATCH
                                          FL_T *FL_RESTRICT m_in__phwc,          // OUT
                                          uint8_t *FL_RESTRICT done__p,          // OUT
                                          int64_t row_begin, int64_t row_end)
 {
     const int64_t n_cells = g.h_out * g.w_out, in_len = g.h * g.w * g.c;
-    const int64_t n_blocks = (n_cells + FL_SPARSE_ROWS - 1) / FL_SPARSE_ROWS;
     const int variant = fl_isa(isa);
     for (int64_t p = row_begin; p < row_end; ++p) {
         const FL_T *m = m_out__pijo + p * n_cells * c_out;
         int64_t n = 0;
         int fits = 1;
-        for (int64_t u = 0; u < n_blocks && fits; ++u) {
-            const int64_t q0 = u * FL_SPARSE_ROWS;
-            const int64_t rows = n_cells - q0 < FL_SPARSE_ROWS ? n_cells - q0 : FL_SPARSE_ROWS;
-            start__u[u] = n;
+        for (int64_t q = 0; q < n_cells && fits; ++q) {
+            start__q[q] = n;
             for (int64_t o = 0; o < c_out; ++o) {
-                int any = 0;
-                for (int64_t r = 0; r < rows; ++r)
-                    any |= m[(q0 + r) * c_out + o] != (FL_T)0;  // NaN counts as nonzero
-                if (!any)
+                const FL_T v = m[q * c_out + o];
+                if (v == (FL_T)0)  // NaN is kept
                     continue;
                 if (n == max_nnz) {
                     fits = 0;
                     break;
                 }
                 idx__e[n] = (int32_t)o;
-                for (int64_t r = 0; r < FL_SPARSE_ROWS; ++r)
-                    val__er[n * FL_SPARSE_ROWS + r] = r < rows ? m[(q0 + r) * c_out + o] : (FL_T)0;
-                ++n;
+                val__e[n++] = v;
             }
         }
         done__p[p] = (uint8_t)fits;
         if (!fits)
             continue;
-        start__u[n_blocks] = n;
+        start__q[n_cells] = n;
         FL_T *out = m_in__phwc + p * in_len;
         memset(out, 0, (size_t)in_len * sizeof(FL_T));
 #ifdef FL_X86_DISPATCH
         if (variant == FL_ISA_AVX512) {
-            FL_K(sparse_adjoint_pair_avx512)(start__u, idx__e, val__er, wt__toc, c_out, c_pad, g, out);
+            FL_K(sparse_adjoint_pair_avx512)(start__q, idx__e, val__e, wt__toc, c_out, c_pad, g, out);
             continue;
         }
         if (variant == FL_ISA_AVX2) {
-            FL_K(sparse_adjoint_pair_avx2)(start__u, idx__e, val__er, wt__toc, c_out, c_pad, g, out);
+            FL_K(sparse_adjoint_pair_avx2)(start__q, idx__e, val__e, wt__toc, c_out, c_pad, g, out);
             continue;
         }
 #endif
         (void)variant;
-        FL_K(sparse_adjoint_pair_base)(start__u, idx__e, val__er, wt__toc, c_out, c_pad, g, out);
+        FL_K(sparse_adjoint_pair_base)(start__q, idx__e, val__e, wt__toc, c_out, c_pad, g, out);
     }
 }
 

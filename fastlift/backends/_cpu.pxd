@@ -139,7 +139,6 @@ cdef extern from "fl_kernels.h" nogil:
     void fl_col2im_d(const double *cols__nijtc, double *x__nhwc, fl_geometry g,
                      int64_t row_begin, int64_t row_end)
     enum:
-        FL_SPARSE_ROWS
         FL_ISA_AUTO
         FL_ISA_BASE
         FL_ISA_AVX2
@@ -147,12 +146,12 @@ cdef extern from "fl_kernels.h" nogil:
     int fl_isa(int wanted)
     void fl_conv_adjoint_sparse_f(const float *m_out__pijo, const float *wt__toc, int64_t c_out,
                                   int64_t c_pad, fl_geometry g, int64_t max_nnz, int isa,
-                                  int64_t *start__u, int32_t *idx__e, float *val__er,
+                                  int64_t *start__q, int32_t *idx__e, float *val__e,
                                   float *m_in__phwc, uint8_t *done__p,
                                   int64_t row_begin, int64_t row_end)
     void fl_conv_adjoint_sparse_d(const double *m_out__pijo, const double *wt__toc, int64_t c_out,
                                   int64_t c_pad, fl_geometry g, int64_t max_nnz, int isa,
-                                  int64_t *start__u, int32_t *idx__e, double *val__er,
+                                  int64_t *start__q, int32_t *idx__e, double *val__e,
                                   double *m_in__phwc, uint8_t *done__p,
                                   int64_t row_begin, int64_t row_end)
     void fl_max_pool_forward_f(const float *x__nhwc, float *out__nijc, fl_geometry g,

@@ -506,7 +506,6 @@ def col2im(const floating[:, :, :, ::1] cols,   # IN  (n, h_out, w_out, kh*kw*c)
 
 
 VECTOR_BYTES = 64  # FL_VEC_BYTES: the padded rows of conv_adjoint_sparse's kernel
-SPARSE_ROWS = FL_SPARSE_ROWS  # output cells per block of conv_adjoint_sparse
 ISA_NAMES = {"auto": FL_ISA_AUTO, "base": FL_ISA_BASE, "avx2": FL_ISA_AVX2, "avx512": FL_ISA_AVX512}
 
 
@@ -525,9 +524,8 @@ def conv_adjoint_sparse(const floating[:, :, :, ::1] m_out,   # IN  (n_pairs, h_
     """The convolution adjoint of pairs whose multipliers are mostly zero, skipping the zeros;
     returns (m_in (n_pairs, h, w, c), done (n_pairs,) bool).
 
-    Output cells go in blocks of ``SPARSE_ROWS``; a pair whose blocks have more than ``max_nnz``
-    (block, output channel) entries with a nonzero multiplier is not computed (done False, its
-    m_in rows uninitialised) so the caller can run it densely. ``wt[t, o, :c]`` is
+    A pair with more than ``max_nnz`` nonzero multipliers is not computed (done False, its m_in
+    rows uninitialised) so the caller can run it densely. ``wt[t, o, :c]`` is
     ``kernel[t*c:(t+1)*c, o]``, zero-padded to c_pad, a multiple of ``VECTOR_BYTES`` / itemsize.
     The sum order is fixed per pair (see ``fl_conv_adjoint_sparse``): any thread count and any
     batch give the same bits; ``isa`` caps the instruction set ("auto": the best available).
@@ -535,7 +533,6 @@ def conv_adjoint_sparse(const floating[:, :, :, ::1] m_out,   # IN  (n_pairs, h_
     cdef fl_geometry geo = _geometry(g)
     cdef Py_ssize_t n_pairs = m_out.shape[0], c_out = m_out.shape[3], c_pad = wt.shape[2]
     cdef Py_ssize_t n_cells = geo.h_out * geo.w_out, b, nb
-    cdef Py_ssize_t n_blocks = (n_cells + FL_SPARSE_ROWS - 1) // FL_SPARSE_ROWS
     _check_nhwc(m_out.shape, geo.h_out, geo.w_out, c_out, "m_out")
     cdef Py_ssize_t lanes = VECTOR_BYTES // sizeof(floating)
     if wt.shape[0] != geo.kh * geo.kw or wt.shape[1] != c_out or c_pad < geo.c or c_pad % lanes:
@@ -553,14 +550,14 @@ def conv_adjoint_sparse(const floating[:, :, :, ::1] m_out,   # IN  (n_pairs, h_
     if n_cells == 0 or c_out == 0:
         out[...] = 0
         return out, done_arr.view(bool)
-    if max_nnz > n_blocks * c_out:
-        max_nnz = n_blocks * c_out
+    if max_nnz > n_cells * c_out:
+        max_nnz = n_cells * c_out
     nb = n_threads if n_threads < n_pairs else n_pairs
     if nb < 1:
         nb = 1
-    start_arr = np.empty((nb, n_blocks + 1), dtype=np.int64)
+    start_arr = np.empty((nb, n_cells + 1), dtype=np.int64)
     idx_arr = np.empty((nb, max_nnz + 1), dtype=np.int32)
-    val_arr = _empty((nb, (max_nnz + 1) * FL_SPARSE_ROWS), <floating>0)
+    val_arr = _empty((nb, max_nnz + 1), <floating>0)
     cdef int64_t[:, ::1] start = start_arr
     cdef int32_t[:, ::1] idx = idx_arr
     cdef floating[:, ::1] val = val_arr

@@ -62,18 +62,18 @@ GEMM_PANEL_COLS = 256
 FLIPPED_MIN_CHANNELS = 16
 #: conv_adjoint skips zero multipliers (`_cpu.conv_adjoint_sparse`) for kernels with at least
 #: `SPARSE_MIN_TAPS_CHANNELS` taps x input channels, in pairs where at most `SPARSE_MAX_FILL` of the
-#: (block of `_cpu.SPARSE_ROWS` output cells, output channel) entries hold a nonzero multiplier;
-#: other pairs go dense. Measured per op, 1 thread, 40 pairs, multipliers routed by a width-4
-#: max-pool then masked like a ReLU (dense GEMM / sparse, ms): 300 channels x 11 taps -> 200
-#: 78 / 43 at fill 0.5 (integrated gradients), 79 / 60 at 0.75 (DeepLIFT, exact max-pool),
-#: ~equal at 0.94; 64 x 11 -> 300 32 / 20 at 0.5; 128 x 5 -> 128 15 / 10 at 0.5; but 64 x 3 -> 64
-#: 5.4 / 6.0 (BLAS is at its best on those small GEMMs) and 32 x 3 -> 32 0.7 / 1.5.
+#: multipliers are nonzero; other pairs go dense. Measured per op, 1 thread, 40 pairs, random
+#: zeros, dense GEMM time / sparse time at 10, 20, 30, 40% nonzero: 300 channels x 11 taps -> 200
+#: 2.6, 1.5, 1.0, 0.8 (dense 76 ms); 200 x 7 -> 200 4.5, 2.9, 2.2, 1.8; 128 x 5 -> 128 2.5, 1.7,
+#: 1.3, 1.0; 64 x 9 -> 64 2.3, 1.6, 1.1, 0.9. Multipliers routed by a max-pool fare better (300 x
+#: 11: 3.3x at 12%, as in integrated gradients; 2.4x at 19%; 1.6x at 33%). Below 512, e.g. 64 x 3
+#: -> 64, BLAS is at its best and the sparse kernel was no faster even at 12%.
 SPARSE_MIN_TAPS_CHANNELS = 512
-SPARSE_MAX_FILL = 0.8
-#: conv_forward's rows take the sparse kernel up to this fill. Lower than the adjoint's: the
-#: forward's dense path is the fused GEMM (no col2im to save), and a Basset-like DeepLIFT run,
-#: whose activations fill 0.62-0.75, was 4% slower end to end with them sparse.
-SPARSE_MAX_FILL_FORWARD = 0.6
+SPARSE_MAX_FILL = 0.3
+#: conv_forward's rows take the sparse kernel up to this fill (its dense path, the fused GEMM, is
+#: faster than the adjoint's): forward speed-ups at 10, 20, 30, 40% nonzero for the layers above
+#: 3.4, 2.1, 1.5, 1.3; 2.6, 1.6, 1.1, 0.9; 2.0, 1.1, 0.8, 0.6; 2.1, 1.4, 1.0, 0.9.
+SPARSE_MAX_FILL_FORWARD = 0.25
 #: Most bytes of freed arrays kept for reuse during a run (`compute_context`).
 POOL_BYTES = 512 * 2**20
 
@@ -344,12 +344,12 @@ class CpuOps(Ops):
 
         return self._derived(kernel, "sparse_flipped" if flip else "sparse_transposed", make)
 
-    def _skip_zeros(self, a, wt, g: Geometry, dense, max_fill=SPARSE_MAX_FILL):
+    def _skip_zeros(self, a, wt, g: Geometry, dense, max_fill):
         """`_cpu.conv_adjoint_sparse(a, wt, g)` for the rows of ``a`` (n, g.h_out, g.w_out, c_a)
-        with at most ``max_fill`` of their (cell block, channel) entries nonzero, ``dense`` on
-        the others; returns (n, g.h, g.w, g.c)."""
-        n_blocks = -(-g.h_out * g.w_out // _cpu.SPARSE_ROWS)
-        out, done = _cpu.conv_adjoint_sparse(a, wt, g, int(max_fill * n_blocks * a.shape[-1]), self.n_threads)
+        with at most ``max_fill`` of their values nonzero, ``dense`` on the others; returns
+        (n, g.h, g.w, g.c)."""
+        out, done = _cpu.conv_adjoint_sparse(a, wt, g, int(max_fill * g.h_out * g.w_out * a.shape[-1]),
+                                             self.n_threads)
         if not done.any():  # no copies in and out when every row is dense
             return dense(a).reshape(out.shape)
         if not done.all():
@@ -367,7 +367,7 @@ class CpuOps(Ops):
             return self._dense_adjoint(m, kernel, g)
         wt = self._sparse_kernel(np.asarray(kernel, dtype=dt), g, flip=False)
         m = _nhwc(m, dt, g, (g.h_out, g.w_out, kernel.shape[1]))
-        return self._skip_zeros(m, wt, g, lambda rows: self._dense_adjoint(rows, kernel, g))
+        return self._skip_zeros(m, wt, g, lambda rows: self._dense_adjoint(rows, kernel, g), SPARSE_MAX_FILL)
 
     def _dense_adjoint(self, m, kernel, g: Geometry):
         """For stride 1, the transpose of a convolution is a convolution of ``m`` with the kernel
