@@ -546,7 +546,11 @@ def test_avg_pool_backward(g, dtype, n, rng):
 @pytest.mark.parametrize("n_pairs", N_ROWS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("g", GEOMETRIES + [  # more taps than FL_TAP_TABLE (256): offsets by division
-    pytest.param(geometry(3, 130, 2, 3, 100, sw=30, dh=1), id="2d-300-taps")])
+    pytest.param(geometry(3, 130, 2, 3, 100, sw=30, dh=1), id="2d-300-taps"),
+    # windows that do not overlap: each cell written once, tap by tap (route_window)
+    pytest.param(geometry(1, 23, 70, 1, 4, sw=4), id="1d-disjoint-4-c70-tail"),
+    pytest.param(geometry(7, 9, 3, 2, 2, sh=2, sw=2, pb=1, pr=1), id="2d-disjoint-same-partial"),
+    pytest.param(geometry(1, 20, 2, 1, 2, sw=3, dw=2), id="1d-disjoint-dilated")])
 def test_max_pool_backward(g, dtype, n_pairs, exact, rng):
     # Small integers: many ties inside windows (first arg-max wins) and negative values, so a
     # padding cell treated as 0 would win.
