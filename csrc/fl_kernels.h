@@ -98,6 +98,8 @@
 #  define FL_VEC_BYTES 64
 #endif
 #define FL_VEC_BLOCK 4
+// Output cells per register tile of conv_direct (6 x 4 vectors: 24 of AVX-512's 32 registers).
+#define FL_DIRECT_CELLS 6
 
 // Run-time ISA dispatch of those loops on x86: each is compiled for AVX-512F, AVX2 and the
 // baseline, and fl_isa() picks one per call. Explicit dispatch, not target_clones (ifunc is

@@ -615,6 +615,135 @@ FL_KERNEL void FL_K(conv_adjoint_sparse)(const FL_T *FL_RESTRICT m_out__pijo,   
     }
 }
 
+// conv_direct: a convolution without unfolding (the forward of CpuOps.conv_forward where it pays):
+//   out[n, i, j, o] = (sum over taps t = (a, b) in row-major order, then input channels ch in
+//   order, of x[n, i*sh - pt + a*dh, j*sw - pl + b*dw, ch] * kernel[t*c + ch, o]) + bias[o],
+// cells outside the input reading 0. FL_DIRECT_CELLS output cells of one output row times one
+// block of FL_VEC_BLOCK vectors of output channels are summed in registers: each kernel vector
+// loaded serves FL_DIRECT_CELLS cells, each input value broadcast serves the whole block. The sum
+// order is fixed per output value, so results depend on neither the batch nor the threads; the
+// AVX variants fuse multiply-adds, the baseline does not.
+// Layout: x__nhwc (n, h, w, c); wp__btcv, the kernel packed by output-channel block: block k
+// holds (kh*kw, c, bw) with bw = FL_VEC_BLOCK vectors except for a narrower last block, its
+// columns beyond c_out zero; bias__o (c_pad) or NULL, zero-padded; zero__c (c) zeros;
+// out__nijo (n, h_out, w_out, c_out). c_pad = c_out rounded up to the vector length.
+// Threads: output rows q = n*h_out + i in [row_begin, row_end).
+FL_ROWS void FL_K(direct_tile)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_RESTRICT zero__c,
+                               const FL_T *FL_RESTRICT wblock, const FL_T *FL_RESTRICT bias,
+                               fl_geometry g, int64_t n, int64_t i, int64_t j0, int64_t cells,
+                               int64_t col0, int64_t c_out, const int nv, FL_T *FL_RESTRICT out__nijo)
+{
+    const int64_t lanes = (int64_t)(sizeof(FL_K(vec)) / sizeof(FL_T));
+    FL_K(vec) acc[FL_DIRECT_CELLS][FL_VEC_BLOCK];
+    for (int r = 0; r < FL_DIRECT_CELLS; ++r)
+        for (int k = 0; k < FL_VEC_BLOCK; ++k)
+            acc[r][k] = (FL_K(vec)){0};
+    const FL_T *xn = x__nhwc + n * g.h * g.w * g.c;
+    for (int64_t a = 0; a < g.kh; ++a) {
+        const int64_t row = i * g.sh - g.pt + a * g.dh;
+        for (int64_t b = 0; b < g.kw; ++b) {
+            const FL_T *p[FL_DIRECT_CELLS];
+            for (int r = 0; r < FL_DIRECT_CELLS; ++r) {
+                const int64_t col = (j0 + r) * g.sw - g.pl + b * g.dw;
+                const int inside = r < cells && row >= 0 && row < g.h && col >= 0 && col < g.w;
+                p[r] = inside ? xn + (row * g.w + col) * g.c : zero__c;
+            }
+            const FL_K(vec) *w = (const FL_K(vec) *)(wblock + (a * g.kw + b) * g.c * nv * lanes);
+            for (int64_t ch = 0; ch < g.c; ++ch, w += nv) {
+                for (int k = 0; k < nv; ++k) {
+                    const FL_K(vec) wk = w[k];
+                    for (int r = 0; r < FL_DIRECT_CELLS; ++r)
+                        acc[r][k] += p[r][ch] * wk;
+                }
+            }
+        }
+    }
+    const int64_t n_store = c_out - col0 < nv * lanes ? c_out - col0 : nv * lanes;
+    for (int r = 0; r < cells; ++r) {
+        FL_T *dst = out__nijo + ((n * g.h_out + i) * g.w_out + j0 + r) * c_out + col0;
+        const FL_T *sum = (const FL_T *)&acc[r][0];
+        if (bias != NULL)
+            for (int64_t k = 0; k < n_store; ++k)
+                dst[k] = sum[k] + bias[col0 + k];
+        else
+            for (int64_t k = 0; k < n_store; ++k)
+                dst[k] = sum[k];
+    }
+}
+
+FL_ROWS void FL_K(direct_rows)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_RESTRICT wp__btcv,
+                               const FL_T *FL_RESTRICT bias__o, const FL_T *FL_RESTRICT zero__c,
+                               fl_geometry g, int64_t c_out, FL_T *FL_RESTRICT out__nijo,
+                               int64_t row_begin, int64_t row_end)
+{
+    const int64_t lanes = (int64_t)(sizeof(FL_K(vec)) / sizeof(FL_T));
+    const int64_t width = FL_VEC_BLOCK * lanes, taps_c = g.kh * g.kw * g.c;
+    for (int64_t q = row_begin; q < row_end; ++q) {
+        const int64_t n = q / g.h_out, i = q % g.h_out;
+        for (int64_t col0 = 0; col0 < c_out; col0 += width) {
+            const int64_t left = c_out - col0;
+            const int nv = left >= width ? FL_VEC_BLOCK : (int)((left + lanes - 1) / lanes);
+            const FL_T *wblock = wp__btcv + (col0 / width) * taps_c * width;
+            for (int64_t j0 = 0; j0 < g.w_out; j0 += FL_DIRECT_CELLS) {
+                const int64_t cells = g.w_out - j0 < FL_DIRECT_CELLS ? g.w_out - j0 : FL_DIRECT_CELLS;
+                if (nv == FL_VEC_BLOCK)  // constant: the loops over vectors and cells unroll
+                    FL_K(direct_tile)(x__nhwc, zero__c, wblock, bias__o, g, n, i, j0, cells, col0, c_out,
+                                      FL_VEC_BLOCK, out__nijo);
+                else
+                    FL_K(direct_tile)(x__nhwc, zero__c, wblock, bias__o, g, n, i, j0, cells, col0, c_out,
+                                      nv, out__nijo);
+            }
+        }
+    }
+}
+
+#ifdef FL_X86_DISPATCH
+FL_TARGET_AVX512 FL_NOINLINE void FL_K(direct_rows_avx512)(
+    const FL_T *x__nhwc, const FL_T *wp__btcv, const FL_T *bias__o, const FL_T *zero__c, fl_geometry g,
+    int64_t c_out, FL_T *out__nijo, int64_t row_begin, int64_t row_end)
+{
+    FL_K(direct_rows)(x__nhwc, wp__btcv, bias__o, zero__c, g, c_out, out__nijo, row_begin, row_end);
+}
+
+FL_TARGET_AVX2 FL_NOINLINE void FL_K(direct_rows_avx2)(
+    const FL_T *x__nhwc, const FL_T *wp__btcv, const FL_T *bias__o, const FL_T *zero__c, fl_geometry g,
+    int64_t c_out, FL_T *out__nijo, int64_t row_begin, int64_t row_end)
+{
+    FL_K(direct_rows)(x__nhwc, wp__btcv, bias__o, zero__c, g, c_out, out__nijo, row_begin, row_end);
+}
+#endif
+
+FL_NOINLINE void FL_K(direct_rows_base)(const FL_T *x__nhwc, const FL_T *wp__btcv, const FL_T *bias__o,
+                                        const FL_T *zero__c, fl_geometry g, int64_t c_out,
+                                        FL_T *out__nijo, int64_t row_begin, int64_t row_end)
+{
+    FL_K(direct_rows)(x__nhwc, wp__btcv, bias__o, zero__c, g, c_out, out__nijo, row_begin, row_end);
+}
+
+// isa: an FL_ISA_* code, the highest variant to use (FL_ISA_AUTO: the best the CPU has).
+FL_KERNEL void FL_K(conv_direct)(const FL_T *FL_RESTRICT x__nhwc,     // IN
+                                 const FL_T *FL_RESTRICT wp__btcv,    // IN
+                                 const FL_T *FL_RESTRICT bias__o,     // IN (or NULL)
+                                 const FL_T *FL_RESTRICT zero__c,     // IN
+                                 fl_geometry g, int64_t c_out, int isa,
+                                 FL_T *FL_RESTRICT out__nijo,         // OUT
+                                 int64_t row_begin, int64_t row_end)
+{
+    const int variant = fl_isa(isa);
+#ifdef FL_X86_DISPATCH
+    if (variant == FL_ISA_AVX512) {
+        FL_K(direct_rows_avx512)(x__nhwc, wp__btcv, bias__o, zero__c, g, c_out, out__nijo, row_begin, row_end);
+        return;
+    }
+    if (variant == FL_ISA_AVX2) {
+        FL_K(direct_rows_avx2)(x__nhwc, wp__btcv, bias__o, zero__c, g, c_out, out__nijo, row_begin, row_end);
+        return;
+    }
+#endif
+    (void)variant;
+    FL_K(direct_rows_base)(x__nhwc, wp__btcv, bias__o, zero__c, g, c_out, out__nijo, row_begin, row_end);
+}
+
 // ======================================================================== pooling
 // max_pool_forward: out[n, i, j, ch] = max of x[n, r, s, ch] over the window's cells inside
 // the input (padding ignored; -inf if the window has none).

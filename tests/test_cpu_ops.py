@@ -282,14 +282,17 @@ def test_im2col_col2im(g, dtype, n, rng):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("g", GEOMETRIES)
 def test_conv_forward_is_the_unfused_gemm_bit_for_bit(g, dtype, n_out, rng):
+    # (or, where it runs conv_direct, the same values in another order: within rounding)
     x = rng.standard_normal((23, g.h, g.w, g.c)).astype(dtype)
     kernel = rng.standard_normal((g.kh * g.kw * g.c, n_out)).astype(dtype)
+    tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {}
+    like = (lambda a, b, dt: close(a, b, dt, **tol)) if CPU.conv_runs_direct(g) else same
     with CPU.compute_context():
         got = CPU.conv_forward(x, kernel, g)
         cols = CPU.im2col(x, g)
-        same(got, CPU.matmul(cols.reshape(-1, cols.shape[-1]), kernel), dtype)
+        like(got, CPU.matmul(cols.reshape(-1, cols.shape[-1]), kernel), dtype)
         kernel_f = np.asfortranarray(kernel)  # a transposed layout is a different BLAS call, also matched
-        same(CPU.conv_forward(x, kernel_f, g), CPU.matmul(cols.reshape(-1, cols.shape[-1]), kernel_f), dtype)
+        like(CPU.conv_forward(x, kernel_f, g), CPU.matmul(cols.reshape(-1, cols.shape[-1]), kernel_f), dtype)
         # batch sizes and thread counts that split the blocks differently
         cells = g.h_out * g.w_out
         for lo, hi in [(0, 1), (3, 10), (22, 23)]:
@@ -300,6 +303,61 @@ def test_conv_forward_is_the_unfused_gemm_bit_for_bit(g, dtype, n_out, rng):
     with CPU.compute_context():  # the bias, added in the GEMM pass, is the same as added after
         same(CPU.conv_forward(x, kernel, g, bias), got + bias, dtype)
     close(REF.conv_forward(x, kernel, g, bias), got + bias, dtype, **tol)
+
+
+def direct_kernel(kernel, dtype):
+    """conv_direct's packed kernel, written out independently of CpuOps._direct_kernel."""
+    lanes = _cpu.VECTOR_BYTES // np.dtype(dtype).itemsize
+    width, n = _cpu.VECTOR_BLOCK * lanes, kernel.shape[1]
+    c_pad = -(-n // lanes) * lanes
+    blocks = []
+    for c0 in range(0, c_pad, width):
+        block = np.zeros((kernel.shape[0], min(width, c_pad - c0)), dtype)
+        block[:, :max(0, min(n - c0, block.shape[1]))] = kernel[:, c0:c0 + block.shape[1]]
+        blocks.append(block.ravel())
+    return np.concatenate(blocks), c_pad
+
+
+@pytest.mark.parametrize("n_out", [5, 64, 70, 200])  # narrow, one block, a 6-wide tail, 3 blocks + tail
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("g", GEOMETRIES + [
+    pytest.param(geometry(1, 40, 33, 1, 5, dw=3, pl=6, pr=6), id="1d-same-dilated-c33"),
+    pytest.param(geometry(5, 13, 20, 3, 3, sh=2, sw=2, pt=1, pb=1, pl=1, pr=1), id="2d-strided-c20")])
+def test_conv_direct_is_the_convolution(g, dtype, n_out, rng):
+    x = rng.standard_normal((9, g.h, g.w, g.c)).astype(dtype)
+    kernel = rng.standard_normal((g.kh * g.kw * g.c, n_out)).astype(dtype)
+    bias = rng.standard_normal(n_out).astype(dtype)
+    wp, c_pad = direct_kernel(kernel, dtype)
+    bias_pad = np.zeros(c_pad, dtype)
+    bias_pad[:n_out] = bias
+    got = _cpu.conv_direct(x, wp, g, n_out, 2, bias_pad)
+    tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {}
+    close(got, REF.conv_forward(x, kernel, g, bias), dtype, **tol)
+    cells = g.h_out * g.w_out
+    for lo, hi in [(0, 1), (4, 9)]:  # rows depend on neither the batch nor the threads
+        same(_cpu.conv_direct(x[lo:hi], wp, g, n_out, 1, bias_pad), got[lo * cells:hi * cells], dtype)
+    same(_cpu.conv_direct(x, wp, g, n_out, 1) + bias, got, dtype)  # the bias is added after the sum
+    for isa in ("base", "avx2", "avx512"):
+        close(_cpu.conv_direct(x, wp, g, n_out, 1, bias_pad, isa), got, dtype, **tol)
+    if CPU.conv_runs_direct(g):  # CpuOps packs the same way
+        with CPU.compute_context():
+            same(CPU.conv_forward(x, kernel, g, bias), got, dtype)
+
+
+def test_conv_direct_rejects_bad_arguments(rng):
+    g = geometry(1, 9, 3, 1, 4)
+    x = np.zeros((2, 1, 9, 3), np.float32)
+    wp = np.zeros(12 * 16, np.float32)
+    with pytest.raises(ValueError, match=r"len\(wp\) \(kh\*kw\*c \* c_out padded\) must be 192; got 191"):
+        _cpu.conv_direct(x, wp[:-1], g, 5)
+    with pytest.raises(ValueError, match=r"len\(bias\) \(c_out padded\) must be 16; got 5"):
+        _cpu.conv_direct(x, wp, g, 5, 1, np.zeros(5, np.float32))
+    with pytest.raises(ValueError, match="c_out must be >= 1; got 0"):
+        _cpu.conv_direct(x, wp, g, 0)
+    with pytest.raises(ValueError, match="x must have shape"):
+        _cpu.conv_direct(np.zeros((2, 1, 8, 3), np.float32), wp, g, 5)
+    with pytest.raises(ValueError, match="isa must be one of"):
+        _cpu.conv_direct(x, wp, g, 5, 1, None, "mmx")
 
 
 @pytest.mark.parametrize("n_out", [2, 5, 64])  # 2 < c_in: the flipped path for narrow layers too

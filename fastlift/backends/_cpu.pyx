@@ -577,6 +577,56 @@ def conv_adjoint_sparse(const floating[:, :, :, ::1] m_out,   # IN  (n_pairs, h_
     return out, done_arr.view(bool)
 
 
+VECTOR_BLOCK = FL_VEC_BLOCK  # vectors of output channels per block of conv_direct's packed kernel
+
+
+def conv_direct(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
+                const floating[::1] wp,             # IN  packed kernel (see fl_conv_direct)
+                object g,                           # ops.Geometry
+                Py_ssize_t c_out, int n_threads=1,
+                const floating[::1] bias=None,      # IN  (c_out rounded up to the vector length,)
+                str isa="auto"):
+    """A convolution without unfolding: returns (n*h_out*w_out, c_out). ``wp`` is the kernel
+    (kh*kw*c, c_out) packed by blocks of ``VECTOR_BLOCK`` vectors of output channels (each
+    block (kh*kw, c, block width), the last one narrower, columns past c_out zero). Each output
+    value is summed in a fixed order: any thread count and any batch give the same bits."""
+    cdef fl_geometry geo = _geometry(g)
+    _check_nhwc(x.shape, geo.h, geo.w, geo.c, "x")
+    cdef Py_ssize_t lanes = VECTOR_BYTES // sizeof(floating)
+    cdef Py_ssize_t c_pad = (c_out + lanes - 1) // lanes * lanes
+    cdef Py_ssize_t n = x.shape[0], n_rows = x.shape[0] * geo.h_out, b, nb
+    if c_out < 1:
+        raise ValueError(f"c_out must be >= 1; got {c_out}")
+    _check_len(wp.shape[0], geo.kh * geo.kw * geo.c * c_pad, "len(wp) (kh*kw*c * c_out padded)")
+    if bias is not None:
+        _check_len(bias.shape[0], c_pad, "len(bias) (c_out padded)")
+    if isa not in ISA_NAMES:
+        raise ValueError(f"isa must be one of {sorted(ISA_NAMES)}; got {isa!r}")
+    cdef int isa_code = ISA_NAMES[isa]
+    out = _empty((n * geo.h_out * geo.w_out, c_out), <floating>0)
+    if out.size == 0:
+        return out
+    if geo.c == 0:
+        out[...] = 0 if bias is None else np.asarray(bias)[:c_out]
+        return out
+    zero_arr = _empty((geo.c,), <floating>0)
+    zero_arr[...] = 0
+    cdef const floating[::1] zero = zero_arr
+    cdef floating[:, ::1] y = out
+    cdef const floating* bias_ptr = NULL
+    if bias is not None:
+        bias_ptr = &bias[0]
+    nb = _n_blocks(n_rows, geo.w_out * geo.kh * geo.kw * geo.c * c_out // 64 + 1, n_threads)
+    for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
+        if floating is float:
+            fl_conv_direct_f(&x[0, 0, 0, 0], &wp[0], bias_ptr, &zero[0], geo, c_out, isa_code,
+                             &y[0, 0], b * n_rows // nb, (b + 1) * n_rows // nb)
+        else:
+            fl_conv_direct_d(&x[0, 0, 0, 0], &wp[0], bias_ptr, &zero[0], geo, c_out, isa_code,
+                             &y[0, 0], b * n_rows // nb, (b + 1) * n_rows // nb)
+    return out
+
+
 # ---------------------------------------------------------------------------- pooling
 def max_pool_forward(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)
                      object g,                         # ops.Geometry

@@ -74,6 +74,13 @@ SPARSE_MAX_FILL = 0.3
 #: faster than the adjoint's): forward speed-ups at 10, 20, 30, 40% nonzero for the layers above
 #: 3.4, 2.1, 1.5, 1.3; 2.6, 1.6, 1.1, 0.9; 2.0, 1.1, 0.8, 0.6; 2.1, 1.4, 1.0, 0.9.
 SPARSE_MAX_FILL_FORWARD = 0.25
+#: Convolutions with at least this many input channels run `_cpu.conv_direct` (no unfolding,
+#: 6 output cells x 64 output channels in AVX-512 registers) on CPUs with AVX-512. Measured per op,
+#: 1 thread (fused im2col + OpenBLAS GEMM / direct, GFLOP/s; peak 171): 64 -> 64 channels x 3 taps
+#: (BPNet's residual convs) 117 / 138; 300 x 11 -> 200 131 / 155; 200 x 7 -> 200 121 / 147; but
+#: one-hot 4 x 19 -> 300 91 / 85. Without AVX-512 the tile's 24 64-byte accumulators are 48 AVX2
+#: registers (it has 16) and spill, so those CPUs keep the GEMM.
+DIRECT_MIN_CHANNELS = 16
 #: Most bytes of freed arrays kept for reuse during a run (`compute_context`).
 POOL_BYTES = 512 * 2**20
 
@@ -107,6 +114,7 @@ def dense_block_rows(k: int, n: int) -> int:
 
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_ISA = _cpu.isa()  # the vector ISA the hand-vectorised kernels run here
 
 
 def _rows(a, dtype):
@@ -307,22 +315,53 @@ class CpuOps(Ops):
         return y
 
     def _conv_dense(self, x, kernel, g: Geometry, bias=None):
-        """Fused `im2col` + `matmul` (+ bias): each block of output cells is unfolded into a
+        """On AVX-512 CPUs, for >= `DIRECT_MIN_CHANNELS` input channels: `_cpu.conv_direct`, a
+        convolution without unfolding whose register tiles read the input in place. Otherwise
+        fused `im2col` + `matmul` (+ bias): each block of output cells is unfolded into a
         per-thread buffer, multiplied at once and given its bias while in cache
         (``_cpu.conv_forward``), in blocks of ``gemm_block_rows(K, N)`` rows, so the result is
         bitwise that of ``_cpu.gemm_blocks`` over ``im2col(x)`` (+ bias) without the unfolded
-        array. The block size depends on the weight shape only: rows do not depend on M."""
+        array. Either way rows do not depend on M or on the threads."""
         dt = np.result_type(x, kernel)
-        if dt not in _FLOATS or (dt == np.float32 and not sgemm_is_deterministic()):
+        if dt not in _FLOATS:
             return super().conv_forward(x, kernel, g, bias)
         k, n = kernel.shape
         x = _nhwc(x, dt, g)
+        if self.conv_runs_direct(g):
+            lanes = _cpu.VECTOR_BYTES // dt.itemsize
+            c_pad = -(-n // lanes) * lanes
+            if bias is not None:
+                b = np.zeros(c_pad, dtype=dt)
+                b[:n] = np.asarray(bias, dtype=dt).reshape(n)
+                bias = b
+            return _cpu.conv_direct(x, self._direct_kernel(np.asarray(kernel, dtype=dt)), g, n,
+                                    self.n_threads, bias)
+        if dt == np.float32 and not sgemm_is_deterministic():
+            return super().conv_forward(x, kernel, g, bias)
         if bias is not None:
             bias = np.ascontiguousarray(bias, dtype=dt).reshape(n)
         out = np.empty((x.shape[0] * g.h_out * g.w_out, n), dtype=dt)
         _cpu.conv_forward(x, self._padded_weights(np.asarray(kernel, dtype=dt)), out, g,
                           gemm_block_rows(k, n), self.n_threads, bias)
         return out
+
+    @staticmethod
+    def conv_runs_direct(g: Geometry) -> bool:
+        """Whether `_conv_dense` runs `_cpu.conv_direct` for this geometry (see `DIRECT_MIN_CHANNELS`)."""
+        return _ISA == "avx512" and g.c >= DIRECT_MIN_CHANNELS
+
+    def _direct_kernel(self, kernel):
+        """The kernel (taps*c, n) packed for `_cpu.conv_direct`, once per run: blocks of
+        `_cpu.VECTOR_BLOCK` vectors of output channels, each (taps*c, block width), the last
+        narrower, columns padded with zeros to a multiple of the vector length."""
+        def pack(k):
+            lanes = _cpu.VECTOR_BYTES // k.dtype.itemsize
+            width, (taps_c, n) = _cpu.VECTOR_BLOCK * lanes, k.shape
+            padded = np.zeros((taps_c, -(-n // lanes) * lanes), dtype=k.dtype)
+            padded[:, :n] = k
+            return np.concatenate([padded[:, c0:c0 + width].ravel() for c0 in range(0, padded.shape[1], width)])
+
+        return self._derived(kernel, "direct_packed", pack)
 
     def conv_skips_zeros(self, g: Geometry) -> bool:
         """True for kernels of at least `SPARSE_MIN_TAPS_CHANNELS` taps x input channels with
