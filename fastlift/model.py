@@ -194,7 +194,12 @@ class _LazyWeights(dict):
         if hit is not None and hit[0] is src:
             value = hit[1]
         else:
-            value = _read_only(self._ops.asarray(src, self._dtype))
+            value = self._ops.asarray(src, self._dtype)
+            if isinstance(value, np.ndarray) and value is not src and value.base is None:
+                value.flags.writeable = False  # a fresh conversion, ours alone: read-only in place,
+                # so backends can keep what they derive from it for its lifetime (cpu_ops._derived)
+            else:
+                value = _read_only(value)
             if host:
                 memo[(key, self._dtype.str)] = (src, value)
         self[key] = value

@@ -706,9 +706,14 @@ def test_results_do_not_depend_on_thread_count(dtype, rng):
 @pytest.mark.parametrize("transposed", [False, True])
 @pytest.mark.parametrize("k,n", [(129, 37), (300, 300), (17, 1), (64, 16), (70, 600), (33, 784)])  # 3, 4 panels
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_matmul_rows_do_not_depend_on_batch_size_or_threads(dtype, k, n, transposed, rng):
+@pytest.mark.parametrize("path", ["native", "blas"])  # conv_direct's tiles on AVX-512 CPUs; BLAS blocks
+def test_matmul_rows_do_not_depend_on_batch_size_or_threads(dtype, k, n, transposed, path, rng, monkeypatch):
     # Holds on every BLAS kernel: where sgemm is position-dependent (OpenBLAS Haswell/Zen, see
     # cpu_ops.sgemm_is_deterministic) float32 goes through dgemm.
+    from fastlift.backends import cpu_ops
+
+    if path == "blas":
+        monkeypatch.setattr(cpu_ops, "_ISA", "base")
     a = rng.standard_normal((300, k)).astype(dtype)
     b = rng.standard_normal((n, k) if transposed else (k, n)).astype(dtype)
     b = b.T if transposed else b
@@ -733,6 +738,55 @@ def test_gemm_panels_are_equal_multiples_of_16_at_most_256_wide():
         panels = -(-n // w)
         assert w % 16 == 0 and w <= GEMM_PANEL_COLS and panels == -(-n // GEMM_PANEL_COLS)
         assert n - (panels - 1) * w > 0  # no empty panel
+
+
+def test_derived_weights_live_as_long_as_the_weight_array(rng):
+    import gc
+
+    from fastlift.backends import cpu_ops
+
+    made = []
+    weight = rng.standard_normal((8, 5))
+    weight.flags.writeable = False  # owns its data and is read-only: derived arrays outlive the run
+    view = weight.T  # a read-only view is keyed by its owner
+    for _ in range(2):  # two runs (two CpuOps), one computation
+        ops = CpuOps()
+        assert ops._derived(view, "test", lambda b: made.append(1) or b.copy()) is not None
+    assert len(made) == 1 and id(weight) in cpu_ops._LIFETIME
+    key = id(weight)
+    del weight, view
+    gc.collect()
+    assert key not in cpu_ops._LIFETIME  # dropped with the array
+    scratch = rng.standard_normal((8, 5))  # writeable: computed every time
+    for _ in range(2):
+        CpuOps()._derived(scratch, "test", lambda b: made.append(1) or b)
+    assert len(made) == 3
+    private = np.ones(4)[:2]  # read-only view of a writeable array: once per CpuOps only
+    private.flags.writeable = False
+    ops = CpuOps()
+    for _ in range(2):
+        ops._derived(private, "test", lambda b: made.append(1) or b)
+    CpuOps()._derived(private, "test", lambda b: made.append(1) or b)
+    assert len(made) == 5
+
+
+def test_models_pack_their_weights_once_across_runs(monkeypatch, rng):
+    import fastlift as fl
+    from fastlift import layers as L
+
+    x = L.Input((20,), name="x")
+    model = fl.Model(x, L.Dense(rng.normal(size=(20, 3)), name="d")(L.Activation("relu", name="r")(
+        L.Dense(rng.normal(size=(20, 20)), name="h")(x))))
+    packed = []
+    real = CpuOps._derived
+    monkeypatch.setattr(CpuOps, "_derived", lambda self, b, what, make: real(
+        self, b, what, lambda a: packed.append(what) or make(a)))
+    X = rng.normal(size=(4, 20)).astype(np.float32)
+    first = fl.attribute(model, X, "gradient", device="cpu").contributions
+    n_first = len(packed)
+    again = fl.attribute(model, X, "gradient", device="cpu").contributions  # a new CpuOps
+    np.testing.assert_array_equal(first, again)
+    assert n_first > 0 and len(packed) == n_first  # the float32 weights' derived arrays were kept
 
 
 def test_matmul_shapes_and_dtypes(rng):

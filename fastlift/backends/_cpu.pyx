@@ -627,6 +627,54 @@ def conv_direct(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
     return out
 
 
+def matmul_direct(const floating[:, ::1] a,   # IN  (m, k)
+                  const floating[::1] wp,      # IN  b (k, n) packed as conv_direct's kernel
+                  Py_ssize_t n, int n_threads=1):
+    """a @ b through conv_direct's tiles (a 1x1 convolution over m cells): returns (m, n). Threads
+    take contiguous ranges of rows; each value's sum order is fixed (bits depend on neither m nor
+    the threads)."""
+    cdef Py_ssize_t m = a.shape[0], k = a.shape[1], t, nb
+    cdef Py_ssize_t lanes = VECTOR_BYTES // sizeof(floating)
+    if n < 1:
+        raise ValueError(f"n must be >= 1; got {n}")
+    _check_len(wp.shape[0], k * ((n + lanes - 1) // lanes * lanes), "len(wp) (k * n padded)")
+    out = _empty((m, n), <floating>0)
+    if m == 0:
+        return out
+    if k == 0:
+        out[...] = 0
+        return out
+    zero_arr = _empty((k,), <floating>0)
+    zero_arr[...] = 0
+    cdef const floating[::1] zero = zero_arr
+    cdef floating[:, ::1] y = out
+    cdef fl_geometry geo
+    nb = _n_blocks(m, k * n // 16 + 1, n_threads)
+    cdef Py_ssize_t m0, m1
+    for t in prange(nb, nogil=True, num_threads=nb, schedule="static"):
+        m0 = t * m // nb
+        m1 = (t + 1) * m // nb
+        geo.h = 1
+        geo.w = m1 - m0
+        geo.c = k
+        geo.kh = 1
+        geo.kw = 1
+        geo.sh = 1
+        geo.sw = 1
+        geo.dh = 1
+        geo.dw = 1
+        geo.pt = 0
+        geo.pl = 0
+        geo.h_out = 1
+        geo.w_out = m1 - m0
+        if m1 > m0:
+            if floating is float:
+                fl_conv_direct_f(&a[m0, 0], &wp[0], NULL, &zero[0], geo, n, FL_ISA_AUTO, &y[m0, 0], 0, 1)
+            else:
+                fl_conv_direct_d(&a[m0, 0], &wp[0], NULL, &zero[0], geo, n, FL_ISA_AUTO, &y[m0, 0], 0, 1)
+    return out
+
+
 # ---------------------------------------------------------------------------- pooling
 def max_pool_forward(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)
                      object g,                         # ops.Geometry
