@@ -251,18 +251,19 @@ class CpuOps(Ops):
         """``a @ b`` for 2-D ``a`` (M, K) and ``b`` (K, N); ``b`` may be a transposed view.
 
         On AVX-512 CPUs (K >= `DIRECT_MIN_CHANNELS`, float32/64): `_cpu.matmul_direct`, whose
-        tiles sum each value in a fixed order with ``b`` packed once per run (per op, 1 thread:
-        Basset's dense layers over ~40 rows 2.5-5x faster than the padded BLAS blocks, the MLP's
-        over 256 rows +10-15%). Otherwise computed in blocks of exactly ``dense_block_rows(K, N)`` rows (the last one zero-padded)
-        and column panels (`gemm_panel_cols`) against ``b`` zero-padded to a multiple of
+        tiles sum each value in a fixed order with ``b`` packed once (per op, 1 thread: Basset's
+        dense layers over ~40 rows 2.5-5x faster than the padded BLAS blocks, the MLP's over 256
+        rows +10-15%). Otherwise computed in blocks of exactly ``dense_block_rows(K, N)`` rows
+        (the last one zero-padded) and column panels (`gemm_panel_cols`) against ``b`` zero-padded
+        to a multiple of
         `GEMM_COL_MULTIPLE` columns, on ``n_threads`` threads, so an element's bits do not depend
         on M or on the thread count. Expects to run inside
         `compute_context` (one BLAS thread per call).
         """
-        dt = np.result_type(a, b)
-        if _ISA == "avx512" and a.dtype == b.dtype == dt and dt in _FLOATS and a.shape[1] >= DIRECT_MIN_CHANNELS:
+        if _ISA == "avx512" and a.dtype == b.dtype and a.dtype in _FLOATS and a.shape[1] >= DIRECT_MIN_CHANNELS:
             # a 1x1 convolution through conv_direct's tiles: no per-call packing, no padded rows
-            return _cpu.matmul_direct(np.ascontiguousarray(a), self._direct_kernel(b), b.shape[1], self.n_threads)
+            return _cpu.matmul_direct(np.ascontiguousarray(a), self._direct_kernel(b), b.shape[1],
+                                      self.n_threads)
         if a.dtype == np.float32 and not sgemm_is_deterministic():
             return self.matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.float32)
         a = np.ascontiguousarray(a)
@@ -276,7 +277,8 @@ class CpuOps(Ops):
             return out
         # Each block is one BLAS call of a fixed shape, run on the OpenMP threads of the other kernels
         # (one thread system: idle OpenMP threads no longer spin against a separate GEMM pool).
-        _cpu.gemm_blocks(a, b, out, dense_block_rows(k, out.shape[1]), self.n_threads, gemm_panel_cols(b.shape[1]))
+        _cpu.gemm_blocks(a, b, out, dense_block_rows(k, out.shape[1]), self.n_threads,
+                         gemm_panel_cols(b.shape[1]))
         return out
 
     def _derived(self, b, what, make):
@@ -331,7 +333,7 @@ class CpuOps(Ops):
         run as the adjoint of the flipped convolution); the others run `_conv_dense`. Which
         path a row takes depends on its own values only, so rows do not depend on the batch."""
         dt = np.result_type(x, kernel)
-        if not self.conv_skips_zeros(g) or dt not in _FLOATS or (dt == np.float32 and not sgemm_is_deterministic()):
+        if not self.conv_skips_zeros(g) or dt not in _FLOATS:
             return self._conv_dense(x, kernel, g, bias)
         x = _nhwc(x, dt, g)
         n = kernel.shape[1]
@@ -340,7 +342,8 @@ class CpuOps(Ops):
         gt = Geometry(h=g.h_out, w=g.w_out, c=n, kh=g.kh, kw=g.kw, sh=1, sw=1, dh=g.dh, dw=g.dw,
                       pt=(g.kh - 1) * g.dh - g.pt, pl=(g.kw - 1) * g.dw - g.pl, h_out=g.h, w_out=g.w)
         wt = self._sparse_kernel(np.asarray(kernel, dtype=dt), g, flip=True)
-        y = self._skip_zeros(x, wt, gt, lambda rows: self._conv_dense(rows, kernel, g), SPARSE_MAX_FILL_FORWARD)
+        y = self._skip_zeros(x, wt, gt, lambda rows: self._conv_dense(rows, kernel, g),
+                             SPARSE_MAX_FILL_FORWARD)
         y = y.reshape(-1, n)
         if bias is not None:
             y += np.asarray(bias, dtype=dt).reshape(n)
@@ -438,7 +441,8 @@ class CpuOps(Ops):
             return self._dense_adjoint(m, kernel, g)
         wt = self._sparse_kernel(np.asarray(kernel, dtype=dt), g, flip=False)
         m = _nhwc(m, dt, g, (g.h_out, g.w_out, kernel.shape[1]))
-        return self._skip_zeros(m, wt, g, lambda rows: self._dense_adjoint(rows, kernel, g), SPARSE_MAX_FILL)
+        return self._skip_zeros(m, wt, g, lambda rows: self._dense_adjoint(rows, kernel, g),
+                                SPARSE_MAX_FILL)
 
     def _dense_adjoint(self, m, kernel, g: Geometry):
         """For stride 1, the transpose of a convolution is a convolution of ``m`` with the kernel
