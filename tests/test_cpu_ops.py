@@ -729,6 +729,21 @@ def test_matmul_rows_do_not_depend_on_batch_size_or_threads(dtype, k, n, transpo
     close(full, REF.matmul(a, b), dtype, **({"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {}))
 
 
+@pytest.mark.parametrize("m", [97, 301, 1001])  # rows that split unevenly over two threads
+def test_matmul_direct_threads_each_get_their_own_rows(m, rng):
+    a = rng.standard_normal((m, 300)).astype(np.float32)
+    b = rng.standard_normal((300, 300)).astype(np.float32)
+    wp, _ = direct_kernel(b, np.float32)
+    one = _cpu.matmul_direct(a, wp, 300, 1)
+    close(one, (a.astype(np.float64) @ b).astype(np.float32), np.float32, rtol=1e-4, atol=1e-3)
+    for _ in range(10):
+        same(_cpu.matmul_direct(a, wp, 300, 2), one, np.float32)
+    with pytest.raises(ValueError, match=r"len\(wp\) \(k \* n padded\) must be 91200; got 91199"):
+        _cpu.matmul_direct(a, wp[:-1], 300)
+    with pytest.raises(ValueError, match="n must be >= 1; got 0"):
+        _cpu.matmul_direct(a, wp, 0)
+
+
 def test_gemm_panels_are_equal_multiples_of_16_at_most_256_wide():
     from fastlift.backends.cpu_ops import GEMM_PANEL_COLS, gemm_panel_cols
 

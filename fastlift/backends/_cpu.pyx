@@ -627,6 +627,15 @@ def conv_direct(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
     return out
 
 
+cdef inline fl_geometry _cells_geometry(Py_ssize_t cells, Py_ssize_t c) noexcept nogil:
+    """A 1x1 convolution over one row of ``cells`` cells of ``c`` channels (a block of GEMM rows)."""
+    cdef fl_geometry g
+    g.h, g.w, g.c = 1, cells, c
+    g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl = 1, 1, 1, 1, 1, 1, 0, 0
+    g.h_out, g.w_out = 1, cells
+    return g
+
+
 def matmul_direct(const floating[:, ::1] a,   # IN  (m, k)
                   const floating[::1] wp,      # IN  b (k, n) packed as conv_direct's kernel
                   Py_ssize_t n, int n_threads=1):
@@ -648,30 +657,18 @@ def matmul_direct(const floating[:, ::1] a,   # IN  (m, k)
     zero_arr[...] = 0
     cdef const floating[::1] zero = zero_arr
     cdef floating[:, ::1] y = out
-    cdef fl_geometry geo
     nb = _n_blocks(m, k * n // 16 + 1, n_threads)
     cdef Py_ssize_t m0, m1
     for t in prange(nb, nogil=True, num_threads=nb, schedule="static"):
-        m0 = t * m // nb
-        m1 = (t + 1) * m // nb
-        geo.h = 1
-        geo.w = m1 - m0
-        geo.c = k
-        geo.kh = 1
-        geo.kw = 1
-        geo.sh = 1
-        geo.sw = 1
-        geo.dh = 1
-        geo.dw = 1
-        geo.pt = 0
-        geo.pl = 0
-        geo.h_out = 1
-        geo.w_out = m1 - m0
+        m0 = t * m // nb  # scalars assigned in the loop are thread-private; a struct field is not,
+        m1 = (t + 1) * m // nb  # so each call gets its geometry by value
         if m1 > m0:
             if floating is float:
-                fl_conv_direct_f(&a[m0, 0], &wp[0], NULL, &zero[0], geo, n, FL_ISA_AUTO, &y[m0, 0], 0, 1)
+                fl_conv_direct_f(&a[m0, 0], &wp[0], NULL, &zero[0], _cells_geometry(m1 - m0, k), n,
+                                 FL_ISA_AUTO, &y[m0, 0], 0, 1)
             else:
-                fl_conv_direct_d(&a[m0, 0], &wp[0], NULL, &zero[0], geo, n, FL_ISA_AUTO, &y[m0, 0], 0, 1)
+                fl_conv_direct_d(&a[m0, 0], &wp[0], NULL, &zero[0], _cells_geometry(m1 - m0, k), n,
+                                 FL_ISA_AUTO, &y[m0, 0], 0, 1)
     return out
 
 
