@@ -50,8 +50,9 @@
 //   arithmetic-only activations (FL_ACT_IS_ARITHMETIC) compute both sides of the near-zero test
 //   and vectorise; it changes no result. Never -ffast-math or -ffp-contract=fast: reassociation
 //   and FMA contraction would change the bits that the tests and the CUDA backend rely on. The
-//   one exception is local: the AVX variants of conv_adjoint_sparse (below) contract to FMAs, as
-//   a BLAS kernel does; that kernel sums in its own order anyway and is tested with tolerances.
+//   one exception is local: the AVX variants of conv_adjoint_sparse and conv_direct (below)
+//   contract to FMAs, as a BLAS kernel does; they sum in their own order anyway and are tested
+//   with tolerances.
 #ifndef FL_KERNELS_H
 #define FL_KERNELS_H
 
@@ -90,7 +91,7 @@
 // Feature block of mean_over_refs (float64 accumulators kept on the stack).
 #define FL_FBLOCK 256
 
-// Register-blocked loops (conv_adjoint_sparse) use GCC/Clang vector extensions: vectors of
+// Register-blocked loops (conv_adjoint_sparse, conv_direct) use GCC/Clang vector extensions: vectors of
 // FL_VEC_BYTES bytes, FL_VEC_BLOCK of them per channel block. Other compilers get one element
 // per "vector" (same sums, same order, no SIMD).
 #if defined(__GNUC__) || defined(__clang__)

@@ -509,11 +509,16 @@ VECTOR_BYTES = 64  # FL_VEC_BYTES: the padded rows of conv_adjoint_sparse's kern
 ISA_NAMES = {"auto": FL_ISA_AUTO, "base": FL_ISA_BASE, "avx2": FL_ISA_AVX2, "avx512": FL_ISA_AVX512}
 
 
+cdef int _isa_code(str name) except? -9:
+    """The FL_ISA_* code of an ISA name (a key of ``ISA_NAMES``)."""
+    if name not in ISA_NAMES:
+        raise ValueError(f"isa must be one of {sorted(ISA_NAMES)}; got {name!r}")
+    return ISA_NAMES[name]
+
+
 def isa(str wanted="auto"):
     """Name of the ISA variant the vectorised kernels run here (at most ``wanted``)."""
-    if wanted not in ISA_NAMES:
-        raise ValueError(f"isa must be one of {sorted(ISA_NAMES)}; got {wanted!r}")
-    code = fl_isa(ISA_NAMES[wanted])
+    code = fl_isa(_isa_code(wanted))
     return next(k for k, v in ISA_NAMES.items() if v == code and k != "auto")
 
 
@@ -540,9 +545,7 @@ def conv_adjoint_sparse(const floating[:, :, :, ::1] m_out,   # IN  (n_pairs, h_
                          f"{lanes}); got ({wt.shape[0]}, {wt.shape[1]}, {wt.shape[2]})")
     if max_nnz < 0 or c_out * c_pad >= 2 ** 31:
         raise ValueError(f"max_nnz must be >= 0 and c_out * c_pad < 2**31; got {max_nnz}, {c_out} * {c_pad}")
-    if isa not in ISA_NAMES:
-        raise ValueError(f"isa must be one of {sorted(ISA_NAMES)}; got {isa!r}")
-    cdef int isa_code = ISA_NAMES[isa]
+    cdef int isa_code = _isa_code(isa)
     out = _empty((n_pairs, geo.h, geo.w, geo.c), <floating>0)
     done_arr = np.ones(n_pairs, dtype=np.uint8)
     if n_pairs == 0 or out.size == 0:
@@ -600,9 +603,7 @@ def conv_direct(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
     _check_len(wp.shape[0], geo.kh * geo.kw * geo.c * c_pad, "len(wp) (kh*kw*c * c_out padded)")
     if bias is not None:
         _check_len(bias.shape[0], c_pad, "len(bias) (c_out padded)")
-    if isa not in ISA_NAMES:
-        raise ValueError(f"isa must be one of {sorted(ISA_NAMES)}; got {isa!r}")
-    cdef int isa_code = ISA_NAMES[isa]
+    cdef int isa_code = _isa_code(isa)
     out = _empty((n * geo.h_out * geo.w_out, c_out), <floating>0)
     if out.size == 0:
         return out

@@ -100,6 +100,15 @@ def _lifetime_cache(owner: np.ndarray) -> dict:
         return cache
 
 
+def _lane_padded(a, dtype):
+    """``a`` as ``dtype`` with its last axis zero-padded to a multiple of the hand-vectorised
+    kernels' vector length (`_cpu.VECTOR_BYTES`): their packed kernels and biases."""
+    lanes = _cpu.VECTOR_BYTES // np.dtype(dtype).itemsize
+    out = np.zeros(a.shape[:-1] + (-(-a.shape[-1] // lanes) * lanes,), dtype=dtype)
+    out[..., :a.shape[-1]] = a
+    return out
+
+
 def gemm_panel_cols(n_pad: int) -> int:
     """Width of `matmul`'s column panels for ``n_pad`` (padded) output columns: as few panels as
     `GEMM_PANEL_COLS` allows, of equal width rounded up to `GEMM_COL_MULTIPLE`, so the threads get
@@ -363,12 +372,8 @@ class CpuOps(Ops):
         k, n = kernel.shape
         x = _nhwc(x, dt, g)
         if self.conv_runs_direct(g):
-            lanes = _cpu.VECTOR_BYTES // dt.itemsize
-            c_pad = -(-n // lanes) * lanes
             if bias is not None:
-                b = np.zeros(c_pad, dtype=dt)
-                b[:n] = np.asarray(bias, dtype=dt).reshape(n)
-                bias = b
+                bias = _lane_padded(np.asarray(bias).reshape(n), dt)
             return _cpu.conv_direct(x, self._direct_kernel(np.asarray(kernel, dtype=dt)), g, n,
                                     self.n_threads, bias)
         if dt == np.float32 and not sgemm_is_deterministic():
@@ -390,10 +395,8 @@ class CpuOps(Ops):
         `_cpu.VECTOR_BLOCK` vectors of output channels, each (taps*c, block width), the last
         narrower, columns padded with zeros to a multiple of the vector length."""
         def pack(k):
-            lanes = _cpu.VECTOR_BYTES // k.dtype.itemsize
-            width, (taps_c, n) = _cpu.VECTOR_BLOCK * lanes, k.shape
-            padded = np.zeros((taps_c, -(-n // lanes) * lanes), dtype=k.dtype)
-            padded[:, :n] = k
+            width = _cpu.VECTOR_BLOCK * (_cpu.VECTOR_BYTES // k.dtype.itemsize)
+            padded = _lane_padded(k, k.dtype)
             return np.concatenate([padded[:, c0:c0 + width].ravel() for c0 in range(0, padded.shape[1], width)])
 
         return self._derived(kernel, "direct_packed", pack)
@@ -410,11 +413,7 @@ class CpuOps(Ops):
         the last axis zero-padded to a multiple of the vector length."""
         def make(k):
             k3 = k.reshape(g.kh * g.kw, g.c, k.shape[1])
-            k3 = k3[::-1] if flip else k3.transpose(0, 2, 1)
-            lanes = _cpu.VECTOR_BYTES // k.dtype.itemsize
-            wt = np.zeros(k3.shape[:2] + (-(-k3.shape[2] // lanes) * lanes,), dtype=k.dtype)
-            wt[:, :, :k3.shape[2]] = k3
-            return wt
+            return _lane_padded(k3[::-1] if flip else k3.transpose(0, 2, 1), k.dtype)
 
         return self._derived(kernel, "sparse_flipped" if flip else "sparse_transposed", make)
 
