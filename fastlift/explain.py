@@ -554,7 +554,7 @@ def _ig_chunk(plan: _Plan, chunk, acc):
         for chain in kinked_chains(plan.model, prefix, ops):
             z = chain[0]
             given.update(chain_activations(ops, plan.cache, chain, given[z], acts_x[z][chunk.pair_x],
-                                           acts_r[z][chunk.pair_r], alphas, steps))
+                                           acts_r[z][chunk.pair_r], alphas))
         acts_p = forward(points, given)
     else:
         acts_p, acts_x, acts_r = chunk.acts(forward, lead=points)

@@ -65,11 +65,12 @@ def kinked_chains(model, prefix, ops) -> tuple:
     return tuple(chains)
 
 
-def chain_activations(ops, cache, chain, z_points, z_x, z_r, alphas, steps) -> dict:
+def chain_activations(ops, cache, chain, z_points, z_x, z_r, alphas) -> dict:
     """{ReLU node, max-pool node, conv node: activations at the points} for one chain of
     `kinked_chains`. z_points (P·steps, *S) are the prefix node's activations at the points
     (`path` of z_x and z_r, both (P, *S)); ``alphas`` (steps,) are the path's steps."""
     _, relu, pool, conv = chain
+    steps, alphas = alphas.shape[0], ops.asarray(alphas, z_r.dtype)
     a = relu.layer.forward(ops, [z_points], cache(relu.layer))
     acts = {relu: a}
     if pool is not None:
@@ -81,17 +82,17 @@ def chain_activations(ops, cache, chain, z_points, z_x, z_r, alphas, steps) -> d
         top, u, v = z_mid, z_r, d
     else:
         g = pool.layer._geoms[relu.shape]
-        windows = [_REF._windows(pool.layer._to_nhwc(ops, ops.to_numpy(t)), g)[0] for t in (z_mid, z_r, d)]
-        valid = _REF._valid_mask(g)[None, :, :, :, None]
-        win = np.argmax(np.where(valid, windows[0], -np.inf), axis=3)[:, :, :, None]
+        (windows, valid), *rest = [_REF._windows(pool.layer._to_nhwc(ops, ops.to_numpy(t)), g)
+                                   for t in (z_mid, z_r, d)]
+        win = np.argmax(np.where(valid, windows, -np.inf), axis=3)[:, :, :, None]
         top, u, v = (ops.asarray(pool.layer._out(ops, np.take_along_axis(w, win, 3)[:, :, :, 0]), z_r.dtype)
-                     for w in windows)
+                     for w in [windows] + [r[0] for r in rest])
     on = top > 0
     u = ops.xp.where(on, u, 0).astype(z_r.dtype, copy=False)
     v = ops.xp.where(on, v, 0).astype(z_r.dtype, copy=False)
-    off_line = a - line(u, v, ops.asarray(alphas, z_r.dtype))  # mostly exact zeros
+    off_line = a - line(u, v, alphas)  # mostly exact zeros
     w = cache(conv.layer)
     at_u = conv.layer.forward(ops, [u], w)
     along_v = conv.layer.linear(ops, v, w["kernel"], conv)
-    acts[conv] = line(at_u, along_v, ops.asarray(alphas, z_r.dtype)) + conv.layer.linear(ops, off_line, w["kernel"], conv)
+    acts[conv] = line(at_u, along_v, alphas) + conv.layer.linear(ops, off_line, w["kernel"], conv)
     return acts

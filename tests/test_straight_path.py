@@ -84,7 +84,7 @@ def test_chain_activations_match_the_forward_and_leave_mostly_exact_zeros(case, 
     real = type(conv.layer).linear
     monkeypatch.setattr(type(conv.layer), "linear", lambda self, ops, a, k, node: seen.append(a) or real(self, ops, a, k, node))
     with ops.compute_context():
-        got = straight_path.chain_activations(ops, cache, chain, z_points, z_x, z_r, alphas, steps)
+        got = straight_path.chain_activations(ops, cache, chain, z_points, z_x, z_r, alphas)
         monkeypatch.setattr(type(conv.layer), "linear", real)
         want = model.forward(ops, [straight_path.path(x, np.zeros_like(x), alphas)], cache, given={z_node: z_points})
     for node in (relu, pool):
