@@ -136,17 +136,33 @@ class Model:
         """Activations of every node for a batch: {node: (rows, *node.shape)}.
 
         ``xs`` are device arrays in input order; ``keep`` (a set of nodes) limits which
-        activations are retained after their consumers have run (None keeps all); ``given``
-        ({node: array}) supplies activations computed elsewhere, which are not recomputed.
+        activations are retained: any other node's is dropped as soon as its last consumer
+        has run, so the memory can serve the next layers (None keeps all; the outputs are
+        always kept). ``given`` ({node: array}) supplies activations computed elsewhere, which
+        are not recomputed.
         """
         acts = {node: x for node, x in zip(self.inputs, xs)}
         if given:
             acts.update(given)
+        readers_left = None if keep is None else self._readers()
         for node in self.nodes:
-            if node in acts:
+            if node not in acts:
+                acts[node] = node.layer.forward(ops, [acts[i] for i in node.inputs], cache(node.layer))
+            if readers_left is None:
                 continue
-            acts[node] = node.layer.forward(ops, [acts[i] for i in node.inputs], cache(node.layer))
+            for i in node.inputs:
+                readers_left[i] -= 1
+                if readers_left[i] == 0 and i not in keep:
+                    acts.pop(i, None)
         return acts
+
+    def _readers(self) -> dict:
+        """{node: how many input slots of other nodes read it}."""
+        count = {node: 0 for node in self.nodes}
+        for node in self.nodes:
+            for i in node.inputs:
+                count[i] += 1
+        return count
 
     def summary(self) -> str:
         """One line per node: name, class, output shape, inputs."""

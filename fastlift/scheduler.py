@@ -102,9 +102,13 @@ class Chunk:
             self._shared_cache["acts"] = acts
         return acts
 
-    def acts(self, forward, lead=None):
+    def acts(self, forward, lead=None, keep=None):
         """(example activations, reference activations) of this chunk, after those of ``lead``
         rows (one device array per input, e.g. integrated-gradient points) when given.
+
+        ``forward(rows, keep=None)`` runs the model; ``keep`` limits the activations retained
+        from the pass over the chunk's own rows (`Model.forward`). Shared reference rows are
+        always forwarded in full: their activations are memoised for later runs.
 
         The examples, their per-example references and any lead rows go through one forward
         pass: together they fill the fixed-size GEMM blocks of dense layers that each group
@@ -116,7 +120,7 @@ class Chunk:
         if not self.shared:
             groups.append([self.plan.ops.asarray(r, self.plan.dtype) for r in self._ref_host])
         rows = [xp.concatenate(parts) if len(parts) > 1 else parts[0] for parts in zip(*groups)]
-        both = forward(rows)
+        both = forward(rows) if keep is None else forward(rows, keep=keep)
         bounds = np.cumsum([0] + [len(g[0]) for g in groups])
         split = [{node: a[lo:hi] for node, a in both.items()} for lo, hi in zip(bounds[:-1], bounds[1:])]
         if self.shared:

@@ -282,3 +282,70 @@ def test_shared_reference_activations_are_reused_only_for_the_same_rows_and_weig
     np.testing.assert_array_equal(fl.deeplift(model, X, background, device="cpu").contributions,
                                   fresh.contributions)
     assert not np.array_equal(fresh.deltas, first.deltas)
+
+
+def _residual_model(rng):
+    x = L.Input((12, 3), name="x")
+    z = L.Conv1D(rng.standard_normal((3, 3, 3)), rng.standard_normal(3), padding="same", name="conv")(x)
+    h = L.Add(name="res")([x, L.Activation("relu", name="relu")(z)])
+    y = L.Dense(rng.standard_normal((36, 2)), rng.standard_normal(2), name="out")(L.Flatten(name="flat")(h))
+    return fl.Model(x, y)
+
+
+def test_forward_keep_drops_other_activations_after_their_last_reader(rng):
+    from fastlift.backends import get_ops
+    from fastlift.model import WeightCache
+
+    model = _residual_model(rng)
+    ops = get_ops("cpu", 1)
+    xs = [rng.standard_normal((4, 12, 3)).astype(np.float32)]
+    full = model.forward(ops, xs, WeightCache(ops, np.dtype(np.float32)))
+    conv = model.get_node("conv")
+    kept = model.forward(ops, xs, WeightCache(ops, np.dtype(np.float32)), keep={conv})
+    # the output has no reader and is always kept; the input, relu, res and flat are dropped
+    assert set(kept) == {conv, model.outputs[0]}
+    for node, a in kept.items():
+        np.testing.assert_array_equal(a, full[node])
+    # `given` activations are used, and dropped too when not kept
+    given = {conv: full[conv] + 1}
+    again = model.forward(ops, xs, WeightCache(ops, np.dtype(np.float32)), keep=set(), given=given)
+    assert set(again) == {model.outputs[0]}
+    assert not np.array_equal(again[model.outputs[0]], full[model.outputs[0]])
+
+
+def test_gradient_reads_name_what_the_gradient_rules_read(rng):
+    """Only activations' and max-pools' inputs are read by gradient rules; linear layers, merges and
+    reshapes read none, and a layer that does not say keeps its inputs and itself."""
+    model = _residual_model(rng)
+    by = model.get_node
+    assert by("relu").layer.gradient_reads(by("relu")) == (by("conv"),)
+    for name in ("conv", "res", "flat", "out"):
+        assert by(name).layer.gradient_reads(by(name)) == ()
+    x = L.Input((8, 2), name="x")
+    pool = L.MaxPool1D(2, name="mp")(x)
+    avg = L.AvgPool1D(2, name="ap")(x)
+    assert pool.layer.gradient_reads(pool) == (x,) and avg.layer.gradient_reads(avg) == ()
+
+    class Square(L.base.Layer):
+        def output_shape(self, shapes):
+            return shapes[0]
+
+    sq = Square(name="sq")(x)
+    assert sq.layer.gradient_reads(sq) == (sq, x)
+
+
+def test_integrated_gradients_leaves_the_shared_reference_memo_complete(rng):
+    """IG forwards its points keeping only what its rules read; the memoised activations of shared
+    reference rows must stay complete for a DeepLIFT run that reuses them."""
+    x = L.Input((5,), name="x")
+    bn = L.BatchNormalization(rng.uniform(0.5, 2, 5), rng.standard_normal(5), rng.standard_normal(5),
+                              rng.uniform(0.5, 2, 5), name="bn")(x)  # no affine prefix: one joint forward
+    h = L.Activation("relu", name="r")(L.Dense(rng.standard_normal((5, 4)), rng.standard_normal(4), name="d")(bn))
+    model = fl.Model(x, L.Dense(rng.standard_normal((4, 1)), np.zeros(1), name="o")(h))
+    X = rng.standard_normal((6, 5)).astype(np.float32)
+    background = rng.standard_normal((1, 3, 5)).astype(np.float32)
+    fl.attribute(model, X, "integrated_gradients", background, steps=4, device="cpu")
+    assert len(model._shared_ref_acts) == 1
+    after = fl.deeplift(model, X, background, device="cpu")
+    model.__dict__.pop("_shared_ref_acts", None)
+    np.testing.assert_array_equal(after.contributions, fl.deeplift(model, X, background, device="cpu").contributions)

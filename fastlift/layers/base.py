@@ -116,6 +116,13 @@ class Layer:
             return [(p, None) for p in pos_in]
         return list(zip(pos_in, self.adjoint(ctx.ops, neg, node)))
 
+    def gradient_reads(self, node: Node) -> tuple:
+        """Nodes whose activations `backward` reads when the rules are gradient rules
+        (gradient, guided backprop; the points of integrated gradients). The engine frees every
+        other activation during such forwards. The default, for a layer that does not say, is
+        its inputs and itself; layers whose backward reads nothing return ``()``."""
+        return () if self.elementwise_linear else (node, *node.inputs)
+
     def split(self, node: Node, ctx):
         """(Δ⁺, Δ⁻) of this node's output per pair, each (n_pairs, *node.shape)."""
         if not self.elementwise_linear:

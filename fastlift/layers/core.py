@@ -28,6 +28,9 @@ class InputLayer(Layer):
     def backward(self, node, m, ctx):
         return []
 
+    def gradient_reads(self, node):
+        return ()
+
     def split(self, node, ctx):
         return sign_split(ctx.delta(node))
 
@@ -80,6 +83,9 @@ class LinearLayer(Layer):
     def bias_view(self, bias):
         """The bias shaped to broadcast against the output (channels last by default)."""
         return bias
+
+    def gradient_reads(self, node):
+        return ()  # gradient multipliers have no negative half: only the kernel is read
 
     def backward(self, node, m, ctx):
         ops, w = ctx.ops, ctx.weights(self)
@@ -193,6 +199,9 @@ class BatchNormalization(Layer):
         x = xs[0]
         return x * self._b(w["scale"], x) + self._b(w["shift"], x)
 
+    def gradient_reads(self, node):
+        return ()
+
     def backward(self, node, m, ctx):
         w = ctx.weights(self)
         pos, neg = m
@@ -260,6 +269,9 @@ class Activation(Layer):
     def forward(self, ops, xs, w):
         x = xs[0]
         return ops.activation_forward(self.act, x.reshape(x.shape[0], -1), w["alpha"]).reshape(x.shape)
+
+    def gradient_reads(self, node):
+        return tuple(node.inputs)  # f'(x) at the input
 
     def backward(self, node, m, ctx):
         from ..rules import Rule

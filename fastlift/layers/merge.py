@@ -61,6 +61,9 @@ class Subtract(_SameShape):
     def forward(self, ops, xs, w):
         return xs[0] - xs[1]
 
+    def gradient_reads(self, node):
+        return ()
+
     def backward(self, node, m, ctx):
         pos, neg = m
         if neg is None:

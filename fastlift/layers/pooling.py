@@ -71,6 +71,9 @@ class _Pool(_Spatial, Layer):
             return [self._from_nhwc(ops, grad)]
         return [self._from_nhwc(ops, ops.avg_pool_backward(self._in(ops, m, g), g))]
 
+    def gradient_reads(self, node):
+        return tuple(node.inputs) if self.is_max else ()  # the window's argmax
+
     def backward(self, node, m, ctx):
         if not self.is_max:
             return Layer.backward(self, node, m, ctx)
