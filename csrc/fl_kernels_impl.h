@@ -313,19 +313,21 @@ FL_KERNEL void FL_K(pair_contributions)(const FL_T *FL_RESTRICT m__pf,          
 // mean_over_refs: out[e, f] = (sum_k a[e*n_refs + k, f]) / n_refs, summed in double in
 // reference order k = 0, 1, ... (so the result does not depend on chunking) and rounded once.
 // Layout: a__ekf (n_examples*n_refs, F), example-major; out__ef (n_examples, F).
-// Threads: each thread takes a block of examples [e_begin, e_end); features are processed in
-// FL_FBLOCK runs so the accumulators stay on the stack and every input row is read contiguously.
+// Threads: each thread takes a block of examples [e_begin, e_end) and of features
+// [f_begin, f_end) (a run of IG has one example per call: its threads split the features).
+// Features are processed in FL_FBLOCK runs so the accumulators stay on the stack and every
+// input row is read contiguously.
 FL_KERNEL void FL_K(mean_over_refs)(const FL_T *FL_RESTRICT a__ekf,   // IN
                                     FL_T *FL_RESTRICT out__ef,        // OUT
                                     int64_t n_refs, int64_t n_features, int64_t e_begin,
-                                    int64_t e_end)
+                                    int64_t e_end, int64_t f_begin, int64_t f_end)
 {
     double acc[FL_FBLOCK];
     for (int64_t e = e_begin; e < e_end; ++e) {
         const FL_T *a = a__ekf + e * n_refs * n_features;
         FL_T *out = out__ef + e * n_features;
-        for (int64_t f0 = 0; f0 < n_features; f0 += FL_FBLOCK) {
-            const int64_t nf = n_features - f0 < FL_FBLOCK ? n_features - f0 : FL_FBLOCK;
+        for (int64_t f0 = f_begin; f0 < f_end; f0 += FL_FBLOCK) {
+            const int64_t nf = f_end - f0 < FL_FBLOCK ? f_end - f0 : FL_FBLOCK;
             for (int64_t f = 0; f < nf; ++f)
                 acc[f] = 0.0;
             for (int64_t k = 0; k < n_refs; ++k) {

@@ -266,6 +266,18 @@ def test_mean_over_refs(dtype, n_examples, n_refs, rng):
     same(CPU.mean_over_refs(a3, n_refs), REF.mean_over_refs(a3, n_refs), dtype)
 
 
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mean_over_refs_of_one_example_splits_its_features_across_threads(dtype, rng):
+    """Integrated gradients averages one example's steps per call: its threads split the features."""
+    a = rng.standard_normal((50, 5000)).astype(dtype)
+    _two_threads(5000, 50)
+    want = REF.mean_over_refs(a, 50)
+    for n_threads in (1, 2, 3):
+        got = CpuOps(n_threads=n_threads).mean_over_refs(a, 50)
+        same(got, want, dtype)
+        np.testing.assert_array_equal(got, CpuOps(n_threads=1).mean_over_refs(a, 50))
+
 # ------------------------------------------------------------------------- im2col / col2im
 @pytest.mark.parametrize("n", N_ROWS)
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -121,9 +121,11 @@ cdef extern from "fl_kernels.h" nogil:
     void fl_add_f(const float *a, const float *b, float *out, int64_t begin, int64_t end)
     void fl_add_d(const double *a, const double *b, double *out, int64_t begin, int64_t end)
     void fl_mean_over_refs_f(const float *a__ekf, float *out__ef, int64_t n_refs,
-                             int64_t n_features, int64_t e_begin, int64_t e_end)
+                             int64_t n_features, int64_t e_begin, int64_t e_end,
+                             int64_t f_begin, int64_t f_end)
     void fl_mean_over_refs_d(const double *a__ekf, double *out__ef, int64_t n_refs,
-                             int64_t n_features, int64_t e_begin, int64_t e_end)
+                             int64_t n_features, int64_t e_begin, int64_t e_end,
+                             int64_t f_begin, int64_t f_end)
 
     # ---- convolution helpers and pooling (NHWC; rows as documented per kernel)
     void fl_im2col_f(const float *x__nhwc, float *cols__nijtc, fl_geometry g,

@@ -446,14 +446,23 @@ def mean_over_refs(const floating[:, ::1] a,   # IN  (n_examples * n_refs, n_fea
     if n_examples == 0 or n_features == 0:
         return out
     cdef floating[:, ::1] mean = out                  # OUT (n_examples, n_features)
-    nb = _n_blocks(n_examples, n_refs * n_features, n_threads)
+    cdef Py_ssize_t e0, e1, f0, f1
+    # Blocks of examples, or of features when there are fewer examples than blocks (one IG
+    # example per call). Each feature is summed alone, so the split never changes bits.
+    cdef bint by_features = n_examples < n_threads
+    if by_features:
+        nb = _n_blocks(n_features, n_examples * n_refs, n_threads)
+    else:
+        nb = _n_blocks(n_examples, n_refs * n_features, n_threads)
     for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
-        if floating is float:
-            fl_mean_over_refs_f(&a[0, 0], &mean[0, 0], n_refs, n_features,
-                                b * n_examples // nb, (b + 1) * n_examples // nb)
+        if by_features:
+            e0, e1, f0, f1 = 0, n_examples, b * n_features // nb, (b + 1) * n_features // nb
         else:
-            fl_mean_over_refs_d(&a[0, 0], &mean[0, 0], n_refs, n_features,
-                                b * n_examples // nb, (b + 1) * n_examples // nb)
+            e0, e1, f0, f1 = b * n_examples // nb, (b + 1) * n_examples // nb, 0, n_features
+        if floating is float:
+            fl_mean_over_refs_f(&a[0, 0], &mean[0, 0], n_refs, n_features, e0, e1, f0, f1)
+        else:
+            fl_mean_over_refs_d(&a[0, 0], &mean[0, 0], n_refs, n_features, e0, e1, f0, f1)
     return out
 
 
