@@ -84,10 +84,9 @@
 #else
 #  define FL_NOINLINE static
 #endif
-// Channel block of the max-pool backward kernel (arg-max state kept on the stack).
-#define FL_CBLOCK 64
-// Windows of up to this many taps map a tap number to its offset through a table, not a division.
-#define FL_TAP_TABLE 256
+// Channel block of the max-pool backward kernel (arg-max state kept on the stack; 512 covers
+// the channels of most layers in one run, so each window costs a few long vector loops).
+#define FL_CBLOCK 512
 // Feature block of mean_over_refs (float64 accumulators kept on the stack).
 #define FL_FBLOCK 256
 

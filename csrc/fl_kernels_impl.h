@@ -872,12 +872,23 @@ FL_KERNEL void FL_K(avg_pool_backward)(const FL_T *FL_RESTRICT m_out__pijc,   //
 // Layout: m_out__pijc (n_pairs, h_out, w_out, c); x__nhwc (n_x, h, w, c);
 //   ref__nhwc (n_r, h, w, c); m_in__phwc (n_pairs, h, w, c).
 // Threads: each thread takes a block of pairs [p_begin, p_end) and owns their whole m_in rows,
-// so the scatter has no races and a fixed order. Channels go in FL_CBLOCK runs: the arg-max
-// state of a run lives on the stack and each window cell is read as a contiguous run.
-// argmax_step: one more window cell v (tap number t) into the running maxima of nc channels.
-// Select by mask: GCC vectorises this form, but not once inlined into the pooling loops,
-// so it stays a function of its own.
-FL_NOINLINE void FL_K(argmax_step)(const FL_T *FL_RESTRICT v, FL_TI t, int64_t nc,
+// so the scatter has no races and a fixed order.
+// Vectors: channels go in FL_CBLOCK runs, and every step below is one pass over a run of one
+// window cell (tap), contiguous in memory: the arg-max is kept as a tap number per channel, and
+// each tap's cell takes its share where the tap number matches (adding 0 elsewhere). The steps
+// are inlined into one copy of the pair loop per ISA variant (AVX-512, AVX2, baseline).
+
+// Offset of tap t (row-major over the valid taps [a_lo, ..) x [b_lo, b_lo + nb)) of the window
+// at (r0, s0), channel 0.
+FL_ROWS int64_t FL_K(tap_offset)(fl_geometry g, int64_t r0, int64_t s0, long long a_lo, long long b_lo,
+                                 int64_t nb, int64_t t)
+{
+    return ((r0 + (a_lo + t / nb) * g.dh) * g.w + s0 + (b_lo + t % nb) * g.dw) * g.c;
+}
+
+// argmax_step: one more window cell v (tap number t) into the running maxima of nc channels
+// (later equal values do not replace the first; NaN never does).
+FL_ROWS void FL_K(argmax_step)(const FL_T *FL_RESTRICT v, FL_TI t, int64_t nc,
                                    FL_T *FL_RESTRICT best, FL_TI *FL_RESTRICT tap)
 {
     for (int64_t ch = 0; ch < nc; ++ch) {
@@ -888,98 +899,163 @@ FL_NOINLINE void FL_K(argmax_step)(const FL_T *FL_RESTRICT v, FL_TI t, int64_t n
     }
 }
 
-// window_argmax: for channels c0 .. c0+nc-1 of the window at (r0, s0) with valid taps
-// [a_lo, a_hi) x [b_lo, b_hi): best[ch] = the maximum and at[ch] = the offset
-// ((r*w + s)*c + c0) of its first cell in row-major tap order (later equal values do not
-// replace it; NaN never does). The channel loop tracks the tap number in an integer as wide
-// as FL_T with mask selects, so it vectorises; offsets are formed once at the end.
-FL_ROWS void FL_K(window_argmax)(const FL_T *FL_RESTRICT src, fl_geometry g, int64_t r0, int64_t s0,
-                                 long long a_lo, long long a_hi, long long b_lo, long long b_hi,
-                                 int64_t c0, int64_t nc, FL_T *FL_RESTRICT best, int64_t *FL_RESTRICT at)
+// ends_step: at tap t, x_b takes the example's value where the reference's arg-max is t, and r_a
+// the reference's value where the example's arg-max is t.
+FL_ROWS void FL_K(ends_step)(const FL_T *FL_RESTRICT xv, const FL_T *FL_RESTRICT rv, FL_TI t, int64_t nc,
+                                 const FL_TI *FL_RESTRICT tap_a, const FL_TI *FL_RESTRICT tap_b,
+                                 FL_T *FL_RESTRICT x_b, FL_T *FL_RESTRICT r_a)
 {
-    const int64_t c = g.c, nb = b_hi - b_lo;
-    const int64_t first = ((r0 + a_lo * g.dh) * g.w + s0 + b_lo * g.dw) * c + c0;
-    FL_TI tap[FL_CBLOCK];
     for (int64_t ch = 0; ch < nc; ++ch) {
-        best[ch] = src[first + ch];
-        tap[ch] = 0;
-    }
-    int64_t tap_off[FL_TAP_TABLE];  // offset of tap t from the first cell, for windows this small
-    const int table = (a_hi - a_lo) * nb <= FL_TAP_TABLE;
-    FL_TI t = 0;
-    for (long long a = a_lo; a < a_hi; ++a) {
-        for (long long b = b_lo; b < b_hi; ++b, ++t) {
-            const int64_t off = ((r0 + a * g.dh) * g.w + s0 + b * g.dw) * c + c0;
-            if (table)
-                tap_off[t] = off - first;
-            if (t == 0)
-                continue;
-            FL_K(argmax_step)(src + off, t, nc, best, tap);
-        }
-    }
-    if (table) {
-        for (int64_t ch = 0; ch < nc; ++ch)
-            at[ch] = first + tap_off[tap[ch]];
-    } else {
-        for (int64_t ch = 0; ch < nc; ++ch)
-            at[ch] = first + (((int64_t)tap[ch] / nb) * g.dh * g.w + ((int64_t)tap[ch] % nb) * g.dw) * c;
+        const FL_T x = xv[ch], r = rv[ch], xb = x_b[ch], ra = r_a[ch];  // loaded unconditionally
+        x_b[ch] = tap_b[ch] == t ? x : xb;
+        r_a[ch] = tap_a[ch] == t ? r : ra;
     }
 }
 
+// split_shares: cell A's and cell B's shares of m (all of m to A when A == B).
+FL_ROWS void FL_K(split_shares)(int64_t nc, const FL_T *FL_RESTRICT m, const FL_T *FL_RESTRICT x_a,
+                                    const FL_T *FL_RESTRICT x_b, const FL_T *FL_RESTRICT r_a,
+                                    const FL_T *FL_RESTRICT r_b, const FL_TI *FL_RESTRICT tap_a,
+                                    const FL_TI *FL_RESTRICT tap_b, FL_T *FL_RESTRICT share_a,
+                                    FL_T *FL_RESTRICT share_b)
+{
+    for (int64_t ch = 0; ch < nc; ++ch) {
+        const FL_T lam = FL_M(max_pool_lambda)(x_a[ch], x_b[ch], r_a[ch], r_b[ch]);
+        const FL_T mv = m[ch];
+        const int same = tap_a[ch] == tap_b[ch];
+        share_a[ch] = same ? mv : lam * mv;
+        share_b[ch] = same ? (FL_T)0 : ((FL_T)1 - lam) * mv;
+    }
+}
+
+// route_step / route2_step: tap t's cell adds the share of each arg-max it is.
+FL_ROWS void FL_K(route_step)(FL_T *FL_RESTRICT out, FL_TI t, int64_t nc, const FL_TI *FL_RESTRICT tap_a,
+                                  const FL_T *FL_RESTRICT share_a)
+{
+    for (int64_t ch = 0; ch < nc; ++ch) {
+        const FL_T sa = share_a[ch];
+        out[ch] += tap_a[ch] == t ? sa : (FL_T)0;
+    }
+}
+
+FL_ROWS void FL_K(route2_step)(FL_T *FL_RESTRICT out, FL_TI t, int64_t nc, const FL_TI *FL_RESTRICT tap_a,
+                                   const FL_TI *FL_RESTRICT tap_b, const FL_T *FL_RESTRICT share_a,
+                                   const FL_T *FL_RESTRICT share_b)
+{
+    for (int64_t ch = 0; ch < nc; ++ch) {
+        const FL_T sa = share_a[ch], sb = share_b[ch];
+        out[ch] += (tap_a[ch] == t ? sa : (FL_T)0) + (tap_b[ch] == t ? sb : (FL_T)0);
+    }
+}
+
+// window_argmax: best[ch] = the maximum of channel c0 + ch over the window's n_taps valid cells
+// and tap[ch] the number of its first cell (src: one NHWC row).
+FL_ROWS void FL_K(window_argmax)(const FL_T *FL_RESTRICT src, fl_geometry g, int64_t r0, int64_t s0,
+                                 long long a_lo, long long b_lo, int64_t nb, int64_t n_taps, int64_t c0,
+                                 int64_t nc, FL_T *FL_RESTRICT best, FL_TI *FL_RESTRICT tap)
+{
+    const FL_T *first = src + FL_K(tap_offset)(g, r0, s0, a_lo, b_lo, nb, 0) + c0;
+    for (int64_t ch = 0; ch < nc; ++ch) {
+        best[ch] = first[ch];
+        tap[ch] = 0;
+    }
+    for (int64_t t = 1; t < n_taps; ++t)
+        FL_K(argmax_step)(src + FL_K(tap_offset)(g, r0, s0, a_lo, b_lo, nb, t) + c0, (FL_TI)t, nc, best, tap);
+}
+
+// One pair's m_in row (see above); inlined into one function per ISA variant.
+FL_ROWS void FL_K(max_pool_backward_pair)(const FL_T *FL_RESTRICT mp, const FL_T *FL_RESTRICT xp,
+                                          const FL_T *FL_RESTRICT rp, fl_geometry g, int exact,
+                                          FL_T *FL_RESTRICT out)
+{
+    const int64_t c = g.c, hwc = g.h * g.w * g.c;
+    FL_T best_x[FL_CBLOCK], best_r[FL_CBLOCK], x_b[FL_CBLOCK], r_a[FL_CBLOCK];
+    FL_T share_a[FL_CBLOCK], share_b[FL_CBLOCK];
+    FL_TI tap_x[FL_CBLOCK], tap_r[FL_CBLOCK];
+    for (int64_t u = 0; u < hwc; ++u)
+        out[u] = (FL_T)0;
+    for (int64_t i = g.h_out - 1; i >= 0; --i) {
+        long long a_lo, a_hi;
+        fl_tap_range(i * g.sh - g.pt, g.dh, g.kh, g.h, &a_lo, &a_hi);
+        if (a_lo >= a_hi)
+            continue;
+        for (int64_t j = g.w_out - 1; j >= 0; --j) {
+            long long b_lo, b_hi;
+            fl_tap_range(j * g.sw - g.pl, g.dw, g.kw, g.w, &b_lo, &b_hi);
+            if (b_lo >= b_hi)
+                continue;
+            const FL_T *m = mp + (i * g.w_out + j) * c;
+            const int64_t r0 = i * g.sh - g.pt, s0 = j * g.sw - g.pl;
+            const int64_t nb = b_hi - b_lo, n_taps = (a_hi - a_lo) * nb;
+            for (int64_t c0 = 0; c0 < c; c0 += FL_CBLOCK) {
+                const int64_t nc = c - c0 < FL_CBLOCK ? c - c0 : FL_CBLOCK;
+                FL_K(window_argmax)(xp, g, r0, s0, a_lo, b_lo, nb, n_taps, c0, nc, best_x, tap_x);
+                if (!exact) {
+                    for (int64_t t = 0; t < n_taps; ++t)
+                        FL_K(route_step)(out + FL_K(tap_offset)(g, r0, s0, a_lo, b_lo, nb, t) + c0,
+                                         (FL_TI)t, nc, tap_x, m + c0);
+                    continue;
+                }
+                FL_K(window_argmax)(rp, g, r0, s0, a_lo, b_lo, nb, n_taps, c0, nc, best_r, tap_r);
+                for (int64_t t = 0; t < n_taps; ++t) {
+                    const int64_t off = FL_K(tap_offset)(g, r0, s0, a_lo, b_lo, nb, t) + c0;
+                    FL_K(ends_step)(xp + off, rp + off, (FL_TI)t, nc, tap_x, tap_r, x_b, r_a);
+                }
+                FL_K(split_shares)(nc, m + c0, best_x, x_b, r_a, best_r, tap_x, tap_r, share_a, share_b);
+                for (int64_t t = 0; t < n_taps; ++t)
+                    FL_K(route2_step)(out + FL_K(tap_offset)(g, r0, s0, a_lo, b_lo, nb, t) + c0,
+                                      (FL_TI)t, nc, tap_x, tap_r, share_a, share_b);
+            }
+        }
+    }
+}
+
+// The variants have the same bits: no step has a multiply-add to contract.
+#ifdef FL_X86_DISPATCH
+FL_TARGET_AVX512 FL_NOINLINE void FL_K(max_pool_backward_pair_avx512)(
+    const FL_T *mp, const FL_T *xp, const FL_T *rp, fl_geometry g, int exact, FL_T *out)
+{
+    FL_K(max_pool_backward_pair)(mp, xp, rp, g, exact, out);
+}
+
+FL_TARGET_AVX2 FL_NOINLINE void FL_K(max_pool_backward_pair_avx2)(
+    const FL_T *mp, const FL_T *xp, const FL_T *rp, fl_geometry g, int exact, FL_T *out)
+{
+    FL_K(max_pool_backward_pair)(mp, xp, rp, g, exact, out);
+}
+#endif
+
+FL_NOINLINE void FL_K(max_pool_backward_pair_base)(const FL_T *mp, const FL_T *xp, const FL_T *rp,
+                                                   fl_geometry g, int exact, FL_T *out)
+{
+    FL_K(max_pool_backward_pair)(mp, xp, rp, g, exact, out);
+}
+
+// isa: an FL_ISA_* code, the highest variant to use (FL_ISA_AUTO: the best the CPU has).
 FL_KERNEL void FL_K(max_pool_backward)(const FL_T *FL_RESTRICT m_out__pijc,    // IN
                                        const FL_T *FL_RESTRICT x__nhwc,        // IN
                                        const FL_T *FL_RESTRICT ref__nhwc,      // IN
                                        const int64_t *FL_RESTRICT pair_x__p,   // IN
                                        const int64_t *FL_RESTRICT pair_r__p,   // IN
-                                       fl_geometry g, int exact,
+                                       fl_geometry g, int exact, int isa,
                                        FL_T *FL_RESTRICT m_in__phwc,           // OUT
                                        int64_t p_begin, int64_t p_end)
 {
-    const int64_t c = g.c, hwc = g.h * g.w * g.c;
-    FL_T best_x[FL_CBLOCK], best_r[FL_CBLOCK];
-    int64_t at_x[FL_CBLOCK], at_r[FL_CBLOCK];  // offset (r*w + s)*c + c0 of the arg-max cell
+    const int64_t hwc = g.h * g.w * g.c;
+    const int use = fl_isa(isa);
     for (int64_t p = p_begin; p < p_end; ++p) {
         const FL_T *xp = x__nhwc + pair_x__p[p] * hwc;
         const FL_T *rp = ref__nhwc + pair_r__p[p] * hwc;
-        const FL_T *mp = m_out__pijc + p * g.h_out * g.w_out * c;
+        const FL_T *mp = m_out__pijc + p * g.h_out * g.w_out * g.c;
         FL_T *out = m_in__phwc + p * hwc;
-        for (int64_t u = 0; u < hwc; ++u)
-            out[u] = (FL_T)0;
-        for (int64_t i = g.h_out - 1; i >= 0; --i) {
-            long long a_lo, a_hi;
-            fl_tap_range(i * g.sh - g.pt, g.dh, g.kh, g.h, &a_lo, &a_hi);
-            if (a_lo >= a_hi)
-                continue;
-            for (int64_t j = g.w_out - 1; j >= 0; --j) {
-                long long b_lo, b_hi;
-                fl_tap_range(j * g.sw - g.pl, g.dw, g.kw, g.w, &b_lo, &b_hi);
-                if (b_lo >= b_hi)
-                    continue;
-                const FL_T *m = mp + (i * g.w_out + j) * c;
-                const int64_t r0 = i * g.sh - g.pt, s0 = j * g.sw - g.pl;
-                for (int64_t c0 = 0; c0 < c; c0 += FL_CBLOCK) {
-                    const int64_t nc = c - c0 < FL_CBLOCK ? c - c0 : FL_CBLOCK;
-                    FL_K(window_argmax)(xp, g, r0, s0, a_lo, a_hi, b_lo, b_hi, c0, nc, best_x, at_x);
-                    if (!exact) {
-                        for (int64_t ch = 0; ch < nc; ++ch)
-                            out[at_x[ch] + ch] += m[c0 + ch];
-                        continue;
-                    }
-                    FL_K(window_argmax)(rp, g, r0, s0, a_lo, a_hi, b_lo, b_hi, c0, nc, best_r, at_r);
-                    for (int64_t ch = 0; ch < nc; ++ch) {
-                        const FL_T mv = m[c0 + ch];
-                        const int64_t cell_a = at_x[ch] + ch, cell_b = at_r[ch] + ch;
-                        if (cell_a == cell_b) {
-                            out[cell_a] += mv;
-                        } else {
-                            const FL_T lam = FL_M(max_pool_lambda)(best_x[ch], xp[cell_b],
-                                                                   rp[cell_a], best_r[ch]);
-                            out[cell_a] += lam * mv;
-                            out[cell_b] += ((FL_T)1 - lam) * mv;
-                        }
-                    }
-                }
-            }
-        }
+#ifdef FL_X86_DISPATCH
+        if (use == FL_ISA_AVX512)
+            FL_K(max_pool_backward_pair_avx512)(mp, xp, rp, g, exact, out);
+        else if (use == FL_ISA_AVX2)
+            FL_K(max_pool_backward_pair_avx2)(mp, xp, rp, g, exact, out);
+        else
+#endif
+            FL_K(max_pool_backward_pair_base)(mp, xp, rp, g, exact, out);
+        (void)use;
     }
 }

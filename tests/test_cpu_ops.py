@@ -494,6 +494,11 @@ def test_conv_adjoint_sparse_rejects_bad_arguments(rng):
         _cpu.conv_adjoint_sparse(np.zeros((2, 1, 5, 5), np.float32), wt, g, 10, 1)
     with pytest.raises(ValueError, match="isa must be one of"):
         _cpu.isa("fast")
+    pair = np.zeros(1, np.int64)
+    x = np.zeros((1, 1, 4, 2), np.float32)
+    with pytest.raises(ValueError, match="isa must be one of"):
+        _cpu.max_pool_backward(np.zeros((1, 1, 2, 2), np.float32), x, x, pair, pair,
+                               geometry(1, 4, 2, 1, 2, sw=2), True, 1, "sse9")
     assert _cpu.isa("base") == "base" and _cpu.isa() in ("base", "avx2", "avx512")
 
 
@@ -615,9 +620,10 @@ def test_avg_pool_backward(g, dtype, n, rng):
 @pytest.mark.parametrize("exact", [True, False])
 @pytest.mark.parametrize("n_pairs", N_ROWS)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("g", GEOMETRIES + [  # more taps than FL_TAP_TABLE (256): offsets by division
-    pytest.param(geometry(3, 130, 2, 3, 100, sw=30, dh=1), id="2d-300-taps"),
-    # windows that do not overlap: each cell written once, tap by tap (route_window)
+@pytest.mark.parametrize("g", GEOMETRIES + [
+    pytest.param(geometry(3, 130, 2, 3, 100, sw=30, dh=1), id="2d-300-taps"),  # a long tap loop
+    pytest.param(geometry(1, 9, 600, 1, 3, sw=3), id="1d-c600-two-channel-blocks"),  # > FL_CBLOCK
+    # windows that do not overlap
     pytest.param(geometry(1, 23, 70, 1, 4, sw=4), id="1d-disjoint-4-c70-tail"),
     pytest.param(geometry(7, 9, 3, 2, 2, sh=2, sw=2, pb=1, pr=1), id="2d-disjoint-same-partial"),
     pytest.param(geometry(1, 20, 2, 1, 2, sw=3, dw=2), id="1d-disjoint-dilated")])
@@ -631,7 +637,10 @@ def test_max_pool_backward(g, dtype, n_pairs, exact, rng):
     pair_r = rng.integers(0, n_r, n_pairs).astype(np.int64)
     m = rng.standard_normal((n_pairs, g.h_out, g.w_out, g.c)).astype(dtype)
     args = (m, x, ref, pair_x, pair_r, g, exact)
-    same(CPU.max_pool_backward(*args), REF.max_pool_backward(*args), dtype)
+    got = CPU.max_pool_backward(*args)
+    same(got, REF.max_pool_backward(*args), dtype)
+    for isa in ("base", "avx2", "avx512"):  # every compiled variant this CPU runs: the same bits
+        np.testing.assert_array_equal(_cpu.max_pool_backward(m, x, ref, pair_x, pair_r, g, exact, 2, isa), got)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -178,9 +178,9 @@ cdef extern from "fl_kernels.h" nogil:
                                 int64_t row_begin, int64_t row_end)
     void fl_max_pool_backward_f(const float *m_out__pijc, const float *x__nhwc,
                                 const float *ref__nhwc, const int64_t *pair_x__p,
-                                const int64_t *pair_r__p, fl_geometry g, int exact,
+                                const int64_t *pair_r__p, fl_geometry g, int exact, int isa,
                                 float *m_in__phwc, int64_t p_begin, int64_t p_end)
     void fl_max_pool_backward_d(const double *m_out__pijc, const double *x__nhwc,
                                 const double *ref__nhwc, const int64_t *pair_x__p,
-                                const int64_t *pair_r__p, fl_geometry g, int exact,
+                                const int64_t *pair_r__p, fl_geometry g, int exact, int isa,
                                 double *m_in__phwc, int64_t p_begin, int64_t p_end)

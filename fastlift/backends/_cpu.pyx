@@ -759,12 +759,14 @@ def max_pool_backward(const floating[:, :, :, ::1] m_out,   # IN  (n_pairs, h_ou
                       const int64_t[::1] pair_r,            # IN  (n_pairs,)
                       object g,                             # ops.Geometry
                       bint exact,
-                      int n_threads=1):
+                      int n_threads=1, str isa="auto"):
     """Route window multipliers to arg-max cells; returns m_in (n_pairs, h, w, c).
 
     One thread owns each pair's whole output row, so there are no races and the sum order is
-    fixed. See ``Ops.max_pool_backward`` for ``exact``.
+    fixed. See ``Ops.max_pool_backward`` for ``exact``. ``isa`` caps the instruction set; every
+    variant gives the same bits.
     """
+    cdef int isa_code = _isa_code(isa)
     cdef fl_geometry geo = _geometry(g)
     _check_nhwc(m_out.shape, geo.h_out, geo.w_out, geo.c, "m_out")
     _check_nhwc(x.shape, geo.h, geo.w, geo.c, "x")
@@ -785,11 +787,11 @@ def max_pool_backward(const floating[:, :, :, ::1] m_out,   # IN  (n_pairs, h_ou
     for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
         if floating is float:
             fl_max_pool_backward_f(&m_out[0, 0, 0, 0], &x[0, 0, 0, 0], &ref[0, 0, 0, 0],
-                                   &pair_x[0], &pair_r[0], geo, exact_c, &m_in[0, 0, 0, 0],
+                                   &pair_x[0], &pair_r[0], geo, exact_c, isa_code, &m_in[0, 0, 0, 0],
                                    b * n_pairs // nb, (b + 1) * n_pairs // nb)
         else:
             fl_max_pool_backward_d(&m_out[0, 0, 0, 0], &x[0, 0, 0, 0], &ref[0, 0, 0, 0],
-                                   &pair_x[0], &pair_r[0], geo, exact_c, &m_in[0, 0, 0, 0],
+                                   &pair_x[0], &pair_r[0], geo, exact_c, isa_code, &m_in[0, 0, 0, 0],
                                    b * n_pairs // nb, (b + 1) * n_pairs // nb)
     return out
 

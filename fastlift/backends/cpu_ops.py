@@ -495,7 +495,7 @@ class CpuOps(Ops):
             return super().max_pool_backward(m_out, x, ref, pair_x, pair_r, g, exact)
         return _cpu.max_pool_backward(_nhwc(m_out, dt, g, (g.h_out, g.w_out, g.c)),
                                       _nhwc(x, dt, g), _nhwc(ref, dt, g),
-                                      _index(pair_x), _index(pair_r), g, bool(exact), self.n_threads)
+                                      _index(pair_x), _index(pair_r), g, bool(exact), self.n_threads, _ISA)
 
     # ------------------------------------------------------------ activations
     def activation_forward(self, act, x, alpha):
