@@ -20,6 +20,7 @@ import numpy as np
 
 from .layers.base import Node
 from .layers.core import Activation, Dropout, InputLayer, Softmax
+from .layers.merge import Add
 
 
 class Model:
@@ -138,23 +139,50 @@ class Model:
         ``xs`` are device arrays in input order; ``keep`` (a set of nodes) limits which
         activations are retained: any other node's is dropped as soon as its last consumer
         has run, so the memory can serve the next layers (None keeps all; the outputs are
-        always kept). ``given`` ({node: array}) supplies activations computed elsewhere, which
-        are not recomputed.
+        always kept). With ``keep``, a two-input Add of an Activation that nothing else reads
+        and that is not kept computes ``other + f(z)`` in one pass and the activation is never
+        stored (`_fused_adds`). ``given`` ({node: array}) supplies activations computed
+        elsewhere, which are not recomputed.
         """
         acts = {node: x for node, x in zip(self.inputs, xs)}
         if given:
             acts.update(given)
         readers_left = None if keep is None else self._readers()
+        fused = {} if keep is None else self._fused_adds(keep, readers_left, acts)
+        inside = {act for act, _ in fused.values()}  # computed within the Add that reads them
         for node in self.nodes:
-            if node not in acts:
+            read = node.inputs
+            if node in acts:
+                pass
+            elif node in inside:
+                continue  # its inputs are read when its Add runs
+            elif node in fused:
+                act, other = fused[node]
+                acts[node] = act.layer.forward_added(ops, acts[act.inputs[0]], acts[other], cache(act.layer))
+                read = (*node.inputs, *act.inputs)
+            else:
                 acts[node] = node.layer.forward(ops, [acts[i] for i in node.inputs], cache(node.layer))
             if readers_left is None:
                 continue
-            for i in node.inputs:
+            for i in read:
                 readers_left[i] -= 1
                 if readers_left[i] == 0 and i not in keep:
                     acts.pop(i, None)
         return acts
+
+    def _fused_adds(self, keep, readers, given) -> dict:
+        """{Add node: (its Activation input, its other input)} where the activation is read
+        by that Add only, is neither kept nor given, and the Add has exactly two inputs."""
+        fused = {}
+        for node in self.nodes:
+            if type(node.layer) is not Add or len(node.inputs) != 2 or node in given:
+                continue
+            for k, act in enumerate(node.inputs):
+                if (isinstance(act.layer, Activation) and readers[act] == 1 and act not in keep
+                        and act not in given):
+                    fused[node] = (act, node.inputs[1 - k])
+                    break
+        return fused
 
     def _readers(self) -> dict:
         """{node: how many input slots of other nodes read it}."""

@@ -26,6 +26,19 @@ __global__ void activation_forward(int act, const T* __restrict__ x__nf, const T
     }
 }
 
+// add_activation: out[n, f] = other[n, f] + act(x[n, f]; alpha[f % n_alpha]) (a residual merge of an
+// activation nothing else reads). Layout as activation_forward; other__nf (n_rows, n_features).
+template <typename T>
+__global__ void add_activation(int act, const T* __restrict__ x__nf, const T* __restrict__ a__a,
+                               long long n_alpha, const T* __restrict__ other__nf, T* __restrict__ out__nf,
+                               long long n_rows, long long n_features)
+{
+    FL_FOR_EACH(i, n_rows * n_features) {
+        const long long f = i % n_features;
+        out__nf[i] = other__nf[i] + fl_act_value(act, x__nf[i], a__a[f % n_alpha]);
+    }
+}
+
 // activation_grad: out[n, f] = act'(x[n, f]; alpha[f % n_alpha]). Layout as activation_forward.
 template <typename T>
 __global__ void activation_grad(int act, const T* __restrict__ x__nf, const T* __restrict__ a__a,

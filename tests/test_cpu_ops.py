@@ -110,6 +110,33 @@ def test_activation_grad(act, dtype, n_rows, rng):
         close(CPU.activation_grad(act, x, alpha), REF.activation_grad(act, x, alpha), dtype)
 
 
+@pytest.mark.parametrize("n_rows", N_ROWS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ACTS, ids=[a.name for a in ACTS])
+def test_add_activation_is_activation_then_add(act, dtype, n_rows, rng):
+    """The fused residual merge gives the bits of the two ops it replaces, on every backend."""
+    x = activation_inputs(n_rows, dtype, rng)
+    other = rng.standard_normal(x.shape).astype(dtype)
+    for alpha in (alpha_for(12, dtype, rng), alpha_for(12, dtype, rng, tiled=False)):
+        for ops in (CPU, REF):
+            same(ops.add_activation(act, x, alpha, other), ops.add(other, ops.activation_forward(act, x, alpha)), dtype)
+        close(CPU.add_activation(act, x, alpha, other), REF.add_activation(act, x, alpha, other), dtype)
+
+
+def test_add_activation_rejects_mismatched_arrays():
+    x = np.zeros((2, 3), np.float32)
+    with pytest.raises(ValueError, match=r"other.shape\[1\] \(n_features\)"):
+        _cpu.add_activation(int(Act.RELU), x, np.zeros(3, np.float32), np.zeros((2, 4), np.float32))
+    with pytest.raises(ValueError, match=r"other.shape\[0\] \(n_rows\)"):
+        _cpu.add_activation(int(Act.RELU), x, np.zeros(3, np.float32), np.zeros((3, 3), np.float32))
+    with pytest.raises(ValueError, match="alpha"):
+        _cpu.add_activation(int(Act.RELU), x, np.zeros(2, np.float32), x)
+    with pytest.raises(ValueError, match="act"):
+        _cpu.add_activation(len(Act), x, np.zeros(3, np.float32), x)
+    with pytest.raises(ValueError):  # CpuOps hands shapes it does not fuse to numpy, which refuses them
+        CPU.add_activation(Act.RELU, x, np.zeros(3, np.float32), np.zeros((2, 4), np.float32))
+
+
 ARITHMETIC_ACTS = [Act.LINEAR, Act.RELU, Act.RELU6, Act.LEAKY_RELU, Act.HARD_SIGMOID, Act.SOFTSIGN]
 
 

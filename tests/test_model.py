@@ -11,6 +11,7 @@ import pytest
 
 import fastlift as fl
 from fastlift import layers as L
+from fastlift.backends.ops import Ops
 
 
 def naive_conv1d(x, k, b, stride, dilation, padding):
@@ -349,3 +350,53 @@ def test_integrated_gradients_leaves_the_shared_reference_memo_complete(rng):
     after = fl.deeplift(model, X, background, device="cpu")
     model.__dict__.pop("_shared_ref_acts", None)
     np.testing.assert_array_equal(after.contributions, fl.deeplift(model, X, background, device="cpu").contributions)
+
+
+@pytest.mark.parametrize("act_first", [False, True])
+def test_forward_keep_fuses_an_activation_into_the_add_that_alone_reads_it(act_first, rng, monkeypatch):
+    from fastlift.backends import get_ops
+    from fastlift.model import WeightCache
+
+    x = L.Input((12, 3), name="x")
+    z = L.Conv1D(rng.standard_normal((3, 3, 3)), rng.standard_normal(3), padding="same", name="conv")(x)
+    a = L.Activation("gelu", name="act")(z)
+    h = L.Add(name="res")([a, x] if act_first else [x, a])
+    model = fl.Model(x, L.Dense(rng.standard_normal((36, 2)), np.zeros(2), name="out")(L.Flatten(name="flat")(h)))
+    ops = get_ops("cpu", 1)
+    xs = [rng.standard_normal((5, 12, 3)).astype(np.float32)]
+    cache = WeightCache(ops, np.dtype(np.float32))
+    full = model.forward(ops, xs, cache)
+    calls = []
+    monkeypatch.setattr(type(ops), "add_activation",
+                        lambda self, *args: calls.append(1) or Ops.add_activation(self, *args))
+    # keep=set(): not even the activation's input is kept, yet it is read when the Add runs
+    for keep in (set(), {model.get_node("res")}):
+        got = model.forward(ops, xs, cache, keep=keep)
+        assert model.get_node("act") not in got and model.get_node("conv") not in got
+        np.testing.assert_array_equal(got[model.outputs[0]], full[model.outputs[0]])
+        for node in keep:
+            np.testing.assert_array_equal(got[node], full[node])
+    assert len(calls) == 2
+    calls.clear()
+    # kept, or given, the activation is stored and the Add is a plain add
+    got = model.forward(ops, xs, cache, keep={model.get_node("act")})
+    np.testing.assert_array_equal(got[model.get_node("act")], full[model.get_node("act")])
+    got = model.forward(ops, xs, cache, keep=set(), given={model.get_node("act"): full[model.get_node("act")]})
+    np.testing.assert_array_equal(got[model.outputs[0]], full[model.outputs[0]])
+    assert not calls
+
+
+def test_forward_keep_does_not_fuse_an_activation_read_twice(rng, monkeypatch):
+    from fastlift.backends import get_ops
+    from fastlift.model import WeightCache
+
+    x = L.Input((6,), name="x")
+    a = L.Activation("relu", name="act")(L.Dense(rng.standard_normal((6, 6)), np.zeros(6), name="d")(x))
+    y = L.Add(name="res")([x, a])
+    model = fl.Model(x, [y, L.Dense(rng.standard_normal((6, 1)), np.zeros(1), name="side")(a)])
+    ops = get_ops("cpu", 1)
+    monkeypatch.setattr(type(ops), "add_activation", lambda self, *args: pytest.fail("fused"))
+    cache = WeightCache(ops, np.dtype(np.float32))
+    xs = [rng.standard_normal((3, 6)).astype(np.float32)]
+    got = model.forward(ops, xs, cache, keep=set())
+    np.testing.assert_array_equal(got[y], model.forward(ops, xs, cache)[y])

@@ -118,6 +118,12 @@ cdef extern from "fl_kernels.h" nogil:
                                  const double *r__nf, const int64_t *pair_x__p,
                                  const int64_t *pair_r__p, double *c__pf,
                                  int64_t n_features, int64_t p_begin, int64_t p_end)
+    void fl_add_activation_f(int act, const float *x__nf, const float *alpha__f,
+                             const float *other__nf, float *out__nf, int64_t n_features,
+                             int64_t row_begin, int64_t row_end)
+    void fl_add_activation_d(int act, const double *x__nf, const double *alpha__f,
+                             const double *other__nf, double *out__nf, int64_t n_features,
+                             int64_t row_begin, int64_t row_end)
     void fl_add_f(const float *a, const float *b, float *out, int64_t begin, int64_t end)
     void fl_add_d(const double *a, const double *b, double *out, int64_t begin, int64_t end)
     void fl_mean_over_refs_f(const float *a__ekf, float *out__ef, int64_t n_refs,

@@ -360,6 +360,32 @@ def reveal_cancel_backward(int act,
     return out_pos, out_neg
 
 
+def add_activation(int act,
+                   const floating[:, ::1] x,        # IN  (n_rows, n_features)
+                   const floating[::1] alpha,       # IN  (n_features,)
+                   const floating[:, ::1] other,    # IN  (n_rows, n_features)
+                   int n_threads=1):
+    """other + f(x) elementwise; returns (n_rows, n_features). See ``Ops.add_activation``."""
+    cdef Py_ssize_t n_rows = x.shape[0], n_features = x.shape[1], b, nb
+    _check_act(act)
+    _check_len(alpha.shape[0], n_features, "len(alpha) (one per feature)")
+    _check_len(other.shape[0], n_rows, "other.shape[0] (n_rows)")
+    _check_len(other.shape[1], n_features, "other.shape[1] (n_features)")
+    out = _empty((n_rows, n_features), <floating>0)
+    if n_rows == 0 or n_features == 0:
+        return out
+    cdef floating[:, ::1] y = out                     # OUT (n_rows, n_features)
+    nb = _n_blocks(n_rows, n_features, n_threads)
+    for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
+        if floating is float:
+            fl_add_activation_f(act, &x[0, 0], &alpha[0], &other[0, 0], &y[0, 0], n_features,
+                                b * n_rows // nb, (b + 1) * n_rows // nb)
+        else:
+            fl_add_activation_d(act, &x[0, 0], &alpha[0], &other[0, 0], &y[0, 0], n_features,
+                                b * n_rows // nb, (b + 1) * n_rows // nb)
+    return out
+
+
 def add(const floating[::1] a,   # IN  (n,)
         const floating[::1] b,   # IN  (n,)
         int n_threads=1):

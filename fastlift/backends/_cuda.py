@@ -62,7 +62,7 @@ CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 
 #: Which source file holds which kernels.
 MODULES = {
-    "rules.cu": ("activation_forward", "activation_grad", "rescale_backward", "gradient_backward",
+    "rules.cu": ("activation_forward", "add_activation", "activation_grad", "rescale_backward", "gradient_backward",
                  "guided_backprop_backward", "reveal_cancel_split", "reveal_cancel_backward"),
     "pairs.cu": ("pair_delta", "pair_contributions", "mean_over_refs"),
     "conv.cu": ("im2col", "col2im"),
@@ -76,6 +76,7 @@ MODULE_OF = {op: fname for fname, ops in MODULES.items() for op in ops}
 #: table against the compiled kernels' real parameter types.
 SIGNATURES = {
     "activation_forward": "i T T n T! n n",
+    "add_activation": "i T T n T T! n n",
     "activation_grad": "i T T n T! n n",
     "rescale_backward": "i T T T T T I I T n T! n n",
     "gradient_backward": "i T T I T n T! n n",

@@ -506,6 +506,14 @@ class CpuOps(Ops):
                                       self.n_threads)
         return out.reshape(x.shape)
 
+    def add_activation(self, act, x, alpha, other):
+        if x.dtype not in _FLOATS or other.dtype != x.dtype or other.shape != x.shape:
+            return super().add_activation(act, x, alpha, other)
+        x2 = _rows(x, x.dtype)
+        out = _cpu.add_activation(int(act), x2, self._alpha(alpha, x2.shape[1], x.dtype),
+                                  _rows(other, x.dtype), self.n_threads)
+        return out.reshape(x.shape)
+
     def activation_grad(self, act, x, alpha):
         if x.dtype not in _FLOATS:
             return super().activation_grad(act, x, alpha)

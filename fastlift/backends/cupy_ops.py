@@ -279,6 +279,17 @@ class CupyOps(Ops):
     def activation_grad(self, act, x, alpha):
         return self._activation("activation_grad", act, x, alpha)
 
+    def add_activation(self, act, x, alpha, other):
+        dt = x.dtype
+        if dt not in _FLOATS or other.dtype != dt or other.shape != x.shape:
+            return self._on_host("add_activation", act, x, alpha, other)
+        act = self._act(act)
+        x2, o2 = self._rows(x, dt), self._rows(other, dt)
+        a, n_alpha = self._alpha(alpha, dt)
+        out = self.xp.empty_like(x2)
+        self._launch("add_activation", dt, out.size, act, x2, a, n_alpha, o2, out, x2.shape[0], x2.shape[1])
+        return out.reshape(x.shape)
+
     def softmax_forward(self, x):
         """Softmax over the last axis (xp code: no kernel; not on the attribution path)."""
         xp = self.xp

@@ -268,6 +268,12 @@ class Ops:
         a = _alpha_full(alpha, x.shape[-1], x.dtype)
         return _act_value(Act(act), x, a).astype(x.dtype, copy=False)
 
+    def add_activation(self, act, x, alpha, other):
+        """``other + f(x)`` for x and other (rows, n_features): a residual merge of an
+        activation that nothing else reads, which then need not be stored. The same bits as
+        `activation_forward` followed by `add` (one rounding either way)."""
+        return self.add(other, self.activation_forward(act, x, alpha))
+
     def activation_grad(self, act, x, alpha):
         """f'(x) elementwise for x (rows, n_features)."""
         a = _alpha_full(alpha, x.shape[-1], x.dtype)

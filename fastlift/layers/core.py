@@ -270,6 +270,12 @@ class Activation(Layer):
         x = xs[0]
         return ops.activation_forward(self.act, x.reshape(x.shape[0], -1), w["alpha"]).reshape(x.shape)
 
+    def forward_added(self, ops, x, other, w):
+        """``other + f(x)`` without storing f(x) (`Ops.add_activation`); x and other
+        (rows, *shape)."""
+        flat = lambda a: a.reshape(a.shape[0], -1)
+        return ops.add_activation(self.act, flat(x), w["alpha"], flat(other)).reshape(x.shape)
+
     def gradient_reads(self, node):
         return tuple(node.inputs)  # f'(x) at the input
 

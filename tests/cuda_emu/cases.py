@@ -95,6 +95,8 @@ def op_cases(dtype):
             tag = f"{act.name}-alpha{a.size}"
             cases.append((f"activation_forward-{tag}", "activation_forward", (act, x, a), act in ARITHMETIC))
             cases.append((f"activation_grad-{tag}", "activation_grad", (act, x, a), act in ARITHMETIC))
+            other = rng.standard_normal(x.shape).astype(dtype)
+            cases.append((f"add_activation-{tag}", "add_activation", (act, x, a, other), act in ARITHMETIC))
         m, x, r, px, pr = pair_data(rng, dtype)
         a = alpha(rng, dtype)
         xo, ro = (np.asarray(f) for f in _ref_forward(act, x, r, a))
