@@ -658,11 +658,14 @@ FL_KERNEL void FL_K(conv_adjoint_sparse)(const FL_T *FL_RESTRICT m_out__pijo,   
 // holds (kh*kw, c, bw) with bw = FL_VEC_BLOCK vectors except for a narrower last block, its
 // columns beyond c_out zero; bias__o (c_pad) or NULL, zero-padded; zero__c (c) zeros;
 // out__nijo (n, h_out, w_out, c_out). c_pad = c_out rounded up to the vector length.
+// addend__nijo (as out) or NULL: added to each stored value, (sum + bias) + addend, so that
+// multipliers meeting at a node are summed in the store instead of in a pass of their own.
 // Threads: output rows q = n*h_out + i in [row_begin, row_end).
 FL_ROWS void FL_K(direct_tile)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_RESTRICT zero__c,
                                const FL_T *FL_RESTRICT wblock, const FL_T *FL_RESTRICT bias,
-                               fl_geometry g, int64_t n, int64_t i, int64_t j0, int64_t cells,
-                               int64_t col0, int64_t c_out, const int nv, FL_T *FL_RESTRICT out__nijo)
+                               const FL_T *FL_RESTRICT addend__nijo, fl_geometry g, int64_t n, int64_t i,
+                               int64_t j0, int64_t cells, int64_t col0, int64_t c_out, const int nv,
+                               FL_T *FL_RESTRICT out__nijo)
 {
     const int64_t lanes = (int64_t)(sizeof(FL_K(vec)) / sizeof(FL_T));
     FL_K(vec) acc[FL_DIRECT_CELLS][FL_VEC_BLOCK];
@@ -691,11 +694,18 @@ FL_ROWS void FL_K(direct_tile)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_R
     }
     const int64_t n_store = c_out - col0 < nv * lanes ? c_out - col0 : nv * lanes;
     for (int r = 0; r < cells; ++r) {
-        FL_T *dst = out__nijo + ((n * g.h_out + i) * g.w_out + j0 + r) * c_out + col0;
-        const FL_T *sum = (const FL_T *)&acc[r][0];
-        if (bias != NULL)
+        const int64_t at = ((n * g.h_out + i) * g.w_out + j0 + r) * c_out + col0;
+        FL_T *dst = out__nijo + at;
+        const FL_T *sum = (const FL_T *)&acc[r][0], *add = addend__nijo + at;
+        if (bias != NULL && addend__nijo != NULL)
+            for (int64_t k = 0; k < n_store; ++k)
+                dst[k] = (sum[k] + bias[col0 + k]) + add[k];
+        else if (bias != NULL)
             for (int64_t k = 0; k < n_store; ++k)
                 dst[k] = sum[k] + bias[col0 + k];
+        else if (addend__nijo != NULL)
+            for (int64_t k = 0; k < n_store; ++k)
+                dst[k] = sum[k] + add[k];
         else
             for (int64_t k = 0; k < n_store; ++k)
                 dst[k] = sum[k];
@@ -704,8 +714,8 @@ FL_ROWS void FL_K(direct_tile)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_R
 
 FL_ROWS void FL_K(direct_rows)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_RESTRICT wp__btcv,
                                const FL_T *FL_RESTRICT bias__o, const FL_T *FL_RESTRICT zero__c,
-                               fl_geometry g, int64_t c_out, FL_T *FL_RESTRICT out__nijo,
-                               int64_t row_begin, int64_t row_end)
+                               const FL_T *FL_RESTRICT addend__nijo, fl_geometry g, int64_t c_out,
+                               FL_T *FL_RESTRICT out__nijo, int64_t row_begin, int64_t row_end)
 {
     const int64_t lanes = (int64_t)(sizeof(FL_K(vec)) / sizeof(FL_T));
     const int64_t width = FL_VEC_BLOCK * lanes, taps_c = g.kh * g.kw * g.c;
@@ -718,11 +728,11 @@ FL_ROWS void FL_K(direct_rows)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_R
             for (int64_t j0 = 0; j0 < g.w_out; j0 += FL_DIRECT_CELLS) {
                 const int64_t cells = g.w_out - j0 < FL_DIRECT_CELLS ? g.w_out - j0 : FL_DIRECT_CELLS;
                 if (nv == FL_VEC_BLOCK)  // constant: the loops over vectors and cells unroll
-                    FL_K(direct_tile)(x__nhwc, zero__c, wblock, bias__o, g, n, i, j0, cells, col0, c_out,
-                                      FL_VEC_BLOCK, out__nijo);
+                    FL_K(direct_tile)(x__nhwc, zero__c, wblock, bias__o, addend__nijo, g, n, i, j0, cells,
+                                      col0, c_out, FL_VEC_BLOCK, out__nijo);
                 else
-                    FL_K(direct_tile)(x__nhwc, zero__c, wblock, bias__o, g, n, i, j0, cells, col0, c_out,
-                                      nv, out__nijo);
+                    FL_K(direct_tile)(x__nhwc, zero__c, wblock, bias__o, addend__nijo, g, n, i, j0, cells,
+                                      col0, c_out, nv, out__nijo);
             }
         }
     }
@@ -730,25 +740,25 @@ FL_ROWS void FL_K(direct_rows)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_R
 
 #ifdef FL_X86_DISPATCH
 FL_TARGET_AVX512 FL_NOINLINE void FL_K(direct_rows_avx512)(
-    const FL_T *x__nhwc, const FL_T *wp__btcv, const FL_T *bias__o, const FL_T *zero__c, fl_geometry g,
-    int64_t c_out, FL_T *out__nijo, int64_t row_begin, int64_t row_end)
+    const FL_T *x__nhwc, const FL_T *wp__btcv, const FL_T *bias__o, const FL_T *zero__c,
+    const FL_T *addend__nijo, fl_geometry g, int64_t c_out, FL_T *out__nijo, int64_t row_begin, int64_t row_end)
 {
-    FL_K(direct_rows)(x__nhwc, wp__btcv, bias__o, zero__c, g, c_out, out__nijo, row_begin, row_end);
+    FL_K(direct_rows)(x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, g, c_out, out__nijo, row_begin, row_end);
 }
 
 FL_TARGET_AVX2 FL_NOINLINE void FL_K(direct_rows_avx2)(
-    const FL_T *x__nhwc, const FL_T *wp__btcv, const FL_T *bias__o, const FL_T *zero__c, fl_geometry g,
-    int64_t c_out, FL_T *out__nijo, int64_t row_begin, int64_t row_end)
+    const FL_T *x__nhwc, const FL_T *wp__btcv, const FL_T *bias__o, const FL_T *zero__c,
+    const FL_T *addend__nijo, fl_geometry g, int64_t c_out, FL_T *out__nijo, int64_t row_begin, int64_t row_end)
 {
-    FL_K(direct_rows)(x__nhwc, wp__btcv, bias__o, zero__c, g, c_out, out__nijo, row_begin, row_end);
+    FL_K(direct_rows)(x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, g, c_out, out__nijo, row_begin, row_end);
 }
 #endif
 
 FL_NOINLINE void FL_K(direct_rows_base)(const FL_T *x__nhwc, const FL_T *wp__btcv, const FL_T *bias__o,
-                                        const FL_T *zero__c, fl_geometry g, int64_t c_out,
-                                        FL_T *out__nijo, int64_t row_begin, int64_t row_end)
+                                        const FL_T *zero__c, const FL_T *addend__nijo, fl_geometry g,
+                                        int64_t c_out, FL_T *out__nijo, int64_t row_begin, int64_t row_end)
 {
-    FL_K(direct_rows)(x__nhwc, wp__btcv, bias__o, zero__c, g, c_out, out__nijo, row_begin, row_end);
+    FL_K(direct_rows)(x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, g, c_out, out__nijo, row_begin, row_end);
 }
 
 // isa: an FL_ISA_* code, the highest variant to use (FL_ISA_AUTO: the best the CPU has).
@@ -756,6 +766,7 @@ FL_KERNEL void FL_K(conv_direct)(const FL_T *FL_RESTRICT x__nhwc,     // IN
                                  const FL_T *FL_RESTRICT wp__btcv,    // IN
                                  const FL_T *FL_RESTRICT bias__o,     // IN (or NULL)
                                  const FL_T *FL_RESTRICT zero__c,     // IN
+                                 const FL_T *FL_RESTRICT addend__nijo, // IN (or NULL)
                                  fl_geometry g, int64_t c_out, int isa,
                                  FL_T *FL_RESTRICT out__nijo,         // OUT
                                  int64_t row_begin, int64_t row_end)
@@ -763,16 +774,16 @@ FL_KERNEL void FL_K(conv_direct)(const FL_T *FL_RESTRICT x__nhwc,     // IN
     const int variant = fl_isa(isa);
 #ifdef FL_X86_DISPATCH
     if (variant == FL_ISA_AVX512) {
-        FL_K(direct_rows_avx512)(x__nhwc, wp__btcv, bias__o, zero__c, g, c_out, out__nijo, row_begin, row_end);
+        FL_K(direct_rows_avx512)(x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, g, c_out, out__nijo, row_begin, row_end);
         return;
     }
     if (variant == FL_ISA_AVX2) {
-        FL_K(direct_rows_avx2)(x__nhwc, wp__btcv, bias__o, zero__c, g, c_out, out__nijo, row_begin, row_end);
+        FL_K(direct_rows_avx2)(x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, g, c_out, out__nijo, row_begin, row_end);
         return;
     }
 #endif
     (void)variant;
-    FL_K(direct_rows_base)(x__nhwc, wp__btcv, bias__o, zero__c, g, c_out, out__nijo, row_begin, row_end);
+    FL_K(direct_rows_base)(x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, g, c_out, out__nijo, row_begin, row_end);
 }
 
 // ======================================================================== pooling

@@ -428,7 +428,13 @@ def backward(plan: _Plan, ctx: _Context, weights, target: _Target | None = None,
             continue
         if all(i not in needed for i in node.inputs):
             continue
-        increments = node.layer.backward(node, m[node], ctx)
+        src = node.inputs[0]
+        if (isinstance(node.layer, LinearLayer) and src in m and src in needed and m[node][1] is None
+                and m[src][1] is None):  # a residual's two branches meet: sum them as Aᵀm is stored
+            m[src] = (node.layer.backward_adding(node, m[node][0], ctx, m[src][0]), None)
+            increments = ()
+        else:
+            increments = node.layer.backward(node, m[node], ctx)
         for src, inc in zip(node.inputs, increments):
             if inc is None or src not in needed:
                 continue

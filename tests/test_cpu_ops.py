@@ -376,6 +376,8 @@ def test_conv_direct_is_the_convolution(g, dtype, n_out, rng):
     for lo, hi in [(0, 1), (4, 9)]:  # rows depend on neither the batch nor the threads
         same(_cpu.conv_direct(x[lo:hi], wp, g, n_out, 1, bias_pad), got[lo * cells:hi * cells], dtype)
     same(_cpu.conv_direct(x, wp, g, n_out, 1) + bias, got, dtype)  # the bias is added after the sum
+    addend = rng.standard_normal(got.shape).astype(dtype)  # and an addend after the bias
+    same(_cpu.conv_direct(x, wp, g, n_out, 2, bias_pad, "auto", addend), got + addend, dtype)
     for isa in ("base", "avx2", "avx512"):
         close(_cpu.conv_direct(x, wp, g, n_out, 1, bias_pad, isa), got, dtype, **tol)
     if CPU.conv_runs_direct(g):  # CpuOps packs the same way
@@ -397,6 +399,10 @@ def test_conv_direct_rejects_bad_arguments(rng):
         _cpu.conv_direct(np.zeros((2, 1, 8, 3), np.float32), wp, g, 5)
     with pytest.raises(ValueError, match="isa must be one of"):
         _cpu.conv_direct(x, wp, g, 5, 1, None, "mmx")
+    with pytest.raises(ValueError, match=r"addend.shape\[0\] \(n\*h_out\*w_out\) must be 12; got 11"):
+        _cpu.conv_direct(x, wp, g, 5, 1, None, "auto", np.zeros((11, 5), np.float32))
+    with pytest.raises(ValueError, match=r"addend.shape\[1\] \(c_out\) must be 5; got 4"):
+        _cpu.conv_direct(x, wp, g, 5, 1, None, "auto", np.zeros((12, 4), np.float32))
 
 
 @pytest.mark.parametrize("n_out", [2, 5, 64])  # 2 < c_in: the flipped path for narrow layers too
@@ -426,6 +432,29 @@ def test_conv_adjoint_is_the_transpose(g, dtype, n_out, rng):
         ops = CpuOps(n_threads=2)
         same(ops.conv_adjoint(m, ro, g), got, dtype)
         same(ops.conv_adjoint(m, ro, g), got, dtype)
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2"])  # direct tiles, or BLAS (as without AVX-512)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("g", [
+    pytest.param(geometry(1, 50, 64, 1, 3, dw=4, pl=4, pr=4), id="residual-64"),  # flipped, direct
+    pytest.param(geometry(1, 60, 64, 1, 9), id="sparse-path"),
+    pytest.param(geometry(1, 30, 4, 1, 5), id="one-hot-gemm-col2im"),
+    pytest.param(geometry(1, 31, 20, 1, 3, sw=2), id="strided")])
+def test_conv_adjoint_adds_the_addend_as_add_would(g, dtype, isa, rng, monkeypatch):
+    """Multipliers meeting at a node are summed inside the adjoint where it can: the same bits
+    as `add(addend, conv_adjoint(...))` on every path, on the CPU and in the oracle."""
+    from fastlift.backends import cpu_ops
+
+    monkeypatch.setattr(cpu_ops, "_ISA", isa if _cpu.isa() == "avx512" else _cpu.isa())
+    n_out = 16
+    m = rng.standard_normal((6, g.h_out, g.w_out, n_out)).astype(dtype)
+    m[::2] *= rng.random(m[::2].shape) < 0.1  # some pairs mostly zero: the sparse path where it applies
+    kernel = rng.standard_normal((g.kh * g.kw * g.c, n_out)).astype(dtype)
+    addend = rng.standard_normal((6, g.h, g.w, g.c)).astype(dtype)
+    for ops in (CPU, REF):
+        with ops.compute_context():
+            same(ops.conv_adjoint(m, kernel, g, addend), ops.add(addend, ops.conv_adjoint(m, kernel, g)), dtype)
 
 
 def test_conv_adjoint_takes_the_flipped_path_only_where_it_pays(monkeypatch, rng):
@@ -540,7 +569,7 @@ def test_conv_adjoint_skips_zeros_pair_by_pair(monkeypatch, rng):
     dense_rows = []
     real = CpuOps._dense_adjoint
     monkeypatch.setattr(CpuOps, "_dense_adjoint",
-                        lambda self, m, k, g: dense_rows.append(len(m)) or real(self, m, k, g))
+                        lambda self, m, k, g, addend=None: dense_rows.append(len(m)) or real(self, m, k, g, addend))
     with CPU.compute_context():
         got = CPU.conv_adjoint(m, kernel, g)
         close(got, REF.conv_adjoint(m, kernel, g), np.float32, rtol=1e-4, atol=1e-4)

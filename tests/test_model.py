@@ -400,3 +400,29 @@ def test_forward_keep_does_not_fuse_an_activation_read_twice(rng, monkeypatch):
     xs = [rng.standard_normal((3, 6)).astype(np.float32)]
     got = model.forward(ops, xs, cache, keep=set())
     np.testing.assert_array_equal(got[y], model.forward(ops, xs, cache)[y])
+
+
+@pytest.mark.parametrize("method", ["deeplift", "gradient", "integrated_gradients"])
+def test_residual_branches_meet_inside_the_adjoint_with_the_bits_of_an_add(method, rng, monkeypatch):
+    """Where a conv's input already has multipliers (a residual's skip branch), the engine sums
+    them in the adjoint (`LinearLayer.backward_adding`): the same bits as adding after it."""
+    from fastlift.layers.core import LinearLayer
+
+    x = L.Input((40, 16), name="x")
+    h = x
+    for i in range(2):
+        z = L.Conv1D(rng.standard_normal((3, 16, 16)) / 4, rng.standard_normal(16) / 4, padding="same",
+                     dilation_rate=2, name=f"conv{i}")(h)
+        h = L.Add(name=f"res{i}")([h, L.Activation("relu", name=f"relu{i}")(z)])
+    model = fl.Model(x, L.Dense(rng.standard_normal((16, 1)), np.zeros(1), name="out")(L.GlobalAvgPool1D()(h)))
+    X = rng.standard_normal((3, 40, 16)).astype(np.float32)
+    kw = {"steps": 8} if method == "integrated_gradients" else {}
+    calls = []
+    real = LinearLayer.backward_adding
+    monkeypatch.setattr(LinearLayer, "backward_adding",
+                        lambda self, node, pos, ctx, acc: calls.append(node.name) or real(self, node, pos, ctx, acc))
+    fused = fl.attribute(model, X, method, device="cpu", **kw).contributions
+    assert sorted(set(calls)) == ["conv0", "conv1"]
+    monkeypatch.setattr(LinearLayer, "backward_adding", lambda self, node, pos, ctx, acc: ctx.ops.add(
+        acc, self.adjoint(ctx.ops, pos, ctx.weights(self)["kernel"], node)))
+    np.testing.assert_array_equal(fused, fl.attribute(model, X, method, device="cpu", **kw).contributions)

@@ -358,15 +358,21 @@ class CpuOps(Ops):
             y += np.asarray(bias, dtype=dt).reshape(n)
         return y
 
-    def _conv_dense(self, x, kernel, g: Geometry, bias=None):
+    def _conv_dense(self, x, kernel, g: Geometry, bias=None, addend=None):
         """On AVX-512 CPUs, for >= `DIRECT_MIN_CHANNELS` input channels: `_cpu.conv_direct`, a
         convolution without unfolding whose register tiles read the input in place. Otherwise
         fused `im2col` + `matmul` (+ bias): each block of output cells is unfolded into a
         per-thread buffer, multiplied at once and given its bias while in cache
         (``_cpu.conv_forward``), in blocks of ``gemm_block_rows(K, N)`` rows, so the result is
         bitwise that of ``_cpu.gemm_blocks`` over ``im2col(x)`` (+ bias) without the unfolded
-        array. Either way rows do not depend on M or on the threads."""
+        array. Either way rows do not depend on M or on the threads. ``addend`` ((rows, n), or
+        None) is added to the result, by conv_direct as it stores each value."""
         dt = np.result_type(x, kernel)
+        if addend is not None:
+            if self.conv_runs_direct(g) and dt in _FLOATS and addend.dtype == dt:
+                addend = _rows(addend.reshape(-1, kernel.shape[1]), dt)
+            else:
+                return self.add(addend.reshape(-1, kernel.shape[1]), self._conv_dense(x, kernel, g, bias))
         if dt not in _FLOATS:
             return super().conv_forward(x, kernel, g, bias)
         k, n = kernel.shape
@@ -375,7 +381,7 @@ class CpuOps(Ops):
             if bias is not None:
                 bias = _lane_padded(np.asarray(bias).reshape(n), dt)
             return _cpu.conv_direct(x, self._direct_kernel(np.asarray(kernel, dtype=dt)), g, n,
-                                    self.n_threads, bias)
+                                    self.n_threads, bias, _ISA, addend)
         if dt == np.float32 and not sgemm_is_deterministic():
             return super().conv_forward(x, kernel, g, bias)
         if bias is not None:
@@ -430,20 +436,21 @@ class CpuOps(Ops):
             out[rest] = dense(a[rest]).reshape((-1,) + out.shape[1:])
         return out
 
-    def conv_adjoint(self, m, kernel, g: Geometry):
+    def conv_adjoint(self, m, kernel, g: Geometry, addend=None):
         """Pairs whose multipliers are mostly zero (behind a max-pool and a ReLU) skip the zeros
         (`SPARSE_MIN_TAPS_CHANNELS`, `SPARSE_MAX_FILL`, `_cpu.conv_adjoint_sparse`); whether a
         pair does depends on its own multipliers only, so its result does not depend on the
-        batch. The other pairs run `_dense_adjoint`."""
+        batch. The other pairs run `_dense_adjoint`, which adds ``addend`` as it stores (on
+        the direct path)."""
         dt = np.result_type(m, kernel)
         if dt not in _FLOATS or g.kh * g.kw * g.c < SPARSE_MIN_TAPS_CHANNELS or m.shape[0] == 0:
-            return self._dense_adjoint(m, kernel, g)
+            return self._dense_adjoint(m, kernel, g, addend)
         wt = self._sparse_kernel(np.asarray(kernel, dtype=dt), g, flip=False)
         m = _nhwc(m, dt, g, (g.h_out, g.w_out, kernel.shape[1]))
-        return self._skip_zeros(m, wt, g, lambda rows: self._dense_adjoint(rows, kernel, g),
-                                SPARSE_MAX_FILL)
+        out = self._skip_zeros(m, wt, g, lambda rows: self._dense_adjoint(rows, kernel, g), SPARSE_MAX_FILL)
+        return out if addend is None else self.add(addend, out)
 
-    def _dense_adjoint(self, m, kernel, g: Geometry):
+    def _dense_adjoint(self, m, kernel, g: Geometry, addend=None):
         """For stride 1, the transpose of a convolution is a convolution of ``m`` with the kernel
         flipped over its taps and transposed (c_out <-> c_in), padded by span - 1 - pad: run
         through the fused `conv_forward`, with no col2im and a GEMM of the forward's shape.
@@ -455,7 +462,7 @@ class CpuOps(Ops):
         c_out = kernel.shape[1]
         worth_it = g.c >= FLIPPED_MIN_CHANNELS or c_out < g.c
         if g.sh != 1 or g.sw != 1 or pt < 0 or pl < 0 or not worth_it or dt not in _FLOATS:
-            return super().conv_adjoint(m, kernel, g)
+            return super().conv_adjoint(m, kernel, g, addend)
 
         def flip(k):
             taps = k.reshape(g.kh, g.kw, g.c, c_out)[::-1, ::-1]
@@ -464,7 +471,7 @@ class CpuOps(Ops):
         flipped = self._derived(np.asarray(kernel, dtype=dt), "flipped", flip)
         gt = Geometry(h=g.h_out, w=g.w_out, c=c_out, kh=g.kh, kw=g.kw, sh=1, sw=1, dh=g.dh, dw=g.dw,
                       pt=pt, pl=pl, h_out=g.h, w_out=g.w)
-        return self._conv_dense(m, flipped, gt).reshape(m.shape[0], g.h, g.w, g.c)
+        return self._conv_dense(m, flipped, gt, addend=addend).reshape(m.shape[0], g.h, g.w, g.c)
 
     def col2im(self, cols, g: Geometry):
         if cols.dtype not in _FLOATS:

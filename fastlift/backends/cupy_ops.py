@@ -204,9 +204,9 @@ class CupyOps(Ops):
         """On the device: the im2col kernel, then cuBLAS (Ops' composition, not a host round-trip)."""
         return Ops.conv_forward(self, x, kernel, g, bias)
 
-    def conv_adjoint(self, m, kernel, g: Geometry):
+    def conv_adjoint(self, m, kernel, g: Geometry, addend=None):
         """On the device: cuBLAS, then the col2im kernel (Ops' composition, not a host round-trip)."""
-        return Ops.conv_adjoint(self, m, kernel, g)
+        return Ops.conv_adjoint(self, m, kernel, g, addend)
 
     def conv_skips_zeros(self, g: Geometry) -> bool:
         """No: the device convolution is one dense GEMM (a question, not a host round-trip)."""

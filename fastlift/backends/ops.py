@@ -155,13 +155,16 @@ class Ops:
             y += bias
         return y
 
-    def conv_adjoint(self, m, kernel, g: Geometry):
+    def conv_adjoint(self, m, kernel, g: Geometry, addend=None):
         """Transpose of `conv_forward`: m (n, h_out, w_out, c_out) -> (n, h, w, c) =
-        col2im(m @ kernelᵀ). Backends may compute it another way (CpuOps: stride 1 as a
-        convolution of m with the flipped kernel); the result is the same up to rounding."""
+        col2im(m @ kernelᵀ), plus ``addend`` (n, h, w, c) when given: multipliers that meet
+        at a node, summed in the same pass where the backend can (bitwise ``add(addend, ·)``).
+        Backends may compute it another way (CpuOps: stride 1 as a convolution of m with the
+        flipped kernel); the result is the same up to rounding."""
         n = m.shape[0]
         cols = self.matmul(m.reshape(-1, kernel.shape[1]), kernel.T)
-        return self.col2im(cols.reshape(n, g.h_out, g.w_out, cols.shape[-1]), g)
+        out = self.col2im(cols.reshape(n, g.h_out, g.w_out, cols.shape[-1]), g)
+        return out if addend is None else self.add(addend, out)
 
     def conv_skips_zeros(self, g: Geometry) -> bool:
         """Whether `conv_forward` with geometry ``g`` costs less on inputs that are mostly zero,

@@ -130,9 +130,11 @@ class _Conv(_Spatial, LinearLayer):
         y = ops.conv_forward(self._to_nhwc(ops, x), kernel, g)
         return self._from_nhwc(ops, y.reshape(x.shape[0], g.h_out, g.w_out, kernel.shape[1]))
 
-    def adjoint(self, ops, m, kernel, node):
+    def adjoint(self, ops, m, kernel, node, addend=None):
         g = self._geoms[node.inputs[0].shape]
-        return self._from_nhwc(ops, ops.conv_adjoint(self._to_nhwc(ops, m), kernel, g))
+        if addend is not None:
+            addend = self._to_nhwc(ops, addend)
+        return self._from_nhwc(ops, ops.conv_adjoint(self._to_nhwc(ops, m), kernel, g, addend))
 
     def config(self):
         return {"filters": self.weights["kernel"].shape[1], "kernel_size": self._ksize[-self.ndim:],

@@ -61,7 +61,7 @@ class LinearLayer(Layer):
     """A layer y = A(x) + b with a learned linear map A (Dense, Conv).
 
     Subclasses implement ``linear(ops, x, kernel, node)`` (A without bias) and
-    ``adjoint(ops, m, kernel, node)`` (its transpose). Backward follows the original's
+    ``adjoint(ops, m, kernel, node, addend=None)`` (its transpose, plus ``addend``). Backward follows the original's
     Linear rule: when m⁺ == m⁻ the input gets Aᵀm; otherwise each input unit gets
     [Δx>0]·(A⁺ᵀm⁺ + A⁻ᵀm⁻) + [Δx<0]·(A⁻ᵀm⁺ + A⁺ᵀm⁻) + [Δx=0]·Aᵀ(m⁺+m⁻)/2, the same
     increment for both halves (so the split ends here).
@@ -86,6 +86,12 @@ class LinearLayer(Layer):
 
     def gradient_reads(self, node):
         return ()  # gradient multipliers have no negative half: only the kernel is read
+
+    def backward_adding(self, node, pos, ctx, acc):
+        """Aᵀm + acc: `backward`'s increment for multipliers without a negative half, summed
+        with the multipliers ``acc`` its input already has from other readers, in one pass
+        where the backend can (the addend of `Ops.conv_adjoint`). Bitwise ``add(acc, Aᵀm)``."""
+        return self.adjoint(ctx.ops, pos, ctx.weights(self)["kernel"], node, addend=acc)
 
     def backward(self, node, m, ctx):
         ops, w = ctx.ops, ctx.weights(self)
@@ -133,10 +139,11 @@ class Dense(LinearLayer):
         y = ops.matmul(x.reshape(-1, kernel.shape[0]), kernel)
         return y.reshape((rows,) + x.shape[1:-1] + (kernel.shape[1],))
 
-    def adjoint(self, ops, m, kernel, node):
+    def adjoint(self, ops, m, kernel, node, addend=None):
         rows = m.shape[0]
         g = ops.matmul(m.reshape(-1, kernel.shape[1]), kernel.T)
-        return g.reshape((rows,) + m.shape[1:-1] + (kernel.shape[0],))
+        g = g.reshape((rows,) + m.shape[1:-1] + (kernel.shape[0],))
+        return g if addend is None else ops.add(addend, g)
 
     def config(self):
         return {"units": self.weights["kernel"].shape[1]}
