@@ -100,6 +100,9 @@
 #define FL_VEC_BLOCK 4
 // Output cells per register tile of conv_direct (6 x 4 vectors: 24 of AVX-512's 32 registers).
 #define FL_DIRECT_CELLS 6
+// Output cells per register tile of conv_onehot (each adds its own gathered kernel rows; measured on
+// 4 x 19 -> 300: 1, 2, 3, 4, 6 cells 9.0, 6.3, 5.2, 7.6, 10.3 ms per 44 rows, dense GEMM 12.6).
+#define FL_ONEHOT_CELLS 3
 
 // Run-time ISA dispatch of those loops on x86: each is compiled for AVX-512F, AVX2 and the
 // baseline, and fl_isa() picks one per call. Explicit dispatch, not target_clones (ifunc is

@@ -786,6 +786,152 @@ FL_KERNEL void FL_K(conv_direct)(const FL_T *FL_RESTRICT x__nhwc,     // IN
     FL_K(direct_rows_base)(x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, g, c_out, out__nijo, row_begin, row_end);
 }
 
+// ======================================================================== one-hot convolution
+// onehot_cells: hot__hw[r*w + s] = the channel of cell (r, s) that is 1, or -1 when all are 0.
+// Returns 1 when the row is one-hot (every value 0 or 1, at most one 1 per cell), else 0 (then
+// hot__hw is incomplete). Layout: x__hwc (h*w cells, c) of one row.
+FL_KERNEL int FL_K(onehot_cells)(const FL_T *FL_RESTRICT x__hwc, int64_t cells, int64_t c,
+                                 int32_t *FL_RESTRICT hot__hw)
+{
+    for (int64_t q = 0; q < cells; ++q) {
+        const FL_T *v = x__hwc + q * c;
+        int32_t hot = -1;
+        for (int64_t ch = 0; ch < c; ++ch) {
+            if (v[ch] == (FL_T)1 && hot < 0)
+                hot = (int32_t)ch;
+            else if (v[ch] != (FL_T)0)
+                return 0;
+        }
+        hot__hw[q] = hot;
+    }
+    return 1;
+}
+
+// conv_onehot: conv_forward of rows whose input cells are one-hot (hot__nhw from onehot_cells):
+//   out[n, i, j, o] = (sum over the taps t = (a, b), in row-major order, whose cell is inside the
+//   input and not all zero, of kernel[t*c + hot, o]) + bias[o].
+// A gather of kernel rows instead of a GEMM over mostly zeros: taps*c_out adds per output cell,
+// not taps*c*c_out multiply-adds. Adds only, in tap order: every ISA variant gives the same bits,
+// and they depend on neither the batch nor the threads.
+// Layout: hot__nhw (n, h, w); kernel__tp (kh*kw*c, c_pad), columns past c_out zero; zero__p
+// (c_pad) zeros; bias__o (c_pad) or NULL; out__nijo (n, h_out, w_out, c_out). c_pad = c_out
+// rounded up to the vector length.
+// Threads: output rows q = n*h_out + i in [row_begin, row_end).
+// FL_ONEHOT_CELLS output cells j0 .. j0+cells-1 of output row (n, i) times one block of nv vectors
+// of output channels from col0, summed in registers; a tap whose cell is outside the input or all
+// zero adds the zero row (adding +0 changes no sum).
+FL_ROWS void FL_K(onehot_tile)(const int32_t *FL_RESTRICT hot__hw, const FL_T *FL_RESTRICT kernel__tp,
+                               const FL_T *FL_RESTRICT zero__p, const FL_T *FL_RESTRICT bias__o,
+                               fl_geometry g, int64_t i, int64_t j0, int64_t cells, int64_t col0,
+                               int64_t c_out, int64_t c_pad, const int nv, FL_T *FL_RESTRICT out__jo)
+{
+    const int64_t lanes = (int64_t)(sizeof(FL_K(vec)) / sizeof(FL_T));
+    FL_K(vec) acc[FL_ONEHOT_CELLS][FL_VEC_BLOCK];
+    for (int r = 0; r < FL_ONEHOT_CELLS; ++r)
+        for (int k = 0; k < FL_VEC_BLOCK; ++k)
+            acc[r][k] = (FL_K(vec)){0};
+    for (int64_t a = 0; a < g.kh; ++a) {
+        const int64_t row = i * g.sh - g.pt + a * g.dh;
+        const int row_inside = row >= 0 && row < g.h;
+        for (int64_t b = 0; b < g.kw; ++b) {
+            const FL_T *tap = kernel__tp + (a * g.kw + b) * g.c * c_pad + col0;
+            const FL_K(vec) *p[FL_ONEHOT_CELLS];
+            for (int r = 0; r < FL_ONEHOT_CELLS; ++r) {
+                const int64_t col = (j0 + r) * g.sw - g.pl + b * g.dw;
+                const int32_t ch = (r < cells && row_inside && col >= 0 && col < g.w) ? hot__hw[row * g.w + col] : -1;
+                p[r] = (const FL_K(vec) *)(ch >= 0 ? tap + ch * c_pad : zero__p);
+            }
+            for (int k = 0; k < nv; ++k)
+                for (int r = 0; r < FL_ONEHOT_CELLS; ++r)
+                    acc[r][k] += p[r][k];
+        }
+    }
+    const int64_t n_store = c_out - col0 < nv * lanes ? c_out - col0 : nv * lanes;
+    for (int r = 0; r < cells; ++r) {
+        FL_T *dst = out__jo + (j0 + r) * c_out + col0;
+        const FL_T *sum = (const FL_T *)&acc[r][0];
+        if (bias__o != NULL)
+            for (int64_t k = 0; k < n_store; ++k)
+                dst[k] = sum[k] + bias__o[col0 + k];
+        else
+            for (int64_t k = 0; k < n_store; ++k)
+                dst[k] = sum[k];
+    }
+}
+
+FL_ROWS void FL_K(onehot_rows)(const int32_t *FL_RESTRICT hot__nhw, const FL_T *FL_RESTRICT kernel__tp,
+                               const FL_T *FL_RESTRICT zero__p, const FL_T *FL_RESTRICT bias__o, fl_geometry g,
+                               int64_t c_out, int64_t c_pad, FL_T *FL_RESTRICT out__nijo, int64_t row_begin,
+                               int64_t row_end)
+{
+    const int64_t lanes = (int64_t)(sizeof(FL_K(vec)) / sizeof(FL_T)), width = FL_VEC_BLOCK * lanes;
+    for (int64_t q = row_begin; q < row_end; ++q) {
+        const int64_t n = q / g.h_out, i = q % g.h_out;
+        const int32_t *hot = hot__nhw + n * g.h * g.w;
+        FL_T *out = out__nijo + q * g.w_out * c_out;
+        for (int64_t col0 = 0; col0 < c_out; col0 += width) {
+            const int64_t left = c_out - col0;
+            const int nv = left >= width ? FL_VEC_BLOCK : (int)((left + lanes - 1) / lanes);
+            for (int64_t j0 = 0; j0 < g.w_out; j0 += FL_ONEHOT_CELLS) {
+                const int64_t cells = g.w_out - j0 < FL_ONEHOT_CELLS ? g.w_out - j0 : FL_ONEHOT_CELLS;
+                if (nv == FL_VEC_BLOCK)  // constant: the loops over vectors and cells unroll
+                    FL_K(onehot_tile)(hot, kernel__tp, zero__p, bias__o, g, i, j0, cells, col0, c_out, c_pad,
+                                      FL_VEC_BLOCK, out);
+                else
+                    FL_K(onehot_tile)(hot, kernel__tp, zero__p, bias__o, g, i, j0, cells, col0, c_out, c_pad,
+                                      nv, out);
+            }
+        }
+    }
+}
+
+#ifdef FL_X86_DISPATCH
+FL_TARGET_AVX512 FL_NOINLINE void FL_K(onehot_rows_avx512)(
+    const int32_t *hot__nhw, const FL_T *kernel__tp, const FL_T *zero__p, const FL_T *bias__o, fl_geometry g,
+    int64_t c_out, int64_t c_pad, FL_T *out__nijo, int64_t row_begin, int64_t row_end)
+{
+    FL_K(onehot_rows)(hot__nhw, kernel__tp, zero__p, bias__o, g, c_out, c_pad, out__nijo, row_begin, row_end);
+}
+
+FL_TARGET_AVX2 FL_NOINLINE void FL_K(onehot_rows_avx2)(
+    const int32_t *hot__nhw, const FL_T *kernel__tp, const FL_T *zero__p, const FL_T *bias__o, fl_geometry g,
+    int64_t c_out, int64_t c_pad, FL_T *out__nijo, int64_t row_begin, int64_t row_end)
+{
+    FL_K(onehot_rows)(hot__nhw, kernel__tp, zero__p, bias__o, g, c_out, c_pad, out__nijo, row_begin, row_end);
+}
+#endif
+
+FL_NOINLINE void FL_K(onehot_rows_base)(const int32_t *hot__nhw, const FL_T *kernel__tp, const FL_T *zero__p,
+                                        const FL_T *bias__o, fl_geometry g, int64_t c_out, int64_t c_pad,
+                                        FL_T *out__nijo, int64_t row_begin, int64_t row_end)
+{
+    FL_K(onehot_rows)(hot__nhw, kernel__tp, zero__p, bias__o, g, c_out, c_pad, out__nijo, row_begin, row_end);
+}
+
+// isa: an FL_ISA_* code, the highest variant to use (FL_ISA_AUTO: the best the CPU has).
+FL_KERNEL void FL_K(conv_onehot)(const int32_t *FL_RESTRICT hot__nhw,   // IN
+                                 const FL_T *FL_RESTRICT kernel__tp,    // IN
+                                 const FL_T *FL_RESTRICT zero__p,       // IN
+                                 const FL_T *FL_RESTRICT bias__o,       // IN (or NULL)
+                                 fl_geometry g, int64_t c_out, int64_t c_pad, int isa,
+                                 FL_T *FL_RESTRICT out__nijo,           // OUT
+                                 int64_t row_begin, int64_t row_end)
+{
+    const int variant = fl_isa(isa);
+#ifdef FL_X86_DISPATCH
+    if (variant == FL_ISA_AVX512) {
+        FL_K(onehot_rows_avx512)(hot__nhw, kernel__tp, zero__p, bias__o, g, c_out, c_pad, out__nijo, row_begin, row_end);
+        return;
+    }
+    if (variant == FL_ISA_AVX2) {
+        FL_K(onehot_rows_avx2)(hot__nhw, kernel__tp, zero__p, bias__o, g, c_out, c_pad, out__nijo, row_begin, row_end);
+        return;
+    }
+#endif
+    (void)variant;
+    FL_K(onehot_rows_base)(hot__nhw, kernel__tp, zero__p, bias__o, g, c_out, c_pad, out__nijo, row_begin, row_end);
+}
+
 // ======================================================================== pooling
 // max_pool_forward: out[n, i, j, ch] = max of x[n, r, s, ch] over the window's cells inside
 // the input (padding ignored; -inf if the window has none).

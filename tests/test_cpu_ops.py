@@ -385,6 +385,88 @@ def test_conv_direct_is_the_convolution(g, dtype, n_out, rng):
             same(CPU.conv_forward(x, kernel, g, bias), got, dtype)
 
 
+def onehot_rows(rng, n, g, dtype, n_cells=None):
+    """n one-hot rows (n, h, w, c); about a tenth of the cells all zero (N in DNA)."""
+    hot = rng.integers(0, g.c, (n, g.h, g.w))
+    x = np.eye(g.c, dtype=dtype)[hot]
+    x[rng.random((n, g.h, g.w)) < 0.1] = 0
+    return x
+
+
+def test_onehot_cells_finds_the_hot_channel_and_rejects_other_rows(rng):
+    g = geometry(1, 12, 4, 1, 3)
+    x = onehot_rows(rng, 5, g, np.float32)
+    x[1, 0, 3] = [0, 0.5, 0, 0]   # not 0/1
+    x[2, 0, 5] = [1, 0, 1, 0]     # two hot channels
+    x[3, 0, 7] = [0, 2, 0, 0]     # a 2
+    for dtype in DTYPES:
+        hot, ok = _cpu.onehot_cells(x.astype(dtype), 2)
+        assert hot.dtype == np.int32 and hot.shape == (5, 1, 12)
+        assert ok.tolist() == [True, False, False, False, True]
+        for n in (0, 4):
+            want = np.where(x[n].any(axis=-1), x[n].argmax(axis=-1), -1)
+            np.testing.assert_array_equal(hot[n], want)
+    hot, ok = _cpu.onehot_cells(x[:0], 1)
+    assert hot.shape == (0, 1, 12) and ok.shape == (0,)
+
+
+@pytest.mark.parametrize("n_out", [5, 64, 70, 300])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("g", [
+    pytest.param(geometry(1, 40, 4, 1, 19), id="dna-valid-19"),
+    pytest.param(geometry(1, 40, 4, 1, 5, dw=2, pl=4, pr=4), id="dna-same-dilated"),
+    pytest.param(geometry(1, 41, 20, 1, 3, sw=2, pl=1, pr=1), id="protein-strided"),
+    pytest.param(geometry(6, 7, 3, 3, 3, pt=1, pb=1, pl=1, pr=1), id="2d")])
+def test_conv_forward_of_onehot_rows_gathers_kernel_rows(g, dtype, n_out, rng):
+    x = onehot_rows(rng, 7, g, dtype)
+    x[2] = rng.standard_normal(x[2].shape)  # a row that is not one-hot takes the other paths
+    kernel = rng.standard_normal((g.kh * g.kw * g.c, n_out)).astype(dtype)
+    bias = rng.standard_normal(n_out).astype(dtype)
+    with CPU.compute_context():
+        got = CPU.conv_forward(x, kernel, g, bias)
+        tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == np.float32 else {}
+        close(got, REF.conv_forward(x, kernel, g, bias), dtype, **tol)
+        cells = g.h_out * g.w_out
+        for n in range(len(x)):  # each row alone: the same path, the same bits
+            same(CpuOps(n_threads=1).conv_forward(x[n:n + 1], kernel, g, bias), got[n * cells:(n + 1) * cells], dtype)
+    hot, ok = _cpu.onehot_cells(x, 1)
+    assert ok.tolist() == [True, True, False, True, True, True, True]
+    _, c_pad = direct_kernel(kernel, dtype)
+    padded = np.zeros((kernel.shape[0], c_pad), dtype)  # lane padding, written out independently
+    padded[:, :n_out] = kernel
+    bias_pad = np.zeros(c_pad, dtype)
+    bias_pad[:n_out] = bias
+    rows = _cpu.conv_onehot(hot[ok], padded, g, n_out, 2, bias_pad)
+    for isa in ("base", "avx2", "avx512"):  # adds only: every variant gives the same bits
+        same(_cpu.conv_onehot(hot[ok], padded, g, n_out, 1, bias_pad, isa), rows, dtype)
+    same(_cpu.conv_onehot(hot[ok], padded, g, n_out, 1) + bias, rows, dtype)  # the bias is added last
+    # in float64, the tap-order sum of kernel rows is the convolution up to rounding
+    want = REF.conv_forward(x[ok].astype(np.float64), kernel.astype(np.float64), g, bias.astype(np.float64))
+    close(rows.astype(np.float64), want, np.float64, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
+
+
+def test_conv_onehot_rejects_bad_arguments():
+    g = geometry(1, 9, 4, 1, 3)
+    hot = np.zeros((2, 1, 9), np.int32)
+    kernel = np.zeros((12, 16), np.float32)
+    with pytest.raises(ValueError, match=r"hot must have shape \(n, 1, 9\); got \(2, 1, 8\)"):
+        _cpu.conv_onehot(np.zeros((2, 1, 8), np.int32), kernel, g, 5)
+    with pytest.raises(ValueError, match=r"kernel.shape\[0\] \(kh\*kw\*c\) must be 12; got 11"):
+        _cpu.conv_onehot(hot, kernel[:11], g, 5)
+    with pytest.raises(ValueError, match=r"kernel.shape\[1\] \(c_out padded\) must be 16; got 8"):
+        _cpu.conv_onehot(hot, np.zeros((12, 8), np.float32), g, 5)
+    with pytest.raises(ValueError, match="c_out must be >= 1; got 0"):
+        _cpu.conv_onehot(hot, kernel, g, 0)
+    with pytest.raises(ValueError, match=r"len\(bias\) \(c_out padded\) must be 16; got 5"):
+        _cpu.conv_onehot(hot, kernel, g, 5, 1, np.zeros(5, np.float32))
+    with pytest.raises(ValueError, match="isa must be one of"):
+        _cpu.conv_onehot(hot, kernel, g, 5, 1, None, "sse9")
+    for bad in (4, -2):  # a channel outside [-1, c) would read outside the kernel
+        hot[1, 0, 3] = bad
+        with pytest.raises(ValueError, match=rf"hot channels must be in \[-1, 4\); got {bad}"):
+            _cpu.conv_onehot(hot, kernel, g, 5)
+
+
 def test_conv_direct_rejects_bad_arguments(rng):
     g = geometry(1, 9, 3, 1, 4)
     x = np.zeros((2, 1, 9, 3), np.float32)

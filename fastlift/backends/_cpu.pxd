@@ -160,6 +160,16 @@ cdef extern from "fl_kernels.h" nogil:
     void fl_conv_direct_d(const double *x__nhwc, const double *wp__btcv, const double *bias__o,
                           const double *zero__c, const double *addend__nijo, fl_geometry g, int64_t c_out, int isa,
                           double *out__nijo, int64_t row_begin, int64_t row_end)
+    int fl_onehot_cells_f(const float *x__hwc, int64_t cells, int64_t c, int32_t *hot__hw)
+    int fl_onehot_cells_d(const double *x__hwc, int64_t cells, int64_t c, int32_t *hot__hw)
+    void fl_conv_onehot_f(const int32_t *hot__nhw, const float *kernel__tp, const float *zero__p,
+                          const float *bias__o,
+                          fl_geometry g, int64_t c_out, int64_t c_pad, int isa, float *out__nijo,
+                          int64_t row_begin, int64_t row_end)
+    void fl_conv_onehot_d(const int32_t *hot__nhw, const double *kernel__tp, const double *zero__p,
+                          const double *bias__o,
+                          fl_geometry g, int64_t c_out, int64_t c_pad, int isa, double *out__nijo,
+                          int64_t row_begin, int64_t row_end)
     void fl_conv_adjoint_sparse_f(const float *m_out__pijo, const float *wt__toc, int64_t c_out,
                                   int64_t c_pad, fl_geometry g, int64_t max_nnz, int isa,
                                   int64_t *start__q, int32_t *idx__e, float *val__e,

@@ -673,6 +673,79 @@ def conv_direct(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
     return out
 
 
+def onehot_cells(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)
+                 int n_threads=1):
+    """(hot (n, h, w) int32, ok (n,) bool): ``hot`` is the channel of each cell that is 1 (-1 when
+    all are 0) and ``ok`` whether the row is one-hot (every value 0 or 1, at most one 1 per
+    cell); ``hot`` rows that are not are unspecified."""
+    cdef Py_ssize_t n = x.shape[0], cells = x.shape[1] * x.shape[2], c = x.shape[3], b
+    hot_arr = np.empty((n, x.shape[1], x.shape[2]), dtype=np.int32)
+    ok_arr = np.zeros(n, dtype=np.uint8)
+    if n == 0 or cells == 0:
+        ok_arr[...] = 1
+        return hot_arr, ok_arr.view(bool)
+    cdef int32_t[:, :, ::1] hot = hot_arr
+    cdef uint8_t[::1] ok = ok_arr
+    cdef Py_ssize_t nb = _n_blocks(n, cells * c, n_threads)
+    for b in prange(n, nogil=True, num_threads=nb, schedule="static"):
+        if floating is float:
+            ok[b] = fl_onehot_cells_f(&x[b, 0, 0, 0], cells, c, &hot[b, 0, 0])
+        else:
+            ok[b] = fl_onehot_cells_d(&x[b, 0, 0, 0], cells, c, &hot[b, 0, 0])
+    return hot_arr, ok_arr.view(bool)
+
+
+def conv_onehot(const int32_t[:, :, ::1] hot,      # IN  (n, h, w) from onehot_cells
+                const floating[:, ::1] kernel,     # IN  (kh*kw*c, c_pad), columns past c_out zero
+                object g,                          # ops.Geometry
+                Py_ssize_t c_out, int n_threads=1,
+                const floating[::1] bias=None,     # IN  (c_pad,)
+                str isa="auto"):
+    """The convolution of one-hot rows, as a gather of kernel rows: returns (n*h_out*w_out, c_out).
+    Every sum runs in tap order (adds only): any batch, thread count or ISA gives the same bits."""
+    cdef fl_geometry geo = _geometry(g)
+    cdef Py_ssize_t lanes = VECTOR_BYTES // sizeof(floating)
+    cdef Py_ssize_t c_pad = (c_out + lanes - 1) // lanes * lanes
+    cdef Py_ssize_t n = hot.shape[0], n_rows = hot.shape[0] * geo.h_out, b, nb
+    if c_out < 1:
+        raise ValueError(f"c_out must be >= 1; got {c_out}")
+    if hot.shape[1] != geo.h or hot.shape[2] != geo.w:
+        raise ValueError(f"hot must have shape (n, {geo.h}, {geo.w}); got {(n, hot.shape[1], hot.shape[2])}")
+    _check_len(kernel.shape[0], geo.kh * geo.kw * geo.c, "kernel.shape[0] (kh*kw*c)")
+    _check_len(kernel.shape[1], c_pad, "kernel.shape[1] (c_out padded)")
+    if bias is not None:
+        _check_len(bias.shape[0], c_pad, "len(bias) (c_out padded)")
+    cdef int isa_code = _isa_code(isa)
+    cdef Py_ssize_t q, n_cells = n * geo.h * geo.w
+    cdef const int32_t* h = &hot[0, 0, 0] if n_cells > 0 else NULL
+    cdef int32_t lo = -1, hi = -1
+    with nogil:
+        for q in range(n_cells):
+            lo = h[q] if h[q] < lo else lo
+            hi = h[q] if h[q] > hi else hi
+    if lo < -1 or hi >= geo.c:
+        raise ValueError(f"hot channels must be in [-1, {geo.c}); got {lo if lo < -1 else hi}")
+    out = _empty((n * geo.h_out * geo.w_out, c_out), <floating>0)
+    if out.size == 0:
+        return out
+    zero_arr = _empty((c_pad,), <floating>0)
+    zero_arr[...] = 0
+    cdef const floating[::1] zero = zero_arr
+    cdef floating[:, ::1] y = out
+    cdef const floating* bias_ptr = NULL
+    if bias is not None:
+        bias_ptr = &bias[0]
+    nb = _n_blocks(n_rows, geo.w_out * geo.kh * geo.kw * c_out // 16 + 1, n_threads)
+    for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
+        if floating is float:
+            fl_conv_onehot_f(&hot[0, 0, 0], &kernel[0, 0], &zero[0], bias_ptr, geo, c_out, c_pad, isa_code,
+                             &y[0, 0], b * n_rows // nb, (b + 1) * n_rows // nb)
+        else:
+            fl_conv_onehot_d(&hot[0, 0, 0], &kernel[0, 0], &zero[0], bias_ptr, geo, c_out, c_pad, isa_code,
+                             &y[0, 0], b * n_rows // nb, (b + 1) * n_rows // nb)
+    return out
+
+
 cdef inline fl_geometry _cells_geometry(Py_ssize_t cells, Py_ssize_t c) noexcept nogil:
     """A 1x1 convolution over one row of ``cells`` cells of ``c`` channels (a block of GEMM rows)."""
     cdef fl_geometry g
