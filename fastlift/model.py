@@ -147,6 +147,8 @@ class Model:
         acts = {node: x for node, x in zip(self.inputs, xs)}
         if given:
             acts.update(given)
+        if keep is not None:
+            keep = set(keep).union(self.outputs)  # an output read by another layer stays too
         readers_left = None if keep is None else self._readers()
         fused = {} if keep is None else self._fused_adds(keep, readers_left, acts)
         inside = {act for act, _ in fused.values()}  # computed within the Add that reads them

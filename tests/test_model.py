@@ -426,3 +426,21 @@ def test_residual_branches_meet_inside_the_adjoint_with_the_bits_of_an_add(metho
     monkeypatch.setattr(LinearLayer, "backward_adding", lambda self, node, pos, ctx, acc: ctx.ops.add(
         acc, self.adjoint(ctx.ops, pos, ctx.weights(self)["kernel"], node)))
     np.testing.assert_array_equal(fused, fl.attribute(model, X, method, device="cpu", **kw).contributions)
+
+
+def test_forward_keep_always_keeps_outputs_even_when_another_layer_reads_them(rng):
+    from fastlift.backends import get_ops
+    from fastlift.model import WeightCache
+
+    x = L.Input((6,), name="x")
+    a = L.Activation("relu", name="act")(L.Dense(rng.standard_normal((6, 6)), np.zeros(6), name="d")(x))
+    y = L.Add(name="res")([x, a])
+    model = fl.Model(x, [a, y])  # `act` is an output and the Add's only other reader
+    ops = get_ops("cpu", 1)
+    cache = WeightCache(ops, np.dtype(np.float32))
+    xs = [rng.standard_normal((3, 6)).astype(np.float32)]
+    full = model.forward(ops, xs, cache)
+    got = model.forward(ops, xs, cache, keep=set())
+    assert set(got) == {a, y}
+    for node in (a, y):
+        np.testing.assert_array_equal(got[node], full[node])
