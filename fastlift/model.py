@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .backends.ops import Act
 from .layers.base import Node
+from .layers.conv import _Conv
 from .layers.core import Activation, Dropout, InputLayer, Softmax
 from .layers.merge import Add
 
@@ -48,6 +50,7 @@ class Model:
             if not isinstance(n.layer, InputLayer):
                 raise ValueError(f"inputs must be Input nodes; {n.name!r} is a {type(n.layer).__name__}")
         self.nodes = _topological_order(self.outputs)
+        self._order = {node: k for k, node in enumerate(self.nodes)}
         listed = set(map(id, self.inputs))
         for n in self.nodes:
             if isinstance(n.layer, InputLayer) and id(n) not in listed:
@@ -151,13 +154,20 @@ class Model:
             keep = set(keep).union(self.outputs)  # an output read by another layer stays too
         readers_left = None if keep is None else self._readers()
         fused = {} if keep is None else self._fused_adds(keep, readers_left, acts)
-        inside = {act for act, _ in fused.values()}  # computed within the Add that reads them
+        inside = {act: add for add, (act, _) in fused.items()}  # never stored
+        early = {act.inputs[0]: add for add, (act, other) in fused.items()  # the Add in the conv's store
+                 if self._fuses_into_conv(act, other, readers_left, acts)}
         for node in self.nodes:
             read = node.inputs
             if node in acts:
                 pass
+            elif node in early:
+                add = early[node]
+                acts[node], acts[add] = node.layer.forward_residual_relu(ops, acts[node.inputs[0]], acts[fused[add][1]],
+                                                                         cache(node.layer))
             elif node in inside:
-                continue  # its inputs are read when its Add runs
+                if node.inputs[0] not in early:
+                    continue  # its inputs are read when its Add runs
             elif node in fused:
                 act, other = fused[node]
                 acts[node] = act.layer.forward_added(ops, acts[act.inputs[0]], acts[other], cache(act.layer))
@@ -185,6 +195,15 @@ class Model:
                     fused[node] = (act, node.inputs[1 - k])
                     break
         return fused
+
+    def _fuses_into_conv(self, act, other, readers, given) -> bool:
+        """Whether a fused Add of ``act`` can run in the store of the convolution ``act`` reads:
+        a ReLU of a channels-last convolution that nothing else reads, and ``other`` computed
+        before that convolution."""
+        z = act.inputs[0]
+        return (type(act.layer) is Activation and act.layer.act == Act.RELU and isinstance(z.layer, _Conv)
+                and z.layer.data_format == "channels_last" and readers[z] == 1 and z not in given
+                and self._order[other] < self._order[z])
 
     def _readers(self) -> dict:
         """{node: how many input slots of other nodes read it}."""

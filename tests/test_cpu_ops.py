@@ -378,6 +378,9 @@ def test_conv_direct_is_the_convolution(g, dtype, n_out, rng):
     same(_cpu.conv_direct(x, wp, g, n_out, 1) + bias, got, dtype)  # the bias is added after the sum
     addend = rng.standard_normal(got.shape).astype(dtype)  # and an addend after the bias
     same(_cpu.conv_direct(x, wp, g, n_out, 2, bias_pad, "auto", addend), got + addend, dtype)
+    z, h = _cpu.conv_direct(x, wp, g, n_out, 2, bias_pad, "auto", None, addend)  # a residual block's store
+    same(z, got, dtype)
+    same(h, REF.add_activation(Act.RELU, got, np.zeros(1, dtype), addend), dtype)
     for isa in ("base", "avx2", "avx512"):
         close(_cpu.conv_direct(x, wp, g, n_out, 1, bias_pad, isa), got, dtype, **tol)
     if CPU.conv_runs_direct(g):  # CpuOps packs the same way
@@ -485,6 +488,10 @@ def test_conv_direct_rejects_bad_arguments(rng):
         _cpu.conv_direct(x, wp, g, 5, 1, None, "auto", np.zeros((11, 5), np.float32))
     with pytest.raises(ValueError, match=r"addend.shape\[1\] \(c_out\) must be 5; got 4"):
         _cpu.conv_direct(x, wp, g, 5, 1, None, "auto", np.zeros((12, 4), np.float32))
+    with pytest.raises(ValueError, match=r"residual.shape\[0\] \(n\*h_out\*w_out\) must be 12; got 13"):
+        _cpu.conv_direct(x, wp, g, 5, 1, None, "auto", None, np.zeros((13, 5), np.float32))
+    with pytest.raises(ValueError, match=r"residual.shape\[1\] \(c_out\) must be 5; got 6"):
+        _cpu.conv_direct(x, wp, g, 5, 1, None, "auto", None, np.zeros((12, 6), np.float32))
 
 
 @pytest.mark.parametrize("n_out", [2, 5, 64])  # 2 < c_in: the flipped path for narrow layers too
@@ -537,6 +544,28 @@ def test_conv_adjoint_adds_the_addend_as_add_would(g, dtype, isa, rng, monkeypat
     for ops in (CPU, REF):
         with ops.compute_context():
             same(ops.conv_adjoint(m, kernel, g, addend), ops.add(addend, ops.conv_adjoint(m, kernel, g)), dtype)
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2"])  # direct tiles, or BLAS (as without AVX-512)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("g", [
+    pytest.param(geometry(1, 50, 64, 1, 3, dw=4, pl=4, pr=4), id="residual-64"),  # in the tiles' store
+    pytest.param(geometry(1, 30, 4, 1, 5, pl=2, pr=2), id="one-hot-channels"),    # composed
+    pytest.param(geometry(1, 60, 64, 1, 9, pl=4, pr=4), id="skips-zeros")])       # composed
+def test_conv_residual_relu_is_conv_then_add_activation(g, dtype, isa, rng, monkeypatch):
+    from fastlift.backends import cpu_ops
+
+    monkeypatch.setattr(cpu_ops, "_ISA", isa if _cpu.isa() == "avx512" else _cpu.isa())
+    x = rng.standard_normal((5, g.h, g.w, g.c)).astype(dtype)
+    kernel = rng.standard_normal((g.kh * g.kw * g.c, g.c)).astype(dtype)
+    bias = rng.standard_normal(g.c).astype(dtype)
+    residual = rng.standard_normal((5 * g.h_out * g.w_out, g.c)).astype(dtype)
+    zero = np.zeros(1, dtype)
+    for ops in (CPU, REF):
+        with ops.compute_context():
+            z, h = ops.conv_residual_relu(x, kernel, g, bias, residual)
+            same(z, ops.conv_forward(x, kernel, g, bias), dtype)
+            same(h, ops.add_activation(Act.RELU, z, zero, residual), dtype)
 
 
 def test_conv_adjoint_takes_the_flipped_path_only_where_it_pays(monkeypatch, rng):

@@ -444,3 +444,41 @@ def test_forward_keep_always_keeps_outputs_even_when_another_layer_reads_them(rn
     assert set(got) == {a, y}
     for node in (a, y):
         np.testing.assert_array_equal(got[node], full[node])
+
+
+def test_forward_keep_runs_a_relu_residual_block_in_the_convolution(rng, monkeypatch):
+    """conv -> ReLU -> Add(skip, ReLU) under keep: the Add comes out of the convolution's pass
+    (`Ops.conv_residual_relu`) with the bits of the separate ops; the ReLU is never stored, the
+    convolution's output is kept when asked for and dropped otherwise."""
+    from fastlift.backends import get_ops
+    from fastlift.layers.conv import _Conv
+    from fastlift.model import WeightCache
+
+    x = L.Input((30, 40), name="x")
+    h = x
+    for i in range(2):
+        z = L.Conv1D(rng.standard_normal((3, 40, 40)) / 8, rng.standard_normal(40) / 8, padding="same",
+                     dilation_rate=2, name=f"conv{i}")(h)
+        h = L.Add(name=f"res{i}")([h, L.Activation("relu", name=f"relu{i}")(z)])
+    model = fl.Model(x, L.Dense(rng.standard_normal((40, 1)), np.zeros(1), name="out")(L.GlobalAvgPool1D(name="gap")(h)))
+    ops = get_ops("cpu", 2)
+    cache = WeightCache(ops, np.dtype(np.float32))
+    xs = [rng.standard_normal((4, 30, 40)).astype(np.float32)]
+    full = model.forward(ops, xs, cache)
+    calls = []
+    real = _Conv.forward_residual_relu
+    monkeypatch.setattr(_Conv, "forward_residual_relu",
+                        lambda self, *a: calls.append(self.name) or real(self, *a))
+    by = model.get_node
+    for keep in (set(), {by("conv0"), by("conv1")}):
+        calls.clear()
+        got = model.forward(ops, xs, cache, keep=keep)
+        assert calls == ["conv0", "conv1"]
+        assert set(got) == keep | {model.outputs[0]}
+        for node in got:
+            np.testing.assert_array_equal(got[node], full[node])
+    # everything kept when asked: the block runs op by op
+    calls.clear()
+    got = model.forward(ops, xs, cache, keep={by("relu0"), by("relu1")})
+    assert calls == []
+    np.testing.assert_array_equal(got[model.outputs[0]], full[model.outputs[0]])

@@ -416,6 +416,17 @@ class CpuOps(Ops):
                           gemm_block_rows(k, n), self.n_threads, bias)
         return out
 
+    def conv_residual_relu(self, x, kernel, g: Geometry, bias, residual):
+        """In one pass where `conv_forward` would run the direct tiles for every row (no one-hot or
+        sparse rows possible): the ReLU and the Add happen in the tiles' store."""
+        dt, n = np.result_type(x, kernel), kernel.shape[1]
+        if (dt not in _FLOATS or residual.dtype != dt or not self.conv_runs_direct(g)
+                or g.c <= ONEHOT_MAX_CHANNELS or self.conv_skips_zeros(g)):
+            return super().conv_residual_relu(x, kernel, g, bias, residual)
+        b = None if bias is None else _lane_padded(np.asarray(bias).reshape(n), dt)
+        return _cpu.conv_direct(_nhwc(x, dt, g), self._direct_kernel(np.asarray(kernel, dtype=dt)), g, n,
+                                self.n_threads, b, _ISA, None, _rows(residual.reshape(-1, n), dt))
+
     @staticmethod
     def conv_runs_direct(g: Geometry) -> bool:
         """Whether `_conv_dense` runs `_cpu.conv_direct` for this geometry (see `DIRECT_MIN_CHANNELS`)."""

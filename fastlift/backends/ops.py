@@ -166,6 +166,15 @@ class Ops:
         out = self.col2im(cols.reshape(n, g.h_out, g.w_out, cols.shape[-1]), g)
         return out if addend is None else self.add(addend, out)
 
+    def conv_residual_relu(self, x, kernel, g: Geometry, bias, residual):
+        """(z, residual + relu(z)) with z = ``conv_forward(x, kernel, g, bias)`` (rows, c_out)
+        and residual (rows, c_out): a residual block's convolution, ReLU and Add. Backends may
+        do all three in one pass (CpuOps: in the store of its direct tiles); the bits are those
+        of `conv_forward` followed by `add_activation`."""
+        z = self.conv_forward(x, kernel, g, bias)
+        zero = self.asarray(np.zeros(1), z.dtype)
+        return z, self.add_activation(Act.RELU, z, zero, residual.reshape(z.shape))
+
     def conv_skips_zeros(self, g: Geometry) -> bool:
         """Whether `conv_forward` with geometry ``g`` costs less on inputs that are mostly zero,
         so that a caller may arrange its inputs that way (integrated gradients does). Here: no."""

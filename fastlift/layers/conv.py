@@ -125,6 +125,14 @@ class _Conv(_Spatial, LinearLayer):
         y = ops.conv_forward(self._to_nhwc(ops, x), w["kernel"], g, w["bias"])  # bias added in the GEMM pass
         return self._from_nhwc(ops, y.reshape(x.shape[0], g.h_out, g.w_out, y.shape[1]))
 
+    def forward_residual_relu(self, ops, x, residual, w):
+        """(this convolution of x, residual + relu(it)): a residual block in one pass where the
+        backend can (`Ops.conv_residual_relu`); channels-last layers only."""
+        g = self._geoms[x.shape[1:]]
+        z, h = ops.conv_residual_relu(self._to_nhwc(ops, x), w["kernel"], g, w["bias"], residual)
+        z = self._from_nhwc(ops, z.reshape(x.shape[0], g.h_out, g.w_out, z.shape[1]))
+        return z, h.reshape(residual.shape)
+
     def linear(self, ops, x, kernel, node):
         g = self._geoms[x.shape[1:]]
         y = ops.conv_forward(self._to_nhwc(ops, x), kernel, g)
