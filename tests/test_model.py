@@ -402,19 +402,25 @@ def test_forward_keep_does_not_fuse_an_activation_read_twice(rng, monkeypatch):
     np.testing.assert_array_equal(got[y], model.forward(ops, xs, cache)[y])
 
 
+def _relu_residual_stack(rng, length, channels, scale):
+    """Two BPNet-like blocks, h = h + relu(conv(h)), then global average pooling and a dense unit."""
+    x = L.Input((length, channels), name="x")
+    h = x
+    for i in range(2):
+        z = L.Conv1D(rng.standard_normal((3, channels, channels)) / scale, rng.standard_normal(channels) / scale,
+                     padding="same", dilation_rate=2, name=f"conv{i}")(h)
+        h = L.Add(name=f"res{i}")([h, L.Activation("relu", name=f"relu{i}")(z)])
+    dense = L.Dense(rng.standard_normal((channels, 1)), np.zeros(1), name="out")
+    return fl.Model(x, dense(L.GlobalAvgPool1D(name="gap")(h)))
+
+
 @pytest.mark.parametrize("method", ["deeplift", "gradient", "integrated_gradients"])
 def test_residual_branches_meet_inside_the_adjoint_with_the_bits_of_an_add(method, rng, monkeypatch):
     """Where a conv's input already has multipliers (a residual's skip branch), the engine sums
     them in the adjoint (`LinearLayer.backward_adding`): the same bits as adding after it."""
     from fastlift.layers.core import LinearLayer
 
-    x = L.Input((40, 16), name="x")
-    h = x
-    for i in range(2):
-        z = L.Conv1D(rng.standard_normal((3, 16, 16)) / 4, rng.standard_normal(16) / 4, padding="same",
-                     dilation_rate=2, name=f"conv{i}")(h)
-        h = L.Add(name=f"res{i}")([h, L.Activation("relu", name=f"relu{i}")(z)])
-    model = fl.Model(x, L.Dense(rng.standard_normal((16, 1)), np.zeros(1), name="out")(L.GlobalAvgPool1D()(h)))
+    model = _relu_residual_stack(rng, length=40, channels=16, scale=4)
     X = rng.standard_normal((3, 40, 16)).astype(np.float32)
     kw = {"steps": 8} if method == "integrated_gradients" else {}
     calls = []
@@ -454,13 +460,7 @@ def test_forward_keep_runs_a_relu_residual_block_in_the_convolution(rng, monkeyp
     from fastlift.layers.conv import _Conv
     from fastlift.model import WeightCache
 
-    x = L.Input((30, 40), name="x")
-    h = x
-    for i in range(2):
-        z = L.Conv1D(rng.standard_normal((3, 40, 40)) / 8, rng.standard_normal(40) / 8, padding="same",
-                     dilation_rate=2, name=f"conv{i}")(h)
-        h = L.Add(name=f"res{i}")([h, L.Activation("relu", name=f"relu{i}")(z)])
-    model = fl.Model(x, L.Dense(rng.standard_normal((40, 1)), np.zeros(1), name="out")(L.GlobalAvgPool1D(name="gap")(h)))
+    model = _relu_residual_stack(rng, length=30, channels=40, scale=8)
     ops = get_ops("cpu", 2)
     cache = WeightCache(ops, np.dtype(np.float32))
     xs = [rng.standard_normal((4, 30, 40)).astype(np.float32)]
