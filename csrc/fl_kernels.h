@@ -103,6 +103,8 @@
 // Output cells per register tile of conv_onehot (each adds its own gathered kernel rows; measured on
 // 4 x 19 -> 300: 1, 2, 3, 4, 6 cells 9.0, 6.3, 5.2, 7.6, 10.3 ms per 44 rows, dense GEMM 12.6).
 #define FL_ONEHOT_CELLS 3
+// Second outputs of conv_direct's store (see fl_conv_direct).
+enum { FL_EPI_RESIDUAL_RELU = 1, FL_EPI_RELU_GRAD = 2 };
 
 // Run-time ISA dispatch of those loops on x86: each is compiled for AVX-512F, AVX2 and the
 // baseline, and fl_isa() picks one per call. Explicit dispatch, not target_clones (ifunc is

@@ -660,13 +660,15 @@ FL_KERNEL void FL_K(conv_adjoint_sparse)(const FL_T *FL_RESTRICT m_out__pijo,   
 // out__nijo (n, h_out, w_out, c_out). c_pad = c_out rounded up to the vector length.
 // addend__nijo (as out) or NULL: added to each stored value, (sum + bias) + addend, so that
 // multipliers meeting at a node are summed in the store instead of in a pass of their own.
-// residual__nijo and relu_out__nijo (as out) or NULL: relu_out = residual + relu(stored value), a
-// residual block's ReLU and Add in the convolution's store (the bits of add_activation).
+// aux__nijo and out2__nijo (as out) or NULL, with epi: a second output computed in the store from
+// the stored value v. FL_EPI_RESIDUAL_RELU: out2 = aux + relu(v), a residual block's ReLU and Add
+// (the bits of add_activation). FL_EPI_RELU_GRAD: out2 = v * relu'(aux), the multipliers of the
+// ReLU whose output multipliers v are and whose input is aux (the bits of gradient_backward).
 // Threads: output rows q = n*h_out + i in [row_begin, row_end).
 FL_ROWS void FL_K(direct_tile)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_RESTRICT zero__c,
                                const FL_T *FL_RESTRICT wblock, const FL_T *FL_RESTRICT bias,
-                               const FL_T *FL_RESTRICT addend__nijo, const FL_T *FL_RESTRICT residual__nijo,
-                               FL_T *FL_RESTRICT relu_out__nijo, fl_geometry g, int64_t n, int64_t i,
+                               const FL_T *FL_RESTRICT addend__nijo, const FL_T *FL_RESTRICT aux__nijo,
+                               FL_T *FL_RESTRICT out2__nijo, int epi, fl_geometry g, int64_t n, int64_t i,
                                int64_t j0, int64_t cells, int64_t col0, int64_t c_out, const int nv,
                                FL_T *FL_RESTRICT out__nijo)
 {
@@ -712,21 +714,25 @@ FL_ROWS void FL_K(direct_tile)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_R
         else
             for (int64_t k = 0; k < n_store; ++k)
                 dst[k] = sum[k];
-        if (relu_out__nijo != NULL) {
-            const FL_T *res = residual__nijo + at;
-            FL_T *o = relu_out__nijo + at;
-            for (int64_t k = 0; k < n_store; ++k) {
-                const FL_T z = dst[k];
-                o[k] = res[k] + (z > (FL_T)0 ? z : (FL_T)0);
-            }
+        if (out2__nijo != NULL) {
+            const FL_T *aux = aux__nijo + at;
+            FL_T *o = out2__nijo + at;
+            if (epi == FL_EPI_RESIDUAL_RELU)
+                for (int64_t k = 0; k < n_store; ++k) {
+                    const FL_T z = dst[k];
+                    o[k] = aux[k] + (z > (FL_T)0 ? z : (FL_T)0);
+                }
+            else  // FL_EPI_RELU_GRAD
+                for (int64_t k = 0; k < n_store; ++k)
+                    o[k] = dst[k] * (aux[k] > (FL_T)0 ? (FL_T)1 : (FL_T)0);
         }
     }
 }
 
 FL_ROWS void FL_K(direct_rows)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_RESTRICT wp__btcv,
                                const FL_T *FL_RESTRICT bias__o, const FL_T *FL_RESTRICT zero__c,
-                               const FL_T *FL_RESTRICT addend__nijo, const FL_T *FL_RESTRICT residual__nijo,
-                               FL_T *FL_RESTRICT relu_out__nijo, fl_geometry g, int64_t c_out,
+                               const FL_T *FL_RESTRICT addend__nijo, const FL_T *FL_RESTRICT aux__nijo,
+                               FL_T *FL_RESTRICT out2__nijo, int epi, fl_geometry g, int64_t c_out,
                                FL_T *FL_RESTRICT out__nijo, int64_t row_begin, int64_t row_end)
 {
     const int64_t lanes = (int64_t)(sizeof(FL_K(vec)) / sizeof(FL_T));
@@ -740,12 +746,12 @@ FL_ROWS void FL_K(direct_rows)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_R
             for (int64_t j0 = 0; j0 < g.w_out; j0 += FL_DIRECT_CELLS) {
                 const int64_t cells = g.w_out - j0 < FL_DIRECT_CELLS ? g.w_out - j0 : FL_DIRECT_CELLS;
                 if (nv == FL_VEC_BLOCK)  // constant: the loops over vectors and cells unroll
-                    FL_K(direct_tile)(x__nhwc, zero__c, wblock, bias__o, addend__nijo, residual__nijo, relu_out__nijo,
-                                      g, n, i, j0, cells,
+                    FL_K(direct_tile)(x__nhwc, zero__c, wblock, bias__o, addend__nijo, aux__nijo, out2__nijo,
+                                      epi, g, n, i, j0, cells,
                                       col0, c_out, FL_VEC_BLOCK, out__nijo);
                 else
-                    FL_K(direct_tile)(x__nhwc, zero__c, wblock, bias__o, addend__nijo, residual__nijo, relu_out__nijo,
-                                      g, n, i, j0, cells,
+                    FL_K(direct_tile)(x__nhwc, zero__c, wblock, bias__o, addend__nijo, aux__nijo, out2__nijo,
+                                      epi, g, n, i, j0, cells,
                                       col0, c_out, nv, out__nijo);
             }
         }
@@ -755,29 +761,29 @@ FL_ROWS void FL_K(direct_rows)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_R
 #ifdef FL_X86_DISPATCH
 FL_TARGET_AVX512 FL_NOINLINE void FL_K(direct_rows_avx512)(
     const FL_T *x__nhwc, const FL_T *wp__btcv, const FL_T *bias__o, const FL_T *zero__c,
-    const FL_T *addend__nijo, const FL_T *residual__nijo, FL_T *relu_out__nijo, fl_geometry g, int64_t c_out,
+    const FL_T *addend__nijo, const FL_T *aux__nijo, FL_T *out2__nijo, int epi, fl_geometry g, int64_t c_out,
     FL_T *out__nijo, int64_t row_begin, int64_t row_end)
 {
-    FL_K(direct_rows)(x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, residual__nijo, relu_out__nijo, g, c_out,
+    FL_K(direct_rows)(x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, aux__nijo, out2__nijo, epi, g, c_out,
                       out__nijo, row_begin, row_end);
 }
 
 FL_TARGET_AVX2 FL_NOINLINE void FL_K(direct_rows_avx2)(
     const FL_T *x__nhwc, const FL_T *wp__btcv, const FL_T *bias__o, const FL_T *zero__c,
-    const FL_T *addend__nijo, const FL_T *residual__nijo, FL_T *relu_out__nijo, fl_geometry g, int64_t c_out,
+    const FL_T *addend__nijo, const FL_T *aux__nijo, FL_T *out2__nijo, int epi, fl_geometry g, int64_t c_out,
     FL_T *out__nijo, int64_t row_begin, int64_t row_end)
 {
-    FL_K(direct_rows)(x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, residual__nijo, relu_out__nijo, g, c_out,
+    FL_K(direct_rows)(x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, aux__nijo, out2__nijo, epi, g, c_out,
                       out__nijo, row_begin, row_end);
 }
 #endif
 
 FL_NOINLINE void FL_K(direct_rows_base)(const FL_T *x__nhwc, const FL_T *wp__btcv, const FL_T *bias__o,
                                         const FL_T *zero__c, const FL_T *addend__nijo,
-                                        const FL_T *residual__nijo, FL_T *relu_out__nijo, fl_geometry g,
+                                        const FL_T *aux__nijo, FL_T *out2__nijo, int epi, fl_geometry g,
                                         int64_t c_out, FL_T *out__nijo, int64_t row_begin, int64_t row_end)
 {
-    FL_K(direct_rows)(x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, residual__nijo, relu_out__nijo, g, c_out,
+    FL_K(direct_rows)(x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, aux__nijo, out2__nijo, epi, g, c_out,
                       out__nijo, row_begin, row_end);
 }
 
@@ -787,8 +793,9 @@ FL_KERNEL void FL_K(conv_direct)(const FL_T *FL_RESTRICT x__nhwc,     // IN
                                  const FL_T *FL_RESTRICT bias__o,     // IN (or NULL)
                                  const FL_T *FL_RESTRICT zero__c,     // IN
                                  const FL_T *FL_RESTRICT addend__nijo, // IN (or NULL)
-                                 const FL_T *FL_RESTRICT residual__nijo, // IN (or NULL)
-                                 FL_T *FL_RESTRICT relu_out__nijo,    // OUT (or NULL)
+                                 const FL_T *FL_RESTRICT aux__nijo,   // IN (or NULL)
+                                 FL_T *FL_RESTRICT out2__nijo,        // OUT (or NULL)
+                                 int epi,
                                  fl_geometry g, int64_t c_out, int isa,
                                  FL_T *FL_RESTRICT out__nijo,         // OUT
                                  int64_t row_begin, int64_t row_end)
@@ -796,18 +803,18 @@ FL_KERNEL void FL_K(conv_direct)(const FL_T *FL_RESTRICT x__nhwc,     // IN
     const int variant = fl_isa(isa);
 #ifdef FL_X86_DISPATCH
     if (variant == FL_ISA_AVX512) {
-        FL_K(direct_rows_avx512)(x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, residual__nijo, relu_out__nijo, g, c_out,
+        FL_K(direct_rows_avx512)(x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, aux__nijo, out2__nijo, epi, g, c_out,
                                  out__nijo, row_begin, row_end);
         return;
     }
     if (variant == FL_ISA_AVX2) {
-        FL_K(direct_rows_avx2)(x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, residual__nijo, relu_out__nijo, g, c_out,
+        FL_K(direct_rows_avx2)(x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, aux__nijo, out2__nijo, epi, g, c_out,
                                  out__nijo, row_begin, row_end);
         return;
     }
 #endif
     (void)variant;
-    FL_K(direct_rows_base)(x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, residual__nijo, relu_out__nijo, g, c_out,
+    FL_K(direct_rows_base)(x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, aux__nijo, out2__nijo, epi, g, c_out,
                                  out__nijo, row_begin, row_end);
 }
 

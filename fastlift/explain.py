@@ -17,8 +17,11 @@ import numpy as np
 from . import _validate, scheduler
 from . import references as refs_mod
 from .backends import get_ops
+from .backends.ops import Act
 from .layers.base import Node
-from .layers.core import InputLayer, LinearLayer, Softmax
+from .layers.conv import _Conv
+from .layers.core import Activation, InputLayer, LinearLayer, Softmax
+from .layers.merge import Add
 from .model import Model, WeightCache
 from .rules import MaxPoolRule, Rule, parse_max_pool, parse_rule, resolve
 from .straight_path import chain_activations, kinked_chains, path
@@ -305,6 +308,16 @@ class _Plan:
     def rule_of(self, node) -> Rule:
         return self.rules[node]
 
+    def graph(self):
+        """({node: topological position}, {node: [the nodes that read it]}), computed once."""
+        if not hasattr(self, "_graph"):
+            readers = {n: [] for n in self.model.nodes}
+            for n in self.model.nodes:
+                for i in n.inputs:
+                    readers[i].append(n)
+            self._graph = ({n: k for k, n in enumerate(self.model.nodes)}, readers)
+        return self._graph
+
 
 PRESETS = ("profile", "sum")
 
@@ -367,6 +380,14 @@ class _Context:
     def x(self, node):
         return self.acts_x[node]
 
+    def pairs_are_rows(self) -> bool:
+        """Whether pair p is row p of the activations (integrated gradients' points, gradients)."""
+        if not hasattr(self, "_pairs_are_rows"):
+            px = self.ops.to_numpy(self.pair_x)
+            rows = {a.shape[0] for a in self.acts_x.values()}
+            self._pairs_are_rows = rows == {len(px)} and bool(np.array_equal(px, np.arange(len(px))))
+        return self._pairs_are_rows
+
     def r(self, node):
         return self.acts_r[node]
 
@@ -423,15 +444,24 @@ def backward(plan: _Plan, ctx: _Context, weights, target: _Target | None = None,
         m = {t: (ops.xp.ascontiguousarray(w), None)}
     else:
         m = {t: (ops.xp.ascontiguousarray(ops.xp.broadcast_to(w, (n_pairs,) + t.shape)), None)}
+    ahead = {}  # ReLU node: its input's multipliers, computed in the store of an adjoint
     for node in reversed(plan.model.nodes):
         if node not in m or node not in needed or isinstance(node.layer, InputLayer) or node in stop:
             continue
         if all(i not in needed for i in node.inputs):
             continue
         src = node.inputs[0]
-        if (isinstance(node.layer, LinearLayer) and src in m and src in needed and m[node][1] is None
+        if node in ahead:
+            increments = [(ahead.pop(node), None)]
+        elif (isinstance(node.layer, LinearLayer) and src in m and src in needed and m[node][1] is None
                 and m[src][1] is None):  # a residual's two branches meet: sum them as Aᵀm is stored
-            m[src] = (node.layer.backward_adding(node, m[node][0], ctx, m[src][0]), None)
+            relu = _relu_behind(plan, ctx, node, src, needed, stop)
+            if relu is None:
+                m[src] = (node.layer.backward_adding(node, m[node][0], ctx, m[src][0]), None)
+            else:  # and the ReLU that src's Add reads gets its gradient in the same store
+                a, ahead[relu] = node.layer.backward_adding_relu(node, m[node][0], ctx, m[src][0],
+                                                                 ctx.x(relu.inputs[0]))
+                m[src] = (a, None)
             increments = ()
         else:
             increments = node.layer.backward(node, m[node], ctx)
@@ -442,6 +472,25 @@ def backward(plan: _Plan, ctx: _Context, weights, target: _Target | None = None,
         if node not in plan.score_nodes:
             del m[node]  # free memory as soon as the inputs have their share
     return m
+
+
+def _relu_behind(plan: _Plan, ctx: _Context, conv, src, needed, stop):
+    """The ReLU node whose input multipliers can be computed in the store of ``conv``'s adjoint
+    (which completes src's): src is a two-input Add of that ReLU, which only src reads and whose
+    rule is the gradient; ``conv`` is src's last reader to run; pairs are the rows themselves.
+    None where any of that does not hold."""
+    if not isinstance(conv.layer, _Conv) or conv.layer.data_format != "channels_last":
+        return None
+    if type(src.layer) is not Add or len(src.inputs) != 2 or src in stop or not ctx.pairs_are_rows():
+        return None
+    order, readers = plan.graph()
+    if any(r is not conv and r in needed and order[r] < order[conv] for r in readers[src]):
+        return None  # another reader of src runs later and adds to its multipliers
+    for relu in src.inputs:
+        if (type(relu.layer) is Activation and relu.layer.act == Act.RELU and relu in needed
+                and relu not in stop and readers[relu] == [src] and plan.rules[relu] is Rule.GRADIENT):
+            return relu
+    return None
 
 
 def _add(ops, a, b):

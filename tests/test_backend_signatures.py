@@ -17,7 +17,7 @@ CPU_KERNEL_OPS = [
     "max_pool_backward", "activation_forward", "activation_grad", "rescale_backward",
     "gradient_backward", "guided_backprop_backward", "reveal_cancel_split", "reveal_cancel_backward",
     "pair_delta", "pair_contributions", "mean_over_refs", "compute_context", "conv_forward", "conv_adjoint",
-    "add", "conv_skips_zeros", "add_activation", "conv_residual_relu",
+    "add", "conv_skips_zeros", "add_activation", "conv_residual_relu", "conv_adjoint_relu",
 ]
 
 

@@ -381,6 +381,11 @@ def test_conv_direct_is_the_convolution(g, dtype, n_out, rng):
     z, h = _cpu.conv_direct(x, wp, g, n_out, 2, bias_pad, "auto", None, addend)  # a residual block's store
     same(z, got, dtype)
     same(h, REF.add_activation(Act.RELU, got, np.zeros(1, dtype), addend), dtype)
+    z_in = rng.standard_normal(got.shape).astype(dtype)  # a ReLU's gradient in the store
+    a, masked = _cpu.conv_direct(x, wp, g, n_out, 2, bias_pad, "auto", addend, None, z_in)
+    same(a, got + addend, dtype)
+    rows = np.arange(len(a), dtype=np.int64)
+    same(masked, REF.gradient_backward(Act.RELU, a, z_in, rows, np.zeros(1, dtype)), dtype)
     for isa in ("base", "avx2", "avx512"):
         close(_cpu.conv_direct(x, wp, g, n_out, 1, bias_pad, isa), got, dtype, **tol)
     if CPU.conv_runs_direct(g):  # CpuOps packs the same way
@@ -492,6 +497,11 @@ def test_conv_direct_rejects_bad_arguments(rng):
         _cpu.conv_direct(x, wp, g, 5, 1, None, "auto", None, np.zeros((13, 5), np.float32))
     with pytest.raises(ValueError, match=r"residual.shape\[1\] \(c_out\) must be 5; got 6"):
         _cpu.conv_direct(x, wp, g, 5, 1, None, "auto", None, np.zeros((12, 6), np.float32))
+    with pytest.raises(ValueError, match=r"relu_grad_of.shape\[0\] \(n\*h_out\*w_out\) must be 12; got 2"):
+        _cpu.conv_direct(x, wp, g, 5, 1, None, "auto", None, None, np.zeros((2, 5), np.float32))
+    with pytest.raises(ValueError, match="give residual or relu_grad_of, not both"):
+        _cpu.conv_direct(x, wp, g, 5, 1, None, "auto", None, np.zeros((12, 5), np.float32),
+                         np.zeros((12, 5), np.float32))
 
 
 @pytest.mark.parametrize("n_out", [2, 5, 64])  # 2 < c_in: the flipped path for narrow layers too
@@ -544,6 +554,29 @@ def test_conv_adjoint_adds_the_addend_as_add_would(g, dtype, isa, rng, monkeypat
     for ops in (CPU, REF):
         with ops.compute_context():
             same(ops.conv_adjoint(m, kernel, g, addend), ops.add(addend, ops.conv_adjoint(m, kernel, g)), dtype)
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2"])  # direct tiles, or BLAS (as without AVX-512)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("g", [
+    pytest.param(geometry(1, 50, 64, 1, 3, dw=4, pl=4, pr=4), id="residual-64"),  # in the tiles' store
+    pytest.param(geometry(1, 30, 4, 1, 5, pl=2, pr=2), id="one-hot-channels"),    # composed
+    pytest.param(geometry(1, 60, 64, 1, 9, pl=4, pr=4), id="skips-zeros")])       # composed
+def test_conv_adjoint_relu_is_the_adjoint_then_the_gradient_rule(g, dtype, isa, rng, monkeypatch):
+    from fastlift.backends import cpu_ops
+
+    monkeypatch.setattr(cpu_ops, "_ISA", isa if _cpu.isa() == "avx512" else _cpu.isa())
+    m = rng.standard_normal((5, g.h_out, g.w_out, g.c)).astype(dtype)
+    kernel = rng.standard_normal((g.kh * g.kw * g.c, g.c)).astype(dtype)
+    addend = rng.standard_normal((5, g.h, g.w, g.c)).astype(dtype)
+    z = rng.standard_normal((5, g.h, g.w, g.c)).astype(dtype)
+    rows = np.arange(5, dtype=np.int64)
+    for ops in (CPU, REF):
+        with ops.compute_context():
+            a, masked = ops.conv_adjoint_relu(m, kernel, g, addend, z)
+            same(a, ops.conv_adjoint(m, kernel, g, addend), dtype)
+            want = ops.gradient_backward(Act.RELU, a.reshape(5, -1), z.reshape(5, -1), rows, np.zeros(1, dtype))
+            same(masked, want.reshape(a.shape), dtype)
 
 
 @pytest.mark.parametrize("isa", ["avx512", "avx2"])  # direct tiles, or BLAS (as without AVX-512)

@@ -417,20 +417,28 @@ def _relu_residual_stack(rng, length, channels, scale):
 @pytest.mark.parametrize("method", ["deeplift", "gradient", "integrated_gradients"])
 def test_residual_branches_meet_inside_the_adjoint_with_the_bits_of_an_add(method, rng, monkeypatch):
     """Where a conv's input already has multipliers (a residual's skip branch), the engine sums
-    them in the adjoint (`LinearLayer.backward_adding`): the same bits as adding after it."""
+    them in the adjoint (`LinearLayer.backward_adding`) and, under gradient rules, also gives the
+    ReLU that the input's Add reads its gradient there (`_Conv.backward_adding_relu`): the same
+    bits as the separate add and gradient rule."""
+    from fastlift.layers.conv import _Conv
     from fastlift.layers.core import LinearLayer
 
     model = _relu_residual_stack(rng, length=40, channels=16, scale=4)
     X = rng.standard_normal((3, 40, 16)).astype(np.float32)
     kw = {"steps": 8} if method == "integrated_gradients" else {}
     calls = []
-    real = LinearLayer.backward_adding
+    adding, adding_relu = LinearLayer.backward_adding, _Conv.backward_adding_relu
     monkeypatch.setattr(LinearLayer, "backward_adding",
-                        lambda self, node, pos, ctx, acc: calls.append(node.name) or real(self, node, pos, ctx, acc))
+                        lambda self, node, *a: calls.append(("add", node.name)) or adding(self, node, *a))
+    monkeypatch.setattr(_Conv, "backward_adding_relu",
+                        lambda self, node, *a: calls.append(("relu", node.name)) or adding_relu(self, node, *a))
     fused = fl.attribute(model, X, method, device="cpu", **kw).contributions
-    assert sorted(set(calls)) == ["conv0", "conv1"]
+    # conv1's input is res0 = x + relu0: under gradient rules relu0's mask goes in conv1's store
+    want = {("add", "conv0"), ("add", "conv1")} if method == "deeplift" else {("add", "conv0"), ("relu", "conv1")}
+    assert set(calls) == want
     monkeypatch.setattr(LinearLayer, "backward_adding", lambda self, node, pos, ctx, acc: ctx.ops.add(
         acc, self.adjoint(ctx.ops, pos, ctx.weights(self)["kernel"], node)))
+    monkeypatch.setattr("fastlift.explain._relu_behind", lambda *a: None)
     np.testing.assert_array_equal(fused, fl.attribute(model, X, method, device="cpu", **kw).contributions)
 
 

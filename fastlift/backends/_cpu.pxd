@@ -153,14 +153,19 @@ cdef extern from "fl_kernels.h" nogil:
         FL_ISA_AVX512
     int fl_isa(int wanted)
     enum:
+        FL_EPI_RESIDUAL_RELU
+        FL_EPI_RELU_GRAD
+    enum:
         FL_VEC_BLOCK
     void fl_conv_direct_f(const float *x__nhwc, const float *wp__btcv, const float *bias__o,
                           const float *zero__c, const float *addend__nijo,
-                          const float *residual__nijo, float *relu_out__nijo, fl_geometry g, int64_t c_out, int isa,
+                          const float *aux__nijo, float *out2__nijo, int epi, fl_geometry g, int64_t c_out,
+                          int isa,
                           float *out__nijo, int64_t row_begin, int64_t row_end)
     void fl_conv_direct_d(const double *x__nhwc, const double *wp__btcv, const double *bias__o,
                           const double *zero__c, const double *addend__nijo,
-                          const double *residual__nijo, double *relu_out__nijo, fl_geometry g, int64_t c_out, int isa,
+                          const double *aux__nijo, double *out2__nijo, int epi, fl_geometry g, int64_t c_out,
+                          int isa,
                           double *out__nijo, int64_t row_begin, int64_t row_end)
     int fl_onehot_cells_f(const float *x__hwc, int64_t cells, int64_t c, int32_t *hot__hw)
     int fl_onehot_cells_d(const double *x__hwc, int64_t cells, int64_t c, int32_t *hot__hw)

@@ -625,14 +625,16 @@ def conv_direct(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
                 const floating[::1] bias=None,      # IN  (c_out rounded up to the vector length,)
                 str isa="auto",
                 const floating[:, ::1] addend=None,    # IN  (n*h_out*w_out, c_out)
-                const floating[:, ::1] residual=None):  # IN  (n*h_out*w_out, c_out)
+                const floating[:, ::1] residual=None,  # IN  (n*h_out*w_out, c_out)
+                const floating[:, ::1] relu_grad_of=None):  # IN  (n*h_out*w_out, c_out)
     """A convolution without unfolding: returns (n*h_out*w_out, c_out). ``wp`` is the kernel
     (kh*kw*c, c_out) packed by blocks of ``VECTOR_BLOCK`` vectors of output channels (each
     block (kh*kw, c, block width), the last one narrower, columns past c_out zero). Each output
     value is summed in a fixed order: any thread count and any batch give the same bits.
     ``addend``, when given, is added to every output value as it is stored: (sum + bias) + addend.
     With ``residual``, returns (out, residual + relu(out)): a residual block's ReLU and Add in the
-    store, with the bits of ``add_activation``."""
+    store, with the bits of ``add_activation``. With ``relu_grad_of`` (a ReLU's input z), returns
+    (out, out * relu'(z)), with the bits of ``gradient_backward``."""
     cdef fl_geometry geo = _geometry(g)
     _check_nhwc(x.shape, geo.h, geo.w, geo.c, "x")
     cdef Py_ssize_t lanes = VECTOR_BYTES // sizeof(floating)
@@ -646,48 +648,56 @@ def conv_direct(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
     if addend is not None:
         _check_len(addend.shape[0], n * geo.h_out * geo.w_out, "addend.shape[0] (n*h_out*w_out)")
         _check_len(addend.shape[1], c_out, "addend.shape[1] (c_out)")
-    if residual is not None:
-        _check_len(residual.shape[0], n * geo.h_out * geo.w_out, "residual.shape[0] (n*h_out*w_out)")
-        _check_len(residual.shape[1], c_out, "residual.shape[1] (c_out)")
+    if residual is not None and relu_grad_of is not None:
+        raise ValueError("give residual or relu_grad_of, not both")
+    cdef int epi = FL_EPI_RESIDUAL_RELU if residual is not None else FL_EPI_RELU_GRAD
+    aux = residual if residual is not None else relu_grad_of
+    if aux is not None:
+        name = "residual" if residual is not None else "relu_grad_of"
+        _check_len(aux.shape[0], n * geo.h_out * geo.w_out, f"{name}.shape[0] (n*h_out*w_out)")
+        _check_len(aux.shape[1], c_out, f"{name}.shape[1] (c_out)")
     cdef int isa_code = _isa_code(isa)
     out = _empty((n * geo.h_out * geo.w_out, c_out), <floating>0)
-    relu_out = None if residual is None else _empty((n * geo.h_out * geo.w_out, c_out), <floating>0)
+    out2 = None if aux is None else _empty((n * geo.h_out * geo.w_out, c_out), <floating>0)
     if out.size == 0 or geo.c == 0:
         out[...] = 0 if bias is None else np.asarray(bias)[:c_out]
         if addend is not None:
             out += np.asarray(addend)
-        if residual is None:
+        if aux is None:
             return out
-        relu_out[...] = np.asarray(residual) + np.maximum(out, 0)
-        return out, relu_out
+        a = np.asarray(aux)
+        out2[...] = a + np.maximum(out, 0) if residual is not None else out * (a > 0)
+        return out, out2
     zero_arr = _empty((geo.c,), <floating>0)
     zero_arr[...] = 0
     cdef const floating[::1] zero = zero_arr
     cdef floating[:, ::1] y = out
     cdef const floating* bias_ptr = NULL
     cdef const floating* addend_ptr = NULL
-    cdef const floating* residual_ptr = NULL
-    cdef floating* relu_ptr = NULL
-    cdef floating[:, ::1] relu_view
+    cdef const floating* aux_ptr = NULL
+    cdef floating* out2_ptr = NULL
+    cdef const floating[:, ::1] aux_view
+    cdef floating[:, ::1] out2_view
     if bias is not None:
         bias_ptr = &bias[0]
     if addend is not None:
         addend_ptr = &addend[0, 0]
-    if residual is not None:
-        residual_ptr = &residual[0, 0]
-        relu_view = relu_out
-        relu_ptr = &relu_view[0, 0]
+    if aux is not None:
+        aux_view = aux
+        aux_ptr = &aux_view[0, 0]
+        out2_view = out2
+        out2_ptr = &out2_view[0, 0]
     nb = _n_blocks(n_rows, geo.w_out * geo.kh * geo.kw * geo.c * c_out // 64 + 1, n_threads)
     for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
         if floating is float:
-            fl_conv_direct_f(&x[0, 0, 0, 0], &wp[0], bias_ptr, &zero[0], addend_ptr, residual_ptr,
-                             relu_ptr, geo, c_out, isa_code,
+            fl_conv_direct_f(&x[0, 0, 0, 0], &wp[0], bias_ptr, &zero[0], addend_ptr, aux_ptr,
+                             out2_ptr, epi, geo, c_out, isa_code,
                              &y[0, 0], b * n_rows // nb, (b + 1) * n_rows // nb)
         else:
-            fl_conv_direct_d(&x[0, 0, 0, 0], &wp[0], bias_ptr, &zero[0], addend_ptr, residual_ptr,
-                             relu_ptr, geo, c_out, isa_code,
+            fl_conv_direct_d(&x[0, 0, 0, 0], &wp[0], bias_ptr, &zero[0], addend_ptr, aux_ptr,
+                             out2_ptr, epi, geo, c_out, isa_code,
                              &y[0, 0], b * n_rows // nb, (b + 1) * n_rows // nb)
-    return out if residual is None else (out, relu_out)
+    return out if aux is None else (out, out2)
 
 
 def onehot_cells(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)
@@ -800,10 +810,10 @@ def matmul_direct(const floating[:, ::1] a,   # IN  (m, k)
         m1 = (t + 1) * m // nb  # so each call gets its geometry by value
         if m1 > m0:
             if floating is float:
-                fl_conv_direct_f(&a[m0, 0], &wp[0], NULL, &zero[0], NULL, NULL, NULL, _cells_geometry(m1 - m0, k), n,
+                fl_conv_direct_f(&a[m0, 0], &wp[0], NULL, &zero[0], NULL, NULL, NULL, 0, _cells_geometry(m1 - m0, k), n,
                                  FL_ISA_AUTO, &y[m0, 0], 0, 1)
             else:
-                fl_conv_direct_d(&a[m0, 0], &wp[0], NULL, &zero[0], NULL, NULL, NULL, _cells_geometry(m1 - m0, k), n,
+                fl_conv_direct_d(&a[m0, 0], &wp[0], NULL, &zero[0], NULL, NULL, NULL, 0, _cells_geometry(m1 - m0, k), n,
                                  FL_ISA_AUTO, &y[m0, 0], 0, 1)
     return out
 

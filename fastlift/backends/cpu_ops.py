@@ -486,6 +486,39 @@ class CpuOps(Ops):
         out = self._skip_zeros(m, wt, g, lambda rows: self._dense_adjoint(rows, kernel, g), SPARSE_MAX_FILL)
         return out if addend is None else self.add(addend, out)
 
+    def conv_adjoint_relu(self, m, kernel, g: Geometry, addend, z):
+        """In one pass where `conv_adjoint` would run the flipped convolution on the direct tiles
+        for every pair (no sparse pairs possible): the ReLU's mask is applied in the tiles' store."""
+        dt = np.result_type(m, kernel)
+        flipped = None
+        if (dt in _FLOATS and addend.dtype == dt and z.dtype == dt
+                and g.kh * g.kw * g.c < SPARSE_MIN_TAPS_CHANNELS):
+            flipped = self._flipped(np.asarray(kernel, dtype=dt), g)
+        if flipped is None or not self.conv_runs_direct(flipped[1]):
+            return super().conv_adjoint_relu(m, kernel, g, addend, z)
+        wf, gt = flipped
+        shape = (m.shape[0], g.h, g.w, g.c)
+        a, masked = _cpu.conv_direct(_nhwc(m, dt, gt), self._direct_kernel(wf), gt, g.c, self.n_threads, None, _ISA,
+                                     _rows(addend.reshape(-1, g.c), dt), None, _rows(z.reshape(-1, g.c), dt))
+        return a.reshape(shape), masked.reshape(shape)
+
+    def _flipped(self, kernel, g: Geometry):
+        """(kernel flipped over its taps and transposed, geometry) of the stride-1 transpose run as a
+        convolution, or None where that does not pay (see `_dense_adjoint`)."""
+        pt, pl = (g.kh - 1) * g.dh - g.pt, (g.kw - 1) * g.dw - g.pl
+        c_out = kernel.shape[1]
+        worth_it = g.c >= FLIPPED_MIN_CHANNELS or c_out < g.c
+        if g.sh != 1 or g.sw != 1 or pt < 0 or pl < 0 or not worth_it:
+            return None
+
+        def flip(k):
+            taps = k.reshape(g.kh, g.kw, g.c, c_out)[::-1, ::-1]
+            return np.ascontiguousarray(taps.transpose(0, 1, 3, 2)).reshape(g.kh * g.kw * c_out, g.c)
+
+        gt = Geometry(h=g.h_out, w=g.w_out, c=c_out, kh=g.kh, kw=g.kw, sh=1, sw=1, dh=g.dh, dw=g.dw,
+                      pt=pt, pl=pl, h_out=g.h, w_out=g.w)
+        return self._derived(kernel, "flipped", flip), gt
+
     def _dense_adjoint(self, m, kernel, g: Geometry, addend=None):
         """For stride 1, the transpose of a convolution is a convolution of ``m`` with the kernel
         flipped over its taps and transposed (c_out <-> c_in), padded by span - 1 - pad: run
@@ -494,20 +527,11 @@ class CpuOps(Ops):
         and at least as many output channels (one-hot DNA: a GEMM 4 columns wide), use GEMM +
         col2im (the numpy reference's way)."""
         dt = np.result_type(m, kernel)
-        pt, pl = (g.kh - 1) * g.dh - g.pt, (g.kw - 1) * g.dw - g.pl
-        c_out = kernel.shape[1]
-        worth_it = g.c >= FLIPPED_MIN_CHANNELS or c_out < g.c
-        if g.sh != 1 or g.sw != 1 or pt < 0 or pl < 0 or not worth_it or dt not in _FLOATS:
+        flipped = self._flipped(np.asarray(kernel, dtype=dt), g) if dt in _FLOATS else None
+        if flipped is None:
             return super().conv_adjoint(m, kernel, g, addend)
-
-        def flip(k):
-            taps = k.reshape(g.kh, g.kw, g.c, c_out)[::-1, ::-1]
-            return np.ascontiguousarray(taps.transpose(0, 1, 3, 2)).reshape(g.kh * g.kw * c_out, g.c)
-
-        flipped = self._derived(np.asarray(kernel, dtype=dt), "flipped", flip)
-        gt = Geometry(h=g.h_out, w=g.w_out, c=c_out, kh=g.kh, kw=g.kw, sh=1, sw=1, dh=g.dh, dw=g.dw,
-                      pt=pt, pl=pl, h_out=g.h, w_out=g.w)
-        return self._conv_dense(m, flipped, gt, addend=addend).reshape(m.shape[0], g.h, g.w, g.c)
+        wf, gt = flipped
+        return self._conv_dense(m, wf, gt, addend=addend).reshape(m.shape[0], g.h, g.w, g.c)
 
     def col2im(self, cols, g: Geometry):
         if cols.dtype not in _FLOATS:

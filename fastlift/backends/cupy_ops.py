@@ -208,6 +208,10 @@ class CupyOps(Ops):
         """On the device: cuBLAS, then the col2im kernel (Ops' composition, not a host round-trip)."""
         return Ops.conv_adjoint(self, m, kernel, g, addend)
 
+    def conv_adjoint_relu(self, m, kernel, g: Geometry, addend, z):
+        """On the device: conv_adjoint, then the gradient_backward kernel (device ops composed)."""
+        return Ops.conv_adjoint_relu(self, m, kernel, g, addend, z)
+
     def conv_residual_relu(self, x, kernel, g: Geometry, bias, residual):
         """On the device: conv_forward, then the add_activation kernel (a composition of device ops)."""
         return Ops.conv_residual_relu(self, x, kernel, g, bias, residual)

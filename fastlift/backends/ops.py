@@ -166,6 +166,17 @@ class Ops:
         out = self.col2im(cols.reshape(n, g.h_out, g.w_out, cols.shape[-1]), g)
         return out if addend is None else self.add(addend, out)
 
+    def conv_adjoint_relu(self, m, kernel, g: Geometry, addend, z):
+        """(a, a·relu'(z)), both (n, h, w, c), with a = ``conv_adjoint(m, kernel, g, addend)`` and z
+        (n, h, w, c): a node's multipliers and, from them, the gradient multipliers of the ReLU
+        input z of a residual block. Backends may compute both in one pass (CpuOps: in the store
+        of its direct tiles); the bits are those of `conv_adjoint` followed by `gradient_backward`."""
+        a = self.conv_adjoint(m, kernel, g, addend)
+        flat = a.reshape(a.shape[0], -1)
+        rows = self.asarray(np.arange(flat.shape[0]), np.int64)
+        zero = self.asarray(np.zeros(1), a.dtype)
+        return a, self.gradient_backward(Act.RELU, flat, z.reshape(flat.shape), rows, zero).reshape(a.shape)
+
     def conv_residual_relu(self, x, kernel, g: Geometry, bias, residual):
         """(z, residual + relu(z)) with z = ``conv_forward(x, kernel, g, bias)`` (rows, c_out)
         and residual (rows, c_out): a residual block's convolution, ReLU and Add. Backends may

@@ -125,6 +125,14 @@ class _Conv(_Spatial, LinearLayer):
         y = ops.conv_forward(self._to_nhwc(ops, x), w["kernel"], g, w["bias"])  # bias added in the GEMM pass
         return self._from_nhwc(ops, y.reshape(x.shape[0], g.h_out, g.w_out, y.shape[1]))
 
+    def backward_adding_relu(self, node, pos, ctx, acc, z):
+        """(`backward_adding`'s multipliers, them times relu'(z)) in one pass where the backend can
+        (`Ops.conv_adjoint_relu`): z is the input of a ReLU that the input's Add alone reads."""
+        ops, g = ctx.ops, self._geoms[node.inputs[0].shape]
+        a, masked = ops.conv_adjoint_relu(self._to_nhwc(ops, pos), ctx.weights(self)["kernel"], g,
+                                          self._to_nhwc(ops, acc), self._to_nhwc(ops, z))
+        return self._from_nhwc(ops, a), self._from_nhwc(ops, masked)
+
     def forward_residual_relu(self, ops, x, residual, w):
         """(this convolution of x, residual + relu(it)): a residual block in one pass where the
         backend can (`Ops.conv_residual_relu`); channels-last layers only."""
