@@ -8,7 +8,15 @@ import pytest
 from fastlift.backends import _pool
 from fastlift.backends.cpu_ops import CpuOps
 
-BIG = 2 * _pool.MIN_BYTES // 8  # float64 elements of a 2 MB block
+BIG = 2 * 2**20 // 8  # float64 elements of a 2 MB block
+
+
+@pytest.fixture(autouse=True)
+def empty_cache():
+    """Each test starts and ends with nothing cached (runs retain their blocks for a while)."""
+    _pool.release()
+    yield
+    _pool.release()
 
 
 def handler_name():
@@ -27,7 +35,7 @@ def test_caching_installs_and_restores_the_handler():
     assert _pool.stats()["active"] == 0
 
 
-def test_a_freed_block_is_reused_for_the_same_size_and_released_at_exit():
+def test_a_freed_block_is_reused_for_the_same_size_and_retained_after_the_run():
     start = _pool.stats()
     with _pool.caching(64 * 2**20):
         a = np.ones(BIG)
@@ -41,7 +49,40 @@ def test_a_freed_block_is_reused_for_the_same_size_and_released_at_exit():
         assert _pool.stats()["misses"] >= start["misses"] + 1
         del b, c
         assert _pool.stats()["cached_bytes"] > 0
+    retained = _pool.stats()
+    assert retained["cached_blocks"] == 2  # kept for the next run, RETAIN_SECONDS at most
+    with _pool.caching(64 * 2**20):
+        d = np.empty(BIG)  # the next run takes it back: no fresh memory to fault in
+        assert d.__array_interface__["data"][0] == address
+        assert _pool.stats()["hits"] == retained["hits"] + 1
+        del d
+    _pool.release()
     assert _pool.stats()["cached_bytes"] == 0 and _pool.stats()["cached_blocks"] == 0
+
+
+def test_the_cache_is_released_retain_seconds_after_the_last_run(monkeypatch):
+    import time
+
+    monkeypatch.setattr(_pool, "RETAIN_SECONDS", 0.05)
+    with _pool.caching(64 * 2**20):
+        a = np.ones(BIG)
+        del a  # freed during the run: cached
+    assert _pool.stats()["cached_blocks"] == 1
+    with _pool.caching(64 * 2**20):  # a run starting meanwhile cancels the release
+        time.sleep(0.15)
+        assert _pool.stats()["cached_blocks"] == 1
+    deadline = time.monotonic() + 5
+    while _pool.stats()["cached_blocks"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _pool.stats()["cached_blocks"] == 0 and _pool.stats()["cached_bytes"] == 0
+
+
+def test_release_leaves_an_active_run_its_blocks():
+    with _pool.caching(64 * 2**20):
+        a = np.ones(BIG)
+        del a
+        _pool.release()  # a run is active: nothing to release yet
+        assert _pool.stats()["cached_blocks"] == 1
 
 
 def test_zeros_from_a_reused_block_are_zero():
@@ -52,14 +93,19 @@ def test_zeros_from_a_reused_block_are_zero():
         assert not z.any()
 
 
-def test_small_blocks_and_the_limit_are_not_cached():
+def test_small_blocks_are_not_cached_and_the_newest_blocks_fill_the_limit():
     with _pool.caching(3 * 2**20):  # room for one 2 MB block
-        small = np.ones(1000)
+        small = np.ones(_pool.MIN_BYTES // 8 - 1)
         del small
         assert _pool.stats()["cached_blocks"] == 0
         a, b = np.ones(BIG), np.ones(BIG)
-        del a, b
+        b_address = b.__array_interface__["data"][0]
+        del a, b  # b, freed last, pushes a out
         assert _pool.stats()["cached_blocks"] == 1
+        assert np.empty(BIG).__array_interface__["data"][0] == b_address
+        huge = np.ones(4 * BIG)  # larger than the limit: never cached
+        del huge
+        assert _pool.stats()["cached_bytes"] <= 3 * 2**20
 
 
 def test_arrays_outliving_the_run_are_freed_normally():
@@ -67,8 +113,9 @@ def test_arrays_outliving_the_run_are_freed_normally():
         keep = np.arange(BIG, dtype=np.float64)
     assert handler_name() != "fastlift_pool"
     assert keep[-1] == BIG - 1
+    before = _pool.stats()["cached_blocks"]
     del keep  # goes through the pool's free, inactive now: straight to the C library
-    assert _pool.stats()["cached_blocks"] == 0
+    assert _pool.stats()["cached_blocks"] == before
 
 
 def test_frees_from_other_threads_are_safe():

@@ -13,10 +13,16 @@ handler on exit. Arrays keep the handler they were allocated with, so arrays tha
 run are freed through it later and go straight back to the C library once no run is active.
 
 Rules: only blocks >= `MIN_BYTES` are cached, matched by exact size, most recently freed first;
-at most `limit` bytes stay cached (a free beyond that goes to the C library); all cached blocks
-are released when the last active run ends. ``calloc`` requests served from the cache are
-zeroed with memset. Every function takes one lock (frees may come from any thread).
+at most `limit` bytes stay cached (a free beyond that pushes the oldest blocks out). The cache
+outlives the last active run by `RETAIN_SECONDS` and is then released (a decay, as jemalloc
+purges dirty pages): calls in quick succession reuse its blocks instead of faulting fresh pages
+in again, which cost an MLP gradient call of 256 examples 15% and a BPNet-like IG call ~0.1 s;
+an idle process gets its memory back. ``calloc`` requests served from the cache are zeroed with
+memset. Every function takes one lock (frees may come from any thread).
 """
+
+import threading
+import time
 
 cimport numpy as cnp
 from cpython.pycapsule cimport PyCapsule_New
@@ -30,7 +36,7 @@ cdef extern from *:
     #include "pythread.h"
 
     #define FL_POOL_SLOTS 256
-    #define FL_POOL_MIN_BYTES ((size_t)1 << 20)
+    #define FL_POOL_MIN_BYTES ((size_t)1 << 16)
 
     typedef struct { void *ptr; size_t size; } fl_pool_slot;
 
@@ -104,7 +110,14 @@ cdef extern from *:
             return;
         if (size >= FL_POOL_MIN_BYTES) {
             PyThread_acquire_lock(fl_pool.lock, WAIT_LOCK);
-            if (fl_pool.active > 0 && fl_pool.n < FL_POOL_SLOTS && fl_pool.cached + size <= fl_pool.limit) {
+            if (fl_pool.active > 0 && size <= fl_pool.limit) {
+                /* full: the oldest blocks make room (a run's own sizes push out earlier runs') */
+                while (fl_pool.n > 0 && (fl_pool.n == FL_POOL_SLOTS || fl_pool.cached + size > fl_pool.limit)) {
+                    free(fl_pool.slot[0].ptr);
+                    fl_pool.cached -= fl_pool.slot[0].size;
+                    fl_pool.n -= 1;
+                    memmove(&fl_pool.slot[0], &fl_pool.slot[1], (size_t)fl_pool.n * sizeof(fl_pool_slot));
+                }
                 fl_pool.slot[fl_pool.n].ptr = ptr;
                 fl_pool.slot[fl_pool.n].size = size;
                 fl_pool.n += 1;
@@ -160,6 +173,8 @@ if fl_pool_init() != 0:
 
 #: Smallest block that is cached (bytes); smaller requests go straight to the C library.
 MIN_BYTES = FL_POOL_MIN_BYTES
+#: Seconds the cache outlives the last active run before a background thread releases it.
+RETAIN_SECONDS = 2.0
 #: Most blocks cached at once.
 SLOTS = FL_POOL_SLOTS
 
@@ -170,8 +185,8 @@ class caching:
     """``with caching(limit): ...`` — numpy arrays allocated in this context reuse freed blocks.
 
     ``limit``: most bytes kept cached (free) at once; the largest limit of the active runs
-    applies. Re-entrant and usable from several threads; the cache is emptied when the last
-    active run exits.
+    applies. Re-entrant and usable from several threads; the cache is released `RETAIN_SECONDS`
+    after the last active run exits, unless another run starts first (`release` empties it now).
     """
 
     def __init__(self, limit: int):
@@ -181,6 +196,7 @@ class caching:
         self._previous = None
 
     def __enter__(self):
+        _cancel_release()
         fl_pool_lock()
         fl_pool.active += 1
         if <size_t>self.limit > fl_pool.limit:
@@ -194,11 +210,55 @@ class caching:
         self._previous = None
         fl_pool_lock()
         fl_pool.active -= 1
-        if fl_pool.active == 0:
-            fl_pool_release_locked()
-            fl_pool.limit = 0
+        last = fl_pool.active == 0
         fl_pool_unlock()
+        if last:
+            _schedule_release()
         return False
+
+
+def release():
+    """Free every cached block now, unless a run is active (then they stay in its use)."""
+    fl_pool_lock()
+    if fl_pool.active == 0:
+        fl_pool_release_locked()
+        fl_pool.limit = 0
+    fl_pool_unlock()
+
+
+_release_cond = threading.Condition()
+_release_at = None   # time.monotonic() at which the reaper releases the cache, or None
+_reaper = None
+
+
+def _reap():
+    global _release_at
+    while True:
+        with _release_cond:
+            while _release_at is None:
+                _release_cond.wait()
+            delay = _release_at - time.monotonic()
+            if delay > 0:
+                _release_cond.wait(delay)
+                continue
+            _release_at = None
+        release()
+
+
+def _schedule_release():
+    global _release_at, _reaper
+    with _release_cond:
+        _release_at = time.monotonic() + RETAIN_SECONDS
+        if _reaper is None or not _reaper.is_alive():
+            _reaper = threading.Thread(target=_reap, name="fastlift-pool-release", daemon=True)
+            _reaper.start()
+        _release_cond.notify()
+
+
+def _cancel_release():
+    global _release_at
+    with _release_cond:
+        _release_at = None
 
 
 def stats() -> dict:
