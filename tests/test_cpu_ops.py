@@ -533,19 +533,31 @@ def test_conv_adjoint_is_the_transpose(g, dtype, n_out, rng):
         same(ops.conv_adjoint(m, ro, g), got, dtype)
 
 
-@pytest.mark.parametrize("isa", ["avx512", "avx2"])  # direct tiles, or BLAS (as without AVX-512)
+#: The fused residual ops' geometries: one in the direct tiles' store, two where the ops compose.
+RESIDUAL_GEOMETRIES = [
+    pytest.param(geometry(1, 50, 64, 1, 3, dw=4, pl=4, pr=4), id="residual-64"),
+    pytest.param(geometry(1, 30, 4, 1, 5, pl=2, pr=2), id="one-hot-channels"),
+    pytest.param(geometry(1, 60, 64, 1, 9, pl=4, pr=4), id="skips-zeros")]
+
+
+@pytest.fixture(params=["avx512", "avx2"])
+def vector_isa(request, monkeypatch):
+    """CpuOps' vector ISA: the direct tiles (AVX-512), or the BLAS paths of CPUs without it."""
+    from fastlift.backends import cpu_ops
+
+    monkeypatch.setattr(cpu_ops, "_ISA", request.param if _cpu.isa() == "avx512" else _cpu.isa())
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("g", [
     pytest.param(geometry(1, 50, 64, 1, 3, dw=4, pl=4, pr=4), id="residual-64"),  # flipped, direct
     pytest.param(geometry(1, 60, 64, 1, 9), id="sparse-path"),
     pytest.param(geometry(1, 30, 4, 1, 5), id="one-hot-gemm-col2im"),
     pytest.param(geometry(1, 31, 20, 1, 3, sw=2), id="strided")])
-def test_conv_adjoint_adds_the_addend_as_add_would(g, dtype, isa, rng, monkeypatch):
+def test_conv_adjoint_adds_the_addend_as_add_would(g, dtype, vector_isa, rng):
     """Multipliers meeting at a node are summed inside the adjoint where it can: the same bits
     as `add(addend, conv_adjoint(...))` on every path, on the CPU and in the oracle."""
-    from fastlift.backends import cpu_ops
-
-    monkeypatch.setattr(cpu_ops, "_ISA", isa if _cpu.isa() == "avx512" else _cpu.isa())
     n_out = 16
     m = rng.standard_normal((6, g.h_out, g.w_out, n_out)).astype(dtype)
     m[::2] *= rng.random(m[::2].shape) < 0.1  # some pairs mostly zero: the sparse path where it applies
@@ -556,16 +568,9 @@ def test_conv_adjoint_adds_the_addend_as_add_would(g, dtype, isa, rng, monkeypat
             same(ops.conv_adjoint(m, kernel, g, addend), ops.add(addend, ops.conv_adjoint(m, kernel, g)), dtype)
 
 
-@pytest.mark.parametrize("isa", ["avx512", "avx2"])  # direct tiles, or BLAS (as without AVX-512)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("g", [
-    pytest.param(geometry(1, 50, 64, 1, 3, dw=4, pl=4, pr=4), id="residual-64"),  # in the tiles' store
-    pytest.param(geometry(1, 30, 4, 1, 5, pl=2, pr=2), id="one-hot-channels"),    # composed
-    pytest.param(geometry(1, 60, 64, 1, 9, pl=4, pr=4), id="skips-zeros")])       # composed
-def test_conv_adjoint_relu_is_the_adjoint_then_the_gradient_rule(g, dtype, isa, rng, monkeypatch):
-    from fastlift.backends import cpu_ops
-
-    monkeypatch.setattr(cpu_ops, "_ISA", isa if _cpu.isa() == "avx512" else _cpu.isa())
+@pytest.mark.parametrize("g", RESIDUAL_GEOMETRIES)
+def test_conv_adjoint_relu_is_the_adjoint_then_the_gradient_rule(g, dtype, vector_isa, rng):
     m = rng.standard_normal((5, g.h_out, g.w_out, g.c)).astype(dtype)
     kernel = rng.standard_normal((g.kh * g.kw * g.c, g.c)).astype(dtype)
     addend = rng.standard_normal((5, g.h, g.w, g.c)).astype(dtype)
@@ -579,16 +584,9 @@ def test_conv_adjoint_relu_is_the_adjoint_then_the_gradient_rule(g, dtype, isa, 
             same(masked, want.reshape(a.shape), dtype)
 
 
-@pytest.mark.parametrize("isa", ["avx512", "avx2"])  # direct tiles, or BLAS (as without AVX-512)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("g", [
-    pytest.param(geometry(1, 50, 64, 1, 3, dw=4, pl=4, pr=4), id="residual-64"),  # in the tiles' store
-    pytest.param(geometry(1, 30, 4, 1, 5, pl=2, pr=2), id="one-hot-channels"),    # composed
-    pytest.param(geometry(1, 60, 64, 1, 9, pl=4, pr=4), id="skips-zeros")])       # composed
-def test_conv_residual_relu_is_conv_then_add_activation(g, dtype, isa, rng, monkeypatch):
-    from fastlift.backends import cpu_ops
-
-    monkeypatch.setattr(cpu_ops, "_ISA", isa if _cpu.isa() == "avx512" else _cpu.isa())
+@pytest.mark.parametrize("g", RESIDUAL_GEOMETRIES)
+def test_conv_residual_relu_is_conv_then_add_activation(g, dtype, vector_isa, rng):
     x = rng.standard_normal((5, g.h, g.w, g.c)).astype(dtype)
     kernel = rng.standard_normal((g.kh * g.kw * g.c, g.c)).astype(dtype)
     bias = rng.standard_normal(g.c).astype(dtype)
