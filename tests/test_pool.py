@@ -146,3 +146,22 @@ def test_cpu_runs_use_the_pool():
     with ops.compute_context():
         assert handler_name() == "fastlift_pool"
     assert handler_name() != "fastlift_pool"
+
+
+def test_a_forked_child_runs_and_releases_on_its_own():
+    import multiprocessing
+
+    with _pool.caching(64 * 2**20):  # the parent has a release scheduled when the child forks
+        a = np.ones(BIG)
+        del a
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as workers:
+        assert workers.apply(_child_run) == 0
+
+
+def _child_run():
+    with _pool.caching(64 * 2**20):
+        b = np.ones(BIG)
+        del b
+    _pool.release()
+    return _pool.stats()["cached_blocks"]

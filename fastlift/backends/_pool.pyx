@@ -21,6 +21,7 @@ an idle process gets its memory back. ``calloc`` requests served from the cache 
 memset. Every function takes one lock (frees may come from any thread).
 """
 
+import os
 import threading
 import time
 
@@ -259,6 +260,15 @@ def _cancel_release():
     global _release_at
     with _release_cond:
         _release_at = None
+
+
+def _after_fork_in_child():
+    # A forked child has no reaper thread, and the parent's may have held the condition's lock.
+    global _release_cond, _release_at, _reaper
+    _release_cond, _release_at, _reaper = threading.Condition(), None, None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def stats() -> dict:
