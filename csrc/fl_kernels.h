@@ -117,6 +117,23 @@ enum { FL_ISA_AUTO = -1, FL_ISA_BASE = 0, FL_ISA_AVX2 = 1, FL_ISA_AVX512 = 2 };
 #  define FL_TARGET_AVX2 __attribute__((target("avx2,fma"), optimize("fp-contract=fast")))
 #endif
 
+// FL_ISA_VARIANTS(name, params, args) defines one out-of-line copy per ISA of the FL_ROWS loop
+// FL_K(name): FL_K(name##_avx512) and FL_K(name##_avx2) on x86, FL_K(name##_base) everywhere,
+// each calling FL_K(name) args compiled for its target. FL_ISA_CALL(variant, name, args) calls
+// the copy for an fl_isa() result.
+#ifdef FL_X86_DISPATCH
+#  define FL_ISA_VARIANTS(name, params, args)                                          \
+    FL_TARGET_AVX512 FL_NOINLINE void FL_K(name##_avx512) params { FL_K(name) args; } \
+    FL_TARGET_AVX2 FL_NOINLINE void FL_K(name##_avx2) params { FL_K(name) args; }     \
+    FL_NOINLINE void FL_K(name##_base) params { FL_K(name) args; }
+#  define FL_ISA_CALL(variant, name, args)                       \
+    ((variant) == FL_ISA_AVX512 ? FL_K(name##_avx512) args       \
+     : (variant) == FL_ISA_AVX2 ? FL_K(name##_avx2) args : FL_K(name##_base) args)
+#else
+#  define FL_ISA_VARIANTS(name, params, args) FL_NOINLINE void FL_K(name##_base) params { FL_K(name) args; }
+#  define FL_ISA_CALL(variant, name, args) ((void)(variant), FL_K(name##_base) args)
+#endif
+
 // The best ISA variant this CPU runs that is not above `wanted` (FL_ISA_AUTO: no limit).
 static inline int fl_isa(int wanted)
 {

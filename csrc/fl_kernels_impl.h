@@ -570,28 +570,10 @@ FL_ROWS void FL_K(sparse_adjoint_pair)(const int64_t *FL_RESTRICT start__q,
     }
 }
 
-#ifdef FL_X86_DISPATCH
-FL_TARGET_AVX512 FL_NOINLINE void FL_K(sparse_adjoint_pair_avx512)(
-    const int64_t *start__q, const int32_t *idx__e, const FL_T *val__e, const FL_T *wt__toc,
-    int64_t c_out, int64_t c_pad, fl_geometry g, FL_T *m_in__hwc)
-{
-    FL_K(sparse_adjoint_pair)(start__q, idx__e, val__e, wt__toc, c_out, c_pad, g, m_in__hwc);
-}
-
-FL_TARGET_AVX2 FL_NOINLINE void FL_K(sparse_adjoint_pair_avx2)(
-    const int64_t *start__q, const int32_t *idx__e, const FL_T *val__e, const FL_T *wt__toc,
-    int64_t c_out, int64_t c_pad, fl_geometry g, FL_T *m_in__hwc)
-{
-    FL_K(sparse_adjoint_pair)(start__q, idx__e, val__e, wt__toc, c_out, c_pad, g, m_in__hwc);
-}
-#endif
-
-FL_NOINLINE void FL_K(sparse_adjoint_pair_base)(const int64_t *start__q, const int32_t *idx__e,
-                                                const FL_T *val__e, const FL_T *wt__toc, int64_t c_out,
-                                                int64_t c_pad, fl_geometry g, FL_T *m_in__hwc)
-{
-    FL_K(sparse_adjoint_pair)(start__q, idx__e, val__e, wt__toc, c_out, c_pad, g, m_in__hwc);
-}
+FL_ISA_VARIANTS(sparse_adjoint_pair,
+                (const int64_t *start__q, const int32_t *idx__e, const FL_T *val__e, const FL_T *wt__toc,
+                 int64_t c_out, int64_t c_pad, fl_geometry g, FL_T *m_in__hwc),
+                (start__q, idx__e, val__e, wt__toc, c_out, c_pad, g, m_in__hwc))
 
 // isa: an FL_ISA_* code, the highest variant to use (FL_ISA_AUTO: the best the CPU has).
 FL_KERNEL void FL_K(conv_adjoint_sparse)(const FL_T *FL_RESTRICT m_out__pijo,   // IN
@@ -631,18 +613,7 @@ FL_KERNEL void FL_K(conv_adjoint_sparse)(const FL_T *FL_RESTRICT m_out__pijo,   
         start__q[n_cells] = n;
         FL_T *out = m_in__phwc + p * in_len;
         memset(out, 0, (size_t)in_len * sizeof(FL_T));
-#ifdef FL_X86_DISPATCH
-        if (variant == FL_ISA_AVX512) {
-            FL_K(sparse_adjoint_pair_avx512)(start__q, idx__e, val__e, wt__toc, c_out, c_pad, g, out);
-            continue;
-        }
-        if (variant == FL_ISA_AVX2) {
-            FL_K(sparse_adjoint_pair_avx2)(start__q, idx__e, val__e, wt__toc, c_out, c_pad, g, out);
-            continue;
-        }
-#endif
-        (void)variant;
-        FL_K(sparse_adjoint_pair_base)(start__q, idx__e, val__e, wt__toc, c_out, c_pad, g, out);
+        FL_ISA_CALL(variant, sparse_adjoint_pair, (start__q, idx__e, val__e, wt__toc, c_out, c_pad, g, out));
     }
 }
 
@@ -758,34 +729,12 @@ FL_ROWS void FL_K(direct_rows)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_R
     }
 }
 
-#ifdef FL_X86_DISPATCH
-FL_TARGET_AVX512 FL_NOINLINE void FL_K(direct_rows_avx512)(
-    const FL_T *x__nhwc, const FL_T *wp__btcv, const FL_T *bias__o, const FL_T *zero__c,
-    const FL_T *addend__nijo, const FL_T *aux__nijo, FL_T *out2__nijo, int epi, fl_geometry g, int64_t c_out,
-    FL_T *out__nijo, int64_t row_begin, int64_t row_end)
-{
-    FL_K(direct_rows)(x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, aux__nijo, out2__nijo, epi, g, c_out,
-                      out__nijo, row_begin, row_end);
-}
-
-FL_TARGET_AVX2 FL_NOINLINE void FL_K(direct_rows_avx2)(
-    const FL_T *x__nhwc, const FL_T *wp__btcv, const FL_T *bias__o, const FL_T *zero__c,
-    const FL_T *addend__nijo, const FL_T *aux__nijo, FL_T *out2__nijo, int epi, fl_geometry g, int64_t c_out,
-    FL_T *out__nijo, int64_t row_begin, int64_t row_end)
-{
-    FL_K(direct_rows)(x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, aux__nijo, out2__nijo, epi, g, c_out,
-                      out__nijo, row_begin, row_end);
-}
-#endif
-
-FL_NOINLINE void FL_K(direct_rows_base)(const FL_T *x__nhwc, const FL_T *wp__btcv, const FL_T *bias__o,
-                                        const FL_T *zero__c, const FL_T *addend__nijo,
-                                        const FL_T *aux__nijo, FL_T *out2__nijo, int epi, fl_geometry g,
-                                        int64_t c_out, FL_T *out__nijo, int64_t row_begin, int64_t row_end)
-{
-    FL_K(direct_rows)(x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, aux__nijo, out2__nijo, epi, g, c_out,
-                      out__nijo, row_begin, row_end);
-}
+FL_ISA_VARIANTS(direct_rows,
+                (const FL_T *x__nhwc, const FL_T *wp__btcv, const FL_T *bias__o, const FL_T *zero__c,
+                 const FL_T *addend__nijo, const FL_T *aux__nijo, FL_T *out2__nijo, int epi, fl_geometry g,
+                 int64_t c_out, FL_T *out__nijo, int64_t row_begin, int64_t row_end),
+                (x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, aux__nijo, out2__nijo, epi, g, c_out,
+                 out__nijo, row_begin, row_end))
 
 // isa: an FL_ISA_* code, the highest variant to use (FL_ISA_AUTO: the best the CPU has).
 FL_KERNEL void FL_K(conv_direct)(const FL_T *FL_RESTRICT x__nhwc,     // IN
@@ -801,21 +750,8 @@ FL_KERNEL void FL_K(conv_direct)(const FL_T *FL_RESTRICT x__nhwc,     // IN
                                  int64_t row_begin, int64_t row_end)
 {
     const int variant = fl_isa(isa);
-#ifdef FL_X86_DISPATCH
-    if (variant == FL_ISA_AVX512) {
-        FL_K(direct_rows_avx512)(x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, aux__nijo, out2__nijo, epi, g, c_out,
-                                 out__nijo, row_begin, row_end);
-        return;
-    }
-    if (variant == FL_ISA_AVX2) {
-        FL_K(direct_rows_avx2)(x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, aux__nijo, out2__nijo, epi, g, c_out,
-                                 out__nijo, row_begin, row_end);
-        return;
-    }
-#endif
-    (void)variant;
-    FL_K(direct_rows_base)(x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, aux__nijo, out2__nijo, epi, g, c_out,
-                                 out__nijo, row_begin, row_end);
+    FL_ISA_CALL(variant, direct_rows, (x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, aux__nijo, out2__nijo,
+                                       epi, g, c_out, out__nijo, row_begin, row_end));
 }
 
 // ======================================================================== one-hot convolution
@@ -917,28 +853,11 @@ FL_ROWS void FL_K(onehot_rows)(const int32_t *FL_RESTRICT hot__nhw, const FL_T *
     }
 }
 
-#ifdef FL_X86_DISPATCH
-FL_TARGET_AVX512 FL_NOINLINE void FL_K(onehot_rows_avx512)(
-    const int32_t *hot__nhw, const FL_T *kernel__tp, const FL_T *zero__p, const FL_T *bias__o, fl_geometry g,
-    int64_t c_out, int64_t c_pad, FL_T *out__nijo, int64_t row_begin, int64_t row_end)
-{
-    FL_K(onehot_rows)(hot__nhw, kernel__tp, zero__p, bias__o, g, c_out, c_pad, out__nijo, row_begin, row_end);
-}
-
-FL_TARGET_AVX2 FL_NOINLINE void FL_K(onehot_rows_avx2)(
-    const int32_t *hot__nhw, const FL_T *kernel__tp, const FL_T *zero__p, const FL_T *bias__o, fl_geometry g,
-    int64_t c_out, int64_t c_pad, FL_T *out__nijo, int64_t row_begin, int64_t row_end)
-{
-    FL_K(onehot_rows)(hot__nhw, kernel__tp, zero__p, bias__o, g, c_out, c_pad, out__nijo, row_begin, row_end);
-}
-#endif
-
-FL_NOINLINE void FL_K(onehot_rows_base)(const int32_t *hot__nhw, const FL_T *kernel__tp, const FL_T *zero__p,
-                                        const FL_T *bias__o, fl_geometry g, int64_t c_out, int64_t c_pad,
-                                        FL_T *out__nijo, int64_t row_begin, int64_t row_end)
-{
-    FL_K(onehot_rows)(hot__nhw, kernel__tp, zero__p, bias__o, g, c_out, c_pad, out__nijo, row_begin, row_end);
-}
+FL_ISA_VARIANTS(onehot_rows,
+                (const int32_t *hot__nhw, const FL_T *kernel__tp, const FL_T *zero__p, const FL_T *bias__o,
+                 fl_geometry g, int64_t c_out, int64_t c_pad, FL_T *out__nijo, int64_t row_begin,
+                 int64_t row_end),
+                (hot__nhw, kernel__tp, zero__p, bias__o, g, c_out, c_pad, out__nijo, row_begin, row_end))
 
 // isa: an FL_ISA_* code, the highest variant to use (FL_ISA_AUTO: the best the CPU has).
 FL_KERNEL void FL_K(conv_onehot)(const int32_t *FL_RESTRICT hot__nhw,   // IN
@@ -950,18 +869,8 @@ FL_KERNEL void FL_K(conv_onehot)(const int32_t *FL_RESTRICT hot__nhw,   // IN
                                  int64_t row_begin, int64_t row_end)
 {
     const int variant = fl_isa(isa);
-#ifdef FL_X86_DISPATCH
-    if (variant == FL_ISA_AVX512) {
-        FL_K(onehot_rows_avx512)(hot__nhw, kernel__tp, zero__p, bias__o, g, c_out, c_pad, out__nijo, row_begin, row_end);
-        return;
-    }
-    if (variant == FL_ISA_AVX2) {
-        FL_K(onehot_rows_avx2)(hot__nhw, kernel__tp, zero__p, bias__o, g, c_out, c_pad, out__nijo, row_begin, row_end);
-        return;
-    }
-#endif
-    (void)variant;
-    FL_K(onehot_rows_base)(hot__nhw, kernel__tp, zero__p, bias__o, g, c_out, c_pad, out__nijo, row_begin, row_end);
+    FL_ISA_CALL(variant, onehot_rows,
+                (hot__nhw, kernel__tp, zero__p, bias__o, g, c_out, c_pad, out__nijo, row_begin, row_end));
 }
 
 // ======================================================================== pooling
@@ -1229,25 +1138,9 @@ FL_ROWS void FL_K(max_pool_backward_pair)(const FL_T *FL_RESTRICT mp, const FL_T
 }
 
 // The variants have the same bits: no step has a multiply-add to contract.
-#ifdef FL_X86_DISPATCH
-FL_TARGET_AVX512 FL_NOINLINE void FL_K(max_pool_backward_pair_avx512)(
-    const FL_T *mp, const FL_T *xp, const FL_T *rp, fl_geometry g, int exact, FL_T *out)
-{
-    FL_K(max_pool_backward_pair)(mp, xp, rp, g, exact, out);
-}
-
-FL_TARGET_AVX2 FL_NOINLINE void FL_K(max_pool_backward_pair_avx2)(
-    const FL_T *mp, const FL_T *xp, const FL_T *rp, fl_geometry g, int exact, FL_T *out)
-{
-    FL_K(max_pool_backward_pair)(mp, xp, rp, g, exact, out);
-}
-#endif
-
-FL_NOINLINE void FL_K(max_pool_backward_pair_base)(const FL_T *mp, const FL_T *xp, const FL_T *rp,
-                                                   fl_geometry g, int exact, FL_T *out)
-{
-    FL_K(max_pool_backward_pair)(mp, xp, rp, g, exact, out);
-}
+FL_ISA_VARIANTS(max_pool_backward_pair,
+                (const FL_T *mp, const FL_T *xp, const FL_T *rp, fl_geometry g, int exact, FL_T *out),
+                (mp, xp, rp, g, exact, out))
 
 // isa: an FL_ISA_* code, the highest variant to use (FL_ISA_AUTO: the best the CPU has).
 FL_KERNEL void FL_K(max_pool_backward)(const FL_T *FL_RESTRICT m_out__pijc,    // IN
@@ -1266,14 +1159,6 @@ FL_KERNEL void FL_K(max_pool_backward)(const FL_T *FL_RESTRICT m_out__pijc,    /
         const FL_T *rp = ref__nhwc + pair_r__p[p] * hwc;
         const FL_T *mp = m_out__pijc + p * g.h_out * g.w_out * g.c;
         FL_T *out = m_in__phwc + p * hwc;
-#ifdef FL_X86_DISPATCH
-        if (use == FL_ISA_AVX512)
-            FL_K(max_pool_backward_pair_avx512)(mp, xp, rp, g, exact, out);
-        else if (use == FL_ISA_AVX2)
-            FL_K(max_pool_backward_pair_avx2)(mp, xp, rp, g, exact, out);
-        else
-#endif
-            FL_K(max_pool_backward_pair_base)(mp, xp, rp, g, exact, out);
-        (void)use;
+        FL_ISA_CALL(use, max_pool_backward_pair, (mp, xp, rp, g, exact, out));
     }
 }
