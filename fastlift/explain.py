@@ -309,16 +309,6 @@ class _Plan:
     def rule_of(self, node) -> Rule:
         return self.rules[node]
 
-    def graph(self):
-        """({node: topological position}, {node: [the nodes that read it]}), computed once."""
-        if not hasattr(self, "_graph"):
-            readers = {n: [] for n in self.model.nodes}
-            for n in self.model.nodes:
-                for i in n.inputs:
-                    readers[i].append(n)
-            self._graph = ({n: k for k, n in enumerate(self.model.nodes)}, readers)
-        return self._graph
-
 
 PRESETS = ("profile", "sum")
 
@@ -487,7 +477,7 @@ def _relu_behind(plan: _Plan, ctx: _Context, conv, src, needed, stop):
         return None
     if type(src.layer) is not Add or len(src.inputs) != 2 or src in stop or not ctx.pairs_are_rows():
         return None
-    order, readers = plan.graph()
+    order, readers = plan.model._order, plan.model._readers_of
     if any(r is not conv and r in needed and order[r] < order[conv] for r in readers[src]):
         return None  # another reader of src runs later and adds to its multipliers
     for relu in src.inputs:

@@ -50,7 +50,11 @@ class Model:
             if not isinstance(n.layer, InputLayer):
                 raise ValueError(f"inputs must be Input nodes; {n.name!r} is a {type(n.layer).__name__}")
         self.nodes = _topological_order(self.outputs)
-        self._order = {node: k for k, node in enumerate(self.nodes)}
+        self._order = {node: k for k, node in enumerate(self.nodes)}  # topological position
+        self._readers_of = {node: [] for node in self.nodes}  # the nodes that read each, in order
+        for node in self.nodes:
+            for i in node.inputs:
+                self._readers_of[i].append(node)
         listed = set(map(id, self.inputs))
         for n in self.nodes:
             if isinstance(n.layer, InputLayer) and id(n) not in listed:
@@ -206,12 +210,8 @@ class Model:
                 and self._order[other] < self._order[z])
 
     def _readers(self) -> dict:
-        """{node: how many input slots of other nodes read it}."""
-        count = {node: 0 for node in self.nodes}
-        for node in self.nodes:
-            for i in node.inputs:
-                count[i] += 1
-        return count
+        """{node: how many input slots of other nodes read it} (a fresh dict: forward counts down)."""
+        return {node: len(r) for node, r in self._readers_of.items()}
 
     def summary(self) -> str:
         """One line per node: name, class, output shape, inputs."""
