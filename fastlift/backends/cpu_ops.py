@@ -343,15 +343,22 @@ class CpuOps(Ops):
         return _cpu.im2col(_nhwc(x, x.dtype, g), g, self.n_threads)
 
     def conv_forward(self, x, kernel, g: Geometry, bias=None):
-        """Rows of x that are mostly zero skip the zeros (`conv_skips_zeros`: the sparse kernel
-        run as the adjoint of the flipped convolution); the others run `_conv_dense`. Which
-        path a row takes depends on its own values only, so rows do not depend on the batch."""
+        """One-hot rows (up to `ONEHOT_MAX_CHANNELS` channels) gather kernel rows
+        (`_onehot_rows`); rows of x that are mostly zero skip the zeros (`conv_skips_zeros`: the
+        sparse kernel run as the adjoint of the flipped convolution); the others run
+        `_conv_dense`. Which path a row takes depends on its own values only, so rows do not
+        depend on the batch."""
         dt = np.result_type(x, kernel)
         if g.c <= ONEHOT_MAX_CHANNELS and dt in _FLOATS and x.shape[0] > 0:
             x = _nhwc(x, dt, g)
             hot, onehot = _cpu.onehot_cells(x, self.n_threads)
             if onehot.any():
                 return self._onehot_rows(x, hot, onehot, kernel, g, bias)
+        return self._conv_rows(x, kernel, g, bias)
+
+    def _conv_rows(self, x, kernel, g: Geometry, bias):
+        """`conv_forward` of rows that are not one-hot: sparse rows skip zeros, the rest are dense."""
+        dt = np.result_type(x, kernel)
         if not self.conv_skips_zeros(g) or dt not in _FLOATS:
             return self._conv_dense(x, kernel, g, bias)
         x = _nhwc(x, dt, g)
@@ -371,7 +378,7 @@ class CpuOps(Ops):
     def _onehot_rows(self, x, hot, onehot, kernel, g: Geometry, bias):
         """`conv_forward` of x (n, h, w, c) whose rows ``onehot`` are one-hot (``hot``, their hot
         channels, from `_cpu.onehot_cells`): those rows gather kernel rows (`_cpu.conv_onehot`), the
-        others take `conv_forward`'s other paths. A row's path depends on its own values only."""
+        others take `_conv_rows`. A row's path depends on its own values only."""
         dt, n = x.dtype, kernel.shape[1]
         padded = self._derived(np.asarray(kernel, dtype=dt), "lane_padded", lambda k: _lane_padded(k, k.dtype))
         b = None if bias is None else _lane_padded(np.asarray(bias).reshape(n), dt)
@@ -380,7 +387,7 @@ class CpuOps(Ops):
         cells = g.h_out * g.w_out
         out = np.empty((x.shape[0], cells, n), dtype=dt)
         out[onehot] = _cpu.conv_onehot(hot[onehot], padded, g, n, self.n_threads, b, _ISA).reshape(-1, cells, n)
-        out[~onehot] = self.conv_forward(x[~onehot], kernel, g, bias).reshape(-1, cells, n)
+        out[~onehot] = self._conv_rows(x[~onehot], kernel, g, bias).reshape(-1, cells, n)
         return out.reshape(-1, n)
 
     def _conv_dense(self, x, kernel, g: Geometry, bias=None, addend=None):
