@@ -18,6 +18,8 @@ from fastlift.backends import _cpu
 from fastlift.backends.cpu_ops import GEMM_BLOCK_ROWS, CpuOps
 from fastlift.backends.ops import NEAR_ZERO, Act, Geometry, Ops
 
+pytestmark = pytest.mark.blas  # .ci/run runs these again under a second BLAS core type
+
 REF = Ops()
 CPU = CpuOps(n_threads=2)
 DTYPES = [np.float32, np.float64]
@@ -1004,9 +1006,13 @@ def test_derived_weights_live_as_long_as_the_weight_array(rng):
     assert len(made) == 5
 
 
-def test_models_pack_their_weights_once_across_runs(monkeypatch, rng):
+@pytest.mark.parametrize("sgemm_deterministic", [True, False])  # both GEMM routes, whatever BLAS runs here
+def test_models_pack_their_weights_once_across_runs(sgemm_deterministic, monkeypatch, rng):
     import fastlift as fl
     from fastlift import layers as L
+    from fastlift.backends import cpu_ops
+
+    monkeypatch.setattr(cpu_ops, "sgemm_is_deterministic", lambda: sgemm_deterministic)
 
     x = L.Input((20,), name="x")
     model = fl.Model(x, L.Dense(rng.normal(size=(20, 3)), name="d")(L.Activation("relu", name="r")(

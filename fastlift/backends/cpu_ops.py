@@ -152,6 +152,13 @@ def _rows(a, dtype):
     return a.reshape(a.shape[0], math.prod(a.shape[1:]))
 
 
+def _float64_frozen(b):
+    """A read-only float64 copy of ``b`` in b's memory order, so arrays derived from it are cached too."""
+    out = b.astype(np.float64)
+    out.flags.writeable = False
+    return out
+
+
 def _nhwc(a, dtype, g: Geometry, spatial=None):
     """``a`` as a C-contiguous (n, h, w, c) array of ``dtype``; ``spatial`` = (h, w, c)."""
     h, w, c = spatial if spatial is not None else (g.h, g.w, g.c)
@@ -279,7 +286,8 @@ class CpuOps(Ops):
             return _cpu.matmul_direct(np.ascontiguousarray(a), self._direct_kernel(b), b.shape[1],
                                       self.n_threads)
         if a.dtype == np.float32 and not sgemm_is_deterministic():
-            return self.matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.float32)
+            # The float64 copy of b is derived like the padding, so both are made once per weight.
+            return self.matmul(a.astype(np.float64), self._derived(b, "float64", _float64_frozen)).astype(np.float32)
         a = np.ascontiguousarray(a)
         m, k = a.shape
         out = np.empty((m, b.shape[1]), dtype=np.result_type(a, b))
