@@ -12,6 +12,8 @@ from fastlift.backends.cpu_ops import SPARSE_MIN_TAPS_CHANNELS, CpuOps
 from fastlift.backends.ops import Ops
 from fastlift.model import WeightCache
 
+pytestmark = pytest.mark.blas  # .ci/run runs these again under a second BLAS core type
+
 
 def one_hot(rng, n, length):
     return np.eye(4)[rng.integers(0, 4, size=(n, length))]
