@@ -32,8 +32,10 @@ def batch_size_arg(batch_size, default: int) -> int:
     return int(batch_size)
 
 
-def numeric_array(a, what: str) -> np.ndarray:
-    """An array of real numbers (bool/int/float), finite; TypeError/ValueError otherwise."""
+def numeric_array(a, what: str, dtype=None) -> np.ndarray:
+    """An array of real numbers (bool/int/float), finite, and finite once cast to ``dtype`` when
+    given (the compute dtype: 1e300 is finite in float64 and inf in float32); TypeError/ValueError
+    otherwise."""
     if isinstance(a, (str, bytes)):
         raise TypeError(f"{what} must be an array of numbers; got a {type(a).__name__}")
     try:
@@ -45,13 +47,28 @@ def numeric_array(a, what: str) -> np.ndarray:
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
         raise ValueError(f"{what} contains {bad} NaN or Inf value(s); all values must be finite")
+    if dtype is not None:
+        fits_dtype(arr, dtype, what)
     return arr
 
 
-def inputs(model, X, what: str = "X") -> list[np.ndarray]:
+def fits_dtype(arr, dtype, what: str) -> None:
+    """ValueError naming ``what`` if finite ``arr`` overflows ``dtype`` (a float dtype) when cast."""
+    dt = np.dtype(dtype)
+    if arr.dtype.kind != "f" or arr.dtype.itemsize <= dt.itemsize or arr.size == 0:
+        return  # ints, bools and narrower floats always fit a float32/float64 range
+    largest = float(np.max(np.abs(arr)))
+    if largest > float(np.finfo(dt).max):
+        bad = int(np.count_nonzero(np.abs(arr) > np.finfo(dt).max))
+        raise ValueError(f"{what} has {bad} value(s) beyond the {dt.name} range (largest magnitude {largest:.3g}, "
+                         f"{dt.name} holds up to {float(np.finfo(dt).max):.3g}); scale them or use dtype='float64'")
+
+
+def inputs(model, X, what: str = "X", dtype=None) -> list[np.ndarray]:
     """X (array, list or dict keyed by input name) -> list of arrays in model input order.
 
-    Checks the count, each shape (n_examples, *input_shape) and a common n_examples.
+    Checks the count, each shape (n_examples, *input_shape), a common n_examples and, with
+    ``dtype``, that the values stay finite in it.
     """
     names = model.input_names
     if isinstance(X, dict):
@@ -74,7 +91,7 @@ def inputs(model, X, what: str = "X") -> list[np.ndarray]:
     out = []
     for name, node, a in zip(names, model.inputs, items):
         label = what if len(names) == 1 else f"{what}[{name!r}]"
-        arr = numeric_array(a, label)
+        arr = numeric_array(a, label, dtype)
         if arr.ndim != len(node.shape) + 1 or arr.shape[1:] != node.shape:
             raise ValueError(f"{label} must have shape (n_examples, {', '.join(map(str, node.shape))}); "
                              f"got {arr.shape}")

@@ -178,7 +178,7 @@ class _Plan:
         self.max_pool = parse_max_pool(max_pool)
         self.dtype = _validate.dtype_arg(dtype)
         self.ops = get_ops(device, n_threads)
-        self.xs = [a.astype(self.dtype, copy=False) for a in _validate.inputs(model, X, "X")]
+        self.xs = [a.astype(self.dtype, copy=False) for a in _validate.inputs(model, X, "X", self.dtype)]
         self.n = self.xs[0].shape[0]
         self.x_is_dict = isinstance(X, dict)
         self.sources = refs_mod.prepare(model, references, self.xs)

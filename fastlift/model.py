@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _validate
 from .backends.ops import Act
 from .layers.base import Node
 from .layers.conv import _Conv
@@ -122,12 +123,11 @@ class Model:
         -------
         array (n_examples, *output_shape), or a list of them for several outputs.
         """
-        from . import _validate
         from .backends import get_ops
 
         ops = get_ops(device, n_threads)
         dt = _validate.dtype_arg(dtype)
-        xs = _validate.inputs(self, X, "X")
+        xs = _validate.inputs(self, X, "X", dt)
         n = xs[0].shape[0]
         bs = _validate.batch_size_arg(batch_size, default=min(max(n, 1), 1024))
         cache = WeightCache(ops, dt)
@@ -259,6 +259,7 @@ class _LazyWeights(dict):
         if hit is not None and hit[0] is src:
             value = hit[1]
         else:
+            _validate.fits_dtype(np.asarray(src), self._dtype, f"layer {self._layer.name!r}: weight {key!r}")
             value = self._ops.asarray(src, self._dtype)
             if isinstance(value, np.ndarray) and value is not src and value.base is None:
                 value.flags.writeable = False  # a fresh conversion, ours alone: read-only in place,

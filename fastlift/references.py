@@ -182,7 +182,7 @@ def _one_source(r, x, label) -> RefSource:
         return RefSource(spec=r, n_refs=r.n_refs)
     if callable(r):
         return RefSource(spec=CallableReferences(r), n_refs=None)
-    arr = _validate.numeric_array(r, label)
+    arr = _validate.numeric_array(r, label, x.dtype)
     if arr.ndim == x.ndim:
         try:
             b = np.broadcast_shapes(arr.shape, x.shape)
@@ -208,7 +208,7 @@ def generated(spec: ReferenceSpec, x_one, seed: int, index: int, label: str) -> 
         made = spec.generate_indexed(x_one, seed, index)
     else:
         made = spec.generate(x_one, np.random.default_rng([seed, index]))
-    out = _validate.numeric_array(made, f"{label} (returned by the reference callable)")
+    out = _validate.numeric_array(made, f"{label} (returned by the reference callable)", x_one.dtype)
     want = x_one.shape[1:]
     if out.ndim != len(want) + 2 or out.shape[0] != 1 or out.shape[2:] != want or out.shape[1] < 1:
         raise ValueError(f"{label}: the reference callable must return shape (1, K, {', '.join(map(str, want))})"

@@ -55,6 +55,39 @@ def test_non_finite_X_and_references(model, value):
         run(model, X, bad)
 
 
+@pytest.mark.parametrize("device", ["numpy", "cpu"])
+def test_values_beyond_float32_are_refused_after_the_cast(model, device):
+    """1e300 is finite in float64 but inf in float32: checked in the compute dtype, not as given."""
+    big = X.copy()
+    big[0, 1, 2] = 1e300
+    with pytest.raises(ValueError, match=r"X has 1 value\(s\) beyond the float32 range \(largest magnitude 1e\+300"):
+        run(model, big, device=device)
+    with pytest.raises(ValueError, match=r"references has 1 value\(s\) beyond the float32 range"):
+        run(model, X, -big, device=device)
+    with pytest.raises(ValueError, match=r"references \(returned by the reference callable\) has 1 value"):
+        run(model, X, lambda x, rng: -big[:1, None], device=device)
+    with pytest.raises(ValueError, match=r"X has 1 value\(s\) beyond the float32 range"):
+        model.predict(big, device=device)
+    res = run(model, big, -big, dtype="float64", device=device)  # float64 holds them
+    assert np.all(np.isfinite(res.deltas))
+
+
+@pytest.mark.parametrize("device", ["numpy", "cpu"])
+def test_weights_beyond_float32_are_refused_naming_the_layer(rng, device):
+    x = L.Input((5,), name="x")
+    h = L.Activation("leaky_relu", alpha=1e308, name="lrelu")(L.Dense(rng.normal(size=(5, 5)), name="h")(x))
+    model = fl.Model(x, L.Dense(rng.normal(size=(5, 1)), name="out")(h))
+    with pytest.raises(ValueError, match=r"layer 'lrelu': weight 'alpha' has 1 value\(s\) beyond the float32 range"):
+        fl.deeplift(model, np.ones((2, 5)), device=device)
+    kernel = rng.normal(size=(5, 1))
+    kernel[3, 0] = -1e39
+    model = fl.Model(x, L.Dense(kernel, name="out")(x))
+    with pytest.raises(ValueError, match=r"layer 'out': weight 'kernel' has 1 value\(s\) beyond the float32 range"):
+        fl.attribute(model, np.ones((2, 5)), "gradient", device=device)
+    assert np.isfinite(fl.attribute(model, np.ones((2, 5)), "gradient", device=device, dtype="float64")
+                       .contributions).all()
+
+
 @pytest.mark.parametrize("shape", [(3, 10, 4), (2, 10, 3), (2, 2, 9, 4), (3, 2, 10, 4), (10, 4), (1, 1, 1, 1, 4)])
 def test_references_that_fit_neither_form(model, shape):
     with pytest.raises(ValueError, match=r"references must broadcast to X's shape \(2, 10, 4\).*got " +
