@@ -7,16 +7,30 @@ user-supplied reaches a kernel without passing through here.
 from __future__ import annotations
 
 import numbers
+import os
 
 import numpy as np
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
+#: Largest accepted ``n_threads``: OpenMP takes a C int, and far more threads than cores only slows a run.
+MAX_THREADS = 4096
+
+
+def n_threads_arg(n_threads) -> int | None:
+    """None (every core) or an int in [1, `MAX_THREADS`] (numpy ints accepted) -> int or None."""
+    if n_threads is None:
+        return None
+    if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral) or not 1 <= n_threads <= MAX_THREADS:
+        raise ValueError(f"n_threads must be None or an int in [1, {MAX_THREADS}]; got {n_threads!r}")
+    return int(n_threads)
+
+
 def dtype_arg(dtype):
     """'float32' / 'float64' (or the numpy types) -> numpy dtype."""
     try:
-        dt = np.dtype(dtype)
+        dt = None if dtype is None else np.dtype(dtype)  # np.dtype(None) would mean float64
     except TypeError:
         dt = None
     if dt is None or dt.name not in DTYPES:
@@ -107,3 +121,49 @@ def choice(value, options, what: str):
     if not isinstance(value, str) or value not in options:
         raise ValueError(f"{what} must be one of {tuple(options)}; got {value!r}")
     return value
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate: the kernel's MemAvailable, capped by a cgroup v2
+    memory limit when one is set; None where neither can be read."""
+    avail = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as f:
+            used = int(f.read().strip())
+        if limit != "max":
+            avail = min(avail, max(int(limit) - used, 0))
+    except (OSError, ValueError):
+        pass
+    return avail
+
+
+def _size(nbytes: float) -> str:
+    for unit, scale in (("TB", 2**40), ("GB", 2**30), ("MB", 2**20)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{int(nbytes)} bytes"
+
+
+def memory_fits(nbytes: float, what: str, budget: int | None = None) -> None:
+    """ValueError before allocating when a call needs about ``nbytes`` (estimated from its
+    arguments) and that exceeds ``budget`` (default: `available_memory`). ``what`` names the
+    arguments responsible and the remedy."""
+    budget = available_memory() if budget is None else budget
+    if budget is not None and nbytes > budget:
+        raise ValueError(f"{what}: needs about {_size(nbytes)} of memory, more than the {_size(budget)} "
+                         "available")

@@ -199,8 +199,25 @@ class _Plan:
         for t in self.targets:
             t.needed = self._needed_nodes(t.node)
         self.needed = set().union(*(t.needed for t in self.targets))
+        self._check_memory()
         self.batch_size = _validate.batch_size_arg(batch_size, scheduler.auto_batch_size(self))
         self.cache = WeightCache(self.ops, self.dtype)
+
+    def _check_memory(self):
+        """Refuse up front a call whose smallest chunk, one example, cannot fit in memory. Its K·steps
+        rows each hold about one value per node (the activations the backward reads) plus the widest
+        layer's inputs and output at once (measured: 0.5-2x the peak of one example on the bench
+        models and an MLP), so the estimate refuses what cannot run and nothing that can."""
+        k = max([s.n_refs or 1 for s in self.sources] + [1])
+        rows = k * self.steps
+        widest = max(n.size + sum(i.size for i in n.inputs) for n in self.model.nodes)
+        need = float(self.dtype.itemsize) * rows * (sum(n.size for n in self.model.nodes) + widest)
+        if self.method == "integrated_gradients":
+            what = f"steps={self.steps} with {k} reference(s) per example ({rows} points per example)"
+            fix = "; use fewer steps or references"
+        else:
+            what, fix = f"references: {k} per example", "; use fewer references"
+        _validate.memory_fits(need, what + fix)
 
     def _target_node(self, target_layer) -> Node:
         node = self.model.default_target() if target_layer is None else self.model.get_node(target_layer)

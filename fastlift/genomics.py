@@ -34,6 +34,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import _validate
+
 ALPHABET = "ACGT"
 
 #: byte -> token: A/C/G/T (either case) -> 0..3, anything else -> 4 (an all-zero one-hot row)
@@ -89,11 +91,8 @@ def one_hot_decode(X, unknown: str = "N"):
 
 
 def _n_threads(n_threads):
-    if n_threads is None:
-        return max(os.cpu_count() or 1, 1)
-    if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral) or n_threads < 1:
-        raise ValueError(f"n_threads must be a positive int or None; got {n_threads!r}")
-    return int(n_threads)
+    n_threads = _validate.n_threads_arg(n_threads)
+    return max(os.cpu_count() or 1, 1) if n_threads is None else n_threads
 
 
 def _shuffle(seqs, n, kmer, seed, index, n_threads, what):
@@ -128,6 +127,10 @@ def _shuffle(seqs, n, kmer, seed, index, n_threads, what):
         if index.shape != (X.shape[0],):
             raise ValueError(f"index must be an int (first sequence number) or one int per sequence, "
                              f"shape ({X.shape[0]},); got shape {index.shape}")
+    # the shuffled tokens (1 byte) and their one-hot copy, before either is allocated
+    _validate.memory_fits(float(X.shape[0]) * n * X.shape[1] * (1 + X.shape[2] * X.dtype.itemsize),
+                          f"{what}: n={n} shuffles of {X.shape[0]} sequence(s) of length {X.shape[1]}; ask for "
+                          "fewer shuffles at a time (shuffle j of sequence i is the same in any split)")
     tokens, bad = _genomics.tokens_from_onehot(X, nt)
     if bad >= 0:
         e, pos = divmod(int(bad), X.shape[1])

@@ -141,12 +141,28 @@ def test_unknown_layer_names(model):
     ({"device": "tpu"}, ValueError, r"device must be one of \('auto', 'cpu', 'cuda', 'numpy'\); got 'tpu'"),
     ({"batch_size": 0}, ValueError, r"batch_size must be a positive int or None; got 0"),
     ({"batch_size": 2.5}, ValueError, r"batch_size must be a positive int or None; got 2.5"),
-    ({"n_threads": 0}, ValueError, r"n_threads must be a positive int or None; got 0"),
+    ({"n_threads": 0}, ValueError, r"n_threads must be None or an int in \[1, 4096\]; got 0"),
+    ({"n_threads": 2**31}, ValueError, r"n_threads must be None or an int in \[1, 4096\]; got 2147483648"),
+    ({"n_threads": 10**12}, ValueError, r"n_threads must be None or an int in \[1, 4096\]; got 1000000000000"),
+    ({"n_threads": 2.0}, ValueError, r"n_threads must be None or an int in \[1, 4096\]; got 2.0"),
+    ({"n_threads": True}, ValueError, r"n_threads must be None or an int in \[1, 4096\]; got True"),
+    ({"dtype": None}, ValueError, r"dtype must be 'float32' or 'float64'; got None"),
     ({"seed": -1}, ValueError, r"seed must be a non-negative int or None; got -1"),
 ])
 def test_bad_options(model, kw, err, match):
     with pytest.raises(err, match=match):
         run(model, **kw)
+
+
+@pytest.mark.parametrize("device", ["numpy", "cpu"])
+def test_numpy_ints_are_accepted_wherever_ints_are(model, device):
+    base = run(model, device=device)
+    res = run(model, device=device, n_threads=np.int64(2), batch_size=np.int32(1), seed=np.uint8(3))
+    np.testing.assert_array_equal(base.contributions, res.contributions)
+    np.testing.assert_array_equal(fl.dinuc_shuffle(np.eye(4)[[0, 1, 2, 3, 0]], 2, n_threads=np.int64(1)),
+                                  fl.dinuc_shuffle(np.eye(4)[[0, 1, 2, 3, 0]], 2, n_threads=1))
+    with pytest.raises(ValueError, match=r"n_threads must be None or an int in \[1, 4096\]; got 2147483648"):
+        fl.dinuc_shuffle(np.eye(4)[[0, 1, 2, 3, 0]], 2, n_threads=2**31)
 
 
 def test_cuda_without_gpu_says_why(model):
@@ -219,3 +235,48 @@ def test_single_input_references_as_a_one_entry_list(model, rng):
     np.testing.assert_array_equal(nested.contributions, flat.contributions)
     with pytest.raises(ValueError, match=r"references must hold 1 entries, one per input"):
         run(model, x, [r, r])
+
+
+@pytest.fixture
+def two_gb(monkeypatch):
+    """A fixed memory budget, so the refusals below do not depend on this machine's memory."""
+    from fastlift import _validate
+
+    monkeypatch.setattr(_validate, "available_memory", lambda: 2 * 2**30)
+
+
+def mlp(rng):
+    x = L.Input((20,), name="x")
+    return fl.Model(x, L.Dense(rng.normal(size=(20, 3)), name="d")(L.Activation("relu", name="r")(
+        L.Dense(rng.normal(size=(20, 20)), name="h")(x))))
+
+
+def test_calls_that_cannot_fit_in_memory_are_refused_before_allocating(rng, two_gb):
+    model, X = mlp(rng), rng.normal(size=(4, 20))
+    with pytest.raises(ValueError, match=r"steps=100000000 with 1 reference\(s\) per example \(100000000 points "
+                                         r"per example\); use fewer steps or references: needs about 38\.4 GB of "
+                                         r"memory, more than the 2\.0 GB available"):
+        fl.attribute(model, X, "integrated_gradients", steps=10**8)
+    with pytest.raises(ValueError, match=r"steps=1000000 with 20 reference\(s\) per example"):
+        fl.attribute(model, X, "integrated_gradients", steps=10**6, references=np.zeros((1, 20, 20)))
+    with pytest.raises(ValueError, match=r"references: 10000000 per example; use fewer references: needs about"):
+        fl.deeplift(model, X[:1], np.broadcast_to(np.zeros(20), (1, 10**7, 20)))
+    with pytest.raises(ValueError, match=r"dinuc_shuffle: n=1000000000 shuffles of 1 sequence\(s\) of length 5; "
+                                         r"ask for fewer shuffles.*needs about 153\.7 GB"):
+        fl.dinuc_shuffle(np.eye(4)[[0, 1, 2, 3, 0]], 10**9)
+    # what fits still runs
+    assert fl.attribute(model, X, "integrated_gradients", steps=1000).contributions.shape == (4, 20)
+
+
+def test_absurd_sizes_are_refused_on_any_machine(rng):
+    with pytest.raises(ValueError, match=r"steps=1000000000000 .* needs about .* TB of memory"):
+        fl.attribute(mlp(rng), rng.normal(size=(2, 20)), "integrated_gradients", steps=10**12)
+    with pytest.raises(ValueError, match=r"dinuc_shuffle: n=1000000000 shuffles .* needs about 30\.0 TB"):
+        fl.dinuc_shuffle(np.eye(4)[np.zeros(1000, int)], 10**9)
+
+
+def test_available_memory_is_read_from_the_system():
+    from fastlift import _validate
+
+    avail = _validate.available_memory()
+    assert avail is None or 0 <= avail < 2**50
