@@ -6,6 +6,7 @@ never imports CuPy: only device="cuda" or "auto" looks for it, when a backend is
 
 from __future__ import annotations
 
+from .. import _validate
 from .ops import Act, Geometry, Ops
 
 __all__ = ["DEVICES", "Act", "Geometry", "Ops", "get_ops"]
@@ -23,8 +24,7 @@ def get_ops(device: str = "auto", n_threads: int | None = None) -> Ops:
     """
     if not isinstance(device, str) or device not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}; got {device!r}")
-    if n_threads is not None and (isinstance(n_threads, bool) or not isinstance(n_threads, int) or n_threads < 1):
-        raise ValueError(f"n_threads must be a positive int or None; got {n_threads!r}")
+    n_threads = _validate.n_threads_arg(n_threads)
     if device == "numpy":
         return Ops(n_threads)
     if device == "cuda" or (device == "auto" and _gpu_usable()):
