@@ -213,13 +213,19 @@ class Model:
         """{node: how many input slots of other nodes read it} (a fresh dict: forward counts down)."""
         return {node: len(r) for node, r in self._readers_of.items()}
 
-    def summary(self) -> str:
-        """One line per node: name, class, output shape, inputs."""
-        lines = [f"Model {self.name!r}: inputs {self.input_names} -> outputs {self.output_names}"]
+    def summary(self, print_fn=None) -> None:
+        """Print one line per node: name, class, output shape, inputs (as Keras's ``summary``).
+
+        Parameters
+        ----------
+        print_fn : callable, optional
+            Called with each line (default `print`); e.g. ``lines.append`` to keep the text.
+        """
+        print_fn = print if print_fn is None else print_fn
+        print_fn(f"Model {self.name!r}: inputs {self.input_names} -> outputs {self.output_names}")
         for n in self.nodes:
             src = ", ".join(i.name for i in n.inputs)
-            lines.append(f"  {n.name:<24} {type(n.layer).__name__:<20} {n.shape!s:<18} <- {src}")
-        return "\n".join(lines)
+            print_fn(f"  {n.name:<24} {type(n.layer).__name__:<20} {n.shape!s:<18} <- {src}")
 
     def __repr__(self) -> str:
         return f"<fastlift.Model {self.name!r} {len(self.nodes)} nodes, inputs={self.input_names}>"

@@ -167,7 +167,29 @@ def test_shared_layer_and_names(rng):
     xa, xb = rng.normal(size=(1, 10, 4)), rng.normal(size=(1, 12, 4))
     out_a, out_b = m.predict([xa, xb], dtype="float64", device="numpy")
     np.testing.assert_allclose(out_b[:, :8], fl.Model(b, conv(b)).predict(xb, dtype="float64")[:, :8])
-    assert "shared_1" in m.summary()
+    lines = []
+    assert m.summary(print_fn=lines.append) is None
+    assert len(lines) == 1 + len(m.nodes) and "shared_1" in lines[-1]
+
+
+def test_summary_prints_like_keras(rng, capsys):
+    x = L.Input((10, 4), name="x")
+    m = fl.Model(x, L.Dense(np.ones((2, 1)), name="out")(L.GlobalAvgPool1D()(L.Conv1D(rng.normal(size=(3, 4, 2)))(x))))
+    m.summary()
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("Model ") and len(out) == 1 + len(m.nodes)
+    assert [line.split()[0] for line in out[1:]] == m.layer_names
+
+
+def test_automatic_layer_names_are_keras_snake_case():
+    from fastlift.layers.base import snake_case
+
+    assert [snake_case(c) for c in ("Conv1D", "GlobalAvgPool1D", "GlobalAveragePooling2D", "BatchNormalization",
+                                    "PReLU", "ZeroPadding1D", "Dense")] == [
+        "conv1d", "global_avg_pool1d", "global_average_pooling2d", "batch_normalization", "p_re_lu",
+        "zero_padding1d", "dense"]
+    layer = L.GlobalMaxPool1D()
+    assert layer.name.split("_")[:3] == ["global", "max", "pool1d"]
 
 
 def test_graph_validation(rng):

@@ -22,6 +22,7 @@ shape). Calling one layer several times shares its weights, as in Keras.
 from __future__ import annotations
 
 import itertools
+import re
 from collections import defaultdict
 
 import numpy as np
@@ -79,7 +80,7 @@ class Layer:
     def __init__(self, name: str | None = None):
         if name is not None and (not isinstance(name, str) or not name):
             raise TypeError(f"name must be a non-empty str; got {name!r}")
-        self.name = name or _auto_name(_snake(type(self).__name__))
+        self.name = name or _auto_name(snake_case(type(self).__name__))
         self._calls = 0
         self.weights: dict[str, np.ndarray] = {}
 
@@ -151,13 +152,12 @@ def sign_split(delta):
     return delta * (delta > 0), delta * (delta < 0)
 
 
-def _snake(name: str) -> str:
-    out = []
-    for i, ch in enumerate(name):
-        if ch.isupper() and i and (not name[i - 1].isupper() or (i + 1 < len(name) and name[i + 1].islower())):
-            out.append("_")
-        out.append(ch.lower())
-    return "".join(out)
+def snake_case(name: str) -> str:
+    """A class name as Keras names its layers automatically: ``Conv1D`` -> ``conv1d``,
+    ``GlobalAveragePooling1D`` -> ``global_average_pooling1d`` (Keras's ``to_snake_case``)."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 def _as_node_tuple(inputs, what: str) -> tuple[Node, ...]:
