@@ -11,6 +11,7 @@ import os
 
 from . import layers, references
 from .explain import Attributions, attribute, deeplift
+from .explainer import Explainer
 from .genomics import dinuc_shuffle
 from .io import load_model
 from .model import Model
@@ -19,6 +20,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Attributions",
+    "Explainer",
     "Model",
     "__version__",
     "attribute",

@@ -5,7 +5,7 @@ import pytest
 
 import fastlift as fl
 from fastlift import layers as L
-from fastlift.explain import profile_weights
+from fastlift.targets import profile_weights
 
 
 def bpnet_mini(length=40, strands=1, seed=0):

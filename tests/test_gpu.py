@@ -23,7 +23,8 @@ from model_zoo import ZOO
 
 import fastlift as fl
 from fastlift.backends import _cuda, get_ops
-from fastlift.backends.ops import Act, Ops
+from fastlift.activations import Act
+from fastlift.backends.ops import Ops
 
 ROOT = Path(__file__).resolve().parent.parent
 REF = Ops()
@@ -204,7 +205,7 @@ def test_cuda_results_do_not_depend_on_batch_size_or_grid(monkeypatch, dtype):
     for batch_size, max_blocks in ((1, _cuda.MAX_BLOCKS), (4, 2), (9, 1), (9, _cuda.MAX_BLOCKS)):
         ops = CupyOps()
         ops.max_blocks = max_blocks
-        monkeypatch.setattr("fastlift.explain.get_ops", lambda *a, ops=ops, **k: ops)
+        monkeypatch.setattr("fastlift.explainer.get_ops", lambda *a, ops=ops, **k: ops)
         res = fl.deeplift(model, x, refs, device="cuda", dtype=dtype, batch_size=batch_size, hypothetical=True)
         runs.append(_leaves(res))
     for other in runs[1:]:
@@ -257,7 +258,7 @@ def test_cuda_results_identical_with_and_without_pinned_staging(monkeypatch, dty
     for pinned in (True, False):
         ops = CupyOps()
         ops.pinned = pinned
-        monkeypatch.setattr("fastlift.explain.get_ops", lambda *a, ops=ops, **k: ops)
+        monkeypatch.setattr("fastlift.explainer.get_ops", lambda *a, ops=ops, **k: ops)
         runs.append(_leaves(fl.deeplift(model, x, refs, device="cuda", dtype=dtype, batch_size=2,
                                         hypothetical=True)))
         assert bool(ops.staging.allocations) == pinned

@@ -7,9 +7,9 @@ never imports CuPy: only device="cuda" or "auto" looks for it, when a backend is
 from __future__ import annotations
 
 from .. import _validate
-from .ops import Act, Geometry, Ops
+from .ops import Ops
 
-__all__ = ["DEVICES", "Act", "Geometry", "Ops", "get_ops"]
+__all__ = ["DEVICES", "Ops", "get_ops"]
 
 #: Accepted ``device`` values. "numpy" selects the slow reference backend (tests, debugging).
 DEVICES = ("auto", "cpu", "cuda", "numpy")

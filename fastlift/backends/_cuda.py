@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .ops import Geometry
+from ..geometry import Geometry
 
 #: Options fastlift passes to NVRTC. CuPy's RawModule adds `CUPY_IMPLICIT_OPTIONS` and
 #: ``-arch=sm_XX`` (the device's architecture) itself.
@@ -258,6 +258,11 @@ class PinnedStaging:
         self.compute_stream = None
         self._stream = None
         self._lock = threading.Lock()
+
+    def release(self):
+        """Drop both pinned buffers (back to CuPy's pinned pool); later copies allocate anew."""
+        with self._lock:
+            self.buffers = {"up": None, "down": None}
 
     @property
     def stream(self):

@@ -22,12 +22,12 @@ import functools
 import math
 import os
 import threading
-import weakref
 
 import numpy as np
 
 from . import _cpu, _pool
-from .ops import Geometry, Ops
+from ..geometry import Geometry
+from .ops import Ops
 
 #: Rows per GEMM call for a (k, n) weight matrix: `gemm_block_rows`. Every block, including a
 #: zero-padded last one, has exactly this many rows.
@@ -89,20 +89,6 @@ DIRECT_MIN_CHANNELS = 16
 ONEHOT_MAX_CHANNELS = 32
 #: Most bytes of freed arrays kept for reuse during a run (`compute_context`).
 POOL_BYTES = 512 * 2**20
-
-
-_LIFETIME: dict[int, dict] = {}  # id(array) -> arrays derived from it, dropped with the array
-_LIFETIME_LOCK = threading.Lock()
-
-
-def _lifetime_cache(owner: np.ndarray) -> dict:
-    """A dict that lives as long as ``owner`` (a read-only array owning its data)."""
-    with _LIFETIME_LOCK:
-        cache = _LIFETIME.get(id(owner))
-        if cache is None:
-            cache = _LIFETIME[id(owner)] = {}
-            weakref.finalize(owner, _LIFETIME.pop, id(owner), None)
-        return cache
 
 
 def _lane_padded(a, dtype):
@@ -239,6 +225,14 @@ class CpuOps(Ops):
         self.n_threads = (os.cpu_count() or 1) if n_threads is None else int(n_threads)
         self._weights: dict = {}  # arrays derived from read-only weights: key -> (owner, array)
 
+    #: `conv_residual_relu` and `conv_adjoint_relu` run in conv_direct's store (AVX-512 CPUs);
+    #: `add_activation` is one threaded pass.
+    fused_ops = frozenset({"add_activation", "conv_residual_relu", "conv_adjoint_relu"})
+
+    def close(self) -> None:
+        """Drop the kernels derived from weights (packed, padded, flipped)."""
+        self._weights.clear()
+
     def compute_context(self):
         """Pin BLAS to one thread and cache freed array blocks for the run (until exit).
 
@@ -304,22 +298,14 @@ class CpuOps(Ops):
         return out
 
     def _derived(self, b, what, make):
-        """``make(b)`` for a read-only ``b`` (the run's weights, `model.WeightCache`), computed
-        once: for the lifetime of b's memory when that is a read-only array owning its data (a
-        layer's weights and their memoized float32 copies, so later runs reuse it: packing the
-        MLP's weights every call cost it a third of its 2-thread gradient speed), else once per
-        CpuOps; every time for a writeable ``b``. The caches keep b's memory alive or are dropped
-        with it, so its address cannot be reused by another array meanwhile."""
+        """``make(b)`` for a read-only ``b`` (a weight the session converted, `model.WeightCache`),
+        computed once for as long as this backend lives (an `Explainer`'s session): packing the
+        MLP's weights every call cost it a third of its 2-thread gradient speed. Every time for a
+        writeable ``b``. The entry keeps b's memory alive, so its address cannot be reused by
+        another array meanwhile."""
         if b.flags.writeable:
             return make(b)
         owner = b.base if isinstance(b.base, np.ndarray) else b
-        if owner.base is None and not owner.flags.writeable:
-            cache = _lifetime_cache(owner)
-            key = (what, b.__array_interface__["data"][0], b.shape, b.strides, b.dtype.str)
-            hit = cache.get(key)
-            if hit is None:
-                hit = cache[key] = make(b)
-            return hit
         key = (what, id(owner), b.__array_interface__["data"][0], b.shape, b.strides, b.dtype.str)
         hit = self._weights.get(key)
         if hit is None:

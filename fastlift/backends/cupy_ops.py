@@ -31,7 +31,9 @@ import math
 import numpy as np
 
 from . import _cuda
-from .ops import Act, Geometry, Ops
+from ..activations import Act
+from ..geometry import Geometry
+from .ops import Ops
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -58,6 +60,9 @@ class CupyOps(Ops):
     #: Host <-> device copies of `asarray` / `to_numpy` go through reused pinned buffers on a copy
     #: stream (`_cuda.PinnedStaging`); False: CuPy's plain (pageable, synchronous) copies.
     pinned = True
+    #: `add_activation` has a kernel; the convolution fusions compose device ops, so they are not
+    #: planned here.
+    fused_ops = frozenset({"add_activation"})
 
     def __init__(self, n_threads: int | None = None):
         super().__init__(n_threads)
@@ -96,6 +101,10 @@ class CupyOps(Ops):
                 yield
         finally:
             staging.compute_stream = previous
+
+    def close(self) -> None:
+        """Give the pinned staging buffers back to CuPy's pinned pool."""
+        self.staging.release()
 
     def memory_budget(self) -> int:
         """Bytes one chunk may use, from the device's free memory (the scheduler sizes chunks by it)."""

@@ -22,61 +22,21 @@ its readable statement, the header its fast one.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
-from enum import IntEnum
 
 import numpy as np
+
+from ..activations import Act
+from ..geometry import Geometry
 
 #: |x - ref| below this falls back to the gradient (the original's NEAR_ZERO_THRESHOLD).
 NEAR_ZERO = 1e-7
 
+#: Working memory one chunk may use on a host backend (activations, multipliers, temporaries).
+CHUNK_BUDGET_BYTES = 512 * 2**20
+
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
 SQRT_2_OVER_PI = 0.79788456080286535587989211986876
-
-
-class Act(IntEnum):
-    """Elementwise activation codes; the same numbers are ``FL_ACT_*`` in ``csrc/fl_math.h``."""
-
-    LINEAR = 0
-    RELU = 1
-    RELU6 = 2
-    LEAKY_RELU = 3  # f = x if x > 0 else alpha*x (PReLU: alpha per feature)
-    ELU = 4  # f = x if x > 0 else alpha*(exp(x) - 1)
-    SELU = 5
-    SIGMOID = 6
-    HARD_SIGMOID = 7  # f = clip(alpha*x + 0.5, 0, 1); Keras 2 alpha=0.2, Keras 3 alpha=1/6
-    TANH = 8
-    SOFTPLUS = 9
-    SOFTSIGN = 10
-    SWISH = 11  # x * sigmoid(x), a.k.a. silu
-    GELU = 12  # exact: x * Phi(x)
-    GELU_TANH = 13  # tanh approximation
-    EXPONENTIAL = 14
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Sliding-window geometry of a convolution or pooling over NHWC input.
-
-    Output cell (i, j) reads input rows ``i*sh - pt + a*dh`` for ``a < kh`` and
-    columns ``j*sw - pl + b*dw`` for ``b < kw``; positions outside the input are
-    padding (zero for convolution, ignored by pooling).
-    """
-
-    h: int
-    w: int
-    c: int
-    kh: int
-    kw: int
-    sh: int = 1
-    sw: int = 1
-    dh: int = 1
-    dw: int = 1
-    pt: int = 0
-    pl: int = 0
-    h_out: int = 0
-    w_out: int = 0
 
 
 def _sigmoid(x):
@@ -105,9 +65,25 @@ class Ops:
     def __init__(self, n_threads: int | None = None):
         self.n_threads = 1 if n_threads is None else int(n_threads)
 
+    # ------------------------------------------------------------ capabilities
+    #: Fused ops this backend runs in one pass. `fastlift.fuse` plans a fusion only where the
+    #: backend lists it; the methods themselves exist on every backend (composed here, same bits).
+    fused_ops: frozenset = frozenset()
+    #: Whether the scheduler builds the next chunk on a host thread while this one computes (a
+    #: backend that computes on a device).
+    prefetch_chunks = False
+
     def compute_context(self):
         """Context manager wrapped around a whole run (CpuOps pins BLAS to one thread)."""
         return contextlib.nullcontext()
+
+    def memory_budget(self) -> int:
+        """Bytes one chunk may use; the scheduler sizes chunks by it."""
+        return CHUNK_BUDGET_BYTES
+
+    def close(self) -> None:
+        """Release what the backend keeps between calls (derived kernels, pinned buffers); an
+        `Explainer` calls it when it closes."""
 
     # ------------------------------------------------------------------ arrays
     def asarray(self, a, dtype):

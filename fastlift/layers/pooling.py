@@ -8,8 +8,10 @@ guided-backprop rules always use ``gradient``.
 
 from __future__ import annotations
 
+from ..geometry import window_geometry
+from ..rules import Rule
 from .base import Layer, as_int_tuple
-from .conv import _Spatial, window_geometry
+from .conv import _Spatial
 from .core import _check_data_format
 
 
@@ -49,27 +51,27 @@ class _Pool(_Spatial, Layer):
     def _out(self, ops, y):
         if self.is_global:
             return y.reshape(y.shape[0], y.shape[-1])
-        return self._from_nhwc(ops, y)
+        return self.from_nhwc(ops, y)
 
     def _in(self, ops, m, g):
         if self.is_global:
             return m.reshape(m.shape[0], 1, 1, g.c)
-        return self._to_nhwc(ops, m)
+        return self.to_nhwc(ops, m)
 
     def forward(self, ops, xs, w):
         x = xs[0]
-        g = self._geoms[x.shape[1:]]
-        x = self._to_nhwc(ops, x)
+        g = self.geometry(x.shape[1:])
+        x = self.to_nhwc(ops, x)
         y = ops.max_pool_forward(x, g) if self.is_max else ops.avg_pool_forward(x, g)
         return self._out(ops, y)
 
     def adjoint(self, ops, m, node):  # average pooling only
-        g = self._geoms[node.inputs[0].shape]
+        g = self.geometry(node.inputs[0].shape)
         if self.is_global:  # every cell gets m / (h·w): a broadcast, no window bookkeeping
             share = (m * m.dtype.type(1.0 / (g.h * g.w))).reshape(m.shape[0], 1, 1, g.c)
             grad = ops.xp.ascontiguousarray(ops.xp.broadcast_to(share, (m.shape[0], g.h, g.w, g.c)))
-            return [self._from_nhwc(ops, grad)]
-        return [self._from_nhwc(ops, ops.avg_pool_backward(self._in(ops, m, g), g))]
+            return [self.from_nhwc(ops, grad)]
+        return [self.from_nhwc(ops, ops.avg_pool_backward(self._in(ops, m, g), g))]
 
     def gradient_reads(self, node):
         return tuple(node.inputs) if self.is_max else ()  # the window's argmax
@@ -77,14 +79,12 @@ class _Pool(_Spatial, Layer):
     def backward(self, node, m, ctx):
         if not self.is_max:
             return Layer.backward(self, node, m, ctx)
-        from ..rules import Rule
-
         ops = ctx.ops
         (src,) = node.inputs
-        g = self._geoms[src.shape]
+        g = self.geometry(src.shape)
         exact = ctx.max_pool_exact and ctx.rule(node) not in (Rule.GRADIENT, Rule.GUIDED_BACKPROP)
-        x, r = self._to_nhwc(ops, ctx.x(src)), self._to_nhwc(ops, ctx.r(src))
-        route = lambda a: self._from_nhwc(
+        x, r = self.to_nhwc(ops, ctx.x(src)), self.to_nhwc(ops, ctx.r(src))
+        route = lambda a: self.from_nhwc(
             ops, ops.max_pool_backward(self._in(ops, a, g), x, r, ctx.pair_x, ctx.pair_r, g, exact))
         pos, neg = m
         return [(route(pos), None if neg is None else route(neg))]

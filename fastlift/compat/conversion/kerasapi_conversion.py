@@ -21,7 +21,7 @@ import sys
 
 from ... import layers as L
 from ...io.loader import read_keras
-from ...layers.conv import _Conv
+from ...layers.conv import Convolution
 from .. import layers as dl_layers
 from .. import models
 from ..layers import (
@@ -164,7 +164,7 @@ def _resolve_genomics_default(node, layer, by_node, verbose):
     prev = by_node[src.name]
     if verbose:
         print(f"For layer {layer.name} the preceding linear layer is {prev.name} of type {type(prev).__name__};")
-    if isinstance(src.layer, _Conv):
+    if isinstance(src.layer, Convolution):
         mode = NonlinearMxtsMode.Rescale
     elif isinstance(src.layer, L.Dense):
         mode = NonlinearMxtsMode.RevealCancel
