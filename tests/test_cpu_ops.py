@@ -329,7 +329,7 @@ def test_conv_forward_is_the_unfused_gemm_bit_for_bit(g, dtype, n_out, rng):
     x = rng.standard_normal((23, g.h, g.w, g.c)).astype(dtype)
     kernel = rng.standard_normal((g.kh * g.kw * g.c, n_out)).astype(dtype)
     tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {}
-    like = (lambda a, b, dt: close(a, b, dt, **tol)) if CPU.conv_runs_direct(g) else same
+    like = (lambda a, b, dt: close(a, b, dt, **tol)) if CPU._conv_runs_direct(g) else same
     with CPU.compute_context():
         got = CPU.conv_forward(x, kernel, g)
         cols = CPU.im2col(x, g)
@@ -392,7 +392,7 @@ def test_conv_direct_is_the_convolution(g, dtype, n_out, rng):
     same(masked, REF.gradient_backward(Act.RELU, a, z_in, rows, np.zeros(1, dtype)), dtype)
     for isa in ("base", "avx2", "avx512"):
         close(_cpu.conv_direct(x, wp, g, n_out, 1, bias_pad, isa), got, dtype, **tol)
-    if CPU.conv_runs_direct(g):  # CpuOps packs the same way
+    if CPU._conv_runs_direct(g):  # CpuOps packs the same way
         with CPU.compute_context():
             same(CPU.conv_forward(x, kernel, g, bias), got, dtype)
 

@@ -20,10 +20,11 @@ from cuda_emu import cases, emu, fake_cupy
 from model_zoo import ZOO
 
 import fastlift as fl
-from fastlift.backends import _cuda
-from fastlift.backends.cupy_ops import HOST_ROUND_TRIP_OPS, CupyOps
 from fastlift.activations import Act
+from fastlift.backends import _cuda
+from fastlift.backends.cupy_ops import CupyOps
 from fastlift.backends.ops import Ops
+from fastlift.geometry import Geometry
 
 ROOT = Path(__file__).resolve().parent.parent
 BAD = Path(__file__).resolve().parent / "cuda_emu" / "bad_kernels"
@@ -88,15 +89,39 @@ def test_signature_table_matches_compiled_kernels(device, op):
         assert got == _expected_signature(op, ctype), (op, ctype)
 
 
-def test_every_kernel_op_runs_a_kernel_not_a_host_round_trip():
-    """Every op with a CUDA kernel (and matmul/softmax, device code) is CupyOps' own. Ops that a
-    later issue adds to `Ops` without a kernel here are inherited as host round-trips: they work,
-    slowly, and HOST_ROUND_TRIP_OPS lists them (empty when this was written)."""
-    own = set(_cuda.MODULE_OF) | {"matmul", "softmax_forward", "asarray", "to_numpy", "compute_context",
-                                  "conv_forward", "conv_adjoint", "add",  # compositions of device ops
-                                  "conv_skips_zeros"}
-    assert not own & set(HOST_ROUND_TRIP_OPS)
-    assert own <= set(vars(CupyOps))
+#: What CupyOps implements besides its kernels: cuBLAS, the device's arrays and its run context.
+DEVICE_OWN = {"matmul", "asarray", "to_numpy", "compute_context", "close", "memory_budget"}
+
+
+def public_methods(cls):
+    return {name for name in vars(cls) if not name.startswith("_") and callable(vars(cls)[name])}
+
+
+def test_cupy_ops_overrides_only_what_has_a_kernel():
+    """Every op with a CUDA kernel is CupyOps' own; every other op is `Ops`' code written against
+    ``self.xp`` (it runs on the device), not an override."""
+    assert public_methods(CupyOps) == set(_cuda.MODULE_OF) | DEVICE_OWN
+
+
+def test_ops_without_a_kernel_run_on_the_device(device):
+    """The composed and kernel-less ops (convolutions, softmax, add) and dtypes without a kernel run
+    as device code: results are device arrays and equal the oracle's; the strict stand-in would
+    raise on any host/device mixing."""
+    ops = emulated(device)
+    rng = np.random.default_rng(3)
+    g = Geometry(h=1, w=9, c=3, kh=1, kw=3, pl=1, h_out=1, w_out=9)
+    x, k, b = rng.standard_normal((2, 1, 9, 3)), rng.standard_normal((9, 4)), rng.standard_normal(4)
+    dev = lambda a: ops.asarray(a, a.dtype)  # noqa: E731
+    for name, args in [("conv_forward", (x, k, g, b)), ("conv_adjoint", (rng.standard_normal((2, 1, 9, 4)), k, g)),
+                       ("softmax_forward", (rng.standard_normal((3, 5)),)),
+                       ("add", (rng.standard_normal((3, 5)), rng.standard_normal((3, 5))))]:
+        got = getattr(ops, name)(*[dev(a) if isinstance(a, np.ndarray) else a for a in args])
+        assert isinstance(got, fake_cupy.DevArray), name
+        np.testing.assert_allclose(ops.to_numpy(got), getattr(REF, name)(*args), rtol=1e-12, atol=1e-12)
+    ints = np.arange(12, dtype=np.int32).reshape(1, 2, 2, 3)
+    pooled = ops.max_pool_forward(ints, Geometry(h=2, w=2, c=3, kh=2, kw=2, h_out=1, w_out=1))
+    assert isinstance(pooled, fake_cupy.DevArray) and pooled.dtype == np.int32
+    np.testing.assert_array_equal(ops.to_numpy(pooled), [[[[9, 10, 11]]]])
 
 
 # --------------------------------------------------------------------------- every kernel vs the oracle

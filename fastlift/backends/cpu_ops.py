@@ -395,7 +395,7 @@ class CpuOps(Ops):
         None) is added to the result, by conv_direct as it stores each value."""
         dt = np.result_type(x, kernel)
         if addend is not None:
-            if self.conv_runs_direct(g) and dt in _FLOATS and addend.dtype == dt:
+            if self._conv_runs_direct(g) and dt in _FLOATS and addend.dtype == dt:
                 addend = _rows(addend.reshape(-1, kernel.shape[1]), dt)
             else:
                 return self.add(addend.reshape(-1, kernel.shape[1]), self._conv_dense(x, kernel, g, bias))
@@ -403,7 +403,7 @@ class CpuOps(Ops):
             return super().conv_forward(x, kernel, g, bias)
         k, n = kernel.shape
         x = _nhwc(x, dt, g)
-        if self.conv_runs_direct(g):
+        if self._conv_runs_direct(g):
             if bias is not None:
                 bias = _lane_padded(np.asarray(bias).reshape(n), dt)
             return _cpu.conv_direct(x, self._direct_kernel(np.asarray(kernel, dtype=dt)), g, n,
@@ -421,7 +421,7 @@ class CpuOps(Ops):
         """In one pass where `conv_forward` would run the direct tiles for every row (no one-hot or
         sparse rows possible): the ReLU and the Add happen in the tiles' store."""
         dt, n = np.result_type(x, kernel), kernel.shape[1]
-        if (dt not in _FLOATS or residual.dtype != dt or not self.conv_runs_direct(g)
+        if (dt not in _FLOATS or residual.dtype != dt or not self._conv_runs_direct(g)
                 or g.c <= ONEHOT_MAX_CHANNELS or self.conv_skips_zeros(g)):
             return super().conv_residual_relu(x, kernel, g, bias, residual)
         b = None if bias is None else _lane_padded(np.asarray(bias).reshape(n), dt)
@@ -429,7 +429,7 @@ class CpuOps(Ops):
                                 self.n_threads, b, _ISA, None, _rows(residual.reshape(-1, n), dt))
 
     @staticmethod
-    def conv_runs_direct(g: Geometry) -> bool:
+    def _conv_runs_direct(g: Geometry) -> bool:
         """Whether `_conv_dense` runs `_cpu.conv_direct` for this geometry (see `DIRECT_MIN_CHANNELS`)."""
         return _ISA == "avx512" and g.c >= DIRECT_MIN_CHANNELS
 
@@ -495,7 +495,7 @@ class CpuOps(Ops):
         if (dt in _FLOATS and addend.dtype == dt and z.dtype == dt
                 and g.kh * g.kw * g.c < SPARSE_MIN_TAPS_CHANNELS):
             flipped = self._flipped(np.asarray(kernel, dtype=dt), g)
-        if flipped is None or not self.conv_runs_direct(flipped[1]):
+        if flipped is None or not self._conv_runs_direct(flipped[1]):
             return super().conv_adjoint_relu(m, kernel, g, addend, z)
         wf, gt = flipped
         shape = (m.shape[0], g.h, g.w, g.c)
