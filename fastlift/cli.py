@@ -134,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--bigwig", help="also write per-base projected scores (summed over the bases) as a bigWig "
                                       "(needs pyBigWig; FASTA+BED runs)")
     run.add_argument("--quiet", action="store_true", help="no progress bar or messages on stderr")
+    from .report import add_parser as add_report_parser
+
+    add_report_parser(sub)
     return parser
 
 
@@ -266,6 +269,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command == "explain":
         return _explain(args, parser)
+    if args.command == "report":
+        from . import report
+
+        return report.main(args)
     if args.command == "demo":
         if args.length < 10:
             print("fastlift demo: --length must be at least 10 to hold a motif", file=sys.stderr)
