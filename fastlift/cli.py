@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="compute device (default auto)")
     demo.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: all cores)")
     demo.add_argument("--out", default=None, help="also save sequences, planted mask and contributions to this .npz")
+    demo.add_argument("--report", default=None, help="write the scan's HTML report here (default: report.html in "
+                      "a new temporary folder; needs matplotlib)")
 
     ex = sub.add_parser("explain", help="score regions of a genome (or a one-hot array) into modisco-ready files",
                         description=EXPLAIN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -546,3 +546,18 @@ def test_regions_table_sorts_in_chromium(tmp_path):
     assert dom.body["data-descending"] == ",".join(map(str, ranking))
     assert dom.body["data-ascending"] == ",".join(map(str, ranking[::-1]))
     assert dom.body["data-by-row"] == ",".join(map(str, sorted(ranking)))
+
+
+# ----------------------------------------------------------------------------- the demo
+
+
+def test_demo_writes_a_report_and_prints_its_path(tmp_path, capsys):
+    out = tmp_path / "demo.html"
+    assert cli.main(["demo", "--n", "10", "--length", "40", "--refs", "2", "--report", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "deeplift rescale" in text and "auROC" in text                      # the demo's own table
+    assert text.rstrip().endswith(f"HTML report of the scan (logos, tracks, summation-to-delta): {out}")
+    page = read_page(out)
+    assert page.heads == ["counts", "profile"] and len(page.of_class("logo")) == 20
+    assert cli.main(["demo", "--n", "10", "--length", "40", "--report", str(tmp_path / "no" / "r.html")]) == 1
+    assert "directory does not exist" in capsys.readouterr().err
