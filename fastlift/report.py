@@ -73,7 +73,7 @@ class Region:
 # ----------------------------------------------------------------------------- arguments
 
 
-_INTERVAL = re.compile(r"^(?P<chrom>[^\s:,]+):(?P<start>\d+)-(?P<end>\d+)$")
+_INTERVAL = re.compile(r"^(?P<chrom>\S+):(?P<start>\d+)-(?P<end>\d+)$")   # chrom may hold ':' (HLA contigs)
 
 
 def parse_regions(text: str) -> list[Interval]:
@@ -91,14 +91,19 @@ def parse_regions(text: str) -> list[Interval]:
     return out
 
 
-def _count(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer; got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer; got {text!r}")
-    return value
+def _int_at_least(minimum):
+    what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}; got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}; got {text!r}")
+        return value
+
+    return parse
 
 
 DESCRIPTION = """\
@@ -125,11 +130,11 @@ def add_parser(sub) -> None:
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scores", nargs="+", metavar="SCORES", help="score file(s), or the scan's --out name")
     p.add_argument("--out", required=True, help="the HTML file to write")
-    p.add_argument("--top", type=_count, default=10, help="regions shown per head (default 10)")
+    p.add_argument("--top", type=_int_at_least(1), default=10, help="regions shown per head (default 10)")
     p.add_argument("--regions", type=parse_regions, default=None, metavar="CHR:START-END,...",
                    help="show the regions overlapping these intervals instead of the strongest overall "
                         "(strongest first, at most --top); the logo window is centred inside the interval")
-    p.add_argument("--flank", type=_count, default=15,
+    p.add_argument("--flank", type=_int_at_least(0), default=15,
                    help="bases either side of the strongest position in the logo (default 15)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -208,6 +213,10 @@ def write_report(paths, out: str, *, top: int = 10, regions: list[Interval] | No
         paths = [paths]
     if not paths:
         raise ReportError("no score file given")
+    if top < 1 or flank < 0:
+        raise ReportError(f"top must be >= 1 and flank >= 0; got top={top}, flank={flank}")
+    if any(os.path.realpath(out) == os.path.realpath(p) for p in paths):
+        raise ReportError(f"--out {out} is one of the score files; name another file for the page")
     _import_plotting()
     readers = []
     try:
@@ -220,7 +229,7 @@ def write_report(paths, out: str, *, top: int = 10, regions: list[Interval] | No
                 raise ReportError(f"--regions needs genome coordinates; {path} is an --input run (rows, "
                                   "no coordinates)")
         selected = [_select(r, top, regions, flank, progress) for r in readers]
-        if regions and not any(selected):
+        if regions and not any(regions for regions, _ in selected):
             raise ReportError("no scored region overlaps --regions " + ",".join(map(str, regions)))
         directory = os.path.dirname(os.path.abspath(out))
         if not os.path.isdir(directory):
@@ -247,15 +256,17 @@ def _import_plotting():
                           "pip install 'fastlift[plot]'") from None
 
 
-def _select(reader, top, intervals, flank, progress) -> list[Region]:
+def _select(reader, top, intervals, flank, progress) -> tuple[list[Region], int]:
     """The ``top`` regions by total |contribution| (overlapping ``intervals`` if given), in one
-    streaming pass; ties go to the earlier row. Then each one's summary from its own row."""
+    streaming pass; ties go to the earlier row. Then each one's summary from its own row.
+    Regions whose scores are not finite (float16 overflow) are counted, not ranked."""
     from .scan import _Progress
 
     names = ["projected_scores"] + (["coords_chrom", "coords_start", "coords_end"] if intervals else [])
     best_rows = np.empty(0, np.int64)
     best_total = np.empty(0, np.float64)
     best_hit = np.empty(0, np.int64)                       # index of the interval a region overlaps
+    n_not_finite = 0
     bar = _Progress(reader.n_done, 0) if progress else None
     if bar is not None:
         sys.stderr.write(f"ranking the regions of {reader.path}\n")
@@ -263,11 +274,11 @@ def _select(reader, top, intervals, flank, progress) -> list[Region]:
         proj = block["projected_scores"]
         total = np.abs(proj.astype(np.float32, copy=False)).sum(axis=(1, 2), dtype=np.float64)
         rows = np.arange(lo, hi, dtype=np.int64)
-        hit = np.full(hi - lo, -1, np.int64)
-        if intervals:
-            hit = _first_overlap(block, intervals)
-            keep = hit >= 0
-            rows, total, hit = rows[keep], total[keep], hit[keep]
+        hit = _first_overlap(block, intervals) if intervals else np.full(hi - lo, -1, np.int64)
+        finite = np.isfinite(total)
+        n_not_finite += int((~finite).sum())
+        keep = finite & (hit >= 0) if intervals else finite
+        rows, total, hit = rows[keep], total[keep], hit[keep]
         rows, total = np.concatenate([best_rows, rows]), np.concatenate([best_total, total])
         hit = np.concatenate([best_hit, hit])
         order = np.lexsort((rows, -total))[:top]
@@ -288,7 +299,7 @@ def _select(reader, top, intervals, flank, progress) -> list[Region]:
         region.net = float(per_pos.sum())
         region.delta = reader.delta(region.row)
         out.append(region)
-    return out
+    return out, n_not_finite
 
 
 def _first_overlap(block, intervals) -> np.ndarray:
@@ -512,8 +523,8 @@ def _write_page(f, readers, selected, top, intervals, flank) -> None:
                 f"<td>{_esc(r.compression or 'uncompressed')}</td></tr>\n")
     f.write("</tbody></table></section>\n")
 
-    for k, (reader, regions) in enumerate(zip(readers, selected)):
-        _write_head(f, reader, regions, _head_id(reader, k), shared)
+    for k, (reader, (regions, n_not_finite)) in enumerate(zip(readers, selected)):
+        _write_head(f, reader, regions, n_not_finite, _head_id(reader, k), shared)
     f.write(f"<script>{SORT_SCRIPT}</script>\n</body></html>\n")
 
 
@@ -523,7 +534,7 @@ def _params_table(params) -> str:
     return f'<table class="params"><tbody>\n{rows}</tbody></table>\n'
 
 
-def _write_head(f, reader, regions, hid, shared) -> None:
+def _write_head(f, reader, regions, n_not_finite, hid, shared) -> None:
     f.write(f'<section class="head" id="{hid}" data-head="{_esc(reader.target)}">\n'
             f"<h2>Head: {_esc(reader.target)}</h2>\n")
     own = {k: v for k, v in reader.params.items() if k not in shared}
@@ -540,6 +551,9 @@ def _write_head(f, reader, regions, hid, shared) -> None:
         f.write("<p>No finite summation-to-delta value (a gradient-rule run stores none).</p>\n")
 
     f.write(f"<h3>Regions ({len(regions)})</h3>\n")
+    if n_not_finite:
+        f.write(f'<p class="note">{n_not_finite} region(s) have scores that are not finite (inf or NaN, e.g. '
+                "beyond float16's range: rescan with --score-dtype float32) and are left out.</p>\n")
     if not regions:
         f.write("<p>No region to show.</p></section>\n")
         return

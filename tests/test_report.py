@@ -16,7 +16,7 @@ import pytest
 from fastlift import cli
 from fastlift.io import score_reader
 from fastlift.io.scores import ScoreLayout, ScoreWriter, compress_score_file, create_score_file
-from fastlift.report import write_report
+from fastlift.report import Interval, parse_regions, write_report
 
 BASES = "ACGT"
 MOTIF = "TGACTCA"
@@ -271,13 +271,47 @@ def test_bad_regions_are_refused(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_parse_regions_takes_the_last_colon():
+    got = parse_regions("HLA-A*01:01:1-20, chr2:0-5")
+    assert got == [Interval("HLA-A*01:01", 1, 20), Interval("chr2", 0, 5)]
+
+
+def test_bad_counts_and_outputs_are_refused(tmp_path, capsys):
+    path = tmp_path / "scores.h5"
+    make_scores(path)
+    for args in (("--top", "0"), ("--flank", "-1"), ("--top", "x")):
+        with pytest.raises(SystemExit) as e:
+            report(path, "--out", tmp_path / "r.html", *args)
+        assert e.value.code == 2 and args[0] in capsys.readouterr().err
+    before = path.read_bytes()
+    assert report(path, "--out", path) == 1
+    assert "is one of the score files" in capsys.readouterr().err
+    assert path.read_bytes() == before
+
+
+def test_regions_with_scores_beyond_float16_are_left_out_with_a_note(tmp_path):
+    path, out = tmp_path / "scores.h5", tmp_path / "report.html"
+    make_scores(path, planted=7, score_dtype="float16")
+    with h5py.File(path, "r+") as f:                      # as a scan whose scores overflowed float16
+        row = f["projected_scores"][3]
+        row[10, :] = np.inf
+        f["projected_scores"][3] = row
+    assert report(path, "--out", out, "--top", 4) == 0
+    page = read_page(out)
+    finite = [r for r in expected_ranking(path, 30) if r != 3]       # inf sorts first: row 3 would lead
+    assert page.table_rows("profile") == finite[:4]
+    assert "1 region(s) have scores that are not finite" in "".join(page.notes)
+
+
 def test_incomplete_scan_reports_the_scored_rows(tmp_path):
     path, out = tmp_path / "scores.h5", tmp_path / "report.html"
     make_scores(path, planted=25, n_done=20)            # the planted region is not scored yet
-    assert report(path, "--out", out, "--top", 30) == 0
+    assert report(path, "--out", out, "--top", 4) == 0
     page = read_page(out)
-    rows = page.table_rows("profile")
-    assert sorted(rows) == list(range(20))
+    assert page.table_rows("profile") == expected_ranking(path, 4)          # of the first 20 rows only
+    with h5py.File(path, "r") as f:
+        total = np.abs(f["projected_scores"][()].astype(np.float64)).sum(axis=(1, 2))
+    assert int(np.argmax(total)) == 25 and 25 not in page.table_rows("profile")
     assert "incomplete: 20 of 30 regions are scored" in "".join(page.notes)
 
 
@@ -396,7 +430,7 @@ def test_ranking_reads_bounded_blocks_and_does_not_depend_on_them(tmp_path, monk
 
 BIG_SCRIPT = textwrap.dedent("""
     import resource, sys
-    from fastlift.report import write_report
+    from fastlift.report import Interval, parse_regions, write_report
     write_report(sys.argv[1], sys.argv[2] + ".warm.html", top=2)       # imports and first figures
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     write_report(sys.argv[3], sys.argv[2], top=5)
