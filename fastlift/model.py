@@ -16,7 +16,8 @@ or load one from a Keras file with `fastlift.load_model` (issue 3).
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
