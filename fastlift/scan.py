@@ -16,6 +16,7 @@ which chunks are computed in this process).
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import numbers
@@ -213,14 +214,57 @@ class ArraySource:
 
 
 def model_fingerprint(model: Model) -> str:
-    """Digest of a model's graph and weights (resume refuses a different model)."""
+    """Digest of everything that defines a model's outputs; resume refuses a different one.
+
+    Covers the graph (node names, input and output lists, shapes, wiring) and, for every layer,
+    its class, its hyper-parameters (`Layer.config` and every public attribute: activation,
+    padding, dilation, strides, data layout, ...) and the bytes of its weights. Private
+    attributes (``_name``) are caches a run fills in and are left out, so a model digests the
+    same before and after it is used.
+    """
     h = hashlib.sha256()
+    h.update(json.dumps({"inputs": model.input_names, "outputs": model.output_names}).encode())
     for node in model.nodes:
-        h.update(f"{node.name}|{type(node.layer).__name__}|{node.shape}|{[i.name for i in node.inputs]}".encode())
-        for k in sorted(node.layer.weights):
-            w = np.ascontiguousarray(node.layer.weights[k])
+        layer = node.layer
+        described = {
+            "node": node.name, "layer": layer.name, "shape": list(node.shape),
+            "inputs": [i.name for i in node.inputs],
+            "class": f"{type(layer).__module__}.{type(layer).__qualname__}",
+            "config": _canonical(layer.config()),
+            "attributes": {k: _canonical(v) for k, v in vars(layer).items()
+                           if not k.startswith("_") and k not in ("weights", "name")},
+        }
+        h.update(json.dumps(described, sort_keys=True).encode())
+        for k in sorted(layer.weights):
+            w = np.ascontiguousarray(layer.weights[k])
             h.update(k.encode() + str(w.dtype).encode() + str(w.shape).encode() + w.tobytes())
     return h.hexdigest()[:16]
+
+
+def _canonical(value, depth=0):
+    """A JSON-able, address-free description of a hyper-parameter value (exact for floats)."""
+    if depth > 8:
+        raise ValueError("model_fingerprint: layer attributes nest too deeply to describe")
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, enum.Enum):
+        return f"{type(value).__qualname__}.{value.name}"
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value).hex()
+    if isinstance(value, np.ndarray):
+        a = np.ascontiguousarray(value)
+        return {"dtype": a.dtype.str, "shape": list(a.shape), "sha256": hashlib.sha256(a.tobytes()).hexdigest()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v, depth + 1) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _canonical(v, depth + 1) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    kind = f"{type(value).__module__}.{type(value).__qualname__}"
+    if hasattr(value, "__dict__"):
+        return {"type": kind, "attributes": {k: _canonical(v, depth + 1) for k, v in vars(value).items()
+                                             if not k.startswith("_")}}
+    return {"type": kind, "repr": repr(value)}
 
 
 def _jsonable(t):

@@ -495,3 +495,33 @@ def test_bigwig_of_projected_scores(model, tmp_path):
     np.testing.assert_allclose(bw.values("chr1", 168, 232), per_base[3], rtol=1e-6)
     np.testing.assert_allclose(bw.values("chr2", 478, 542), per_base[0], rtol=1e-6)
     assert n == 4 * WIDTH - (1032 - 998)
+
+
+# ----------------------------------------------------------------------------- what --resume compares
+
+
+def _small_model(activation="relu", padding="same", dilation=1, strides=1, weights_seed=0, data_format=None):
+    from fastlift import layers as L
+
+    rng = np.random.default_rng(weights_seed)
+    x = L.Input((WIDTH, 4), name="seq")
+    h = L.Conv1D(rng.normal(size=(5, 4, 6)) * 0.3, rng.normal(size=6) * 0.1, padding=padding,
+                 dilation_rate=dilation, strides=strides, name="conv")(x)
+    h = L.Activation(activation, name="act")(h)
+    h = L.GlobalAvgPool1D(name="pool")(h)
+    return fl.Model(x, L.Dense(rng.normal(size=(6, 1)), np.zeros(1), name="out")(h), name="small")
+
+
+@pytest.mark.parametrize("change", [{"activation": "tanh"}, {"padding": "causal"}, {"dilation": 2},
+                                    {"weights_seed": 1}])
+def test_resume_refuses_a_model_that_differs_in_one_setting(genome, tmp_path, change):
+    """Activation, padding and dilation define the outputs as much as the weights do: a model that
+    differs in any of them must not continue another model's file."""
+    fasta, bed, _ = genome
+    out = str(tmp_path / "m.h5")
+    base = _small_model()
+    run(base, fasta, bed, out, references="zeros")
+    assert S.model_fingerprint(_small_model()) == S.model_fingerprint(base)  # stable: rebuilt, after a run
+    with pytest.raises(S.ScanError, match="other parameters.*model"):
+        run(_small_model(**change), fasta, bed, out, references="zeros", resume=True)
+    assert run(_small_model(), fasta, bed, out, references="zeros", resume=True).n_scored == 0
