@@ -38,6 +38,7 @@ from .io.scores import (
     ScoreLayout,
     ScoreWriter,
     create_score_file,
+    iter_rows,
     read_header,
 )
 from .model import Model
@@ -165,6 +166,12 @@ class FastaBedSource:
                   "region_line": np.array([r.line for r in regions], dtype=np.int64)}
         return Chunk(lo, onehot, (tokens == 4).sum(axis=1).astype(np.int32), coords)
 
+    def where(self, chunk, e) -> str:
+        """Row ``e`` of ``chunk`` in the user's words: BED file and line, and the window."""
+        c = chunk.coords
+        return (f"{self.bed}:{int(c['region_line'][e])}, {c['coords_chrom'][e].decode()}:"
+                f"{int(c['coords_start'][e])}-{int(c['coords_end'][e])}")
+
     def close(self):
         self.fasta.close()
 
@@ -203,6 +210,9 @@ class ArraySource:
             onehot = x.astype(np.uint8)
             yield Chunk(lo, onehot, (onehot.sum(axis=-1) == 0).sum(axis=1).astype(np.int32),
                         {"input_row": np.arange(lo, lo + len(x), dtype=np.int64)})
+
+    def where(self, chunk, e) -> str:
+        return f"row {chunk.lo + e} of {self.path or 'X'}"
 
     def close(self):
         f = getattr(self.X, "file", None)  # an HDF5 dataset from read_input_array: close its file
@@ -405,6 +415,9 @@ def scan(model: Model, source, out: str, *, references="dinuc:20", rule: str = "
     if start == layout.n_regions:  # (also for files compressed after completion: no writer needed)
         say(f"{', '.join(paths)}: already complete ({layout.n_regions} regions)")
         return ScanResult(paths, layout.n_regions, start, 0, source.n_skipped, 0, 0.0, 0.0)
+    if start:
+        say(f"checking that the {start} regions already scored read the same sequences now")
+        _check_scored_sequences(source, paths[0], start, chunk_size)
     writers = [ScoreWriter(p) for p in paths]
     try:
         if start:
@@ -490,6 +503,27 @@ def _check_resumable(path, layout, params):
     found = {k: v for k, v in head["datasets"].items() if k != "n_done"}
     if {k: (tuple(s), d) for k, (s, d) in found.items()} != expected:
         raise ScanError(f"--resume: {path} does not have the layout this run writes; use --overwrite")
+
+
+def _check_scored_sequences(source, path, n_done, chunk_size):
+    """Compare the one-hot rows ``[0, n_done)`` of ``path`` with the windows ``source`` gives now.
+
+    The parameters record the region file's digest and the genome's index, not its letters: a
+    FASTA edited in place (same size, same index) would otherwise continue with windows of
+    another genome. Reading the windows again costs about what reading them for the scan did.
+    """
+    stored = iter_rows(path, "input_seqs", n_done, chunk_size)
+    for chunk, (lo, rows) in zip(source.chunks(0, chunk_size), stored):
+        now = chunk.onehot[:len(rows)]
+        if lo != chunk.lo or len(now) != len(rows):
+            raise ScanError(f"--resume: {path} has {n_done} regions scored, the input now has fewer; "
+                            "use --overwrite to start again")
+        same = (now == rows.view(np.uint8)).all(axis=(1, 2))
+        if not same.all():
+            e = int(np.argmin(same))
+            raise ScanError(f"--resume: {path}: region {lo + e} ({source.where(chunk, e)}) reads other bases "
+                            "now than when it was scored: the genome or input changed; restore it, or use "
+                            "--overwrite to start again")
 
 
 def _check_space(path, needed):

@@ -525,3 +525,33 @@ def test_resume_refuses_a_model_that_differs_in_one_setting(genome, tmp_path, ch
     with pytest.raises(S.ScanError, match="other parameters.*model"):
         run(_small_model(**change), fasta, bed, out, references="zeros", resume=True)
     assert run(_small_model(), fasta, bed, out, references="zeros", resume=True).n_scored == 0
+
+
+def _complement_in_place(fasta):
+    """Complement every base of a FASTA file without changing its size or line layout."""
+    with open(fasta, "rb") as f:
+        lines = f.read().split(b"\n")
+    table = bytes.maketrans(b"ACGTacgt", b"TGCAtgca")
+    with open(fasta, "wb") as f:
+        f.write(b"\n".join(line if line.startswith(b">") else line.translate(table) for line in lines))
+
+
+def test_resume_refuses_a_genome_whose_bases_changed(model, genome, tmp_path, monkeypatch):
+    """Same size, same index, other letters: the regions already scored would come from the old
+    genome, so the resume compares them with the windows it reads now and stops."""
+    fasta, bed, _ = genome
+    out = str(tmp_path / "g.h5")
+    with monkeypatch.context() as m:
+        _crash_after(m, 2)
+        with pytest.raises(Crash):
+            run(model, fasta, bed, out, chunk_size=4)
+    assert io_scores.read_header(out)["n_done"] == 8
+    size, fai = os.path.getsize(fasta), G.read_fai(fasta + ".fai")
+    _complement_in_place(fasta)
+    assert os.path.getsize(fasta) == size
+    with pytest.raises(S.ScanError, match=r"--resume: .*g\.h5: region 0 \(.*regions\.bed:2, chr1:\d+-\d+\) reads "
+                                          r"other bases now than when it was scored.*--overwrite"):
+        run(model, fasta, bed, out, resume=True)
+    assert G.read_fai(fasta + ".fai") == fai and io_scores.read_header(out)["n_done"] == 8
+    _complement_in_place(fasta)  # back to the genome it was scored with: resumes
+    assert run(model, fasta, bed, out, resume=True).resumed_from == 8

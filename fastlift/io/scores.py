@@ -330,6 +330,15 @@ def load_scores(path: str, names=None, start: int = 0, stop: int | None = None) 
     return out
 
 
+def iter_rows(path: str, name: str, stop: int, size: int):
+    """Yield ``(lo, rows)`` of dataset ``name``: rows ``[lo, lo + size)`` for lo = 0, size, ...
+    up to ``stop``, read through one open file (memory: ``size`` rows)."""
+    with h5py.File(path, "r") as f:
+        d = f[name]
+        for lo in range(0, min(stop, d.shape[0]), size):
+            yield lo, d[lo:min(lo + size, stop)]
+
+
 def read_input_array(path: str, key: str | None = None):
     """A one-hot array from ``.npy``, ``.npz`` (key, or its only / ``arr_0`` member) or ``.h5``
     (key, or ``input_seqs``, or the only dataset). HDF5 datasets are returned as h5py
