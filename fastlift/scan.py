@@ -277,6 +277,39 @@ def _canonical(value, depth=0):
     return {"type": kind, "repr": repr(value)}
 
 
+def compute_description(device: str, n_threads=None) -> dict:
+    """What computes the scores: the backend ``device`` resolves to here and, on the host, the
+    vector ISA of the kernels and the BLAS kernels loaded. Outputs are bitwise reproducible
+    for one description, not across them (numpy and cpu differ in the last bits, as can two
+    ISAs or BLAS kernel sets), so a resume refuses a change."""
+    from .backends import get_ops
+
+    ops = get_ops(device, n_threads)
+    out = {"backend": ops.name}
+    if ops.name == "cpu":
+        from .backends import _cpu
+
+        out["isa"] = _cpu.isa()
+    if ops.name in ("cpu", "numpy"):
+        from threadpoolctl import ThreadpoolController
+
+        out["blas"] = _blas_kernels()
+    return out
+
+
+def _blas_kernels() -> str:
+    """The BLAS libraries numpy and scipy loaded (those the kernels call) and the kernel set each
+    picked for this CPU (OpenBLAS: its core type). Libraries another package loads do not count."""
+    import scipy
+    from threadpoolctl import ThreadpoolController
+
+    libs = [lib for lib in ThreadpoolController().info() if lib.get("user_api") == "blas"]
+    dirs = [os.path.dirname(os.path.abspath(m.__file__)) for m in (np, scipy)]
+    homes = tuple(d + suffix + os.sep for d in dirs for suffix in ("", ".libs"))  # wheels bundle BLAS in X.libs
+    ours = [lib for lib in libs if os.path.abspath(lib.get("filepath", "")).startswith(homes)] or libs
+    return ",".join(sorted({f"{lib.get('internal_api')}:{lib.get('architecture') or '-'}" for lib in ours}))
+
+
 def _jsonable(t):
     if isinstance(t, np.ndarray):
         return {"weights_sha256": hashlib.sha256(np.ascontiguousarray(t, np.float64).tobytes()).hexdigest()[:16]}
@@ -408,7 +441,8 @@ def scan(model: Model, source, out: str, *, references="dinuc:20", rule: str = "
     base = {"fastlift_version": __version__, "model": {"name": model.name, "sha256": model_fingerprint(model)},
             "source": source.describe(), "references": _describe_references(spec), "rule": rule,
             "max_pool": max_pool, "target": _jsonable(target), "target_layer": _jsonable(target_layer),
-            "seed": int(seed), "dtype": str(dtype), "score_dtype": score_dtype, "hypothetical": bool(hypothetical)}
+            "seed": int(seed), "dtype": str(dtype), "score_dtype": score_dtype, "hypothetical": bool(hypothetical),
+            "compute": compute_description(device, n_threads)}
     _prepare_outputs(paths, names, layout, base, resume, overwrite, say)
 
     start = min(read_header(p)["n_done"] for p in paths)

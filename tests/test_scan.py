@@ -555,3 +555,25 @@ def test_resume_refuses_a_genome_whose_bases_changed(model, genome, tmp_path, mo
     assert G.read_fai(fasta + ".fai") == fai and io_scores.read_header(out)["n_done"] == 8
     _complement_in_place(fasta)  # back to the genome it was scored with: resumes
     assert run(model, fasta, bed, out, resume=True).resumed_from == 8
+
+
+def test_resume_refuses_another_backend(model, genome, tmp_path, monkeypatch):
+    """numpy and cpu (or two vector ISAs) differ in the last bits: a file computed on one is not
+    continued on the other. 'auto' is recorded as what it resolves to, so auto -> cpu resumes."""
+    fasta, bed, _ = genome
+    out = str(tmp_path / "d.h5")
+    with monkeypatch.context() as m:
+        _crash_after(m, 1)
+        with pytest.raises(Crash):
+            run(model, fasta, bed, out, chunk_size=8, dtype="float64", device="cpu")
+    compute = io_scores.read_header(out)["params"]["compute"]
+    assert compute["backend"] == "cpu" and compute["isa"] == fl.backends._cpu.isa()
+    with pytest.raises(S.ScanError, match=r"other parameters \(compute: file has .*'backend': 'cpu'.*this run "
+                                          r".*'backend': 'numpy'"):
+        run(model, fasta, bed, out, dtype="float64", device="numpy", resume=True)
+    real = S.compute_description
+    with monkeypatch.context() as m:
+        m.setattr(S, "compute_description", lambda device, n: dict(real(device, n), isa="another-isa"))
+        with pytest.raises(S.ScanError, match="compute: .*another-isa"):
+            run(model, fasta, bed, out, dtype="float64", device="cpu", resume=True)
+    assert run(model, fasta, bed, out, dtype="float64", device="auto", resume=True).resumed_from == 8
