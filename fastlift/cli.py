@@ -178,7 +178,7 @@ def _parse_target(text, target_layer, model):
 def _explain(args, parser) -> int:
     from . import scan as S
     from .genomics import InputFileError
-    from .io.scores import DiskFullError, ScoreFileError, compress_score_file, read_input_array, write_bigwig
+    from .io.scores import DiskFullError, ScoreFileError, lock_outputs, read_input_array
 
     if args.input and (args.fasta or args.bed):
         parser.error("explain: give either --input or --fasta with --bed, not both")
@@ -211,35 +211,11 @@ def _explain(args, parser) -> int:
             if source.n_skipped:
                 say(f"skipping {source.n_skipped} invalid region(s), e.g. " + "; ".join(source.skipped_examples[:3]))
         target, target_layer = _parse_target(args.target, args.target_layer, model)
-        res = S.scan(model, source, args.out, references=args.refs, rule=args.rule, target=target,
-                     target_layer=target_layer, seed=args.seed, hypothetical=args.hypothetical,
-                     batch_size=args.batch_size, chunk_size=args.chunk_size, score_dtype=args.score_dtype,
-                     dtype=args.dtype, device=args.device, n_threads=args.threads, max_pool=args.max_pool,
-                     resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, log=say)
-        rate = f", {res.regions_per_second:.1f} regions/s" if res.n_scored else ""
-        print(f"fastlift explain: {res.n_regions} regions in {', '.join(res.paths)}"
-              + (f" (resumed at {res.resumed_from})" if res.resumed_from else ""))
-        print(f"  scored now: {res.n_scored} in {res.seconds:.1f} s{rate}; max |summation-to-delta| "
-              f"{res.max_abs_delta:.2e}")
-        if res.n_skipped:
-            print(f"  skipped: {res.n_skipped} invalid region(s) (unknown chromosome or past a chromosome end)")
-        if res.n_non_acgt:
-            print(f"  non-ACGT letters read as all-zero rows: {res.n_non_acgt} (per region: dataset n_non_acgt)")
-        if args.bigwig:
-            if not args.fasta:
-                raise S.ScanError("--bigwig needs genome coordinates: use --fasta and --bed")
-            names = S.target_names(model, target, target_layer)
-            for path, bw in zip(res.paths, S.output_paths(args.bigwig, names)):
-                n = write_bigwig(path, bw, source.fasta.lengths)
-                print(f"  bigWig: {bw} ({n} bases)")
-        if args.compress:
-            for path in res.paths:
-                before = os.path.getsize(path)
-                compress_score_file(path)
-                print(f"  compressed {path}: {before / 1e6:.1f} -> {os.path.getsize(path) / 1e6:.1f} MB")
-        if args.hypothetical:
-            print(f"  modisco-lite: modisco motifs -i {res.paths[0]} -n 50000 -w {min(400, width)}")
-        return 0
+        paths = S.output_paths(args.out, S.target_names(model, target, target_layer))
+        for path in paths:
+            S.check_output_path(path)
+        with lock_outputs(paths):  # the scan, the bigWig and the compression: no second writer meanwhile
+            return _scan_and_finish(args, model, source, target, target_layer, width, say)
     except KeyboardInterrupt:
         print("\nfastlift explain: interrupted; the regions written so far are saved: rerun with --resume",
               file=sys.stderr)
@@ -252,6 +228,42 @@ def _explain(args, parser) -> int:
     finally:
         if source is not None:
             source.close()
+
+
+def _scan_and_finish(args, model, source, target, target_layer, width, say) -> int:
+    """Run the scan, print its summary, then the optional bigWig and compression."""
+    from . import scan as S
+    from .io.scores import compress_score_file, write_bigwig
+
+    res = S.scan(model, source, args.out, references=args.refs, rule=args.rule, target=target,
+                 target_layer=target_layer, seed=args.seed, hypothetical=args.hypothetical,
+                 batch_size=args.batch_size, chunk_size=args.chunk_size, score_dtype=args.score_dtype,
+                 dtype=args.dtype, device=args.device, n_threads=args.threads, max_pool=args.max_pool,
+                 resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, log=say)
+    rate = f", {res.regions_per_second:.1f} regions/s" if res.n_scored else ""
+    print(f"fastlift explain: {res.n_regions} regions in {', '.join(res.paths)}"
+          + (f" (resumed at {res.resumed_from})" if res.resumed_from else ""))
+    print(f"  scored now: {res.n_scored} in {res.seconds:.1f} s{rate}; max |summation-to-delta| "
+          f"{res.max_abs_delta:.2e}")
+    if res.n_skipped:
+        print(f"  skipped: {res.n_skipped} invalid region(s) (unknown chromosome or past a chromosome end)")
+    if res.n_non_acgt:
+        print(f"  non-ACGT letters read as all-zero rows: {res.n_non_acgt} (per region: dataset n_non_acgt)")
+    if args.bigwig:
+        if not args.fasta:
+            raise S.ScanError("--bigwig needs genome coordinates: use --fasta and --bed")
+        names = S.target_names(model, target, target_layer)
+        for path, bw in zip(res.paths, S.output_paths(args.bigwig, names)):
+            n = write_bigwig(path, bw, source.fasta.lengths)
+            print(f"  bigWig: {bw} ({n} bases)")
+    if args.compress:
+        for path in res.paths:
+            before = os.path.getsize(path)
+            compress_score_file(path)
+            print(f"  compressed {path}: {before / 1e6:.1f} -> {os.path.getsize(path) / 1e6:.1f} MB")
+    if args.hypothetical:
+        print(f"  modisco-lite: modisco motifs -i {res.paths[0]} -n 50000 -w {min(400, width)}")
+    return 0
 
 
 def _load_model(name, width):

@@ -39,6 +39,7 @@ from .io.scores import (
     ScoreWriter,
     create_score_file,
     iter_rows,
+    lock_outputs,
     read_header,
 )
 from .model import Model
@@ -291,8 +292,6 @@ def compute_description(device: str, n_threads=None) -> dict:
 
         out["isa"] = _cpu.isa()
     if ops.name in ("cpu", "numpy"):
-        from threadpoolctl import ThreadpoolController
-
         out["blas"] = _blas_kernels()
     return out
 
@@ -443,57 +442,60 @@ def scan(model: Model, source, out: str, *, references="dinuc:20", rule: str = "
             "max_pool": max_pool, "target": _jsonable(target), "target_layer": _jsonable(target_layer),
             "seed": int(seed), "dtype": str(dtype), "score_dtype": score_dtype, "hypothetical": bool(hypothetical),
             "compute": compute_description(device, n_threads)}
-    _prepare_outputs(paths, names, layout, base, resume, overwrite, say)
+    for path in paths:
+        check_output_path(path)
+    with lock_outputs(paths):  # held until the files are final: a second writer is refused
+        _prepare_outputs(paths, names, layout, base, resume, overwrite, say)
 
-    start = min(read_header(p)["n_done"] for p in paths)
-    if start == layout.n_regions:  # (also for files compressed after completion: no writer needed)
-        say(f"{', '.join(paths)}: already complete ({layout.n_regions} regions)")
-        return ScanResult(paths, layout.n_regions, start, 0, source.n_skipped, 0, 0.0, 0.0)
-    if start:
-        say(f"checking that the {start} regions already scored read the same sequences now")
-        _check_scored_sequences(source, paths[0], start, chunk_size)
-    writers = [ScoreWriter(p) for p in paths]
-    try:
+        start = min(read_header(p)["n_done"] for p in paths)
+        if start == layout.n_regions:  # (also for files compressed after completion: no writer needed)
+            say(f"{', '.join(paths)}: already complete ({layout.n_regions} regions)")
+            return ScanResult(paths, layout.n_regions, start, 0, source.n_skipped, 0, 0.0, 0.0)
         if start:
-            say(f"resuming at region {start} of {layout.n_regions}")
-        bar = _Progress(layout.n_regions, start) if progress else None
-        t0 = time.perf_counter()
-        n_scored = n_bad = 0
-        max_delta = 0.0
-        for chunk in source.chunks(start, chunk_size):
-            n = len(chunk.onehot)
-            x = chunk.onehot.astype(dtype)
-            res = deeplift(model, x, _chunk_references(spec, chunk.lo), rule=rule, target=target,
-                           target_layer=target_layer, hypothetical=True, dtype=dtype, batch_size=batch_size,
-                           seed=seed, device=device, n_threads=n_threads, max_pool=max_pool)
-            hyp = res.hypothetical if names is not None else res.hypothetical[None]
-            deltas = res.deltas if names is not None else res.deltas[None]
-            if score_dtype == "float16" and not np.all(np.abs(hyp) <= F16_MAX):
-                raise ScanError(f"a score in regions [{chunk.lo}, {chunk.lo + n}) does not fit float16 (|score| > "
-                                f"{F16_MAX:g} or not finite): rerun with --score-dtype float32 (--overwrite)")
-            for t, w in enumerate(writers):
-                arrays = dict(chunk.coords, input_seqs=chunk.onehot, projected_scores=hyp[t] * x,
-                              deltas=deltas[t], n_non_acgt=chunk.n_non_acgt)
-                if hypothetical:
-                    arrays["hyp_scores"] = hyp[t]
-                w.write(chunk.lo, **arrays)
-            for w in writers:
-                w.commit(chunk.lo + n)
-            n_scored += n
-            n_bad += int(chunk.n_non_acgt.sum())
-            max_delta = max(max_delta, float(np.abs(deltas).max()) if deltas.size else 0.0)
+            say(f"checking that the {start} regions already scored read the same sequences now")
+            _check_scored_sequences(source, paths[0], start, chunk_size)
+        writers = [ScoreWriter(p) for p in paths]
+        try:
+            if start:
+                say(f"resuming at region {start} of {layout.n_regions}")
+            bar = _Progress(layout.n_regions, start) if progress else None
+            t0 = time.perf_counter()
+            n_scored = n_bad = 0
+            max_delta = 0.0
+            for chunk in source.chunks(start, chunk_size):
+                n = len(chunk.onehot)
+                x = chunk.onehot.astype(dtype)
+                res = deeplift(model, x, _chunk_references(spec, chunk.lo), rule=rule, target=target,
+                               target_layer=target_layer, hypothetical=True, dtype=dtype, batch_size=batch_size,
+                               seed=seed, device=device, n_threads=n_threads, max_pool=max_pool)
+                hyp = res.hypothetical if names is not None else res.hypothetical[None]
+                deltas = res.deltas if names is not None else res.deltas[None]
+                if score_dtype == "float16" and not np.all(np.abs(hyp) <= F16_MAX):
+                    raise ScanError(f"a score in regions [{chunk.lo}, {chunk.lo + n}) does not fit float16 (|score| > "
+                                    f"{F16_MAX:g} or not finite): rerun with --score-dtype float32 (--overwrite)")
+                for t, w in enumerate(writers):
+                    arrays = dict(chunk.coords, input_seqs=chunk.onehot, projected_scores=hyp[t] * x,
+                                  deltas=deltas[t], n_non_acgt=chunk.n_non_acgt)
+                    if hypothetical:
+                        arrays["hyp_scores"] = hyp[t]
+                    w.write(chunk.lo, **arrays)
+                for w in writers:
+                    w.commit(chunk.lo + n)
+                n_scored += n
+                n_bad += int(chunk.n_non_acgt.sum())
+                max_delta = max(max_delta, float(np.abs(deltas).max()) if deltas.size else 0.0)
+                if bar:
+                    bar.update(chunk.lo + n)
             if bar:
-                bar.update(chunk.lo + n)
-        if bar:
-            bar.close()
-        seconds = time.perf_counter() - t0
-    finally:
-        for w in writers:
-            w.close()
-    done = min(read_header(p)["n_done"] for p in paths)
-    if done != layout.n_regions:
-        raise ScanError(f"the regions changed while scanning: wrote {done} of {layout.n_regions}")
-    return ScanResult(paths, layout.n_regions, start, n_scored, source.n_skipped, n_bad, max_delta, seconds)
+                bar.close()
+            seconds = time.perf_counter() - t0
+        finally:
+            for w in writers:
+                w.close()
+        done = min(read_header(p)["n_done"] for p in paths)
+        if done != layout.n_regions:
+            raise ScanError(f"the regions changed while scanning: wrote {done} of {layout.n_regions}")
+        return ScanResult(paths, layout.n_regions, start, n_scored, source.n_skipped, n_bad, max_delta, seconds)
 
 
 def _prepare_outputs(paths, names, layout, base, resume, overwrite, say):
@@ -502,9 +504,6 @@ def _prepare_outputs(paths, names, layout, base, resume, overwrite, say):
     for i, path in enumerate(paths):
         target = names[i] if names else "target"
         params = dict(base, output_index=i, output_name=target)
-        directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
-            raise ScanError(f"output directory {directory} does not exist")
         if os.path.exists(path) and not (resume or overwrite):
             raise FileExistsError(f"{path} exists; pass --resume to continue it or --overwrite to replace it")
         if os.path.exists(path) and resume:
@@ -520,6 +519,15 @@ def _prepare_outputs(paths, names, layout, base, resume, overwrite, say):
     for path, params, target in to_create:
         create_score_file(path, layout, params, target)
         say(f"created {path} ({layout.n_regions} regions x {layout.length} bp)")
+
+
+def check_output_path(path):
+    """The output's directory exists and the output is not a directory (before locking it)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ScanError(f"output directory {directory} does not exist")
+    if os.path.isdir(path):
+        raise ScanError(f"output {path} is a directory; give a file name such as {os.path.join(path, 'scores.h5')}")
 
 
 def _check_resumable(path, layout, params):

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import tracemalloc
 
@@ -577,3 +578,39 @@ def test_resume_refuses_another_backend(model, genome, tmp_path, monkeypatch):
         with pytest.raises(S.ScanError, match="compute: .*another-isa"):
             run(model, fasta, bed, out, dtype="float64", device="cpu", resume=True)
     assert run(model, fasta, bed, out, dtype="float64", device="auto", resume=True).resumed_from == 8
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_output(model, genome, tmp_path):
+    """Two writers on one output: the second (even with overwrite) gets a clear error naming the
+    file, in this process and in another one, and the first one's file is left alone."""
+    fasta, bed, _ = genome
+    out = str(tmp_path / "busy.h5")
+    run(model, fasta, bed, out)
+    before = read_bytes([out])
+    with io_scores.lock_outputs([out]):
+        with pytest.raises(io_scores.OutputBusyError, match=r"busy\.h5 is being written by another thread"):
+            threading_result = []
+            t = threading.Thread(target=lambda: threading_result.append(_try(run, model, fasta, bed, out,
+                                                                              overwrite=True)))
+            t.start()
+            t.join()
+            raise threading_result[0]
+        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        proc = subprocess.run([sys.executable, "-m", "fastlift.cli", "explain", "demo", "--fasta", fasta, "--bed", bed,
+                               "--width", str(WIDTH), "--refs", "dinuc:4", "--seed", "3", "--out", out, "--overwrite"],
+                              capture_output=True, text=True, env=env, timeout=300, check=False)
+        assert proc.returncode == 1, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in proc.stderr
+        assert f"{out} is being written by process {os.getpid()}" in lines[0] and "--out" in lines[0]
+        assert read_bytes([out]) == before
+    assert run(model, fasta, bed, out, overwrite=True).n_scored == 40   # released: the next writer goes ahead
+    assert not os.path.exists(io_scores.lock_path(out))
+
+
+def _try(f, *args, **kw):
+    try:
+        f(*args, **kw)
+    except Exception as e:  # noqa: BLE001 - handed to the test thread
+        return e
+    return None
