@@ -33,6 +33,7 @@ from . import references as refs_mod
 from .explain import deeplift
 from .genomics import Fasta, _region_stream, _Skipped, check_regions, file_digest
 from .io.scores import (
+    SCORE_DTYPES,
     DiskFullError,
     ScoreFileError,
     ScoreLayout,
@@ -43,6 +44,7 @@ from .io.scores import (
     read_header,
 )
 from .model import Model
+from .scheduler import DEFAULT_K_GUESS
 
 DEFAULT_CHUNK = 128
 F16_MAX = float(np.finfo(np.float16).max)
@@ -430,11 +432,14 @@ def scan(model: Model, source, out: str, *, references="dinuc:20", rule: str = "
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
         raise ScanError(f"chunk_size must be a positive int; got {chunk_size!r}")
 
+    names = target_names(model, target, target_layer)
+    chunk_size = _fit_chunk(model, source.length, spec, dtype, score_dtype, 1 if names is None else len(names),
+                            batch_size, chunk_size, say)
+
     # check rule, targets, device and dtype on one zero example before any file is touched
     deeplift(model, np.zeros((1, source.length, 4), dtype=dtype), None, rule=rule, target=target,
              target_layer=target_layer, hypothetical=True, dtype=dtype, device=device, n_threads=n_threads,
              max_pool=max_pool)
-    names = target_names(model, target, target_layer)
     paths = output_paths(out, names)
     layout = ScoreLayout(source.n_regions, source.length, 4, score_dtype, source.chrom_width, bool(hypothetical))
     base = {"fastlift_version": __version__, "model": {"name": model.name, "sha256": model_fingerprint(model)},
@@ -465,9 +470,14 @@ def scan(model: Model, source, out: str, *, references="dinuc:20", rule: str = "
             for chunk in source.chunks(start, chunk_size):
                 n = len(chunk.onehot)
                 x = chunk.onehot.astype(dtype)
-                res = deeplift(model, x, _chunk_references(spec, chunk.lo), rule=rule, target=target,
-                               target_layer=target_layer, hypothetical=True, dtype=dtype, batch_size=batch_size,
-                               seed=seed, device=device, n_threads=n_threads, max_pool=max_pool)
+                try:
+                    res = deeplift(model, x, _chunk_references(spec, chunk.lo), rule=rule, target=target,
+                                   target_layer=target_layer, hypothetical=True, dtype=dtype, batch_size=batch_size,
+                                   seed=seed, device=device, n_threads=n_threads, max_pool=max_pool)
+                except MemoryError:
+                    raise ScanError(f"out of memory computing regions [{chunk.lo}, {chunk.lo + n}); the first "
+                                    f"{chunk.lo} regions are saved: rerun with --resume and a smaller --batch-size "
+                                    "or --chunk-size") from None
                 hyp = res.hypothetical if names is not None else res.hypothetical[None]
                 deltas = res.deltas if names is not None else res.deltas[None]
                 if score_dtype == "float16" and not np.all(np.abs(hyp) <= F16_MAX):
@@ -496,6 +506,84 @@ def scan(model: Model, source, out: str, *, references="dinuc:20", rule: str = "
         if done != layout.n_regions:
             raise ScanError(f"the regions changed while scanning: wrote {done} of {layout.n_regions}")
         return ScanResult(paths, layout.n_regions, start, n_scored, source.n_skipped, n_bad, max_delta, seconds)
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate: the least of the memory the kernel reports as
+    available, the address-space limit (``ulimit -v``) left and the cgroup limit left; None
+    when none of them can be read."""
+    found = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    if not found and hasattr(os, "sysconf"):
+        try:
+            found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (OSError, ValueError):
+            pass
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            with open("/proc/self/status") as f:
+                vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+            found.append(soft - vm)
+    except (ImportError, OSError, ValueError, StopIteration):
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        if limit != "max":
+            with open("/sys/fs/cgroup/memory.current") as f:
+                found.append(int(limit) - int(f.read().strip()))
+    except (OSError, ValueError):
+        pass
+    return max(min(found), 0) if found else None
+
+
+def scan_memory(model: Model, width: int, n_refs: int, dtype, score_dtype: str, n_targets: int,
+                batch_size: int | None) -> tuple[int, int]:
+    """(bytes per region of a chunk, bytes of the compute batch): a floor of what a scan holds.
+
+    Per region (``width`` bp, ``n_targets`` files): the window as read, its tokens and one-hot
+    rows, the example in the compute dtype, the chunk's contributions, multipliers and
+    hypothetical scores per target with their float64 accumulators, and one target's
+    projected scores with its conversions to the score dtype. Compute: one forward activation of
+    every layer for the example and each of its ``n_refs`` references, per example of a batch
+    (``batch_size``, or one when the engine sizes the batch from its own budget).
+    """
+    item, sd = np.dtype(dtype).itemsize, np.dtype(SCORE_DTYPES[score_dtype]).itemsize
+    per_bp = 9 + 4 * item + n_targets * 4 * (3 * 8 + 3 * item) + 4 * (item + 2 * sd)
+    values = sum(node.size for node in model.nodes)
+    return width * per_bp, (batch_size or 1) * item * (1 + n_refs) * values
+
+
+def _fit_chunk(model, width, spec, dtype, score_dtype, n_targets, batch_size, chunk_size, say):
+    """``chunk_size``, made smaller when a chunk would not fit the memory available (the output
+    does not depend on it); ScanError when one region does not fit."""
+    budget = available_memory()
+    if budget is None:
+        return chunk_size
+    n_refs = 1 if spec is None else (getattr(spec, "n_refs", None) or DEFAULT_K_GUESS)  # a callable: unknown
+    per_region, compute = scan_memory(model, width, n_refs, dtype, score_dtype, n_targets, batch_size)
+    fits = (budget - compute) // per_region
+    if fits < 1:
+        batch = f" and --batch-size {batch_size}" if batch_size else ""
+        raise ScanError(f"one region of --width {width}{batch} needs about {(per_region + compute) / 1e9:.1f} GB "
+                        f"({per_region / 1e9:.2f} GB of scan arrays and {compute / 1e9:.1f} GB to compute it with "
+                        f"{n_refs} references), more than the {budget / 1e9:.1f} GB of memory available: use a "
+                        "smaller --width (the model's input length), fewer references or a machine with more memory")
+    if fits < chunk_size:
+        say(f"--chunk-size {chunk_size} needs about {(chunk_size * per_region + compute) / 1e9:.1f} GB, "
+            f"{budget / 1e9:.1f} GB are available: checkpointing every {fits} regions instead (the output "
+            "does not depend on it)")
+        return int(fits)
+    return chunk_size
 
 
 def _prepare_outputs(paths, names, layout, base, resume, overwrite, say):

@@ -187,3 +187,22 @@ def test_compress_after_completion(genome, tmp_path, capsys):
     assert explain(*common, "--out", tmp_path / "small.h5", "--resume") == 0   # complete: nothing to do
     with pytest.raises(io_scores.ScoreFileError, match="no contiguous storage"):
         io_scores.ScoreWriter(str(tmp_path / "small.h5"))
+
+
+def test_a_width_too_large_for_memory_is_refused_before_any_output(tmp_path, capsys, monkeypatch):
+    """--width 1999000 on the demo model: about 20 GB for one region; refused up front (one line
+    naming --width, the estimate and the memory available), no output file left behind."""
+    from fastlift import genomics as G
+    from fastlift import scan as S
+
+    rng = np.random.default_rng(0)
+    fasta = str(tmp_path / "big.fa")
+    G.write_fasta(fasta, {"chr1": "".join(rng.choice(list("ACGT"), 2_100_000))})
+    bed = tmp_path / "one.bed"
+    bed.write_text("chr1\t1050000\t1050001\n")
+    monkeypatch.setattr(S, "available_memory", lambda: 16 * 10**9)
+    code = explain("demo", "--fasta", fasta, "--bed", bed, "--width", 1999000, "--out", tmp_path / "w.h5")
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "one region of --width 1999000 needs about" in err and "more than the 16.0 GB of memory available" in err
+    assert not [p for p in os.listdir(tmp_path) if p.startswith("w")]

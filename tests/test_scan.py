@@ -614,3 +614,18 @@ def _try(f, *args, **kw):
     except Exception as e:  # noqa: BLE001 - handed to the test thread
         return e
     return None
+
+
+def test_chunks_shrink_to_the_memory_available_and_the_bytes_stay_the_same(model, genome, tmp_path, monkeypatch):
+    fasta, bed, _ = genome
+    reference = read_bytes(run(model, fasta, bed, str(tmp_path / "ref.h5"), **TWO_HEADS).paths)
+    per_region, compute = S.scan_memory(model, WIDTH, 4, "float32", "float16", 2, None)
+    monkeypatch.setattr(S, "available_memory", lambda: compute + int(5.5 * per_region))
+    said = []
+    res = run(model, fasta, bed, str(tmp_path / "small.h5"), log=said.append, **TWO_HEADS)
+    assert any("--chunk-size 128 needs about" in m and "checkpointing every 5 regions" in m for m in said), said
+    assert read_bytes(res.paths) == reference
+    monkeypatch.setattr(S, "available_memory", lambda: compute + per_region // 2)
+    with pytest.raises(S.ScanError, match=r"one region of --width 64 needs about .* GB .*more than the 0.0 GB"):
+        run(model, fasta, bed, str(tmp_path / "none.h5"), **TWO_HEADS)
+    assert not [p for p in os.listdir(tmp_path) if p.startswith("none")]
