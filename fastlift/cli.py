@@ -91,8 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--width", type=_positive_int, help="window width in bp, e.g. 2114 (default: the model's "
                                                          "input length)")
     src.add_argument("--skip-invalid", action="store_true",
-                     help="drop regions on unknown chromosomes or whose window runs past a chromosome end "
-                          "(counted and reported) instead of stopping with the file and line")
+                     help="drop regions on unknown chromosomes or whose window runs off a chromosome (before "
+                          "its start or past its end; counted and reported) instead of stopping with the file "
+                          "and line")
     src.add_argument("--input", help="one-hot sequences instead of FASTA+BED: .npy, .npz or .h5, shape (N, L, 4)")
     src.add_argument("--input-key", help="array name inside --input (default: arr_0 / input_seqs / the only one)")
     how = ex.add_argument_group("attribution")
@@ -177,8 +178,7 @@ def _parse_target(text, target_layer, model):
 
 def _explain(args, parser) -> int:
     from . import scan as S
-    from .genomics import InputFileError
-    from .io.scores import DiskFullError, ScoreFileError, lock_outputs, read_input_array
+    from .io.scores import lock_outputs, read_input_array
 
     if args.input and (args.fasta or args.bed):
         parser.error("explain: give either --input or --fasta with --bed, not both")
@@ -189,6 +189,11 @@ def _explain(args, parser) -> int:
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     source = None
     try:
+        _check_threads(args.threads)
+        if args.bigwig:  # before the scan, not after hours of it
+            if args.input:
+                raise S.ScanError("--bigwig needs genome coordinates: use --fasta and --bed, not --input")
+            _need_pybigwig()
         width = args.width
         if args.input:
             arr = read_input_array(args.input, args.input_key)
@@ -220,11 +225,8 @@ def _explain(args, parser) -> int:
         print("\nfastlift explain: interrupted; the regions written so far are saved: rerun with --resume",
               file=sys.stderr)
         return 130
-    except (S.ScanError, InputFileError, ScoreFileError, DiskFullError, FileExistsError, FileNotFoundError,
-            ImportError, ValueError, TypeError, KeyError, NotImplementedError, RuntimeError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"fastlift explain: error: {msg}", file=sys.stderr)
-        return 1
+    except _user_errors() as e:
+        return _report("explain", e)
     finally:
         if source is not None:
             source.close()
@@ -246,19 +248,21 @@ def _scan_and_finish(args, model, source, target, target_layer, width, say) -> i
     print(f"  scored now: {res.n_scored} in {res.seconds:.1f} s{rate}; max |summation-to-delta| "
           f"{res.max_abs_delta:.2e}")
     if res.n_skipped:
-        print(f"  skipped: {res.n_skipped} invalid region(s) (unknown chromosome or past a chromosome end)")
+        print(f"  skipped: {res.n_skipped} invalid region(s) (unknown chromosome or window off a chromosome end)")
     if res.n_non_acgt:
         print(f"  non-ACGT letters read as all-zero rows: {res.n_non_acgt} (per region: dataset n_non_acgt)")
     if args.bigwig:
-        if not args.fasta:
-            raise S.ScanError("--bigwig needs genome coordinates: use --fasta and --bed")
         names = S.target_names(model, target, target_layer)
         for path, bw in zip(res.paths, S.output_paths(args.bigwig, names)):
+            if not args.quiet:
+                print(f"writing the bigWig {bw} from {path} ...", file=sys.stderr, flush=True)
             n = write_bigwig(path, bw, source.fasta.lengths)
             print(f"  bigWig: {bw} ({n} bases)")
     if args.compress:
         for path in res.paths:
             before = os.path.getsize(path)
+            if not args.quiet:
+                print(f"compressing {path} ({before / 1e6:.1f} MB) ...", file=sys.stderr, flush=True)
             compress_score_file(path)
             print(f"  compressed {path}: {before / 1e6:.1f} -> {os.path.getsize(path) / 1e6:.1f} MB")
     if args.hypothetical:
@@ -273,9 +277,57 @@ def _load_model(name, width):
         return demo_model(width or 200)
     if not os.path.exists(name):
         raise FileNotFoundError(f"model file not found: {name} (or use 'demo' for the bundled model)")
+    if os.path.isdir(name):
+        raise ValueError(f"MODEL {name} is a directory; give a Keras model file (.h5 or .keras)")
     from . import load_model
 
     return load_model(name)
+
+
+#: --threads above this is a typo, not a machine (and would overflow the kernels' thread count)
+MAX_THREADS = 4096
+
+#: API words in messages -> the options a command-line user types
+_CLI_WORDS = {"on_invalid='skip'": "--skip-invalid", "resume=True": "--resume", "overwrite=True": "--overwrite"}
+
+
+def _user_errors():
+    """The exceptions a command reports as one line (a bug still shows its traceback)."""
+    from .genomics import InputFileError
+    from .io.scores import DiskFullError, ScoreFileError
+    from .scan import ScanError
+
+    return (ScanError, InputFileError, ScoreFileError, DiskFullError, OSError, ImportError, ValueError, TypeError,
+            KeyError, NotImplementedError, RuntimeError, OverflowError, MemoryError)
+
+
+def _report(command, e) -> int:
+    """One line on stderr for ``e``, in command-line words; exit status 1."""
+    if isinstance(e, KeyError) and e.args:
+        msg = str(e.args[0])
+    elif isinstance(e, MemoryError):
+        msg = f"out of memory{f' ({e})' if str(e) else ''}: use a smaller --batch-size or --chunk-size"
+    elif isinstance(e, OSError) and e.strerror:
+        msg = f"{e.filename}: {e.strerror}" if e.filename is not None else e.strerror
+    else:
+        msg = str(e) or type(e).__name__
+    for api, cli in _CLI_WORDS.items():
+        msg = msg.replace(api, cli)
+    print(f"fastlift {command}: error: {' '.join(msg.split())}", file=sys.stderr)
+    return 1
+
+
+def _check_threads(n):
+    if n is not None and n > MAX_THREADS:
+        raise ValueError(f"--threads must be at most {MAX_THREADS} (this machine has {os.cpu_count()} cores); "
+                         f"got {n}")
+
+
+def _need_pybigwig():
+    try:
+        import pyBigWig  # noqa: F401 - only its presence is checked here
+    except ImportError:
+        raise ImportError("--bigwig needs pyBigWig: pip install pyBigWig (or drop --bigwig)") from None
 
 
 def main(argv=None) -> int:
@@ -293,7 +345,11 @@ def main(argv=None) -> int:
             return 2
         from . import demo
 
-        return demo.main(args)
+        try:
+            _check_threads(args.threads)
+            return demo.main(args)
+        except _user_errors() as e:
+            return _report("demo", e)
     return 2  # pragma: no cover - argparse enforces the subcommand
 
 

@@ -29,6 +29,7 @@ import hashlib
 import numbers
 import os
 import warnings
+import zlib
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -389,10 +390,24 @@ class RegionSummary(NamedTuple):
     max_chrom_length: int          # longest chromosome name among kept windows (bytes)
 
 
-def _open_text(path):
-    if path.endswith(".gz"):
-        return gzip.open(path, "rt")
-    return open(path)
+def _text_lines(path):
+    """(line number, text) of a region file, ``.gz`` through gzip; a file that is not what its name
+    says, or a line that is not UTF-8, is an `InputFileError` naming the file (and line)."""
+    lineno = 0
+    try:
+        with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as f:
+            for lineno, raw in enumerate(f, 1):
+                try:
+                    yield lineno, raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise InputFileError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column "
+                                         f"{e.start + 1}): {raw[:60]!r}") from None
+    except (OSError, EOFError, zlib.error) as e:
+        if not path.endswith(".gz") or isinstance(e, FileNotFoundError):
+            raise
+        where = f"{path}:{lineno + 1}" if lineno else path
+        raise InputFileError(f"{where}: not a readable gzip file ({e}); a region file named .gz must be "
+                             "gzip-compressed (or rename it)") from None
 
 
 def read_regions(path: str, width: int, chrom_lengths: dict, *, on_invalid: str = "error",
@@ -412,7 +427,7 @@ def read_regions(path: str, width: int, chrom_lengths: dict, *, on_invalid: str 
     chrom_lengths : dict {name: length}
         The genome's sequences (e.g. ``Fasta.lengths``).
     on_invalid : {"error", "skip"}
-        What to do with a window on an unknown chromosome or past a chromosome end:
+        What to do with a window on an unknown chromosome or off either end of a chromosome:
         raise `InputFileError` naming the file and line (default), or drop it. Malformed
         lines (fewer than 3 columns, non-integer or negative coordinates, end < start, a
         summit outside its peak) always raise.
@@ -436,55 +451,57 @@ def _region_stream(path, width, chrom_lengths, on_invalid, skip_first):
         raise ValueError(f"width must be a positive int; got {width!r}")
     half = int(width) // 2
     kept = 0
-    with _open_text(path) as f:
-        for lineno, line in enumerate(f, 1):
-            text = line.strip()
-            if not text or text.startswith(("#", "track", "browser")):
-                continue
-            fields = text.split("\t") if "\t" in text else text.split()
-            where = f"{path}:{lineno}"
-            if len(fields) < 3:
-                raise InputFileError(f"{where}: a BED line needs at least 3 columns (chrom, start, end); got "
-                                     f"{len(fields)}: {text[:80]!r}")
-            chrom = fields[0]
+    for lineno, line in _text_lines(path):
+        text = line.strip()
+        if not text or text.startswith(("#", "track", "browser")):
+            continue
+        fields = text.split("\t") if "\t" in text else text.split()
+        where = f"{path}:{lineno}"
+        if len(fields) < 3:
+            raise InputFileError(f"{where}: a BED line needs at least 3 columns (chrom, start, end); got "
+                                 f"{len(fields)}: {text[:80]!r}")
+        chrom = fields[0]
+        try:
+            start, end = int(fields[1]), int(fields[2])
+        except ValueError:
+            raise InputFileError(f"{where}: start and end must be integers; got {fields[1]!r} and "
+                                 f"{fields[2]!r}") from None
+        if start < 0 or end < start:
+            raise InputFileError(f"{where}: need 0 <= start <= end; got start={start}, end={end}")
+        centre = (start + end) // 2
+        if len(fields) == 10:
             try:
-                start, end = int(fields[1]), int(fields[2])
+                summit = int(fields[9])
             except ValueError:
-                raise InputFileError(f"{where}: start and end must be integers; got {fields[1]!r} and "
-                                     f"{fields[2]!r}") from None
-            if start < 0 or end < start:
-                raise InputFileError(f"{where}: need 0 <= start <= end; got start={start}, end={end}")
-            centre = (start + end) // 2
-            if len(fields) == 10:
-                try:
-                    summit = int(fields[9])
-                except ValueError:
-                    raise InputFileError(f"{where}: narrowPeak column 10 (summit offset) must be an integer; "
-                                         f"got {fields[9]!r}") from None
-                if summit >= 0:
-                    if start + summit >= max(end, start + 1):
-                        raise InputFileError(f"{where}: summit offset {summit} is outside the peak "
-                                             f"{chrom}:{start}-{end}")
-                    centre = start + summit
-            w_start = centre - half
-            w_end = w_start + int(width)
-            problem = None
-            if chrom not in chrom_lengths:
-                known = ", ".join(list(chrom_lengths)[:5]) + (", ..." if len(chrom_lengths) > 5 else "")
-                problem = f"unknown chromosome {chrom!r} (the genome has {known})"
-            elif w_start < 0 or w_end > chrom_lengths[chrom]:
-                problem = (f"the {width}-bp window {chrom}:{w_start}-{w_end} around {chrom}:{start}-{end} "
-                           f"extends past the end of {chrom} (length {chrom_lengths[chrom]})")
-            if problem is not None:
-                if on_invalid == "error":
-                    raise InputFileError(f"{where}: {problem}; fix the file or pass on_invalid='skip' "
-                                         "(--skip-invalid) to drop such regions")
-                yield _Skipped(f"{where}: {problem}")  # type: ignore[misc]
-                continue
-            kept += 1
-            if kept <= skip_first:
-                continue
-            yield Region(chrom, w_start, w_end, lineno, fields[3] if len(fields) > 3 else "")
+                raise InputFileError(f"{where}: narrowPeak column 10 (summit offset) must be an integer; "
+                                     f"got {fields[9]!r}") from None
+            if summit >= 0:
+                if start + summit >= max(end, start + 1):
+                    raise InputFileError(f"{where}: summit offset {summit} is outside the peak "
+                                         f"{chrom}:{start}-{end}")
+                centre = start + summit
+        w_start = centre - half
+        w_end = w_start + int(width)
+        problem = None
+        if chrom not in chrom_lengths:
+            known = ", ".join(list(chrom_lengths)[:5]) + (", ..." if len(chrom_lengths) > 5 else "")
+            problem = f"unknown chromosome {chrom!r} (the genome has {known})"
+        elif w_start < 0:
+            problem = (f"the {width}-bp window {chrom}:{w_start}-{w_end} around {chrom}:{start}-{end} "
+                       f"starts before the start of {chrom} (position 0)")
+        elif w_end > chrom_lengths[chrom]:
+            problem = (f"the {width}-bp window {chrom}:{w_start}-{w_end} around {chrom}:{start}-{end} "
+                       f"extends past the end of {chrom} (length {chrom_lengths[chrom]})")
+        if problem is not None:
+            if on_invalid == "error":
+                raise InputFileError(f"{where}: {problem}; fix the file or pass on_invalid='skip' to drop "
+                                     "such regions")
+            yield _Skipped(f"{where}: {problem}")  # type: ignore[misc]
+            continue
+        kept += 1
+        if kept <= skip_first:
+            continue
+        yield Region(chrom, w_start, w_end, lineno, fields[3] if len(fields) > 3 else "")
 
 
 class _Skipped(str):

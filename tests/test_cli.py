@@ -206,3 +206,86 @@ def test_a_width_too_large_for_memory_is_refused_before_any_output(tmp_path, cap
     assert code == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert "one region of --width 1999000 needs about" in err and "more than the 16.0 GB of memory available" in err
     assert not [p for p in os.listdir(tmp_path) if p.startswith("w")]
+
+
+def _one_line_error(code, err, *fragments):
+    """Exit status 1, exactly one line on stderr, no traceback, and the expected words."""
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and "Traceback" not in err, err
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
+    return lines[0]
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A directory this process cannot write: a read-only tmpfs as root, mode 0o555 otherwise."""
+    d = tmp_path / "ro"
+    d.mkdir()
+    if os.geteuid() == 0:
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(d)], capture_output=True,
+                          check=False).returncode != 0:
+            pytest.skip("root without the right to mount a read-only file system here")
+        yield d, lambda: subprocess.run(["mount", "-o", "remount,ro", str(d)], check=True)
+        subprocess.run(["umount", str(d)], capture_output=True, check=False)
+    else:
+        yield d, lambda: os.chmod(d, 0o555)
+        os.chmod(d, 0o755)
+
+
+def test_read_only_output_directory_creating_and_resuming(genome, tmp_path, capsys, read_only_dir):
+    fasta, bed = genome
+    d, make_read_only = read_only_dir
+    common = ["demo", "--fasta", fasta, "--bed", bed, "--width", 64, "--refs", "dinuc:2", "--quiet"]
+    assert explain(*common, "--out", d / "done.h5") == 0
+    capsys.readouterr()
+    make_read_only()
+    _one_line_error(explain(*common, "--out", d / "new.h5"), capsys.readouterr().err,
+                    f"cannot write {d / 'new.h5'}: its directory is not writable")
+    _one_line_error(explain(*common, "--out", d / "done.h5", "--resume"), capsys.readouterr().err,
+                    f"cannot write {d / 'done.h5'}: its directory is not writable")
+
+
+def test_every_input_error_is_one_line(genome, tmp_path, capsys, monkeypatch):
+    fasta, bed = genome
+    common = ["--fasta", fasta, "--width", 64, "--refs", "dinuc:2", "--quiet"]
+    not_gzip = tmp_path / "regions.bed.gz"
+    not_gzip.write_text("chr1\t500\t520\n")
+    _one_line_error(explain("demo", *common, "--bed", not_gzip, "--out", tmp_path / "a.h5"), capsys.readouterr().err,
+                    f"{not_gzip}: not a readable gzip file")
+    latin = tmp_path / "latin.bed"
+    latin.write_bytes(b"chr1\t500\t520\tok\nchr1\t600\t620\tpe\xf1a\n")
+    _one_line_error(explain("demo", *common, "--bed", latin, "--out", tmp_path / "a.h5"), capsys.readouterr().err,
+                    f"{latin}:2: not UTF-8 text (byte 0xf1 at column 16)")
+    model_dir = tmp_path / "model_dir"
+    model_dir.mkdir()
+    _one_line_error(explain(model_dir, *common, "--bed", bed, "--out", tmp_path / "a.h5"), capsys.readouterr().err,
+                    f"MODEL {model_dir} is a directory")
+    out_dir = tmp_path / "out_dir"
+    out_dir.mkdir()
+    _one_line_error(explain("demo", *common, "--bed", bed, "--out", out_dir, "--overwrite"), capsys.readouterr().err,
+                    f"output {out_dir} is a directory")
+    _one_line_error(explain("demo", *common, "--bed", bed, "--out", tmp_path / "a.h5", "--threads", 10**12),
+                    capsys.readouterr().err, "--threads must be at most")
+    _one_line_error(cli.main(["demo", "--threads", str(10**12)]), capsys.readouterr().err, "--threads must be at most")
+    edge = tmp_path / "edge.bed"
+    edge.write_text("chr1\t0\t50\n")
+    line = _one_line_error(explain("demo", *common[:2], "--width", 500, "--bed", edge, "--out", tmp_path / "a.h5"),
+                           capsys.readouterr().err, "edge.bed:1: the 500-bp window chr1:-225-275",
+                           "starts before the start of chr1", "--skip-invalid")
+    assert "on_invalid" not in line and "past the end" not in line
+    assert not [p for p in os.listdir(tmp_path) if p.startswith("a")]
+
+
+def test_optional_outputs_are_checked_before_the_scan(genome, tmp_path, capsys, monkeypatch):
+    fasta, bed = genome
+    X = np.eye(4, dtype=np.uint8)[np.zeros((3, 64), dtype=int)]
+    np.save(tmp_path / "x.npy", X)
+    _one_line_error(explain("demo", "--input", tmp_path / "x.npy", "--out", tmp_path / "i.h5", "--bigwig",
+                            tmp_path / "i.bw", "--quiet"), capsys.readouterr().err,
+                    "--bigwig needs genome coordinates")
+    monkeypatch.setitem(sys.modules, "pyBigWig", None)  # as if it were not installed
+    _one_line_error(explain("demo", "--fasta", fasta, "--bed", bed, "--width", 64, "--out", tmp_path / "b.h5",
+                            "--bigwig", tmp_path / "b.bw", "--quiet"), capsys.readouterr().err,
+                    "--bigwig needs pyBigWig: pip install pyBigWig")
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(("i.", "b."))]

@@ -140,8 +140,8 @@ def _acquire(path):
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as e:
-                raise ScoreFileError(f"cannot create the lock file {path} next to the output "
-                                     f"({e.strerror}): the output directory must be writable") from None
+                raise ScoreFileError(f"cannot write {_score_of(path)}: its directory is not writable ({e.strerror}; "
+                                     f"the lock file {os.path.basename(path)} cannot be created there)") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as e:
