@@ -664,6 +664,16 @@ def _check_space(path, needed):
                                 "--score-dtype float16 or a disk with more space)")
 
 
+def format_eta(seconds: float) -> str:
+    """Time left as ``HH:MM:SS``, with days in front past 24 h (``2d 01:00:00``); ``?`` when unknown
+    or beyond a year (a rate measured over too little work)."""
+    if not seconds < 365 * 86400:  # (also nan, inf)
+        return "?"
+    days, rest = divmod(int(round(seconds)), 86400)
+    clock = f"{rest // 3600:02d}:{rest // 60 % 60:02d}:{rest % 60:02d}"
+    return f"{days}d {clock}" if days else clock
+
+
 class _Progress:
     """Regions done, rate and time left, on stderr."""
 
@@ -681,8 +691,7 @@ class _Progress:
         left = (self.total - done) / rate if rate > 0 else float("inf")
         frac = done / self.total
         bar = "#" * int(30 * frac)
-        eta = time.strftime("%H:%M:%S", time.gmtime(left)) if left < 8.64e6 else "?"
-        text = f"[{bar:<30}] {done}/{self.total} regions  {rate:.1f}/s  ETA {eta}"
+        text = f"[{bar:<30}] {done}/{self.total} regions  {rate:.1f}/s  ETA {format_eta(left)}"
         sys.stderr.write(("\r" + text) if self.tty else (text + "\n"))
         sys.stderr.flush()
 

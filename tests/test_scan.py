@@ -629,3 +629,14 @@ def test_chunks_shrink_to_the_memory_available_and_the_bytes_stay_the_same(model
     with pytest.raises(S.ScanError, match=r"one region of --width 64 needs about .* GB .*more than the 0.0 GB"):
         run(model, fasta, bed, str(tmp_path / "none.h5"), **TWO_HEADS)
     assert not [p for p in os.listdir(tmp_path) if p.startswith("none")]
+
+
+def test_progress_shows_days_past_24_hours(capsys, monkeypatch):
+    assert S.format_eta(49 * 3600) == "2d 01:00:00"
+    assert S.format_eta(3661.4) == "01:01:01" and S.format_eta(0) == "00:00:00"
+    assert S.format_eta(86399.6) == "1d 00:00:00" and S.format_eta(float("inf")) == "?"
+    clock = iter([0.0, 3600.0])
+    monkeypatch.setattr(S.time, "perf_counter", lambda: next(clock))
+    bar = S._Progress(2000, 0)   # 40 regions in the first hour: 49 hours left
+    bar.update(40)
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("40/2000 regions  0.0/s  ETA 2d 01:00:00")
