@@ -11,6 +11,7 @@ import pytest
 
 import fastlift as fl
 from fastlift import cli, demo
+from fastlift import scan as S
 from fastlift.io import scores as io_scores
 
 from test_scan import make_genome  # noqa: I001 - tests/ is on sys.path under pytest
@@ -289,3 +290,29 @@ def test_optional_outputs_are_checked_before_the_scan(genome, tmp_path, capsys, 
                             "--bigwig", tmp_path / "b.bw", "--quiet"), capsys.readouterr().err,
                     "--bigwig needs pyBigWig: pip install pyBigWig")
     assert not [p for p in os.listdir(tmp_path) if p.startswith(("i.", "b."))]
+
+
+def test_demo_says_what_it_does_before_each_step(capsys, monkeypatch):
+    events = []
+    real_attribute, real_scan = demo.attribute, S.scan
+    monkeypatch.setattr(demo, "attribute", lambda *a, **k: events.append(("compute", a[2])) or real_attribute(*a, **k))
+    monkeypatch.setattr(S, "scan", lambda *a, **k: events.append(("compute", "scan")) or real_scan(*a, **k))
+    demo.run(n=20, length=40, n_refs=2, log=lambda msg: events.append(("log", msg)))
+    kinds = [k for k, _ in events]
+    assert kinds == ["log", "compute"] * 5, events
+    assert events[0][1].startswith("[1/5] deeplift rescale: writing 20 sequences as a FASTA + narrowPeak")
+    assert events[2] == ("log", "[2/5] deeplift reveal_cancel") and events[3] == ("compute", "deeplift")
+    assert cli.main(["demo", "--n", "20", "--length", "40", "--refs", "2"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("fastlift demo: scoring 20 simulated 40-bp sequences with 5 methods")
+    assert [line[:5] for line in err[1:] if line.startswith("[")] == ["[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"]
+
+
+def test_compress_and_bigwig_say_what_they_do(genome, tmp_path, capsys):
+    pytest.importorskip("pyBigWig")
+    fasta, bed = genome
+    assert explain("demo", "--fasta", fasta, "--bed", bed, "--width", 64, "--refs", "dinuc:2", "--target", "sum",
+                   "--out", tmp_path / "s.h5", "--bigwig", tmp_path / "s.bw", "--compress") == 0
+    err = capsys.readouterr().err
+    assert f"writing the bigWig {tmp_path / 's.bw'} from {tmp_path / 's.h5'} ..." in err
+    assert f"compressing {tmp_path / 's.h5'} (" in err
