@@ -13,6 +13,10 @@ import os
 import sys
 
 
+#: --target all above this many units needs --allow-many-targets (it writes one file per unit)
+MAX_ALL_TARGETS = 16
+
+
 def _positive_int(text):
     try:
         value = int(text)
@@ -51,9 +55,11 @@ examples:
 """
 
 TARGET_HELP = """\
-what to explain (default 0): an output unit index ("3"), "profile" (softmax-weighted,
+what to explain (needed when the target layer has more than one unit; a one-unit layer
+defaults to 0): an output unit index ("3"), "profile" (softmax-weighted,
 mean-normalised logits of a profile head, BPNet/ChromBPNet style), "sum" (sum of the
-units, e.g. both strands of a counts head), "all" (every unit, one file each), or a
+units, e.g. both strands of a counts head), "all" (every unit, one file each; above
+16 units only with --allow-many-targets), or a
 comma-separated list of these, all computed in one pass. Append "@LAYER" to an item to
 take it from another layer (head): "profile@profile,0@counts". Without "@", items use
 --target-layer."""
@@ -103,7 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--rule", default="rescale",
                      choices=["rescale", "reveal_cancel", "genomics_default", "gradient", "guided_backprop"],
                      help="DeepLIFT rule (default rescale; gradient gives the average gradient x (x - ref))")
-    how.add_argument("--target", default="0", help=TARGET_HELP)
+    how.add_argument("--target", default=None, help=TARGET_HELP.replace("%", "%%"))
+    how.add_argument("--allow-many-targets", action="store_true",
+                     help=f"let --target all write one file per unit of a layer with more than {MAX_ALL_TARGETS} "
+                          "units (usually --target sum or profile is what is wanted)")
     how.add_argument("--target-layer", help="layer the --target items refer to (default: the pre-activation of "
                                             "the model's first output)")
     how.add_argument("--hypothetical", dest="hypothetical", action="store_true", default=True,
@@ -143,18 +152,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _parse_target(text, target_layer, model):
-    """--target / --target-layer -> (target, target_layer) as fastlift.deeplift takes them."""
+def _parse_target(text, target_layer, model, allow_many=False):
+    """--target / --target-layer -> (target, target_layer) as fastlift.deeplift takes them.
+
+    Without --target, a target layer of one unit means unit 0; a layer of more units (a profile
+    head, several tasks) is an error asking which. ``all`` over more than `MAX_ALL_TARGETS` units
+    needs ``allow_many`` (--allow-many-targets): it writes one file per unit.
+    """
+    default_layer = target_layer or model.default_target().name
+    if text is None:
+        node = model.get_node(default_layer)
+        if node.size != 1:
+            raise ValueError(f"--target is needed: the target layer {default_layer!r} has {node.size} units (shape "
+                             f"{node.shape}); pass --target profile (a profile head), sum, all or a unit index "
+                             "such as 0, or --target-layer for another layer")
+        text = "0"
     items = [t.strip() for t in text.split(",") if t.strip()]
     if not items:
         raise ValueError(f"--target {text!r}: nothing to explain")
-    default_layer = target_layer or model.default_target().name
 
     def value(spec, layer):
         if spec in ("profile", "sum"):
             return [spec]
         if spec == "all":
-            return list(range(model.get_node(layer).size))
+            size = model.get_node(layer).size
+            if size > MAX_ALL_TARGETS and not allow_many:
+                raise ValueError(f"--target all on layer {layer!r} would write {size} files, one per unit; use "
+                                 "--target sum or profile (one file), or pass --allow-many-targets")
+            return list(range(size))
         try:
             return [int(spec)]
         except ValueError:
@@ -215,7 +240,7 @@ def _explain(args, parser) -> int:
                                       on_invalid="skip" if args.skip_invalid else "error")
             if source.n_skipped:
                 say(f"skipping {source.n_skipped} invalid region(s), e.g. " + "; ".join(source.skipped_examples[:3]))
-        target, target_layer = _parse_target(args.target, args.target_layer, model)
+        target, target_layer = _parse_target(args.target, args.target_layer, model, args.allow_many_targets)
         paths = S.output_paths(args.out, S.target_names(model, target, target_layer))
         for path in paths:
             S.check_output_path(path)

@@ -94,13 +94,13 @@ def test_bad_input_gives_clean_errors(genome, tmp_path, capsys):
     assert "fastlift explain: error:" in err and "regions.bed:32: unknown chromosome 'chrZ'" in err
     assert "Traceback" not in err
     assert explain("demo", "--fasta", fasta, "--bed", bed, "--width", 64, "--out", tmp_path / "x.h5",
-                   "--refs", "dinuc:2", "--skip-invalid") == 0
+                   "--refs", "dinuc:2", "--skip-invalid", "--target", "0@counts") == 0
     captured = capsys.readouterr()
     assert "skipping 1 invalid region(s)" in captured.err and "skipped: 1 invalid region" in captured.out
     for args, msg in [(["--refs", "dinucc:3"], "expected dinuc"), (["--target", "profile@nope"], "unknown layer"),
                       (["--target", "x"], "expected an index")]:
         assert explain("demo", "--fasta", fasta, "--bed", bed, "--width", 64, "--out", tmp_path / "y.h5",
-                       "--skip-invalid", *args) == 1
+                       "--skip-invalid", "--target", "0@counts", *args) == 1
         assert msg in capsys.readouterr().err
     assert explain("missing.h5", "--fasta", fasta, "--bed", bed, "--out", tmp_path / "z.h5") == 1
     assert "model file not found" in capsys.readouterr().err
@@ -170,13 +170,14 @@ def test_cli_bigwig(genome, tmp_path, capsys):
     pytest.importorskip("pyBigWig")
     fasta, bed = genome
     assert explain("demo", "--fasta", fasta, "--bed", bed, "--width", 64, "--refs", "dinuc:2", "--out",
-                   tmp_path / "s.h5", "--bigwig", tmp_path / "s.bw", "--quiet") == 0
+                   tmp_path / "s.h5", "--bigwig", tmp_path / "s.bw", "--quiet", "--target", "sum") == 0
     assert "bigWig:" in capsys.readouterr().out and os.path.getsize(tmp_path / "s.bw") > 0
 
 
 def test_compress_after_completion(genome, tmp_path, capsys):
     fasta, bed = genome
-    common = ["demo", "--fasta", fasta, "--bed", bed, "--width", 64, "--refs", "dinuc:2", "--quiet"]
+    common = ["demo", "--fasta", fasta, "--bed", bed, "--width", 64, "--refs", "dinuc:2", "--quiet",
+              "--target", "0", "--target-layer", "profile"]
     assert explain(*common, "--out", tmp_path / "plain.h5") == 0
     assert explain(*common, "--out", tmp_path / "small.h5", "--compress") == 0
     assert "compressed" in capsys.readouterr().out
@@ -202,7 +203,8 @@ def test_a_width_too_large_for_memory_is_refused_before_any_output(tmp_path, cap
     bed = tmp_path / "one.bed"
     bed.write_text("chr1\t1050000\t1050001\n")
     monkeypatch.setattr(S, "available_memory", lambda: 16 * 10**9)
-    code = explain("demo", "--fasta", fasta, "--bed", bed, "--width", 1999000, "--out", tmp_path / "w.h5")
+    code = explain("demo", "--fasta", fasta, "--bed", bed, "--width", 1999000, "--target", "sum", "--out",
+                   tmp_path / "w.h5")
     err = capsys.readouterr().err
     assert code == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert "one region of --width 1999000 needs about" in err and "more than the 16.0 GB of memory available" in err
@@ -237,7 +239,7 @@ def read_only_dir(tmp_path):
 def test_read_only_output_directory_creating_and_resuming(genome, tmp_path, capsys, read_only_dir):
     fasta, bed = genome
     d, make_read_only = read_only_dir
-    common = ["demo", "--fasta", fasta, "--bed", bed, "--width", 64, "--refs", "dinuc:2", "--quiet"]
+    common = ["demo", "--fasta", fasta, "--bed", bed, "--width", 64, "--refs", "dinuc:2", "--quiet", "--target", "sum"]
     assert explain(*common, "--out", d / "done.h5") == 0
     capsys.readouterr()
     make_read_only()
@@ -264,7 +266,8 @@ def test_every_input_error_is_one_line(genome, tmp_path, capsys, monkeypatch):
                     f"MODEL {model_dir} is a directory")
     out_dir = tmp_path / "out_dir"
     out_dir.mkdir()
-    _one_line_error(explain("demo", *common, "--bed", bed, "--out", out_dir, "--overwrite"), capsys.readouterr().err,
+    _one_line_error(explain("demo", *common, "--bed", bed, "--out", out_dir, "--overwrite", "--target", "sum"),
+                    capsys.readouterr().err,
                     f"output {out_dir} is a directory")
     _one_line_error(explain("demo", *common, "--bed", bed, "--out", tmp_path / "a.h5", "--threads", 10**12),
                     capsys.readouterr().err, "--threads must be at most")
@@ -316,3 +319,22 @@ def test_compress_and_bigwig_say_what_they_do(genome, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"writing the bigWig {tmp_path / 's.bw'} from {tmp_path / 's.h5'} ..." in err
     assert f"compressing {tmp_path / 's.h5'} (" in err
+
+
+def test_a_layer_of_many_units_needs_an_explicit_target(genome, tmp_path, capsys):
+    """The demo's first output is a 64-position profile head: scoring its unit 0 silently was the old
+    default. --target all over a wide layer would write one file per unit."""
+    fasta, bed = genome
+    common = ["demo", "--fasta", fasta, "--bed", bed, "--width", 64, "--refs", "dinuc:2", "--quiet"]
+    _one_line_error(explain(*common, "--out", tmp_path / "p.h5"), capsys.readouterr().err,
+                    "--target is needed: the target layer 'profile' has 64 units (shape (64,)); pass --target "
+                    "profile (a profile head), sum, all or a unit index")
+    _one_line_error(explain(*common, "--target", "all", "--target-layer", "profile", "--out", tmp_path / "a.h5"),
+                    capsys.readouterr().err, "--target all on layer 'profile' would write 64 files",
+                    "--target sum or profile", "--allow-many-targets")
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(("p.", "a."))]
+    assert explain(*common, "--target-layer", "counts", "--out", tmp_path / "c.h5") == 0   # one unit: 0
+    assert io_scores.read_header(str(tmp_path / "c.h5"))["params"]["target"] == 0
+    model = demo.demo_model(64)
+    assert len(cli._parse_target("all", "profile", model, allow_many=True)[0]) == 64
+    assert cli._parse_target("all", "counts", model) == ([0], "counts")
