@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--bed", help="regions: BED (window centred on the interval midpoint) or narrowPeak "
                                    "(centred on the summit, column 10); .gz accepted")
     src.add_argument("--width", type=_positive_int, help="window width in bp, e.g. 2114 (default: the model's "
-                                                         "input length)")
+                                                         "input length; needed for a model that takes any length)")
     src.add_argument("--skip-invalid", action="store_true",
                      help="drop regions on unknown chromosomes or whose window runs off a chromosome (before "
                           "its start or past its end; counted and reported) instead of stopping with the file "
@@ -305,7 +305,15 @@ def _load_model(name, width):
     if os.path.isdir(name):
         raise ValueError(f"MODEL {name} is a directory; give a Keras model file (.h5 or .keras)")
     from . import load_model
+    from .io import ModelFileError
 
+    if width is not None:  # fills a length the file leaves open ((None, 4): any length)
+        try:
+            return load_model(name, input_shape=(width, 4))
+        except ModelFileError:
+            raise
+        except ValueError:
+            pass  # a fixed input other than (width, 4): loaded as it is, and the shapes compared after
     return load_model(name)
 
 
@@ -313,7 +321,8 @@ def _load_model(name, width):
 MAX_THREADS = 4096
 
 #: API words in messages -> the options a command-line user types
-_CLI_WORDS = {"on_invalid='skip'": "--skip-invalid", "resume=True": "--resume", "overwrite=True": "--overwrite"}
+_CLI_WORDS = {"on_invalid='skip'": "--skip-invalid", "resume=True": "--resume", "overwrite=True": "--overwrite",
+              "pass input_shape= to load_model": "pass --width (the window to score) or --input"}
 
 
 def _user_errors():

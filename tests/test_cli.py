@@ -338,3 +338,39 @@ def test_a_layer_of_many_units_needs_an_explicit_target(genome, tmp_path, capsys
     model = demo.demo_model(64)
     assert len(cli._parse_target("all", "profile", model, allow_many=True)[0]) == 64
     assert cli._parse_target("all", "counts", model) == ([0], "counts")
+
+
+def _variable_length_bpnet(path):
+    """The BPNet fixture saved as a model of any length: input (None, 4)."""
+    import json
+    import shutil
+
+    import h5py
+
+    shutil.copy(os.path.join(ROOT, "tests", "fixtures", "keras", "bpnet.tfkeras.h5"), path)
+    with h5py.File(path, "r+") as f:
+        config = json.loads(f.attrs["model_config"])
+        config["config"]["layers"][0]["config"]["batch_input_shape"] = [None, None, 4]
+        f.attrs["model_config"] = json.dumps(config)
+    return str(path)
+
+
+def test_width_fills_the_length_of_a_variable_length_model(tmp_path, capsys):
+    fasta, bed, _ = make_genome(str(tmp_path), n_regions=9)
+    varlen = _variable_length_bpnet(tmp_path / "varlen.h5")
+    out = tmp_path / "v.h5"
+    assert explain(varlen, "--fasta", fasta, "--bed", bed, "--width", 120, "--target", "0",
+                   "--target-layer", "logcount_predictions", "--refs", "dinuc:2", "--out", out, "--quiet",
+                   "--score-dtype", "float32") == 0, capsys.readouterr().err
+    got = io_scores.load_scores(str(out))
+    assert got["input_seqs"].shape == (9, 120, 4)
+    model = fl.load_model(varlen, input_shape=(120, 4))
+    direct = fl.deeplift(model, got["input_seqs"].astype(np.float32), fl.references.dinuc_shuffle(2), hypothetical=True,
+                         target=0, target_layer="logcount_predictions")
+    np.testing.assert_array_equal(got["hyp_scores"], direct.hypothetical)
+    np.savez(tmp_path / "x.npz", got["input_seqs"][:, :100])   # --input: the arrays' length
+    assert explain(varlen, "--input", tmp_path / "x.npz", "--target-layer", "logcount_predictions", "--refs", "dinuc:2",
+                   "--out", tmp_path / "i.h5", "--quiet") == 0, capsys.readouterr().err
+    assert io_scores.load_scores(str(tmp_path / "i.h5"))["hyp_scores"].shape == (9, 100, 4)
+    _one_line_error(explain(varlen, "--fasta", fasta, "--bed", bed, "--target", "0", "--out", tmp_path / "n.h5"),
+                    capsys.readouterr().err, "unknown dimension", "pass --width")
