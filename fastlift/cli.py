@@ -12,7 +12,6 @@ import argparse
 import os
 import sys
 
-
 #: --target all above this many units needs --allow-many-targets (it writes one file per unit)
 MAX_ALL_TARGETS = 16
 
