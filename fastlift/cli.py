@@ -99,8 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="drop regions on unknown chromosomes or whose window runs off a chromosome (before "
                           "its start or past its end; counted and reported) instead of stopping with the file "
                           "and line")
-    src.add_argument("--input", help="one-hot sequences instead of FASTA+BED: .npy, .npz or .h5, shape (N, L, 4)")
+    src.add_argument("--input", help="one-hot sequences instead of FASTA+BED: .npy, .npz or .h5, shape (N, L, 4) "
+                                     "(or (N, 4, L) with --layout ncl)")
     src.add_argument("--input-key", help="array name inside --input (default: arr_0 / input_seqs / the only one)")
+    src.add_argument("--layout", choices=["nlc", "ncl"], default=None,
+                     help="axis order of the --input arrays: nlc = (N, L, 4), the default (Keras), or ncl = "
+                          "(N, 4, L) (tangermeme, bpnet-lite, PyTorch), transposed as read; the output is (N, L, 4)")
     how = ex.add_argument_group("attribution")
     how.add_argument("--refs", default="dinuc:20",
                      help="references per region: dinuc:K (dinucleotide shuffles; default dinuc:20), shuffle:K, "
@@ -214,6 +218,8 @@ def _explain(args, parser) -> int:
     source = None
     try:
         _check_threads(args.threads)
+        if args.layout and not args.input:
+            raise S.ScanError("--layout describes --input arrays; FASTA windows are always read as (L, 4)")
         if args.bigwig:  # before the scan, not after hours of it
             if args.input:
                 raise S.ScanError("--bigwig needs genome coordinates: use --fasta and --bed, not --input")
@@ -221,7 +227,7 @@ def _explain(args, parser) -> int:
         width = args.width
         if args.input:
             arr = read_input_array(args.input, args.input_key)
-            source = S.ArraySource(arr, path=args.input, key=args.input_key)
+            source = S.ArraySource(arr, path=args.input, key=args.input_key, layout=args.layout or "nlc")
             if width is not None and width != source.length:
                 raise S.ScanError(f"--width {width} does not match the input's length {source.length}")
             width = source.length

@@ -180,31 +180,47 @@ class FastaBedSource:
 
 
 class ArraySource:
-    """Rows of a one-hot array (numpy, memory-mapped ``.npy`` or an HDF5 dataset), shape (N, L, 4)."""
+    """Rows of a one-hot array (numpy, memory-mapped ``.npy`` or an HDF5 dataset).
+
+    ``layout="nlc"``: shape (N, L, 4), the Keras layout the scan computes and writes in;
+    ``"ncl"``: shape (N, 4, L) (tangermeme, bpnet-lite, PyTorch), transposed as it is read.
+    """
 
     chrom_width = 0
     n_skipped = 0
+    LAYOUTS = ("nlc", "ncl")
 
-    def __init__(self, X, *, path: str | None = None, key: str | None = None):
+    def __init__(self, X, *, path: str | None = None, key: str | None = None, layout: str = "nlc"):
         self.skipped_examples: list = []
+        if layout not in self.LAYOUTS:
+            raise ScanError(f"layout must be one of {self.LAYOUTS}; got {layout!r}")
         shape = tuple(getattr(X, "shape", ()))
-        if len(shape) != 3 or shape[2] != 4:
-            raise ScanError(f"input {path or 'X'} must be one-hot of shape (n_regions, length, 4); got {shape}")
-        self.X, self.path, self.key = X, path, key
-        self.n_regions, self.length = int(shape[0]), int(shape[1])
+        what = f"input {path or 'X'}"
+        if layout == "ncl" and (len(shape) != 3 or shape[1] != 4):
+            raise ScanError(f"{what} with --layout ncl must be one-hot of shape (n_regions, 4, length); got {shape}")
+        if layout == "nlc" and (len(shape) != 3 or shape[2] != 4):
+            hint = (" (an (N, 4, L) array, as tangermeme and bpnet-lite write them: pass --layout ncl)"
+                    if len(shape) == 3 and shape[1] == 4 else "")
+            raise ScanError(f"{what} must be one-hot of shape (n_regions, length, 4); got {shape}{hint}")
+        self.X, self.path, self.key, self.layout = X, path, key, layout
+        self.n_regions, self.length = int(shape[0]), int(shape[2] if layout == "ncl" else shape[1])
+
+    def _rows(self, lo, hi):
+        x = np.asarray(self.X[lo:hi])
+        return x.transpose(0, 2, 1) if self.layout == "ncl" else x
 
     def describe(self) -> dict:
         if self.path is None:
             h = hashlib.sha256()
             for lo in range(0, self.n_regions, 4096):
-                h.update(np.ascontiguousarray(self.X[lo:lo + 4096], dtype=np.uint8).tobytes())
+                h.update(np.ascontiguousarray(self._rows(lo, lo + 4096), dtype=np.uint8).tobytes())
             return {"input": "array", "input_sha256": h.hexdigest()[:16], "width": self.length}
         return {"input": os.path.abspath(self.path), "input_sha256": file_digest(self.path), "key": self.key,
-                "width": self.length}
+                "layout": self.layout, "width": self.length}
 
     def chunks(self, start: int, size: int):
         for lo in range(start, self.n_regions, size):
-            x = np.asarray(self.X[lo:lo + size])
+            x = self._rows(lo, lo + size)
             ok = ((x == 0) | (x == 1)).all(axis=-1) & (x.sum(axis=-1) <= 1)
             if not ok.all():
                 e, pos = np.argwhere(~ok)[0]
@@ -669,7 +685,7 @@ def format_eta(seconds: float) -> str:
     or beyond a year (a rate measured over too little work)."""
     if not seconds < 365 * 86400:  # (also nan, inf)
         return "?"
-    days, rest = divmod(int(round(seconds)), 86400)
+    days, rest = divmod(round(seconds), 86400)
     clock = f"{rest // 3600:02d}:{rest // 60 % 60:02d}:{rest % 60:02d}"
     return f"{days}d {clock}" if days else clock
 

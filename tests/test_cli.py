@@ -374,3 +374,28 @@ def test_width_fills_the_length_of_a_variable_length_model(tmp_path, capsys):
     assert io_scores.load_scores(str(tmp_path / "i.h5"))["hyp_scores"].shape == (9, 100, 4)
     _one_line_error(explain(varlen, "--fasta", fasta, "--bed", bed, "--target", "0", "--out", tmp_path / "n.h5"),
                     capsys.readouterr().err, "unknown dimension", "pass --width")
+
+
+def test_input_arrays_in_the_ncl_layout(tmp_path, capsys):
+    """(N, 4, L) arrays, as tangermeme and bpnet-lite keep them: --layout ncl reads them; the
+    scores are those of the (N, L, 4) array and are written (N, L, 4)."""
+    rng = np.random.default_rng(3)
+    X = np.eye(4, dtype=np.uint8)[rng.integers(0, 4, size=(11, 64))]
+    np.save(tmp_path / "nlc.npy", X)
+    np.save(tmp_path / "ncl.npy", X.transpose(0, 2, 1))
+    common = ["demo", "--target", "0", "--target-layer", "counts", "--refs", "dinuc:3", "--quiet"]
+    assert explain(*common, "--input", tmp_path / "nlc.npy", "--out", tmp_path / "a.h5") == 0
+    _one_line_error(explain(*common, "--input", tmp_path / "ncl.npy", "--out", tmp_path / "b.h5"),
+                    capsys.readouterr().err, "must be one-hot of shape (n_regions, length, 4); got (11, 4, 64)",
+                    "pass --layout ncl")
+    assert explain(*common, "--input", tmp_path / "ncl.npy", "--layout", "ncl", "--out", tmp_path / "b.h5") == 0
+    a, b = io_scores.load_scores(str(tmp_path / "a.h5")), io_scores.load_scores(str(tmp_path / "b.h5"))
+    assert b["hyp_scores"].shape == (11, 64, 4)
+    for name in ("hyp_scores", "projected_scores", "input_seqs", "deltas"):
+        np.testing.assert_array_equal(a[name], b[name])
+    assert b["params"]["source"]["layout"] == "ncl"
+    _one_line_error(explain(*common, "--input", tmp_path / "nlc.npy", "--layout", "ncl", "--out", tmp_path / "c.h5"),
+                    capsys.readouterr().err, "with --layout ncl must be one-hot of shape (n_regions, 4, length)")
+    fasta, bed, _ = make_genome(str(tmp_path), n_regions=2)
+    _one_line_error(explain(*common, "--fasta", fasta, "--bed", bed, "--layout", "ncl", "--out", tmp_path / "d.h5"),
+                    capsys.readouterr().err, "--layout describes --input arrays")
