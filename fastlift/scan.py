@@ -372,7 +372,7 @@ class ScanResult:
     resumed_from: int
     n_scored: int                 # regions computed by this call
     n_skipped: int                # regions dropped (on_invalid="skip")
-    n_non_acgt: int               # letters read as all-zero rows, in the regions scored by this call
+    n_non_acgt: int               # letters read as all-zero rows, in every region of the files (resumed too)
     max_abs_delta: float          # summation-to-delta over the regions scored by this call
     seconds: float
 
@@ -471,7 +471,8 @@ def scan(model: Model, source, out: str, *, references="dinuc:20", rule: str = "
         start = min(read_header(p)["n_done"] for p in paths)
         if start == layout.n_regions:  # (also for files compressed after completion: no writer needed)
             say(f"{', '.join(paths)}: already complete ({layout.n_regions} regions)")
-            return ScanResult(paths, layout.n_regions, start, 0, source.n_skipped, 0, 0.0, 0.0)
+            return ScanResult(paths, layout.n_regions, start, 0, source.n_skipped, _total_non_acgt(paths[0], start),
+                              0.0, 0.0)
         if start:
             say(f"checking that the {start} regions already scored read the same sequences now")
             _check_scored_sequences(source, paths[0], start, chunk_size)
@@ -481,7 +482,7 @@ def scan(model: Model, source, out: str, *, references="dinuc:20", rule: str = "
                 say(f"resuming at region {start} of {layout.n_regions}")
             bar = _Progress(layout.n_regions, start) if progress else None
             t0 = time.perf_counter()
-            n_scored = n_bad = 0
+            n_scored = 0
             max_delta = 0.0
             for chunk in source.chunks(start, chunk_size):
                 n = len(chunk.onehot)
@@ -508,7 +509,6 @@ def scan(model: Model, source, out: str, *, references="dinuc:20", rule: str = "
                 for w in writers:
                     w.commit(chunk.lo + n)
                 n_scored += n
-                n_bad += int(chunk.n_non_acgt.sum())
                 max_delta = max(max_delta, float(np.abs(deltas).max()) if deltas.size else 0.0)
                 if bar:
                     bar.update(chunk.lo + n)
@@ -521,7 +521,8 @@ def scan(model: Model, source, out: str, *, references="dinuc:20", rule: str = "
         done = min(read_header(p)["n_done"] for p in paths)
         if done != layout.n_regions:
             raise ScanError(f"the regions changed while scanning: wrote {done} of {layout.n_regions}")
-        return ScanResult(paths, layout.n_regions, start, n_scored, source.n_skipped, n_bad, max_delta, seconds)
+        return ScanResult(paths, layout.n_regions, start, n_scored, source.n_skipped, _total_non_acgt(paths[0], done),
+                          max_delta, seconds)
 
 
 def available_memory() -> int | None:
@@ -649,6 +650,11 @@ def _check_resumable(path, layout, params):
     found = {k: v for k, v in head["datasets"].items() if k != "n_done"}
     if {k: (tuple(s), d) for k, (s, d) in found.items()} != expected:
         raise ScanError(f"--resume: {path} does not have the layout this run writes; use --overwrite")
+
+
+def _total_non_acgt(path, n_done) -> int:
+    """Non-ACGT letters over the first ``n_done`` regions of a score file (earlier runs included)."""
+    return sum(int(rows.sum(dtype=np.int64)) for _, rows in iter_rows(path, "n_non_acgt", n_done, 1 << 20))
 
 
 def _check_scored_sequences(source, path, n_done, chunk_size):

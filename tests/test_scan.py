@@ -640,3 +640,17 @@ def test_progress_shows_days_past_24_hours(capsys, monkeypatch):
     bar = S._Progress(2000, 0)   # 40 regions in the first hour: 49 hours left
     bar.update(40)
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith("40/2000 regions  0.0/s  ETA 2d 01:00:00")
+
+
+def test_non_acgt_count_covers_the_whole_file_after_a_resume(model, genome, tmp_path, monkeypatch):
+    fasta, bed, _ = genome
+    out = str(tmp_path / "n.h5")
+    with monkeypatch.context() as m:
+        _crash_after(m, 5)
+        with pytest.raises(Crash):
+            run(model, fasta, bed, out, chunk_size=4)
+    res = run(model, fasta, bed, out, resume=True)
+    per_region = io_scores.load_scores(out)["n_non_acgt"]
+    assert res.resumed_from == 20 and per_region[:20].sum() > 0 and per_region[20:].sum() > 0
+    assert res.n_non_acgt == per_region.sum()
+    assert run(model, fasta, bed, out, resume=True).n_non_acgt == per_region.sum()   # already complete
