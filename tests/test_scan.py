@@ -597,7 +597,8 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_output(model, geno
             raise threading_result[0]
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
         proc = subprocess.run([sys.executable, "-m", "fastlift.cli", "explain", "demo", "--fasta", fasta, "--bed", bed,
-                               "--width", str(WIDTH), "--refs", "dinuc:4", "--seed", "3", "--out", out, "--overwrite"],
+                               "--width", str(WIDTH), "--refs", "dinuc:4", "--seed", "3", "--target", "0", "--target-layer",
+                               "profile", "--out", out, "--overwrite"],
                               capture_output=True, text=True, env=env, timeout=300, check=False)
         assert proc.returncode == 1, proc.stderr
         lines = proc.stderr.strip().splitlines()
