@@ -322,9 +322,6 @@ def _load_model(name, width):
     return load_model(name)
 
 
-#: --threads above this is a typo, not a machine (and would overflow the kernels' thread count)
-MAX_THREADS = 4096
-
 #: API words in messages -> the options a command-line user types
 _CLI_WORDS = {"on_invalid='skip'": "--skip-invalid", "resume=True": "--resume", "overwrite=True": "--overwrite",
               "pass input_shape= to load_model": "pass --width (the window to score) or --input"}
@@ -357,6 +354,8 @@ def _report(command, e) -> int:
 
 
 def _check_threads(n):
+    from ._validate import MAX_THREADS
+
     if n is not None and n > MAX_THREADS:
         raise ValueError(f"--threads must be at most {MAX_THREADS} (this machine has {os.cpu_count()} cores); "
                          f"got {n}")

@@ -30,6 +30,7 @@ import numpy as np
 
 from . import __version__
 from . import references as refs_mod
+from ._validate import available_memory
 from .explain import deeplift
 from .genomics import Fasta, _region_stream, _Skipped, check_regions, file_digest
 from .io.scores import (
@@ -523,44 +524,6 @@ def scan(model: Model, source, out: str, *, references="dinuc:20", rule: str = "
             raise ScanError(f"the regions changed while scanning: wrote {done} of {layout.n_regions}")
         return ScanResult(paths, layout.n_regions, start, n_scored, source.n_skipped, _total_non_acgt(paths[0], done),
                           max_delta, seconds)
-
-
-def available_memory() -> int | None:
-    """Bytes this process can still allocate: the least of the memory the kernel reports as
-    available, the address-space limit (``ulimit -v``) left and the cgroup limit left; None
-    when none of them can be read."""
-    found = []
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    found.append(int(line.split()[1]) * 1024)
-    except (OSError, ValueError, IndexError):
-        pass
-    if not found and hasattr(os, "sysconf"):
-        try:
-            found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-        except (OSError, ValueError):
-            pass
-    try:
-        import resource
-
-        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
-        if soft != resource.RLIM_INFINITY:
-            with open("/proc/self/status") as f:
-                vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
-            found.append(soft - vm)
-    except (ImportError, OSError, ValueError, StopIteration):
-        pass
-    try:
-        with open("/sys/fs/cgroup/memory.max") as f:
-            limit = f.read().strip()
-        if limit != "max":
-            with open("/sys/fs/cgroup/memory.current") as f:
-                found.append(int(limit) - int(f.read().strip()))
-    except (OSError, ValueError):
-        pass
-    return max(min(found), 0) if found else None
 
 
 def scan_memory(model: Model, width: int, n_refs: int, dtype, score_dtype: str, n_targets: int,
