@@ -215,6 +215,14 @@ def _crash_after(monkeypatch, n_commits, torn=False):
     monkeypatch.setattr(io_scores.ScoreWriter, "commit", commit)
 
 
+def _interrupted_scan(monkeypatch, model, fasta, bed, out, n_commits, **kw):
+    """A scan of ``out`` that dies after its ``n_commits``-th commit (as a killed process would)."""
+    with monkeypatch.context() as m:
+        _crash_after(m, n_commits)
+        with pytest.raises(Crash):
+            run(model, fasta, bed, out, **kw)
+
+
 @pytest.mark.parametrize("n_commits, torn, resumed_from", [(0, False, 0), (4, True, 8), (5, False, 8),
                                                            (19, False, 36)])
 def test_resume_finishes_with_identical_bytes(model, genome, tmp_path, monkeypatch, n_commits, torn, resumed_from):
@@ -542,10 +550,7 @@ def test_resume_refuses_a_genome_whose_bases_changed(model, genome, tmp_path, mo
     genome, so the resume compares them with the windows it reads now and stops."""
     fasta, bed, _ = genome
     out = str(tmp_path / "g.h5")
-    with monkeypatch.context() as m:
-        _crash_after(m, 2)
-        with pytest.raises(Crash):
-            run(model, fasta, bed, out, chunk_size=4)
+    _interrupted_scan(monkeypatch, model, fasta, bed, out, 2, chunk_size=4)
     assert io_scores.read_header(out)["n_done"] == 8
     size, fai = os.path.getsize(fasta), G.read_fai(fasta + ".fai")
     _complement_in_place(fasta)
@@ -563,10 +568,7 @@ def test_resume_refuses_another_backend(model, genome, tmp_path, monkeypatch):
     continued on the other. 'auto' is recorded as what it resolves to, so auto -> cpu resumes."""
     fasta, bed, _ = genome
     out = str(tmp_path / "d.h5")
-    with monkeypatch.context() as m:
-        _crash_after(m, 1)
-        with pytest.raises(Crash):
-            run(model, fasta, bed, out, chunk_size=8, dtype="float64", device="cpu")
+    _interrupted_scan(monkeypatch, model, fasta, bed, out, 1, chunk_size=8, dtype="float64", device="cpu")
     compute = io_scores.read_header(out)["params"]["compute"]
     assert compute["backend"] == "cpu" and compute["isa"] == fl.backends._cpu.isa()
     with pytest.raises(S.ScanError, match=r"other parameters \(compute: file has .*'backend': 'cpu'.*this run "
@@ -646,10 +648,7 @@ def test_progress_shows_days_past_24_hours(capsys, monkeypatch):
 def test_non_acgt_count_covers_the_whole_file_after_a_resume(model, genome, tmp_path, monkeypatch):
     fasta, bed, _ = genome
     out = str(tmp_path / "n.h5")
-    with monkeypatch.context() as m:
-        _crash_after(m, 5)
-        with pytest.raises(Crash):
-            run(model, fasta, bed, out, chunk_size=4)
+    _interrupted_scan(monkeypatch, model, fasta, bed, out, 5, chunk_size=4)
     res = run(model, fasta, bed, out, resume=True)
     per_region = io_scores.load_scores(out)["n_non_acgt"]
     assert res.resumed_from == 20 and per_region[:20].sum() > 0 and per_region[20:].sum() > 0
