@@ -554,9 +554,9 @@ def _fit_chunk(model, width, spec, dtype, score_dtype, n_targets, batch_size, ch
     fits = (budget - compute) // per_region
     if fits < 1:
         batch = f" and --batch-size {batch_size}" if batch_size else ""
-        raise ScanError(f"one region of --width {width}{batch} needs about {(per_region + compute) / 1e9:.1f} GB "
+        raise ScanError(f"one region of --width {width}{batch} needs about {(per_region + compute) / 1e9:.2f} GB "
                         f"({per_region / 1e9:.2f} GB of scan arrays and {compute / 1e9:.1f} GB to compute it with "
-                        f"{n_refs} references), more than the {budget / 1e9:.1f} GB of memory available: use a "
+                        f"{n_refs} references), more than the {budget / 1e9:.2f} GB of memory available: use a "
                         "smaller --width (the model's input length), fewer references or a machine with more memory")
     if fits < chunk_size:
         say(f"--chunk-size {chunk_size} needs about {(chunk_size * per_region + compute) / 1e9:.1f} GB, "

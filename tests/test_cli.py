@@ -207,7 +207,7 @@ def test_a_width_too_large_for_memory_is_refused_before_any_output(tmp_path, cap
                    tmp_path / "w.h5")
     err = capsys.readouterr().err
     assert code == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    assert "one region of --width 1999000 needs about" in err and "more than the 16.0 GB of memory available" in err
+    assert "one region of --width 1999000 needs about" in err and "more than the 16.00 GB of memory available" in err
     assert not [p for p in os.listdir(tmp_path) if p.startswith("w")]
 
 

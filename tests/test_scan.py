@@ -629,7 +629,7 @@ def test_chunks_shrink_to_the_memory_available_and_the_bytes_stay_the_same(model
     assert any("--chunk-size 128 needs about" in m and "checkpointing every 5 regions" in m for m in said), said
     assert read_bytes(res.paths) == reference
     monkeypatch.setattr(S, "available_memory", lambda: compute + per_region // 2)
-    with pytest.raises(S.ScanError, match=r"one region of --width 64 needs about .* GB .*more than the 0.0 GB"):
+    with pytest.raises(S.ScanError, match=r"one region of --width 64 needs about .* GB .*more than the 0.00 GB"):
         run(model, fasta, bed, str(tmp_path / "none.h5"), **TWO_HEADS)
     assert not [p for p in os.listdir(tmp_path) if p.startswith("none")]
 
