@@ -87,7 +87,7 @@ class ConfigReader:
         return ModelFileError(f"{self.label}:{where} {msg}")
 
     def parse_json(self, text, what="model config"):
-        if isinstance(text, bytes):
+        if isinstance(text, (bytes, bytearray)):
             try:
                 text = text.decode("utf-8")
             except UnicodeDecodeError:
