@@ -460,6 +460,33 @@ def test_a_zip_entry_larger_than_it_declares_is_refused(tmp_path):
         fl.load_model(path)
 
 
+# ------------------------------------------------------------------ layer class names
+
+
+@pytest.mark.parametrize("class_name", ["_init__", "_class__", "weights", "get", "conv", "activation", "refuse_code",
+                                        "container", "convert", "fail", "build", "Dense ", "dense", "_Dense"])
+def test_class_names_reach_only_layer_builders(tmp_path, class_name):
+    """A class name is looked up in a table of layer builders, never as an attribute: '_init__'
+    once reached Builder.__init__ and re-ran it."""
+    dst = tmp_path / "named.h5"
+    shutil.copy(H5_MODEL, dst)
+    with h5py.File(dst, "r+") as f:
+        c = json.loads(f.attrs["model_config"])
+        c["config"]["layers"][2]["class_name"] = class_name  # 'drop' (no weights)
+        f.attrs["model_config"] = json.dumps(c)
+    with pytest.raises(NotImplementedError) as e:
+        fl.load_model(dst)
+    assert str(e.value).startswith(f"'named.h5': layer 'drop' ({class_name}): fastlift has no {class_name} layer")
+
+
+def test_supported_layers_are_the_table():
+    from fastlift.io import build
+
+    assert set(build.LAYER_BUILDERS) <= set(build.SUPPORTED)
+    assert not [n for n in build.SUPPORTED if n.startswith("_") or not n[0].isupper()]
+    assert {"Dense", "Conv1D", "BatchNormalization", "Add", "MaxPooling1D", "Convolution1D"} <= set(build.SUPPORTED)
+
+
 # ------------------------------------------------------------------ graph size
 
 

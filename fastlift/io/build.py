@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import layers as L
 from ..model import Model
-from .config import MODEL_CLASSES, LayerSpec, ModelSpec, Ref
+from .config import LayerSpec, ModelSpec, Ref
 from .errors import ModelFileError
 
 # class-name aliases (Keras 2 and Keras 3 names) -> canonical names used below
@@ -222,8 +222,8 @@ class Builder:
         cls = _ALIASES.get(spec.class_name, spec.class_name)
         cfg = spec.config
         self._refuse_code(spec)
-        method = getattr(self, "_" + cls, None)
-        if method is None or cls in MODEL_CLASSES:
+        method = LAYER_BUILDERS.get(cls)
+        if method is None:
             raise self.unsupported(spec, f"fastlift has no {spec.class_name} layer (custom layers are never imported "
                                    f"or run). Supported Keras layers: {', '.join(sorted(SUPPORTED))}")
         n_in = len(in_shapes)
@@ -233,7 +233,7 @@ class Builder:
         elif n_in != 1:
             raise self.fail(spec, f"takes one input; called on {n_in}")
         try:
-            chain = method(spec, cfg, in_shapes, path)
+            chain = method(self, spec, cfg, in_shapes, path)
         except (ValueError, TypeError) as e:
             if isinstance(e, ModelFileError):
                 raise
@@ -577,5 +577,20 @@ class Builder:
         return self._croppad(spec, cfg, "padding", L.ZeroPadding2D)
 
 
-SUPPORTED = sorted({n[1:] for n in dir(Builder) if n[1:2].isupper() and n.startswith("_")} | set(_ALIASES)
-                   | {"InputLayer", "Sequential", "Functional", "Model"})
+#: Keras class name (after the aliases) -> the Builder method converting it. Class names from a
+#: file are looked up here and nowhere else: never as attributes, which would reach any helper.
+LAYER_BUILDERS = {
+    "Dense": Builder._Dense, "Conv1D": Builder._Conv1D, "Conv2D": Builder._Conv2D,
+    "BatchNormalization": Builder._BatchNormalization, "Activation": Builder._Activation, "PReLU": Builder._PReLU,
+    "LeakyReLU": Builder._LeakyReLU, "ELU": Builder._ELU, "ReLU": Builder._ReLU, "Softmax": Builder._Softmax,
+    "Dropout": Builder._Dropout, "Flatten": Builder._Flatten, "Reshape": Builder._Reshape,
+    "Permute": Builder._Permute, "Add": Builder._Add, "Subtract": Builder._Subtract, "Average": Builder._Average,
+    "Concatenate": Builder._Concatenate, "MaxPooling1D": Builder._MaxPooling1D,
+    "MaxPooling2D": Builder._MaxPooling2D, "AveragePooling1D": Builder._AveragePooling1D,
+    "AveragePooling2D": Builder._AveragePooling2D, "GlobalMaxPooling1D": Builder._GlobalMaxPooling1D,
+    "GlobalMaxPooling2D": Builder._GlobalMaxPooling2D, "GlobalAveragePooling1D": Builder._GlobalAveragePooling1D,
+    "GlobalAveragePooling2D": Builder._GlobalAveragePooling2D, "Cropping1D": Builder._Cropping1D,
+    "Cropping2D": Builder._Cropping2D, "ZeroPadding1D": Builder._ZeroPadding1D,
+    "ZeroPadding2D": Builder._ZeroPadding2D,
+}
+SUPPORTED = sorted(set(LAYER_BUILDERS) | set(_ALIASES) | {"InputLayer", "Sequential", "Functional", "Model"})
