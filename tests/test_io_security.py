@@ -490,6 +490,34 @@ def test_supported_layers_are_the_table():
 # ------------------------------------------------------------------ graph size
 
 
+def _chain_config(n, reverse):
+    """A functional chain Input -> a0 -> ... -> a{n-1} of Activation layers (Dense every 100th)."""
+    layers = [{"class_name": "InputLayer", "config": {"name": "x", "batch_input_shape": [None, 2]},
+               "inbound_nodes": []}]
+    prev = "x"
+    for k in range(n):
+        cls = "Dense" if k % 100 == 50 else "Activation"
+        cfg = {"name": f"a{k}", "activation": "relu" if k % 2 else "tanh"}
+        if cls == "Dense":
+            cfg.update(units=2, use_bias=False, activation="linear")
+        layers.append({"class_name": cls, "config": cfg, "inbound_nodes": [[[prev, 0, 0, {}]]]})
+        prev = f"a{k}"
+    if reverse:
+        layers = layers[::-1]
+    return {"class_name": "Functional", "config": {"name": "chain", "layers": layers, "input_layers": [["x", 0, 0]],
+                                                   "output_layers": [[prev, 0, 0]]}}
+
+
+def _chain_weights(path, n):
+    with h5py.File(path, "w") as f:
+        dense = [k for k in range(n) if k % 100 == 50]
+        f.attrs["layer_names"] = np.array([f"a{k}".encode() for k in dense])
+        for k in dense:
+            g = f.create_group(f"a{k}")
+            g.attrs["weight_names"] = np.array([f"a{k}/kernel:0".encode()])
+            g[f"a{k}/kernel:0"] = np.eye(2, dtype="<f4")
+
+
 def _count_calls(fn):
     """Python and builtin calls made while ``fn`` runs (deterministic, unlike a timing)."""
     count = [0]
@@ -504,6 +532,32 @@ def _count_calls(fn):
     finally:
         sys.setprofile(None)
     return count[0], result
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["in_order", "reversed"])
+def test_loading_work_grows_linearly_with_the_number_of_layers(tmp_path, reverse):
+    counts = {}
+    for n in (1000, 2000):
+        weights = tmp_path / f"w{n}.h5"
+        _chain_weights(weights, n)
+        config = json.dumps(_chain_config(n, reverse))
+        counts[n], model = _count_calls(lambda: fl.load_model(weights, config_json=config))  # noqa: B023
+        assert model.output_names == [f"a{n - 1}"] and len(model.nodes) == n + 1
+    assert counts[2000] < 2.4 * counts[1000], counts  # quadratic work would be ~4x
+
+
+def test_a_long_reversed_chain_loads(tmp_path):
+    n = 20000
+    weights = tmp_path / "w.h5"
+    _chain_weights(weights, n)
+    model = fl.load_model(weights, config_json=json.dumps(_chain_config(n, reverse=True)))
+    x = np.array([[0.5, -0.25]], np.float32)
+    y = model.predict(x, dtype="float64")
+    expected = x.astype(np.float64)
+    for k in range(n):
+        if k % 100 != 50:  # the Dense layers are identities
+            expected = np.tanh(expected) if k % 2 == 0 else np.maximum(expected, 0)
+    np.testing.assert_allclose(y, expected, rtol=1e-12)
 
 
 def test_keras3_weight_lookup_grows_linearly_with_the_number_of_layers(tmp_path):
