@@ -389,3 +389,29 @@ def test_generator_script_output_loads_with_parity(tmp_path):
         check_parity(str(tmp_path), base)
     with pytest.raises(NotImplementedError, match="Lambda"):
         fl.load_model(tmp_path / "lambda_layer.keras")
+
+
+# ------------------------------------------------------------------ other formats, named
+
+
+def _torch_zip(path, prefix="archive"):
+    """The layout torch.save writes (a zip of a pickle plus tensor storages), with dummy bytes."""
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(f"{prefix}/data.pkl", b"\x80\x02}q\x00.")
+        z.writestr(f"{prefix}/byteorder", b"little")
+        z.writestr(f"{prefix}/data/0", b"\0" * 16)
+        z.writestr(f"{prefix}/version", b"3\n")
+
+
+@pytest.mark.parametrize("kind", ["zip", "zip_named", "legacy_pickle"])
+def test_a_pytorch_checkpoint_is_named_and_never_unpickled(tmp_path, kind):
+    path = tmp_path / "model.pt"
+    if kind == "legacy_pickle":
+        path.write_bytes(b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19.\x80\x02M\xe9\x03.")  # torch's magic number
+    else:
+        _torch_zip(path, "archive" if kind == "zip" else "my_model")
+    with pytest.raises(ModelFileError) as e:
+        fl.load_model(path)
+    msg = str(e.value)
+    assert msg.startswith("'model.pt': ") and "PyTorch checkpoint" in msg, msg
+    assert "cannot be loaded (fastlift never unpickles)" in msg and "export the model to ONNX" in msg, msg

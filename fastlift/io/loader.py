@@ -8,6 +8,9 @@ Formats (recognised by their first bytes, not by their names):
   JSON config from ``model.to_json()`` passed as ``config_json=``;
 * Keras 3 ``.keras`` archives (a zip with ``config.json`` and ``model.weights.h5``). The
   archive is read in memory with `zipfile`; nothing is extracted to disk.
+
+PyTorch checkpoints (``torch.save``'s zip or, before PyTorch 1.6, a bare pickle) are
+recognised and refused by name: nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -27,6 +30,11 @@ from .config import ConfigReader, ModelSpec
 from .errors import ModelFileError
 
 ZIP_SIGNATURE = b"PK\x03\x04"
+#: a pickle's first opcode (PROTO, protocols 2 to 5)
+PICKLE_PROTOCOL = b"\x80"
+#: a pickle can run any code when loaded, so none is ever unpickled
+PYTORCH_ADVICE = "PyTorch checkpoints cannot be loaded (fastlift never unpickles); export the model to ONNX " \
+                 "(torch.onnx.export)"
 #: largest config (config_json= file, or config.json in a .keras archive)
 MAX_CONFIG_BYTES = 256 * 2**20
 #: largest model.weights.h5 read from a .keras archive (it is held in memory; it may also hold
@@ -121,6 +129,9 @@ def read_keras(path, config_json=None, *, input_shape=None, layer_classes=None) 
                 return _load_h5(h5, label, config_text, input_shape, layer_classes, os.fstat(f.fileno()).st_size)
     if not head:
         raise ModelFileError(f"{label}: the file is empty")
+    if head.startswith(PICKLE_PROTOCOL):
+        raise ModelFileError(f"{label}: a Python pickle, as torch.save wrote PyTorch checkpoints before PyTorch 1.6, "
+                             f"not a Keras model. {PYTORCH_ADVICE}")
     raise ModelFileError(f"{label}: not a Keras model file (neither HDF5 nor a .keras zip archive; it starts "
                          f"with {head!r})")
 
@@ -214,6 +225,10 @@ def _load_keras_archive(f, label, config_text, input_shape, layer_classes) -> Lo
     try:
         with zipfile.ZipFile(f) as zf:
             names = set(zf.namelist())
+            pickles = sorted(n for n in names if n.rsplit("/", 1)[-1] in ("data.pkl", "constants.pkl"))
+            if pickles and "config.json" not in names:
+                raise ModelFileError(f"{label}: a PyTorch checkpoint (a zip holding {pickles[0]!r}, as torch.save "
+                                     f"and torch.jit.save write), not a Keras model. {PYTORCH_ADVICE}")
             for need in ("config.json", "model.weights.h5"):
                 if need not in names:
                     raise ModelFileError(f"{label}: the .keras archive has no {need!r} (entries: "
