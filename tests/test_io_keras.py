@@ -415,3 +415,68 @@ def test_a_pytorch_checkpoint_is_named_and_never_unpickled(tmp_path, kind):
     msg = str(e.value)
     assert msg.startswith("'model.pt': ") and "PyTorch checkpoint" in msg, msg
     assert "cannot be loaded (fastlift never unpickles)" in msg and "export the model to ONNX" in msg, msg
+
+
+def _keras1_dense(layer):
+    """A tf.keras Dense config rewritten the way Keras 1 wrote it."""
+    cfg = layer["config"]
+    cfg["output_dim"] = cfg.pop("units")
+    cfg["init"] = "glorot_uniform"
+    cfg["W_regularizer"] = cfg.pop("kernel_regularizer")
+    cfg["b_regularizer"] = cfg.pop("bias_regularizer")
+    cfg["bias"] = cfg.pop("use_bias")
+
+
+def _as_keras1_file(tmp_path, version):
+    dst = tmp_path / "k1.h5"
+    shutil.copy(fixture("seq_mlp.tfkeras.h5"), dst)
+    with h5py.File(dst, "r+") as f:
+        c = json.loads(f.attrs["model_config"])
+        for layer in c["config"]["layers"]:
+            if layer["class_name"] == "Dense":
+                _keras1_dense(layer)
+        c["config"] = c["config"]["layers"][1:]  # Keras 1 Sequential: a bare list
+        f.attrs["model_config"] = json.dumps(c)
+        if version is None:
+            del f.attrs["keras_version"]
+        else:
+            f.attrs["keras_version"] = version
+    return dst
+
+
+@pytest.mark.parametrize("version, says", [
+    ("1.2.2", r"a Keras 1.x model file \(keras_version 1.2.2\)"),
+    ("0.3.3", r"a Keras 0.x model file \(keras_version 0.3.3\)"),
+    (None, r"a Keras 1.x model config \(layer 'hidden1' \(Dense\) has 'output_dim', a Keras 1 name\)"),
+])
+def test_keras1_files_are_named(tmp_path, version, says):
+    with pytest.raises(NotImplementedError, match=r"^'k1.h5': " + says + "; fastlift reads Keras 2/3 files"):
+        fl.load_model(_as_keras1_file(tmp_path, version))
+
+
+@pytest.mark.parametrize("edit, says", [
+    (lambda c: _layer(c, "conv")["config"].update(nb_filter=2, filter_length=4, border_mode="valid"),
+     r"a Keras 1.x model config \(layer 'conv' \(Conv1D\) has 'nb_filter', a Keras 1 name\)"),
+    (lambda c: _layer(c, "concat").update(class_name="Merge"),
+     r"a Keras 1.x model config \(it has a 'Merge' layer \('concat'\), a Keras 0.x/1.x class\)"),
+    (lambda c: c.update(class_name="Graph"), r"the model is a 'Graph', a Keras 0.x container"),
+])
+def test_keras1_configs_are_named(tmp_path, edit, says):
+    def old(c):
+        edit(c)
+        c.pop("keras_version", None)
+
+    path = _edit_h5_config(tmp_path, "dl_functional_concat.tfkeras.h5", old)
+    with h5py.File(path, "r+") as f:
+        del f.attrs["keras_version"]
+    with pytest.raises(NotImplementedError, match=r"^'edited.h5': " + says + r".*; fastlift reads Keras 2/3 files"):
+        fl.load_model(path)
+
+
+def test_keras0_json_is_named(tmp_path):
+    config = {"name": "Sequential", "layers": [
+        {"name": "Dense", "input_dim": 12, "output_dim": 8, "init": "glorot_uniform", "activation": "relu"},
+        {"name": "Dense", "output_dim": 3, "init": "glorot_uniform", "activation": "softmax"}]}
+    with pytest.raises(NotImplementedError, match=r"^'seq_mlp.tfkeras.weights.h5': a Keras 0.x model config .*; "
+                                                  r"fastlift reads Keras 2/3 files"):
+        fl.load_model(fixture("seq_mlp.tfkeras.weights.h5"), config_json=json.dumps(config))

@@ -207,7 +207,7 @@ def _load_h5(h5, label, config_text, input_shape, layer_classes, file_bytes) -> 
                              "written by model.to_json() as config_json=")
     else:
         source = "model_config"
-    reader = ConfigReader(label, _major(version))
+    reader = ConfigReader(label, _major(version), version)
     top = reader.parse_json(config, source)
     if isinstance(top, dict) and reader.keras_major is None:
         reader.keras_major = _major(top.get("keras_version") if isinstance(top.get("keras_version"), str) else None)
