@@ -480,3 +480,28 @@ def test_keras0_json_is_named(tmp_path):
     with pytest.raises(NotImplementedError, match=r"^'seq_mlp.tfkeras.weights.h5': a Keras 0.x model config .*; "
                                                   r"fastlift reads Keras 2/3 files"):
         fl.load_model(fixture("seq_mlp.tfkeras.weights.h5"), config_json=json.dumps(config))
+
+
+@pytest.mark.parametrize("value, err, says", [
+    ((96.7, 4), TypeError, r"input_shape must be a tuple of positive ints; got \(96.7, 4\) \(96.7 is a float\)"),
+    ((12.0,), TypeError, r"input_shape must be a tuple of positive ints; got \(12.0,\) \(12.0 is a float\)"),
+    ((True,), TypeError, r"input_shape must be a tuple of positive ints; got \(True,\) \(True is a bool\)"),
+    ((np.float32(12),), TypeError, r"\(12.0 is a float32\)"),
+    (("12",), TypeError, r"\('12' is a str\)"),
+    ((0,), ValueError, r"input_shape must be a tuple of positive ints; got \(0,\)"),
+    ((-12,), ValueError, r"input_shape must be a tuple of positive ints; got \(-12,\)"),
+    ((2**31 + 1,), ValueError, r"input_shape entries must be at most 2\*\*31; got \(2147483649,\)"),
+    ({"features": (12.5,)}, TypeError, r"input_shape\['features'\] must be a tuple of positive ints; got \(12.5,\)"),
+    ({1: (12,)}, TypeError, r"input_shape keys must be input names \(str\); got 1"),
+    (12, TypeError, r"input_shape must be a tuple of ints or a dict \{input name: tuple\}; got 12"),
+])
+def test_input_shape_entries_must_be_positive_ints(value, err, says):
+    with pytest.raises(err, match=says):
+        fl.load_model(fixture("seq_mlp.tfkeras.h5"), input_shape=value)
+
+
+def test_input_shape_takes_numpy_ints():
+    model = fl.load_model(fixture("seq_mlp.tfkeras.h5"), input_shape=(np.int64(12),))
+    assert model.inputs[0].shape == (12,) and type(model.inputs[0].shape[0]) is int
+    model = fl.load_model(fixture("seq_mlp.tfkeras.h5"), input_shape={"features": [np.int32(12)]})
+    assert model.inputs[0].shape == (12,)

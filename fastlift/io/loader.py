@@ -23,6 +23,8 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..model import Model
 from . import hdf5
 from .build import Builder
@@ -73,9 +75,10 @@ def load_model(path, config_json=None, *, input_shape=None) -> Model:
         The model's architecture as written by ``model.to_json()``: a path to that
         ``.json`` file or the JSON text itself. Required for weights-only files; for
         full files it replaces the config stored in the file.
-    input_shape : tuple or dict {input name: tuple}, optional
+    input_shape : tuple of int or dict {input name: tuple of int}, optional
         Input shape(s) without the batch axis, for models saved with unknown (None)
-        dimensions, e.g. a sequence model that accepts any length.
+        dimensions, e.g. a sequence model that accepts any length. Entries are positive
+        ints (numpy integers too; floats and bools are refused, never truncated).
 
     Returns
     -------
@@ -116,8 +119,7 @@ def read_keras(path, config_json=None, *, input_shape=None, layer_classes=None) 
         raise TypeError(f"path must be a str or os.PathLike naming a model file; got {type(path).__name__}")
     path = os.fspath(path)
     label = repr(os.path.basename(path) or path)
-    if input_shape is not None and not isinstance(input_shape, (tuple, list, dict)):
-        raise TypeError(f"input_shape must be a tuple of ints or a dict {{input name: tuple}}; got {input_shape!r}")
+    input_shape = _input_shape_arg(input_shape)
     config_text = _read_config_json(config_json) if config_json is not None else None
     with open_regular(path, label) as f:
         head = f.read(8)
@@ -134,6 +136,38 @@ def read_keras(path, config_json=None, *, input_shape=None, layer_classes=None) 
                              f"not a Keras model. {PYTORCH_ADVICE}")
     raise ModelFileError(f"{label}: not a Keras model file (neither HDF5 nor a .keras zip archive; it starts "
                          f"with {head!r})")
+
+
+def _input_shape_arg(value):
+    """``input_shape=``: None, a shape, or {input name: shape}; shapes as tuples of Python ints."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str):
+                raise TypeError(f"input_shape keys must be input names (str); got {key!r}")
+        return {key: _shape_arg(v, f"input_shape[{key!r}]") for key, v in value.items()}
+    if not isinstance(value, (tuple, list)):
+        raise TypeError(f"input_shape must be a tuple of ints or a dict {{input name: tuple}}; got {value!r}")
+    return _shape_arg(value, "input_shape")
+
+
+def _shape_arg(value, what) -> tuple:
+    """A shape of positive ints (numpy integers accepted; floats and bools refused, never truncated)."""
+    if not isinstance(value, (tuple, list)):
+        raise TypeError(f"{what} must be a tuple of positive ints; got {value!r}")
+    out = []
+    for d in value:
+        if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)):
+            shown = repr(d.item()) if isinstance(d, np.generic) else repr(d)
+            raise TypeError(f"{what} must be a tuple of positive ints; got {tuple(value)!r} ({shown} is a "
+                            f"{type(d).__name__})")
+        if d < 1:
+            raise ValueError(f"{what} must be a tuple of positive ints; got {tuple(value)!r}")
+        if d > 2**31:
+            raise ValueError(f"{what} entries must be at most 2**31; got {tuple(value)!r}")
+        out.append(int(d))
+    return tuple(out)
 
 
 _KINDS = ((stat.S_ISFIFO, "FIFO (named pipe)"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
