@@ -583,3 +583,53 @@ def test_keras3_weight_lookup_grows_linearly_with_the_number_of_layers(tmp_path)
         counts[n], model = _count_calls(lambda: fl.load_model(path, config_json=config))  # noqa: B023
         assert len(model.nodes) == n + 1
     assert counts[300] < 2.4 * counts[150], counts
+
+
+# ------------------------------------------------------------------------- README
+
+
+README = os.path.join(os.path.dirname(HERE), "README.md")
+
+
+def _readme_security_notes():
+    with open(README, encoding="utf-8") as f:
+        text = f.read()
+    start = text.index("### Security notes")
+    return text[start:text.index("\n## ", start)]
+
+
+def test_readme_states_the_loader_limits_as_they_are():
+    import re
+
+    from fastlift.io import hdf5, loader
+
+    notes = _readme_security_notes()
+    units = {" GiB": 2**30, " MiB": 2**20, "-fold": 1}
+    found = {(m, n): int(v) * units[u] for m, n, v, u in
+             re.findall(r"`fastlift\.io\.(\w+)\.(\w+)` = (\d+)( GiB| MiB|-fold)", notes)}
+    assert set(found) == {("hdf5", "MAX_WEIGHT_BYTES"), ("hdf5", "MAX_COMPRESSION_RATIO"),
+                          ("loader", "MAX_WEIGHTS_ENTRY_BYTES"), ("loader", "MAX_CONFIG_BYTES")}, found
+    for (module, name), value in found.items():
+        assert getattr({"hdf5": hdf5, "loader": loader}[module], name) == value, name
+    assert f"up to {hdf5.SMALL_WEIGHT_BYTES // 2**20} MiB are exempt" in notes
+    assert f"compressed entry over {loader.SMALL_ENTRY_BYTES // 2**20} MiB" in notes
+    for refused in ("external links", "soft links", "virtual dataset", "external\n  storage", "never written",
+                    "FIFO", "never executes code", "5 of 1,045"):
+        assert refused in notes, refused
+
+
+def test_readme_recipe_for_untrusted_files_runs(tmp_path):
+    notes = _readme_security_notes()
+    start = notes.index("```python\n") + len("```python\n")
+    code = notes[start:notes.index("```", start)]
+    script = tmp_path / "recipe.py"
+    model = tmp_path / "untrusted.h5"
+    shutil.copy(H5_MODEL, model)
+    script.write_text(code + "\n    print('OUTPUTS', model.output_names)\n")
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=os.path.dirname(HERE)), check=False)
+    assert proc.returncode == 0 and "OUTPUTS ['probs']" in proc.stdout, proc.stderr[-2000:]
+    model.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))  # a refused file: the child's exit code says so
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=os.path.dirname(HERE)), check=False)
+    assert proc.returncode != 0 and "untrusted.h5: refused" in proc.stderr and "ModelFileError" in proc.stderr
