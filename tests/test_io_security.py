@@ -215,14 +215,23 @@ CHILD_PRELUDE = """
 import json, os, resource, sys
 sys.path.insert(0, {root!r})
 import fastlift as fl
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+fl.load_model({warm!r})  # imports what loading imports: the measure below sees the load alone
+
+
+def kib(key):
+    return int([line.split()[1] for line in open("/proc/self/status") if line.startswith(key)][0])
+
+
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # resets the peak resident size (VmHWM) to the current one
+base = kib("VmRSS")
 {limit}
 try:
     {code}
     out = {{"error": None, "message": ""}}
 except BaseException as e:
     out = {{"error": type(e).__name__, "message": str(e)}}
-out["peak_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+out["peak_mb"] = (kib("VmHWM") - base) / 1024
 print("RESULT " + json.dumps(out))
 """
 
@@ -238,7 +247,9 @@ def _refused_without_allocating(path, *says):
 
 
 def _run_child(code, address_space_gb=None, timeout=60):
-    """Run ``code`` in a fresh interpreter; return its outcome and the peak memory it added.
+    """Run ``code`` in a fresh interpreter; return its outcome and the peak memory it added
+    (the peak resident size while it ran minus the resident size before, both from
+    /proc/self/status after a first small load).
 
     ``address_space_gb`` caps the child's address space above what it holds after importing
     fastlift, so that a loader that allocates what a file declares fails fast instead of
@@ -251,7 +262,7 @@ def _run_child(code, address_space_gb=None, timeout=60):
             cap = vm + int({address_space_gb} * 2**30)
             resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
         """)
-    src = CHILD_PRELUDE.format(root=os.path.dirname(HERE), limit=limit, code=code)
+    src = CHILD_PRELUDE.format(root=os.path.dirname(HERE), warm=KERAS_MODEL, limit=limit, code=code)
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True, timeout=timeout, env=env,
                           check=False)
