@@ -1,5 +1,5 @@
-"""HDF5 access (the only module besides `keras3` that touches h5py): open files safely and
-expose Keras weights as lazily-read arrays.
+"""HDF5 access for model files (`scores` is the other module touching h5py): open files
+safely and expose Keras weights as lazily-read arrays.
 
 Two weight layouts exist:
 
