@@ -36,9 +36,14 @@ def deeplift(model: Model, X, references=None, *, rule: str = "rescale", target=
         sharing every forward pass (the result gains a leading target axis). Presets:
         ``"profile"``: a profile head's logits z (length,) or (length, channels) weighted
         by softmax(z) - 1/length along the length axis, per channel, with the softmax taken
-        from each example and held constant (BPNet/ChromBPNet's softmax-weighted,
-        mean-normalised logits); ``"sum"``: the sum of all units (e.g. both strands of a
-        counts head).
+        from each example and held constant (the softmax-weighted, mean-normalised logits as
+        the formula is written; contributions sum to its change);
+        ``"profile_chrombpnet"``: the numbers ChromBPNet/BPNet's kundajelab-shap path gives,
+        weights ½(softmax(z_x) + softmax(z_ref)) - 1/length per reference (they do not sum to
+        the target's change; the deltas say by how much); ``"profile_bpnetlite"``: bpnet-lite/
+        tangermeme's profile wrapper (softmax over strands and positions together, l·softmax(l)
+        under the Rescale rule); ``"sum"``: the sum of all units (e.g. both strands of a
+        counts head). See `fastlift.targets`.
     target_layer : str or list of str, optional
         Default: the pre-activation of the first output (logits before a sigmoid or softmax).
         A list scores several heads in one pass: ``target`` is then one target per layer
