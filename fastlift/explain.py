@@ -19,7 +19,8 @@ __all__ = ["METHODS", "Attributions", "attribute", "deeplift"]
 def deeplift(model: Model, X, references=None, *, rule: str = "rescale", target=0, target_layer=None,
              layers=None, hypothetical: bool = False, device: str = "auto", dtype="float32",
              batch_size: int | None = None, progress: bool = False, seed: int | None = None,
-             max_pool: str = "exact", n_threads: int | None = None) -> Attributions:
+             max_pool: str = "exact", n_threads: int | None = None, reverse_complement: bool = False,
+             strand_swap=True) -> Attributions:
     """DeepLIFT contributions of the inputs (or named layers) to a target.
 
     Parameters
@@ -65,14 +66,22 @@ def deeplift(model: Model, X, references=None, *, rule: str = "rescale", target=
         Max-pooling rule (see `fastlift.rules`).
     n_threads : int, optional
         CPU threads (default: all cores). Results do not depend on it.
+    reverse_complement : bool
+        Average each example's scores with those of its reverse complement (scored with the
+        reverse complements of the same references, mapped back: positions reversed, A↔T,
+        C↔G). One-hot DNA inputs (length, 4) only. See `Explainer.deeplift`.
+    strand_swap : bool or sequence of int
+        How a unit or weight target maps onto the reverse strand (default True: the target
+        layer's two channels are the (+, -) strands). See `Explainer`.
 
     Returns
     -------
     Attributions
     """
     with Explainer(model, rule=rule, max_pool=max_pool, target=target, target_layer=target_layer, device=device,
-                   dtype=dtype, n_threads=n_threads, batch_size=batch_size) as ex:
-        return ex.deeplift(X, references, hypothetical=hypothetical, layers=layers, seed=seed, progress=progress)
+                   dtype=dtype, n_threads=n_threads, batch_size=batch_size, strand_swap=strand_swap) as ex:
+        return ex.deeplift(X, references, hypothetical=hypothetical, layers=layers, seed=seed, progress=progress,
+                           reverse_complement=reverse_complement)
 
 
 def attribute(model: Model, X, method: str = "deeplift", references=None, *, steps: int = 50,
@@ -110,6 +119,6 @@ def attribute(model: Model, X, method: str = "deeplift", references=None, *, ste
 
 
 _DEEPLIFT_KEYWORDS = {"rule", "target", "target_layer", "layers", "hypothetical", "device", "dtype", "batch_size",
-                      "progress", "seed", "max_pool", "n_threads"}
-_SESSION_KEYWORDS = ("target", "target_layer", "device", "dtype", "batch_size", "max_pool", "n_threads")
-_CALL_KEYWORDS = ("layers", "hypothetical", "seed", "progress")
+                      "progress", "seed", "max_pool", "n_threads", "reverse_complement", "strand_swap"}
+_SESSION_KEYWORDS = ("target", "target_layer", "device", "dtype", "batch_size", "max_pool", "n_threads", "strand_swap")
+_CALL_KEYWORDS = ("layers", "hypothetical", "seed", "progress", "reverse_complement")
