@@ -56,8 +56,10 @@ examples:
 TARGET_HELP = """\
 what to explain (needed when the target layer has more than one unit; a one-unit layer
 defaults to 0): an output unit index ("3"), "profile" (softmax-weighted,
-mean-normalised logits of a profile head, BPNet/ChromBPNet style), "sum" (sum of the
-units, e.g. both strands of a counts head), "all" (every unit, one file each; above
+mean-normalised logits of a profile head, the formula as written), "profile_chrombpnet"
+or "profile_bpnetlite" (the numbers ChromBPNet/BPNet's shap path or bpnet-lite/
+tangermeme give for a profile head), "sum" (sum of the units, e.g. both strands of a
+counts head), "all" (every unit, one file each; above
 16 units only with --allow-many-targets), or a
 comma-separated list of these, all computed in one pass. Append "@LAYER" to an item to
 take it from another layer (head): "profile@profile,0@counts". Without "@", items use
@@ -162,6 +164,8 @@ def _parse_target(text, target_layer, model, allow_many=False):
     head, several tasks) is an error asking which. ``all`` over more than `MAX_ALL_TARGETS` units
     needs ``allow_many`` (--allow-many-targets): it writes one file per unit.
     """
+    from .targets import PRESETS
+
     default_layer = target_layer or model.default_target().name
     if text is None:
         node = model.get_node(default_layer)
@@ -175,7 +179,7 @@ def _parse_target(text, target_layer, model, allow_many=False):
         raise ValueError(f"--target {text!r}: nothing to explain")
 
     def value(spec, layer):
-        if spec in ("profile", "sum"):
+        if spec in PRESETS:
             return [spec]
         if spec == "all":
             size = model.get_node(layer).size
@@ -186,7 +190,8 @@ def _parse_target(text, target_layer, model, allow_many=False):
         try:
             return [int(spec)]
         except ValueError:
-            raise ValueError(f"--target item {spec!r}: expected an index, 'profile', 'sum' or 'all'") from None
+            raise ValueError(f"--target item {spec!r}: expected an index, "
+                             f"{', '.join(repr(p) for p in PRESETS)} or 'all'") from None
 
     if any("@" in t for t in items):
         targets, layers = [], []

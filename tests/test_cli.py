@@ -137,6 +137,11 @@ def test_parse_target():
     assert cli._parse_target("0,profile", "profile", model) == ([0, "profile"], "profile")
     assert cli._parse_target("all", "counts", model) == ([0], "counts")
     assert cli._parse_target("sum@counts", None, model) == (["sum"], ["counts"])
+    assert cli._parse_target("profile_chrombpnet@profile,profile_bpnetlite@profile,0@counts", None, model) == (
+        ["profile_chrombpnet", "profile_bpnetlite", 0], ["profile", "profile", "counts"])
+    with pytest.raises(ValueError, match=r"--target item 'profile_tf': expected an index, 'profile', "
+                                         r"'profile_chrombpnet', 'profile_bpnetlite', 'sum' or 'all'"):
+        cli._parse_target("profile_tf", "profile", model)
 
 
 def test_cli_sigkill_and_resume(tmp_path):
