@@ -129,6 +129,22 @@ def test_help_explains_every_option():
         assert word in proc.stdout
 
 
+def test_explain_reverse_complement(genome, tmp_path, capsys):
+    fasta, bed = genome
+    out = tmp_path / "rc.h5"
+    args = ["demo", "--fasta", fasta, "--bed", bed, "--width", 64, "--refs", "dinuc:3", "--target", "profile",
+            "--target-layer", "profile", "--out", out, "--score-dtype", "float32", "--quiet"]
+    assert explain(*args, "--reverse-complement") == 0, capsys.readouterr().err
+    got = io_scores.load_scores(str(out))
+    assert got["params"]["reverse_complement"] is True
+    X = got["input_seqs"].astype(np.float32)
+    direct = fl.deeplift(demo.demo_model(64), X, fl.references.dinuc_shuffle(3), hypothetical=True, target="profile",
+                         target_layer="profile", reverse_complement=True)
+    np.testing.assert_array_equal(got["hyp_scores"], direct.hypothetical)
+    assert explain(*args, "--resume") == 1  # a resume without --reverse-complement is refused
+    assert "reverse_complement: file has True, this run None" in capsys.readouterr().err
+
+
 def test_parse_target():
     model = demo.demo_model(64)
     assert cli._parse_target("0", None, model) == (0, None)
