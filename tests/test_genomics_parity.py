@@ -56,10 +56,12 @@ def bpnetlite_model(w):
     return fl.Model(x, [prof, counts], name="bpnetlite")
 
 
-def test_chrombpnet_model_loads_with_the_tools_predictions(chrombpnet):
-    model, d = chrombpnet
-    logits, counts = model.predict(d["X"].astype(np.float64), dtype="float64")
-    np.testing.assert_allclose(logits, d["logits_x"], rtol=1e-9, atol=1e-10)
+@pytest.mark.parametrize("tool, profile_key", [("chrombpnet", "logits_x"), ("bpnetlite", "profile_x")])
+def test_models_give_the_tools_predictions(tool, profile_key, request):
+    """The Keras file ChromBPNet's side saved loads, and bpnet-lite's weights build, to the same model."""
+    model, d = request.getfixturevalue(tool)
+    profile, counts = model.predict(d["X"].astype(np.float64), dtype="float64")
+    np.testing.assert_allclose(profile, d[profile_key], rtol=1e-9, atol=1e-10)
     np.testing.assert_allclose(counts, d["counts_x"], rtol=1e-9, atol=1e-10)
 
 
@@ -97,13 +99,6 @@ def test_both_heads_in_one_pass_and_float32(chrombpnet):
     f32 = fl.deeplift(model, X.astype(np.float32), refs.astype(np.float32), target="profile_chrombpnet",
                       target_layer="logits_profile_predictions", hypothetical=True)
     close(f32.hypothetical, d["profile_hyp"], rel=1e-3)
-
-
-def test_bpnetlite_model_matches_the_tools_predictions(bpnetlite):
-    model, d = bpnetlite
-    prof, counts = model.predict(d["X"].astype(np.float64), dtype="float64")
-    np.testing.assert_allclose(prof, d["profile_x"], rtol=1e-9, atol=1e-10)
-    np.testing.assert_allclose(counts, d["counts_x"], rtol=1e-9, atol=1e-10)
 
 
 def test_profile_bpnetlite_equals_tangermeme(bpnetlite):
