@@ -6,7 +6,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from fixtures.k224_writer import layer, write_functional
 
 import fastlift as fl
@@ -15,7 +14,7 @@ from fastlift.plan import genomics_default_rule, resolve
 from fastlift.rules import Rule
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
-from models import bpnet_spec, build_fastlift  # noqa: E402
+from models import bpnet_spec, build_fastlift
 
 
 def residual_bpnet(seed=0, length=48, filters=6, crop=False):
@@ -55,7 +54,7 @@ def test_residual_bpnet_scores_use_the_resolved_rules():
     X = np.eye(4)[rng.integers(0, 4, size=(3, 48))]
     refs = fl.dinuc_shuffle(X, 4, seed=1).astype(np.float64)
     conv_only = build_fastlift(bpnet_spec(np.random.default_rng(0), length=48))  # bench/models.py's BPNet
-    kw = dict(dtype="float64", device="numpy")
+    kw = {"dtype": "float64", "device": "numpy"}
     gd = fl.deeplift(conv_only, X, refs, rule="genomics_default", **kw)
     rs = fl.deeplift(conv_only, X, refs, rule="rescale", **kw)
     np.testing.assert_array_equal(gd.contributions, rs.contributions)

@@ -15,7 +15,7 @@ import fastlift as fl
 from fastlift import layers as L
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "genomics_parity")
-KW = dict(dtype="float64", device="numpy", hypothetical=True)
+KW = {"dtype": "float64", "device": "numpy", "hypothetical": True}
 
 
 def close(ours, theirs, rel=1e-4):

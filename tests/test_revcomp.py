@@ -33,7 +33,7 @@ def _rc_refs(refs):
     return reverse_complement(refs)  # (N, K, L, 4): positions and bases of every reference
 
 
-KW = dict(dtype="float64", device="numpy", hypothetical=True)
+KW = {"dtype": "float64", "device": "numpy", "hypothetical": True}
 
 
 def test_reverse_complement_of_one_hot():
@@ -102,7 +102,7 @@ def test_averaged_scores_are_strand_symmetric():
 
 def test_generated_references_are_reverse_complemented_with_the_example():
     model = stranded_bpnet()
-    X, refs = _data(k=4)
+    X, _ = _data(k=4)
     spec = fl.deeplift(model, X, fl.references.dinuc_shuffle(4), target="profile", target_layer="profile",
                        reverse_complement=True, **KW)
     given = fl.deeplift(model, X, fl.dinuc_shuffle(X, 4, seed=0).astype(np.float64), target="profile",

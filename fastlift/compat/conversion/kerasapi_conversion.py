@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import sys
 
-from ... import layers as L
 from ...io.loader import read_keras
 from ...layers.conv import Convolution
 from ...plan import linear_sources
@@ -174,7 +173,7 @@ def _resolve_genomics_default(node, layer, by_node, verbose):
     elif blocker is None and kinds == {False}:
         mode = NonlinearMxtsMode.RevealCancel
     elif blocker is not None:
-        raise RuntimeError(f"Unsure how to resolve {NonlinearMxtsMode.DeepLIFT_GenomicsDefault} when the preceding "  # noqa: TRY004
+        raise RuntimeError(f"Unsure how to resolve {NonlinearMxtsMode.DeepLIFT_GenomicsDefault} when the preceding "
                            f"linear layer is of type {type(by_node[blocker.name]).__name__}")
     else:
         raise RuntimeError(f"Unsure how to resolve {NonlinearMxtsMode.DeepLIFT_GenomicsDefault} for layer "
