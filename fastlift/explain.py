@@ -8,6 +8,8 @@ and shared-reference forward passes once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from . import _validate
 from .explainer import METHODS, Explainer
 from .model import Model
@@ -20,7 +22,7 @@ def deeplift(model: Model, X, references=None, *, rule: str = "rescale", target=
              layers=None, hypothetical: bool = False, device: str = "auto", dtype="float32",
              batch_size: int | None = None, progress: bool = False, seed: int | None = None,
              max_pool: str = "exact", n_threads: int | None = None, reverse_complement: bool = False,
-             strand_swap=True) -> Attributions:
+             strand_swap: bool | Sequence[int] = True) -> Attributions:
     """DeepLIFT contributions of the inputs (or named layers) to a target.
 
     Parameters

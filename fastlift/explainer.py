@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numbers
 import weakref
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -80,7 +81,7 @@ class Explainer:
 
     def __init__(self, model: Model, *, rule: str = "rescale", max_pool: str = "exact", target=0,
                  target_layer=None, device: str = "auto", dtype="float32", n_threads: int | None = None,
-                 batch_size: int | None = None, strand_swap=True):
+                 batch_size: int | None = None, strand_swap: bool | Sequence[int] = True):
         if not isinstance(model, Model):
             raise TypeError(f"model must be a fastlift.Model; got {type(model).__name__}")
         self.model = model
