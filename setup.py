@@ -3,12 +3,14 @@
 The extension compiles the header-only kernels in ``csrc/`` with OpenMP when the
 compiler supports it, and serially (with a warning) when it does not. CUDA code is
 never compiled here: it ships as package data and NVRTC compiles it at run time.
-The headers are also copied into the package (``fastlift/include``) so that
-``fastlift.get_include()`` works from an installed wheel.
+
+``csrc/`` and ``kernels/`` exist once, in the source tree: pyproject.toml maps them onto the
+data-only packages ``fastlift.include`` and ``fastlift.kernels``, so a wheel carries them as
+``fastlift/include`` and ``fastlift/kernels`` while a checkout or an editable install reads
+them in place (``fastlift.get_include()``, ``fastlift.backends._cuda.source_dirs()``).
 """
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,9 +22,6 @@ from setuptools import Extension, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join(HERE, "csrc")
-INCLUDE_COPY = os.path.join(HERE, "fastlift", "include")
-KERNELS = os.path.join(HERE, "kernels")
-KERNELS_COPY = os.path.join(HERE, "fastlift", "kernels")
 
 
 def openmp_flags():
@@ -47,25 +46,6 @@ def openmp_flags():
     return ["-fopenmp"], ["-fopenmp"]
 
 
-def copy_headers():
-    os.makedirs(INCLUDE_COPY, exist_ok=True)
-    for name in os.listdir(CSRC):
-        if name.endswith(".h"):
-            shutil.copy2(os.path.join(CSRC, name), os.path.join(INCLUDE_COPY, name))
-
-
-copy_headers()
-
-
-def copy_kernels():
-    """CUDA sources ship as package data (fastlift/kernels); NVRTC compiles them at run time."""
-    os.makedirs(KERNELS_COPY, exist_ok=True)
-    for name in os.listdir(KERNELS):
-        if name.endswith((".cu", ".cuh")):
-            shutil.copy2(os.path.join(KERNELS, name), os.path.join(KERNELS_COPY, name))
-
-
-copy_kernels()
 omp_compile, omp_link = openmp_flags()
 extensions = [
     Extension(
