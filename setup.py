@@ -22,6 +22,7 @@ from setuptools import Extension, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join(HERE, "csrc")
+HEADERS = sorted(os.path.join("csrc", h) for h in os.listdir(CSRC) if h.endswith(".h"))
 
 
 def openmp_flags():
@@ -52,7 +53,7 @@ extensions = [
         "fastlift.backends._cpu",
         ["fastlift/backends/_cpu.pyx"],
         include_dirs=[CSRC, numpy.get_include()],
-        depends=[os.path.join("csrc", h) for h in ("fl_kernels.h", "fl_kernels_impl.h", "fl_math.h")],
+        depends=HEADERS,
         extra_compile_args=["-O3", "-std=c99", "-fno-trapping-math", "-Wno-unused-function", *omp_compile],
         extra_link_args=omp_link,
         libraries=["m"] if sys.platform != "win32" else [],
@@ -62,7 +63,7 @@ extensions = [
         "fastlift._genomics",
         ["fastlift/_genomics.pyx"],
         include_dirs=[CSRC, numpy.get_include()],
-        depends=[os.path.join("csrc", "fl_shuffle.h")],
+        depends=HEADERS,
         extra_compile_args=["-O3", "-std=c99", "-Wno-unused-function", *omp_compile],
         extra_link_args=omp_link,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

@@ -126,11 +126,12 @@ def source_dirs() -> list[Path]:
 
 
 def kernel_source(name: str, dirs=None) -> str:
-    """The text of kernel file ``name`` with its local includes pasted in (each header once).
+    """The text of kernel file ``name`` with its local includes pasted in.
 
     ``#line`` directives keep NVRTC's and the debugger's file:line pointing at the original
-    files. Headers must be include-once (guarded), as all of fastlift's are. ``dirs``: the
-    search path (default `source_dirs`).
+    files. A header is pasted once; only a body meant to be included repeatedly (no include
+    guard, named ``*_impl.h``: ``fl_math.h`` includes ``fl_math_impl.h`` once per element
+    type) is pasted at every ``#include``. ``dirs``: the search path (default `source_dirs`).
     """
     dirs = [Path(d) for d in (source_dirs() if dirs is None else dirs)]
     seen: set[Path] = set()
@@ -149,7 +150,7 @@ def kernel_source(name: str, dirs=None) -> str:
                 out.append(line)
                 continue
             header = find(m.group(1))
-            if header not in seen:
+            if header not in seen or header.name.endswith("_impl.h"):
                 seen.add(header)
                 out.extend(expand(header))
             out.append(f'#line {lineno + 1} "{path.name}"')
