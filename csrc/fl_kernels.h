@@ -9,7 +9,9 @@
 //
 // Every kernel exists for float (_f) and double (_d). Both are generated from one body,
 // fl_kernels_impl.h, included twice below with FL_T = float / double; grep for
-// "FL_K(name)" there to find fl_name_f / fl_name_d.
+// "FL_K(name)" there to find fl_name_f / fl_name_d. Internal helpers (row loops, register
+// tiles, their per-ISA copies) are FL_KI(name): fli_name_f / fli_name_d, never called from
+// outside these headers.
 //
 // Dimension-suffix alphabet
 // -------------------------
@@ -71,7 +73,7 @@
 // Public kernels: ordinary header-only functions.
 #define FL_KERNEL static inline
 // Row loops specialised on a compile-time activation code: forced inline so that the constant
-// reaches fl_act_value / fl_act_grad and the switch folds away.
+// reaches fl_activation_forward_elem / fl_activation_grad_elem and the switch folds away.
 #if defined(__GNUC__) || defined(__clang__)
 #  define FL_ROWS static inline __attribute__((always_inline))
 #else
@@ -117,21 +119,21 @@ enum { FL_ISA_AUTO = -1, FL_ISA_BASE = 0, FL_ISA_AVX2 = 1, FL_ISA_AVX512 = 2 };
 #  define FL_TARGET_AVX2 __attribute__((target("avx2,fma"), optimize("fp-contract=fast")))
 #endif
 
-// FL_ISA_VARIANTS(name, params, args) defines one out-of-line copy per ISA of the FL_ROWS loop
-// FL_K(name): FL_K(name##_avx512) and FL_K(name##_avx2) on x86, FL_K(name##_base) everywhere,
-// each calling FL_K(name) args compiled for its target. FL_ISA_CALL(variant, name, args) calls
+// FL_ISA_VARIANTS(name, params, args) defines one out-of-line copy per ISA of the internal FL_ROWS
+// loop FL_KI(name): FL_KI(name##_avx512) and FL_KI(name##_avx2) on x86, FL_KI(name##_base)
+// everywhere, each calling FL_KI(name) args compiled for its target. FL_ISA_CALL(variant, name, args) calls
 // the copy for an fl_isa() result.
 #ifdef FL_X86_DISPATCH
-#  define FL_ISA_VARIANTS(name, params, args)                                          \
-    FL_TARGET_AVX512 FL_NOINLINE void FL_K(name##_avx512) params { FL_K(name) args; } \
-    FL_TARGET_AVX2 FL_NOINLINE void FL_K(name##_avx2) params { FL_K(name) args; }     \
-    FL_NOINLINE void FL_K(name##_base) params { FL_K(name) args; }
-#  define FL_ISA_CALL(variant, name, args)                       \
-    ((variant) == FL_ISA_AVX512 ? FL_K(name##_avx512) args       \
-     : (variant) == FL_ISA_AVX2 ? FL_K(name##_avx2) args : FL_K(name##_base) args)
+#  define FL_ISA_VARIANTS(name, params, args)                                             \
+    FL_TARGET_AVX512 FL_NOINLINE void FL_KI(name##_avx512) params { FL_KI(name) args; } \
+    FL_TARGET_AVX2 FL_NOINLINE void FL_KI(name##_avx2) params { FL_KI(name) args; }     \
+    FL_NOINLINE void FL_KI(name##_base) params { FL_KI(name) args; }
+#  define FL_ISA_CALL(variant, name, args)                        \
+    ((variant) == FL_ISA_AVX512 ? FL_KI(name##_avx512) args       \
+     : (variant) == FL_ISA_AVX2 ? FL_KI(name##_avx2) args : FL_KI(name##_base) args)
 #else
-#  define FL_ISA_VARIANTS(name, params, args) FL_NOINLINE void FL_K(name##_base) params { FL_K(name) args; }
-#  define FL_ISA_CALL(variant, name, args) ((void)(variant), FL_K(name##_base) args)
+#  define FL_ISA_VARIANTS(name, params, args) FL_NOINLINE void FL_KI(name##_base) params { FL_KI(name) args; }
+#  define FL_ISA_CALL(variant, name, args) ((void)(variant), FL_KI(name##_base) args)
 #endif
 
 // The best ISA variant this CPU runs that is not above `wanted` (FL_ISA_AUTO: no limit).
@@ -183,22 +185,26 @@ typedef struct fl_geometry {
 #define FL_T float
 #define FL_TI int32_t  /* integer as wide as FL_T: vector selects between them stay one width */
 #define FL_K(name) fl_##name##_f
+#define FL_KI(name) fli_##name##_f
 #define FL_M(name) fl_##name##_f
 #include "fl_kernels_impl.h"
 #undef FL_T
 #undef FL_TI
 #undef FL_K
+#undef FL_KI
 #undef FL_M
 
 // ---- double kernels: fl_<op>_d
 #define FL_T double
 #define FL_TI int64_t
 #define FL_K(name) fl_##name##_d
+#define FL_KI(name) fli_##name##_d
 #define FL_M(name) fl_##name##_d
 #include "fl_kernels_impl.h"
 #undef FL_T
 #undef FL_TI
 #undef FL_K
+#undef FL_KI
 #undef FL_M
 
 #endif  // FL_KERNELS_H

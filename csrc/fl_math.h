@@ -13,9 +13,12 @@
 //     (CUDA templates, the emulator) also gets unsuffixed overloads. Both types come from one
 //     body, fl_math_impl.h, included twice below (as fl_kernels.h does with its kernels).
 //
-// The formulas are those of fastlift/backends/ops.py (_act_value, _act_grad,
-// rescale_backward, reveal_cancel_split/backward, max_pool_backward), which is the oracle
-// the tests compare against; keep the two in step.
+// One op, one name: fl_<op>_elem is one element of the op <op> (Ops.<op> in
+// fastlift/backends/ops.py, the numpy oracle the tests compare against; the C row kernel
+// fl_<op>_f/_d; the CUDA kernel <op><T>): fl_activation_forward_elem, fl_activation_grad_elem,
+// fl_rescale_backward_elem, fl_reveal_cancel_split_elem, fl_reveal_cancel_backward_elem, and
+// fl_max_pool_backward_lambda, the split of max_pool_backward's exact rule. Names starting with
+// fli_ are internal helpers. Keep the formulas in step with ops.py.
 #ifndef FL_MATH_H
 #define FL_MATH_H
 
@@ -23,7 +26,7 @@
 #  define FL_HD __host__ __device__ __forceinline__
 #else
 #  include <math.h>
-// always_inline: the kernels call fl_act_value/fl_act_grad with a constant act code, and
+// always_inline: the kernels call fl_activation_forward_elem / _grad_elem with a constant act code, and
 // inlining is what lets the compiler drop the switch and vectorise the row loop.
 #  if defined(__GNUC__) || defined(__clang__)
 #    define FL_HD static inline __attribute__((always_inline))
@@ -73,25 +76,29 @@
 // ------------------------------------------------------------------------ float: fl_<name>_f
 #define FL_T float
 #define FL_M(name) fl_##name##_f
+#define FL_MI(name) fli_##name##_f
 #define FL_F(fn) fn##f
 #include "fl_math_impl.h"
 #undef FL_T
 #undef FL_M
+#undef FL_MI
 #undef FL_F
 
 // ------------------------------------------------------------------------ double: fl_<name>_d
 #define FL_T double
 #define FL_M(name) fl_##name##_d
+#define FL_MI(name) fli_##name##_d
 #define FL_F(fn) fn
 #include "fl_math_impl.h"
 #undef FL_T
 #undef FL_M
+#undef FL_MI
 #undef FL_F
 
 // ------------------------------------------------------------------------ window index math
-// Taps t in [*lo, *hi) of a window whose tap t reads position base + t*dil are the ones inside
+// (internal) Taps t in [*lo, *hi) of a window whose tap t reads position base + t*dil are the ones inside
 // [0, size). base = out_index*stride - pad. Empty ranges come back as lo == hi.
-FL_HD void fl_tap_range(long long base, long long dil, long long k, long long size,
+FL_HD void fli_tap_range(long long base, long long dil, long long k, long long size,
                         long long *lo, long long *hi)
 {
     long long l = base < 0 ? (-base + dil - 1) / dil : 0;

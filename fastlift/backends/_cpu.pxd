@@ -16,22 +16,23 @@ cdef extern from "fl_math.h" nogil:
     int FL_ACT_COUNT
     double FL_NEAR_ZERO
 
-    float fl_act_value_f(int act, float x, float a)
-    double fl_act_value_d(int act, double x, double a)
-    float fl_act_grad_f(int act, float x, float a)
-    double fl_act_grad_d(int act, double x, double a)
-    float fl_rescale_scale_f(int act, float x, float ref, float y, float y_ref, float a)
-    double fl_rescale_scale_d(int act, double x, double ref, double y, double y_ref, double a)
-    void fl_reveal_cancel_dy_f(int act, float x0, float d_pos, float d_neg, float a,
-                               float *dy_pos, float *dy_neg)
-    void fl_reveal_cancel_dy_d(int act, double x0, double d_pos, double d_neg, double a,
-                               double *dy_pos, double *dy_neg)
-    void fl_reveal_cancel_scales_f(int act, float x0, float d_pos, float d_neg, float a,
-                                   float *s_pos, float *s_neg)
-    void fl_reveal_cancel_scales_d(int act, double x0, double d_pos, double d_neg, double a,
-                                   double *s_pos, double *s_neg)
-    float fl_max_pool_lambda_f(float x_a, float x_b, float r_a, float r_b)
-    double fl_max_pool_lambda_d(double x_a, double x_b, double r_a, double r_b)
+    float fl_activation_forward_elem_f(int act, float x, float a)
+    double fl_activation_forward_elem_d(int act, double x, double a)
+    float fl_activation_grad_elem_f(int act, float x, float a)
+    double fl_activation_grad_elem_d(int act, double x, double a)
+    float fl_rescale_backward_elem_f(int act, float m_out, float x, float ref, float y, float y_ref, float a)
+    double fl_rescale_backward_elem_d(int act, double m_out, double x, double ref, double y, double y_ref,
+                                      double a)
+    void fl_reveal_cancel_split_elem_f(int act, float x0, float d_pos, float d_neg, float a,
+                                       float *dy_pos, float *dy_neg)
+    void fl_reveal_cancel_split_elem_d(int act, double x0, double d_pos, double d_neg, double a,
+                                       double *dy_pos, double *dy_neg)
+    void fl_reveal_cancel_backward_elem_f(int act, float m_pos, float m_neg, float x0, float d_pos,
+                                          float d_neg, float a, float *m_in_pos, float *m_in_neg)
+    void fl_reveal_cancel_backward_elem_d(int act, double m_pos, double m_neg, double x0, double d_pos,
+                                          double d_neg, double a, double *m_in_pos, double *m_in_neg)
+    float fl_max_pool_backward_lambda_f(float x_a, float x_b, float r_a, float r_b)
+    double fl_max_pool_backward_lambda_d(double x_a, double x_b, double r_a, double r_b)
 
 
 cdef extern from "fl_kernels.h" nogil:
