@@ -159,6 +159,62 @@ typedef struct fl_geometry {
     int64_t h_out, w_out;  // output rows / columns
 } fl_geometry;
 
+// BLAS: the caller's sgemm / dgemm, with the Fortran calling convention of the reference BLAS
+// and OpenBLAS's f77 interface (all arguments by pointer, column-major, 32-bit integers, no
+// hidden string lengths read for one-character arguments). scipy.linalg.cython_blas's sgemm and
+// dgemm have exactly these types; from C, OpenBLAS's sgemm_ / dgemm_ do. A driver for float
+// calls only .sgemm, one for double only .dgemm: the other may be NULL.
+typedef void (*fl_sgemm_t)(char *transa, char *transb, int *m, int *n, int *k, float *alpha, float *a,
+                           int *lda, float *b, int *ldb, float *beta, float *c, int *ldc);
+typedef void (*fl_dgemm_t)(char *transa, char *transb, int *m, int *n, int *k, double *alpha, double *a,
+                           int *lda, double *b, int *ldb, double *beta, double *c, int *ldc);
+typedef struct fl_blas {
+    fl_sgemm_t sgemm;
+    fl_dgemm_t dgemm;
+} fl_blas;
+
+// Scratch offsets are rounded up to 16 elements (64 bytes of float), so every part of a
+// caller's buffer starts as aligned as the buffer.
+static inline int64_t fli_scratch_round(int64_t n) { return (n + 15) / 16 * 16; }
+
+// Number of tasks of fl_matmul_f/_d: row blocks times column panels (panel_cols as there).
+static inline int64_t fl_matmul_n_tasks(int64_t m, int64_t n_pad, int64_t block_rows, int64_t panel_cols)
+{
+    if (panel_cols <= 0 || panel_cols > n_pad)
+        panel_cols = n_pad;
+    if (m <= 0 || n_pad <= 0 || block_rows <= 0)
+        return 0;
+    return (m + block_rows - 1) / block_rows * ((n_pad + panel_cols - 1) / panel_cols);
+}
+
+// Elements of scratch that one thread of fl_matmul_f/_d needs.
+static inline int64_t fl_matmul_scratch_size(int64_t k, int64_t n_pad, int64_t block_rows, int64_t panel_cols)
+{
+    if (panel_cols <= 0 || panel_cols > n_pad)
+        panel_cols = n_pad;
+    return fli_scratch_round(block_rows * k) + block_rows * panel_cols;
+}
+
+// Number of cell blocks of fl_conv_forward_f/_d for n_cells = n*h_out*w_out output cells.
+static inline int64_t fl_conv_forward_n_blocks(int64_t n_cells, int64_t block_rows)
+{
+    return n_cells <= 0 || block_rows <= 0 ? 0 : (n_cells + block_rows - 1) / block_rows;
+}
+
+// Elements of scratch that one thread of fl_conv_forward_f/_d needs.
+static inline int64_t fl_conv_forward_scratch_size(fl_geometry g, int64_t n_pad, int64_t block_rows)
+{
+    return fli_scratch_round(block_rows * g.kh * g.kw * g.c) + block_rows * n_pad;
+}
+
+// Elements of scratch that one thread of fl_conv_adjoint_f/_d needs.
+static inline int64_t fl_conv_adjoint_scratch_size(fl_geometry g, int64_t c_out, int64_t n_pad,
+                                                   int64_t block_rows)
+{
+    return fli_scratch_round(g.h_out * g.w_out * g.kh * g.kw * g.c)
+           + fl_matmul_scratch_size(c_out, n_pad, block_rows, 0);
+}
+
 // FL_ACT_DISPATCH(act, CALL): switch on a run-time activation code and expand CALL(code) with
 // the code as a compile-time constant, so each case gets its own specialised row loop.
 #define FL_ACT_DISPATCH(act, CALL)                                    \
@@ -187,12 +243,14 @@ typedef struct fl_geometry {
 #define FL_K(name) fl_##name##_f
 #define FL_KI(name) fli_##name##_f
 #define FL_M(name) fl_##name##_f
+#define FL_GEMM sgemm
 #include "fl_kernels_impl.h"
 #undef FL_T
 #undef FL_TI
 #undef FL_K
 #undef FL_KI
 #undef FL_M
+#undef FL_GEMM
 
 // ---- double kernels: fl_<op>_d
 #define FL_T double
@@ -200,11 +258,13 @@ typedef struct fl_geometry {
 #define FL_K(name) fl_##name##_d
 #define FL_KI(name) fli_##name##_d
 #define FL_M(name) fl_##name##_d
+#define FL_GEMM dgemm
 #include "fl_kernels_impl.h"
 #undef FL_T
 #undef FL_TI
 #undef FL_K
 #undef FL_KI
 #undef FL_M
+#undef FL_GEMM
 
 #endif  // FL_KERNELS_H

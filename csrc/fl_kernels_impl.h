@@ -756,6 +756,162 @@ FL_KERNEL void FL_K(conv_direct)(const FL_T *FL_RESTRICT x__nhwc,     // IN
                                        epi, g, c_out, out__nijo, row_begin, row_end));
 }
 
+// ======================================================================== BLAS drivers
+// The GEMMs of the dense and convolution layers, cut into BLAS calls of a fixed shape: every call
+// multiplies exactly block_rows rows (a short last block is zero-padded in scratch), so with one
+// BLAS thread per call (callers pin it: OpenBLAS's own threads would split differently per
+// shape) a row's bits depend on the BLAS kernel and the block shape only, never on how many rows
+// there are or which thread runs them. The BLAS routine comes from the caller (fl_blas, in
+// fl_kernels.h): any Fortran-convention sgemm_/dgemm_ with 32-bit integers.
+// Row-major C = A*B is issued as the column-major call C^T = B^T*A^T (what numpy hands BLAS too).
+
+// gemm_panel: out[:rows, c0:min(c1, n)] = (src @ b[:, c0:c1])[:rows] as one BLAS call of shape
+// (block_rows x k) @ (k x (c1 - c0)). src holds block_rows rows (zero-padded by the caller); out
+// is the block's first row (row stride n). Where the panel has padding columns or the block is
+// short, the call writes scratch_c (block_rows x (c1 - c0)) and the kept part is copied out.
+FL_ROWS void FL_KI(gemm_panel)(fl_blas blas, const FL_T *FL_RESTRICT src, const FL_T *FL_RESTRICT b,
+                              int b_fortran, FL_T *FL_RESTRICT out, FL_T *FL_RESTRICT scratch_c,
+                              int64_t rows, int64_t k, int64_t n, int64_t n_pad, int64_t block_rows,
+                              int64_t c0, int64_t c1)
+{
+    char trans_b = b_fortran ? 'T' : 'N', no_trans = 'N';
+    const int64_t width = c1 - c0, keep = (n < c1 ? n : c1) - c0;
+    int bm = (int)width, bn = (int)block_rows, bk = (int)k;
+    int lda = (int)(b_fortran ? k : n_pad), ldb = (int)k, ldc;
+    FL_T one = 1, zero = 0;
+    FL_T *panel = (FL_T *)(b + (b_fortran ? c0 * k : c0));  // BLAS's prototypes are not const
+    FL_T *dst;
+    if (rows == block_rows && c1 <= n) {
+        dst = out + c0;
+        ldc = (int)n;
+    } else {
+        dst = scratch_c;
+        ldc = (int)width;
+    }
+    blas.FL_GEMM(&trans_b, &no_trans, &bm, &bn, &bk, &one, panel, &lda, (FL_T *)src, &ldb, &zero, dst, &ldc);
+    if (dst == scratch_c)
+        for (int64_t r = 0; r < rows; ++r)
+            memcpy(out + r * n + c0, scratch_c + r * width, (size_t)keep * sizeof(FL_T));
+}
+
+// matmul: out[i, j] = sum over l of a[i, l] * b[l, j], for i < m and j < n (Ops.matmul), on the
+// fixed grid of tasks of fl_matmul_n_tasks: task q is row block q / n_panels (block_rows rows)
+// times column panel q % n_panels (panel_cols columns of b's n_pad, the last panel narrower),
+// one BLAS call each (see above). b may carry zero columns past n (n_pad >= n): padding the
+// columns to a multiple of 16 is what keeps some BLAS kernels (OpenBLAS SkylakeX dgemm, N % 8
+// != 0) from a row-position-dependent column tail.
+// Layout: a__mk (m, k) C-contiguous; b__kn (k, n_pad) C-contiguous, or F-contiguous when
+// b_fortran (e.g. the transpose of a C-contiguous (n_pad, k) matrix); out__mn (m, n).
+// panel_cols: 0 (or >= n_pad) for one panel; otherwise a multiple of 16.
+// Scratch: fl_matmul_scratch_size(k, n_pad, block_rows, panel_cols) elements per thread.
+// Threads: each thread takes its own range of tasks [task_begin, task_end) and its own scratch;
+// no two tasks write the same output element.
+FL_KERNEL void FL_K(matmul)(fl_blas blas,                              // IN  sgemm / dgemm
+                            const FL_T *FL_RESTRICT a__mk,             // IN
+                            const FL_T *FL_RESTRICT b__kn, int b_fortran,   // IN
+                            int64_t m, int64_t k, int64_t n, int64_t n_pad, int64_t block_rows,
+                            int64_t panel_cols,
+                            FL_T *FL_RESTRICT scratch,                 // SCRATCH
+                            FL_T *FL_RESTRICT out__mn,                 // OUT
+                            int64_t task_begin, int64_t task_end)
+{
+    if (panel_cols <= 0 || panel_cols > n_pad)
+        panel_cols = n_pad;
+    const int64_t n_panels = (n_pad + panel_cols - 1) / panel_cols;
+    FL_T *scratch_a = scratch, *scratch_c = scratch + fli_scratch_round(block_rows * k);
+    for (int64_t q = task_begin; q < task_end; ++q) {
+        const int64_t i = q / n_panels, p = q % n_panels, lo = i * block_rows;
+        const int64_t rows = m - lo < block_rows ? m - lo : block_rows;
+        const int64_t c0 = p * panel_cols, c1 = c0 + panel_cols < n_pad ? c0 + panel_cols : n_pad;
+        if (k == 0) {  // an empty sum (and no BLAS call: its leading dimensions would be 0)
+            for (int64_t r = 0; r < rows; ++r)
+                for (int64_t j = c0; j < c1 && j < n; ++j)
+                    out__mn[(lo + r) * n + j] = (FL_T)0;
+            continue;
+        }
+        const FL_T *src = a__mk + lo * k;
+        if (rows < block_rows) {
+            memcpy(scratch_a, src, (size_t)(rows * k) * sizeof(FL_T));
+            memset(scratch_a + rows * k, 0, (size_t)((block_rows - rows) * k) * sizeof(FL_T));
+            src = scratch_a;
+        }
+        FL_KI(gemm_panel)(blas, src, b__kn, b_fortran, out__mn + lo * n, scratch_c, rows, k, n, n_pad,
+                         block_rows, c0, c1);
+    }
+}
+
+// conv_forward (Ops.conv_forward): out[q, o] = sum over t*c + ch of im2col(x)[q, t*c + ch] *
+// kernel[t*c + ch, o] (+ bias[o]) for output cell q = (n*h_out + i)*w_out + j, fused: each block of
+// block_rows cells is unfolded into scratch (im2col_cells), multiplied by one BLAS call of shape
+// (block_rows x kh*kw*c) @ (kh*kw*c x n_pad) while it is in cache, and given its bias. Bitwise
+// the same as matmul over the unfolded array with one panel (the same calls on the same rows),
+// without that (n_cells, kh*kw*c) array.
+// Layout: x__nhwc (n, h, w, c); b__tco the kernel (kh*kw*c, n_pad) C-contiguous, or
+// F-contiguous when b_fortran, columns past c_out zero (or absent when n_pad = c_out); bias__o
+// (c_out,) or NULL; out__qo (n_cells, c_out) with n_cells = n*h_out*w_out.
+// Scratch: fl_conv_forward_scratch_size(g, n_pad, block_rows) elements per thread.
+// Threads: each thread takes its own range of cell blocks [block_begin, block_end) (there are
+// (n_cells + block_rows - 1) / block_rows) and its own scratch.
+FL_KERNEL void FL_K(conv_forward)(fl_blas blas,                          // IN  sgemm / dgemm
+                                  const FL_T *FL_RESTRICT x__nhwc,       // IN
+                                  fl_geometry g,
+                                  const FL_T *FL_RESTRICT b__tco, int b_fortran,   // IN
+                                  int64_t c_out, int64_t n_pad,
+                                  const FL_T *FL_RESTRICT bias__o,       // IN (or NULL)
+                                  int64_t n_cells, int64_t block_rows,
+                                  FL_T *FL_RESTRICT scratch,             // SCRATCH
+                                  FL_T *FL_RESTRICT out__qo,             // OUT
+                                  int64_t block_begin, int64_t block_end)
+{
+    const int64_t k = g.kh * g.kw * g.c;
+    FL_T *scratch_a = scratch, *scratch_c = scratch + fli_scratch_round(block_rows * k);
+    for (int64_t i = block_begin; i < block_end; ++i) {
+        const int64_t lo = i * block_rows, rows = n_cells - lo < block_rows ? n_cells - lo : block_rows;
+        FL_K(im2col_cells)(x__nhwc, scratch_a, g, lo, lo + rows);
+        if (rows < block_rows)
+            memset(scratch_a + rows * k, 0, (size_t)((block_rows - rows) * k) * sizeof(FL_T));
+        FL_KI(gemm_panel)(blas, scratch_a, b__tco, b_fortran, out__qo + lo * c_out, scratch_c, rows, k, c_out,
+                         n_pad, block_rows, 0, n_pad);
+        if (bias__o != NULL)
+            for (int64_t r = 0; r < rows; ++r) {
+                FL_T *row = out__qo + (lo + r) * c_out;
+                for (int64_t o = 0; o < c_out; ++o)
+                    row[o] = row[o] + bias__o[o];
+            }
+    }
+}
+
+// conv_adjoint (Ops.conv_adjoint, the multipliers at a convolution's input):
+//   m_in[p] = col2im(m_out[p] @ kernel^T), i.e. m_in[p, r, s, ch] = sum over the output cells
+//   (i, j) and taps t = (a, b) with r = i*sh - pt + a*dh, s = j*sw - pl + b*dw, of
+//   sum over o of m_out[p, i, j, o] * kernel[t*c + ch, o],
+// any stride, padding and dilation. Each pair's h_out*w_out cells are multiplied in blocks of
+// block_rows cells that start at the pair's first cell (so a pair's bits do not even depend on
+// where it sits in the batch), then folded back by col2im in the oracle's tap order.
+// Layout: m_out__pijo (n_pairs, h_out, w_out, c_out); b__otc, kernel^T: (c_out, n_pad) with
+// n_pad >= kh*kw*c, C-contiguous, or F-contiguous when b_fortran, which is what the forward
+// kernel (kh*kw*c, c_out) itself is when read column-major (b_fortran = 1, n_pad = kh*kw*c);
+// m_in__phwc (n_pairs, h, w, c).
+// Scratch: fl_conv_adjoint_scratch_size(g, c_out, n_pad, block_rows) elements per thread.
+// Threads: each thread takes its own range of pairs [p_begin, p_end) and its own scratch.
+FL_KERNEL void FL_K(conv_adjoint)(fl_blas blas,                          // IN  sgemm / dgemm
+                                  const FL_T *FL_RESTRICT m_out__pijo,   // IN
+                                  const FL_T *FL_RESTRICT b__otc, int b_fortran,   // IN
+                                  fl_geometry g, int64_t c_out, int64_t n_pad, int64_t block_rows,
+                                  FL_T *FL_RESTRICT scratch,             // SCRATCH
+                                  FL_T *FL_RESTRICT m_in__phwc,          // OUT
+                                  int64_t p_begin, int64_t p_end)
+{
+    const int64_t cells = g.h_out * g.w_out, tc = g.kh * g.kw * g.c;
+    const int64_t n_tasks = fl_matmul_n_tasks(cells, n_pad, block_rows, 0);
+    FL_T *cols = scratch, *gemm_scratch = scratch + fli_scratch_round(cells * tc);
+    for (int64_t p = p_begin; p < p_end; ++p) {
+        FL_K(matmul)(blas, m_out__pijo + p * cells * c_out, b__otc, b_fortran, cells, c_out, tc, n_pad,
+                     block_rows, 0, gemm_scratch, cols, 0, n_tasks);
+        FL_K(col2im)(cols, m_in__phwc + p * g.h * g.w * g.c, g, 0, g.h);
+    }
+}
+
 // ======================================================================== one-hot convolution
 // onehot_cells: hot__hw[r*w + s] = the channel of cell (r, s) that is 1, or -1 when all are 0.
 // Returns 1 when the row is one-hot (every value 0 or 1, at most one 1 per cell), else 0 (then

@@ -38,6 +38,32 @@ cdef extern from "fl_math.h" nogil:
 cdef extern from "fl_kernels.h" nogil:
     ctypedef struct fl_geometry:
         int64_t h, w, c, kh, kw, sh, sw, dh, dw, pt, pl, h_out, w_out
+    ctypedef void (*fl_sgemm_t)(char *transa, char *transb, int *m, int *n, int *k, float *alpha,
+                                float *a, int *lda, float *b, int *ldb, float *beta, float *c,
+                                int *ldc) noexcept nogil
+    ctypedef void (*fl_dgemm_t)(char *transa, char *transb, int *m, int *n, int *k, double *alpha,
+                                double *a, int *lda, double *b, int *ldb, double *beta, double *c,
+                                int *ldc) noexcept nogil
+    ctypedef struct fl_blas:
+        fl_sgemm_t sgemm
+        fl_dgemm_t dgemm
+    int64_t fl_matmul_n_tasks(int64_t m, int64_t n_pad, int64_t block_rows, int64_t panel_cols)
+    int64_t fl_matmul_scratch_size(int64_t k, int64_t n_pad, int64_t block_rows, int64_t panel_cols)
+    int64_t fl_conv_forward_scratch_size(fl_geometry g, int64_t n_pad, int64_t block_rows)
+    void fl_matmul_f(fl_blas blas, const float *a__mk, const float *b__kn, int b_fortran, int64_t m,
+                     int64_t k, int64_t n, int64_t n_pad, int64_t block_rows, int64_t panel_cols,
+                     float *scratch, float *out__mn, int64_t task_begin, int64_t task_end)
+    void fl_matmul_d(fl_blas blas, const double *a__mk, const double *b__kn, int b_fortran, int64_t m,
+                     int64_t k, int64_t n, int64_t n_pad, int64_t block_rows, int64_t panel_cols,
+                     double *scratch, double *out__mn, int64_t task_begin, int64_t task_end)
+    void fl_conv_forward_f(fl_blas blas, const float *x__nhwc, fl_geometry g, const float *b__tco,
+                           int b_fortran, int64_t c_out, int64_t n_pad, const float *bias__o,
+                           int64_t n_cells, int64_t block_rows, float *scratch, float *out__qo,
+                           int64_t block_begin, int64_t block_end)
+    void fl_conv_forward_d(fl_blas blas, const double *x__nhwc, fl_geometry g, const double *b__tco,
+                           int b_fortran, int64_t c_out, int64_t n_pad, const double *bias__o,
+                           int64_t n_cells, int64_t block_rows, double *scratch, double *out__qo,
+                           int64_t block_begin, int64_t block_end)
 
     # ---- elementwise: rows of x__nf
     void fl_activation_forward_f(int act, const float *x__nf, const float *alpha__f,

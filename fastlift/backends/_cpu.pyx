@@ -933,94 +933,11 @@ def max_pool_backward(const floating[:, :, :, ::1] m_out,   # IN  (n_pairs, h_ou
 
 
 # ------------------------------------------------------------------------------- GEMM
-cdef void _gemm_panel(const floating* src, const floating* b, floating* out, floating* scratch_c,
-                      Py_ssize_t rows, Py_ssize_t k, Py_ssize_t n, Py_ssize_t n_pad, Py_ssize_t block_rows,
-                      bint b_fortran, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
-    """out[:rows, c0:min(c1, n)] = (src @ b[:, c0:c1])[:rows] as one exact
-    (block_rows x k) @ (k x (c1 - c0)) BLAS call.
-
-    ``src`` holds block_rows full rows (a short block is zero-padded by the caller); ``out`` is
-    the block's first row (row stride n). Row-major C = A·B is the column-major call
-    Cᵀ = Bᵀ·Aᵀ, which is what numpy hands BLAS too: BLAS m = c1 - c0, n = block_rows, k = k.
-    When the panel has padding columns or the block is short, it lands in ``scratch_c`` and
-    its rows are copied out.
-    """
-    cdef char trans_b = b'T' if b_fortran else b'N'
-    cdef char no_trans = b'N'
-    cdef Py_ssize_t width = c1 - c0, keep = (n if n < c1 else c1) - c0
-    cdef int bm = <int>width, bn = <int>block_rows, bk = <int>k
-    cdef int lda = <int>(k if b_fortran else n_pad), ldb = <int>k, ldc
-    cdef floating one = 1, zero = 0
-    cdef Py_ssize_t r
-    cdef floating* dst
-    cdef const floating* panel = b + (c0 * k if b_fortran else c0)
-    if rows == block_rows and c1 <= n:
-        dst, ldc = out + c0, <int>n
-    else:
-        dst, ldc = scratch_c, <int>width
-    if floating is float:
-        sgemm(&trans_b, &no_trans, &bm, &bn, &bk, &one, <float*>panel, &lda, <float*>src, &ldb, &zero, dst, &ldc)
-    else:
-        dgemm(&trans_b, &no_trans, &bm, &bn, &bk, &one, <double*>panel, &lda, <double*>src, &ldb, &zero, dst,
-              &ldc)
-    if dst == scratch_c:
-        for r in range(rows):
-            memcpy(out + r * n + c0, scratch_c + r * width, keep * sizeof(floating))
-
-
-cdef inline void _gemm_block(const floating* src, const floating* b, floating* out, floating* scratch_c,
-                             Py_ssize_t rows, Py_ssize_t k, Py_ssize_t n, Py_ssize_t n_pad,
-                             Py_ssize_t block_rows, bint b_fortran) noexcept nogil:
-    """All n_pad columns of a block in one BLAS call (see `_gemm_panel`)."""
-    _gemm_panel(src, b, out, scratch_c, rows, k, n, n_pad, block_rows, b_fortran, 0, n_pad)
-
-
-cdef void _gemm_run(const floating* a, const floating* b, floating* out, floating* scratch_a,
-                    floating* scratch_c, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n, Py_ssize_t n_pad,
-                    Py_ssize_t block_rows, bint b_fortran, Py_ssize_t panel_cols, Py_ssize_t first,
-                    Py_ssize_t last) noexcept nogil:
-    """Tasks [first, last) of out = a @ b. Task q is row block q // n_panels and column panel
-    q % n_panels (``panel_cols`` wide, the last one narrower); a short last block is
-    zero-padded in ``scratch_a``."""
-    cdef Py_ssize_t n_panels = (n_pad + panel_cols - 1) // panel_cols
-    cdef Py_ssize_t q, i, p, lo, rows, c1
-    cdef const floating* src
-    for q in range(first, last):
-        i, p = q // n_panels, q % n_panels
-        lo = i * block_rows
-        rows = m - lo if m - lo < block_rows else block_rows
-        src = a + lo * k
-        if rows < block_rows:
-            memcpy(scratch_a, src, rows * k * sizeof(floating))
-            memset(scratch_a + rows * k, 0, (block_rows - rows) * k * sizeof(floating))
-            src = scratch_a
-        c1 = (p + 1) * panel_cols if (p + 1) * panel_cols < n_pad else n_pad
-        _gemm_panel(src, b, out + lo * n, scratch_c, rows, k, n, n_pad, block_rows, b_fortran, p * panel_cols, c1)
-
-
-cdef void _conv_run(const floating* x, fl_geometry geo, const floating* b, const floating* bias,
-                    floating* out, floating* scratch_a, floating* scratch_c, Py_ssize_t m, Py_ssize_t k,
-                    Py_ssize_t n, Py_ssize_t n_pad, Py_ssize_t block_rows, bint b_fortran, Py_ssize_t first,
-                    Py_ssize_t last) noexcept nogil:
-    """Blocks [first, last) of the fused convolution: unfold a block's cells, one GEMM, then
-    the bias (when not NULL) on the block's rows."""
-    cdef Py_ssize_t i, lo, rows, r, j
-    cdef floating* row
-    for i in range(first, last):
-        lo = i * block_rows
-        rows = m - lo if m - lo < block_rows else block_rows
-        if floating is float:
-            fl_im2col_cells_f(x, scratch_a, geo, lo, lo + rows)
-        else:
-            fl_im2col_cells_d(x, scratch_a, geo, lo, lo + rows)
-        if rows < block_rows:
-            memset(scratch_a + rows * k, 0, (block_rows - rows) * k * sizeof(floating))
-        _gemm_block(scratch_a, b, out + lo * n, scratch_c, rows, k, n, n_pad, block_rows, b_fortran)
-        if bias != NULL:
-            for r in range(rows):
-                row = out + (lo + r) * n
-                for j in range(n):
-                    row[j] = row[j] + bias[j]
+# The blocked GEMM and the fused convolution are C drivers (fl_matmul, fl_conv_forward in
+# csrc/fl_kernels_impl.h) that call scipy's BLAS through this table.
+cdef fl_blas _BLAS
+_BLAS.sgemm = sgemm
+_BLAS.dgemm = dgemm
 
 
 cdef bint _gemm_operands(object b, object out, Py_ssize_t m, Py_ssize_t k, Py_ssize_t block_rows) except -1:
@@ -1040,14 +957,13 @@ cdef bint _gemm_operands(object b, object out, Py_ssize_t m, Py_ssize_t k, Py_ss
     return b_fortran
 
 
-cdef tuple _gemm_scratch(object out, int n_threads, Py_ssize_t n_tasks, Py_ssize_t a_len, Py_ssize_t c_len):
-    """(threads, per-thread A scratch (nb, a_len), per-thread C scratch (nb, c_len)) of out's
-    dtype for a blocked GEMM of ``n_tasks`` BLAS calls: one thread per task at most."""
+cdef tuple _gemm_scratch(object out, int n_threads, Py_ssize_t n_tasks, Py_ssize_t length):
+    """(threads, per-thread scratch (nb, length)) of out's dtype for a blocked GEMM of
+    ``n_tasks`` BLAS calls: one thread per task at most."""
     cdef Py_ssize_t nb = n_threads if n_threads < n_tasks else n_tasks
     if nb < 1:
         nb = 1
-    dt = np.asarray(out).dtype
-    return nb, np.empty((nb, a_len), dtype=dt), np.empty((nb, c_len), dtype=dt)
+    return nb, np.empty((nb, length), dtype=np.asarray(out).dtype)
 
 
 def gemm_blocks(const floating[:, ::1] a,   # IN  (m, k), C-contiguous
@@ -1074,17 +990,20 @@ def gemm_blocks(const floating[:, ::1] a,   # IN  (m, k), C-contiguous
         if k == 0:
             np.asarray(out)[...] = 0
         return
-    cdef Py_ssize_t n_tasks = n_blocks * ((n_pad + panel_cols - 1) // panel_cols), nb
-    nb, scratch_a_arr, scratch_c_arr = _gemm_scratch(out, n_threads, n_tasks, block_rows * k,
-                                                     block_rows * panel_cols)
-    cdef floating[:, ::1] scratch_a = scratch_a_arr
-    cdef floating[:, ::1] scratch_c = scratch_c_arr
+    cdef Py_ssize_t n_tasks = fl_matmul_n_tasks(m, n_pad, block_rows, panel_cols), nb
+    nb, scratch_arr = _gemm_scratch(out, n_threads, n_tasks,
+                                    fl_matmul_scratch_size(k, n_pad, block_rows, panel_cols))
+    cdef floating[:, ::1] scratch = scratch_arr
     cdef const floating[:, ::1] b_view = b if not b_fortran else b.T
     cdef const floating* b_ptr = &b_view[0, 0]
     cdef Py_ssize_t t
     for t in prange(nb, nogil=True, num_threads=nb, schedule="static"):
-        _gemm_run(&a[0, 0], b_ptr, &out[0, 0], &scratch_a[t, 0], &scratch_c[t, 0], m, k, n, n_pad,
-                  block_rows, b_fortran, panel_cols, t * n_tasks // nb, (t + 1) * n_tasks // nb)
+        if floating is float:
+            fl_matmul_f(_BLAS, &a[0, 0], b_ptr, b_fortran, m, k, n, n_pad, block_rows, panel_cols,
+                        &scratch[t, 0], &out[0, 0], t * n_tasks // nb, (t + 1) * n_tasks // nb)
+        else:
+            fl_matmul_d(_BLAS, &a[0, 0], b_ptr, b_fortran, m, k, n, n_pad, block_rows, panel_cols,
+                        &scratch[t, 0], &out[0, 0], t * n_tasks // nb, (t + 1) * n_tasks // nb)
 
 
 def conv_forward(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)
@@ -1115,12 +1034,15 @@ def conv_forward(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)
             np.asarray(out)[...] = 0
         return
     cdef Py_ssize_t nb
-    nb, scratch_a_arr, scratch_c_arr = _gemm_scratch(out, n_threads, n_blocks, block_rows * k, block_rows * n_pad)
-    cdef floating[:, ::1] scratch_a = scratch_a_arr
-    cdef floating[:, ::1] scratch_c = scratch_c_arr
+    nb, scratch_arr = _gemm_scratch(out, n_threads, n_blocks, fl_conv_forward_scratch_size(geo, n_pad, block_rows))
+    cdef floating[:, ::1] scratch = scratch_arr
     cdef const floating[:, ::1] b_view = b if not b_fortran else b.T
     cdef const floating* b_ptr = &b_view[0, 0]
     cdef Py_ssize_t t
     for t in prange(nb, nogil=True, num_threads=nb, schedule="static"):
-        _conv_run(&x[0, 0, 0, 0], geo, b_ptr, bias_ptr, &out[0, 0], &scratch_a[t, 0], &scratch_c[t, 0], m, k,
-                  n, n_pad, block_rows, b_fortran, t * n_blocks // nb, (t + 1) * n_blocks // nb)
+        if floating is float:
+            fl_conv_forward_f(_BLAS, &x[0, 0, 0, 0], geo, b_ptr, b_fortran, n, n_pad, bias_ptr, m, block_rows,
+                              &scratch[t, 0], &out[0, 0], t * n_blocks // nb, (t + 1) * n_blocks // nb)
+        else:
+            fl_conv_forward_d(_BLAS, &x[0, 0, 0, 0], geo, b_ptr, b_fortran, n, n_pad, bias_ptr, m, block_rows,
+                              &scratch[t, 0], &out[0, 0], t * n_blocks // nb, (t + 1) * n_blocks // nb)
