@@ -4,6 +4,10 @@ The extension compiles the header-only kernels in ``csrc/`` with OpenMP when the
 compiler supports it, and serially (with a warning) when it does not. CUDA code is
 never compiled here: it ships as package data and NVRTC compiles it at run time.
 
+Templates (``*.pxd.tp``, ``*.pyx.tp``) are rendered with Cython's Tempita before cythonize:
+``csrc/fastlift_capi.pxd``, the Cython declarations of the C API, is written once per function
+in its template and comes out with both element types and a fused-type dispatcher.
+
 ``csrc/`` and ``kernels/`` exist once, in the source tree: pyproject.toml maps them onto the
 data-only packages ``fastlift.include`` and ``fastlift.kernels``, so a wheel carries them as
 ``fastlift/include`` and ``fastlift/kernels`` while a checkout or an editable install reads
@@ -22,7 +26,7 @@ from setuptools import Extension, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join(HERE, "csrc")
-HEADERS = sorted(os.path.join("csrc", h) for h in os.listdir(CSRC) if h.endswith(".h"))
+DEPENDS = sorted(os.path.join("csrc", h) for h in os.listdir(CSRC) if h.endswith((".h", ".pxd.tp")))
 
 
 def openmp_flags():
@@ -47,13 +51,34 @@ def openmp_flags():
     return ["-fopenmp"], ["-fopenmp"]
 
 
+def render_templates(folder):
+    """Render every ``name.tp`` in ``folder`` to ``name`` (rewritten only when its text changes,
+    so that an unchanged template triggers no rebuild)."""
+    from Cython import Tempita
+
+    for name in sorted(os.listdir(folder)):
+        if not name.endswith((".pxd.tp", ".pyx.tp")):
+            continue
+        path = os.path.join(folder, name)
+        with open(path) as f:
+            text = Tempita.Template(f.read(), name=path).substitute()
+        target = path[:-len(".tp")]
+        if os.path.isfile(target):
+            with open(target) as f:
+                if f.read() == text:
+                    continue
+        with open(target, "w") as f:
+            f.write(text)
+
+
+render_templates(CSRC)
 omp_compile, omp_link = openmp_flags()
 extensions = [
     Extension(
         "fastlift.backends._cpu",
         ["fastlift/backends/_cpu.pyx"],
         include_dirs=[CSRC, numpy.get_include()],
-        depends=HEADERS,
+        depends=DEPENDS,
         extra_compile_args=["-O3", "-std=c99", "-fno-trapping-math", "-Wno-unused-function", *omp_compile],
         extra_link_args=omp_link,
         libraries=["m"] if sys.platform != "win32" else [],
@@ -63,7 +88,7 @@ extensions = [
         "fastlift._genomics",
         ["fastlift/_genomics.pyx"],
         include_dirs=[CSRC, numpy.get_include()],
-        depends=HEADERS,
+        depends=DEPENDS,
         extra_compile_args=["-O3", "-std=c99", "-Wno-unused-function", *omp_compile],
         extra_link_args=omp_link,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
@@ -76,6 +101,6 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     ),
 ]
-setup(ext_modules=cythonize(extensions, language_level=3,
+setup(ext_modules=cythonize(extensions, language_level=3, include_path=[CSRC],
                             compiler_directives={"boundscheck": False, "wraparound": False,
                                                  "cdivision": True, "initializedcheck": False}))

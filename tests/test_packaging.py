@@ -29,7 +29,7 @@ pytestmark = pytest.mark.skipif(not (ROOT / "setup.py").is_file() or not (ROOT /
 
 def _shipped_sources():
     """{basename: source path} of every header and kernel the package must carry."""
-    files = {f.name: f for f in (ROOT / "csrc").iterdir() if f.suffix == ".h"}
+    files = {f.name: f for f in (ROOT / "csrc").iterdir() if f.suffix in (".h", ".pxd")}
     files.update({f.name: f for f in (ROOT / "kernels").iterdir() if f.suffix in (".cu", ".cuh")})
     return files
 
@@ -56,7 +56,8 @@ def built_lib(tmp_path_factory):
 
 def test_wheel_holds_each_header_and_kernel_once(built_lib):
     sources = _shipped_sources()
-    assert {"fl_math.h", "fl_kernels.h", "fl_shuffle.h", "rules.cu", "fl_cuda.cuh"} <= set(sources)
+    assert {"fastlift.h", "fl_math.h", "fl_kernels.h", "fl_shuffle.h", "fastlift_capi.pxd", "rules.cu",
+            "fl_cuda.cuh"} <= set(sources)
     counts = _basenames(str(p) for p in built_lib.rglob("*") if p.is_file())
     for name, src in sources.items():
         folder = "include" if src.parent.name == "csrc" else "kernels"
@@ -75,6 +76,7 @@ def test_sdist_holds_each_header_and_kernel_once(tmp_path):
         assert counts.get(name) == 1, f"{name} is in the sdist {counts.get(name, 0)} times"
         assert any(n.endswith(f"/{src.parent.name}/{name}") for n in names), name
     assert not [n for n in names if "/fastlift/include/" in n or "/fastlift/kernels/" in n]
+    assert counts.get("fastlift_capi.pxd.tp") == 1  # what setup.py renders fastlift_capi.pxd from
 
 
 def test_installed_layout_reads_headers_and_kernels_from_the_package(built_lib):
