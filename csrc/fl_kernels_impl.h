@@ -758,11 +758,16 @@ FL_KERNEL void FL_K(conv_direct)(const FL_T *FL_RESTRICT x__nhwc,     // IN
 
 // ======================================================================== BLAS drivers
 // The GEMMs of the dense and convolution layers, cut into BLAS calls of a fixed shape: every call
-// multiplies exactly block_rows rows (a short last block is zero-padded in scratch), so with one
-// BLAS thread per call (callers pin it: OpenBLAS's own threads would split differently per
-// shape) a row's bits depend on the BLAS kernel and the block shape only, never on how many rows
-// there are or which thread runs them. The BLAS routine comes from the caller (fl_blas, in
-// fl_kernels.h): any Fortran-convention sgemm_/dgemm_ with 32-bit integers.
+// multiplies exactly block_rows rows (a short last block is zero-padded in scratch), so the BLAS
+// sees the same calls however many rows there are and whichever thread runs them. With one BLAS
+// thread per call (callers pin it: OpenBLAS's own threads split differently per shape), and a
+// BLAS kernel that computes each row independently of its position in the block, a row's bits
+// then depend on neither the number of rows nor the threads. OpenBLAS's dgemm kernels and its
+// SkylakeX sgemm are such kernels (with the columns padded to a multiple of 16); its Haswell/Zen
+// sgemm is not, so fastlift's CpuOps tests the loaded sgemm once per process
+// (cpu_ops.sgemm_is_deterministic) and runs float32 through dgemm where it fails. The BLAS
+// routine comes from the caller (fl_blas, in fl_kernels.h): any Fortran-convention
+// sgemm_/dgemm_ with 32-bit integers.
 // Row-major C = A*B is issued as the column-major call C^T = B^T*A^T (what numpy hands BLAS too).
 
 // gemm_panel: out[:rows, c0:min(c1, n)] = (src @ b[:, c0:c1])[:rows] as one BLAS call of shape
@@ -886,8 +891,9 @@ FL_KERNEL void FL_K(conv_forward)(fl_blas blas,                          // IN  
 //   (i, j) and taps t = (a, b) with r = i*sh - pt + a*dh, s = j*sw - pl + b*dw, of
 //   sum over o of m_out[p, i, j, o] * kernel[t*c + ch, o],
 // any stride, padding and dilation. Each pair's h_out*w_out cells are multiplied in blocks of
-// block_rows cells that start at the pair's first cell (so a pair's bits do not even depend on
-// where it sits in the batch), then folded back by col2im in the oracle's tap order.
+// block_rows cells that start at the pair's first cell, so a pair's bits depend on its own
+// multipliers only (for any deterministic BLAS kernel, unlike fl_matmul's rows), then are folded
+// back by col2im in the oracle's tap order.
 // Layout: m_out__pijo (n_pairs, h_out, w_out, c_out); b__otc, kernel^T: (c_out, n_pad) with
 // n_pad >= kh*kw*c, C-contiguous, or F-contiguous when b_fortran, which is what the forward
 // kernel (kh*kw*c, c_out) itself is when read column-major (b_fortran = 1, n_pad = kh*kw*c);
@@ -896,8 +902,9 @@ FL_KERNEL void FL_K(conv_forward)(fl_blas blas,                          // IN  
 // Threads: each thread takes its own range of pairs [p_begin, p_end) and its own scratch.
 FL_KERNEL void FL_K(conv_adjoint)(fl_blas blas,                          // IN  sgemm / dgemm
                                   const FL_T *FL_RESTRICT m_out__pijo,   // IN
+                                  fl_geometry g,
                                   const FL_T *FL_RESTRICT b__otc, int b_fortran,   // IN
-                                  fl_geometry g, int64_t c_out, int64_t n_pad, int64_t block_rows,
+                                  int64_t c_out, int64_t n_pad, int64_t block_rows,
                                   FL_T *FL_RESTRICT scratch,             // SCRATCH
                                   FL_T *FL_RESTRICT m_in__phwc,          // OUT
                                   int64_t p_begin, int64_t p_end)
