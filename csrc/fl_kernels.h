@@ -102,8 +102,8 @@
 #define FL_VEC_BLOCK 4
 // Output cells per register tile of conv_direct (6 x 4 vectors: 24 of AVX-512's 32 registers).
 #define FL_DIRECT_CELLS 6
-// Output cells per register tile of conv_onehot (each adds its own gathered kernel rows; measured on
-// 4 x 19 -> 300: 1, 2, 3, 4, 6 cells 9.0, 6.3, 5.2, 7.6, 10.3 ms per 44 rows, dense GEMM 12.6).
+// Output cells per register tile of conv_onehot (each adds its own gathered kernel rows; the
+// fastest of 1 to 6 on Basset's first layer, bench/README.md).
 #define FL_ONEHOT_CELLS 3
 // Second outputs of conv_direct's store (see fl_conv_direct).
 enum { FL_EPI_RESIDUAL_RELU = 1, FL_EPI_RELU_GRAD = 2 };

@@ -485,8 +485,8 @@ FL_KERNEL void FL_K(col2im)(const FL_T *FL_RESTRICT cols__nijtc,   // IN
 
 // conv_adjoint_sparse: Ops.conv_adjoint (the multipliers at a convolution's input) for pairs
 // whose output multipliers are mostly zero, skipping the zeros. Behind a max-pool (one or two
-// cells of each window get credit) and a ReLU most of them are: 14-25% are nonzero in a
-// Basset-like model, so a dense GEMM spends most of its work multiplying zeros.
+// cells of each window get credit) and a ReLU most of them are (bench/README.md has the
+// measured fractions), so a dense GEMM spends most of its work multiplying zeros.
 // Each output cell q = i*w_out + j lists its nonzero multipliers (channel o, value). For each
 // tap t = (a, b), channel block and cell,
 //   acc = sum over the cell's listed o, in channel order, of m_out[p, q, o] * kernel[t*c + :, o]

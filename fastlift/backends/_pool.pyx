@@ -2,9 +2,9 @@
 """A caching allocator for numpy array data during a CPU run (``CpuOps.compute_context``).
 
 Why: a chunk's activations and multipliers are tens of MB each. glibc serves such blocks with
-mmap and unmaps them on free, so every new array page-faults all its pages in again: 1.4 s of
-kernel time in a 3.7 s BPNet-like DeepLIFT run (``/usr/bin/time``: 980k minor faults). The same
-shapes come back every chunk, so a free block of exactly the requested size is kept and handed
+mmap and unmaps them on free, so every new array page-faults all its pages in again, a large
+share of a run's time (bench/README.md has the measurements). The same shapes come back every
+chunk, so a free block of exactly the requested size is kept and handed
 to the next request for that size.
 
 How: numpy (>= 1.22) lets a context install its own data allocator (``PyDataMem_SetHandler``,
@@ -16,8 +16,7 @@ Rules: only blocks >= `MIN_BYTES` are cached, matched by exact size, most recent
 at most `limit` bytes stay cached (a free beyond that pushes the oldest blocks out). The cache
 outlives the last active run by `RETAIN_SECONDS` and is then released (a decay, as jemalloc
 purges dirty pages): calls in quick succession reuse its blocks instead of faulting fresh pages
-in again, which cost an MLP gradient call of 256 examples 15% and a BPNet-like IG call ~0.1 s;
-an idle process gets its memory back. ``calloc`` requests served from the cache are zeroed with
+in again, and an idle process gets its memory back. ``calloc`` requests served from the cache are zeroed with
 memset. Every function takes one lock (frees may come from any thread).
 """
 
