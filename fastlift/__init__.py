@@ -32,7 +32,8 @@ __all__ = [
 
 
 def get_include() -> str:
-    """Directory of fastlift's C headers (``fl_math.h``, ``fl_kernels.h``) for C/Cython extensions.
+    """Directory of fastlift's C API for C/Cython extensions: ``fastlift.h`` and its Cython
+    declarations ``fastlift_capi.pxd``; pass it as the C include path and as Cython's.
 
     An installed wheel has them as ``fastlift/include``; a source checkout or an editable
     install reads the top-level ``csrc/`` in place (pyproject.toml maps one onto the other).
