@@ -922,7 +922,8 @@ FL_KERNEL void FL_K(conv_adjoint)(fl_blas blas,                          // IN  
 // ======================================================================== one-hot convolution
 // onehot_cells: hot__hw[r*w + s] = the channel of cell (r, s) that is 1, or -1 when all are 0.
 // Returns 1 when the row is one-hot (every value 0 or 1, at most one 1 per cell), else 0 (then
-// hot__hw is incomplete). Layout: x__hwc (h*w cells, c) of one row.
+// hot__hw is incomplete). Layout: x__hwc (h*w cells, c) of one row; hot__hw (h*w,).
+// Threads: one row per call; threads take different rows.
 FL_KERNEL int FL_K(onehot_cells)(const FL_T *FL_RESTRICT x__hwc, int64_t cells, int64_t c,
                                  int32_t *FL_RESTRICT hot__hw)
 {
