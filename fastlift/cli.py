@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="compute device (default auto)")
     demo.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: all cores)")
     demo.add_argument("--out", default=None, help="also save sequences, planted mask and contributions to this .npz")
+    demo.add_argument("--report", default=None, help="write the scan's HTML report here (default: report.html in "
+                      "a new temporary folder; needs matplotlib)")
 
     ex = sub.add_parser("explain", help="score regions of a genome (or a one-hot array) into modisco-ready files",
                         description=EXPLAIN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -134,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--bigwig", help="also write per-base projected scores (summed over the bases) as a bigWig "
                                       "(needs pyBigWig; FASTA+BED runs)")
     run.add_argument("--quiet", action="store_true", help="no progress bar or messages on stderr")
+    from .report import add_parser as add_report_parser
+
+    add_report_parser(sub)
     return parser
 
 
@@ -266,6 +271,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command == "explain":
         return _explain(args, parser)
+    if args.command == "report":
+        from . import report
+
+        return report.main(args)
     if args.command == "demo":
         if args.length < 10:
             print("fastlift demo: --length must be at least 10 to hold a motif", file=sys.stderr)

@@ -18,6 +18,7 @@ integrated gradients, gradient x input and plain gradients computed in memory.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 
@@ -197,12 +198,13 @@ def write_genome(directory: str, X: np.ndarray, spacer: int = 50):
 
 
 def run(n: int = 200, length: int = 200, n_refs: int = 10, seed: int = 0, device: str = "auto",
-        n_threads: int | None = None, workdir: str | None = None):
+        n_threads: int | None = None, workdir: str | None = None, report: str | None = None):
     """The demo flow; returns (model, X, mask, rows).
 
     Each row: ``method``, ``auroc`` (counts head), ``auroc_profile``, ``max_abs_delta``,
     ``seconds``, ``contributions`` (counts head, per base: the projected scores for DeepLIFT).
     The ``deeplift rescale`` row comes from the scan: FASTA + narrowPeak -> score files -> read back.
+    ``report``: also write the scan's HTML report (`fastlift.report`, needs matplotlib) there.
     """
     from .io.scores import load_scores
     from .scan import FastaBedSource, scan
@@ -220,6 +222,10 @@ def run(n: int = 200, length: int = 200, n_refs: int = 10, seed: int = 0, device
                       device=device, n_threads=n_threads)
         elapsed = time.perf_counter() - t0
         source.close()
+        if report is not None:
+            from .report import write_report
+
+            write_report(result.paths, report)
         by_head = {}
         for name, path in zip(TARGETS[0], result.paths):
             by_head[name] = load_scores(path)
@@ -252,9 +258,29 @@ def _row(label, contrib, mask, positives, delta, seconds):
             "max_abs_delta": delta, "seconds": seconds, "contributions": contrib["counts"]}
 
 
+def _report_path(requested):
+    """Where the demo's HTML report goes: ``requested``, else a new folder in the temp directory;
+    (None, why) without matplotlib, which only an explicit request makes an error (ValueError)."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        why = "the HTML report needs matplotlib: pip install 'fastlift[plot]'"
+        if requested:
+            raise ValueError(f"--report: {why}")
+        return None, why
+    if requested and not os.path.isdir(os.path.dirname(os.path.abspath(requested))):
+        raise ValueError(f"--report {requested}: its directory does not exist")
+    return requested or os.path.join(tempfile.mkdtemp(prefix="fastlift-demo-"), "report.html"), None
+
+
 def main(args) -> int:
+    try:
+        report, why_not = _report_path(getattr(args, "report", None))
+    except ValueError as e:
+        print(f"fastlift demo: error: {e}", file=sys.stderr)
+        return 1
     model, X, mask, rows = run(n=args.n, length=args.length, n_refs=args.refs, seed=args.seed,
-                               device=args.device, n_threads=args.threads)
+                               device=args.device, n_threads=args.threads, report=report)
     p_counts = model.predict(X)[1][:, 0]
     half = args.n // 2
     print(f"fastlift demo: {args.n} simulated {args.length}-bp sequences at 40% GC; AP-1 {MOTIFS['AP-1']} and "
@@ -275,4 +301,6 @@ def main(args) -> int:
         np.savez_compressed(args.out, sequences=X, planted=mask,
                             **{r["method"].split(" (")[0].replace(" ", "_"): r["contributions"] for r in rows})
         print(f"\ncontributions (counts head) written to {args.out}")
+    print(f"\nHTML report of the scan (logos, tracks, summation-to-delta): {report}" if report
+          else f"\nno HTML report: {why_not}")
     return 0
