@@ -42,7 +42,7 @@ def openmp_flags():
             f.write(src)
         try:
             ok = subprocess.run([cc, "-fopenmp", path, "-o", os.path.join(tmp, "t")],
-                                capture_output=True).returncode == 0
+                                capture_output=True, check=False).returncode == 0
         except OSError:
             ok = False
     if not ok:

@@ -51,7 +51,7 @@ int main(void)
 
 def _compile(src: Path, exe: Path, link, defines=(), extra=()):
     cmd = [CC, *CFLAGS, *extra, *defines, "-I", fl.get_include(), str(src), "-o", str(exe), *link, "-lm"]
-    return subprocess.run(cmd, capture_output=True, text=True)
+    return subprocess.run(cmd, capture_output=True, text=True, check=False)
 
 
 def _blas_candidates():
@@ -81,7 +81,7 @@ def blas(tmp_path_factory):
     for link, prefix in _blas_candidates():
         defines = [f"-DBLAS_DGEMM={prefix}dgemm_", f"-DBLAS_SGEMM={prefix}sgemm_"]
         built = _compile(probe, tmp / "probe", link, defines)
-        if built.returncode == 0 and subprocess.run([str(tmp / "probe")]).returncode == 0:
+        if built.returncode == 0 and subprocess.run([str(tmp / "probe")], check=False).returncode == 0:
             return link, defines
         tried.append(" ".join(link))
     pytest.fail(f"no BLAS with Fortran dgemm_/sgemm_ found (tried: {tried}); install one, e.g. "
@@ -113,16 +113,16 @@ def test_public_header_compiles_as_c99_and_cxx(tmp_path):
     if shutil.which(cxx) is not None:
         proc = subprocess.run([cxx, "-std=c++17", "-Wall", "-Werror", "-Wno-unused-function", "-x", "c++",
                                "-I", fl.get_include(), str(src), "-o", str(tmp_path / "use_cxx")],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, check=False)
         assert proc.returncode == 0, proc.stderr
 
 
 # ------------------------------------------------------------------------- the C example
 def _conv_net(rng, length, channels, filters, width, units):
-    return dict(kernel=rng.normal(size=(width, channels, filters)) / np.sqrt(width * channels),
-                conv_bias=rng.normal(size=filters) * 0.1,
-                dense=rng.normal(size=(filters, units)),
-                dense_bias=rng.normal(size=units) * 0.1)
+    return {"kernel": rng.normal(size=(width, channels, filters)) / np.sqrt(width * channels),
+            "conv_bias": rng.normal(size=filters) * 0.1,
+            "dense": rng.normal(size=(filters, units)),
+            "dense_bias": rng.normal(size=units) * 0.1}
 
 
 def _write_model(path, x, refs, net, dilation, target):
@@ -131,8 +131,8 @@ def _write_model(path, x, refs, net, dilation, target):
     units = net["dense"].shape[1]
     with open(path, "wb") as f:
         f.write(np.array([n, k, length, channels, filters, width, dilation, units, target], dtype="<i8").tobytes())
-        for a in (x, refs, net["kernel"], net["conv_bias"], net["dense"], net["dense_bias"]):
-            f.write(np.ascontiguousarray(a, dtype="<f8").tobytes())
+        f.writelines(np.ascontiguousarray(a, dtype="<f8").tobytes()
+                     for a in (x, refs, net["kernel"], net["conv_bias"], net["dense"], net["dense_bias"]))
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +157,7 @@ def test_c_example_matches_fl_deeplift(tmp_path, c_example, n, k, width, dilatio
     net = _conv_net(rng, length, channels, filters, width, units)
     _write_model(tmp_path / "model.bin", x, refs, net, dilation, target)
     proc = subprocess.run([str(c_example), str(tmp_path / "model.bin"), str(tmp_path / "out.bin")],
-                          capture_output=True, text=True, env=_run_env())
+                          capture_output=True, text=True, env=_run_env(), check=False)
     assert proc.returncode == 0, proc.stderr
     out = np.fromfile(tmp_path / "out.bin", dtype="<f8")
     contributions, delta = out[:x.size].reshape(x.shape), out[x.size:]
@@ -182,13 +182,13 @@ def test_c_example_refuses_a_truncated_model_file(tmp_path, c_example):
     data = (tmp_path / "model.bin").read_bytes()
     (tmp_path / "short.bin").write_bytes(data[:-8])
     proc = subprocess.run([str(c_example), str(tmp_path / "short.bin"), str(tmp_path / "out.bin")],
-                          capture_output=True, text=True, env=_run_env())
+                          capture_output=True, text=True, env=_run_env(), check=False)
     assert proc.returncode == 1 and "model file ends before the dense bias" in proc.stderr
     header = np.frombuffer(data[:72], dtype="<i8").copy()
     header[8] = 2  # target beyond the 2 units
     (tmp_path / "bad.bin").write_bytes(header.tobytes() + data[72:])
     proc = subprocess.run([str(c_example), str(tmp_path / "bad.bin"), str(tmp_path / "out.bin")],
-                          capture_output=True, text=True, env=_run_env())
+                          capture_output=True, text=True, env=_run_env(), check=False)
     assert proc.returncode == 1 and "bad header" in proc.stderr
 
 
@@ -366,7 +366,7 @@ def cython_example(tmp_path_factory):
         if f.suffix in (".py", ".pyx"):
             shutil.copy2(f, tmp / f.name)
     proc = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=tmp, capture_output=True,
-                          text=True)
+                          text=True, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (so,) = tmp.glob("mlp_deeplift*.so")
     import importlib.util

@@ -76,7 +76,7 @@ def test_kernel_source_pastes_the_shared_header_unchanged():
     body = (_cuda.source_dirs()[1] / "fl_math_impl.h").read_text()
     # the CPU build's per-element math, byte for byte: fl_math.h around its two includes of the
     # per-type body, and that body once per element type
-    pieces = re.split(r'^#include "fl_math_impl.h"\n', header, flags=re.M)
+    pieces = re.split(r'^#include "fl_math_impl.h"\n', header, flags=re.MULTILINE)
     assert len(pieces) == 3 and all(piece in src for piece in pieces)
     assert src.count(body) == 2
     assert not [line for line in src.splitlines() if line.strip().startswith('#include "')]

@@ -35,7 +35,7 @@ def _shipped_sources():
 
 
 def _setup(*args, cwd=ROOT):
-    proc = subprocess.run([sys.executable, "setup.py", "-q", *args], cwd=cwd, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "setup.py", "-q", *args], cwd=cwd, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
@@ -88,7 +88,8 @@ def test_installed_layout_reads_headers_and_kernels_from_the_package(built_lib):
     code = ("import fastlift, fastlift.backends._cuda as c; print(fastlift.__file__); print(fastlift.get_include()); "
             "print('|'.join(map(str, c.source_dirs()))); print(len(c.kernel_source('rules.cu')))")
     env = {**os.environ, "PYTHONPATH": str(built_lib)}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=built_lib, env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=built_lib, env=env, capture_output=True, text=True,
+                          check=False)
     assert proc.returncode == 0, proc.stderr
     init, include, dirs, n_chars = proc.stdout.split("\n")[:4]
     pkg = built_lib / "fastlift"

@@ -8,7 +8,8 @@ functions serve float32 and float64 alike. The GEMMs run on scipy's BLAS (``cyth
 passed to the kernels in an ``fl_blas`` table.
 
 Per chunk of examples (each with its K references; pair p = e*K + k):
-  forward once per unique row:  z = x @ w1 + b1, a = relu(z), y = a @ w2 + b2
+  forward once per unique row:  z = x @ w1 + b1, a = relu(z) (the output layer's own forward,
+                                y = a @ w2 + b2, is not needed: it is linear)
   backward per pair:            m_a = onehot(target) @ w2^T, m_z = Rescale(relu) of m_a,
                                 m_x = m_z @ w1^T
   contributions:                mean over k of m_x * (x - ref_k)
@@ -65,7 +66,7 @@ def contributions(const floating[:, ::1] x,        # IN  (n, d_in)
     # buffers for one chunk, allocated once: the loop below runs without Python
     cdef int64_t rows = chunk * (1 + n_refs), pairs = chunk * n_refs
     cdef floating[::1] z = np.empty(rows * d_hidden, dt), a = np.empty(rows * d_hidden, dt)
-    cdef floating[::1] y = np.empty(rows * d_out, dt), m_y = np.empty(pairs * d_out, dt)
+    cdef floating[::1] m_y = np.empty(pairs * d_out, dt)
     cdef floating[::1] m_a = np.empty(pairs * d_hidden, dt), m_z = np.empty(pairs * d_hidden, dt)
     cdef floating[::1] m_x = np.empty(pairs * d_in, dt), c = np.empty(pairs * d_in, dt)
     cdef floating[::1] zeros = np.zeros(d_hidden, dt)

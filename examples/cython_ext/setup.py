@@ -1,8 +1,9 @@
 """Build the example: python setup.py build_ext --inplace (needs fastlift, Cython, scipy)."""
 
-import fastlift
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+
+import fastlift
 
 # One folder for both compilers: the C headers (fastlift.h) and their Cython declarations
 # (fastlift_capi.pxd). scipy's cython_blas declarations come from the installed scipy.
