@@ -1,0 +1,1164 @@
+// fl_kernels_impl.h -- body of the CPU kernels for one element type. Do not include directly:
+// fl_kernels.h includes it twice, with FL_T = float, FL_K(name) = fl_name_f,
+// FL_M(name) = fl_name_f (fl_math.h functions), and again for double with the _d suffix.
+// The dimension-suffix alphabet and the conventions are at the top of fl_kernels.h.
+// No include guard on purpose.
+#ifndef FL_T
+#  error "include fl_kernels.h, not fl_kernels_impl.h"
+#endif
+
+// ======================================================================== elementwise
+// activation_forward: out[n, f] = act(x[n, f]; alpha[f]).
+// activation_grad:    out[n, f] = act'(x[n, f]; alpha[f]).
+// Layout: x__nf, out__nf (n_rows, n_features); alpha__f (n_features,).
+// Threads: each thread takes a block of rows [row_begin, row_end).
+FL_ROWS void FL_K(activation_forward_rows)(const int act, const FL_T *FL_RESTRICT x__nf,
+                                           const FL_T *FL_RESTRICT alpha__f,
+                                           FL_T *FL_RESTRICT out__nf, int64_t n_features,
+                                           int64_t row_begin, int64_t row_end)
+{
+    for (int64_t n = row_begin; n < row_end; ++n) {
+        const FL_T *x = x__nf + n * n_features;
+        FL_T *out = out__nf + n * n_features;
+        for (int64_t f = 0; f < n_features; ++f)
+            out[f] = FL_M(act_value)(act, x[f], alpha__f[f]);
+    }
+}
+
+FL_KERNEL void FL_K(activation_forward)(int act, const FL_T *FL_RESTRICT x__nf,    // IN
+                                        const FL_T *FL_RESTRICT alpha__f,          // IN
+                                        FL_T *FL_RESTRICT out__nf,                 // OUT
+                                        int64_t n_features, int64_t row_begin, int64_t row_end)
+{
+#define FL_CALL(ACT) \
+    FL_K(activation_forward_rows)(ACT, x__nf, alpha__f, out__nf, n_features, row_begin, row_end)
+    FL_ACT_DISPATCH(act, FL_CALL)
+#undef FL_CALL
+}
+
+FL_ROWS void FL_K(activation_grad_rows)(const int act, const FL_T *FL_RESTRICT x__nf,
+                                        const FL_T *FL_RESTRICT alpha__f,
+                                        FL_T *FL_RESTRICT out__nf, int64_t n_features,
+                                        int64_t row_begin, int64_t row_end)
+{
+    for (int64_t n = row_begin; n < row_end; ++n) {
+        const FL_T *x = x__nf + n * n_features;
+        FL_T *out = out__nf + n * n_features;
+        for (int64_t f = 0; f < n_features; ++f)
+            out[f] = FL_M(act_grad)(act, x[f], alpha__f[f]);
+    }
+}
+
+FL_KERNEL void FL_K(activation_grad)(int act, const FL_T *FL_RESTRICT x__nf,    // IN
+                                     const FL_T *FL_RESTRICT alpha__f,          // IN
+                                     FL_T *FL_RESTRICT out__nf,                 // OUT
+                                     int64_t n_features, int64_t row_begin, int64_t row_end)
+{
+#define FL_CALL(ACT) \
+    FL_K(activation_grad_rows)(ACT, x__nf, alpha__f, out__nf, n_features, row_begin, row_end)
+    FL_ACT_DISPATCH(act, FL_CALL)
+#undef FL_CALL
+}
+
+// add_activation: out[n, f] = other[n, f] + act(x[n, f]; alpha[f]): a residual merge of an
+// activation nothing else reads, in one pass instead of two (the same bits: the sum rounds once).
+// Layout: x__nf, other__nf, out__nf (n_rows, n_features); alpha__f (n_features,).
+// Threads: each thread takes a block of rows [row_begin, row_end).
+FL_ROWS void FL_K(add_activation_rows)(const int act, const FL_T *FL_RESTRICT x__nf,
+                                       const FL_T *FL_RESTRICT alpha__f,
+                                       const FL_T *FL_RESTRICT other__nf, FL_T *FL_RESTRICT out__nf,
+                                       int64_t n_features, int64_t row_begin, int64_t row_end)
+{
+    for (int64_t n = row_begin; n < row_end; ++n) {
+        const FL_T *x = x__nf + n * n_features, *other = other__nf + n * n_features;
+        FL_T *out = out__nf + n * n_features;
+        for (int64_t f = 0; f < n_features; ++f)
+            out[f] = other[f] + FL_M(act_value)(act, x[f], alpha__f[f]);
+    }
+}
+
+FL_KERNEL void FL_K(add_activation)(int act, const FL_T *FL_RESTRICT x__nf,        // IN
+                                    const FL_T *FL_RESTRICT alpha__f,              // IN
+                                    const FL_T *FL_RESTRICT other__nf,             // IN
+                                    FL_T *FL_RESTRICT out__nf,                     // OUT
+                                    int64_t n_features, int64_t row_begin, int64_t row_end)
+{
+#define FL_CALL(ACT) \
+    FL_K(add_activation_rows)(ACT, x__nf, alpha__f, other__nf, out__nf, n_features, row_begin, row_end)
+    FL_ACT_DISPATCH(act, FL_CALL)
+#undef FL_CALL
+}
+
+// add: out[i] = a[i] + b[i] (residual merges forward, multipliers meeting in backward).
+// Layout: flat arrays of equal length. Threads: each thread takes a range [begin, end).
+FL_KERNEL void FL_K(add)(const FL_T *FL_RESTRICT a, const FL_T *FL_RESTRICT b,   // IN
+                         FL_T *FL_RESTRICT out,                                 // OUT
+                         int64_t begin, int64_t end)
+{
+    for (int64_t i = begin; i < end; ++i)
+        out[i] = a[i] + b[i];
+}
+
+// ======================================================================== rule kernels
+// All rule kernels fuse the gather through the pair index, the per-element rule and the write:
+// one pass over the pair's row, no temporaries.
+
+// rescale_backward (Rescale rule):
+//   m_in[p, f] = m_out[p, f] * s,  x = x_in[pair_x[p], f], ref = r_in[pair_r[p], f],
+//   s = (x_out[pair_x[p], f] - r_out[pair_r[p], f]) / (x - ref), or act'(ref) where
+//   |x - ref| < FL_NEAR_ZERO (fl_rescale_scale).
+// Layout: m_out__pf, m_in__pf (n_pairs, F); x_in__nf, x_out__nf (n_x, F);
+//   r_in__nf, r_out__nf (n_r, F); pair_x__p, pair_r__p (n_pairs,); alpha__f (F,).
+// Threads: each thread takes a block of pairs [p_begin, p_end).
+FL_ROWS void FL_K(rescale_backward_rows)(
+    const int act, const FL_T *FL_RESTRICT m_out__pf, const FL_T *FL_RESTRICT x_in__nf,
+    const FL_T *FL_RESTRICT r_in__nf, const FL_T *FL_RESTRICT x_out__nf,
+    const FL_T *FL_RESTRICT r_out__nf, const int64_t *FL_RESTRICT pair_x__p,
+    const int64_t *FL_RESTRICT pair_r__p, const FL_T *FL_RESTRICT alpha__f,
+    FL_T *FL_RESTRICT m_in__pf, int64_t n_features, int64_t p_begin, int64_t p_end)
+{
+    for (int64_t p = p_begin; p < p_end; ++p) {
+        const int64_t row_x = pair_x__p[p] * n_features, row_r = pair_r__p[p] * n_features;
+        const FL_T *x = x_in__nf + row_x, *y = x_out__nf + row_x;
+        const FL_T *ref = r_in__nf + row_r, *y_ref = r_out__nf + row_r;
+        const FL_T *m = m_out__pf + p * n_features;
+        FL_T *out = m_in__pf + p * n_features;
+        for (int64_t f = 0; f < n_features; ++f)
+            out[f] = m[f] * FL_M(rescale_scale)(act, x[f], ref[f], y[f], y_ref[f], alpha__f[f]);
+    }
+}
+
+FL_KERNEL void FL_K(rescale_backward)(int act,
+                                      const FL_T *FL_RESTRICT m_out__pf,   // IN
+                                      const FL_T *FL_RESTRICT x_in__nf,    // IN
+                                      const FL_T *FL_RESTRICT r_in__nf,    // IN
+                                      const FL_T *FL_RESTRICT x_out__nf,   // IN
+                                      const FL_T *FL_RESTRICT r_out__nf,   // IN
+                                      const int64_t *FL_RESTRICT pair_x__p,  // IN
+                                      const int64_t *FL_RESTRICT pair_r__p,  // IN
+                                      const FL_T *FL_RESTRICT alpha__f,    // IN
+                                      FL_T *FL_RESTRICT m_in__pf,          // OUT
+                                      int64_t n_features, int64_t p_begin, int64_t p_end)
+{
+#define FL_CALL(ACT)                                                                      \
+    FL_K(rescale_backward_rows)(ACT, m_out__pf, x_in__nf, r_in__nf, x_out__nf, r_out__nf, \
+                                pair_x__p, pair_r__p, alpha__f, m_in__pf, n_features,    \
+                                p_begin, p_end)
+    FL_ACT_DISPATCH(act, FL_CALL)
+#undef FL_CALL
+}
+
+// gradient_backward (gradient rule): m_in[p, f] = m_out[p, f] * act'(x_in[pair_x[p], f]).
+// guided_backprop_backward: the same where m_out[p, f] > 0, else 0.
+// Layout: m_out__pf, m_in__pf (n_pairs, F); x_in__nf (n_x, F); pair_x__p (n_pairs,).
+// Threads: each thread takes a block of pairs [p_begin, p_end).
+FL_ROWS void FL_K(gradient_backward_rows)(
+    const int act, const int guided, const FL_T *FL_RESTRICT m_out__pf,
+    const FL_T *FL_RESTRICT x_in__nf, const int64_t *FL_RESTRICT pair_x__p,
+    const FL_T *FL_RESTRICT alpha__f, FL_T *FL_RESTRICT m_in__pf, int64_t n_features,
+    int64_t p_begin, int64_t p_end)
+{
+    for (int64_t p = p_begin; p < p_end; ++p) {
+        const FL_T *x = x_in__nf + pair_x__p[p] * n_features;
+        const FL_T *m = m_out__pf + p * n_features;
+        FL_T *out = m_in__pf + p * n_features;
+        if (guided) {
+            for (int64_t f = 0; f < n_features; ++f) {
+                const FL_T v = m[f] * FL_M(act_grad)(act, x[f], alpha__f[f]);
+                out[f] = m[f] > (FL_T)0 ? v : (FL_T)0;
+            }
+        } else {
+            for (int64_t f = 0; f < n_features; ++f)
+                out[f] = m[f] * FL_M(act_grad)(act, x[f], alpha__f[f]);
+        }
+    }
+}
+
+FL_KERNEL void FL_K(gradient_backward)(int act,
+                                       const FL_T *FL_RESTRICT m_out__pf,     // IN
+                                       const FL_T *FL_RESTRICT x_in__nf,      // IN
+                                       const int64_t *FL_RESTRICT pair_x__p,  // IN
+                                       const FL_T *FL_RESTRICT alpha__f,      // IN
+                                       FL_T *FL_RESTRICT m_in__pf,            // OUT
+                                       int64_t n_features, int64_t p_begin, int64_t p_end)
+{
+#define FL_CALL(ACT)                                                                  \
+    FL_K(gradient_backward_rows)(ACT, 0, m_out__pf, x_in__nf, pair_x__p, alpha__f,    \
+                                 m_in__pf, n_features, p_begin, p_end)
+    FL_ACT_DISPATCH(act, FL_CALL)
+#undef FL_CALL
+}
+
+FL_KERNEL void FL_K(guided_backprop_backward)(int act,
+                                              const FL_T *FL_RESTRICT m_out__pf,     // IN
+                                              const FL_T *FL_RESTRICT x_in__nf,      // IN
+                                              const int64_t *FL_RESTRICT pair_x__p,  // IN
+                                              const FL_T *FL_RESTRICT alpha__f,      // IN
+                                              FL_T *FL_RESTRICT m_in__pf,            // OUT
+                                              int64_t n_features, int64_t p_begin,
+                                              int64_t p_end)
+{
+#define FL_CALL(ACT)                                                                  \
+    FL_K(gradient_backward_rows)(ACT, 1, m_out__pf, x_in__nf, pair_x__p, alpha__f,    \
+                                 m_in__pf, n_features, p_begin, p_end)
+    FL_ACT_DISPATCH(act, FL_CALL)
+#undef FL_CALL
+}
+
+// reveal_cancel_split (RevealCancel output split), x0 = r_in[pair_r[p], f]:
+//   dy_pos[p, f] = 0.5*[(f(x0+d_pos) - f(x0)) + (f(x0+d_pos+d_neg) - f(x0+d_neg))]
+//   dy_neg[p, f] = 0.5*[(f(x0+d_neg) - f(x0)) + (f(x0+d_pos+d_neg) - f(x0+d_pos))]
+// with d_pos = d_pos__pf[p, f], d_neg = d_neg__pf[p, f] (fl_reveal_cancel_split).
+// Layout: d_pos__pf, d_neg__pf, dy_pos__pf, dy_neg__pf (n_pairs, F); r_in__nf (n_r, F).
+// Threads: each thread takes a block of pairs [p_begin, p_end).
+FL_ROWS void FL_K(reveal_cancel_split_rows)(
+    const int act, const FL_T *FL_RESTRICT r_in__nf, const FL_T *FL_RESTRICT d_pos__pf,
+    const FL_T *FL_RESTRICT d_neg__pf, const int64_t *FL_RESTRICT pair_r__p,
+    const FL_T *FL_RESTRICT alpha__f, FL_T *FL_RESTRICT dy_pos__pf,
+    FL_T *FL_RESTRICT dy_neg__pf, int64_t n_features, int64_t p_begin, int64_t p_end)
+{
+    for (int64_t p = p_begin; p < p_end; ++p) {
+        const FL_T *x0 = r_in__nf + pair_r__p[p] * n_features;
+        const int64_t row = p * n_features;
+        const FL_T *dp = d_pos__pf + row, *dn = d_neg__pf + row;
+        FL_T *out_pos = dy_pos__pf + row, *out_neg = dy_neg__pf + row;
+        for (int64_t f = 0; f < n_features; ++f) {
+            FL_T dy_pos, dy_neg;
+            FL_M(reveal_cancel_dy)(act, x0[f], dp[f], dn[f], alpha__f[f], &dy_pos, &dy_neg);
+            out_pos[f] = dy_pos;
+            out_neg[f] = dy_neg;
+        }
+    }
+}
+
+FL_KERNEL void FL_K(reveal_cancel_split)(int act,
+                                         const FL_T *FL_RESTRICT r_in__nf,      // IN
+                                         const FL_T *FL_RESTRICT d_pos__pf,     // IN
+                                         const FL_T *FL_RESTRICT d_neg__pf,     // IN
+                                         const int64_t *FL_RESTRICT pair_r__p,  // IN
+                                         const FL_T *FL_RESTRICT alpha__f,      // IN
+                                         FL_T *FL_RESTRICT dy_pos__pf,          // OUT
+                                         FL_T *FL_RESTRICT dy_neg__pf,          // OUT
+                                         int64_t n_features, int64_t p_begin, int64_t p_end)
+{
+#define FL_CALL(ACT)                                                                       \
+    FL_K(reveal_cancel_split_rows)(ACT, r_in__nf, d_pos__pf, d_neg__pf, pair_r__p,         \
+                                   alpha__f, dy_pos__pf, dy_neg__pf, n_features, p_begin, \
+                                   p_end)
+    FL_ACT_DISPATCH(act, FL_CALL)
+#undef FL_CALL
+}
+
+// reveal_cancel_backward (RevealCancel rule), x0 = r_in[pair_r[p], f]:
+//   m_in_pos[p, f] = m_pos[p, f] * dy_pos / d_pos,  m_in_neg[p, f] = m_neg[p, f] * dy_neg / d_neg,
+// where |d_pos| < FL_NEAR_ZERO uses the limit 0.5*(f'(x0) + f'(x0 + d_neg)) for dy_pos / d_pos,
+// and symmetrically for d_neg (fl_reveal_cancel_scales). The split is recomputed in the same
+// pass instead of being read back from reveal_cancel_split.
+// Layout: m_pos__pf, m_neg__pf, d_pos__pf, d_neg__pf, m_in_pos__pf, m_in_neg__pf
+//   (n_pairs, F); r_in__nf (n_r, F).
+// Threads: each thread takes a block of pairs [p_begin, p_end).
+FL_ROWS void FL_K(reveal_cancel_backward_rows)(
+    const int act, const FL_T *FL_RESTRICT m_pos__pf, const FL_T *FL_RESTRICT m_neg__pf,
+    const FL_T *FL_RESTRICT r_in__nf, const FL_T *FL_RESTRICT d_pos__pf,
+    const FL_T *FL_RESTRICT d_neg__pf, const int64_t *FL_RESTRICT pair_r__p,
+    const FL_T *FL_RESTRICT alpha__f, FL_T *FL_RESTRICT m_in_pos__pf,
+    FL_T *FL_RESTRICT m_in_neg__pf, int64_t n_features, int64_t p_begin, int64_t p_end)
+{
+    for (int64_t p = p_begin; p < p_end; ++p) {
+        const FL_T *x0 = r_in__nf + pair_r__p[p] * n_features;
+        const int64_t row = p * n_features;
+        const FL_T *mp = m_pos__pf + row, *mn = m_neg__pf + row;
+        const FL_T *dp = d_pos__pf + row, *dn = d_neg__pf + row;
+        FL_T *out_pos = m_in_pos__pf + row, *out_neg = m_in_neg__pf + row;
+        for (int64_t f = 0; f < n_features; ++f) {
+            FL_T s_pos, s_neg;
+            FL_M(reveal_cancel_scales)(act, x0[f], dp[f], dn[f], alpha__f[f], &s_pos, &s_neg);
+            out_pos[f] = mp[f] * s_pos;
+            out_neg[f] = mn[f] * s_neg;
+        }
+    }
+}
+
+FL_KERNEL void FL_K(reveal_cancel_backward)(int act,
+                                            const FL_T *FL_RESTRICT m_pos__pf,     // IN
+                                            const FL_T *FL_RESTRICT m_neg__pf,     // IN
+                                            const FL_T *FL_RESTRICT r_in__nf,      // IN
+                                            const FL_T *FL_RESTRICT d_pos__pf,     // IN
+                                            const FL_T *FL_RESTRICT d_neg__pf,     // IN
+                                            const int64_t *FL_RESTRICT pair_r__p,  // IN
+                                            const FL_T *FL_RESTRICT alpha__f,      // IN
+                                            FL_T *FL_RESTRICT m_in_pos__pf,        // OUT
+                                            FL_T *FL_RESTRICT m_in_neg__pf,        // OUT
+                                            int64_t n_features, int64_t p_begin,
+                                            int64_t p_end)
+{
+#define FL_CALL(ACT)                                                                        \
+    FL_K(reveal_cancel_backward_rows)(ACT, m_pos__pf, m_neg__pf, r_in__nf, d_pos__pf,       \
+                                      d_neg__pf, pair_r__p, alpha__f, m_in_pos__pf,         \
+                                      m_in_neg__pf, n_features, p_begin, p_end)
+    FL_ACT_DISPATCH(act, FL_CALL)
+#undef FL_CALL
+}
+
+// ======================================================================== pair gathers
+// pair_delta:         delta[p, f] = x[pair_x[p], f] - r[pair_r[p], f]
+// pair_contributions: c[p, f] = m[p, f] * (x[pair_x[p], f] - r[pair_r[p], f])
+// Layout: x__nf (n_x, F); r__nf (n_r, F); m__pf, delta__pf, c__pf (n_pairs, F).
+// Threads: each thread takes a block of pairs [p_begin, p_end).
+FL_KERNEL void FL_K(pair_delta)(const FL_T *FL_RESTRICT x__nf,          // IN
+                                const FL_T *FL_RESTRICT r__nf,          // IN
+                                const int64_t *FL_RESTRICT pair_x__p,   // IN
+                                const int64_t *FL_RESTRICT pair_r__p,   // IN
+                                FL_T *FL_RESTRICT delta__pf,            // OUT
+                                int64_t n_features, int64_t p_begin, int64_t p_end)
+{
+    for (int64_t p = p_begin; p < p_end; ++p) {
+        const FL_T *x = x__nf + pair_x__p[p] * n_features;
+        const FL_T *r = r__nf + pair_r__p[p] * n_features;
+        FL_T *out = delta__pf + p * n_features;
+        for (int64_t f = 0; f < n_features; ++f)
+            out[f] = x[f] - r[f];
+    }
+}
+
+FL_KERNEL void FL_K(pair_contributions)(const FL_T *FL_RESTRICT m__pf,          // IN
+                                        const FL_T *FL_RESTRICT x__nf,          // IN
+                                        const FL_T *FL_RESTRICT r__nf,          // IN
+                                        const int64_t *FL_RESTRICT pair_x__p,   // IN
+                                        const int64_t *FL_RESTRICT pair_r__p,   // IN
+                                        FL_T *FL_RESTRICT c__pf,                // OUT
+                                        int64_t n_features, int64_t p_begin, int64_t p_end)
+{
+    for (int64_t p = p_begin; p < p_end; ++p) {
+        const FL_T *x = x__nf + pair_x__p[p] * n_features;
+        const FL_T *r = r__nf + pair_r__p[p] * n_features;
+        const FL_T *m = m__pf + p * n_features;
+        FL_T *out = c__pf + p * n_features;
+        for (int64_t f = 0; f < n_features; ++f)
+            out[f] = m[f] * (x[f] - r[f]);
+    }
+}
+
+// mean_over_refs: out[e, f] = (sum_k a[e*n_refs + k, f]) / n_refs, summed in double in
+// reference order k = 0, 1, ... (so the result does not depend on chunking) and rounded once.
+// Layout: a__ekf (n_examples*n_refs, F), example-major; out__ef (n_examples, F).
+// Threads: each thread takes a block of examples [e_begin, e_end) and of features
+// [f_begin, f_end) (a run of IG has one example per call: its threads split the features).
+// Features are processed in FL_FBLOCK runs so the accumulators stay on the stack and every
+// input row is read contiguously.
+FL_KERNEL void FL_K(mean_over_refs)(const FL_T *FL_RESTRICT a__ekf,   // IN
+                                    FL_T *FL_RESTRICT out__ef,        // OUT
+                                    int64_t n_refs, int64_t n_features, int64_t e_begin,
+                                    int64_t e_end, int64_t f_begin, int64_t f_end)
+{
+    double acc[FL_FBLOCK];
+    for (int64_t e = e_begin; e < e_end; ++e) {
+        const FL_T *a = a__ekf + e * n_refs * n_features;
+        FL_T *out = out__ef + e * n_features;
+        for (int64_t f0 = f_begin; f0 < f_end; f0 += FL_FBLOCK) {
+            const int64_t nf = f_end - f0 < FL_FBLOCK ? f_end - f0 : FL_FBLOCK;
+            for (int64_t f = 0; f < nf; ++f)
+                acc[f] = 0.0;
+            for (int64_t k = 0; k < n_refs; ++k) {
+                const FL_T *row = a + k * n_features + f0;
+                for (int64_t f = 0; f < nf; ++f)
+                    acc[f] += (double)row[f];
+            }
+            for (int64_t f = 0; f < nf; ++f)
+                out[f0 + f] = (FL_T)(acc[f] / (double)n_refs);
+        }
+    }
+}
+
+// ======================================================================== convolution helpers
+// im2col_cell: one output cell (n, i, j) of im2col into dst (kh*kw*c values).
+// Each tap row a copies its valid taps as contiguous channel runs (one run of (b_hi - b_lo)*c
+// values when dw == 1) and zero-fills the padding taps.
+FL_ROWS void FL_K(im2col_cell)(const FL_T *FL_RESTRICT x__nhwc, FL_T *FL_RESTRICT dst,
+                               fl_geometry g, int64_t n, int64_t i, int64_t j)
+{
+    const int64_t c = g.c, kwc = g.kw * g.c;
+    const FL_T *xn = x__nhwc + n * g.h * g.w * c;
+    long long a_lo, a_hi, b_lo, b_hi;
+    fl_tap_range(i * g.sh - g.pt, g.dh, g.kh, g.h, &a_lo, &a_hi);
+    fl_tap_range(j * g.sw - g.pl, g.dw, g.kw, g.w, &b_lo, &b_hi);
+    for (int64_t a = 0; a < g.kh; ++a) {
+        FL_T *d = dst + a * kwc;
+        if (a < a_lo || a >= a_hi || b_lo >= b_hi) {
+            for (int64_t u = 0; u < kwc; ++u)
+                d[u] = (FL_T)0;
+            continue;
+        }
+        const int64_t r = i * g.sh - g.pt + a * g.dh;
+        const FL_T *src = xn + (r * g.w + (j * g.sw - g.pl + b_lo * g.dw)) * c;
+        for (int64_t u = 0; u < b_lo * c; ++u)
+            d[u] = (FL_T)0;
+        if (g.dw == 1) {
+            FL_T *dd = d + b_lo * c;
+            const int64_t run = (b_hi - b_lo) * c;
+            for (int64_t u = 0; u < run; ++u)
+                dd[u] = src[u];
+        } else {
+            for (int64_t b = b_lo; b < b_hi; ++b) {
+                const FL_T *s = src + (b - b_lo) * g.dw * c;
+                FL_T *dd = d + b * c;
+                for (int64_t ch = 0; ch < c; ++ch)
+                    dd[ch] = s[ch];
+            }
+        }
+        for (int64_t u = b_hi * c; u < kwc; ++u)
+            d[u] = (FL_T)0;
+    }
+}
+
+// im2col: cols[n, i, j, t*c + ch] = x[n, i*sh - pt + a*dh, j*sw - pl + b*dw, ch] for tap
+// t = a*kw + b, or 0 where that position is padding.
+// Layout: x__nhwc (n, h, w, c); cols__nijtc (n, h_out, w_out, kh*kw*c).
+// Threads: one output row (n, i) is row index n*h_out + i; each thread takes a block of them.
+FL_KERNEL void FL_K(im2col)(const FL_T *FL_RESTRICT x__nhwc,      // IN
+                            FL_T *FL_RESTRICT cols__nijtc,        // OUT
+                            fl_geometry g, int64_t row_begin, int64_t row_end)
+{
+    const int64_t tc = g.kh * g.kw * g.c;
+    for (int64_t q = row_begin; q < row_end; ++q)
+        for (int64_t j = 0; j < g.w_out; ++j)
+            FL_K(im2col_cell)(x__nhwc, cols__nijtc + (q * g.w_out + j) * tc, g, q / g.h_out, q % g.h_out, j);
+}
+
+// im2col_cells: the same values for a range of output cells, cell = (n*h_out + i)*w_out + j,
+// written as consecutive rows of dst: cells__qt (cell_end - cell_begin, kh*kw*c). Used to unfold
+// one GEMM block at a time (the fused convolution of _cpu.conv_forward) so the unfolded rows are
+// still in cache when the GEMM reads them.
+FL_KERNEL void FL_K(im2col_cells)(const FL_T *FL_RESTRICT x__nhwc,   // IN
+                                  FL_T *FL_RESTRICT cells__qt,       // OUT
+                                  fl_geometry g, int64_t cell_begin, int64_t cell_end)
+{
+    const int64_t tc = g.kh * g.kw * g.c;
+    for (int64_t q = cell_begin; q < cell_end; ++q) {
+        const int64_t j = q % g.w_out, row = q / g.w_out;
+        FL_K(im2col_cell)(x__nhwc, cells__qt + (q - cell_begin) * tc, g, row / g.h_out, row % g.h_out, j);
+    }
+}
+
+// col2im (adjoint of im2col): x[n, r, s, ch] = sum over taps (a, b), in row-major tap order,
+// of cols[n, i, j, (a*kw + b)*c + ch] for the output cell (i, j) whose tap (a, b) reads (r, s),
+// i.e. r = i*sh - pt + a*dh and s = j*sw - pl + b*dw (at most one cell per tap).
+// Gather form: each input cell sums its own contributions, starting from 0, in the same order
+// as ops.py's loop over taps, so the result is deterministic and bitwise equal to the oracle.
+// Layout: cols__nijtc (n, h_out, w_out, kh*kw*c); x__nhwc (n, h, w, c).
+// Threads: one input row (n, r) is row index n*h + r; each thread takes a block of them.
+FL_KERNEL void FL_K(col2im)(const FL_T *FL_RESTRICT cols__nijtc,   // IN
+                            FL_T *FL_RESTRICT x__nhwc,             // OUT
+                            fl_geometry g, int64_t row_begin, int64_t row_end)
+{
+    const int64_t c = g.c, tc = g.kh * g.kw * g.c;
+    for (int64_t q = row_begin; q < row_end; ++q) {
+        const int64_t n = q / g.h, r = q % g.h;
+        const FL_T *cn = cols__nijtc + n * g.h_out * g.w_out * tc;
+        for (int64_t s = 0; s < g.w; ++s) {
+            FL_T *d = x__nhwc + (q * g.w + s) * c;
+            for (int64_t ch = 0; ch < c; ++ch)
+                d[ch] = (FL_T)0;
+            for (int64_t a = 0; a < g.kh; ++a) {
+                const int64_t ti = r + g.pt - a * g.dh;  // = i*sh; decreases with a
+                if (ti < 0)
+                    break;
+                if (ti % g.sh != 0 || ti / g.sh >= g.h_out)
+                    continue;
+                const FL_T *ci = cn + (ti / g.sh) * g.w_out * tc + a * g.kw * c;
+                for (int64_t b = 0; b < g.kw; ++b) {
+                    const int64_t tj = s + g.pl - b * g.dw;  // = j*sw; decreases with b
+                    if (tj < 0)
+                        break;
+                    if (tj % g.sw != 0 || tj / g.sw >= g.w_out)
+                        continue;
+                    const FL_T *src = ci + (tj / g.sw) * tc + b * c;
+                    for (int64_t ch = 0; ch < c; ++ch)
+                        d[ch] += src[ch];
+                }
+            }
+        }
+    }
+}
+
+// conv_adjoint_sparse: Ops.conv_adjoint (the multipliers at a convolution's input) for pairs
+// whose output multipliers are mostly zero, skipping the zeros. Behind a max-pool (one or two
+// cells of each window get credit) and a ReLU most of them are: 14-25% are nonzero in a
+// Basset-like model, so a dense GEMM spends most of its work multiplying zeros.
+// Each output cell q = i*w_out + j lists its nonzero multipliers (channel o, value). For each
+// tap t = (a, b), channel block and cell,
+//   acc = sum over the cell's listed o, in channel order, of m_out[p, q, o] * kernel[t*c + :, o]
+// is formed in registers, then added to m_in at the cell that q's tap t reads,
+// (i*sh - pt + a*dh, j*sw - pl + b*dw), if it lies inside the input. Taps are the outer loop, so
+// one tap's block of the kernel (c_out x FL_VEC_BLOCK vectors) stays in L1 while the cells
+// stream past. m_in starts at 0 and receives (channel block, tap, cell) in that order: the order
+// depends only on the pair's own multipliers, so the result does not depend on the batch or the
+// threads. The AVX variants fuse multiply-adds (as BLAS does); the baseline does not.
+// Zero multipliers (+0 or -0) are skipped: a zero times an infinite weight gives 0 here where a
+// GEMM gives NaN. NaN multipliers are kept.
+// A pair with more than max_nnz nonzero multipliers is left for the dense path: done__p[p] = 0
+// and its m_in rows are not written; otherwise done__p[p] = 1.
+// Layout: m_out__pijo (n_pairs, h_out, w_out, c_out); wt__toc (kh*kw, c_out, c_pad), the kernel
+// transposed per tap, each row zero-padded to c_pad (a multiple of the vector length);
+// m_in__phwc (n_pairs, h, w, c). Scratch, one set per calling thread: start__q (n_cells + 1),
+// idx__e and val__e (max_nnz): the pair's nonzero multipliers, cell by cell.
+// Threads: each thread takes a block of pairs [row_begin, row_end) and its own scratch.
+#ifdef FL_HAVE_VECTORS
+typedef FL_T FL_K(vec) __attribute__((vector_size(FL_VEC_BYTES), aligned(sizeof(FL_T)), may_alias));
+#else
+typedef FL_T FL_K(vec);
+#endif
+
+// One (tap, channel block cb, output cell): acc = sum over entries [e0, e1) of
+// val[e] * wtap[idx[e]*c_pad + ...] in registers (nv vectors), then added to dst (n_store values).
+FL_ROWS void FL_K(sparse_adjoint_cell)(const int32_t *FL_RESTRICT idx__e, const FL_T *FL_RESTRICT val__e,
+                                       int64_t e0, int64_t e1, const FL_T *FL_RESTRICT wtap,
+                                       int64_t c_pad, const int nv, int64_t n_store,
+                                       FL_T *FL_RESTRICT dst)
+{
+    FL_K(vec) acc[FL_VEC_BLOCK];
+    for (int k = 0; k < FL_VEC_BLOCK; ++k)
+        acc[k] = (FL_K(vec)){0};
+    for (int64_t e = e0; e < e1; ++e) {
+        const FL_K(vec) *w = (const FL_K(vec) *)(wtap + (int64_t)idx__e[e] * c_pad);
+        const FL_T v = val__e[e];
+        for (int k = 0; k < nv; ++k)
+            acc[k] += v * w[k];
+    }
+    if (nv == FL_VEC_BLOCK && n_store == FL_VEC_BLOCK * (int64_t)(sizeof(FL_K(vec)) / sizeof(FL_T))) {
+        FL_K(vec) *d = (FL_K(vec) *)dst;
+        for (int k = 0; k < FL_VEC_BLOCK; ++k)
+            d[k] = d[k] + acc[k];
+    } else {
+        for (int64_t k = 0; k < n_store; ++k)
+            dst[k] += ((const FL_T *)acc)[k];
+    }
+}
+
+FL_ROWS void FL_K(sparse_adjoint_pair)(const int64_t *FL_RESTRICT start__q,
+                                       const int32_t *FL_RESTRICT idx__e,
+                                       const FL_T *FL_RESTRICT val__e, const FL_T *FL_RESTRICT wt__toc,
+                                       int64_t c_out, int64_t c_pad, fl_geometry g,
+                                       FL_T *FL_RESTRICT m_in__hwc)
+{
+    const int64_t lanes = (int64_t)(sizeof(FL_K(vec)) / sizeof(FL_T));
+    const int64_t width = FL_VEC_BLOCK * lanes;
+    for (int64_t cb = 0; cb < g.c; cb += width) {
+        const int64_t n_store = g.c - cb < width ? g.c - cb : width;
+        const int nv = (int)((n_store + lanes - 1) / lanes);
+        for (int64_t a = 0; a < g.kh; ++a)
+            for (int64_t b = 0; b < g.kw; ++b) {
+                const FL_T *wtap = wt__toc + (a * g.kw + b) * c_out * c_pad + cb;
+                for (int64_t i = 0; i < g.h_out; ++i) {
+                    const int64_t r = i * g.sh - g.pt + a * g.dh;
+                    if (r < 0 || r >= g.h)
+                        continue;
+                    for (int64_t j = 0; j < g.w_out; ++j) {
+                        const int64_t q = i * g.w_out + j, s = j * g.sw - g.pl + b * g.dw;
+                        const int64_t e0 = start__q[q], e1 = start__q[q + 1];
+                        if (e0 == e1 || s < 0 || s >= g.w)
+                            continue;
+                        FL_T *dst = m_in__hwc + (r * g.w + s) * g.c + cb;
+                        if (nv == FL_VEC_BLOCK)  // constant: the loop over vectors unrolls
+                            FL_K(sparse_adjoint_cell)(idx__e, val__e, e0, e1, wtap, c_pad, FL_VEC_BLOCK,
+                                                      n_store, dst);
+                        else
+                            FL_K(sparse_adjoint_cell)(idx__e, val__e, e0, e1, wtap, c_pad, nv, n_store, dst);
+                    }
+                }
+            }
+    }
+}
+
+FL_ISA_VARIANTS(sparse_adjoint_pair,
+                (const int64_t *start__q, const int32_t *idx__e, const FL_T *val__e, const FL_T *wt__toc,
+                 int64_t c_out, int64_t c_pad, fl_geometry g, FL_T *m_in__hwc),
+                (start__q, idx__e, val__e, wt__toc, c_out, c_pad, g, m_in__hwc))
+
+// isa: an FL_ISA_* code, the highest variant to use (FL_ISA_AUTO: the best the CPU has).
+FL_KERNEL void FL_K(conv_adjoint_sparse)(const FL_T *FL_RESTRICT m_out__pijo,   // IN
+                                         const FL_T *FL_RESTRICT wt__toc,       // IN
+                                         int64_t c_out, int64_t c_pad, fl_geometry g,
+                                         int64_t max_nnz, int isa,
+                                         int64_t *FL_RESTRICT start__q,         // SCRATCH
+                                         int32_t *FL_RESTRICT idx__e,           // SCRATCH
+                                         FL_T *FL_RESTRICT val__e,              // SCRATCH
+                                         FL_T *FL_RESTRICT m_in__phwc,          // OUT
+                                         uint8_t *FL_RESTRICT done__p,          // OUT
+                                         int64_t row_begin, int64_t row_end)
+{
+    const int64_t n_cells = g.h_out * g.w_out, in_len = g.h * g.w * g.c;
+    const int variant = fl_isa(isa);
+    for (int64_t p = row_begin; p < row_end; ++p) {
+        const FL_T *m = m_out__pijo + p * n_cells * c_out;
+        int64_t n = 0;
+        int fits = 1;
+        for (int64_t q = 0; q < n_cells && fits; ++q) {
+            start__q[q] = n;
+            for (int64_t o = 0; o < c_out; ++o) {
+                const FL_T v = m[q * c_out + o];
+                if (v == (FL_T)0)  // NaN is kept
+                    continue;
+                if (n == max_nnz) {
+                    fits = 0;
+                    break;
+                }
+                idx__e[n] = (int32_t)o;
+                val__e[n++] = v;
+            }
+        }
+        done__p[p] = (uint8_t)fits;
+        if (!fits)
+            continue;
+        start__q[n_cells] = n;
+        FL_T *out = m_in__phwc + p * in_len;
+        memset(out, 0, (size_t)in_len * sizeof(FL_T));
+        FL_ISA_CALL(variant, sparse_adjoint_pair, (start__q, idx__e, val__e, wt__toc, c_out, c_pad, g, out));
+    }
+}
+
+// conv_direct: a convolution without unfolding (the forward of CpuOps.conv_forward where it pays):
+//   out[n, i, j, o] = (sum over taps t = (a, b) in row-major order, then input channels ch in
+//   order, of x[n, i*sh - pt + a*dh, j*sw - pl + b*dw, ch] * kernel[t*c + ch, o]) + bias[o],
+// cells outside the input reading 0. FL_DIRECT_CELLS output cells of one output row times one
+// block of FL_VEC_BLOCK vectors of output channels are summed in registers: each kernel vector
+// loaded serves FL_DIRECT_CELLS cells, each input value broadcast serves the whole block. The sum
+// order is fixed per output value, so results depend on neither the batch nor the threads; the
+// AVX variants fuse multiply-adds, the baseline does not.
+// Layout: x__nhwc (n, h, w, c); wp__btcv, the kernel packed by output-channel block: block k
+// holds (kh*kw, c, bw) with bw = FL_VEC_BLOCK vectors except for a narrower last block, its
+// columns beyond c_out zero; bias__o (c_pad) or NULL, zero-padded; zero__c (c) zeros;
+// out__nijo (n, h_out, w_out, c_out). c_pad = c_out rounded up to the vector length.
+// addend__nijo (as out) or NULL: added to each stored value, (sum + bias) + addend, so that
+// multipliers meeting at a node are summed in the store instead of in a pass of their own.
+// aux__nijo and out2__nijo (as out) or NULL, with epi: a second output computed in the store from
+// the stored value v. FL_EPI_RESIDUAL_RELU: out2 = aux + relu(v), a residual block's ReLU and Add
+// (the bits of add_activation). FL_EPI_RELU_GRAD: out2 = v * relu'(aux), the multipliers of the
+// ReLU whose output multipliers v are and whose input is aux (the bits of gradient_backward).
+// Threads: output rows q = n*h_out + i in [row_begin, row_end).
+FL_ROWS void FL_K(direct_tile)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_RESTRICT zero__c,
+                               const FL_T *FL_RESTRICT wblock, const FL_T *FL_RESTRICT bias,
+                               const FL_T *FL_RESTRICT addend__nijo, const FL_T *FL_RESTRICT aux__nijo,
+                               FL_T *FL_RESTRICT out2__nijo, int epi, fl_geometry g, int64_t n, int64_t i,
+                               int64_t j0, int64_t cells, int64_t col0, int64_t c_out, const int nv,
+                               FL_T *FL_RESTRICT out__nijo)
+{
+    const int64_t lanes = (int64_t)(sizeof(FL_K(vec)) / sizeof(FL_T));
+    FL_K(vec) acc[FL_DIRECT_CELLS][FL_VEC_BLOCK];
+    for (int r = 0; r < FL_DIRECT_CELLS; ++r)
+        for (int k = 0; k < FL_VEC_BLOCK; ++k)
+            acc[r][k] = (FL_K(vec)){0};
+    const FL_T *xn = x__nhwc + n * g.h * g.w * g.c;
+    for (int64_t a = 0; a < g.kh; ++a) {
+        const int64_t row = i * g.sh - g.pt + a * g.dh;
+        for (int64_t b = 0; b < g.kw; ++b) {
+            const FL_T *p[FL_DIRECT_CELLS];
+            for (int r = 0; r < FL_DIRECT_CELLS; ++r) {
+                const int64_t col = (j0 + r) * g.sw - g.pl + b * g.dw;
+                const int inside = r < cells && row >= 0 && row < g.h && col >= 0 && col < g.w;
+                p[r] = inside ? xn + (row * g.w + col) * g.c : zero__c;
+            }
+            const FL_K(vec) *w = (const FL_K(vec) *)(wblock + (a * g.kw + b) * g.c * nv * lanes);
+            for (int64_t ch = 0; ch < g.c; ++ch, w += nv) {
+                for (int k = 0; k < nv; ++k) {
+                    const FL_K(vec) wk = w[k];
+                    for (int r = 0; r < FL_DIRECT_CELLS; ++r)
+                        acc[r][k] += p[r][ch] * wk;
+                }
+            }
+        }
+    }
+    const int64_t n_store = c_out - col0 < nv * lanes ? c_out - col0 : nv * lanes;
+    for (int r = 0; r < cells; ++r) {
+        const int64_t at = ((n * g.h_out + i) * g.w_out + j0 + r) * c_out + col0;
+        FL_T *dst = out__nijo + at;
+        const FL_T *sum = (const FL_T *)&acc[r][0], *add = addend__nijo + at;
+        if (bias != NULL && addend__nijo != NULL)
+            for (int64_t k = 0; k < n_store; ++k)
+                dst[k] = (sum[k] + bias[col0 + k]) + add[k];
+        else if (bias != NULL)
+            for (int64_t k = 0; k < n_store; ++k)
+                dst[k] = sum[k] + bias[col0 + k];
+        else if (addend__nijo != NULL)
+            for (int64_t k = 0; k < n_store; ++k)
+                dst[k] = sum[k] + add[k];
+        else
+            for (int64_t k = 0; k < n_store; ++k)
+                dst[k] = sum[k];
+        if (out2__nijo != NULL) {
+            const FL_T *aux = aux__nijo + at;
+            FL_T *o = out2__nijo + at;
+            if (epi == FL_EPI_RESIDUAL_RELU)
+                for (int64_t k = 0; k < n_store; ++k) {
+                    const FL_T z = dst[k];
+                    o[k] = aux[k] + (z > (FL_T)0 ? z : (FL_T)0);
+                }
+            else  // FL_EPI_RELU_GRAD
+                for (int64_t k = 0; k < n_store; ++k)
+                    o[k] = dst[k] * (aux[k] > (FL_T)0 ? (FL_T)1 : (FL_T)0);
+        }
+    }
+}
+
+FL_ROWS void FL_K(direct_rows)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_RESTRICT wp__btcv,
+                               const FL_T *FL_RESTRICT bias__o, const FL_T *FL_RESTRICT zero__c,
+                               const FL_T *FL_RESTRICT addend__nijo, const FL_T *FL_RESTRICT aux__nijo,
+                               FL_T *FL_RESTRICT out2__nijo, int epi, fl_geometry g, int64_t c_out,
+                               FL_T *FL_RESTRICT out__nijo, int64_t row_begin, int64_t row_end)
+{
+    const int64_t lanes = (int64_t)(sizeof(FL_K(vec)) / sizeof(FL_T));
+    const int64_t width = FL_VEC_BLOCK * lanes, taps_c = g.kh * g.kw * g.c;
+    for (int64_t q = row_begin; q < row_end; ++q) {
+        const int64_t n = q / g.h_out, i = q % g.h_out;
+        for (int64_t col0 = 0; col0 < c_out; col0 += width) {
+            const int64_t left = c_out - col0;
+            const int nv = left >= width ? FL_VEC_BLOCK : (int)((left + lanes - 1) / lanes);
+            const FL_T *wblock = wp__btcv + (col0 / width) * taps_c * width;
+            for (int64_t j0 = 0; j0 < g.w_out; j0 += FL_DIRECT_CELLS) {
+                const int64_t cells = g.w_out - j0 < FL_DIRECT_CELLS ? g.w_out - j0 : FL_DIRECT_CELLS;
+                if (nv == FL_VEC_BLOCK)  // constant: the loops over vectors and cells unroll
+                    FL_K(direct_tile)(x__nhwc, zero__c, wblock, bias__o, addend__nijo, aux__nijo, out2__nijo,
+                                      epi, g, n, i, j0, cells,
+                                      col0, c_out, FL_VEC_BLOCK, out__nijo);
+                else
+                    FL_K(direct_tile)(x__nhwc, zero__c, wblock, bias__o, addend__nijo, aux__nijo, out2__nijo,
+                                      epi, g, n, i, j0, cells,
+                                      col0, c_out, nv, out__nijo);
+            }
+        }
+    }
+}
+
+FL_ISA_VARIANTS(direct_rows,
+                (const FL_T *x__nhwc, const FL_T *wp__btcv, const FL_T *bias__o, const FL_T *zero__c,
+                 const FL_T *addend__nijo, const FL_T *aux__nijo, FL_T *out2__nijo, int epi, fl_geometry g,
+                 int64_t c_out, FL_T *out__nijo, int64_t row_begin, int64_t row_end),
+                (x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, aux__nijo, out2__nijo, epi, g, c_out,
+                 out__nijo, row_begin, row_end))
+
+// isa: an FL_ISA_* code, the highest variant to use (FL_ISA_AUTO: the best the CPU has).
+FL_KERNEL void FL_K(conv_direct)(const FL_T *FL_RESTRICT x__nhwc,     // IN
+                                 const FL_T *FL_RESTRICT wp__btcv,    // IN
+                                 const FL_T *FL_RESTRICT bias__o,     // IN (or NULL)
+                                 const FL_T *FL_RESTRICT zero__c,     // IN
+                                 const FL_T *FL_RESTRICT addend__nijo, // IN (or NULL)
+                                 const FL_T *FL_RESTRICT aux__nijo,   // IN (or NULL)
+                                 FL_T *FL_RESTRICT out2__nijo,        // OUT (or NULL)
+                                 int epi,
+                                 fl_geometry g, int64_t c_out, int isa,
+                                 FL_T *FL_RESTRICT out__nijo,         // OUT
+                                 int64_t row_begin, int64_t row_end)
+{
+    const int variant = fl_isa(isa);
+    FL_ISA_CALL(variant, direct_rows, (x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, aux__nijo, out2__nijo,
+                                       epi, g, c_out, out__nijo, row_begin, row_end));
+}
+
+// ======================================================================== one-hot convolution
+// onehot_cells: hot__hw[r*w + s] = the channel of cell (r, s) that is 1, or -1 when all are 0.
+// Returns 1 when the row is one-hot (every value 0 or 1, at most one 1 per cell), else 0 (then
+// hot__hw is incomplete). Layout: x__hwc (h*w cells, c) of one row.
+FL_KERNEL int FL_K(onehot_cells)(const FL_T *FL_RESTRICT x__hwc, int64_t cells, int64_t c,
+                                 int32_t *FL_RESTRICT hot__hw)
+{
+    for (int64_t q = 0; q < cells; ++q) {
+        const FL_T *v = x__hwc + q * c;
+        int32_t hot = -1;
+        for (int64_t ch = 0; ch < c; ++ch) {
+            if (v[ch] == (FL_T)1 && hot < 0)
+                hot = (int32_t)ch;
+            else if (v[ch] != (FL_T)0)
+                return 0;
+        }
+        hot__hw[q] = hot;
+    }
+    return 1;
+}
+
+// conv_onehot: conv_forward of rows whose input cells are one-hot (hot__nhw from onehot_cells):
+//   out[n, i, j, o] = (sum over the taps t = (a, b), in row-major order, whose cell is inside the
+//   input and not all zero, of kernel[t*c + hot, o]) + bias[o].
+// A gather of kernel rows instead of a GEMM over mostly zeros: taps*c_out adds per output cell,
+// not taps*c*c_out multiply-adds. Adds only, in tap order: every ISA variant gives the same bits,
+// and they depend on neither the batch nor the threads.
+// Layout: hot__nhw (n, h, w); kernel__tp (kh*kw*c, c_pad), columns past c_out zero; zero__p
+// (c_pad) zeros; bias__o (c_pad) or NULL; out__nijo (n, h_out, w_out, c_out). c_pad = c_out
+// rounded up to the vector length.
+// Threads: output rows q = n*h_out + i in [row_begin, row_end).
+// FL_ONEHOT_CELLS output cells j0 .. j0+cells-1 of output row (n, i) times one block of nv vectors
+// of output channels from col0, summed in registers; a tap whose cell is outside the input or all
+// zero adds the zero row (adding +0 changes no sum).
+FL_ROWS void FL_K(onehot_tile)(const int32_t *FL_RESTRICT hot__hw, const FL_T *FL_RESTRICT kernel__tp,
+                               const FL_T *FL_RESTRICT zero__p, const FL_T *FL_RESTRICT bias__o,
+                               fl_geometry g, int64_t i, int64_t j0, int64_t cells, int64_t col0,
+                               int64_t c_out, int64_t c_pad, const int nv, FL_T *FL_RESTRICT out__jo)
+{
+    const int64_t lanes = (int64_t)(sizeof(FL_K(vec)) / sizeof(FL_T));
+    FL_K(vec) acc[FL_ONEHOT_CELLS][FL_VEC_BLOCK];
+    for (int r = 0; r < FL_ONEHOT_CELLS; ++r)
+        for (int k = 0; k < FL_VEC_BLOCK; ++k)
+            acc[r][k] = (FL_K(vec)){0};
+    for (int64_t a = 0; a < g.kh; ++a) {
+        const int64_t row = i * g.sh - g.pt + a * g.dh;
+        const int row_inside = row >= 0 && row < g.h;
+        for (int64_t b = 0; b < g.kw; ++b) {
+            const FL_T *tap = kernel__tp + (a * g.kw + b) * g.c * c_pad + col0;
+            const FL_K(vec) *p[FL_ONEHOT_CELLS];
+            for (int r = 0; r < FL_ONEHOT_CELLS; ++r) {
+                const int64_t col = (j0 + r) * g.sw - g.pl + b * g.dw;
+                const int32_t ch = (r < cells && row_inside && col >= 0 && col < g.w) ? hot__hw[row * g.w + col] : -1;
+                p[r] = (const FL_K(vec) *)(ch >= 0 ? tap + ch * c_pad : zero__p);
+            }
+            for (int k = 0; k < nv; ++k)
+                for (int r = 0; r < FL_ONEHOT_CELLS; ++r)
+                    acc[r][k] += p[r][k];
+        }
+    }
+    const int64_t n_store = c_out - col0 < nv * lanes ? c_out - col0 : nv * lanes;
+    for (int r = 0; r < cells; ++r) {
+        FL_T *dst = out__jo + (j0 + r) * c_out + col0;
+        const FL_T *sum = (const FL_T *)&acc[r][0];
+        if (bias__o != NULL)
+            for (int64_t k = 0; k < n_store; ++k)
+                dst[k] = sum[k] + bias__o[col0 + k];
+        else
+            for (int64_t k = 0; k < n_store; ++k)
+                dst[k] = sum[k];
+    }
+}
+
+FL_ROWS void FL_K(onehot_rows)(const int32_t *FL_RESTRICT hot__nhw, const FL_T *FL_RESTRICT kernel__tp,
+                               const FL_T *FL_RESTRICT zero__p, const FL_T *FL_RESTRICT bias__o, fl_geometry g,
+                               int64_t c_out, int64_t c_pad, FL_T *FL_RESTRICT out__nijo, int64_t row_begin,
+                               int64_t row_end)
+{
+    const int64_t lanes = (int64_t)(sizeof(FL_K(vec)) / sizeof(FL_T)), width = FL_VEC_BLOCK * lanes;
+    for (int64_t q = row_begin; q < row_end; ++q) {
+        const int64_t n = q / g.h_out, i = q % g.h_out;
+        const int32_t *hot = hot__nhw + n * g.h * g.w;
+        FL_T *out = out__nijo + q * g.w_out * c_out;
+        for (int64_t col0 = 0; col0 < c_out; col0 += width) {
+            const int64_t left = c_out - col0;
+            const int nv = left >= width ? FL_VEC_BLOCK : (int)((left + lanes - 1) / lanes);
+            for (int64_t j0 = 0; j0 < g.w_out; j0 += FL_ONEHOT_CELLS) {
+                const int64_t cells = g.w_out - j0 < FL_ONEHOT_CELLS ? g.w_out - j0 : FL_ONEHOT_CELLS;
+                if (nv == FL_VEC_BLOCK)  // constant: the loops over vectors and cells unroll
+                    FL_K(onehot_tile)(hot, kernel__tp, zero__p, bias__o, g, i, j0, cells, col0, c_out, c_pad,
+                                      FL_VEC_BLOCK, out);
+                else
+                    FL_K(onehot_tile)(hot, kernel__tp, zero__p, bias__o, g, i, j0, cells, col0, c_out, c_pad,
+                                      nv, out);
+            }
+        }
+    }
+}
+
+FL_ISA_VARIANTS(onehot_rows,
+                (const int32_t *hot__nhw, const FL_T *kernel__tp, const FL_T *zero__p, const FL_T *bias__o,
+                 fl_geometry g, int64_t c_out, int64_t c_pad, FL_T *out__nijo, int64_t row_begin,
+                 int64_t row_end),
+                (hot__nhw, kernel__tp, zero__p, bias__o, g, c_out, c_pad, out__nijo, row_begin, row_end))
+
+// isa: an FL_ISA_* code, the highest variant to use (FL_ISA_AUTO: the best the CPU has).
+FL_KERNEL void FL_K(conv_onehot)(const int32_t *FL_RESTRICT hot__nhw,   // IN
+                                 const FL_T *FL_RESTRICT kernel__tp,    // IN
+                                 const FL_T *FL_RESTRICT zero__p,       // IN
+                                 const FL_T *FL_RESTRICT bias__o,       // IN (or NULL)
+                                 fl_geometry g, int64_t c_out, int64_t c_pad, int isa,
+                                 FL_T *FL_RESTRICT out__nijo,           // OUT
+                                 int64_t row_begin, int64_t row_end)
+{
+    const int variant = fl_isa(isa);
+    FL_ISA_CALL(variant, onehot_rows,
+                (hot__nhw, kernel__tp, zero__p, bias__o, g, c_out, c_pad, out__nijo, row_begin, row_end));
+}
+
+// ======================================================================== pooling
+// max_pool_forward: out[n, i, j, ch] = max of x[n, r, s, ch] over the window's cells inside
+// the input (padding ignored; -inf if the window has none).
+// avg_pool_forward: the mean over those cells (summed in row-major tap order, then divided by
+// their count).
+// Layout: x__nhwc (n, h, w, c); out__nijc (n, h_out, w_out, c).
+// Threads: one output row (n, i) is row index n*h_out + i; each thread takes a block of them.
+// The output channel run is the accumulator; each window cell is one contiguous channel run.
+FL_KERNEL void FL_K(max_pool_forward)(const FL_T *FL_RESTRICT x__nhwc,   // IN
+                                      FL_T *FL_RESTRICT out__nijc,       // OUT
+                                      fl_geometry g, int64_t row_begin, int64_t row_end)
+{
+    const int64_t c = g.c;
+    for (int64_t q = row_begin; q < row_end; ++q) {
+        const int64_t n = q / g.h_out, i = q % g.h_out;
+        const FL_T *xn = x__nhwc + n * g.h * g.w * c;
+        long long a_lo, a_hi;
+        fl_tap_range(i * g.sh - g.pt, g.dh, g.kh, g.h, &a_lo, &a_hi);
+        for (int64_t j = 0; j < g.w_out; ++j) {
+            FL_T *out = out__nijc + (q * g.w_out + j) * c;
+            long long b_lo, b_hi;
+            fl_tap_range(j * g.sw - g.pl, g.dw, g.kw, g.w, &b_lo, &b_hi);
+            for (int64_t ch = 0; ch < c; ++ch)
+                out[ch] = (FL_T)(-INFINITY);
+            for (int64_t a = a_lo; a < a_hi; ++a) {
+                const int64_t r = i * g.sh - g.pt + a * g.dh;
+                for (int64_t b = b_lo; b < b_hi; ++b) {
+                    const FL_T *src = xn + (r * g.w + j * g.sw - g.pl + b * g.dw) * c;
+                    for (int64_t ch = 0; ch < c; ++ch)
+                        out[ch] = src[ch] > out[ch] ? src[ch] : out[ch];
+                }
+            }
+        }
+    }
+}
+
+FL_KERNEL void FL_K(avg_pool_forward)(const FL_T *FL_RESTRICT x__nhwc,   // IN
+                                      FL_T *FL_RESTRICT out__nijc,       // OUT
+                                      fl_geometry g, int64_t row_begin, int64_t row_end)
+{
+    const int64_t c = g.c;
+    for (int64_t q = row_begin; q < row_end; ++q) {
+        const int64_t n = q / g.h_out, i = q % g.h_out;
+        const FL_T *xn = x__nhwc + n * g.h * g.w * c;
+        long long a_lo, a_hi;
+        fl_tap_range(i * g.sh - g.pt, g.dh, g.kh, g.h, &a_lo, &a_hi);
+        for (int64_t j = 0; j < g.w_out; ++j) {
+            FL_T *out = out__nijc + (q * g.w_out + j) * c;
+            long long b_lo, b_hi;
+            fl_tap_range(j * g.sw - g.pl, g.dw, g.kw, g.w, &b_lo, &b_hi);
+            for (int64_t ch = 0; ch < c; ++ch)
+                out[ch] = (FL_T)0;
+            for (int64_t a = a_lo; a < a_hi; ++a) {
+                const int64_t r = i * g.sh - g.pt + a * g.dh;
+                for (int64_t b = b_lo; b < b_hi; ++b) {
+                    const FL_T *src = xn + (r * g.w + j * g.sw - g.pl + b * g.dw) * c;
+                    for (int64_t ch = 0; ch < c; ++ch)
+                        out[ch] += src[ch];
+                }
+            }
+            const FL_T count = (FL_T)((a_hi - a_lo) * (b_hi - b_lo));
+            for (int64_t ch = 0; ch < c; ++ch)
+                out[ch] /= count;
+        }
+    }
+}
+
+// avg_pool_backward (adjoint of avg_pool_forward):
+//   m_in[p, r, s, ch] = sum over taps (a, b) in row-major order of m_out[p, i, j, ch] / count(i, j)
+// for the output cell (i, j) whose tap (a, b) reads (r, s); count(i, j) = number of valid cells
+// of window (i, j). Gather form as in col2im (same order as ops.py: bitwise equal).
+// Layout: m_out__pijc (n_pairs, h_out, w_out, c); m_in__phwc (n_pairs, h, w, c).
+// Threads: one input row (p, r) is row index p*h + r; each thread takes a block of them.
+FL_KERNEL void FL_K(avg_pool_backward)(const FL_T *FL_RESTRICT m_out__pijc,   // IN
+                                       FL_T *FL_RESTRICT m_in__phwc,          // OUT
+                                       fl_geometry g, int64_t row_begin, int64_t row_end)
+{
+    const int64_t c = g.c;
+    for (int64_t q = row_begin; q < row_end; ++q) {
+        const int64_t p = q / g.h, r = q % g.h;
+        const FL_T *mp = m_out__pijc + p * g.h_out * g.w_out * c;
+        for (int64_t s = 0; s < g.w; ++s) {
+            FL_T *d = m_in__phwc + (q * g.w + s) * c;
+            for (int64_t ch = 0; ch < c; ++ch)
+                d[ch] = (FL_T)0;
+            for (int64_t a = 0; a < g.kh; ++a) {
+                const int64_t ti = r + g.pt - a * g.dh;
+                if (ti < 0)
+                    break;
+                if (ti % g.sh != 0 || ti / g.sh >= g.h_out)
+                    continue;
+                const int64_t i = ti / g.sh;
+                long long a_lo, a_hi;
+                fl_tap_range(i * g.sh - g.pt, g.dh, g.kh, g.h, &a_lo, &a_hi);
+                for (int64_t b = 0; b < g.kw; ++b) {
+                    const int64_t tj = s + g.pl - b * g.dw;
+                    if (tj < 0)
+                        break;
+                    if (tj % g.sw != 0 || tj / g.sw >= g.w_out)
+                        continue;
+                    const int64_t j = tj / g.sw;
+                    long long b_lo, b_hi;
+                    fl_tap_range(j * g.sw - g.pl, g.dw, g.kw, g.w, &b_lo, &b_hi);
+                    const FL_T count = (FL_T)((a_hi - a_lo) * (b_hi - b_lo));
+                    const FL_T *src = mp + (i * g.w_out + j) * c;
+                    for (int64_t ch = 0; ch < c; ++ch)
+                        d[ch] += src[ch] / count;
+                }
+            }
+        }
+    }
+}
+
+// max_pool_backward: routes each window's multiplier m = m_out[p, i, j, ch] to arg-max cells of
+// the pair's example x = x[pair_x[p]] and reference ref = ref[pair_r[p]] (padding ignored).
+// Cell A = first arg-max of the window in x, cell B = first arg-max in ref (row-major order).
+//   exact == 0 (gradient mode): m_in[A] += m.
+//   exact != 0: A == B gets m; otherwise A gets lambda*m and B gets (1 - lambda)*m with
+//   lambda = fl_max_pool_lambda(x[A], x[B], ref[A], ref[B]); contributions then sum to
+//   x[A] - ref[B] for any reference.
+// Windows are visited in reverse row-major order (i, j descending). For any input cell that is
+// the order of increasing tap (a, b), the order in which ops.py's col2im adds the windows'
+// shares, so the sums match the oracle bit for bit.
+// Layout: m_out__pijc (n_pairs, h_out, w_out, c); x__nhwc (n_x, h, w, c);
+//   ref__nhwc (n_r, h, w, c); m_in__phwc (n_pairs, h, w, c).
+// Threads: each thread takes a block of pairs [p_begin, p_end) and owns their whole m_in rows,
+// so the scatter has no races and a fixed order.
+// Vectors: channels go in FL_CBLOCK runs, and every step below is one pass over a run of one
+// window cell (tap), contiguous in memory: the arg-max is kept as a tap number per channel, and
+// each tap's cell takes its share where the tap number matches (adding 0 elsewhere). The steps
+// are inlined into one copy of the pair loop per ISA variant (AVX-512, AVX2, baseline).
+
+// Offset of tap t (row-major over the valid taps [a_lo, ..) x [b_lo, b_lo + nb)) of the window
+// at (r0, s0), channel 0.
+FL_ROWS int64_t FL_K(tap_offset)(fl_geometry g, int64_t r0, int64_t s0, long long a_lo, long long b_lo,
+                                 int64_t nb, int64_t t)
+{
+    return ((r0 + (a_lo + t / nb) * g.dh) * g.w + s0 + (b_lo + t % nb) * g.dw) * g.c;
+}
+
+// argmax_step: one more window cell v (tap number t) into the running maxima of nc channels
+// (later equal values do not replace the first; NaN never does).
+FL_ROWS void FL_K(argmax_step)(const FL_T *FL_RESTRICT v, FL_TI t, int64_t nc,
+                                   FL_T *FL_RESTRICT best, FL_TI *FL_RESTRICT tap)
+{
+    for (int64_t ch = 0; ch < nc; ++ch) {
+        const FL_T x = v[ch], b = best[ch];
+        const FL_TI take = -(FL_TI)(x > b);
+        best[ch] = x > b ? x : b;
+        tap[ch] = (tap[ch] & ~take) | (t & take);
+    }
+}
+
+// ends_step: at tap t, x_b takes the example's value where the reference's arg-max is t, and r_a
+// the reference's value where the example's arg-max is t.
+FL_ROWS void FL_K(ends_step)(const FL_T *FL_RESTRICT xv, const FL_T *FL_RESTRICT rv, FL_TI t, int64_t nc,
+                                 const FL_TI *FL_RESTRICT tap_a, const FL_TI *FL_RESTRICT tap_b,
+                                 FL_T *FL_RESTRICT x_b, FL_T *FL_RESTRICT r_a)
+{
+    for (int64_t ch = 0; ch < nc; ++ch) {
+        const FL_T x = xv[ch], r = rv[ch], xb = x_b[ch], ra = r_a[ch];  // loaded unconditionally
+        x_b[ch] = tap_b[ch] == t ? x : xb;
+        r_a[ch] = tap_a[ch] == t ? r : ra;
+    }
+}
+
+// split_shares: cell A's and cell B's shares of m (all of m to A when A == B).
+FL_ROWS void FL_K(split_shares)(int64_t nc, const FL_T *FL_RESTRICT m, const FL_T *FL_RESTRICT x_a,
+                                    const FL_T *FL_RESTRICT x_b, const FL_T *FL_RESTRICT r_a,
+                                    const FL_T *FL_RESTRICT r_b, const FL_TI *FL_RESTRICT tap_a,
+                                    const FL_TI *FL_RESTRICT tap_b, FL_T *FL_RESTRICT share_a,
+                                    FL_T *FL_RESTRICT share_b)
+{
+    for (int64_t ch = 0; ch < nc; ++ch) {
+        const FL_T lam = FL_M(max_pool_lambda)(x_a[ch], x_b[ch], r_a[ch], r_b[ch]);
+        const FL_T mv = m[ch];
+        const int same = tap_a[ch] == tap_b[ch];
+        share_a[ch] = same ? mv : lam * mv;
+        share_b[ch] = same ? (FL_T)0 : ((FL_T)1 - lam) * mv;
+    }
+}
+
+// route_step / route2_step: tap t's cell adds the share of each arg-max it is.
+FL_ROWS void FL_K(route_step)(FL_T *FL_RESTRICT out, FL_TI t, int64_t nc, const FL_TI *FL_RESTRICT tap_a,
+                                  const FL_T *FL_RESTRICT share_a)
+{
+    for (int64_t ch = 0; ch < nc; ++ch) {
+        const FL_T sa = share_a[ch];
+        out[ch] += tap_a[ch] == t ? sa : (FL_T)0;
+    }
+}
+
+FL_ROWS void FL_K(route2_step)(FL_T *FL_RESTRICT out, FL_TI t, int64_t nc, const FL_TI *FL_RESTRICT tap_a,
+                                   const FL_TI *FL_RESTRICT tap_b, const FL_T *FL_RESTRICT share_a,
+                                   const FL_T *FL_RESTRICT share_b)
+{
+    for (int64_t ch = 0; ch < nc; ++ch) {
+        const FL_T sa = share_a[ch], sb = share_b[ch];
+        out[ch] += (tap_a[ch] == t ? sa : (FL_T)0) + (tap_b[ch] == t ? sb : (FL_T)0);
+    }
+}
+
+// window_argmax: best[ch] = the maximum of channel c0 + ch over the window's n_taps valid cells
+// and tap[ch] the number of its first cell (src: one NHWC row).
+FL_ROWS void FL_K(window_argmax)(const FL_T *FL_RESTRICT src, fl_geometry g, int64_t r0, int64_t s0,
+                                 long long a_lo, long long b_lo, int64_t nb, int64_t n_taps, int64_t c0,
+                                 int64_t nc, FL_T *FL_RESTRICT best, FL_TI *FL_RESTRICT tap)
+{
+    const FL_T *first = src + FL_K(tap_offset)(g, r0, s0, a_lo, b_lo, nb, 0) + c0;
+    for (int64_t ch = 0; ch < nc; ++ch) {
+        best[ch] = first[ch];
+        tap[ch] = 0;
+    }
+    for (int64_t t = 1; t < n_taps; ++t)
+        FL_K(argmax_step)(src + FL_K(tap_offset)(g, r0, s0, a_lo, b_lo, nb, t) + c0, (FL_TI)t, nc, best, tap);
+}
+
+// One pair's m_in row (see above); inlined into one function per ISA variant.
+FL_ROWS void FL_K(max_pool_backward_pair)(const FL_T *FL_RESTRICT mp, const FL_T *FL_RESTRICT xp,
+                                          const FL_T *FL_RESTRICT rp, fl_geometry g, int exact,
+                                          FL_T *FL_RESTRICT out)
+{
+    const int64_t c = g.c, hwc = g.h * g.w * g.c;
+    FL_T best_x[FL_CBLOCK], best_r[FL_CBLOCK], x_b[FL_CBLOCK], r_a[FL_CBLOCK];
+    FL_T share_a[FL_CBLOCK], share_b[FL_CBLOCK];
+    FL_TI tap_x[FL_CBLOCK], tap_r[FL_CBLOCK];
+    for (int64_t u = 0; u < hwc; ++u)
+        out[u] = (FL_T)0;
+    for (int64_t i = g.h_out - 1; i >= 0; --i) {
+        long long a_lo, a_hi;
+        fl_tap_range(i * g.sh - g.pt, g.dh, g.kh, g.h, &a_lo, &a_hi);
+        if (a_lo >= a_hi)
+            continue;
+        for (int64_t j = g.w_out - 1; j >= 0; --j) {
+            long long b_lo, b_hi;
+            fl_tap_range(j * g.sw - g.pl, g.dw, g.kw, g.w, &b_lo, &b_hi);
+            if (b_lo >= b_hi)
+                continue;
+            const FL_T *m = mp + (i * g.w_out + j) * c;
+            const int64_t r0 = i * g.sh - g.pt, s0 = j * g.sw - g.pl;
+            const int64_t nb = b_hi - b_lo, n_taps = (a_hi - a_lo) * nb;
+            for (int64_t c0 = 0; c0 < c; c0 += FL_CBLOCK) {
+                const int64_t nc = c - c0 < FL_CBLOCK ? c - c0 : FL_CBLOCK;
+                FL_K(window_argmax)(xp, g, r0, s0, a_lo, b_lo, nb, n_taps, c0, nc, best_x, tap_x);
+                if (!exact) {
+                    for (int64_t t = 0; t < n_taps; ++t)
+                        FL_K(route_step)(out + FL_K(tap_offset)(g, r0, s0, a_lo, b_lo, nb, t) + c0,
+                                         (FL_TI)t, nc, tap_x, m + c0);
+                    continue;
+                }
+                FL_K(window_argmax)(rp, g, r0, s0, a_lo, b_lo, nb, n_taps, c0, nc, best_r, tap_r);
+                for (int64_t t = 0; t < n_taps; ++t) {
+                    const int64_t off = FL_K(tap_offset)(g, r0, s0, a_lo, b_lo, nb, t) + c0;
+                    FL_K(ends_step)(xp + off, rp + off, (FL_TI)t, nc, tap_x, tap_r, x_b, r_a);
+                }
+                FL_K(split_shares)(nc, m + c0, best_x, x_b, r_a, best_r, tap_x, tap_r, share_a, share_b);
+                for (int64_t t = 0; t < n_taps; ++t)
+                    FL_K(route2_step)(out + FL_K(tap_offset)(g, r0, s0, a_lo, b_lo, nb, t) + c0,
+                                      (FL_TI)t, nc, tap_x, tap_r, share_a, share_b);
+            }
+        }
+    }
+}
+
+// The variants have the same bits: no step has a multiply-add to contract.
+FL_ISA_VARIANTS(max_pool_backward_pair,
+                (const FL_T *mp, const FL_T *xp, const FL_T *rp, fl_geometry g, int exact, FL_T *out),
+                (mp, xp, rp, g, exact, out))
+
+// isa: an FL_ISA_* code, the highest variant to use (FL_ISA_AUTO: the best the CPU has).
+FL_KERNEL void FL_K(max_pool_backward)(const FL_T *FL_RESTRICT m_out__pijc,    // IN
+                                       const FL_T *FL_RESTRICT x__nhwc,        // IN
+                                       const FL_T *FL_RESTRICT ref__nhwc,      // IN
+                                       const int64_t *FL_RESTRICT pair_x__p,   // IN
+                                       const int64_t *FL_RESTRICT pair_r__p,   // IN
+                                       fl_geometry g, int exact, int isa,
+                                       FL_T *FL_RESTRICT m_in__phwc,           // OUT
+                                       int64_t p_begin, int64_t p_end)
+{
+    const int64_t hwc = g.h * g.w * g.c;
+    const int use = fl_isa(isa);
+    for (int64_t p = p_begin; p < p_end; ++p) {
+        const FL_T *xp = x__nhwc + pair_x__p[p] * hwc;
+        const FL_T *rp = ref__nhwc + pair_r__p[p] * hwc;
+        const FL_T *mp = m_out__pijc + p * g.h_out * g.w_out * g.c;
+        FL_T *out = m_in__phwc + p * hwc;
+        FL_ISA_CALL(use, max_pool_backward_pair, (mp, xp, rp, g, exact, out));
+    }
+}
