@@ -37,11 +37,12 @@ def get_include() -> str:
     """Directory of fastlift's C API for C/Cython extensions: ``fastlift.h`` and its Cython
     declarations ``fastlift_capi.pxd``; pass it as the C include path and as Cython's.
 
-    An installed wheel has them as ``fastlift/include``; a source checkout or an editable
-    install reads the top-level ``csrc/`` in place (pyproject.toml maps one onto the other).
+    A source checkout or an editable install reads the top-level ``csrc/`` in place (checked
+    first); an installed wheel has them as ``fastlift/include`` (pyproject.toml maps one onto
+    the other).
     """
     here = os.path.dirname(os.path.abspath(__file__))
-    installed = os.path.join(here, "include")
-    if os.path.isdir(installed):
-        return installed
-    return os.path.join(os.path.dirname(here), "csrc")
+    checkout = os.path.join(os.path.dirname(here), "csrc")
+    if os.path.isfile(os.path.join(checkout, "fastlift.h")):  # the sources themselves, never a stale copy
+        return checkout
+    return os.path.join(here, "include")

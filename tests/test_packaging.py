@@ -115,3 +115,16 @@ def test_checkout_reads_csrc_and_kernels_in_place():
                 found.setdefault(f, []).append(os.path.join(dirpath, f))
     copies = {name: paths for name, paths in found.items() if len(paths) > 1}
     assert not copies, f"sources present more than once in the checkout: {copies}"
+
+
+def test_a_copy_left_inside_the_package_never_shadows_the_checkout(tmp_path, monkeypatch):
+    """Older builds copied csrc/ and kernels/ into the package; in a checkout those copies may still
+    exist, stale. The checkout's own sources win."""
+    for d, name in (("csrc", "fl_math.h"), ("kernels", "rules.cu"), ("fastlift/include", "fl_math.h"),
+                    ("fastlift/kernels", "rules.cu")):
+        (tmp_path / d).mkdir(parents=True, exist_ok=True)
+        (tmp_path / d / name).write_text("// " + d)
+    monkeypatch.setattr(_cuda, "_PACKAGE", tmp_path / "fastlift")
+    assert _cuda.source_dirs() == [tmp_path / "kernels", tmp_path / "csrc"]
+    (tmp_path / "csrc" / "fl_math.h").unlink()  # no checkout beside it: an installed package
+    assert _cuda.source_dirs() == [tmp_path / "fastlift" / "kernels", tmp_path / "fastlift" / "include"]

@@ -114,15 +114,15 @@ _PACKAGE = Path(__file__).resolve().parent.parent  # .../fastlift
 def source_dirs() -> list[Path]:
     """Where kernel sources and headers are looked up, in order.
 
-    An installed wheel has them in the package (``fastlift/kernels``, ``fastlift/include``); a
-    source checkout or an editable install has no such folders and reads ``kernels/`` and
-    ``csrc/`` beside the package.
+    A source checkout or an editable install reads ``kernels/`` and ``csrc/`` beside the package
+    (checked first, so a copy left inside the package by an older build is never read); an
+    installed wheel has them in the package (``fastlift/kernels``, ``fastlift/include``).
     """
-    installed = [_PACKAGE / "kernels", _PACKAGE / "include"]
-    if all(d.is_dir() for d in installed):
-        return installed
     root = _PACKAGE.parent
-    return [root / "kernels", root / "csrc"]
+    checkout = [root / "kernels", root / "csrc"]
+    if (root / "kernels" / "rules.cu").is_file() and (root / "csrc" / "fl_math.h").is_file():
+        return checkout  # the sources themselves, never a stale copy inside the package
+    return [_PACKAGE / "kernels", _PACKAGE / "include"]
 
 
 def kernel_source(name: str, dirs=None) -> str:
