@@ -270,7 +270,7 @@ class Ops:
     def activation_forward(self, act, x, alpha):
         """f(x) elementwise for x (rows, n_features)."""
         a = _alpha_full(self.xp, alpha, x.shape[-1], x.dtype)
-        return _act_value(self, Act(act), x, a).astype(x.dtype, copy=False)
+        return _activation_forward_elem(self, Act(act), x, a).astype(x.dtype, copy=False)
 
     def add_activation(self, act, x, alpha, other):
         """``other + f(x)`` for x and other (rows, n_features): a residual merge of an
@@ -281,7 +281,7 @@ class Ops:
     def activation_grad(self, act, x, alpha):
         """f'(x) elementwise for x (rows, n_features)."""
         a = _alpha_full(self.xp, alpha, x.shape[-1], x.dtype)
-        return _act_grad(self, Act(act), x, a).astype(x.dtype, copy=False)
+        return _activation_grad_elem(self, Act(act), x, a).astype(x.dtype, copy=False)
 
     def softmax_forward(self, x):
         """Softmax over the last axis of x (rows, n_classes)."""
@@ -375,7 +375,7 @@ def _window_index(n_out, stride, pad, offset, size):
     return np.nonzero(ok)[0], src[ok]
 
 
-def _act_value(ops, act: Act, x, a):
+def _activation_forward_elem(ops, act: Act, x, a):
     xp = ops.xp
     if act == Act.LINEAR:
         return x.copy()
@@ -410,7 +410,7 @@ def _act_value(ops, act: Act, x, a):
     raise ValueError(f"unknown activation code {act}")
 
 
-def _act_grad(ops, act: Act, x, a):
+def _activation_grad_elem(ops, act: Act, x, a):
     xp = ops.xp
     one = xp.ones_like(x)
     if act == Act.LINEAR:
