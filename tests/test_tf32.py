@@ -10,7 +10,7 @@ tests/test_gpu.py checks that cuBLAS really switches.
 import numpy as np
 import pytest
 from cuda_emu import emu, fake_cupy
-from cuda_emu.tf32 import matmul_tf32, round_tf32
+from cuda_emu.tf32 import matmul_tf32, reference_ops, round_tf32
 from model_zoo import ZOO
 
 import fastlift as fl
@@ -189,15 +189,6 @@ def test_tf32_needs_an_ampere_or_newer_gpu(monkeypatch, emu_modules):
     assert get_ops("cuda").precision == "float32"  # float32 runs on any GPU
 
 
-class _Tf32Reference(Ops):
-    """The numpy reference backend with TF32 GEMMs: the arithmetic CupyOps should get from cuBLAS."""
-
-    precisions = frozenset({"float32", "tf32"})
-
-    def matmul(self, a, b):
-        return matmul_tf32(a, b) if self.precision == "tf32" and a.dtype == np.float32 else a @ b
-
-
 @needs_emulator
 def test_deeplift_with_tf32_on_the_emulated_gpu(emu_gpu, monkeypatch):
     """fl.deeplift(device="cuda", precision="tf32") runs every GEMM as TF32: its scores equal the
@@ -215,7 +206,7 @@ def test_deeplift_with_tf32_on_the_emulated_gpu(emu_gpu, monkeypatch):
     assert set(fake_cupy.GEMM_LOG) == {"fp32"}
 
     monkeypatch.setattr("fastlift.explainer.get_ops", lambda device, n_threads=None, precision="float32":
-                        _Tf32Reference(n_threads, precision))
+                        reference_ops(n_threads, precision))
     want = fl.deeplift(model, x, refs, device="cuda", precision="tf32", **kw)
     scale = np.abs(want.hypothetical).max()
     emulated_error = np.abs(tf32.hypothetical - want.hypothetical).max() / scale

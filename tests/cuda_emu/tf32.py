@@ -48,3 +48,20 @@ def round_tf32(a, mode: str = "nearest") -> np.ndarray:
 def matmul_tf32(a, b, out=None, mode: str = "nearest") -> np.ndarray:
     """``a @ b`` as a TF32 GEMM: float32 inputs rounded to TF32, products summed in float32."""
     return np.matmul(round_tf32(a, mode), round_tf32(b, mode), out=out)
+
+
+def reference_ops(n_threads=None, precision="float32", mode="nearest"):
+    """fastlift's numpy reference backend (`Ops`) with cuBLAS's TF32 GEMMs under
+    ``precision="tf32"``: the arithmetic of `CupyOps` with TF32, up to float32 summation order
+    (every GEMM of CupyOps, the convolutions' included, goes through `Ops.matmul`)."""
+    from fastlift.backends.ops import Ops
+
+    class Tf32ReferenceOps(Ops):
+        precisions = frozenset({"float32", "tf32"})
+
+        def matmul(self, a, b):
+            if self.precision == "tf32" and a.dtype == b.dtype == np.float32:
+                return matmul_tf32(a, b, mode=mode)
+            return a @ b
+
+    return Tf32ReferenceOps(n_threads, precision)
