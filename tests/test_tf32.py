@@ -225,3 +225,37 @@ def test_explainer_keeps_its_precision_for_every_call(emu_gpu):
         ex.attribute(x, method="gradient")
         ex.deeplift(x)
     assert fake_cupy.GEMM_LOG and set(fake_cupy.GEMM_LOG) == {"tf32"}
+
+
+# --------------------------------------------------------------------------- scans record it
+@pytest.fixture(scope="module")
+def scan_model():
+    """One model for every scan of a file: resume compares its fingerprint, layer names included."""
+    return _tiny()[0]
+
+
+def _scan(model, tmp_path, name, **kw):
+    from fastlift import scan as S
+    from fastlift.io import scores as io_scores
+
+    X = np.eye(4, dtype=np.float32)[np.random.default_rng(5).integers(0, 4, (6, 6))]
+    res = S.scan(model, S.ArraySource(X), str(tmp_path / name), references="dinuc:2", target=0, **kw)
+    return io_scores.read_header(res.paths[0])["params"]
+
+
+def test_a_scan_records_its_precision(tmp_path, scan_model):
+    assert _scan(scan_model, tmp_path, "cpu.h5", device="cpu")["precision"] == "float32"
+    with pytest.raises(ValueError, match="precision='tf32'.*needs device='cuda'"):
+        _scan(scan_model, tmp_path, "refused.h5", device="cpu", precision="tf32")
+    assert not (tmp_path / "refused.h5").exists()  # refused before any file is touched
+
+
+@needs_emulator
+def test_a_tf32_scan_runs_tf32_and_resume_refuses_another_precision(tmp_path, emu_gpu, scan_model):
+    from fastlift.scan import ScanError
+
+    assert _scan(scan_model, tmp_path, "tf32.h5", device="cuda", precision="tf32")["precision"] == "tf32"
+    assert fake_cupy.GEMM_LOG and set(fake_cupy.GEMM_LOG) == {"tf32"}
+    with pytest.raises(ScanError, match=r"precision: file has 'tf32', this run 'float32'"):
+        _scan(scan_model, tmp_path, "tf32.h5", device="cuda", resume=True)
+    assert _scan(scan_model, tmp_path, "tf32.h5", device="cuda", precision="tf32", resume=True)["precision"] == "tf32"
