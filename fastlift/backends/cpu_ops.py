@@ -205,8 +205,8 @@ class CpuOps(Ops):
 
     name = "cpu"
 
-    def __init__(self, n_threads: int | None = None):
-        super().__init__(n_threads)
+    def __init__(self, n_threads: int | None = None, precision: str = "float32"):
+        super().__init__(n_threads, precision)
         self.n_threads = (os.cpu_count() or 1) if n_threads is None else int(n_threads)
         self._weights: dict = {}  # arrays derived from read-only weights: key -> (owner, array)
 

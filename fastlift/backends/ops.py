@@ -59,10 +59,17 @@ class Ops:
     name = "numpy"
     xp = np
 
-    def __init__(self, n_threads: int | None = None):
+    def __init__(self, n_threads: int | None = None, precision: str = "float32"):
         self.n_threads = 1 if n_threads is None else int(n_threads)
+        if precision not in self.precisions:
+            raise ValueError(f"precision must be one of {sorted(self.precisions)} on the {self.name} backend; "
+                             f"got {precision!r}")
+        self.precision = precision
 
     # ------------------------------------------------------------ capabilities
+    #: The GEMM precisions of float32 runs this backend offers: "float32" (FP32 products and sums)
+    #: everywhere; CupyOps adds "tf32" (inputs rounded to TF32 on tensor cores, FP32 sums).
+    precisions: frozenset = frozenset({"float32"})
     #: Fused ops this backend runs in one pass. `fastlift.fuse` plans a fusion only where the
     #: backend lists it; the methods themselves exist on every backend (composed here, same bits).
     fused_ops: frozenset = frozenset()
