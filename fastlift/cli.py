@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "only on (seed, i, k) (default 0)")
     how.add_argument("--max-pool", default="exact", choices=["exact", "gradient"],
                      help="max-pooling rule (default exact: summation-to-delta holds)")
+    how.add_argument("--precision", default="float32", choices=["float32", "tf32"],
+                     help="GEMM precision: tf32 runs the GPU's GEMMs on TF32 tensor cores (opt-in; --device "
+                          "cuda; recorded, and --resume refuses a change)")
     how.add_argument("--reverse-complement", action="store_true",
                      help="average each region's scores with those of its reverse complement (the same references "
                           "reverse-complemented; a unit target on a two-strand layer takes the other strand)")
@@ -279,8 +282,8 @@ def _scan_and_finish(args, model, source, target, target_layer, width, say) -> i
                  target_layer=target_layer, seed=args.seed, hypothetical=args.hypothetical,
                  batch_size=args.batch_size, chunk_size=args.chunk_size, score_dtype=args.score_dtype,
                  dtype=args.dtype, device=args.device, n_threads=args.threads, max_pool=args.max_pool,
-                 resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, log=say,
-                 reverse_complement=args.reverse_complement)
+                 precision=args.precision, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
+                 log=say, reverse_complement=args.reverse_complement)
     rate = f", {res.regions_per_second:.1f} regions/s" if res.n_scored else ""
     print(f"fastlift explain: {res.n_regions} regions in {', '.join(res.paths)}"
           + (f" (resumed at {res.resumed_from})" if res.resumed_from else ""))

@@ -21,8 +21,8 @@ __all__ = ["METHODS", "Attributions", "attribute", "deeplift"]
 def deeplift(model: Model, X, references=None, *, rule: str = "rescale", target=0, target_layer=None,
              layers=None, hypothetical: bool = False, device: str = "auto", dtype="float32",
              batch_size: int | None = None, progress: bool = False, seed: int | None = None,
-             max_pool: str = "exact", n_threads: int | None = None, reverse_complement: bool = False,
-             strand_swap: bool | Sequence[int] = True) -> Attributions:
+             max_pool: str = "exact", n_threads: int | None = None, precision: str = "float32",
+             reverse_complement: bool = False, strand_swap: bool | Sequence[int] = True) -> Attributions:
     """DeepLIFT contributions of the inputs (or named layers) to a target.
 
     Parameters
@@ -68,6 +68,9 @@ def deeplift(model: Model, X, references=None, *, rule: str = "rescale", target=
         Max-pooling rule (see `fastlift.rules`).
     n_threads : int, optional
         CPU threads (default: all cores). Results do not depend on it.
+    precision : {"float32", "tf32"}
+        Float32 GEMMs in full FP32 (default) or, with device="cuda", on TF32 tensor cores
+        (inputs rounded to a 10-bit mantissa, FP32 sums; see `Explainer`).
     reverse_complement : bool
         Average each example's scores with those of its reverse complement (scored with the
         reverse complements of the same references, mapped back: positions reversed, A↔T,
@@ -81,7 +84,8 @@ def deeplift(model: Model, X, references=None, *, rule: str = "rescale", target=
     Attributions
     """
     with Explainer(model, rule=rule, max_pool=max_pool, target=target, target_layer=target_layer, device=device,
-                   dtype=dtype, n_threads=n_threads, batch_size=batch_size, strand_swap=strand_swap) as ex:
+                   dtype=dtype, n_threads=n_threads, batch_size=batch_size, precision=precision,
+                   strand_swap=strand_swap) as ex:
         return ex.deeplift(X, references, hypothetical=hypothetical, layers=layers, seed=seed, progress=progress,
                            reverse_complement=reverse_complement)
 
@@ -121,6 +125,7 @@ def attribute(model: Model, X, method: str = "deeplift", references=None, *, ste
 
 
 _DEEPLIFT_KEYWORDS = {"rule", "target", "target_layer", "layers", "hypothetical", "device", "dtype", "batch_size",
-                      "progress", "seed", "max_pool", "n_threads", "reverse_complement", "strand_swap"}
-_SESSION_KEYWORDS = ("target", "target_layer", "device", "dtype", "batch_size", "max_pool", "n_threads", "strand_swap")
+                      "progress", "seed", "max_pool", "n_threads", "precision", "reverse_complement", "strand_swap"}
+_SESSION_KEYWORDS = ("target", "target_layer", "device", "dtype", "batch_size", "max_pool", "n_threads",
+                     "precision", "strand_swap")
 _CALL_KEYWORDS = ("layers", "hypothetical", "seed", "progress", "reverse_complement")

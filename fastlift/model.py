@@ -92,7 +92,7 @@ class Model:
                 raise ValueError(f"two nodes are named {n.name!r}; layer names must be unique")
             self._by_name[n.name] = n
         for n in self.nodes:
-            if isinstance(n.layer, Softmax) and any(n in m.inputs for m in self.nodes):
+            if isinstance(n.layer, Softmax) and self.readers[n]:
                 raise NotImplementedError(f"softmax {n.name!r} is used by another layer; fastlift supports "
                                           "softmax only as a final layer")
 

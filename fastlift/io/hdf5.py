@@ -33,12 +33,12 @@ from __future__ import annotations
 
 import io
 import math
-import re
 
 import h5py
 import numpy as np
 from h5py import h5d, h5l
 
+from ..layers.base import snake_case
 from .errors import ModelFileError
 
 H5_ERRORS = (OSError, KeyError, RuntimeError, TypeError, ValueError, IndexError, AttributeError, SystemError)
@@ -462,19 +462,12 @@ def _var_name(path: str) -> str:
     return last.split(":")[0]
 
 
-def _snake(name: str) -> str:
-    """Keras's automatic layer naming (keras.src.utils.naming.to_snake_case)."""
-    name = re.sub(r"\W+", "", name)
-    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
-
-
 def _keras3_auto_names(layers) -> dict:
     """{layer name: weight-group key} assuming Keras 3's positional automatic naming."""
     counts: dict[str, int] = {}
     out = {}
     for class_name, name in layers:
-        base = _snake(class_name)
+        base = snake_case(class_name)
         k = counts.get(base, 0)
         counts[base] = k + 1
         out[name] = base if k == 0 else f"{base}_{k}"
