@@ -7,7 +7,8 @@ Formats (recognised by their first bytes, not by their names):
 * HDF5 weights only (``model.save_weights``), legacy or Keras 3 layout, together with the
   JSON config from ``model.to_json()`` passed as ``config_json=``;
 * Keras 3 ``.keras`` archives (a zip with ``config.json`` and ``model.weights.h5``). The
-  archive is read in memory with `zipfile`; nothing is extracted to disk.
+  archive is read in memory with `zipfile`; nothing is extracted to disk;
+* ONNX files (a protobuf ModelProto; `fastlift.io.onnx`, with the optional ``onnx`` package).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 from ..model import Model
 from . import hdf5
+from . import onnx as onnx_io
 from .build import Builder
 from .config import ConfigReader, ModelSpec
 from .errors import ModelFileError
@@ -50,8 +52,9 @@ def load_model(path, config_json=None, *, input_shape=None) -> Model:
     ----------
     path : str or os.PathLike
         ``.h5`` / ``.hdf5`` written by ``model.save`` (Keras 2.2.x, tf.keras 2.x, Keras 3),
-        a Keras 3 ``.keras`` archive, or a weights-only ``.h5`` (``model.save_weights``,
-        either layout) together with ``config_json``.
+        a Keras 3 ``.keras`` archive, a weights-only ``.h5`` (``model.save_weights``,
+        either layout) together with ``config_json``, or an ``.onnx`` file (e.g. from
+        ``torch.onnx.export``; needs ``pip install 'fastlift[onnx]'``; see `fastlift.io.onnx`).
     config_json : str or os.PathLike, optional
         The model's architecture as written by ``model.to_json()``: a path to that
         ``.json`` file or the JSON text itself. Required for weights-only files; for
@@ -85,7 +88,10 @@ def load_model(path, config_json=None, *, input_shape=None) -> Model:
     >>> model = fl.load_model("bpnet.h5")
     >>> model.predict(X)                      # X: (n, 1000, 4)
     >>> fl.deeplift(model, X, target_layer="logcount_predictions")
+    >>> torch_model = fl.load_model("bpnet.onnx")   # X: (n, 4, 1000), channels first
     """
+    if isinstance(path, (str, os.PathLike)) and config_json is None and onnx_io.is_onnx_file(path):
+        return onnx_io.load_onnx(path, input_shape=input_shape)
     return read_keras(path, config_json, input_shape=input_shape).model
 
 
