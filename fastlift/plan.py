@@ -13,8 +13,7 @@ from __future__ import annotations
 from .fuse import backward_shortcuts, forward_steps
 from .layers.base import Node
 from .layers.conv import Convolution
-from .layers.core import Activation, BatchNormalization, Dense, Dropout, InputLayer
-from .layers.elementwise import ScaleShift
+from .layers.core import Activation, Dense, Dropout, InputLayer, ScaleShift
 from .rules import Rule
 
 
@@ -37,7 +36,7 @@ def genomics_default_rule(node: Node) -> Rule:
     before it means Rescale, a Dense layer RevealCancel, anything else is an error (as in deeplift).
     """
     src = node.inputs[0]
-    while isinstance(src.layer, (BatchNormalization, Dropout, ScaleShift)):
+    while isinstance(src.layer, (ScaleShift, Dropout)):  # BatchNormalization is a ScaleShift
         src = src.inputs[0]
     if isinstance(src.layer, Convolution):
         return Rule.RESCALE

@@ -18,9 +18,10 @@ from .core import (
                    Permute,
                    PReLU,
                    Reshape,
+                   ScaleShift,
                    Softmax,
 )
-from .elementwise import Log, LogSoftmax, LogSumExp, ScaleShift
+from .elementwise import Log, LogSoftmax, LogSumExp
 from .merge import Add, Average, Concatenate, Subtract
 from .pooling import (
                    AvgPool1D,

@@ -1,8 +1,6 @@
-"""Constant scale/shift, Log, LogSumExp and LogSoftmax: the elementwise pieces that ONNX graphs
-(and Lambda replacements) spell out with arithmetic ops.
+"""Log, LogSumExp and LogSoftmax: elementwise pieces that ONNX graphs (and Lambda replacements)
+spell out with ops (constant arithmetic is `fastlift.layers.core.ScaleShift`).
 
-* `ScaleShift`: y = x·scale + shift with constant arrays (ONNX ``Mul``/``Div``/``Add``/``Sub`` by a
-  constant); linear, so its DeepLIFT rule is its own transpose and summation-to-delta holds.
 * `Log`: the natural logarithm as an elementwise activation (every rule through its `Act` code).
 * `LogSumExp`: log Σ exp over one axis of one input, or elementwise across several inputs (the
   counts head of ChromBPNet: ``logsumexp(stack([acc, bias]), 0)``).
@@ -18,74 +16,6 @@ from ..backends.ops import NEAR_ZERO
 from ..rules import Rule
 from .base import Layer, _as_node_tuple, as_weight
 from .core import Activation, Softmax
-
-
-class ScaleShift(Layer):
-    """y = x·scale + shift, elementwise, with constant ``scale`` and ``shift``.
-
-    Parameters
-    ----------
-    scale, shift : float or array
-        Broadcast against the input shape without the batch axis (numpy rules), e.g. ``(C, 1)``
-        for a per-channel factor on a ``(C, L)`` input. Neither may change the input's shape.
-
-    Notes
-    -----
-    The map is linear in Δx (the shift cancels), so DeepLIFT's multiplier is ``scale`` for every
-    rule. Downstream of a RevealCancel split the halves swap where ``scale < 0``:
-    m⁺_in = m⁺·s⁺ + m⁻·s⁻ and m⁻_in = m⁺·s⁻ + m⁻·s⁺ (as `BatchNormalization`).
-    """
-
-    def __init__(self, scale=1.0, shift=0.0, name=None):
-        super().__init__(name)
-        self.scale = as_weight(scale, "scale", self.name)
-        self.shift = as_weight(shift, "shift", self.name)
-        self._shape = None
-
-    def output_shape(self, input_shapes):
-        (s,) = input_shapes
-        for what, a in (("scale", self.scale), ("shift", self.shift)):
-            if a.ndim > len(s):
-                raise ValueError(f"{self.name}: {what} of shape {a.shape} has more dimensions than the input "
-                                 f"shape {s} (without the batch axis)")
-            try:
-                ok = np.broadcast_shapes(a.shape, s) == tuple(s)
-            except ValueError:
-                ok = False
-            if not ok:
-                raise ValueError(f"{self.name}: {what} of shape {a.shape} does not broadcast to the input shape "
-                                 f"{s} without changing it")
-        if self._shape is not None and self._shape != len(s):
-            raise ValueError(f"{self.name}: a ScaleShift layer serves inputs of one rank; got {s}")
-        self._shape = len(s)
-        lead = lambda a: a.reshape((1,) * (len(s) + 1 - a.ndim) + a.shape)  # noqa: E731 - batch axis first
-        sc = lead(self.scale)
-        self.weights = {"scale": sc, "shift": lead(self.shift), "scale_pos": sc * (sc > 0),
-                        "scale_neg": sc * (sc < 0)}
-        return tuple(s)
-
-    def forward(self, ops, xs, w):
-        return xs[0] * w["scale"] + w["shift"]
-
-    def gradient_reads(self, node):
-        return ()
-
-    def backward(self, node, m, ctx):
-        w = ctx.weights(self)
-        pos, neg = m
-        if neg is None:
-            return [(pos * w["scale"], None)]
-        sp, sn = w["scale_pos"], w["scale_neg"]
-        return [(pos * sp + neg * sn, pos * sn + neg * sp)]
-
-    def split(self, node, ctx):
-        w = ctx.weights(self)
-        d_pos, d_neg = ctx.split(node.inputs[0])
-        sp, sn = w["scale_pos"], w["scale_neg"]
-        return d_pos * sp + d_neg * sn, d_neg * sp + d_pos * sn
-
-    def config(self):
-        return {"scale_shape": self.scale.shape, "shift_shape": self.shift.shape}
 
 
 class Log(Activation):

@@ -35,7 +35,7 @@ class _Pool(_Spatial, Layer):
                                                                                  f"{self.name}: strides")
             if isinstance(padding, str):
                 if padding not in ("valid", "same"):
-                    raise ValueError(f"{self.name}: padding must be 'valid', 'same' or (before, after) pairs; "
+                    raise ValueError(f"{self.name}: padding must be 'valid' or 'same', or (before, after) pairs; "
                                      f"got {padding!r}")
             else:
                 padding = _pairs(padding, self.ndim, f"{self.name}: padding")
