@@ -8,12 +8,12 @@ nor torch is needed. The graph is walked once in its (topological) node order:
   ``Shape -> Gather -> Concat -> Reshape`` chains exporters emit when shapes are static) are
   folded to numpy arrays at load time (`fastlift.io.onnx_fold`);
 * every other tensor becomes a fastlift `Node` of the same shape (without the batch axis), built
-  by the converter of its op (`fastlift.io.onnx_ops`). The model keeps the file's layout:
+  by the converter of its op (`fastlift.io.onnx_graph`, `fastlift.io.onnx_ops`). The model keeps the file's layout:
   PyTorch models are channels-first, ``(N, 4, L)`` for DNA, and the loaded model says so
   (``model.input_layout == "channels_first"``).
 
 Node names are the ONNX tensor names (a graph output keeps its output name), so
-``target_layer=`` takes the names Netron shows. An op outside `onnx_ops.SUPPORTED_OPS` raises
+``target_layer=`` takes the names Netron shows. An op outside `fastlift.io.onnx_ops.SUPPORTED_OPS` raises
 `NotImplementedError` naming the node, its op type and the supported list.
 """
 
@@ -93,7 +93,7 @@ def load_onnx(source, *, input_shape=None, label=None) -> Model:
     ImportError
         The ``onnx`` package is not installed.
     """
-    from . import onnx_ops
+    from .onnx_graph import Converter
 
     base_dir = None
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -114,7 +114,7 @@ def load_onnx(source, *, input_shape=None, label=None) -> Model:
     proto = parse_model(data, label)
     opset = check_opsets(proto, label)
     tensors = ExternalData(base_dir, label)
-    return onnx_ops.Converter(proto, label, tensors, input_shape, opset).build()
+    return Converter(proto, label, tensors, input_shape, opset).build()
 
 
 def parse_model(data: bytes, label: str):
