@@ -246,3 +246,15 @@ def test_external_data_from_bytes_is_refused(tmp_path):
     folder = _external(tmp_path)
     with pytest.raises(ModelFileError, match="a model given as bytes cannot refer to other files"):
         load_onnx((folder / "m.onnx").read_bytes())
+
+
+@pytest.mark.parametrize("nodes,inits", [
+    ([helper.make_node("ConstantOfShape", ["s"], ["k"])], {"s": np.int64([2**20, 2**20])}),
+    ([helper.make_node("Expand", ["one", "s"], ["k"])], {"one": np.float32([1]), "s": np.int64([2**15, 2**15])}),
+    ([helper.make_node("Tile", ["one", "s"], ["k"])], {"one": np.float32([1]), "s": np.int64([2**30])}),
+    ([helper.make_node("Range", ["a", "b", "c"], ["k"])], {"a": np.int64(0), "b": np.int64(2**40), "c": np.int64(1)}),
+])
+def test_constants_the_file_would_blow_up_are_refused_before_they_are_made(nodes, inits):
+    nodes = nodes + [helper.make_node("Conv", ["x", "W"], ["y"])]
+    with pytest.raises(ModelFileError, match="would make a constant of shape"):
+        load_onnx(_bytes(nodes=nodes, inits={**inits, "W": np.zeros((3, 4, 3), np.float32)}))

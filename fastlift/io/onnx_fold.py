@@ -19,11 +19,20 @@ FOLDABLE = frozenset({
     "ReduceMax", "ReduceMin", "ReduceMean", "Tile", "Dropout", "Erf", "Exp", "Log", "Sigmoid", "Tanh", "Relu",
 })
 
-_INT_MAX = np.iinfo(np.int64).max
+#: Largest constant a fold may create (values): a file cannot make the loader allocate more.
+MAX_FOLDED_VALUES = 2**28
 
 
 class FoldError(Exception):
     """An op's constant inputs or attributes do not fit its definition (a malformed file)."""
+
+
+def _check_size(shape, op):
+    """FoldError if a constant of ``shape`` would exceed `MAX_FOLDED_VALUES` (checked before making it)."""
+    shape = [int(v) for v in shape]
+    if any(v < 0 for v in shape) or int(np.prod([float(v) for v in shape])) > MAX_FOLDED_VALUES:
+        raise FoldError(f"{op} would make a constant of shape {shape} (at most {MAX_FOLDED_VALUES} values)")
+    return shape
 
 
 def _axes(attrs, inputs, k, opset, since):
@@ -157,20 +166,25 @@ def evaluate(op, inputs, attrs, opset):
         return [np.asarray(f(x)).astype(x.dtype, copy=False)]
     if op == "Range":
         start, limit, delta = (np.asarray(v).reshape(()) for v in inputs[:3])
+        if delta == 0:
+            raise FoldError("Range with delta 0")
+        _check_size([max(np.ceil((float(limit) - float(start)) / float(delta)), 0)], op)
         return [np.arange(start, limit, delta).astype(start.dtype)]
     if op == "ConstantOfShape":
         value = attrs.get("value")
         fill = np.zeros(1, np.float32) if value is None else np.asarray(value).reshape(-1)
-        shape = [int(v) for v in np.asarray(x).reshape(-1)]
-        if any(v < 0 for v in shape) or int(np.prod(shape, dtype=np.int64)) > 2**28:
-            raise FoldError(f"ConstantOfShape of shape {shape}")
+        shape = _check_size(np.asarray(x).reshape(-1), op)
         return [np.full(shape, fill[0], dtype=fill.dtype)]
     if op == "Expand":
         shape = [int(v) for v in np.asarray(inputs[1]).reshape(-1)]
-        ones = np.ones(shape, dtype=x.dtype)
-        return [np.array(x * ones)]
+        _check_size(np.broadcast_shapes(x.shape, tuple(max(v, 0) for v in shape)), op)
+        return [np.array(np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(shape))))]
     if op == "Tile":
-        return [np.tile(x, [int(v) for v in np.asarray(inputs[1]).reshape(-1)])]
+        reps = [int(v) for v in np.asarray(inputs[1]).reshape(-1)]
+        if len(reps) != x.ndim:
+            raise FoldError(f"Tile repeats {reps} for a {x.ndim}-d constant")
+        _check_size([n * r for n, r in zip(x.shape, reps)], op)
+        return [np.tile(x, reps)]
     if op == "Where":
         return [np.where(inputs[0], inputs[1], inputs[2])]
     if op in ("ReduceProd", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceMean"):
