@@ -12,6 +12,9 @@ import argparse
 import os
 import sys
 
+#: --target all above this many units needs --allow-many-targets (it writes one file per unit)
+MAX_ALL_TARGETS = 16
+
 
 def _positive_int(text):
     try:
@@ -51,9 +54,11 @@ examples:
 """
 
 TARGET_HELP = """\
-what to explain (default 0): an output unit index ("3"), "profile" (softmax-weighted,
+what to explain (needed when the target layer has more than one unit; a one-unit layer
+defaults to 0): an output unit index ("3"), "profile" (softmax-weighted,
 mean-normalised logits of a profile head, BPNet/ChromBPNet style), "sum" (sum of the
-units, e.g. both strands of a counts head), "all" (every unit, one file each), or a
+units, e.g. both strands of a counts head), "all" (every unit, one file each; above
+16 units only with --allow-many-targets), or a
 comma-separated list of these, all computed in one pass. Append "@LAYER" to an item to
 take it from another layer (head): "profile@profile,0@counts". Without "@", items use
 --target-layer."""
@@ -89,12 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--bed", help="regions: BED (window centred on the interval midpoint) or narrowPeak "
                                    "(centred on the summit, column 10); .gz accepted")
     src.add_argument("--width", type=_positive_int, help="window width in bp, e.g. 2114 (default: the model's "
-                                                         "input length)")
+                                                         "input length; needed for a model that takes any length)")
     src.add_argument("--skip-invalid", action="store_true",
-                     help="drop regions on unknown chromosomes or whose window runs past a chromosome end "
-                          "(counted and reported) instead of stopping with the file and line")
-    src.add_argument("--input", help="one-hot sequences instead of FASTA+BED: .npy, .npz or .h5, shape (N, L, 4)")
+                     help="drop regions on unknown chromosomes or whose window runs off a chromosome (before "
+                          "its start or past its end; counted and reported) instead of stopping with the file "
+                          "and line")
+    src.add_argument("--input", help="one-hot sequences instead of FASTA+BED: .npy, .npz or .h5, shape (N, L, 4) "
+                                     "(or (N, 4, L) with --layout ncl)")
     src.add_argument("--input-key", help="array name inside --input (default: arr_0 / input_seqs / the only one)")
+    src.add_argument("--layout", choices=["nlc", "ncl"], default=None,
+                     help="axis order of the --input arrays: nlc = (N, L, 4), the default (Keras), or ncl = "
+                          "(N, 4, L) (tangermeme, bpnet-lite, PyTorch), transposed as read; the output is (N, L, 4)")
     how = ex.add_argument_group("attribution")
     how.add_argument("--refs", default="dinuc:20",
                      help="references per region: dinuc:K (dinucleotide shuffles; default dinuc:20), shuffle:K, "
@@ -102,7 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--rule", default="rescale",
                      choices=["rescale", "reveal_cancel", "genomics_default", "gradient", "guided_backprop"],
                      help="DeepLIFT rule (default rescale; gradient gives the average gradient x (x - ref))")
-    how.add_argument("--target", default="0", help=TARGET_HELP)
+    how.add_argument("--target", default=None, help=TARGET_HELP.replace("%", "%%"))
+    how.add_argument("--allow-many-targets", action="store_true",
+                     help=f"let --target all write one file per unit of a layer with more than {MAX_ALL_TARGETS} "
+                          "units (usually --target sum or profile is what is wanted)")
     how.add_argument("--target-layer", help="layer the --target items refer to (default: the pre-activation of "
                                             "the model's first output)")
     how.add_argument("--hypothetical", dest="hypothetical", action="store_true", default=True,
@@ -142,18 +155,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _parse_target(text, target_layer, model):
-    """--target / --target-layer -> (target, target_layer) as fastlift.deeplift takes them."""
+def _parse_target(text, target_layer, model, allow_many=False):
+    """--target / --target-layer -> (target, target_layer) as fastlift.deeplift takes them.
+
+    Without --target, a target layer of one unit means unit 0; a layer of more units (a profile
+    head, several tasks) is an error asking which. ``all`` over more than `MAX_ALL_TARGETS` units
+    needs ``allow_many`` (--allow-many-targets): it writes one file per unit.
+    """
+    default_layer = target_layer or model.default_target().name
+    if text is None:
+        node = model.get_node(default_layer)
+        if node.size != 1:
+            raise ValueError(f"--target is needed: the target layer {default_layer!r} has {node.size} units (shape "
+                             f"{node.shape}); pass --target profile (a profile head), sum, all or a unit index "
+                             "such as 0, or --target-layer for another layer")
+        text = "0"
     items = [t.strip() for t in text.split(",") if t.strip()]
     if not items:
         raise ValueError(f"--target {text!r}: nothing to explain")
-    default_layer = target_layer or model.default_target().name
 
     def value(spec, layer):
         if spec in ("profile", "sum"):
             return [spec]
         if spec == "all":
-            return list(range(model.get_node(layer).size))
+            size = model.get_node(layer).size
+            if size > MAX_ALL_TARGETS and not allow_many:
+                raise ValueError(f"--target all on layer {layer!r} would write {size} files, one per unit; use "
+                                 "--target sum or profile (one file), or pass --allow-many-targets")
+            return list(range(size))
         try:
             return [int(spec)]
         except ValueError:
@@ -177,8 +206,7 @@ def _parse_target(text, target_layer, model):
 
 def _explain(args, parser) -> int:
     from . import scan as S
-    from .genomics import InputFileError
-    from .io.scores import DiskFullError, ScoreFileError, compress_score_file, read_input_array, write_bigwig
+    from .io.scores import lock_outputs, read_input_array
 
     if args.input and (args.fasta or args.bed):
         parser.error("explain: give either --input or --fasta with --bed, not both")
@@ -189,10 +217,17 @@ def _explain(args, parser) -> int:
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     source = None
     try:
+        _check_threads(args.threads)
+        if args.layout and not args.input:
+            raise S.ScanError("--layout describes --input arrays; FASTA windows are always read as (L, 4)")
+        if args.bigwig:  # before the scan, not after hours of it
+            if args.input:
+                raise S.ScanError("--bigwig needs genome coordinates: use --fasta and --bed, not --input")
+            _need_pybigwig()
         width = args.width
         if args.input:
             arr = read_input_array(args.input, args.input_key)
-            source = S.ArraySource(arr, path=args.input, key=args.input_key)
+            source = S.ArraySource(arr, path=args.input, key=args.input_key, layout=args.layout or "nlc")
             if width is not None and width != source.length:
                 raise S.ScanError(f"--width {width} does not match the input's length {source.length}")
             width = source.length
@@ -210,48 +245,59 @@ def _explain(args, parser) -> int:
                                       on_invalid="skip" if args.skip_invalid else "error")
             if source.n_skipped:
                 say(f"skipping {source.n_skipped} invalid region(s), e.g. " + "; ".join(source.skipped_examples[:3]))
-        target, target_layer = _parse_target(args.target, args.target_layer, model)
-        res = S.scan(model, source, args.out, references=args.refs, rule=args.rule, target=target,
-                     target_layer=target_layer, seed=args.seed, hypothetical=args.hypothetical,
-                     batch_size=args.batch_size, chunk_size=args.chunk_size, score_dtype=args.score_dtype,
-                     dtype=args.dtype, device=args.device, n_threads=args.threads, max_pool=args.max_pool,
-                     resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, log=say)
-        rate = f", {res.regions_per_second:.1f} regions/s" if res.n_scored else ""
-        print(f"fastlift explain: {res.n_regions} regions in {', '.join(res.paths)}"
-              + (f" (resumed at {res.resumed_from})" if res.resumed_from else ""))
-        print(f"  scored now: {res.n_scored} in {res.seconds:.1f} s{rate}; max |summation-to-delta| "
-              f"{res.max_abs_delta:.2e}")
-        if res.n_skipped:
-            print(f"  skipped: {res.n_skipped} invalid region(s) (unknown chromosome or past a chromosome end)")
-        if res.n_non_acgt:
-            print(f"  non-ACGT letters read as all-zero rows: {res.n_non_acgt} (per region: dataset n_non_acgt)")
-        if args.bigwig:
-            if not args.fasta:
-                raise S.ScanError("--bigwig needs genome coordinates: use --fasta and --bed")
-            names = S.target_names(model, target, target_layer)
-            for path, bw in zip(res.paths, S.output_paths(args.bigwig, names)):
-                n = write_bigwig(path, bw, source.fasta.lengths)
-                print(f"  bigWig: {bw} ({n} bases)")
-        if args.compress:
-            for path in res.paths:
-                before = os.path.getsize(path)
-                compress_score_file(path)
-                print(f"  compressed {path}: {before / 1e6:.1f} -> {os.path.getsize(path) / 1e6:.1f} MB")
-        if args.hypothetical:
-            print(f"  modisco-lite: modisco motifs -i {res.paths[0]} -n 50000 -w {min(400, width)}")
-        return 0
+        target, target_layer = _parse_target(args.target, args.target_layer, model, args.allow_many_targets)
+        paths = S.output_paths(args.out, S.target_names(model, target, target_layer))
+        for path in paths:
+            S.check_output_path(path)
+        with lock_outputs(paths):  # the scan, the bigWig and the compression: no second writer meanwhile
+            return _scan_and_finish(args, model, source, target, target_layer, width, say)
     except KeyboardInterrupt:
         print("\nfastlift explain: interrupted; the regions written so far are saved: rerun with --resume",
               file=sys.stderr)
         return 130
-    except (S.ScanError, InputFileError, ScoreFileError, DiskFullError, FileExistsError, FileNotFoundError,
-            ImportError, ValueError, TypeError, KeyError, NotImplementedError, RuntimeError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"fastlift explain: error: {msg}", file=sys.stderr)
-        return 1
+    except _user_errors() as e:
+        return _report("explain", e)
     finally:
         if source is not None:
             source.close()
+
+
+def _scan_and_finish(args, model, source, target, target_layer, width, say) -> int:
+    """Run the scan, print its summary, then the optional bigWig and compression."""
+    from . import scan as S
+    from .io.scores import compress_score_file, write_bigwig
+
+    res = S.scan(model, source, args.out, references=args.refs, rule=args.rule, target=target,
+                 target_layer=target_layer, seed=args.seed, hypothetical=args.hypothetical,
+                 batch_size=args.batch_size, chunk_size=args.chunk_size, score_dtype=args.score_dtype,
+                 dtype=args.dtype, device=args.device, n_threads=args.threads, max_pool=args.max_pool,
+                 resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, log=say)
+    rate = f", {res.regions_per_second:.1f} regions/s" if res.n_scored else ""
+    print(f"fastlift explain: {res.n_regions} regions in {', '.join(res.paths)}"
+          + (f" (resumed at {res.resumed_from})" if res.resumed_from else ""))
+    print(f"  scored now: {res.n_scored} in {res.seconds:.1f} s{rate}; max |summation-to-delta| "
+          f"{res.max_abs_delta:.2e}")
+    if res.n_skipped:
+        print(f"  skipped: {res.n_skipped} invalid region(s) (unknown chromosome or window off a chromosome end)")
+    if res.n_non_acgt:
+        print(f"  non-ACGT letters read as all-zero rows: {res.n_non_acgt} (per region: dataset n_non_acgt)")
+    if args.bigwig:
+        names = S.target_names(model, target, target_layer)
+        for path, bw in zip(res.paths, S.output_paths(args.bigwig, names)):
+            if not args.quiet:
+                print(f"writing the bigWig {bw} from {path} ...", file=sys.stderr, flush=True)
+            n = write_bigwig(path, bw, source.fasta.lengths)
+            print(f"  bigWig: {bw} ({n} bases)")
+    if args.compress:
+        for path in res.paths:
+            before = os.path.getsize(path)
+            if not args.quiet:
+                print(f"compressing {path} ({before / 1e6:.1f} MB) ...", file=sys.stderr, flush=True)
+            compress_score_file(path)
+            print(f"  compressed {path}: {before / 1e6:.1f} -> {os.path.getsize(path) / 1e6:.1f} MB")
+    if args.hypothetical:
+        print(f"  modisco-lite: modisco motifs -i {res.paths[0]} -n 50000 -w {min(400, width)}")
+    return 0
 
 
 def _load_model(name, width):
@@ -261,9 +307,65 @@ def _load_model(name, width):
         return demo_model(width or 200)
     if not os.path.exists(name):
         raise FileNotFoundError(f"model file not found: {name} (or use 'demo' for the bundled model)")
+    if os.path.isdir(name):
+        raise ValueError(f"MODEL {name} is a directory; give a Keras model file (.h5 or .keras)")
     from . import load_model
+    from .io import ModelFileError
 
+    if width is not None:  # fills a length the file leaves open ((None, 4): any length)
+        try:
+            return load_model(name, input_shape=(width, 4))
+        except ModelFileError:
+            raise
+        except ValueError:
+            pass  # a fixed input other than (width, 4): loaded as it is, and the shapes compared after
     return load_model(name)
+
+
+#: API words in messages -> the options a command-line user types
+_CLI_WORDS = {"on_invalid='skip'": "--skip-invalid", "resume=True": "--resume", "overwrite=True": "--overwrite",
+              "pass input_shape= to load_model": "pass --width (the window to score) or --input"}
+
+
+def _user_errors():
+    """The exceptions a command reports as one line (a bug still shows its traceback)."""
+    from .genomics import InputFileError
+    from .io.scores import DiskFullError, ScoreFileError
+    from .scan import ScanError
+
+    return (ScanError, InputFileError, ScoreFileError, DiskFullError, OSError, ImportError, ValueError, TypeError,
+            KeyError, NotImplementedError, RuntimeError, OverflowError, MemoryError)
+
+
+def _report(command, e) -> int:
+    """One line on stderr for ``e``, in command-line words; exit status 1."""
+    if isinstance(e, KeyError) and e.args:
+        msg = str(e.args[0])
+    elif isinstance(e, MemoryError):
+        msg = f"out of memory{f' ({e})' if str(e) else ''}: use a smaller --batch-size or --chunk-size"
+    elif isinstance(e, OSError) and e.strerror:
+        msg = f"{e.filename}: {e.strerror}" if e.filename is not None else e.strerror
+    else:
+        msg = str(e) or type(e).__name__
+    for api, cli in _CLI_WORDS.items():
+        msg = msg.replace(api, cli)
+    print(f"fastlift {command}: error: {' '.join(msg.split())}", file=sys.stderr)
+    return 1
+
+
+def _check_threads(n):
+    from ._validate import MAX_THREADS
+
+    if n is not None and n > MAX_THREADS:
+        raise ValueError(f"--threads must be at most {MAX_THREADS} (this machine has {os.cpu_count()} cores); "
+                         f"got {n}")
+
+
+def _need_pybigwig():
+    try:
+        import pyBigWig  # noqa: F401 - only its presence is checked here
+    except ImportError:
+        raise ImportError("--bigwig needs pyBigWig: pip install pyBigWig (or drop --bigwig)") from None
 
 
 def main(argv=None) -> int:
@@ -281,7 +383,11 @@ def main(argv=None) -> int:
             return 2
         from . import demo
 
-        return demo.main(args)
+        try:
+            _check_threads(args.threads)
+            return demo.main(args)
+        except _user_errors() as e:
+            return _report("demo", e)
     return 2  # pragma: no cover - argparse enforces the subcommand
 
 

@@ -198,14 +198,16 @@ def write_genome(directory: str, X: np.ndarray, spacer: int = 50):
 
 
 def run(n: int = 200, length: int = 200, n_refs: int = 10, seed: int = 0, device: str = "auto",
-        n_threads: int | None = None, workdir: str | None = None, report: str | None = None):
+        n_threads: int | None = None, workdir: str | None = None, report: str | None = None, log=None):
     """The demo flow; returns (model, X, mask, rows).
 
     Each row: ``method``, ``auroc`` (counts head), ``auroc_profile``, ``max_abs_delta``,
     ``seconds``, ``contributions`` (counts head, per base: the projected scores for DeepLIFT).
     The ``deeplift rescale`` row comes from the scan: FASTA + narrowPeak -> score files -> read back.
     ``report``: also write the scan's HTML report (`fastlift.report`, needs matplotlib) there.
+    ``log`` receives a line as each step starts (default: none).
     """
+    say = log or (lambda msg: None)
     from .io.scores import load_scores
     from .scan import FastaBedSource, scan
 
@@ -214,6 +216,8 @@ def run(n: int = 200, length: int = 200, n_refs: int = 10, seed: int = 0, device
     positives = slice(0, n // 2)
     rows = []
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        say(f"[1/{1 + len(IN_MEMORY)}] deeplift rescale: writing {n} sequences as a FASTA + narrowPeak and "
+            f"scanning them into HDF5 score files ({n_refs} shuffled references each, both heads)")
         fasta, bed = write_genome(tmp, X)
         source = FastaBedSource(fasta, bed, length)
         t0 = time.perf_counter()
@@ -225,6 +229,7 @@ def run(n: int = 200, length: int = 200, n_refs: int = 10, seed: int = 0, device
         if report is not None:
             from .report import write_report
 
+            say(f"      writing the scan's HTML report to {report}")
             write_report(result.paths, report)
         by_head = {}
         for name, path in zip(TARGETS[0], result.paths):
@@ -235,7 +240,8 @@ def run(n: int = 200, length: int = 200, n_refs: int = 10, seed: int = 0, device
         rows.append(_row("deeplift rescale",
                          {h: d["projected_scores"] for h, d in by_head.items()}, mask, positives,
                          max(float(np.abs(d["deltas"]).max()) for d in by_head.values()), elapsed))
-    for label, method, extra in IN_MEMORY:
+    for step, (label, method, extra) in enumerate(IN_MEMORY, 2):
+        say(f"[{step}/{1 + len(IN_MEMORY)}] {label}")
         refs = None
         if method in ("deeplift", "integrated_gradients"):
             from .references import dinuc_shuffle
@@ -279,8 +285,14 @@ def main(args) -> int:
     except ValueError as e:
         print(f"fastlift demo: error: {e}", file=sys.stderr)
         return 1
+
+    def say(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    say(f"fastlift demo: scoring {args.n} simulated {args.length}-bp sequences with {1 + len(IN_MEMORY)} methods "
+        "(about 10-20 s at the defaults on a laptop)")
     model, X, mask, rows = run(n=args.n, length=args.length, n_refs=args.refs, seed=args.seed,
-                               device=args.device, n_threads=args.threads, report=report)
+                               device=args.device, n_threads=args.threads, report=report, log=say)
     p_counts = model.predict(X)[1][:, 0]
     half = args.n // 2
     print(f"fastlift demo: {args.n} simulated {args.length}-bp sequences at 40% GC; AP-1 {MOTIFS['AP-1']} and "

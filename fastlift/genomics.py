@@ -17,7 +17,9 @@ positions are kept. A shuffled reference therefore has exactly as many all-zero 
 sequence.
 
 `Fasta` reads a FASTA file by random access through its ``.fai`` index (samtools format),
-building and saving the index when it is missing or older than the FASTA. `read_regions`
+building and saving the index when it is missing or older than the FASTA, and checking the
+index against the file where it reads (a sequence's header, its end, every line end a window
+crosses), so an index made for another file is an error, never another window. `read_regions`
 streams a BED or narrowPeak file into fixed-width windows, centred on the summit (narrowPeak
 column 10) or on the interval's midpoint, with errors that name the file and line.
 """
@@ -29,6 +31,7 @@ import hashlib
 import numbers
 import os
 import warnings
+import zlib
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -203,6 +206,7 @@ class FaiEntry(NamedTuple):
 def read_fai(path: str) -> dict[str, FaiEntry]:
     """Parse a ``.fai`` file (name, length, offset, line bases, line bytes)."""
     out: dict[str, FaiEntry] = {}
+    seen: dict[str, int] = {}
     with open(path) as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -215,18 +219,27 @@ def read_fai(path: str) -> dict[str, FaiEntry]:
                                      f"line bytes): {line.rstrip()!r}") from None
             if entry.length < 0 or entry.offset < 0 or entry.line_bases < 1 or entry.line_bytes < entry.line_bases:
                 raise InputFileError(f"{path}:{lineno}: invalid .fai entry {line.rstrip()!r}")
+            if entry.name in out:
+                raise InputFileError(f"{path}:{lineno}: duplicate sequence name {entry.name!r} (also on line "
+                                     f"{seen[entry.name]}); delete the index to rebuild it from the FASTA")
             out[entry.name] = entry
+            seen[entry.name] = lineno
     return out
 
 
 def build_fai(path: str) -> dict[str, FaiEntry]:
-    """Index a FASTA file in one streaming pass (as ``samtools faidx`` does)."""
+    """Index a FASTA file in one streaming pass, as ``samtools faidx`` does.
+
+    Spaces and tabs at the end of a sequence line belong to the line's end, not to the bases
+    (samtools counts only printable letters): every line of a sequence but its last must have
+    the same bases and the same bytes. Whitespace between bases cannot be indexed and is an error.
+    """
     out: dict[str, FaiEntry] = {}
     name = None
     offset = length = 0
     line_bases = line_bytes = None
     seq_offset = 0
-    short_seen_at = 0
+    odd_seen_at = 0      # a line shorter (or ending differently) than the first: only the last may be
     blank_seen_at = 0
 
     def finish():
@@ -243,10 +256,11 @@ def build_fai(path: str) -> dict[str, FaiEntry]:
                 name = words[0].decode(errors="replace")
                 if name in out:
                     raise InputFileError(f"{path}:{lineno}: duplicate sequence name {name!r}")
-                length, line_bases, line_bytes, short_seen_at, blank_seen_at = 0, None, None, 0, 0
+                length, line_bases, line_bytes, odd_seen_at, blank_seen_at = 0, None, None, 0, 0
                 seq_offset = offset + len(line)
             else:
-                bases = len(line.rstrip(b"\r\n"))
+                letters = line.rstrip(b"\r\n").rstrip(b" \t")
+                bases = len(letters)
                 if name is None:
                     if bases:
                         raise InputFileError(f"{path}:{lineno}: sequence before the first '>' header")
@@ -256,21 +270,30 @@ def build_fai(path: str) -> dict[str, FaiEntry]:
                     if blank_seen_at:
                         raise InputFileError(f"{path}:{blank_seen_at}: blank line inside sequence {name!r}; "
                                              "remove it (indexed FASTA needs uniform lines)")
+                    if b" " in letters or b"\t" in letters:
+                        raise InputFileError(f"{path}:{lineno}: whitespace between the bases of sequence {name!r} "
+                                             "(an indexed FASTA has only letters before each line's end)")
                     if line_bases is None:
                         line_bases, line_bytes = bases, len(line)
-                    elif short_seen_at or bases > line_bases or len(line) - bases != line_bytes - line_bases:
-                        bad = short_seen_at or lineno
-                        raise InputFileError(f"{path}:{bad}: lines of sequence {name!r} have different lengths; "
-                                             "indexed FASTA needs every line but the last of a sequence to "
-                                             "be equally long (reformat, e.g. with `samtools faidx` or seqkit)")
-                    elif bases < line_bases:
-                        short_seen_at = lineno
+                    elif odd_seen_at or bases > line_bases:
+                        raise InputFileError(f"{path}:{odd_seen_at or lineno}: lines of sequence {name!r} have "
+                                             "different lengths; indexed FASTA needs every line but the last of a "
+                                             "sequence to be equally long, trailing spaces included (reformat, "
+                                             "e.g. with `samtools faidx` or seqkit)")
+                    elif bases < line_bases or len(line) != line_bytes:
+                        odd_seen_at = lineno
                     length += bases
             offset += len(line)
     finish()
     if not out:
         raise InputFileError(f"{path}: no FASTA records ('>name' lines) found")
     return out
+
+
+#: bytes that are never bases: whitespace (line ends, trailing spaces) and a header's '>'
+_NOT_BASE = np.zeros(256, dtype=bool)
+_NOT_BASE[list(b" \t\r\n\v\f>")] = True
+_WHITESPACE = b" \t\r\n\v\f"
 
 
 class Fasta:
@@ -308,8 +331,10 @@ class Fasta:
                     warnings.warn(f"could not save the FASTA index {fai}: {err}", stacklevel=2)
                     if os.path.exists(tmp):
                         os.remove(tmp)
+        self.fai = fai
         self._fd = os.open(self.path, os.O_RDONLY)
         self._size = os.fstat(self._fd).st_size
+        self._checked: set = set()  # sequences whose header and end were found where the index says
 
     @property
     def lengths(self) -> dict[str, int]:
@@ -325,15 +350,81 @@ class Fasta:
             raise ValueError(f"{chrom}:{start}-{end} is outside {chrom} (length {e.length})")
         if start == end:
             return b""
-        lb, lbytes = e.line_bases, e.line_bytes
-        first = e.offset + (start // lb) * lbytes + start % lb
-        last = e.offset + ((end - 1) // lb) * lbytes + (end - 1) % lb
+        if chrom not in self._checked:
+            self._check_record(e)
+            self._checked.add(chrom)
+        first, last = self._byte(e, start), self._byte(e, end - 1)
         raw = os.pread(self._fd, last - first + 1, first)
-        seq = raw.translate(None, b"\r\n")
-        if len(seq) != end - start:
-            raise InputFileError(f"{self.path}: reading {chrom}:{start}-{end} gave {len(seq)} letters, not "
-                                 f"{end - start}; the .fai index does not match the file (delete it to rebuild)")
+        seq = raw.translate(None, _WHITESPACE)
+        if not (len(seq) == end - start and b">" not in seq and self._line_ends_where_indexed(e, start, first, raw)):
+            self._locate_mismatch(e, chrom, start, end, first, raw)
         return seq
+
+    @staticmethod
+    def _line_ends_where_indexed(e: FaiEntry, start: int, first: int, raw: bytes) -> bool:
+        """Every line end inside ``raw`` (read from byte ``first``, base ``start`` of ``e``) is
+        whitespace ending in a newline, at the bytes the index says. With the count of the bases
+        checked by the caller, no line end can hide among the bases either."""
+        n_end = e.line_bytes - e.line_bases
+        head = e.offset + (start // e.line_bases) * e.line_bytes + e.line_bases - first  # the first line end
+        for j in range(n_end):
+            if raw[head + j::e.line_bytes].translate(None, _WHITESPACE):
+                return False
+        newlines = raw[head + n_end - 1::e.line_bytes] if n_end else b""
+        return newlines.count(b"\n") == len(newlines)
+
+    def _locate_mismatch(self, e, chrom, start, end, first, raw):
+        """Raise the error for the first byte of ``raw`` that is not what the index says."""
+        b = np.frombuffer(raw, dtype=np.uint8)
+        col = np.arange(first - e.offset, first - e.offset + len(b)) % e.line_bytes
+        wrong = _NOT_BASE[b] != (col >= e.line_bases)
+        if e.line_bytes > e.line_bases:  # (equal: one line without a newline at the end of the file)
+            wrong |= (col == e.line_bytes - 1) & (b != ord("\n"))
+        at = first + (int(np.argmax(wrong)) if wrong.any() else len(b))
+        found = "the end of the file" if at >= self._size else repr(bytes(raw[at - first:at - first + 1]))
+        expected = "a base" if (at - e.offset) % e.line_bytes < e.line_bases else "the end of a line"
+        raise self._mismatch(at, f"reading {chrom}:{start}-{end}, the index expects {expected} at byte {at} "
+                                 f"but the file has {found}")
+
+    @staticmethod
+    def _byte(e: FaiEntry, pos: int) -> int:
+        """File offset of base ``pos`` of ``e``."""
+        return e.offset + (pos // e.line_bases) * e.line_bytes + pos % e.line_bases
+
+    def _check_record(self, e: FaiEntry):
+        """The index's start of ``e`` follows its header line and its last base ends the record:
+        an index written for another file (or for this one before an edit) reads other windows."""
+        before = os.pread(self._fd, min(e.offset, 1 << 16), max(e.offset - (1 << 16), 0))
+        header = before[:-1].rsplit(b"\n", 1)[-1] if before.endswith(b"\n") else b""
+        words = header[1:].split()
+        whole = b"\n" in before[:-1] or e.offset <= 1 << 16  # else a header over 64 KiB: its name is not seen
+        if not header.startswith(b">") or (whole and (not words or words[0].decode(errors="replace") != e.name)):
+            raise self._mismatch(e.offset, f"the index says sequence {e.name!r} starts here, but this is not the "
+                                           f"line after its header '>{e.name}'")
+        if e.length == 0:
+            return
+        last = self._byte(e, e.length - 1)
+        tail = os.pread(self._fd, 1 << 12, last)
+        rest = tail[1:].lstrip(_WHITESPACE)
+        ends = bool(tail) and not _NOT_BASE[tail[0]] and tail[1:2] in (b"", *(bytes([c]) for c in _WHITESPACE)) \
+            and (rest.startswith(b">") or (not rest and len(tail) < 1 << 12))
+        if not ends:
+            raise self._mismatch(min(last, self._size), f"the index says sequence {e.name!r} has {e.length} bases, "
+                                                        "ending here, but the record does not end there")
+
+    def _mismatch(self, at: int, what: str) -> InputFileError:
+        """An error at byte ``at`` of the FASTA, as ``path:line``, telling how to rebuild the index."""
+        line = 1
+        with open(self.path, "rb") as f:
+            done = 0
+            while done < at:
+                block = f.read(min(1 << 20, at - done))
+                if not block:
+                    break
+                line += block.count(b"\n")
+                done += len(block)
+        return InputFileError(f"{self.path}:{line}: {what}; the index {self.fai} was made for another file (or "
+                              f"before the FASTA changed): delete {self.fai} to rebuild it")
 
     def fingerprint(self) -> str:
         """A digest of the index and the file's size: changes when the genome does."""
@@ -389,10 +480,24 @@ class RegionSummary(NamedTuple):
     max_chrom_length: int          # longest chromosome name among kept windows (bytes)
 
 
-def _open_text(path):
-    if path.endswith(".gz"):
-        return gzip.open(path, "rt")
-    return open(path)
+def _text_lines(path):
+    """(line number, text) of a region file, ``.gz`` through gzip; a file that is not what its name
+    says, or a line that is not UTF-8, is an `InputFileError` naming the file (and line)."""
+    lineno = 0
+    try:
+        with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as f:
+            for lineno, raw in enumerate(f, 1):
+                try:
+                    yield lineno, raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise InputFileError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column "
+                                         f"{e.start + 1}): {raw[:60]!r}") from None
+    except (OSError, EOFError, zlib.error) as e:
+        if not path.endswith(".gz") or isinstance(e, FileNotFoundError):
+            raise
+        where = f"{path}:{lineno + 1}" if lineno else path
+        raise InputFileError(f"{where}: not a readable gzip file ({e}); a region file named .gz must be "
+                             "gzip-compressed (or rename it)") from None
 
 
 def read_regions(path: str, width: int, chrom_lengths: dict, *, on_invalid: str = "error",
@@ -412,7 +517,7 @@ def read_regions(path: str, width: int, chrom_lengths: dict, *, on_invalid: str 
     chrom_lengths : dict {name: length}
         The genome's sequences (e.g. ``Fasta.lengths``).
     on_invalid : {"error", "skip"}
-        What to do with a window on an unknown chromosome or past a chromosome end:
+        What to do with a window on an unknown chromosome or off either end of a chromosome:
         raise `InputFileError` naming the file and line (default), or drop it. Malformed
         lines (fewer than 3 columns, non-integer or negative coordinates, end < start, a
         summit outside its peak) always raise.
@@ -436,55 +541,57 @@ def _region_stream(path, width, chrom_lengths, on_invalid, skip_first):
         raise ValueError(f"width must be a positive int; got {width!r}")
     half = int(width) // 2
     kept = 0
-    with _open_text(path) as f:
-        for lineno, line in enumerate(f, 1):
-            text = line.strip()
-            if not text or text.startswith(("#", "track", "browser")):
-                continue
-            fields = text.split("\t") if "\t" in text else text.split()
-            where = f"{path}:{lineno}"
-            if len(fields) < 3:
-                raise InputFileError(f"{where}: a BED line needs at least 3 columns (chrom, start, end); got "
-                                     f"{len(fields)}: {text[:80]!r}")
-            chrom = fields[0]
+    for lineno, line in _text_lines(path):
+        text = line.strip()
+        if not text or text.startswith(("#", "track", "browser")):
+            continue
+        fields = text.split("\t") if "\t" in text else text.split()
+        where = f"{path}:{lineno}"
+        if len(fields) < 3:
+            raise InputFileError(f"{where}: a BED line needs at least 3 columns (chrom, start, end); got "
+                                 f"{len(fields)}: {text[:80]!r}")
+        chrom = fields[0]
+        try:
+            start, end = int(fields[1]), int(fields[2])
+        except ValueError:
+            raise InputFileError(f"{where}: start and end must be integers; got {fields[1]!r} and "
+                                 f"{fields[2]!r}") from None
+        if start < 0 or end < start:
+            raise InputFileError(f"{where}: need 0 <= start <= end; got start={start}, end={end}")
+        centre = (start + end) // 2
+        if len(fields) == 10:
             try:
-                start, end = int(fields[1]), int(fields[2])
+                summit = int(fields[9])
             except ValueError:
-                raise InputFileError(f"{where}: start and end must be integers; got {fields[1]!r} and "
-                                     f"{fields[2]!r}") from None
-            if start < 0 or end < start:
-                raise InputFileError(f"{where}: need 0 <= start <= end; got start={start}, end={end}")
-            centre = (start + end) // 2
-            if len(fields) == 10:
-                try:
-                    summit = int(fields[9])
-                except ValueError:
-                    raise InputFileError(f"{where}: narrowPeak column 10 (summit offset) must be an integer; "
-                                         f"got {fields[9]!r}") from None
-                if summit >= 0:
-                    if start + summit >= max(end, start + 1):
-                        raise InputFileError(f"{where}: summit offset {summit} is outside the peak "
-                                             f"{chrom}:{start}-{end}")
-                    centre = start + summit
-            w_start = centre - half
-            w_end = w_start + int(width)
-            problem = None
-            if chrom not in chrom_lengths:
-                known = ", ".join(list(chrom_lengths)[:5]) + (", ..." if len(chrom_lengths) > 5 else "")
-                problem = f"unknown chromosome {chrom!r} (the genome has {known})"
-            elif w_start < 0 or w_end > chrom_lengths[chrom]:
-                problem = (f"the {width}-bp window {chrom}:{w_start}-{w_end} around {chrom}:{start}-{end} "
-                           f"extends past the end of {chrom} (length {chrom_lengths[chrom]})")
-            if problem is not None:
-                if on_invalid == "error":
-                    raise InputFileError(f"{where}: {problem}; fix the file or pass on_invalid='skip' "
-                                         "(--skip-invalid) to drop such regions")
-                yield _Skipped(f"{where}: {problem}")  # type: ignore[misc]
-                continue
-            kept += 1
-            if kept <= skip_first:
-                continue
-            yield Region(chrom, w_start, w_end, lineno, fields[3] if len(fields) > 3 else "")
+                raise InputFileError(f"{where}: narrowPeak column 10 (summit offset) must be an integer; "
+                                     f"got {fields[9]!r}") from None
+            if summit >= 0:
+                if start + summit >= max(end, start + 1):
+                    raise InputFileError(f"{where}: summit offset {summit} is outside the peak "
+                                         f"{chrom}:{start}-{end}")
+                centre = start + summit
+        w_start = centre - half
+        w_end = w_start + int(width)
+        problem = None
+        if chrom not in chrom_lengths:
+            known = ", ".join(list(chrom_lengths)[:5]) + (", ..." if len(chrom_lengths) > 5 else "")
+            problem = f"unknown chromosome {chrom!r} (the genome has {known})"
+        elif w_start < 0:
+            problem = (f"the {width}-bp window {chrom}:{w_start}-{w_end} around {chrom}:{start}-{end} "
+                       f"starts before the start of {chrom} (position 0)")
+        elif w_end > chrom_lengths[chrom]:
+            problem = (f"the {width}-bp window {chrom}:{w_start}-{w_end} around {chrom}:{start}-{end} "
+                       f"extends past the end of {chrom} (length {chrom_lengths[chrom]})")
+        if problem is not None:
+            if on_invalid == "error":
+                raise InputFileError(f"{where}: {problem}; fix the file or pass on_invalid='skip' to drop "
+                                     "such regions")
+            yield _Skipped(f"{where}: {problem}")  # type: ignore[misc]
+            continue
+        kept += 1
+        if kept <= skip_first:
+            continue
+        yield Region(chrom, w_start, w_end, lineno, fields[3] if len(fields) > 3 else "")
 
 
 class _Skipped(str):

@@ -16,7 +16,8 @@ or load one from a Keras file with `fastlift.load_model` (issue 3).
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -102,7 +103,7 @@ class Model:
                 raise ValueError(f"two nodes are named {n.name!r}; layer names must be unique")
             self._by_name[n.name] = n
         for n in self.nodes:
-            if isinstance(n.layer, Softmax) and any(n in m.inputs for m in self.nodes):
+            if isinstance(n.layer, Softmax) and self.readers[n]:
                 raise NotImplementedError(f"softmax {n.name!r} is used by another layer; fastlift supports "
                                           "softmax only as a final layer")
 

@@ -16,6 +16,7 @@ which chunks are computed in this process).
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import numbers
@@ -29,17 +30,22 @@ import numpy as np
 
 from . import __version__
 from . import references as refs_mod
+from ._validate import available_memory
 from .explain import deeplift
 from .genomics import Fasta, _region_stream, _Skipped, check_regions, file_digest
 from .io.scores import (
+    SCORE_DTYPES,
     DiskFullError,
     ScoreFileError,
     ScoreLayout,
     ScoreWriter,
     create_score_file,
+    iter_rows,
+    lock_outputs,
     read_header,
 )
 from .model import Model
+from .scheduler import DEFAULT_K_GUESS
 
 DEFAULT_CHUNK = 128
 F16_MAX = float(np.finfo(np.float16).max)
@@ -167,36 +173,58 @@ class FastaBedSource:
                   "region_line": np.array([r.line for r in regions], dtype=np.int64)}
         return Chunk(lo, onehot, (tokens == 4).sum(axis=1).astype(np.int32), coords)
 
+    def where(self, chunk, e) -> str:
+        """Row ``e`` of ``chunk`` in the user's words: BED file and line, and the window."""
+        c = chunk.coords
+        return (f"{self.bed}:{int(c['region_line'][e])}, {c['coords_chrom'][e].decode()}:"
+                f"{int(c['coords_start'][e])}-{int(c['coords_end'][e])}")
+
     def close(self):
         self.fasta.close()
 
 
 class ArraySource:
-    """Rows of a one-hot array (numpy, memory-mapped ``.npy`` or an HDF5 dataset), shape (N, L, 4)."""
+    """Rows of a one-hot array (numpy, memory-mapped ``.npy`` or an HDF5 dataset).
+
+    ``layout="nlc"``: shape (N, L, 4), the Keras layout the scan computes and writes in;
+    ``"ncl"``: shape (N, 4, L) (tangermeme, bpnet-lite, PyTorch), transposed as it is read.
+    """
 
     chrom_width = 0
     n_skipped = 0
+    LAYOUTS = ("nlc", "ncl")
 
-    def __init__(self, X, *, path: str | None = None, key: str | None = None):
+    def __init__(self, X, *, path: str | None = None, key: str | None = None, layout: str = "nlc"):
         self.skipped_examples: list = []
+        if layout not in self.LAYOUTS:
+            raise ScanError(f"layout must be one of {self.LAYOUTS}; got {layout!r}")
         shape = tuple(getattr(X, "shape", ()))
-        if len(shape) != 3 or shape[2] != 4:
-            raise ScanError(f"input {path or 'X'} must be one-hot of shape (n_regions, length, 4); got {shape}")
-        self.X, self.path, self.key = X, path, key
-        self.n_regions, self.length = int(shape[0]), int(shape[1])
+        what = f"input {path or 'X'}"
+        if layout == "ncl" and (len(shape) != 3 or shape[1] != 4):
+            raise ScanError(f"{what} with --layout ncl must be one-hot of shape (n_regions, 4, length); got {shape}")
+        if layout == "nlc" and (len(shape) != 3 or shape[2] != 4):
+            hint = (" (an (N, 4, L) array, as tangermeme and bpnet-lite write them: pass --layout ncl)"
+                    if len(shape) == 3 and shape[1] == 4 else "")
+            raise ScanError(f"{what} must be one-hot of shape (n_regions, length, 4); got {shape}{hint}")
+        self.X, self.path, self.key, self.layout = X, path, key, layout
+        self.n_regions, self.length = int(shape[0]), int(shape[2] if layout == "ncl" else shape[1])
+
+    def _rows(self, lo, hi):
+        x = np.asarray(self.X[lo:hi])
+        return x.transpose(0, 2, 1) if self.layout == "ncl" else x
 
     def describe(self) -> dict:
         if self.path is None:
             h = hashlib.sha256()
             for lo in range(0, self.n_regions, 4096):
-                h.update(np.ascontiguousarray(self.X[lo:lo + 4096], dtype=np.uint8).tobytes())
+                h.update(np.ascontiguousarray(self._rows(lo, lo + 4096), dtype=np.uint8).tobytes())
             return {"input": "array", "input_sha256": h.hexdigest()[:16], "width": self.length}
         return {"input": os.path.abspath(self.path), "input_sha256": file_digest(self.path), "key": self.key,
-                "width": self.length}
+                "layout": self.layout, "width": self.length}
 
     def chunks(self, start: int, size: int):
         for lo in range(start, self.n_regions, size):
-            x = np.asarray(self.X[lo:lo + size])
+            x = self._rows(lo, lo + size)
             ok = ((x == 0) | (x == 1)).all(axis=-1) & (x.sum(axis=-1) <= 1)
             if not ok.all():
                 e, pos = np.argwhere(~ok)[0]
@@ -205,6 +233,9 @@ class ArraySource:
             onehot = x.astype(np.uint8)
             yield Chunk(lo, onehot, (onehot.sum(axis=-1) == 0).sum(axis=1).astype(np.int32),
                         {"input_row": np.arange(lo, lo + len(x), dtype=np.int64)})
+
+    def where(self, chunk, e) -> str:
+        return f"row {chunk.lo + e} of {self.path or 'X'}"
 
     def close(self):
         f = getattr(self.X, "file", None)  # an HDF5 dataset from read_input_array: close its file
@@ -216,14 +247,88 @@ class ArraySource:
 
 
 def model_fingerprint(model: Model) -> str:
-    """Digest of a model's graph and weights (resume refuses a different model)."""
+    """Digest of everything that defines a model's outputs; resume refuses a different one.
+
+    Covers the graph (node names, input and output lists, shapes, wiring) and, for every layer,
+    its class, its hyper-parameters (`Layer.config` and every public attribute: activation,
+    padding, dilation, strides, data layout, ...) and the bytes of its weights. Private
+    attributes (``_name``) are caches a run fills in and are left out, so a model digests the
+    same before and after it is used.
+    """
     h = hashlib.sha256()
+    h.update(json.dumps({"inputs": model.input_names, "outputs": model.output_names}).encode())
     for node in model.nodes:
-        h.update(f"{node.name}|{type(node.layer).__name__}|{node.shape}|{[i.name for i in node.inputs]}".encode())
-        for k in sorted(node.layer.weights):
-            w = np.ascontiguousarray(node.layer.weights[k])
+        layer = node.layer
+        described = {
+            "node": node.name, "layer": layer.name, "shape": list(node.shape),
+            "inputs": [i.name for i in node.inputs],
+            "class": f"{type(layer).__module__}.{type(layer).__qualname__}",
+            "config": _canonical(layer.config()),
+            "attributes": {k: _canonical(v) for k, v in vars(layer).items()
+                           if not k.startswith("_") and k not in ("weights", "name")},
+        }
+        h.update(json.dumps(described, sort_keys=True).encode())
+        for k in sorted(layer.weights):
+            w = np.ascontiguousarray(layer.weights[k])
             h.update(k.encode() + str(w.dtype).encode() + str(w.shape).encode() + w.tobytes())
     return h.hexdigest()[:16]
+
+
+def _canonical(value, depth=0):
+    """A JSON-able, address-free description of a hyper-parameter value (exact for floats)."""
+    if depth > 8:
+        raise ValueError("model_fingerprint: layer attributes nest too deeply to describe")
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, enum.Enum):
+        return f"{type(value).__qualname__}.{value.name}"
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value).hex()
+    if isinstance(value, np.ndarray):
+        a = np.ascontiguousarray(value)
+        return {"dtype": a.dtype.str, "shape": list(a.shape), "sha256": hashlib.sha256(a.tobytes()).hexdigest()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v, depth + 1) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _canonical(v, depth + 1) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    kind = f"{type(value).__module__}.{type(value).__qualname__}"
+    if hasattr(value, "__dict__"):
+        return {"type": kind, "attributes": {k: _canonical(v, depth + 1) for k, v in vars(value).items()
+                                             if not k.startswith("_")}}
+    return {"type": kind, "repr": repr(value)}
+
+
+def compute_description(device: str, n_threads=None) -> dict:
+    """What computes the scores: the backend ``device`` resolves to here and, on the host, the
+    vector ISA of the kernels and the BLAS kernels loaded. Outputs are bitwise reproducible
+    for one description, not across them (numpy and cpu differ in the last bits, as can two
+    ISAs or BLAS kernel sets), so a resume refuses a change."""
+    from .backends import get_ops
+
+    ops = get_ops(device, n_threads)
+    out = {"backend": ops.name}
+    if ops.name == "cpu":
+        from .backends import _cpu
+
+        out["isa"] = _cpu.isa()
+    if ops.name in ("cpu", "numpy"):
+        out["blas"] = _blas_kernels()
+    return out
+
+
+def _blas_kernels() -> str:
+    """The BLAS libraries numpy and scipy loaded (those the kernels call) and the kernel set each
+    picked for this CPU (OpenBLAS: its core type). Libraries another package loads do not count."""
+    import scipy
+    from threadpoolctl import ThreadpoolController
+
+    libs = [lib for lib in ThreadpoolController().info() if lib.get("user_api") == "blas"]
+    dirs = [os.path.dirname(os.path.abspath(m.__file__)) for m in (np, scipy)]
+    homes = tuple(d + suffix + os.sep for d in dirs for suffix in ("", ".libs"))  # wheels bundle BLAS in X.libs
+    ours = [lib for lib in libs if os.path.abspath(lib.get("filepath", "")).startswith(homes)] or libs
+    return ",".join(sorted({f"{lib.get('internal_api')}:{lib.get('architecture') or '-'}" for lib in ours}))
 
 
 def _jsonable(t):
@@ -271,7 +376,7 @@ class ScanResult:
     resumed_from: int
     n_scored: int                 # regions computed by this call
     n_skipped: int                # regions dropped (on_invalid="skip")
-    n_non_acgt: int               # letters read as all-zero rows, in the regions scored by this call
+    n_non_acgt: int               # letters read as all-zero rows, in every region of the files (resumed too)
     max_abs_delta: float          # summation-to-delta over the regions scored by this call
     seconds: float
 
@@ -347,65 +452,121 @@ def scan(model: Model, source, out: str, *, references="dinuc:20", rule: str = "
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
         raise ScanError(f"chunk_size must be a positive int; got {chunk_size!r}")
 
+    names = target_names(model, target, target_layer)
+    chunk_size = _fit_chunk(model, source.length, spec, dtype, score_dtype, 1 if names is None else len(names),
+                            batch_size, chunk_size, say)
+
     # check rule, targets, device and dtype on one zero example before any file is touched
     deeplift(model, np.zeros((1, source.length, 4), dtype=dtype), None, rule=rule, target=target,
              target_layer=target_layer, hypothetical=True, dtype=dtype, device=device, n_threads=n_threads,
              max_pool=max_pool)
-    names = target_names(model, target, target_layer)
     paths = output_paths(out, names)
     layout = ScoreLayout(source.n_regions, source.length, 4, score_dtype, source.chrom_width, bool(hypothetical))
     base = {"fastlift_version": __version__, "model": {"name": model.name, "sha256": model_fingerprint(model)},
             "source": source.describe(), "references": _describe_references(spec), "rule": rule,
             "max_pool": max_pool, "target": _jsonable(target), "target_layer": _jsonable(target_layer),
-            "seed": int(seed), "dtype": str(dtype), "score_dtype": score_dtype, "hypothetical": bool(hypothetical)}
-    _prepare_outputs(paths, names, layout, base, resume, overwrite, say)
+            "seed": int(seed), "dtype": str(dtype), "score_dtype": score_dtype, "hypothetical": bool(hypothetical),
+            "compute": compute_description(device, n_threads)}
+    for path in paths:
+        check_output_path(path)
+    with lock_outputs(paths):  # held until the files are final: a second writer is refused
+        _prepare_outputs(paths, names, layout, base, resume, overwrite, say)
 
-    start = min(read_header(p)["n_done"] for p in paths)
-    if start == layout.n_regions:  # (also for files compressed after completion: no writer needed)
-        say(f"{', '.join(paths)}: already complete ({layout.n_regions} regions)")
-        return ScanResult(paths, layout.n_regions, start, 0, source.n_skipped, 0, 0.0, 0.0)
-    writers = [ScoreWriter(p) for p in paths]
-    try:
+        start = min(read_header(p)["n_done"] for p in paths)
+        if start == layout.n_regions:  # (also for files compressed after completion: no writer needed)
+            say(f"{', '.join(paths)}: already complete ({layout.n_regions} regions)")
+            return ScanResult(paths, layout.n_regions, start, 0, source.n_skipped, _total_non_acgt(paths[0], start),
+                              0.0, 0.0)
         if start:
-            say(f"resuming at region {start} of {layout.n_regions}")
-        bar = _Progress(layout.n_regions, start) if progress else None
-        t0 = time.perf_counter()
-        n_scored = n_bad = 0
-        max_delta = 0.0
-        for chunk in source.chunks(start, chunk_size):
-            n = len(chunk.onehot)
-            x = chunk.onehot.astype(dtype)
-            res = deeplift(model, x, _chunk_references(spec, chunk.lo), rule=rule, target=target,
-                           target_layer=target_layer, hypothetical=True, dtype=dtype, batch_size=batch_size,
-                           seed=seed, device=device, n_threads=n_threads, max_pool=max_pool)
-            hyp = res.hypothetical if names is not None else res.hypothetical[None]
-            deltas = res.deltas if names is not None else res.deltas[None]
-            if score_dtype == "float16" and not np.all(np.abs(hyp) <= F16_MAX):
-                raise ScanError(f"a score in regions [{chunk.lo}, {chunk.lo + n}) does not fit float16 (|score| > "
-                                f"{F16_MAX:g} or not finite): rerun with --score-dtype float32 (--overwrite)")
-            for t, w in enumerate(writers):
-                arrays = dict(chunk.coords, input_seqs=chunk.onehot, projected_scores=hyp[t] * x,
-                              deltas=deltas[t], n_non_acgt=chunk.n_non_acgt)
-                if hypothetical:
-                    arrays["hyp_scores"] = hyp[t]
-                w.write(chunk.lo, **arrays)
-            for w in writers:
-                w.commit(chunk.lo + n)
-            n_scored += n
-            n_bad += int(chunk.n_non_acgt.sum())
-            max_delta = max(max_delta, float(np.abs(deltas).max()) if deltas.size else 0.0)
+            say(f"checking that the {start} regions already scored read the same sequences now")
+            _check_scored_sequences(source, paths[0], start, chunk_size)
+        writers = [ScoreWriter(p) for p in paths]
+        try:
+            if start:
+                say(f"resuming at region {start} of {layout.n_regions}")
+            bar = _Progress(layout.n_regions, start) if progress else None
+            t0 = time.perf_counter()
+            n_scored = 0
+            max_delta = 0.0
+            for chunk in source.chunks(start, chunk_size):
+                n = len(chunk.onehot)
+                x = chunk.onehot.astype(dtype)
+                try:
+                    res = deeplift(model, x, _chunk_references(spec, chunk.lo), rule=rule, target=target,
+                                   target_layer=target_layer, hypothetical=True, dtype=dtype, batch_size=batch_size,
+                                   seed=seed, device=device, n_threads=n_threads, max_pool=max_pool)
+                except MemoryError:
+                    raise ScanError(f"out of memory computing regions [{chunk.lo}, {chunk.lo + n}); the first "
+                                    f"{chunk.lo} regions are saved: rerun with --resume and a smaller --batch-size "
+                                    "or --chunk-size") from None
+                hyp = res.hypothetical if names is not None else res.hypothetical[None]
+                deltas = res.deltas if names is not None else res.deltas[None]
+                if score_dtype == "float16" and not np.all(np.abs(hyp) <= F16_MAX):
+                    raise ScanError(f"a score in regions [{chunk.lo}, {chunk.lo + n}) does not fit float16 (|score| > "
+                                    f"{F16_MAX:g} or not finite): rerun with --score-dtype float32 (--overwrite)")
+                for t, w in enumerate(writers):
+                    arrays = dict(chunk.coords, input_seqs=chunk.onehot, projected_scores=hyp[t] * x,
+                                  deltas=deltas[t], n_non_acgt=chunk.n_non_acgt)
+                    if hypothetical:
+                        arrays["hyp_scores"] = hyp[t]
+                    w.write(chunk.lo, **arrays)
+                for w in writers:
+                    w.commit(chunk.lo + n)
+                n_scored += n
+                max_delta = max(max_delta, float(np.abs(deltas).max()) if deltas.size else 0.0)
+                if bar:
+                    bar.update(chunk.lo + n)
             if bar:
-                bar.update(chunk.lo + n)
-        if bar:
-            bar.close()
-        seconds = time.perf_counter() - t0
-    finally:
-        for w in writers:
-            w.close()
-    done = min(read_header(p)["n_done"] for p in paths)
-    if done != layout.n_regions:
-        raise ScanError(f"the regions changed while scanning: wrote {done} of {layout.n_regions}")
-    return ScanResult(paths, layout.n_regions, start, n_scored, source.n_skipped, n_bad, max_delta, seconds)
+                bar.close()
+            seconds = time.perf_counter() - t0
+        finally:
+            for w in writers:
+                w.close()
+        done = min(read_header(p)["n_done"] for p in paths)
+        if done != layout.n_regions:
+            raise ScanError(f"the regions changed while scanning: wrote {done} of {layout.n_regions}")
+        return ScanResult(paths, layout.n_regions, start, n_scored, source.n_skipped, _total_non_acgt(paths[0], done),
+                          max_delta, seconds)
+
+
+def scan_memory(model: Model, width: int, n_refs: int, dtype, score_dtype: str, n_targets: int,
+                batch_size: int | None) -> tuple[int, int]:
+    """(bytes per region of a chunk, bytes of the compute batch): a floor of what a scan holds.
+
+    Per region (``width`` bp, ``n_targets`` files): the window as read, its tokens and one-hot
+    rows, the example in the compute dtype, the chunk's contributions, multipliers and
+    hypothetical scores per target with their float64 accumulators, and one target's
+    projected scores with its conversions to the score dtype. Compute: one forward activation of
+    every layer for the example and each of its ``n_refs`` references, per example of a batch
+    (``batch_size``, or one when the engine sizes the batch from its own budget).
+    """
+    item, sd = np.dtype(dtype).itemsize, np.dtype(SCORE_DTYPES[score_dtype]).itemsize
+    per_bp = 9 + 4 * item + n_targets * 4 * (3 * 8 + 3 * item) + 4 * (item + 2 * sd)
+    values = sum(node.size for node in model.nodes)
+    return width * per_bp, (batch_size or 1) * item * (1 + n_refs) * values
+
+
+def _fit_chunk(model, width, spec, dtype, score_dtype, n_targets, batch_size, chunk_size, say):
+    """``chunk_size``, made smaller when a chunk would not fit the memory available (the output
+    does not depend on it); ScanError when one region does not fit."""
+    budget = available_memory()
+    if budget is None:
+        return chunk_size
+    n_refs = 1 if spec is None else (getattr(spec, "n_refs", None) or DEFAULT_K_GUESS)  # a callable: unknown
+    per_region, compute = scan_memory(model, width, n_refs, dtype, score_dtype, n_targets, batch_size)
+    fits = (budget - compute) // per_region
+    if fits < 1:
+        batch = f" and --batch-size {batch_size}" if batch_size else ""
+        raise ScanError(f"one region of --width {width}{batch} needs about {(per_region + compute) / 1e9:.2f} GB "
+                        f"({per_region / 1e9:.2f} GB of scan arrays and {compute / 1e9:.1f} GB to compute it with "
+                        f"{n_refs} references), more than the {budget / 1e9:.2f} GB of memory available: use a "
+                        "smaller --width (the model's input length), fewer references or a machine with more memory")
+    if fits < chunk_size:
+        say(f"--chunk-size {chunk_size} needs about {(chunk_size * per_region + compute) / 1e9:.1f} GB, "
+            f"{budget / 1e9:.1f} GB are available: checkpointing every {fits} regions instead (the output "
+            "does not depend on it)")
+        return int(fits)
+    return chunk_size
 
 
 def _prepare_outputs(paths, names, layout, base, resume, overwrite, say):
@@ -414,9 +575,6 @@ def _prepare_outputs(paths, names, layout, base, resume, overwrite, say):
     for i, path in enumerate(paths):
         target = names[i] if names else "target"
         params = dict(base, output_index=i, output_name=target)
-        directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
-            raise ScanError(f"output directory {directory} does not exist")
         if os.path.exists(path) and not (resume or overwrite):
             raise FileExistsError(f"{path} exists; pass --resume to continue it or --overwrite to replace it")
         if os.path.exists(path) and resume:
@@ -432,6 +590,15 @@ def _prepare_outputs(paths, names, layout, base, resume, overwrite, say):
     for path, params, target in to_create:
         create_score_file(path, layout, params, target)
         say(f"created {path} ({layout.n_regions} regions x {layout.length} bp)")
+
+
+def check_output_path(path):
+    """The output's directory exists and the output is not a directory (before locking it)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ScanError(f"output directory {directory} does not exist")
+    if os.path.isdir(path):
+        raise ScanError(f"output {path} is a directory; give a file name such as {os.path.join(path, 'scores.h5')}")
 
 
 def _check_resumable(path, layout, params):
@@ -451,12 +618,48 @@ def _check_resumable(path, layout, params):
         raise ScanError(f"--resume: {path} does not have the layout this run writes; use --overwrite")
 
 
+def _total_non_acgt(path, n_done) -> int:
+    """Non-ACGT letters over the first ``n_done`` regions of a score file (earlier runs included)."""
+    return sum(int(rows.sum(dtype=np.int64)) for _, rows in iter_rows(path, "n_non_acgt", n_done, 1 << 20))
+
+
+def _check_scored_sequences(source, path, n_done, chunk_size):
+    """Compare the one-hot rows ``[0, n_done)`` of ``path`` with the windows ``source`` gives now.
+
+    The parameters record the region file's digest and the genome's index, not its letters: a
+    FASTA edited in place (same size, same index) would otherwise continue with windows of
+    another genome. Reading the windows again costs about what reading them for the scan did.
+    """
+    stored = iter_rows(path, "input_seqs", n_done, chunk_size)
+    for chunk, (lo, rows) in zip(source.chunks(0, chunk_size), stored):
+        now = chunk.onehot[:len(rows)]
+        if lo != chunk.lo or len(now) != len(rows):
+            raise ScanError(f"--resume: {path} has {n_done} regions scored, the input now has fewer; "
+                            "use --overwrite to start again")
+        same = (now == rows.view(np.uint8)).all(axis=(1, 2))
+        if not same.all():
+            e = int(np.argmin(same))
+            raise ScanError(f"--resume: {path}: region {lo + e} ({source.where(chunk, e)}) reads other bases "
+                            "now than when it was scored: the genome or input changed; restore it, or use "
+                            "--overwrite to start again")
+
+
 def _check_space(path, needed):
     free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
     if needed > free:
         raise DiskFullError(28, f"not enough disk space for {path}: the scan needs {needed / 1e9:.2f} GB more, "
                                 f"{free / 1e9:.2f} GB are free (score files are uncompressed; use "
                                 "--score-dtype float16 or a disk with more space)")
+
+
+def format_eta(seconds: float) -> str:
+    """Time left as ``HH:MM:SS``, with days in front past 24 h (``2d 01:00:00``); ``?`` when unknown
+    or beyond a year (a rate measured over too little work)."""
+    if not seconds < 365 * 86400:  # (also nan, inf)
+        return "?"
+    days, rest = divmod(round(seconds), 86400)
+    clock = f"{rest // 3600:02d}:{rest // 60 % 60:02d}:{rest % 60:02d}"
+    return f"{days}d {clock}" if days else clock
 
 
 class _Progress:
@@ -476,8 +679,7 @@ class _Progress:
         left = (self.total - done) / rate if rate > 0 else float("inf")
         frac = done / self.total
         bar = "#" * int(30 * frac)
-        eta = time.strftime("%H:%M:%S", time.gmtime(left)) if left < 8.64e6 else "?"
-        text = f"[{bar:<30}] {done}/{self.total} regions  {rate:.1f}/s  ETA {eta}"
+        text = f"[{bar:<30}] {done}/{self.total} regions  {rate:.1f}/s  ETA {format_eta(left)}"
         sys.stderr.write(("\r" + text) if self.tty else (text + "\n"))
         sys.stderr.flush()
 

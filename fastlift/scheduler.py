@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import sys
 import time
-
-import numpy as np
-
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from . import references as refs_mod
 

@@ -1,16 +1,23 @@
 """End-to-end check at genome scale: a generated genome of a few Mb, a few thousand regions.
 
     python scripts/scan_generated_genome.py                    # 4 Mb, 3000 regions, demo model
-    python scripts/scan_generated_genome.py --model bpnet      # the BPNet-like model of bench/ (1000 bp)
+    python scripts/scan_generated_genome.py --model bpnet      # the BPNet-like model of bench/ (1000 bp;
+                                                               #   needs a source checkout)
     python scripts/scan_generated_genome.py --mb 1 --regions 300 --kill-at 100   # quick
+    python scripts/scan_generated_genome.py --no-kill          # only the uninterrupted scan
 
 Steps: write a random genome (40% GC, N runs, soft-masked stretches, planted AP-1 / E-box
 motifs at the peak summits) and a narrowPeak file with summits, some near chromosome ends;
 run ``fastlift explain`` as a subprocess (dinucleotide-shuffled references, the profile
-and counts heads in one pass), SIGKILL it part-way (``--kill-at``), resume it, run it again
-uninterrupted into another file and compare the bytes; check a sample of regions against
-``fl.deeplift`` called directly; load the file with modisco-lite's reader when installed.
-Prints regions/s and the peak resident memory of the scan process.
+and counts heads in one pass), SIGKILL it part-way (once ``--kill-at`` regions are saved,
+by default half of them; ``--no-kill`` skips this), resume it, run it again uninterrupted
+into another file and compare the bytes; check a sample of regions against ``fl.deeplift``
+called directly; load the file with modisco-lite's reader when installed. Prints regions/s
+and the peak resident memory of the scan process.
+
+It uses the installed fastlift (``pip install .`` or ``pip install -e .``), never the source
+tree beside it, and works in a temporary directory that it removes at the end (``--dir`` to
+keep the files somewhere).
 """
 
 from __future__ import annotations
@@ -26,14 +33,13 @@ import time
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)
-
 import fastlift as fl
 from fastlift import demo
 from fastlift import genomics as G
 from fastlift.io import scores as io_scores
+
+# bench/ of a source checkout holds the BPNet-like model (--model bpnet); nothing else is taken from there
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
 
 
 def write_genome(directory, mb, n_regions, width, seed):
@@ -68,7 +74,9 @@ def model_arg(name, width):
     """(fastlift Model, --target) of the model to scan."""
     if name == "demo":
         return demo.demo_model(width), "profile@profile,0@counts"
-    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    if not os.path.isfile(os.path.join(BENCH, "models.py")):
+        raise SystemExit(f"--model bpnet needs bench/models.py of a source checkout (looked in {BENCH})")
+    sys.path.insert(0, BENCH)
     from models import bpnet_like
 
     return bpnet_like(np.random.default_rng(0), length=width), "0"
@@ -81,21 +89,33 @@ def main(argv=None):
     p.add_argument("--width", type=int, default=None, help="default: 500 (demo), 1000 (bpnet)")
     p.add_argument("--refs", default="dinuc:10")
     p.add_argument("--model", choices=["demo", "bpnet"], default="demo")
-    p.add_argument("--kill-at", type=int, default=None, help="SIGKILL the scan once this many regions are saved")
+    p.add_argument("--kill-at", type=int, default=None,
+                   help="SIGKILL the scan once this many regions are saved, then resume it (default: half of them)")
+    p.add_argument("--no-kill", action="store_true", help="no SIGKILL and resume: only the uninterrupted scan")
     p.add_argument("--batch-size", default="auto")
     p.add_argument("--chunk-size", default="64", help="regions per checkpoint")
     p.add_argument("--threads", default=None)
     p.add_argument("--dir", default=None)
     args = p.parse_args(argv)
+    if args.no_kill:
+        args.kill_at = None
+    elif args.kill_at is None:
+        args.kill_at = max(args.regions // 2, 1)
+    if args.dir:
+        os.makedirs(args.dir, exist_ok=True)
+        run(args, args.dir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="fastlift_genome_") as work:
+            run(args, work)
+
+
+def run(args, work):
     width = args.width or (500 if args.model == "demo" else 1000)
-    work = args.dir or tempfile.mkdtemp(prefix="fastlift_genome_")
-    os.makedirs(work, exist_ok=True)
     t0 = time.perf_counter()
     fasta, bed, total = write_genome(work, args.mb, args.regions, width, seed=1)
     print(f"genome {total / 1e6:.1f} Mb and {args.regions + 1} peaks written to {work} "
           f"({time.perf_counter() - t0:.1f} s)")
     model, target = model_arg(args.model, width)
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     base = ["--fasta", fasta, "--bed", bed, "--width", str(width), "--refs", args.refs, "--target", target,
             "--skip-invalid", "--batch-size", args.batch_size, "--chunk-size", args.chunk_size, "--quiet"]
     if args.threads:
@@ -105,16 +125,16 @@ def main(argv=None):
         if args.model == "demo":
             return [sys.executable, "-m", "fastlift.cli", "explain", "demo", *base, "--out", out, *extra]
         # bench's model is built in code, not loaded from a file: swap it in for the CLI's loader
-        code = ("import sys, numpy as np; sys.path.insert(0, {!r}); from models import bpnet_like; "
+        code = (f"import sys, numpy as np; sys.path.insert(0, {BENCH!r}); from models import bpnet_like; "
                 "import fastlift.cli as c; "
                 "c._load_model = lambda name, width: bpnet_like(np.random.default_rng(0), length=width); "
-                "sys.exit(c.main(sys.argv[1:]))".format(os.path.join(ROOT, "bench")))
+                "sys.exit(c.main(sys.argv[1:]))")
         return [sys.executable, "-c", code, "explain", "bpnet", *base, "--out", out, *extra]
 
     out = os.path.join(work, "scores.h5")
     first = out.replace(".h5", ".profile.h5") if args.model == "demo" else out
     if args.kill_at is not None:
-        proc = subprocess.Popen(command(out), env=env)
+        proc = subprocess.Popen(command(out), cwd=work)
         while proc.poll() is None:
             if os.path.exists(first) and io_scores.read_header(first)["n_done"] >= args.kill_at:
                 break
@@ -125,11 +145,11 @@ def main(argv=None):
             print(f"killed at {io_scores.read_header(first)['n_done']} regions saved; resuming")
         else:
             print("the scan finished before the kill point (use a smaller --chunk-size); resuming anyway")
-        subprocess.run(command(out, ["--resume"]), env=env, check=True)
+        subprocess.run(command(out, ["--resume"]), check=True, cwd=work)
     t1 = time.perf_counter()
     clean = os.path.join(work, "clean.h5")
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run(command(clean), env=env, check=True)
+    subprocess.run(command(clean), check=True, cwd=work)
     seconds = time.perf_counter() - t1
     rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     head = io_scores.read_header(clean.replace(".h5", ".profile.h5") if args.model == "demo" else clean)

@@ -37,7 +37,7 @@ def test_session_calls_equal_the_one_call_functions_bit_for_bit(name, device):
     rng = np.random.default_rng(5)
     model, make_x = ZOO[name](rng)
     x = make_x(rng, 4)
-    refs = [make_x(rng, 4)[:, None] for _ in range(1)][0] if not isinstance(x, list) else None
+    refs = make_x(rng, 4)[:, None] if not isinstance(x, list) else None  # one reference per example
     with fl.Explainer(model, device=device, dtype="float64", batch_size=3) as ex:
         for _ in range(2):  # the second call runs on what the first one kept
             assert_bitwise(ex.deeplift(x, refs), fl.deeplift(model, x, refs, device=device, dtype="float64",

@@ -2,6 +2,8 @@
 
 import gzip
 import os
+import shutil
+import subprocess
 from collections import Counter
 
 import numpy as np
@@ -365,3 +367,88 @@ int main(void) {
     seq = "".join("ACGTN"[(i * 7 + i // 3) % 5] for i in range(40))
     from_python = G.one_hot_decode(fl.dinuc_shuffle(G.one_hot_encode(seq), 2, seed=11, index=[3])[1])
     assert from_c == from_python
+
+
+def _write_fai(path, entries):
+    with open(path + ".fai", "w") as f:
+        f.writelines("\t".join(map(str, e)) + "\n" for e in entries)
+    later = os.path.getmtime(path) + 10  # newer than the FASTA: read, not rebuilt
+    os.utime(path + ".fai", (later, later))
+
+
+def test_an_index_that_does_not_match_the_file_is_refused_where_it_is_read(tmp_path):
+    """A .fai newer than the FASTA but written for another file: offsets off by whole lines, line
+    widths or lengths that do not fit. Reading through it must fail with file:line, never return
+    another window."""
+    path = str(tmp_path / "g.fa")
+    path_b = tmp_path / "g.fa"
+    path_b.write_text(">chr1 first\nACGTACGTAA\nCCCCGGGGTT\nTTTTAAAACC\nGG\n>chr2\nAAAACCCCGG\nTT\n")
+    good = G.build_fai(path)
+    assert G.Fasta(path, write_index=False).fetch("chr1", 8, 14) == b"AACCCC"
+    e1 = good["chr1"]
+    # offset one whole line (11 bytes) further: every window would come from the next line
+    _write_fai(path, [(e1.name, e1.length - 10, e1.offset + 11, 10, 11), tuple(good["chr2"])])
+    fa = G.Fasta(path)
+    with pytest.raises(G.InputFileError, match=r"g\.fa:3: the index says sequence 'chr1' starts here, "
+                                               r"but this is not the line after its header.*delete .*g\.fa\.fai"):
+        fa.fetch("chr1", 0, 5)
+    assert fa.fetch("chr2", 0, 12) == b"AAAACCCCGGTT"   # the other sequence is still read correctly
+    # line width off by one: bases where the index puts line ends
+    _write_fai(path, [(e1.name, e1.length, e1.offset, 9, 10), tuple(good["chr2"])])
+    with pytest.raises(G.InputFileError, match=r"g\.fa:2: reading chr1:5-15, the index expects the end of a line "
+                                               r"at byte 21 but the file has b'A'.*delete .*g\.fa\.fai"):
+        G.Fasta(path).fetch("chr1", 5, 15)
+    # a length longer than the sequence: reads into the next record
+    _write_fai(path, [(e1.name, e1.length + 3, e1.offset, 10, 11), tuple(good["chr2"])])
+    with pytest.raises(G.InputFileError, match=r"g\.fa:6: the index says sequence 'chr1' has 35 bases, ending "
+                                               r"here, but the record does not end there"):
+        G.Fasta(path).fetch("chr1", 30, 35)
+
+
+def test_duplicate_names_in_an_index_are_refused(tmp_path):
+    path = str(tmp_path / "d.fa")
+    (tmp_path / "d.fa").write_text(">a\nACGT\n>b\nGGGG\n")
+    _write_fai(path, [("a", 4, 3, 4, 5), ("b", 4, 11, 4, 5), ("a", 4, 11, 4, 5)])
+    with pytest.raises(G.InputFileError, match=r"d\.fa\.fai:3: duplicate sequence name 'a' \(also on line 1\)"):
+        G.Fasta(path)
+
+
+def test_trailing_whitespace_on_sequence_lines_is_not_bases(tmp_path):
+    """As samtools faidx: spaces or tabs at the end of a sequence line belong to the line's end,
+    so every line of a sequence must carry the same amount (all but its last); whitespace between
+    bases is refused."""
+    path = tmp_path / "ws.fa"
+    path.write_bytes(b">s\nACGTA  \nCCGGT  \nTTA \n>t\nAC\tGT\n")
+    with pytest.raises(G.InputFileError, match=r"ws\.fa:6: whitespace between the bases of sequence 't'"):
+        G.build_fai(str(path))
+    path.write_bytes(b">s\nACGTA  \nCCGGT  \nTTA \n>t\nACGT\n")
+    fa = G.Fasta(str(path))
+    assert fa.index["s"] == G.FaiEntry("s", 13, 3, 5, 8)
+    assert fa.fetch("s", 0, 13) == b"ACGTACCGGTTTA" and fa.fetch("s", 3, 7) == b"TACC"
+    assert fa.fetch("t", 0, 4) == b"ACGT"
+    path.write_bytes(b">s\nACGTA  \nCCGGT \nTTA\n")
+    with pytest.raises(G.InputFileError, match=r"ws\.fa:3: lines of sequence 's' have different lengths"):
+        G.build_fai(str(path))
+
+
+def test_index_agrees_with_samtools_faidx(tmp_path):
+    """The same .fai as samtools for regular lines, CRLF and trailing spaces (when samtools is here)."""
+    samtools = shutil.which("samtools")
+    if samtools is None:
+        pytest.skip("samtools is not installed")
+    rng = np.random.default_rng(1)
+    recs = {f"c{i}": "".join(rng.choice(list("ACGTNacgt"), int(rng.integers(1, 300)))) for i in range(12)}
+    plain = str(tmp_path / "plain.fa")
+    G.write_fasta(plain, recs, line_width=37)
+    with open(plain, "rb") as f:
+        text = f.read()
+    for name, data in [("plain.fa", text), ("crlf.fa", text.replace(b"\n", b"\r\n")),
+                       ("spaces.fa", text.replace(b"\n", b" \t\n"))]:
+        path = str(tmp_path / name)
+        with open(path, "wb") as f:
+            f.write(data)
+        subprocess.run([samtools, "faidx", path], check=True)
+        assert G.read_fai(path + ".fai") == G.build_fai(path), name
+        fa = G.Fasta(path)
+        for chrom, seq in recs.items():
+            assert fa.fetch(chrom, len(seq) // 3, len(seq)).decode() == seq[len(seq) // 3:]

@@ -389,3 +389,119 @@ def test_generator_script_output_loads_with_parity(tmp_path):
         check_parity(str(tmp_path), base)
     with pytest.raises(NotImplementedError, match="Lambda"):
         fl.load_model(tmp_path / "lambda_layer.keras")
+
+
+# ------------------------------------------------------------------ other formats, named
+
+
+def _torch_zip(path, prefix="archive"):
+    """The layout torch.save writes (a zip of a pickle plus tensor storages), with dummy bytes."""
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(f"{prefix}/data.pkl", b"\x80\x02}q\x00.")
+        z.writestr(f"{prefix}/byteorder", b"little")
+        z.writestr(f"{prefix}/data/0", b"\0" * 16)
+        z.writestr(f"{prefix}/version", b"3\n")
+
+
+@pytest.mark.parametrize("kind", ["zip", "zip_named", "legacy_pickle"])
+def test_a_pytorch_checkpoint_is_named_and_never_unpickled(tmp_path, kind):
+    path = tmp_path / "model.pt"
+    if kind == "legacy_pickle":
+        path.write_bytes(b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19.\x80\x02M\xe9\x03.")  # torch's magic number
+    else:
+        _torch_zip(path, "archive" if kind == "zip" else "my_model")
+    with pytest.raises(ModelFileError) as e:
+        fl.load_model(path)
+    msg = str(e.value)
+    assert msg.startswith("'model.pt': ") and "PyTorch checkpoint" in msg, msg
+    assert "cannot be loaded (fastlift never unpickles)" in msg and "export the model to ONNX" in msg, msg
+
+
+def _keras1_dense(layer):
+    """A tf.keras Dense config rewritten the way Keras 1 wrote it."""
+    cfg = layer["config"]
+    cfg["output_dim"] = cfg.pop("units")
+    cfg["init"] = "glorot_uniform"
+    cfg["W_regularizer"] = cfg.pop("kernel_regularizer")
+    cfg["b_regularizer"] = cfg.pop("bias_regularizer")
+    cfg["bias"] = cfg.pop("use_bias")
+
+
+def _as_keras1_file(tmp_path, version):
+    dst = tmp_path / "k1.h5"
+    shutil.copy(fixture("seq_mlp.tfkeras.h5"), dst)
+    with h5py.File(dst, "r+") as f:
+        c = json.loads(f.attrs["model_config"])
+        for layer in c["config"]["layers"]:
+            if layer["class_name"] == "Dense":
+                _keras1_dense(layer)
+        c["config"] = c["config"]["layers"][1:]  # Keras 1 Sequential: a bare list
+        f.attrs["model_config"] = json.dumps(c)
+        if version is None:
+            del f.attrs["keras_version"]
+        else:
+            f.attrs["keras_version"] = version
+    return dst
+
+
+@pytest.mark.parametrize("version, says", [
+    ("1.2.2", r"a Keras 1.x model file \(keras_version 1.2.2\)"),
+    ("0.3.3", r"a Keras 0.x model file \(keras_version 0.3.3\)"),
+    (None, r"a Keras 1.x model config \(layer 'hidden1' \(Dense\) has 'output_dim', a Keras 1 name\)"),
+])
+def test_keras1_files_are_named(tmp_path, version, says):
+    with pytest.raises(NotImplementedError, match=r"^'k1.h5': " + says + "; fastlift reads Keras 2/3 files"):
+        fl.load_model(_as_keras1_file(tmp_path, version))
+
+
+@pytest.mark.parametrize("edit, says", [
+    (lambda c: _layer(c, "conv")["config"].update(nb_filter=2, filter_length=4, border_mode="valid"),
+     r"a Keras 1.x model config \(layer 'conv' \(Conv1D\) has 'nb_filter', a Keras 1 name\)"),
+    (lambda c: _layer(c, "concat").update(class_name="Merge"),
+     r"a Keras 1.x model config \(it has a 'Merge' layer \('concat'\), a Keras 0.x/1.x class\)"),
+    (lambda c: c.update(class_name="Graph"), r"the model is a 'Graph', a Keras 0.x container"),
+])
+def test_keras1_configs_are_named(tmp_path, edit, says):
+    def old(c):
+        edit(c)
+        c.pop("keras_version", None)
+
+    path = _edit_h5_config(tmp_path, "dl_functional_concat.tfkeras.h5", old)
+    with h5py.File(path, "r+") as f:
+        del f.attrs["keras_version"]
+    with pytest.raises(NotImplementedError, match=r"^'edited.h5': " + says + r".*; fastlift reads Keras 2/3 files"):
+        fl.load_model(path)
+
+
+def test_keras0_json_is_named(tmp_path):
+    config = {"name": "Sequential", "layers": [
+        {"name": "Dense", "input_dim": 12, "output_dim": 8, "init": "glorot_uniform", "activation": "relu"},
+        {"name": "Dense", "output_dim": 3, "init": "glorot_uniform", "activation": "softmax"}]}
+    with pytest.raises(NotImplementedError, match=r"^'seq_mlp.tfkeras.weights.h5': a Keras 0.x model config .*; "
+                                                  r"fastlift reads Keras 2/3 files"):
+        fl.load_model(fixture("seq_mlp.tfkeras.weights.h5"), config_json=json.dumps(config))
+
+
+@pytest.mark.parametrize("value, err, says", [
+    ((96.7, 4), TypeError, r"input_shape must be a tuple of positive ints; got \(96.7, 4\) \(96.7 is a float\)"),
+    ((12.0,), TypeError, r"input_shape must be a tuple of positive ints; got \(12.0,\) \(12.0 is a float\)"),
+    ((True,), TypeError, r"input_shape must be a tuple of positive ints; got \(True,\) \(True is a bool\)"),
+    ((np.float32(12),), TypeError, r"\(12.0 is a float32\)"),
+    (("12",), TypeError, r"\('12' is a str\)"),
+    ((0,), ValueError, r"input_shape must be a tuple of positive ints; got \(0,\)"),
+    ((-12,), ValueError, r"input_shape must be a tuple of positive ints; got \(-12,\)"),
+    ((2**31 + 1,), ValueError, r"input_shape entries must be at most 2\*\*31; got \(2147483649,\)"),
+    ({"features": (12.5,)}, TypeError, r"input_shape\['features'\] must be a tuple of positive ints; got \(12.5,\)"),
+    ({1: (12,)}, TypeError, r"input_shape keys must be input names \(str\); got 1"),
+    (12, TypeError, r"input_shape must be a tuple of ints or a dict \{input name: tuple\}; got 12"),
+])
+def test_input_shape_entries_must_be_positive_ints(value, err, says):
+    with pytest.raises(err, match=says):
+        fl.load_model(fixture("seq_mlp.tfkeras.h5"), input_shape=value)
+
+
+def test_input_shape_takes_numpy_ints():
+    model = fl.load_model(fixture("seq_mlp.tfkeras.h5"), input_shape=(np.int64(12),))
+    assert model.inputs[0].shape == (12,) and type(model.inputs[0].shape[0]) is int
+    model = fl.load_model(fixture("seq_mlp.tfkeras.h5"), input_shape={"features": [np.int32(12)]})
+    assert model.inputs[0].shape == (12,)

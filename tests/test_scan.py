@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import tracemalloc
 
@@ -212,6 +213,14 @@ def _crash_after(monkeypatch, n_commits, torn=False):
 
     monkeypatch.setattr(io_scores.ScoreWriter, "write", write)
     monkeypatch.setattr(io_scores.ScoreWriter, "commit", commit)
+
+
+def _interrupted_scan(monkeypatch, model, fasta, bed, out, n_commits, **kw):
+    """A scan of ``out`` that dies after its ``n_commits``-th commit (as a killed process would)."""
+    with monkeypatch.context() as m:
+        _crash_after(m, n_commits)
+        with pytest.raises(Crash):
+            run(model, fasta, bed, out, **kw)
 
 
 @pytest.mark.parametrize("n_commits, torn, resumed_from", [(0, False, 0), (4, True, 8), (5, False, 8),
@@ -495,3 +504,153 @@ def test_bigwig_of_projected_scores(model, tmp_path):
     np.testing.assert_allclose(bw.values("chr1", 168, 232), per_base[3], rtol=1e-6)
     np.testing.assert_allclose(bw.values("chr2", 478, 542), per_base[0], rtol=1e-6)
     assert n == 4 * WIDTH - (1032 - 998)
+
+
+# ----------------------------------------------------------------------------- what --resume compares
+
+
+def _small_model(activation="relu", padding="same", dilation=1, strides=1, weights_seed=0, data_format=None):
+    from fastlift import layers as L
+
+    rng = np.random.default_rng(weights_seed)
+    x = L.Input((WIDTH, 4), name="seq")
+    h = L.Conv1D(rng.normal(size=(5, 4, 6)) * 0.3, rng.normal(size=6) * 0.1, padding=padding,
+                 dilation_rate=dilation, strides=strides, name="conv")(x)
+    h = L.Activation(activation, name="act")(h)
+    h = L.GlobalAvgPool1D(name="pool")(h)
+    return fl.Model(x, L.Dense(rng.normal(size=(6, 1)), np.zeros(1), name="out")(h), name="small")
+
+
+@pytest.mark.parametrize("change", [{"activation": "tanh"}, {"padding": "causal"}, {"dilation": 2},
+                                    {"weights_seed": 1}])
+def test_resume_refuses_a_model_that_differs_in_one_setting(genome, tmp_path, change):
+    """Activation, padding and dilation define the outputs as much as the weights do: a model that
+    differs in any of them must not continue another model's file."""
+    fasta, bed, _ = genome
+    out = str(tmp_path / "m.h5")
+    base = _small_model()
+    run(base, fasta, bed, out, references="zeros")
+    assert S.model_fingerprint(_small_model()) == S.model_fingerprint(base)  # stable: rebuilt, after a run
+    with pytest.raises(S.ScanError, match="other parameters.*model"):
+        run(_small_model(**change), fasta, bed, out, references="zeros", resume=True)
+    assert run(_small_model(), fasta, bed, out, references="zeros", resume=True).n_scored == 0
+
+
+def _complement_in_place(fasta):
+    """Complement every base of a FASTA file without changing its size or line layout."""
+    with open(fasta, "rb") as f:
+        lines = f.read().split(b"\n")
+    table = bytes.maketrans(b"ACGTacgt", b"TGCAtgca")
+    with open(fasta, "wb") as f:
+        f.write(b"\n".join(line if line.startswith(b">") else line.translate(table) for line in lines))
+
+
+def test_resume_refuses_a_genome_whose_bases_changed(model, genome, tmp_path, monkeypatch):
+    """Same size, same index, other letters: the regions already scored would come from the old
+    genome, so the resume compares them with the windows it reads now and stops."""
+    fasta, bed, _ = genome
+    out = str(tmp_path / "g.h5")
+    _interrupted_scan(monkeypatch, model, fasta, bed, out, 2, chunk_size=4)
+    assert io_scores.read_header(out)["n_done"] == 8
+    size, fai = os.path.getsize(fasta), G.read_fai(fasta + ".fai")
+    _complement_in_place(fasta)
+    assert os.path.getsize(fasta) == size
+    with pytest.raises(S.ScanError, match=r"--resume: .*g\.h5: region 0 \(.*regions\.bed:2, chr1:\d+-\d+\) reads "
+                                          r"other bases now than when it was scored.*--overwrite"):
+        run(model, fasta, bed, out, resume=True)
+    assert G.read_fai(fasta + ".fai") == fai and io_scores.read_header(out)["n_done"] == 8
+    _complement_in_place(fasta)  # back to the genome it was scored with: resumes
+    assert run(model, fasta, bed, out, resume=True).resumed_from == 8
+
+
+def test_resume_refuses_another_backend(model, genome, tmp_path, monkeypatch):
+    """numpy and cpu (or two vector ISAs) differ in the last bits: a file computed on one is not
+    continued on the other. 'auto' is recorded as what it resolves to, so auto -> cpu resumes."""
+    fasta, bed, _ = genome
+    out = str(tmp_path / "d.h5")
+    _interrupted_scan(monkeypatch, model, fasta, bed, out, 1, chunk_size=8, dtype="float64", device="cpu")
+    compute = io_scores.read_header(out)["params"]["compute"]
+    assert compute["backend"] == "cpu" and compute["isa"] == fl.backends._cpu.isa()
+    with pytest.raises(S.ScanError, match=r"other parameters \(compute: file has .*'backend': 'cpu'.*this run "
+                                          r".*'backend': 'numpy'"):
+        run(model, fasta, bed, out, dtype="float64", device="numpy", resume=True)
+    real = S.compute_description
+    with monkeypatch.context() as m:
+        m.setattr(S, "compute_description", lambda device, n: dict(real(device, n), isa="another-isa"))
+        with pytest.raises(S.ScanError, match="compute: .*another-isa"):
+            run(model, fasta, bed, out, dtype="float64", device="cpu", resume=True)
+    assert run(model, fasta, bed, out, dtype="float64", device="auto", resume=True).resumed_from == 8
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_output(model, genome, tmp_path):
+    """Two writers on one output: the second (even with overwrite) gets a clear error naming the
+    file, in this process and in another one, and the first one's file is left alone."""
+    fasta, bed, _ = genome
+    out = str(tmp_path / "busy.h5")
+    run(model, fasta, bed, out)
+    before = read_bytes([out])
+    with io_scores.lock_outputs([out]):
+        with pytest.raises(io_scores.OutputBusyError, match=r"busy\.h5 is being written by another thread"):
+            threading_result = []
+            t = threading.Thread(target=lambda: threading_result.append(_try(run, model, fasta, bed, out,
+                                                                              overwrite=True)))
+            t.start()
+            t.join()
+            raise threading_result[0]
+        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        proc = subprocess.run([sys.executable, "-m", "fastlift.cli", "explain", "demo", "--fasta", fasta, "--bed", bed,
+                               "--width", str(WIDTH), "--refs", "dinuc:4", "--seed", "3", "--target", "0", "--target-layer",
+                               "profile", "--out", out, "--overwrite"],
+                              capture_output=True, text=True, env=env, timeout=300, check=False)
+        assert proc.returncode == 1, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in proc.stderr
+        assert f"{out} is being written by process {os.getpid()}" in lines[0] and "--out" in lines[0]
+        assert read_bytes([out]) == before
+    assert run(model, fasta, bed, out, overwrite=True).n_scored == 40   # released: the next writer goes ahead
+    assert not os.path.exists(io_scores.lock_path(out))
+
+
+def _try(f, *args, **kw):
+    try:
+        f(*args, **kw)
+    except Exception as e:  # noqa: BLE001 - handed to the test thread
+        return e
+    return None
+
+
+def test_chunks_shrink_to_the_memory_available_and_the_bytes_stay_the_same(model, genome, tmp_path, monkeypatch):
+    fasta, bed, _ = genome
+    reference = read_bytes(run(model, fasta, bed, str(tmp_path / "ref.h5"), **TWO_HEADS).paths)
+    per_region, compute = S.scan_memory(model, WIDTH, 4, "float32", "float16", 2, None)
+    monkeypatch.setattr(S, "available_memory", lambda: compute + int(5.5 * per_region))
+    said = []
+    res = run(model, fasta, bed, str(tmp_path / "small.h5"), log=said.append, **TWO_HEADS)
+    assert any("--chunk-size 128 needs about" in m and "checkpointing every 5 regions" in m for m in said), said
+    assert read_bytes(res.paths) == reference
+    monkeypatch.setattr(S, "available_memory", lambda: compute + per_region // 2)
+    with pytest.raises(S.ScanError, match=r"one region of --width 64 needs about .* GB .*more than the 0.00 GB"):
+        run(model, fasta, bed, str(tmp_path / "none.h5"), **TWO_HEADS)
+    assert not [p for p in os.listdir(tmp_path) if p.startswith("none")]
+
+
+def test_progress_shows_days_past_24_hours(capsys, monkeypatch):
+    assert S.format_eta(49 * 3600) == "2d 01:00:00"
+    assert S.format_eta(3661.4) == "01:01:01" and S.format_eta(0) == "00:00:00"
+    assert S.format_eta(86399.6) == "1d 00:00:00" and S.format_eta(float("inf")) == "?"
+    clock = iter([0.0, 3600.0])
+    monkeypatch.setattr(S.time, "perf_counter", lambda: next(clock))
+    bar = S._Progress(2000, 0)   # 40 regions in the first hour: 49 hours left
+    bar.update(40)
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("40/2000 regions  0.0/s  ETA 2d 01:00:00")
+
+
+def test_non_acgt_count_covers_the_whole_file_after_a_resume(model, genome, tmp_path, monkeypatch):
+    fasta, bed, _ = genome
+    out = str(tmp_path / "n.h5")
+    _interrupted_scan(monkeypatch, model, fasta, bed, out, 5, chunk_size=4)
+    res = run(model, fasta, bed, out, resume=True)
+    per_region = io_scores.load_scores(out)["n_non_acgt"]
+    assert res.resumed_from == 20 and per_region[:20].sum() > 0 and per_region[20:].sum() > 0
+    assert res.n_non_acgt == per_region.sum()
+    assert run(model, fasta, bed, out, resume=True).n_non_acgt == per_region.sum()   # already complete

@@ -5,9 +5,9 @@ Importing this module never imports CuPy; `gpu_status()` and `CupyDevice()` do, 
 Kernel sources
 --------------
 The kernels are the ``*.cu`` files of the top-level ``kernels/`` folder. A wheel ships them as
-``fastlift/kernels/`` (package data; ``setup.py`` copies them there, as it copies ``csrc/`` to
-``fastlift/include/``); a source checkout reads ``kernels/`` and ``csrc/`` directly, so an edited
-kernel is used without reinstalling. `kernel_source` pastes every local ``#include "..."``
+``fastlift/kernels/`` and ``csrc/`` as ``fastlift/include/`` (pyproject.toml maps the folders onto
+those data-only packages; nothing is copied); a source checkout or an editable install reads
+``kernels/`` and ``csrc/`` in place, so an edited kernel is used without reinstalling. `kernel_source` pastes every local ``#include "..."``
 (``fl_cuda.cuh``, and ``fl_math.h``, the per-element math shared with the Cython build) into one
 string with ``#line`` directives: NVRTC errors still name the original file and line, and CuPy's
 on-disk cache, whose key hashes the source string and options but not the contents of headers
@@ -114,22 +114,24 @@ _PACKAGE = Path(__file__).resolve().parent.parent  # .../fastlift
 def source_dirs() -> list[Path]:
     """Where kernel sources and headers are looked up, in order.
 
-    A source checkout (``kernels/`` and ``csrc/`` beside the package) wins over the copies in an
-    installed package (``fastlift/kernels``, ``fastlift/include``), so edits are used at once.
+    A source checkout or an editable install reads ``kernels/`` and ``csrc/`` beside the package
+    (checked first, so a copy left inside the package by an older build is never read); an
+    installed wheel has them in the package (``fastlift/kernels``, ``fastlift/include``).
     """
     root = _PACKAGE.parent
     checkout = [root / "kernels", root / "csrc"]
-    if all((d / probe).is_file() for d, probe in zip(checkout, ("fl_cuda.cuh", "fl_math.h"))):
-        return checkout
+    if (root / "kernels" / "rules.cu").is_file() and (root / "csrc" / "fl_math.h").is_file():
+        return checkout  # the sources themselves, never a stale copy inside the package
     return [_PACKAGE / "kernels", _PACKAGE / "include"]
 
 
 def kernel_source(name: str, dirs=None) -> str:
-    """The text of kernel file ``name`` with its local includes pasted in (each header once).
+    """The text of kernel file ``name`` with its local includes pasted in.
 
     ``#line`` directives keep NVRTC's and the debugger's file:line pointing at the original
-    files. Headers must be include-once (guarded), as all of fastlift's are. ``dirs``: the
-    search path (default `source_dirs`).
+    files. A header is pasted once; only a body meant to be included repeatedly (no include
+    guard, named ``*_impl.h``: ``fl_math.h`` includes ``fl_math_impl.h`` once per element
+    type) is pasted at every ``#include``. ``dirs``: the search path (default `source_dirs`).
     """
     dirs = [Path(d) for d in (source_dirs() if dirs is None else dirs)]
     seen: set[Path] = set()
@@ -148,7 +150,7 @@ def kernel_source(name: str, dirs=None) -> str:
                 out.append(line)
                 continue
             header = find(m.group(1))
-            if header not in seen:
+            if header not in seen or header.name.endswith("_impl.h"):
                 seen.add(header)
                 out.extend(expand(header))
             out.append(f'#line {lineno + 1} "{path.name}"')

@@ -2,9 +2,9 @@
 """A caching allocator for numpy array data during a CPU run (``CpuOps.compute_context``).
 
 Why: a chunk's activations and multipliers are tens of MB each. glibc serves such blocks with
-mmap and unmaps them on free, so every new array page-faults all its pages in again: 1.4 s of
-kernel time in a 3.7 s BPNet-like DeepLIFT run (``/usr/bin/time``: 980k minor faults). The same
-shapes come back every chunk, so a free block of exactly the requested size is kept and handed
+mmap and unmaps them on free, so every new array page-faults all its pages in again, a large
+share of a run's time (bench/README.md has the measurements). The same shapes come back every
+chunk, so a free block of exactly the requested size is kept and handed
 to the next request for that size.
 
 How: numpy (>= 1.22) lets a context install its own data allocator (``PyDataMem_SetHandler``,

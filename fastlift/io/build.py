@@ -17,13 +17,14 @@ Every node also gets an `Origin` (where it came from in the Keras config), from 
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
 import numpy as np
 
 from .. import layers as L
 from ..model import Model
-from .config import MODEL_CLASSES, LayerSpec, ModelSpec, Ref
+from .config import LayerSpec, ModelSpec, Ref
 from .errors import ModelFileError
 
 # class-name aliases (Keras 2 and Keras 3 names) -> canonical names used below
@@ -133,30 +134,13 @@ class Builder:
         for ref, node in feeds.items():
             built[(ref.layer, 0)] = [node]
         chains: dict[str, object] = {}
-
-        def ready(r: Ref):
-            return (r.layer, r.node) in built
-
-        pending = [(s, k) for s in spec.layers if s.class_name != "InputLayer" for k in range(len(s.calls))]
         for s in spec.layers:
             for call in s.calls:
                 for r in call:
                     self._check_ref(spec, by_name, r, s)
-        while pending:
-            progress = False
-            rest = []
-            for s, k in pending:
-                if not all(ready(r) for r in s.calls[k]):
-                    rest.append((s, k))
-                    continue
-                ins = [self._tensor(built, r, by_name, s) for r in s.calls[k]]
-                built[(s.name, k)] = self.call(s, k, ins, chains, prefix, path, frames, spec.kind)
-                progress = True
-            if not progress:
-                names = sorted({s.name for s, _ in rest})
-                raise ModelFileError(f"{self.label}: layers {names[:10]} of model {spec.name!r} cannot be connected "
-                                     "(their inputs never become available: a cycle or a dangling reference)")
-            pending = rest
+        for s, k in self._call_order(spec, built):
+            ins = [self._tensor(built, r, by_name, s) for r in s.calls[k]]
+            built[(s.name, k)] = self.call(s, k, ins, chains, prefix, path, frames, spec.kind)
         outs = []
         for r in spec.outputs:
             self._check_ref(spec, by_name, r, None)
@@ -164,6 +148,36 @@ class Builder:
                 raise ModelFileError(f"{self.label}: output {r.layer!r} of model {spec.name!r} is not computed")
             outs.append(self._tensor(built, r, by_name, None))
         return outs
+
+    def _call_order(self, spec: ModelSpec, built: dict):
+        """The layer calls of ``spec`` in an order where each call's inputs come first: Kahn's
+        algorithm, O(calls + references), taking among the ready calls the one listed first (a
+        config already in order is built in its own order). ``built``: the (layer, call) keys
+        available from the start (the inputs)."""
+        calls = [(s, k) for s in spec.layers if s.class_name != "InputLayer" for k in range(len(s.calls))]
+        waiting = []  # per call: how many of the calls it reads are not built yet
+        readers: dict[tuple, list] = {}  # (layer, call) -> positions of the calls reading it
+        for i, (s, k) in enumerate(calls):
+            needs = {(r.layer, r.node) for r in s.calls[k]}.difference(built)
+            waiting.append(len(needs))
+            for key in needs:
+                readers.setdefault(key, []).append(i)
+        ready = [i for i, n in enumerate(waiting) if n == 0]
+        heapq.heapify(ready)
+        done = 0
+        while ready:
+            i = heapq.heappop(ready)
+            s, k = calls[i]
+            yield s, k
+            done += 1
+            for j in readers.get((s.name, k), ()):
+                waiting[j] -= 1
+                if waiting[j] == 0:
+                    heapq.heappush(ready, j)
+        if done < len(calls):
+            names = sorted({s.name for (s, _), n in zip(calls, waiting) if n})
+            raise ModelFileError(f"{self.label}: layers {names[:10]} of model {spec.name!r} cannot be connected "
+                                 "(their inputs never become available: a cycle or a dangling reference)")
 
     def _check_ref(self, spec, by_name, r: Ref, user):
         where = f"layer {user.name!r}" if user is not None else f"model {spec.name!r}'s outputs"
@@ -222,8 +236,8 @@ class Builder:
         cls = _ALIASES.get(spec.class_name, spec.class_name)
         cfg = spec.config
         self._refuse_code(spec)
-        method = getattr(self, "_" + cls, None)
-        if method is None or cls in MODEL_CLASSES:
+        method = LAYER_BUILDERS.get(cls)
+        if method is None:
             raise self.unsupported(spec, f"fastlift has no {spec.class_name} layer (custom layers are never imported "
                                    f"or run). Supported Keras layers: {', '.join(sorted(SUPPORTED))}")
         n_in = len(in_shapes)
@@ -233,7 +247,7 @@ class Builder:
         elif n_in != 1:
             raise self.fail(spec, f"takes one input; called on {n_in}")
         try:
-            chain = method(spec, cfg, in_shapes, path)
+            chain = method(self, spec, cfg, in_shapes, path)
         except (ValueError, TypeError) as e:
             if isinstance(e, ModelFileError):
                 raise
@@ -577,5 +591,20 @@ class Builder:
         return self._croppad(spec, cfg, "padding", L.ZeroPadding2D)
 
 
-SUPPORTED = sorted({n[1:] for n in dir(Builder) if n[1:2].isupper() and n.startswith("_")} | set(_ALIASES)
-                   | {"InputLayer", "Sequential", "Functional", "Model"})
+#: Keras class name (after the aliases) -> the Builder method converting it. Class names from a
+#: file are looked up here and nowhere else: never as attributes, which would reach any helper.
+LAYER_BUILDERS = {
+    "Dense": Builder._Dense, "Conv1D": Builder._Conv1D, "Conv2D": Builder._Conv2D,
+    "BatchNormalization": Builder._BatchNormalization, "Activation": Builder._Activation, "PReLU": Builder._PReLU,
+    "LeakyReLU": Builder._LeakyReLU, "ELU": Builder._ELU, "ReLU": Builder._ReLU, "Softmax": Builder._Softmax,
+    "Dropout": Builder._Dropout, "Flatten": Builder._Flatten, "Reshape": Builder._Reshape,
+    "Permute": Builder._Permute, "Add": Builder._Add, "Subtract": Builder._Subtract, "Average": Builder._Average,
+    "Concatenate": Builder._Concatenate, "MaxPooling1D": Builder._MaxPooling1D,
+    "MaxPooling2D": Builder._MaxPooling2D, "AveragePooling1D": Builder._AveragePooling1D,
+    "AveragePooling2D": Builder._AveragePooling2D, "GlobalMaxPooling1D": Builder._GlobalMaxPooling1D,
+    "GlobalMaxPooling2D": Builder._GlobalMaxPooling2D, "GlobalAveragePooling1D": Builder._GlobalAveragePooling1D,
+    "GlobalAveragePooling2D": Builder._GlobalAveragePooling2D, "Cropping1D": Builder._Cropping1D,
+    "Cropping2D": Builder._Cropping2D, "ZeroPadding1D": Builder._ZeroPadding1D,
+    "ZeroPadding2D": Builder._ZeroPadding2D,
+}
+SUPPORTED = sorted(set(LAYER_BUILDERS) | set(_ALIASES) | {"InputLayer", "Sequential", "Functional", "Model"})

@@ -27,11 +27,19 @@ Nothing here executes anything from the file: configs are plain JSON, read with
 from __future__ import annotations
 
 import json
+from collections import deque
 from dataclasses import dataclass, field
 
 from .errors import ModelFileError
 
 MODEL_CLASSES = ("Sequential", "Functional", "Model")
+
+#: layer-config keys only Keras 0.x/1.x wrote (Keras 2 renamed every one of them)
+KERAS1_KEYS = ("nb_filter", "filter_length", "border_mode", "subsample_length", "nb_row", "nb_col", "subsample",
+               "W_regularizer", "b_regularizer", "W_constraint", "b_constraint", "dim_ordering", "pool_length")
+#: classes only Keras 0.x/1.x had (Graph: 0.x only)
+KERAS1_CLASSES = ("Graph", "Merge", "MaxoutDense", "TimeDistributedDense", "Highway", "AtrousConvolution1D",
+                  "AtrousConvolution2D")
 
 
 @dataclass(frozen=True)
@@ -74,12 +82,54 @@ class ModelSpec:
         raise KeyError(name)
 
 
-class ConfigReader:
-    """Parse one file's model config; every error names the file (``label``)."""
+def keras1_format(top, keras_version: str | None) -> str | None:
+    """What shows that a model was written by Keras 0.x/1.x, or None for a Keras 2/3 model.
 
-    def __init__(self, label: str, keras_major: int | None):
+    The one place that recognises those formats (`ConfigReader.model` refuses them with this
+    description): ``keras_version`` (the file's attribute or the config's key) starting with
+    "0." or "1.", a Keras 0.x config (its top level names the container in ``name``; there is
+    no ``class_name``), or a class or config key that only Keras 0.x/1.x wrote.
+    """
+    version = keras_version.strip() if isinstance(keras_version, str) else ""
+    if version[:2] in ("0.", "1."):
+        return f"a Keras {version[0]}.x model file (keras_version {version})"
+    if not isinstance(top, dict):
+        return None
+    if "class_name" not in top and top.get("name") in ("Sequential", "Graph"):
+        return f"a Keras 0.x model config (a {top['name']} whose classes are named by 'name', not 'class_name')"
+    if top.get("class_name") in KERAS1_CLASSES:
+        return f"the model is a {top['class_name']!r}, a Keras 0.x container"
+    queue, budget = deque([top.get("config")]), 10**6  # breadth first, in config order, no recursion
+    while queue and budget:
+        budget -= 1
+        value = queue.popleft()
+        if isinstance(value, list):
+            queue.extend(value)
+        if not isinstance(value, dict):
+            continue
+        cls, cfg = value.get("class_name"), value.get("config")
+        name = cfg.get("name") if isinstance(cfg, dict) else None
+        if isinstance(cls, str) and cls in KERAS1_CLASSES:
+            return f"a Keras 1.x model config (it has a {cls!r} layer ({name!r}), a Keras 0.x/1.x class)"
+        if isinstance(cfg, dict):
+            key = next((k for k in cfg if k in KERAS1_KEYS or (k == "output_dim" and cls == "Dense")), None)
+            if key is not None:
+                return f"a Keras 1.x model config (layer {name!r} ({cls}) has {key!r}, a Keras 1 name)"
+        queue.extend(value.values())
+    return None
+
+
+class ConfigReader:
+    """Parse one file's model config; every error names the file (``label``).
+
+    ``keras_version``: the version string the file records, if any (a config's own
+    ``keras_version`` key is read too).
+    """
+
+    def __init__(self, label: str, keras_major: int | None, keras_version: str | None = None):
         self.label = label
         self.keras_major = keras_major
+        self.keras_version = keras_version
 
     # ----------------------------------------------------------------- helpers
     def fail(self, msg, layer=None):
@@ -87,7 +137,7 @@ class ConfigReader:
         return ModelFileError(f"{self.label}:{where} {msg}")
 
     def parse_json(self, text, what="model config"):
-        if isinstance(text, bytes):
+        if isinstance(text, (bytes, bytearray)):
             try:
                 text = text.decode("utf-8")
             except UnicodeDecodeError:
@@ -123,6 +173,13 @@ class ConfigReader:
     # ----------------------------------------------------------------- models
     def model(self, top) -> ModelSpec:
         """``{"class_name": ..., "config": ...}`` of the whole model -> ModelSpec."""
+        version = self.keras_version
+        if version is None and isinstance(top, dict) and isinstance(top.get("keras_version"), str):
+            version = top["keras_version"]
+        old = keras1_format(top, version)
+        if old is not None:
+            advice = " (Keras 2 loads a Keras 1 model and can save it again)" if "Keras 1" in old else ""
+            raise NotImplementedError(f"{self.label}: {old}; fastlift reads Keras 2/3 files{advice}")
         top = self.dict_(top, "the model config")
         cls = self.str_(top.get("class_name"), "the model's class_name")
         if cls not in MODEL_CLASSES:

@@ -1,5 +1,5 @@
-"""HDF5 access (the only module besides `keras3` that touches h5py): open files safely and
-expose Keras weights as lazily-read arrays.
+"""HDF5 access for model files (`scores` is the other module touching h5py): open files
+safely and expose Keras weights as lazily-read arrays.
 
 Two weight layouts exist:
 
@@ -12,43 +12,183 @@ Two weight layouts exist:
   ``vars`` group's ``name`` attribute (older Keras 3 versions omit it; then layers are
   matched by Keras's own automatic naming, the snake-cased class name plus a counter).
 
-Every read goes through `H5Array.read`, which checks the declared shape before any
-data is read (a corrupt file cannot make fastlift allocate gigabytes) and turns every
-h5py/HDF5 failure into `ModelFileError` naming the file and the layer.
+Reading only the model file. HDF5 can take a dataset's bytes from other files (external
+storage, virtual datasets) and let a name lead into another file (external links), and
+libhdf5 follows all of these silently. So libhdf5 gets a file object, never a path to
+open; every name is resolved here one link at a time (`resolve`), following hard links
+and soft links that stay in the file and refusing external and user-defined links; and
+every dataset is checked (`H5Array`) for its layout, external storage and allocated
+storage before its shape is even asked for (a virtual dataset's shape can open its
+sources). Nothing h5py offers does this: ``name in group`` and ``group[name]`` follow
+external links, and an ``elink`` prefix only moves where they lead.
+
+Sizes. A dataset declares its shape in a few bytes; `H5Array` requires contiguous data
+to be stored in full, every chunk to be written, and compressed chunks to expand at most
+`MAX_COMPRESSION_RATIO`-fold, and `check_weight_budget` bounds the total against the
+file's size and `MAX_WEIGHT_BYTES` before any weight is read. Every failure is a
+`ModelFileError` naming the file and the dataset or link.
 """
 
 from __future__ import annotations
 
 import io
-import re
+import math
 
 import h5py
 import numpy as np
+from h5py import h5d, h5l
 
+from ..layers.base import snake_case
 from .errors import ModelFileError
 
 H5_ERRORS = (OSError, KeyError, RuntimeError, TypeError, ValueError, IndexError, AttributeError, SystemError)
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
+#: largest total size (bytes, as stored) of the weights one load reads; a larger model is refused
+MAX_WEIGHT_BYTES = 8 * 2**30
+#: largest factor by which a compressed weight may expand when read (deflate can reach ~1000)
+MAX_COMPRESSION_RATIO = 100
+#: weights up to this size are read whatever their compression (a zero bias compresses 1000:1)
+SMALL_WEIGHT_BYTES = 2**20
+#: soft links followed from one name before giving up (a chain this long is a loop)
+MAX_SOFT_LINKS = 16
+#: largest number of elements in a string attribute (model_config, layer_names, weight_names)
+MAX_ATTR_ELEMENTS = 2**24
+
+
+class BufferFile(io.RawIOBase):
+    """A read-only binary file over a buffer, without copying it (`io.BytesIO` copies a
+    bytearray, which would hold the weights of a ``.keras`` archive twice)."""
+
+    def __init__(self, buffer):
+        super().__init__()
+        self._view = memoryview(buffer).cast("B")
+        self._pos = 0
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def readinto(self, b):
+        out = memoryview(b).cast("B")
+        n = max(0, min(len(out), len(self._view) - self._pos))
+        out[:n] = self._view[self._pos:self._pos + n]
+        self._pos += n
+        return n
+
+    def seek(self, offset, whence=io.SEEK_SET):
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset}")
+        self._pos = base + offset
+        return self._pos
+
+    def tell(self):
+        return self._pos
+
 
 def open_h5(source, label: str) -> h5py.File:
-    """Open an HDF5 file read-only (``source``: a path or bytes)."""
+    """Open HDF5 read-only from a binary file object or a buffer (bytes, bytearray).
+
+    libhdf5 reads through that object only; it is never handed a path to open.
+    """
     try:
-        if isinstance(source, (bytes, bytearray)):
-            return h5py.File(io.BytesIO(bytes(source)), "r")
-        return h5py.File(source, "r")
+        fileobj = source if hasattr(source, "readinto") else BufferFile(source)
+        return h5py.File(fileobj, "r")
     except H5_ERRORS as e:
         raise ModelFileError(f"{label}: not a readable HDF5 file (truncated or corrupt?): {e}") from None
 
 
-def attr_text(obj, key, label):
-    """A string attribute (bytes or str) or None when absent."""
+# ------------------------------------------------------------------------ names
+
+
+def resolve(start, path: str, label: str):
+    """The group or dataset ``path`` names below the group ``start`` (or from the file's root
+    if it starts with ``/``); None when a name on the way does not exist.
+
+    Each name is looked up as a link first: hard links are followed, soft links are resolved
+    here (they name a path in the same file), anything else is refused.
+    """
+    return _resolve(start, path, label, [0], "")
+
+
+def _resolve(start, path, label, hops, via):
+    """`resolve`; ``hops`` counts the soft links followed, ``via`` says which (for messages)."""
+    try:
+        node = start.file["/"] if path.startswith("/") else start
+        where = "" if path.startswith("/") else start.name.rstrip("/")
+    except H5_ERRORS as e:
+        raise ModelFileError(f"{label}: cannot read the HDF5 structure: {e}") from None
+    for part in (p for p in path.split("/") if p):
+        where = f"{where}/{part}"
+        if not isinstance(node, h5py.Group):
+            raise ModelFileError(f"{label}: {where!r}{via} is looked up inside {where.rsplit('/', 1)[0] or '/'!r}, "
+                                 "which is not an HDF5 group")
+        name = part.encode("utf-8", "surrogateescape")
+        try:
+            if part in (".", "..") or not node.id.links.exists(name):
+                return None
+            kind = node.id.links.get_info(name).type
+            if kind == h5l.TYPE_HARD:
+                node = node[part]
+                continue
+            value = node.id.links.get_val(name)
+        except H5_ERRORS as e:
+            raise ModelFileError(f"{label}: cannot read the HDF5 link {where!r}{via}: {e}") from None
+        if kind == h5l.TYPE_SOFT:
+            target = _text(value)
+            hops[0] += 1
+            if hops[0] > MAX_SOFT_LINKS:
+                raise ModelFileError(f"{label}: the soft links from {where!r}{via} go through more than "
+                                     f"{MAX_SOFT_LINKS} links (a loop?)")
+            link = f" (through the soft link {where!r} -> {target!r}{via})"
+            node = _resolve(node, target, label, hops, link)
+            if node is None:
+                raise ModelFileError(f"{label}: the HDF5 soft link {where!r} -> {target!r}{via} points to nothing "
+                                     "in the file")
+        elif kind == h5l.TYPE_EXTERNAL:
+            filename, target = (_text(v) for v in value)
+            raise ModelFileError(f"{label}: {where!r}{via} is an HDF5 external link (to {target!r} in file "
+                                 f"{filename!r}); fastlift reads nothing outside the model file")
+        else:
+            raise ModelFileError(f"{label}: {where!r}{via} is a user-defined HDF5 link (type {kind}); fastlift "
+                                 "follows only links inside the model file")
+    return node
+
+
+def _text(value) -> str:
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else str(value)
+
+
+def has(group, name: str, label: str) -> bool:
+    """Whether ``group`` holds ``name`` (resolved as `resolve` does)."""
+    return resolve(group, name, label) is not None
+
+
+# ------------------------------------------------------------------- attributes
+
+
+def _attr(obj, key, label, where):
+    """The attribute's value, or None when absent; its size is checked before it is read."""
     try:
         if key not in obj.attrs:
             return None
-        value = obj.attrs[key]
+        n = math.prod(obj.attrs.get_id(key).shape or ())
+        if n > MAX_ATTR_ELEMENTS:
+            raise ModelFileError(f"{label}: {where}the HDF5 attribute {key!r} declares {n} elements (at most "
+                                 f"{MAX_ATTR_ELEMENTS} are read)")
+        return obj.attrs[key]
     except H5_ERRORS as e:
-        raise ModelFileError(f"{label}: cannot read the HDF5 attribute {key!r}: {e}") from None
+        raise ModelFileError(f"{label}: {where}cannot read the HDF5 attribute {key!r}: {e}") from None
+
+
+def attr_text(obj, key, label):
+    """A string attribute (bytes or str) or None when absent."""
+    value = _attr(obj, key, label, "")
+    if value is None:
+        return None
     if isinstance(value, np.ndarray) and value.shape == ():
         value = value[()]
     if isinstance(value, (bytes, np.bytes_)):
@@ -63,12 +203,9 @@ def attr_text(obj, key, label):
 
 def attr_names(obj, key, label, where):
     """A list-of-strings attribute such as ``weight_names`` / ``layer_names``."""
-    try:
-        if key not in obj.attrs:
-            return None
-        value = obj.attrs[key]
-    except H5_ERRORS as e:
-        raise ModelFileError(f"{label}: {where}: cannot read the HDF5 attribute {key!r}: {e}") from None
+    value = _attr(obj, key, label, f"{where}: ")
+    if value is None:
+        return None
     value = np.asarray(value)
     if value.size == 0:
         return []
@@ -87,16 +224,67 @@ def attr_names(obj, key, label, where):
     return out
 
 
+# --------------------------------------------------------------------- datasets
+
+
 class H5Array:
-    """A weight dataset, read on demand."""
+    """A weight dataset, read on demand; its storage is checked when it is found.
+
+    Attributes
+    ----------
+    path : str
+        Where the dataset is in the file (for messages).
+    shape, dtype
+        As declared.
+    nbytes : int
+        The bytes reading it yields.
+    storage : int
+        The bytes it occupies in the file.
+    """
 
     def __init__(self, dataset, path: str, label: str):
         self._ds, self.path, self.label = dataset, path, label
         try:
+            dcpl = dataset.id.get_create_plist()
+            layout = dcpl.get_layout()
+            if layout == h5d.VIRTUAL:  # checked before the shape: a virtual shape can open the sources
+                raise self._refuse("is a virtual dataset (its values would come from other datasets or files); "
+                                   "fastlift reads only data stored in the model file")
+            if dcpl.get_external_count() > 0:
+                raise self._refuse(f"uses external storage (its bytes live in the file "
+                                   f"{_text(dcpl.get_external(0)[0])!r}); fastlift reads nothing outside the model "
+                                   "file")
             self.shape = tuple(int(s) for s in dataset.shape)
             self.dtype = dataset.dtype
+            self.nbytes = math.prod(self.shape) * self.dtype.itemsize
+            self.storage = int(dataset.id.get_storage_size())
+            if layout == h5d.CHUNKED:
+                self._check_chunks(dataset, dcpl)
+            elif self.nbytes and self.storage < self.nbytes:
+                what = ("was never written (the file stores no data for it, only a fill value)" if self.storage == 0
+                        else f"declares {self.nbytes} bytes but stores {self.storage}")
+                raise self._refuse(what)
+        except ModelFileError:
+            raise
         except H5_ERRORS as e:
             raise ModelFileError(f"{label}: weight {path!r}: unreadable dataset header: {e}") from None
+
+    def _refuse(self, what):
+        return ModelFileError(f"{self.label}: weight {self.path!r} {what}")
+
+    def _check_chunks(self, dataset, dcpl):
+        if not self.nbytes:
+            return
+        chunk = dataset.chunks
+        expected = math.prod(-(-s // c) for s, c in zip(self.shape, chunk))
+        written = dataset.id.get_num_chunks()
+        if written < expected:
+            raise self._refuse(f"was never written in full ({expected - written} of its {expected} chunks exist only "
+                               "as a fill value)")
+        if self.nbytes > max(self.storage * MAX_COMPRESSION_RATIO, SMALL_WEIGHT_BYTES):
+            raise self._refuse(f"declares {self.nbytes} bytes compressed into {self.storage} (more than "
+                               f"{MAX_COMPRESSION_RATIO}:1, fastlift.io.hdf5.MAX_COMPRESSION_RATIO); refused before "
+                               "decompressing")
 
     def read(self, layer: str) -> np.ndarray:
         if self.dtype.kind not in "fiu":
@@ -116,6 +304,22 @@ class H5Array:
         return a
 
 
+def check_weight_budget(arrays, file_bytes: int, label: str):
+    """Refuse weights that the file cannot hold or that exceed `MAX_WEIGHT_BYTES`, before any
+    is read. ``arrays``: every `H5Array` the load will read (each once)."""
+    total = sum(a.nbytes for a in arrays)
+    stored = sum(a.storage for a in arrays)
+    if total > MAX_WEIGHT_BYTES:
+        raise ModelFileError(f"{label}: the weights total {total} bytes, over the limit of {MAX_WEIGHT_BYTES} bytes "
+                             "(fastlift.io.hdf5.MAX_WEIGHT_BYTES)")
+    if stored > file_bytes:
+        raise ModelFileError(f"{label}: the weights claim {stored} bytes of storage in a file of {file_bytes} bytes "
+                             "(truncated or corrupt file?)")
+
+
+# ---------------------------------------------------------------------- layouts
+
+
 class Weights:
     """Weights of one file, looked up by layer path (tuple of layer names from the top model)."""
 
@@ -132,12 +336,9 @@ class LegacyWeights(Weights):
         self._nested_cache: dict[str, list] = {}
 
     def _group_weights(self, top):
-        try:
-            if top not in self.root:
-                return None
-            group = self.root[top]
-        except H5_ERRORS as e:
-            raise ModelFileError(f"{self.label}: cannot open the weights of layer {top!r}: {e}") from None
+        group = resolve(self.root, top, self.label)
+        if group is None:
+            return None
         if not isinstance(group, h5py.Group):
             raise ModelFileError(f"{self.label}: the weights of layer {top!r} are not an HDF5 group")
         names = attr_names(group, "weight_names", self.label, f"layer {top!r}")
@@ -145,14 +346,13 @@ class LegacyWeights(Weights):
             raise ModelFileError(f"{self.label}: layer {top!r}: its weight group has no 'weight_names'")
         out = []
         for n in names:
-            try:
-                ds = group[n]
-            except H5_ERRORS:
+            ds = resolve(group, n, self.label)
+            if ds is None:
                 raise ModelFileError(f"{self.label}: layer {top!r}: weight {n!r} is listed but missing from the "
-                                     "file") from None
+                                     "file")
             if not isinstance(ds, h5py.Dataset):
                 raise ModelFileError(f"{self.label}: layer {top!r}: weight {n!r} is not a dataset")
-            out.append((n, H5Array(ds, f"{top}/{n}", self.label)))
+            out.append((n, H5Array(ds, f"{group.name}/{n}", self.label)))
         return out
 
     def get(self, path, class_name):
@@ -183,6 +383,9 @@ class Keras3Weights(Weights):
     def __init__(self, root, label, spec_lookup):
         self.root, self.label = root, label
         self.spec_lookup = spec_lookup  # path -> list of (class_name, layer name) of the container's layers
+        # per container path: {layer name: its weight group}, built once (a lookup per layer that
+        # scans every group would make loading quadratic in the number of layers)
+        self._index: dict[tuple, dict] = {}
 
     def _container_group(self, path):
         """HDF5 group of the model containing layer ``path[-1]`` (walking nested models)."""
@@ -195,28 +398,35 @@ class Keras3Weights(Weights):
 
     def _child(self, container_group, path):
         """The group of layer ``path[-1]`` inside ``container_group`` (which holds ``layers/``)."""
+        parent = path[:-1]
+        if parent not in self._index:
+            self._index[parent] = self._layer_groups(container_group, parent)
+        return self._index[parent].get(path[-1])
+
+    def _layer_groups(self, container_group, parent):
+        layers = resolve(container_group, "layers", self.label)
+        if layers is None:
+            return {}
+        if not isinstance(layers, h5py.Group):
+            raise ModelFileError(f"{self.label}: {layers.name!r} is not an HDF5 group")
         try:
-            if "layers" not in container_group:
-                return None
-            layers = container_group["layers"]
             keys = list(layers.keys())
         except H5_ERRORS as e:
             raise ModelFileError(f"{self.label}: cannot list the weight groups: {e}") from None
-        want = path[-1]
-        for key in keys:  # Keras >= 3.? records the real name
-            try:
-                g = layers[key]
-                vars_group = g.get("vars")
-                name = attr_text(vars_group, "name", self.label) if vars_group is not None else None
-            except H5_ERRORS as e:
-                raise ModelFileError(f"{self.label}: weight group {key!r}: {e}") from None
-            if name == want:
-                return g
-        auto = _keras3_auto_names(self.spec_lookup(path[:-1]))
-        key = auto.get(want)
-        if key is not None and key in keys:
-            return layers[key]
-        return None
+        groups, named = {}, {}
+        for key in keys:
+            g = resolve(layers, key, self.label)
+            groups[key] = g
+            vars_group = resolve(g, "vars", self.label) if isinstance(g, h5py.Group) else None
+            name = attr_text(vars_group, "name", self.label) if isinstance(vars_group, h5py.Group) else None
+            if name is not None and name not in named:  # Keras >= 3.? records the real name
+                named[name] = g
+        out = {}
+        for name, key in _keras3_auto_names(self.spec_lookup(parent)).items():
+            if key in groups:
+                out[name] = groups[key]
+        out.update(named)
+        return out
 
     def get(self, path, class_name):
         container = self._container_group(path)
@@ -225,20 +435,25 @@ class Keras3Weights(Weights):
         g = self._child(container, path)
         if g is None:
             return None
+        if not isinstance(g, h5py.Group):
+            raise ModelFileError(f"{self.label}: layer {path[-1]!r}: its weights {g.name!r} are not an HDF5 group")
+        v = resolve(g, "vars", self.label)
+        if v is None:
+            return []
+        if not isinstance(v, h5py.Group):
+            raise ModelFileError(f"{self.label}: layer {path[-1]!r}: {v.name!r} is not an HDF5 group")
         try:
-            if "vars" not in g:
-                return []
-            v = g["vars"]
             keys = sorted(v.keys(), key=lambda k: int(k) if k.isdigit() else 1 << 30)
-            out = []
-            for k in keys:
-                ds = v[k]
-                if not isinstance(ds, h5py.Dataset):
-                    raise ModelFileError(f"{self.label}: layer {path[-1]!r}: weight {k!r} is not a dataset")
-                out.append((k, H5Array(ds, f"layers/.../{path[-1]}/vars/{k}", self.label)))
-            return out
         except H5_ERRORS as e:
             raise ModelFileError(f"{self.label}: layer {path[-1]!r}: cannot read its weights: {e}") from None
+        out = []
+        for k in keys:
+            ds = resolve(v, k, self.label)
+            where = f"{v.name}/{k}"
+            if not isinstance(ds, h5py.Dataset):
+                raise ModelFileError(f"{self.label}: layer {path[-1]!r}: weight {where!r} is not a dataset")
+            out.append((k, H5Array(ds, where, self.label)))
+        return out
 
 
 def _var_name(path: str) -> str:
@@ -247,19 +462,12 @@ def _var_name(path: str) -> str:
     return last.split(":")[0]
 
 
-def _snake(name: str) -> str:
-    """Keras's automatic layer naming (keras.src.utils.naming.to_snake_case)."""
-    name = re.sub(r"\W+", "", name)
-    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
-
-
 def _keras3_auto_names(layers) -> dict:
     """{layer name: weight-group key} assuming Keras 3's positional automatic naming."""
     counts: dict[str, int] = {}
     out = {}
     for class_name, name in layers:
-        base = _snake(class_name)
+        base = snake_case(class_name)
         k = counts.get(base, 0)
         counts[base] = k + 1
         out[name] = base if k == 0 else f"{base}_{k}"

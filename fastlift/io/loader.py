@@ -9,15 +9,22 @@ Formats (recognised by their first bytes, not by their names):
 * Keras 3 ``.keras`` archives (a zip with ``config.json`` and ``model.weights.h5``). The
   archive is read in memory with `zipfile`; nothing is extracted to disk;
 * ONNX files (a protobuf ModelProto; `fastlift.io.onnx`, with the optional ``onnx`` package).
+
+PyTorch checkpoints (``torch.save``'s zip or, before PyTorch 1.6, a bare pickle) are
+recognised and refused by name: nothing is ever unpickled.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import struct
 import zipfile
 import zlib
 from dataclasses import dataclass
+
+import numpy as np
 
 from ..model import Model
 from . import hdf5
@@ -27,9 +34,21 @@ from .config import ConfigReader, ModelSpec
 from .errors import ModelFileError
 
 ZIP_SIGNATURE = b"PK\x03\x04"
-#: largest config.json / model.weights.h5 read from a .keras archive (a guard against zip bombs)
+#: a pickle's first opcode (PROTO, protocols 2 to 5)
+PICKLE_PROTOCOL = b"\x80"
+#: a pickle can run any code when loaded, so none is ever unpickled
+PYTORCH_ADVICE = "PyTorch checkpoints cannot be loaded (fastlift never unpickles); export the model to ONNX " \
+                 "(torch.onnx.export)"
+#: largest config (config_json= file, or config.json in a .keras archive)
 MAX_CONFIG_BYTES = 256 * 2**20
-MAX_WEIGHTS_BYTES = 16 * 2**30
+#: largest model.weights.h5 read from a .keras archive (it is held in memory; it may also hold
+#: the optimizer's variables, which are never read)
+MAX_WEIGHTS_ENTRY_BYTES = 16 * 2**30
+#: compressed archive entries larger than this must expand at most
+#: `hdf5.MAX_COMPRESSION_RATIO`-fold (checked from the declared sizes, before decompressing)
+SMALL_ENTRY_BYTES = 64 * 2**20
+#: bytes decompressed at a time from an archive entry into its buffer
+_ZIP_CHUNK = 2**20
 ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, KeyError, RuntimeError, OSError, ValueError, struct.error,
               NotImplementedError, IndexError, TypeError, AttributeError, OverflowError, UnicodeDecodeError)
 
@@ -59,9 +78,10 @@ def load_model(path, config_json=None, *, input_shape=None) -> Model:
         The model's architecture as written by ``model.to_json()``: a path to that
         ``.json`` file or the JSON text itself. Required for weights-only files; for
         full files it replaces the config stored in the file.
-    input_shape : tuple or dict {input name: tuple}, optional
+    input_shape : tuple of int or dict {input name: tuple of int}, optional
         Input shape(s) without the batch axis, for models saved with unknown (None)
-        dimensions, e.g. a sequence model that accepts any length.
+        dimensions, e.g. a sequence model that accepts any length. Entries are positive
+        ints (numpy integers too; floats and bools are refused, never truncated).
 
     Returns
     -------
@@ -76,12 +96,16 @@ def load_model(path, config_json=None, *, input_shape=None) -> Model:
     ------
     ModelFileError (a ValueError)
         Truncated or corrupt file, missing weights, weights whose shapes disagree with
-        the config, malformed config; the message names the file and the layer.
+        the config, malformed config; weights stored outside the file (HDF5 external
+        links, external storage, virtual datasets) or never written; sizes over the
+        limits (README, "Security notes"); a path that is not a regular file. The
+        message names the file and the layer or dataset.
     NotImplementedError
         An unsupported layer class or option, or code in the file (``Lambda`` layers,
         custom classes or functions), which fastlift never runs.
     FileNotFoundError, IsADirectoryError, PermissionError
-        The path cannot be opened.
+        The path cannot be opened (nothing but the model file and ``config_json`` is
+        ever opened).
 
     Examples
     --------
@@ -90,8 +114,13 @@ def load_model(path, config_json=None, *, input_shape=None) -> Model:
     >>> fl.deeplift(model, X, target_layer="logcount_predictions")
     >>> torch_model = fl.load_model("bpnet.onnx")   # X: (n, 4, 1000), channels first
     """
-    if isinstance(path, (str, os.PathLike)) and config_json is None and onnx_io.is_onnx_file(path):
-        return onnx_io.load_onnx(path, input_shape=input_shape)
+    if config_json is None and isinstance(path, (str, os.PathLike)) and not isinstance(path, bytes):
+        name = os.fspath(path)
+        label = repr(os.path.basename(name) or name)
+        with open_regular(name, label) as f:
+            if onnx_io.looks_like_onnx(f.read(2)):
+                f.seek(0)
+                return onnx_io.load_onnx(f, input_shape=_input_shape_arg(input_shape), label=label, path=name)
     return read_keras(path, config_json, input_shape=input_shape).model
 
 
@@ -101,20 +130,88 @@ def read_keras(path, config_json=None, *, input_shape=None, layer_classes=None) 
         raise TypeError(f"path must be a str or os.PathLike naming a model file; got {type(path).__name__}")
     path = os.fspath(path)
     label = repr(os.path.basename(path) or path)
-    if input_shape is not None and not isinstance(input_shape, (tuple, list, dict)):
-        raise TypeError(f"input_shape must be a tuple of ints or a dict {{input name: tuple}}; got {input_shape!r}")
-    with open(path, "rb") as f:  # FileNotFoundError / IsADirectoryError / PermissionError as they are
-        head = f.read(8)
+    input_shape = _input_shape_arg(input_shape)
     config_text = _read_config_json(config_json) if config_json is not None else None
-    if head.startswith(ZIP_SIGNATURE):
-        return _load_keras_archive(path, label, config_text, input_shape, layer_classes)
-    if head == hdf5.HDF5_SIGNATURE:
-        with hdf5.open_h5(path, label) as h5:
-            return _load_h5(h5, label, config_text, input_shape, layer_classes)
+    with open_regular(path, label) as f:
+        head = f.read(8)
+        f.seek(0)
+        if head.startswith(ZIP_SIGNATURE):
+            return _load_keras_archive(f, label, config_text, input_shape, layer_classes)
+        if head == hdf5.HDF5_SIGNATURE:
+            with hdf5.open_h5(f, label) as h5:
+                return _load_h5(h5, label, config_text, input_shape, layer_classes, os.fstat(f.fileno()).st_size)
     if not head:
         raise ModelFileError(f"{label}: the file is empty")
+    if head.startswith(PICKLE_PROTOCOL):
+        raise ModelFileError(f"{label}: a Python pickle, as torch.save wrote PyTorch checkpoints before PyTorch 1.6, "
+                             f"not a Keras model. {PYTORCH_ADVICE}")
     raise ModelFileError(f"{label}: not a Keras model file (neither HDF5 nor a .keras zip archive; it starts "
                          f"with {head!r})")
+
+
+def _input_shape_arg(value):
+    """``input_shape=``: None, a shape, or {input name: shape}; shapes as tuples of Python ints."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str):
+                raise TypeError(f"input_shape keys must be input names (str); got {key!r}")
+        return {key: _shape_arg(v, f"input_shape[{key!r}]") for key, v in value.items()}
+    if not isinstance(value, (tuple, list)):
+        raise TypeError(f"input_shape must be a tuple of ints or a dict {{input name: tuple}}; got {value!r}")
+    return _shape_arg(value, "input_shape")
+
+
+def _shape_arg(value, what) -> tuple:
+    """A shape of positive ints (numpy integers accepted; floats and bools refused, never truncated)."""
+    if not isinstance(value, (tuple, list)):
+        raise TypeError(f"{what} must be a tuple of positive ints; got {value!r}")
+    out = []
+    for d in value:
+        if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)):
+            shown = repr(d.item()) if isinstance(d, np.generic) else repr(d)
+            raise TypeError(f"{what} must be a tuple of positive ints; got {tuple(value)!r} ({shown} is a "
+                            f"{type(d).__name__})")
+        if d < 1:
+            raise ValueError(f"{what} must be a tuple of positive ints; got {tuple(value)!r}")
+        if d > 2**31:
+            raise ValueError(f"{what} entries must be at most 2**31; got {tuple(value)!r}")
+        out.append(int(d))
+    return tuple(out)
+
+
+_KINDS = ((stat.S_ISFIFO, "FIFO (named pipe)"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+          (stat.S_ISSOCK, "socket"))
+
+
+def open_regular(path: str, label: str):
+    """Open ``path`` for binary reading if it is a regular file (after symlinks).
+
+    Anything else is refused before it is opened: a FIFO blocks its reader until a writer
+    comes, a device never ends or acts on being opened. The opened file is checked again
+    (the path may have been replaced in between); ``O_NONBLOCK`` keeps that open from
+    blocking. A directory is an ``IsADirectoryError``, a missing path ``FileNotFoundError``.
+    """
+    st = os.stat(path)
+    _check_regular(st, path, label)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+                 | getattr(os, "O_BINARY", 0))
+    try:
+        _check_regular(os.fstat(fd), path, label)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _check_regular(st, path, label):
+    if stat.S_ISREG(st.st_mode):
+        return
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    kind = next((name for test, name in _KINDS if test(st.st_mode)), f"file of mode {oct(st.st_mode)}")
+    raise ModelFileError(f"{label}: not a regular file (it is a {kind}); fastlift reads model files only")
 
 
 def _read_config_json(config_json):
@@ -122,10 +219,11 @@ def _read_config_json(config_json):
         text = os.fspath(config_json)
         if isinstance(text, str) and text.lstrip().startswith("{"):
             return text
-        with open(text, "rb") as f:
+        label = repr(os.path.basename(text) or text)
+        with open_regular(text, label) as f:
             data = f.read(MAX_CONFIG_BYTES + 1)
         if len(data) > MAX_CONFIG_BYTES:
-            raise ModelFileError(f"{os.path.basename(text)!r}: config larger than {MAX_CONFIG_BYTES} bytes")
+            raise ModelFileError(f"{label}: config larger than {MAX_CONFIG_BYTES} bytes")
         return data
     raise TypeError(f"config_json must be a path to a .json file or JSON text; got {type(config_json).__name__}")
 
@@ -137,13 +235,13 @@ def _major(version: str | None) -> int | None:
     return int(head) if head.isdigit() else None
 
 
-def _load_h5(h5, label, config_text, input_shape, layer_classes) -> Loaded:
+def _load_h5(h5, label, config_text, input_shape, layer_classes, file_bytes) -> Loaded:
     version = hdf5.attr_text(h5, "keras_version", label)
     config = hdf5.attr_text(h5, "model_config", label)
+    model_weights = hdf5.resolve(h5, "model_weights", label)
+    root = h5 if model_weights is None else model_weights
     try:
-        has_mw = "model_weights" in h5
-        root = h5["model_weights"] if has_mw else h5
-        keras3_layout = (not has_mw) and "layers" in h5 and "layer_names" not in h5.attrs
+        keras3_layout = model_weights is None and hdf5.has(h5, "layers", label) and "layer_names" not in h5.attrs
     except hdf5.H5_ERRORS as e:
         raise ModelFileError(f"{label}: cannot read the HDF5 structure: {e}") from None
     if config_text is not None:
@@ -154,7 +252,7 @@ def _load_h5(h5, label, config_text, input_shape, layer_classes) -> Loaded:
                              "written by model.to_json() as config_json=")
     else:
         source = "model_config"
-    reader = ConfigReader(label, _major(version))
+    reader = ConfigReader(label, _major(version), version)
     top = reader.parse_json(config, source)
     if isinstance(top, dict) and reader.keras_major is None:
         reader.keras_major = _major(top.get("keras_version") if isinstance(top.get("keras_version"), str) else None)
@@ -165,20 +263,24 @@ def _load_h5(h5, label, config_text, input_shape, layer_classes) -> Loaded:
         weights = hdf5.Keras3Weights(root, label, _container_lookup(spec))
     else:
         weights = hdf5.LegacyWeights(root, label)
-    return _build(spec, weights, reader.keras_major, label, input_shape, layer_classes)
+    return _build(spec, weights, file_bytes, reader.keras_major, label, input_shape, layer_classes)
 
 
-def _load_keras_archive(path, label, config_text, input_shape, layer_classes) -> Loaded:
+def _load_keras_archive(f, label, config_text, input_shape, layer_classes) -> Loaded:
     try:
-        with zipfile.ZipFile(path) as zf:
+        with zipfile.ZipFile(f) as zf:
             names = set(zf.namelist())
+            pickles = sorted(n for n in names if n.rsplit("/", 1)[-1] in ("data.pkl", "constants.pkl"))
+            if pickles and "config.json" not in names:
+                raise ModelFileError(f"{label}: a PyTorch checkpoint (a zip holding {pickles[0]!r}, as torch.save "
+                                     f"and torch.jit.save write), not a Keras model. {PYTORCH_ADVICE}")
             for need in ("config.json", "model.weights.h5"):
                 if need not in names:
                     raise ModelFileError(f"{label}: the .keras archive has no {need!r} (entries: "
                                          f"{sorted(names)[:10]})")
             config = config_text if config_text is not None else _zip_read(zf, "config.json", MAX_CONFIG_BYTES, label)
             meta = _zip_read(zf, "metadata.json", 2**20, label) if "metadata.json" in names else None
-            weights_bytes = _zip_read(zf, "model.weights.h5", MAX_WEIGHTS_BYTES, label)
+            weights_buffer = _zip_read(zf, "model.weights.h5", MAX_WEIGHTS_ENTRY_BYTES, label)
     except ModelFileError:
         raise
     except ZIP_ERRORS as e:
@@ -191,20 +293,41 @@ def _load_keras_archive(path, label, config_text, input_shape, layer_classes) ->
             reader.keras_major = _major(m["keras_version"]) or 3
     top = reader.parse_json(config, "config.json")
     spec = reader.model(top)
-    with hdf5.open_h5(weights_bytes, f"{label} (model.weights.h5)") as h5:
-        weights = hdf5.Keras3Weights(h5, label, _container_lookup(spec))
-        return _build(spec, weights, reader.keras_major, label, input_shape, layer_classes)
+    weights_label = f"{label} (model.weights.h5)"
+    with hdf5.open_h5(weights_buffer, weights_label) as h5:
+        weights = hdf5.Keras3Weights(h5, weights_label, _container_lookup(spec))
+        return _build(spec, weights, len(weights_buffer), reader.keras_major, label, input_shape, layer_classes)
 
 
-def _zip_read(zf, name, limit, label) -> bytes:
+def _zip_read(zf, name, limit, label) -> bytearray:
+    """An archive entry, decompressed into one buffer of its declared size.
+
+    The declared sizes are checked first (the entry's size against ``limit``, a compressed
+    entry's expansion against `hdf5.MAX_COMPRESSION_RATIO`), so a zip bomb is refused
+    before anything is decompressed; the buffer is the only copy held.
+    """
     info = zf.getinfo(name)
-    if info.file_size > limit:
-        raise ModelFileError(f"{label}: {name!r} in the archive declares {info.file_size} bytes (limit {limit})")
+    size = info.file_size
+    if size > limit:
+        raise ModelFileError(f"{label}: {name!r} in the archive declares {size} bytes (limit {limit})")
+    if info.compress_type != zipfile.ZIP_STORED and size > max(info.compress_size * hdf5.MAX_COMPRESSION_RATIO,
+                                                               SMALL_ENTRY_BYTES):
+        raise ModelFileError(f"{label}: {name!r} in the archive declares {size} bytes compressed into "
+                             f"{info.compress_size} (more than {hdf5.MAX_COMPRESSION_RATIO}:1, "
+                             "fastlift.io.hdf5.MAX_COMPRESSION_RATIO); refused before decompressing")
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    got = 0
     with zf.open(info) as f:
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise ModelFileError(f"{label}: {name!r} in the archive is larger than {limit} bytes")
-    return data
+        while got < size:
+            chunk = f.read(min(_ZIP_CHUNK, size - got))
+            if not chunk:
+                break
+            view[got:got + len(chunk)] = chunk
+            got += len(chunk)
+        if got < size or f.read(1):  # reading to the end also checks the CRC
+            raise ModelFileError(f"{label}: {name!r} in the archive does not hold the {size} bytes it declares")
+    return buffer
 
 
 def _container_lookup(spec: ModelSpec):
@@ -226,7 +349,22 @@ def _container_lookup(spec: ModelSpec):
     return lookup
 
 
-def _build(spec, weights, keras_major, label, input_shape, layer_classes) -> Loaded:
+def _layer_paths(spec: ModelSpec, prefix=()):
+    """(path, class_name) of every layer that may have weights, nested models walked."""
+    for layer in spec.layers:
+        path = prefix + (layer.name,)
+        if layer.inner is not None:
+            yield from _layer_paths(layer.inner, path)
+        elif layer.class_name != "InputLayer":
+            yield path, layer.class_name
+
+
+def _build(spec, weights, file_bytes, keras_major, label, input_shape, layer_classes) -> Loaded:
+    arrays = {}
+    for path, class_name in _layer_paths(spec):
+        for _, a in weights.get(path, class_name) or ():
+            arrays.setdefault(a.path, a)
+    hdf5.check_weight_budget(arrays.values(), file_bytes, weights.label)
     builder = Builder(label, weights, keras_major or 2, layer_classes=layer_classes, input_shapes=input_shape)
     try:
         model = builder.build(spec)

@@ -43,16 +43,6 @@ def looks_like_onnx(head: bytes) -> bool:
     return len(head) >= 2 and head[0] == ONNX_FIRST_BYTE and 1 <= head[1] < 0x80
 
 
-def is_onnx_file(path) -> bool:
-    """Whether the file at ``path`` starts like an ONNX ModelProto (False if it cannot be read:
-    the Keras reader then reports the path as it is)."""
-    try:
-        with open(path, "rb") as f:
-            return looks_like_onnx(f.read(2))
-    except OSError:
-        return False
-
-
 def _import_onnx(label):
     try:
         import onnx
@@ -62,20 +52,24 @@ def _import_onnx(label):
     return onnx
 
 
-def load_onnx(source, *, input_shape=None, label=None) -> Model:
-    """Load an ONNX model from a file path or from its bytes (no code in it is run).
+def load_onnx(source, *, input_shape=None, label=None, path=None) -> Model:
+    """Load an ONNX model from its bytes or an open file (no code in it is run).
+
+    `fastlift.load_model` calls this for files that start like an ONNX model; use it directly for
+    bytes in memory (e.g. from ``torch.onnx.export`` into a ``BytesIO``).
 
     Parameters
     ----------
-    source : str, os.PathLike or bytes
-        The ``.onnx`` file, or its serialized bytes (e.g. from ``torch.onnx.export`` into a
-        ``BytesIO``). Tensors stored outside the file (external data) are read only from a path,
-        and only from regular files in the model's own folder.
+    source : bytes or binary file object
+        The serialized model, or a file opened for reading on it.
     input_shape : tuple or dict {input name: tuple}, optional
         Input shape(s) without the batch axis, for inputs whose dimensions the file leaves
         dynamic (e.g. a sequence length exported with ``dynamic_axes``).
     label : str, optional
-        How messages name the model (default: the file name).
+        How messages name the model (default: "the ONNX model").
+    path : str, optional
+        Where ``source`` was read from. Tensors stored outside the model (external data) are
+        read only with a path, and only from regular files in its folder.
 
     Returns
     -------
@@ -95,24 +89,21 @@ def load_onnx(source, *, input_shape=None, label=None) -> Model:
     """
     from .onnx_graph import Converter
 
-    base_dir = None
+    label = label or "the ONNX model"
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
-        label = label or "the ONNX model"
-    elif isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        label = label or repr(os.path.basename(path) or path)
-        with open(path, "rb") as f:
-            data = f.read(MAX_ONNX_BYTES + 1)
+    elif hasattr(source, "read"):
+        data = source.read(MAX_ONNX_BYTES + 1)
         if len(data) > MAX_ONNX_BYTES:
             raise ModelFileError(f"{label}: larger than {MAX_ONNX_BYTES} bytes, the ONNX (protobuf) limit")
-        base_dir = os.path.dirname(os.path.abspath(path))
     else:
-        raise TypeError(f"source must be a path to an .onnx file or its bytes; got {type(source).__name__}")
+        raise TypeError(f"source must be the bytes of an ONNX model or a binary file opened on one; got "
+                        f"{type(source).__name__} (fl.load_model takes paths)")
     if input_shape is not None and not isinstance(input_shape, (tuple, list, dict)):
         raise TypeError(f"input_shape must be a tuple of ints or a dict {{input name: tuple}}; got {input_shape!r}")
     proto = parse_model(data, label)
     opset = check_opsets(proto, label)
+    base_dir = None if path is None else os.path.dirname(os.path.abspath(os.fspath(path)))
     tensors = ExternalData(base_dir, label)
     return Converter(proto, label, tensors, input_shape, opset).build()
 

@@ -39,9 +39,12 @@ This is the only module besides the model loaders that imports h5py (STYLE: ``io
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import json
 import os
+import threading
 from dataclasses import dataclass
 
 import h5py
@@ -58,6 +61,10 @@ class ScoreFileError(ValueError):
 
 class DiskFullError(OSError):
     """The disk filled up while writing; the rows committed so far are safe."""
+
+
+class OutputBusyError(ScoreFileError):
+    """Another process (or thread) is writing the same score file."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,94 @@ class ScoreLayout:
 
     def bytes_per_region(self) -> int:
         return sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize for _, shape, dt in self.datasets())
+
+
+def lock_path(path: str) -> str:
+    """The advisory lock file of score file ``path``: ``.NAME.lock`` next to it."""
+    directory, name = os.path.split(os.path.abspath(path))
+    return os.path.join(directory, f".{name}.lock")
+
+
+_held: dict = {}                   # lock file -> (fd, owning thread, depth) for the locks this process holds
+_held_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def lock_outputs(paths):
+    """Hold an exclusive advisory lock (``flock``) on each score file of ``paths`` for the block.
+
+    A second writer, in another process or another thread, gets `OutputBusyError` at once
+    instead of replacing or interleaving rows of a file being written. The lock lives on a
+    separate file (`lock_path`) because ``--overwrite`` replaces the score file itself. Nested
+    use in one thread (the command line around `fastlift.scan.scan`) is allowed.
+    """
+    taken = []
+    try:
+        for path in sorted({lock_path(p) for p in paths}):
+            _acquire(path)
+            taken.append(path)
+        yield
+    finally:
+        for path in reversed(taken):
+            _release(path)
+
+
+def _acquire(path):
+    me = threading.get_ident()
+    with _held_guard:
+        held = _held.get(path)
+        if held is not None:
+            fd, owner, depth = held
+            if owner != me:
+                raise OutputBusyError(f"{_score_of(path)} is being "
+                                      "written by another thread of this process; wait for it or choose another --out")
+            _held[path] = (fd, owner, depth + 1)
+            return
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise ScoreFileError(f"cannot write {_score_of(path)}: its directory is not writable ({e.strerror}; "
+                                     f"the lock file {os.path.basename(path)} cannot be created there)") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                pid = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                os.close(fd)
+                if e.errno in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
+                    who = f"process {pid}" if pid.isdigit() else "another process"
+                    raise OutputBusyError(f"{_score_of(path)} is being written by {who} (lock {path}); wait for it "
+                                          "to finish or choose another --out") from None
+                raise
+            try:  # the holder before us may have removed the file after we opened it: lock the new one
+                same = os.path.samestat(os.fstat(fd), os.stat(path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _held[path] = (fd, me, 1)
+
+
+def _release(path):
+    with _held_guard:
+        fd, owner, depth = _held[path]
+        if depth > 1:
+            _held[path] = (fd, owner, depth - 1)
+            return
+        del _held[path]
+        try:
+            os.unlink(path)  # while still locked: a waiter that opened it sees it was removed and retries
+        except OSError:
+            pass
+        os.close(fd)
+
+
+def _score_of(lock):
+    directory, name = os.path.split(lock)
+    return os.path.join(directory, name[1:-len(".lock")])
 
 
 def _dcpl():
@@ -328,6 +423,15 @@ def load_scores(path: str, names=None, start: int = 0, stop: int | None = None) 
                 continue
             out[name] = d[start:stop]
     return out
+
+
+def iter_rows(path: str, name: str, stop: int, size: int):
+    """Yield ``(lo, rows)`` of dataset ``name``: rows ``[lo, lo + size)`` for lo = 0, size, ...
+    up to ``stop``, read through one open file (memory: ``size`` rows)."""
+    with h5py.File(path, "r") as f:
+        d = f[name]
+        for lo in range(0, min(stop, d.shape[0]), size):
+            yield lo, d[lo:min(lo + size, stop)]
 
 
 def read_input_array(path: str, key: str | None = None):
