@@ -50,7 +50,7 @@
 //   fl_conv_forward        im2col + GEMM (+ bias), fused per block of cells (fl_blas)
 //   fl_conv_adjoint        multipliers at a convolution's input: GEMM + col2im per pair (fl_blas)
 //   fl_im2col, fl_im2col_cells, fl_col2im
-//   fl_conv_direct, fl_conv_onehot (+ fl_onehot_cells), fl_conv_adjoint_sparse: the forward
+//   fl_conv_direct, fl_conv_forward_onehot (+ fl_onehot_cells), fl_conv_sparse: the forward
 //   and adjoint without BLAS for AVX-512, one-hot and mostly-zero inputs (fl_isa picks the
 //   instruction set)
 // Pooling

@@ -52,7 +52,7 @@
 //   arithmetic-only activations (FL_ACT_IS_ARITHMETIC) compute both sides of the near-zero test
 //   and vectorise; it changes no result. Never -ffast-math or -ffp-contract=fast: reassociation
 //   and FMA contraction would change the bits that the tests and the CUDA backend rely on. The
-//   one exception is local: the AVX variants of conv_adjoint_sparse and conv_direct (below)
+//   one exception is local: the AVX variants of conv_sparse and conv_direct (below)
 //   contract to FMAs, as a BLAS kernel does; they sum in their own order anyway and are tested
 //   with tolerances.
 #ifndef FL_KERNELS_H
@@ -92,7 +92,7 @@
 // Feature block of mean_over_refs (float64 accumulators kept on the stack).
 #define FL_FBLOCK 256
 
-// Register-blocked loops (conv_adjoint_sparse, conv_direct) use GCC/Clang vector extensions: vectors of
+// Register-blocked loops (conv_sparse, conv_direct) use GCC/Clang vector extensions: vectors of
 // FL_VEC_BYTES bytes, FL_VEC_BLOCK of them per channel block. Other compilers get one element
 // per "vector" (same sums, same order, no SIMD).
 #if defined(__GNUC__) || defined(__clang__)
@@ -102,7 +102,7 @@
 #define FL_VEC_BLOCK 4
 // Output cells per register tile of conv_direct (6 x 4 vectors: 24 of AVX-512's 32 registers).
 #define FL_DIRECT_CELLS 6
-// Output cells per register tile of conv_onehot (each adds its own gathered kernel rows; the
+// Output cells per register tile of conv_forward_onehot (each adds its own gathered kernel rows; the
 // fastest of 1 to 6 on Basset's first layer, bench/README.md).
 #define FL_ONEHOT_CELLS 3
 // Second outputs of conv_direct's store (see fl_conv_direct).

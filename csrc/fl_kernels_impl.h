@@ -483,8 +483,10 @@ FL_KERNEL void FL_K(col2im)(const FL_T *FL_RESTRICT cols__nijtc,   // IN
     }
 }
 
-// conv_adjoint_sparse: Ops.conv_adjoint (the multipliers at a convolution's input) for pairs
-// whose output multipliers are mostly zero, skipping the zeros. Behind a max-pool (one or two
+// conv_sparse: a convolution's transpose over rows that are mostly zero, skipping the zeros. It
+// serves two ops: Ops.conv_adjoint (the multipliers at a convolution's input) for pairs whose
+// output multipliers are mostly zero, and Ops.conv_forward for rows that are mostly zero (with
+// the taps flipped, a forward is the transpose of the flipped kernel's adjoint). Behind a max-pool (one or two
 // cells of each window get credit) and a ReLU most of them are (bench/README.md has the
 // measured fractions), so a dense GEMM spends most of its work multiplying zeros.
 // Each output cell q = i*w_out + j lists its nonzero multipliers (channel o, value). For each
@@ -578,7 +580,7 @@ FL_ISA_VARIANTS(sparse_adjoint_pair,
                 (start__q, idx__e, val__e, wt__toc, c_out, c_pad, g, m_in__hwc))
 
 // isa: an FL_ISA_* code, the highest variant to use (FL_ISA_AUTO: the best the CPU has).
-FL_KERNEL void FL_K(conv_adjoint_sparse)(const FL_T *FL_RESTRICT m_out__pijo,   // IN
+FL_KERNEL void FL_K(conv_sparse)(const FL_T *FL_RESTRICT m_out__pijo,   // IN
                                          const FL_T *FL_RESTRICT wt__toc,       // IN
                                          int64_t c_out, int64_t c_pad, fl_geometry g,
                                          int64_t max_nnz, int isa,
@@ -941,7 +943,7 @@ FL_KERNEL int FL_K(onehot_cells)(const FL_T *FL_RESTRICT x__hwc, int64_t cells, 
     return 1;
 }
 
-// conv_onehot: conv_forward of rows whose input cells are one-hot (hot__nhw from onehot_cells):
+// conv_forward_onehot: conv_forward of rows whose input cells are one-hot (hot__nhw from onehot_cells):
 //   out[n, i, j, o] = (sum over the taps t = (a, b), in row-major order, whose cell is inside the
 //   input and not all zero, of kernel[t*c + hot, o]) + bias[o].
 // A gather of kernel rows instead of a GEMM over mostly zeros: taps*c_out adds per output cell,
@@ -1026,7 +1028,7 @@ FL_ISA_VARIANTS(onehot_rows,
                 (hot__nhw, kernel__tp, zero__p, bias__o, g, c_out, c_pad, out__nijo, row_begin, row_end))
 
 // isa: an FL_ISA_* code, the highest variant to use (FL_ISA_AUTO: the best the CPU has).
-FL_KERNEL void FL_K(conv_onehot)(const int32_t *FL_RESTRICT hot__nhw,   // IN
+FL_KERNEL void FL_K(conv_forward_onehot)(const int32_t *FL_RESTRICT hot__nhw,   // IN
                                  const FL_T *FL_RESTRICT kernel__tp,    // IN
                                  const FL_T *FL_RESTRICT zero__p,       // IN
                                  const FL_T *FL_RESTRICT bias__o,       // IN (or NULL)

@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "only on (seed, i, k) (default 0)")
     how.add_argument("--max-pool", default="exact", choices=["exact", "gradient"],
                      help="max-pooling rule (default exact: summation-to-delta holds)")
+    how.add_argument("--precision", default="float32", choices=["float32", "tf32"],
+                     help="GEMM precision: tf32 runs the GPU's GEMMs on TF32 tensor cores (opt-in; --device "
+                          "cuda; recorded, and --resume refuses a change)")
     run = ex.add_argument_group("run")
     run.add_argument("--out", required=True, help="output score file (HDF5), e.g. scores.h5")
     run.add_argument("--resume", action="store_true", help="continue an interrupted run of the same command; "
@@ -271,7 +274,7 @@ def _scan_and_finish(args, model, source, target, target_layer, width, say) -> i
                  target_layer=target_layer, seed=args.seed, hypothetical=args.hypothetical,
                  batch_size=args.batch_size, chunk_size=args.chunk_size, score_dtype=args.score_dtype,
                  dtype=args.dtype, device=args.device, n_threads=args.threads, max_pool=args.max_pool,
-                 resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, log=say)
+                 precision=args.precision, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, log=say)
     rate = f", {res.regions_per_second:.1f} regions/s" if res.n_scored else ""
     print(f"fastlift explain: {res.n_regions} regions in {', '.join(res.paths)}"
           + (f" (resumed at {res.resumed_from})" if res.resumed_from else ""))

@@ -19,7 +19,7 @@ __all__ = ["METHODS", "Attributions", "attribute", "deeplift"]
 def deeplift(model: Model, X, references=None, *, rule: str = "rescale", target=0, target_layer=None,
              layers=None, hypothetical: bool = False, device: str = "auto", dtype="float32",
              batch_size: int | None = None, progress: bool = False, seed: int | None = None,
-             max_pool: str = "exact", n_threads: int | None = None) -> Attributions:
+             max_pool: str = "exact", n_threads: int | None = None, precision: str = "float32") -> Attributions:
     """DeepLIFT contributions of the inputs (or named layers) to a target.
 
     Parameters
@@ -60,13 +60,16 @@ def deeplift(model: Model, X, references=None, *, rule: str = "rescale", target=
         Max-pooling rule (see `fastlift.rules`).
     n_threads : int, optional
         CPU threads (default: all cores). Results do not depend on it.
+    precision : {"float32", "tf32"}
+        Float32 GEMMs in full FP32 (default) or, with device="cuda", on TF32 tensor cores
+        (inputs rounded to a 10-bit mantissa, FP32 sums; see `Explainer`).
 
     Returns
     -------
     Attributions
     """
     with Explainer(model, rule=rule, max_pool=max_pool, target=target, target_layer=target_layer, device=device,
-                   dtype=dtype, n_threads=n_threads, batch_size=batch_size) as ex:
+                   dtype=dtype, n_threads=n_threads, batch_size=batch_size, precision=precision) as ex:
         return ex.deeplift(X, references, hypothetical=hypothetical, layers=layers, seed=seed, progress=progress)
 
 
@@ -105,6 +108,7 @@ def attribute(model: Model, X, method: str = "deeplift", references=None, *, ste
 
 
 _DEEPLIFT_KEYWORDS = {"rule", "target", "target_layer", "layers", "hypothetical", "device", "dtype", "batch_size",
-                      "progress", "seed", "max_pool", "n_threads"}
-_SESSION_KEYWORDS = ("target", "target_layer", "device", "dtype", "batch_size", "max_pool", "n_threads")
+                      "progress", "seed", "max_pool", "n_threads", "precision"}
+_SESSION_KEYWORDS = ("target", "target_layer", "device", "dtype", "batch_size", "max_pool", "n_threads",
+                     "precision")
 _CALL_KEYWORDS = ("layers", "hypothetical", "seed", "progress")

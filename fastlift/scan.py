@@ -389,7 +389,7 @@ def scan(model: Model, source, out: str, *, references="dinuc:20", rule: str = "
          target_layer=None, seed: int = 0, hypothetical: bool = True, batch_size: int | None = None,
          chunk_size: int | None = None, score_dtype: str = "float16", dtype: str = "float32",
          device: str = "auto", n_threads: int | None = None, max_pool: str = "exact", resume: bool = False,
-         overwrite: bool = False, progress: bool = False, log=None) -> ScanResult:
+         overwrite: bool = False, progress: bool = False, log=None, precision: str = "float32") -> ScanResult:
     """Score every region of ``source`` and write score file(s) at ``out``; resumable.
 
     Parameters
@@ -403,7 +403,7 @@ def scan(model: Model, source, out: str, *, references="dinuc:20", rule: str = "
     references : str or spec
         As `parse_references` (``"dinuc:20"``) or any `fastlift.deeplift` references value
         that is not an array: None, a spec, a callable ``f(x_one, rng)``.
-    rule, target, target_layer, seed, dtype, device, n_threads, max_pool
+    rule, target, target_layer, seed, dtype, device, n_threads, max_pool, precision
         As `fastlift.deeplift`. Several targets / target layers share every forward pass.
     hypothetical : bool
         Write ``hyp_scores`` (default; modisco-lite needs them). ``projected_scores`` are
@@ -459,14 +459,14 @@ def scan(model: Model, source, out: str, *, references="dinuc:20", rule: str = "
     # check rule, targets, device and dtype on one zero example before any file is touched
     deeplift(model, np.zeros((1, source.length, 4), dtype=dtype), None, rule=rule, target=target,
              target_layer=target_layer, hypothetical=True, dtype=dtype, device=device, n_threads=n_threads,
-             max_pool=max_pool)
+             max_pool=max_pool, precision=precision)
     paths = output_paths(out, names)
     layout = ScoreLayout(source.n_regions, source.length, 4, score_dtype, source.chrom_width, bool(hypothetical))
     base = {"fastlift_version": __version__, "model": {"name": model.name, "sha256": model_fingerprint(model)},
             "source": source.describe(), "references": _describe_references(spec), "rule": rule,
             "max_pool": max_pool, "target": _jsonable(target), "target_layer": _jsonable(target_layer),
             "seed": int(seed), "dtype": str(dtype), "score_dtype": score_dtype, "hypothetical": bool(hypothetical),
-            "compute": compute_description(device, n_threads)}
+            "compute": compute_description(device, n_threads), "precision": str(precision)}
     for path in paths:
         check_output_path(path)
     with lock_outputs(paths):  # held until the files are final: a second writer is refused
@@ -494,7 +494,8 @@ def scan(model: Model, source, out: str, *, references="dinuc:20", rule: str = "
                 try:
                     res = deeplift(model, x, _chunk_references(spec, chunk.lo), rule=rule, target=target,
                                    target_layer=target_layer, hypothetical=True, dtype=dtype, batch_size=batch_size,
-                                   seed=seed, device=device, n_threads=n_threads, max_pool=max_pool)
+                                   seed=seed, device=device, n_threads=n_threads, max_pool=max_pool,
+                                   precision=precision)
                 except MemoryError:
                     raise ScanError(f"out of memory computing regions [{chunk.lo}, {chunk.lo + n}); the first "
                                     f"{chunk.lo} regions are saved: rerun with --resume and a smaller --batch-size "

@@ -450,10 +450,10 @@ def test_conv_forward_of_onehot_rows_gathers_kernel_rows(g, dtype, n_out, rng):
     padded[:, :n_out] = kernel
     bias_pad = np.zeros(c_pad, dtype)
     bias_pad[:n_out] = bias
-    rows = _cpu.conv_onehot(hot[ok], padded, g, n_out, 2, bias_pad)
+    rows = _cpu.conv_forward_onehot(hot[ok], padded, g, n_out, 2, bias_pad)
     for isa in ("base", "avx2", "avx512"):  # adds only: every variant gives the same bits
-        same(_cpu.conv_onehot(hot[ok], padded, g, n_out, 1, bias_pad, isa), rows, dtype)
-    same(_cpu.conv_onehot(hot[ok], padded, g, n_out, 1) + bias, rows, dtype)  # the bias is added last
+        same(_cpu.conv_forward_onehot(hot[ok], padded, g, n_out, 1, bias_pad, isa), rows, dtype)
+    same(_cpu.conv_forward_onehot(hot[ok], padded, g, n_out, 1) + bias, rows, dtype)  # the bias is added last
     # in float64, the tap-order sum of kernel rows is the convolution up to rounding
     want = REF.conv_forward(x[ok].astype(np.float64), kernel.astype(np.float64), g, bias.astype(np.float64))
     close(rows.astype(np.float64), want, np.float64, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
@@ -464,21 +464,21 @@ def test_conv_onehot_rejects_bad_arguments():
     hot = np.zeros((2, 1, 9), np.int32)
     kernel = np.zeros((12, 16), np.float32)
     with pytest.raises(ValueError, match=r"hot must have shape \(n, 1, 9\); got \(2, 1, 8\)"):
-        _cpu.conv_onehot(np.zeros((2, 1, 8), np.int32), kernel, g, 5)
+        _cpu.conv_forward_onehot(np.zeros((2, 1, 8), np.int32), kernel, g, 5)
     with pytest.raises(ValueError, match=r"kernel.shape\[0\] \(kh\*kw\*c\) must be 12; got 11"):
-        _cpu.conv_onehot(hot, kernel[:11], g, 5)
+        _cpu.conv_forward_onehot(hot, kernel[:11], g, 5)
     with pytest.raises(ValueError, match=r"kernel.shape\[1\] \(c_out padded\) must be 16; got 8"):
-        _cpu.conv_onehot(hot, np.zeros((12, 8), np.float32), g, 5)
+        _cpu.conv_forward_onehot(hot, np.zeros((12, 8), np.float32), g, 5)
     with pytest.raises(ValueError, match="c_out must be >= 1; got 0"):
-        _cpu.conv_onehot(hot, kernel, g, 0)
+        _cpu.conv_forward_onehot(hot, kernel, g, 0)
     with pytest.raises(ValueError, match=r"len\(bias\) \(c_out padded\) must be 16; got 5"):
-        _cpu.conv_onehot(hot, kernel, g, 5, 1, np.zeros(5, np.float32))
+        _cpu.conv_forward_onehot(hot, kernel, g, 5, 1, np.zeros(5, np.float32))
     with pytest.raises(ValueError, match="isa must be one of"):
-        _cpu.conv_onehot(hot, kernel, g, 5, 1, None, "sse9")
+        _cpu.conv_forward_onehot(hot, kernel, g, 5, 1, None, "sse9")
     for bad in (4, -2):  # a channel outside [-1, c) would read outside the kernel
         hot[1, 0, 3] = bad
         with pytest.raises(ValueError, match=rf"hot channels must be in \[-1, 4\); got {bad}"):
-            _cpu.conv_onehot(hot, kernel, g, 5)
+            _cpu.conv_forward_onehot(hot, kernel, g, 5)
 
 
 def test_conv_direct_rejects_bad_arguments(rng):
@@ -623,7 +623,7 @@ def test_conv_adjoint_takes_the_flipped_path_only_where_it_pays(monkeypatch, rng
 
 # ------------------------------------------------------------ sparse convolution adjoint
 def sparse_wt(kernel, g, dtype):
-    """conv_adjoint_sparse's kernel layout: (taps, c_out, c_pad), zero-padded channels."""
+    """conv_sparse's kernel layout: (taps, c_out, c_pad), zero-padded channels."""
     lanes = _cpu.VECTOR_BYTES // np.dtype(dtype).itemsize
     c_pad = -(-g.c // lanes) * lanes
     wt = np.zeros((g.kh * g.kw, kernel.shape[1], c_pad), dtype)
@@ -642,60 +642,60 @@ def routed_multipliers(n, g, c_out, fill, dtype, rng):
 @pytest.mark.parametrize("g", GEOMETRIES + [
     pytest.param(geometry(1, 40, 37, 1, 11), id="1d-valid-c37-k11"),
     pytest.param(geometry(1, 30, 33, 1, 5, dw=2, pl=4, pr=4), id="1d-same-dilated-c33")])
-def test_conv_adjoint_sparse_is_the_transpose(g, dtype, fill, rng):
+def test_conv_sparse_is_the_transpose(g, dtype, fill, rng):
     n_out = 7
     m = routed_multipliers(11, g, n_out, fill, dtype, rng)
     kernel = rng.standard_normal((g.kh * g.kw * g.c, n_out)).astype(dtype)
     wt = sparse_wt(kernel, g, dtype)
-    got, done = _cpu.conv_adjoint_sparse(m, wt, g, 10**9, 2)
+    got, done = _cpu.conv_sparse(m, wt, g, 10**9, 2)
     assert done.dtype == bool and done.all() and got.shape == (11, g.h, g.w, g.c)
     tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == np.float32 else {}
     close(got, REF.conv_adjoint(m, kernel, g), dtype, **tol)
     if fill == 0.0:
         same(got, np.zeros_like(got), dtype)
     for lo, hi in [(0, 1), (4, 11)]:  # a pair's bits depend on neither the batch nor the threads
-        same(_cpu.conv_adjoint_sparse(m[lo:hi], wt, g, 10**9, 1)[0], got[lo:hi], dtype)
+        same(_cpu.conv_sparse(m[lo:hi], wt, g, 10**9, 1)[0], got[lo:hi], dtype)
     for isa in ("base", "avx2", "avx512"):  # every compiled variant this CPU runs
-        close(_cpu.conv_adjoint_sparse(m, wt, g, 10**9, 1, isa)[0], got, dtype, **tol)
+        close(_cpu.conv_sparse(m, wt, g, 10**9, 1, isa)[0], got, dtype, **tol)
 
 
-def test_conv_adjoint_sparse_leaves_dense_pairs_to_the_caller(rng):
+def test_conv_sparse_leaves_dense_pairs_to_the_caller(rng):
     g = geometry(1, 23, 5, 1, 3)
     m = np.stack([routed_multipliers(1, g, 6, f, np.float32, rng)[0] for f in (0.05, 0.9, 0.3, 1.0)])
     wt = sparse_wt(rng.standard_normal((15, 6)).astype(np.float32), g, np.float32)
     entries = np.count_nonzero(m.reshape(len(m), -1), axis=1)
     limit = int(np.sort(entries)[1])  # two pairs fit exactly, two have more entries
-    got, done = _cpu.conv_adjoint_sparse(m, wt, g, limit, 1)
+    got, done = _cpu.conv_sparse(m, wt, g, limit, 1)
     np.testing.assert_array_equal(done, entries <= limit)
-    full = _cpu.conv_adjoint_sparse(m, wt, g, 10**9, 1)[0]
+    full = _cpu.conv_sparse(m, wt, g, 10**9, 1)[0]
     same(got[done], full[done], np.float32)
 
 
-def test_conv_adjoint_sparse_keeps_nan_and_skips_signed_zeros(rng):
+def test_conv_sparse_keeps_nan_and_skips_signed_zeros(rng):
     g = geometry(1, 12, 3, 1, 3)
     kernel = rng.standard_normal((9, 4)).astype(np.float64)
     m = np.zeros((2, 1, g.w_out, 4))
     m[0, 0, 5, 2] = np.nan
     m[1] = -0.0
-    got = _cpu.conv_adjoint_sparse(m, sparse_wt(kernel, g, np.float64), g, 10**9, 1)[0]
+    got = _cpu.conv_sparse(m, sparse_wt(kernel, g, np.float64), g, 10**9, 1)[0]
     assert np.isnan(got[0, 0, 5:8]).all() and not np.isnan(got[0, 0, :5]).any()
     same(got[1], np.zeros_like(got[1]), np.float64)
 
 
-def test_conv_adjoint_sparse_rejects_bad_arguments(rng):
+def test_conv_sparse_rejects_bad_arguments(rng):
     g = geometry(1, 9, 3, 1, 4)
     m = np.zeros((2, 1, g.w_out, 5), np.float32)
     wt = np.zeros((4, 5, 16), np.float32)
     with pytest.raises(ValueError, match=r"wt must be \(4, 5, c_pad >= 3, a multiple of 16\); got \(4, 5, 8\)"):
-        _cpu.conv_adjoint_sparse(m, np.zeros((4, 5, 8), np.float32), g, 10, 1)
+        _cpu.conv_sparse(m, np.zeros((4, 5, 8), np.float32), g, 10, 1)
     with pytest.raises(ValueError, match=r"wt must be \(4, 5, .*got \(3, 5, 16\)"):
-        _cpu.conv_adjoint_sparse(m, np.zeros((3, 5, 16), np.float32), g, 10, 1)
+        _cpu.conv_sparse(m, np.zeros((3, 5, 16), np.float32), g, 10, 1)
     with pytest.raises(ValueError, match="max_nnz must be >= 0"):
-        _cpu.conv_adjoint_sparse(m, wt, g, -1, 1)
+        _cpu.conv_sparse(m, wt, g, -1, 1)
     with pytest.raises(ValueError, match=r"isa must be one of \['auto', 'avx2', 'avx512', 'base'\]; got 'sse9'"):
-        _cpu.conv_adjoint_sparse(m, wt, g, 10, 1, "sse9")
+        _cpu.conv_sparse(m, wt, g, 10, 1, "sse9")
     with pytest.raises(ValueError, match="m_out"):
-        _cpu.conv_adjoint_sparse(np.zeros((2, 1, 5, 5), np.float32), wt, g, 10, 1)
+        _cpu.conv_sparse(np.zeros((2, 1, 5, 5), np.float32), wt, g, 10, 1)
     with pytest.raises(ValueError, match="isa must be one of"):
         _cpu.isa("fast")
     pair = np.zeros(1, np.int64)
@@ -781,15 +781,15 @@ def test_conv_forward_kernel_rejects_bad_arguments(rng):
         _cpu.conv_forward(np.ascontiguousarray(x[:, :, :8]), b, out, g, 64, 1)
 
 
-def test_gemm_blocks_rejects_bad_block_and_panel_sizes():
+def test_matmul_rejects_bad_block_and_panel_sizes():
     from fastlift.backends import _cpu
 
     a, b, out = np.ones((4, 3), np.float32), np.ones((3, 32), np.float32), np.empty((4, 32), np.float32)
     with pytest.raises(ValueError, match="block_rows must be >= 1; got 0"):
-        _cpu.gemm_blocks(a, b, out, 0, 1)
+        _cpu.matmul(a, b, out, 0, 1)
     with pytest.raises(ValueError, match="panel_cols must be 0 or a positive multiple of 16; got 24"):
-        _cpu.gemm_blocks(a, b, out, 64, 1, 24)
-    _cpu.gemm_blocks(a, b, out, 64, 2, 16)  # two panels of one block, one per thread
+        _cpu.matmul(a, b, out, 64, 1, 24)
+    _cpu.matmul(a, b, out, 64, 2, 16)  # two panels of one block, one per thread
     np.testing.assert_array_equal(out, np.full((4, 32), 3, np.float32))
 
 

@@ -299,8 +299,8 @@ def test_emulated_device_arrays_refuse_implicit_host_mixing():
 
 def _deeplift_pair(device, monkeypatch, model, x, refs, **kw):
     ops = emulated(device, max_blocks=2)
-    monkeypatch.setattr("fastlift.explainer.get_ops", lambda dev, n_threads=None: ops if dev == "cuda" else
-                        _real_get_ops(dev, n_threads))
+    monkeypatch.setattr("fastlift.explainer.get_ops", lambda dev, n_threads=None, precision="float32":
+                        ops if dev == "cuda" else _real_get_ops(dev, n_threads, precision))
     device.launches.clear()
     gpu = fl.deeplift(model, x, refs, device="cuda", **kw)
     assert device.launches, "the CUDA run launched no kernel"
@@ -308,10 +308,10 @@ def _deeplift_pair(device, monkeypatch, model, x, refs, **kw):
     return gpu, cpu
 
 
-def _real_get_ops(dev, n_threads):
+def _real_get_ops(dev, n_threads, precision="float32"):
     from fastlift.backends import get_ops
 
-    return get_ops(dev, n_threads)
+    return get_ops(dev, n_threads, precision)
 
 
 def _leaves(res):
@@ -365,8 +365,8 @@ def test_attribute_end_to_end(device, monkeypatch, method):
     model, make_x = ZOO["conv_2d"](rng)
     x = make_x(rng, 3)
     ops = emulated(device, max_blocks=2)
-    monkeypatch.setattr("fastlift.explainer.get_ops", lambda dev, n_threads=None: ops if dev == "cuda" else
-                        _real_get_ops(dev, n_threads))
+    monkeypatch.setattr("fastlift.explainer.get_ops", lambda dev, n_threads=None, precision="float32":
+                        ops if dev == "cuda" else _real_get_ops(dev, n_threads, precision))
     kw = {"steps": 4} if method == "integrated_gradients" else {}
     g = fl.attribute(model, x, method=method, device="cuda", dtype="float64", **kw)
     c = fl.attribute(model, x, method=method, device="cpu", dtype="float64", **kw)

@@ -155,6 +155,32 @@ def test_kernels_are_deterministic_and_gemms_are_fp32(gpu):
     assert gpu.memory_budget() >= _cuda.MIN_CHUNK_BUDGET
 
 
+@pytest.mark.gpu
+def test_tf32_precision_switches_cublas_to_tf32_for_the_run_only():
+    """precision="tf32": cuBLAS reads float32 GEMM inputs as TF32 (1 + 2^-12 is read as 1, however
+    it rounds) inside the run; the default and float64 stay exact."""
+    from cupy._core import _routines_linalg as linalg
+
+    from fastlift.backends.cupy_ops import CupyOps
+
+    probe = CupyOps()
+    if probe.device.compute_capability < _cuda.TF32_MIN_COMPUTE_CAPABILITY:
+        with pytest.raises(ValueError, match="compute capability 8.0"):
+            CupyOps(precision="tf32")
+        return
+    a = np.full((300, 64), 1 + 2.0**-12, np.float32)
+    b = np.ones((64, 70), np.float32)
+    for precision, want in (("tf32", 64.0), ("float32", 64 * (1 + 2.0**-12))):
+        ops = CupyOps(precision=precision)
+        with ops.compute_context():
+            assert linalg.get_compute_type(np.float32) == (linalg.COMPUTE_TYPE_TF32 if precision == "tf32"
+                                                           else linalg.COMPUTE_TYPE_FP32)
+            got = ops.to_numpy(ops.matmul(ops.asarray(a, np.float32), ops.asarray(b, np.float32)))
+            got64 = ops.to_numpy(ops.matmul(ops.asarray(a, np.float64), ops.asarray(b, np.float64)))
+        np.testing.assert_array_equal(got, np.float32(want))
+        np.testing.assert_array_equal(got64, 64 * (1 + 2.0**-12))
+
+
 def _zoo_case(model_name, n=5, k=3, seed=11):
     rng = np.random.default_rng(seed)
     model, make_x = ZOO[model_name](rng)

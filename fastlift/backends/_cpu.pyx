@@ -444,7 +444,7 @@ def mean_over_refs(const floating[:, ::1] a,   # IN  (n_examples * n_refs, n_fea
 
 # ---------------------------------------------------------------------------- convolution helpers
 def im2col(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)
-           object g,                         # ops.Geometry
+           object g,                         # geometry.Geometry
            int n_threads=1):
     """Unfold windows, zero padding; returns cols (n, h_out, w_out, kh*kw*c)."""
     cdef fl_geometry geo = _geometry(g)
@@ -461,7 +461,7 @@ def im2col(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)
 
 
 def col2im(const floating[:, :, :, ::1] cols,   # IN  (n, h_out, w_out, kh*kw*c)
-           object g,                            # ops.Geometry
+           object g,                            # geometry.Geometry
            int n_threads=1):
     """Adjoint of im2col, summing overlaps in a fixed order; returns x (n, h, w, c)."""
     cdef fl_geometry geo = _geometry(g)
@@ -480,7 +480,7 @@ def col2im(const floating[:, :, :, ::1] cols,   # IN  (n, h_out, w_out, kh*kw*c)
     return out
 
 
-VECTOR_BYTES = 64  # FL_VEC_BYTES: the padded rows of conv_adjoint_sparse's kernel
+VECTOR_BYTES = 64  # FL_VEC_BYTES: the padded rows of conv_sparse's kernel
 ISA_NAMES = {"auto": FL_ISA_AUTO, "base": FL_ISA_BASE, "avx2": FL_ISA_AVX2, "avx512": FL_ISA_AVX512}
 
 
@@ -497,17 +497,18 @@ def isa(str wanted="auto"):
     return next(k for k, v in ISA_NAMES.items() if v == code and k != "auto")
 
 
-def conv_adjoint_sparse(const floating[:, :, :, ::1] m_out,   # IN  (n_pairs, h_out, w_out, c_out)
-                        const floating[:, :, ::1] wt,         # IN  (kh*kw, c_out, c_pad)
-                        object g,                             # ops.Geometry (of the forward conv)
-                        Py_ssize_t max_nnz, int n_threads=1, str isa="auto"):
-    """The convolution adjoint of pairs whose multipliers are mostly zero, skipping the zeros;
+def conv_sparse(const floating[:, :, :, ::1] m_out,   # IN  (n_pairs, h_out, w_out, c_out)
+                const floating[:, :, ::1] wt,         # IN  (kh*kw, c_out, c_pad)
+                object g,                             # geometry.Geometry (of the forward conv)
+                Py_ssize_t max_nnz, int n_threads=1, str isa="auto"):
+    """The convolution adjoint of rows that are mostly zero, skipping the zeros (CpuOps runs it for
+    conv_adjoint, and with the taps flipped for conv_forward);
     returns (m_in (n_pairs, h, w, c), done (n_pairs,) bool).
 
     A pair with more than ``max_nnz`` nonzero multipliers is not computed (done False, its m_in
     rows uninitialised) so the caller can run it densely. ``wt[t, o, :c]`` is
     ``kernel[t*c:(t+1)*c, o]``, zero-padded to c_pad, a multiple of ``VECTOR_BYTES`` / itemsize.
-    The sum order is fixed per pair (see ``fl_conv_adjoint_sparse``): any thread count and any
+    The sum order is fixed per pair (see ``fl_conv_sparse``): any thread count and any
     batch give the same bits; ``isa`` caps the instruction set ("auto": the best available).
     """
     cdef fl_geometry geo = _geometry(g)
@@ -542,7 +543,7 @@ def conv_adjoint_sparse(const floating[:, :, :, ::1] m_out,   # IN  (n_pairs, h_
     cdef floating[:, :, :, ::1] m_in = out
     cdef uint8_t[::1] done = done_arr
     for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
-        fl_conv_adjoint_sparse(&m_out[0, 0, 0, 0], &wt[0, 0, 0], c_out, c_pad, geo, max_nnz, isa_code,
+        fl_conv_sparse(&m_out[0, 0, 0, 0], &wt[0, 0, 0], c_out, c_pad, geo, max_nnz, isa_code,
                                &start[b, 0], &idx[b, 0], &val[b, 0], &m_in[0, 0, 0, 0], &done[0],
                                b * n_pairs // nb, (b + 1) * n_pairs // nb)
     return out, done_arr.view(bool)
@@ -553,7 +554,7 @@ VECTOR_BLOCK = FL_VEC_BLOCK  # vectors of output channels per block of conv_dire
 
 def conv_direct(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
                 const floating[::1] wp,             # IN  packed kernel (see fl_conv_direct)
-                object g,                           # ops.Geometry
+                object g,                           # geometry.Geometry
                 Py_ssize_t c_out, int n_threads=1,
                 const floating[::1] bias=None,      # IN  (c_out rounded up to the vector length,)
                 str isa="auto",
@@ -646,12 +647,12 @@ def onehot_cells(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)
     return hot_arr, ok_arr.view(bool)
 
 
-def conv_onehot(const int32_t[:, :, ::1] hot,      # IN  (n, h, w) from onehot_cells
-                const floating[:, ::1] kernel,     # IN  (kh*kw*c, c_pad), columns past c_out zero
-                object g,                          # ops.Geometry
-                Py_ssize_t c_out, int n_threads=1,
-                const floating[::1] bias=None,     # IN  (c_pad,)
-                str isa="auto"):
+def conv_forward_onehot(const int32_t[:, :, ::1] hot,      # IN  (n, h, w) from onehot_cells
+                        const floating[:, ::1] kernel,     # IN  (kh*kw*c, c_pad), columns past c_out zero
+                        object g,                          # geometry.Geometry
+                        Py_ssize_t c_out, int n_threads=1,
+                        const floating[::1] bias=None,     # IN  (c_pad,)
+                        str isa="auto"):
     """The convolution of one-hot rows, as a gather of kernel rows: returns (n*h_out*w_out, c_out).
     Every sum runs in tap order (adds only): any batch, thread count or ISA gives the same bits."""
     cdef fl_geometry geo = _geometry(g)
@@ -688,7 +689,7 @@ def conv_onehot(const int32_t[:, :, ::1] hot,      # IN  (n, h, w) from onehot_c
         bias_ptr = &bias[0]
     nb = _n_blocks(n_rows, geo.w_out * geo.kh * geo.kw * c_out // 16 + 1, n_threads)
     for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
-        fl_conv_onehot(&hot[0, 0, 0], &kernel[0, 0], &zero[0], bias_ptr, geo, c_out, c_pad, isa_code,
+        fl_conv_forward_onehot(&hot[0, 0, 0], &kernel[0, 0], &zero[0], bias_ptr, geo, c_out, c_pad, isa_code,
                        &y[0, 0], b * n_rows // nb, (b + 1) * n_rows // nb)
     return out
 
@@ -736,7 +737,7 @@ def matmul_direct(const floating[:, ::1] a,   # IN  (m, k)
 
 # ---------------------------------------------------------------------------- pooling
 def max_pool_forward(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)
-                     object g,                         # ops.Geometry
+                     object g,                         # geometry.Geometry
                      int n_threads=1):
     """Max over each window, padding ignored; returns (n, h_out, w_out, c)."""
     cdef fl_geometry geo = _geometry(g)
@@ -753,7 +754,7 @@ def max_pool_forward(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)
 
 
 def avg_pool_forward(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)
-                     object g,                         # ops.Geometry
+                     object g,                         # geometry.Geometry
                      int n_threads=1):
     """Mean over the valid cells of each window; returns (n, h_out, w_out, c)."""
     cdef fl_geometry geo = _geometry(g)
@@ -770,7 +771,7 @@ def avg_pool_forward(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)
 
 
 def avg_pool_backward(const floating[:, :, :, ::1] m_out,   # IN  (n_pairs, h_out, w_out, c)
-                      object g,                             # ops.Geometry
+                      object g,                             # geometry.Geometry
                       int n_threads=1):
     """Adjoint of avg_pool_forward; returns m_in (n_pairs, h, w, c)."""
     cdef fl_geometry geo = _geometry(g)
@@ -795,7 +796,7 @@ def max_pool_backward(const floating[:, :, :, ::1] m_out,   # IN  (n_pairs, h_ou
                       const floating[:, :, :, ::1] ref,     # IN  (n_r, h, w, c)
                       const int64_t[::1] pair_x,            # IN  (n_pairs,)
                       const int64_t[::1] pair_r,            # IN  (n_pairs,)
-                      object g,                             # ops.Geometry
+                      object g,                             # geometry.Geometry
                       bint exact,
                       int n_threads=1, str isa="auto"):
     """Route window multipliers to arg-max cells; returns m_in (n_pairs, h, w, c).
@@ -863,10 +864,10 @@ cdef tuple _gemm_scratch(object out, int n_threads, Py_ssize_t n_tasks, Py_ssize
     return nb, np.empty((nb, length), dtype=np.asarray(out).dtype)
 
 
-def gemm_blocks(const floating[:, ::1] a,   # IN  (m, k), C-contiguous
-                object b,                   # IN  (k, n_pad) numpy array, C- or F-contiguous, a's dtype
-                floating[:, ::1] out,       # OUT (m, n), n <= n_pad
-                Py_ssize_t block_rows, int n_threads, Py_ssize_t panel_cols=0):
+def matmul(const floating[:, ::1] a,   # IN  (m, k), C-contiguous
+           object b,                   # IN  (k, n_pad) numpy array, C- or F-contiguous, a's dtype
+           floating[:, ::1] out,       # OUT (m, n), n <= n_pad
+           Py_ssize_t block_rows, int n_threads, Py_ssize_t panel_cols=0):
     """out = (a @ b)[:, :n] in fixed blocks of ``block_rows`` rows and, when ``panel_cols`` > 0
     (a multiple of 16), column panels of that width; the (block, panel) tasks are spread over
     OpenMP threads, so a few rows of a wide layer still keep every thread busy.
@@ -902,13 +903,13 @@ def gemm_blocks(const floating[:, ::1] a,   # IN  (m, k), C-contiguous
 def conv_forward(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)
                  object b,                         # IN  (kh*kw*c, n_pad) numpy array, C- or F-contiguous
                  floating[:, ::1] out,             # OUT (n*h_out*w_out, n_out), n_out <= n_pad
-                 object g,                         # ops.Geometry
+                 object g,                         # geometry.Geometry
                  Py_ssize_t block_rows, int n_threads,
                  const floating[::1] bias=None):   # IN  (n_out,), optional
     """out = im2col(x) @ b (+ bias), fused: each block of ``block_rows`` output cells is unfolded into a
     per-thread buffer and multiplied by one fixed-shape BLAS call while it is still in cache.
 
-    Bitwise equal to ``gemm_blocks(im2col(x), b, out, block_rows, ...)`` (then ``+= bias``): the
+    Bitwise equal to ``matmul(im2col(x), b, out, block_rows, ...)`` (then ``+= bias``): the
     same BLAS calls on the same rows, without the (n·h_out·w_out, kh·kw·c) unfolded array.
     """
     cdef fl_geometry geo = _geometry(g)

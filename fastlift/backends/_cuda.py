@@ -104,6 +104,9 @@ MAX_BLOCKS = 8192
 GPU_MEMORY_FRACTION = 0.4
 MIN_CHUNK_BUDGET = 64 * 2**20
 
+#: TF32 tensor-core GEMMs (``precision="tf32"``) exist from compute capability 8.0 (Ampere) on.
+TF32_MIN_COMPUTE_CAPABILITY = 80
+
 #: Smallest pinned staging buffer (`PinnedStaging`); buffers grow to the next power of two.
 MIN_PINNED_BYTES = 1 << 20
 
@@ -362,6 +365,7 @@ class CupyDevice:
 
         self.xp = cupy
         self.id = cupy.cuda.runtime.getDevice()  # the device current when the backend was made
+        self.compute_capability = int(cupy.cuda.Device(self.id).compute_capability)  # "86" -> 86
         self._modules: dict[str, object] = {}
         self._kernels: dict[tuple[str, np.dtype], object] = {}
 
@@ -407,12 +411,14 @@ class CupyDevice:
         return int(free), int(self.xp.get_default_memory_pool().free_bytes())
 
     @contextlib.contextmanager
-    def compute_context(self):
-        """Float32 GEMMs in full FP32 (never TF32, whatever CUPY_TF32 says) for the run."""
+    def compute_context(self, tf32: bool = False):
+        """Float32 GEMMs for the run in full FP32, or with ``tf32`` on tensor cores with inputs
+        rounded to TF32 (cuBLAS ``CUBLAS_COMPUTE_32F_FAST_TF32``), whatever CUPY_TF32 says. CuPy
+        keeps the setting per process; it is restored afterwards."""
         from cupy._core import _routines_linalg as linalg
 
         old = linalg.get_compute_type(np.float32)
-        linalg.set_compute_type(np.float32, linalg.COMPUTE_TYPE_FP32)
+        linalg.set_compute_type(np.float32, linalg.COMPUTE_TYPE_TF32 if tf32 else linalg.COMPUTE_TYPE_FP32)
         try:
             yield
         finally:

@@ -1,8 +1,9 @@
 """`CupyOps`: the Ops interface on a CUDA GPU, over CuPy raw kernels (``kernels/*.cu``) and cuBLAS.
 
 CupyOps overrides only the ops that have a CUDA kernel here (the per-element math is
-``csrc/fl_math.h``, shared unchanged with the CPU build) and `matmul` (cuBLAS, in full FP32:
-`compute_context` turns TF32 off). Every other op is `Ops`' own code, written against ``self.xp``,
+``csrc/fl_math.h``, shared unchanged with the CPU build) and `matmul` (cuBLAS: in full FP32, or
+with ``precision="tf32"`` on tensor cores with inputs rounded to TF32; `compute_context` sets it
+for a run, whatever ``CUPY_TF32`` says). Every other op is `Ops`' own code, written against ``self.xp``,
 so it runs on the device as CuPy calls: the convolutions compose im2col, cuBLAS and col2im, and
 `softmax_forward` and `add` are CuPy expressions. Dtypes without a kernel (anything but float32 and
 float64) take the same `Ops` code on the device.
@@ -44,7 +45,9 @@ class CupyOps(Ops):
     """CUDA backend. ``CupyOps()`` raises RuntimeError with CuPy's reason when no GPU is usable.
 
     ``n_threads`` is accepted for the common signature and unused (the GPU's threads are the
-    kernels' grid).
+    kernels' grid). ``precision``: "float32" (default) runs float32 GEMMs in full FP32; "tf32"
+    lets cuBLAS round their inputs to TF32 (10-bit mantissa) and use tensor cores, summing in
+    FP32; it needs compute capability 8.0 (Ampere) or newer. Float64 GEMMs are always FP64.
     """
 
     name = "cuda"
@@ -56,24 +59,31 @@ class CupyOps(Ops):
     #: `add_activation` has a kernel; the convolution fusions compose device ops, so they are not
     #: planned here.
     fused_ops = frozenset({"add_activation"})
+    precisions = frozenset({"float32", "tf32"})
 
-    def __init__(self, n_threads: int | None = None):
-        super().__init__(n_threads)
+    def __init__(self, n_threads: int | None = None, precision: str = "float32"):
+        super().__init__(n_threads, precision)
         self._use_device(_cuda.CupyDevice())
 
     @classmethod
-    def _on_device(cls, device, n_threads=None, max_blocks=_cuda.MAX_BLOCKS, gemm_block_rows=GEMM_BLOCK_ROWS):
+    def _on_device(cls, device, n_threads=None, max_blocks=_cuda.MAX_BLOCKS, gemm_block_rows=GEMM_BLOCK_ROWS,
+                   precision="float32"):
         """This backend over another executor with the same interface as `_cuda.CupyDevice` (tests:
         the host emulator). ``max_blocks`` caps the grid, so small values exercise the kernels'
         grid-stride loops."""
         self = cls.__new__(cls)
-        Ops.__init__(self, n_threads)
+        Ops.__init__(self, n_threads, precision)
         self._use_device(device)
         self.max_blocks = int(max_blocks)
         self.gemm_block_rows = int(gemm_block_rows)
         return self
 
     def _use_device(self, device):
+        if self.precision == "tf32" and device.compute_capability < _cuda.TF32_MIN_COMPUTE_CAPABILITY:
+            cc = device.compute_capability
+            raise ValueError(f"precision='tf32' needs an NVIDIA GPU of compute capability "
+                             f"{_cuda.TF32_MIN_COMPUTE_CAPABILITY // 10}.0 (Ampere) or newer; this one is "
+                             f"{cc // 10}.{cc % 10}: use precision='float32'")
         self.device = device
         self.xp = device.xp
         self.max_blocks = _cuda.MAX_BLOCKS
@@ -83,14 +93,15 @@ class CupyOps(Ops):
 
     @contextlib.contextmanager
     def compute_context(self):
-        """Around a whole run: float32 GEMMs in FP32, not TF32; the calling thread's current stream
-        is the compute stream that uploads from the prefetch thread order themselves after."""
+        """Around a whole run: float32 GEMMs in this backend's `precision` (FP32, or TF32 when
+        asked); the calling thread's current stream is the compute stream that uploads from the
+        prefetch thread order themselves after."""
         staging = self.staging
         previous = staging.compute_stream
         with self.device.context():
             staging.compute_stream = self.xp.cuda.get_current_stream()
         try:
-            with self.device.compute_context():
+            with self.device.compute_context(tf32=self.precision == "tf32"):
                 yield
         finally:
             staging.compute_stream = previous

@@ -59,10 +59,17 @@ class Ops:
     name = "numpy"
     xp = np
 
-    def __init__(self, n_threads: int | None = None):
+    def __init__(self, n_threads: int | None = None, precision: str = "float32"):
         self.n_threads = 1 if n_threads is None else int(n_threads)
+        if precision not in self.precisions:
+            raise ValueError(f"precision must be one of {sorted(self.precisions)} on the {self.name} backend; "
+                             f"got {precision!r}")
+        self.precision = precision
 
     # ------------------------------------------------------------ capabilities
+    #: The GEMM precisions of float32 runs this backend offers: "float32" (FP32 products and sums)
+    #: everywhere; CupyOps adds "tf32" (inputs rounded to TF32 on tensor cores, FP32 sums).
+    precisions: frozenset = frozenset({"float32"})
     #: Fused ops this backend runs in one pass. `fastlift.fuse` plans a fusion only where the
     #: backend lists it; the methods themselves exist on every backend (composed here, same bits).
     fused_ops: frozenset = frozenset()
@@ -270,7 +277,7 @@ class Ops:
     def activation_forward(self, act, x, alpha):
         """f(x) elementwise for x (rows, n_features)."""
         a = _alpha_full(self.xp, alpha, x.shape[-1], x.dtype)
-        return _act_value(self, Act(act), x, a).astype(x.dtype, copy=False)
+        return _activation_forward_elem(self, Act(act), x, a).astype(x.dtype, copy=False)
 
     def add_activation(self, act, x, alpha, other):
         """``other + f(x)`` for x and other (rows, n_features): a residual merge of an
@@ -281,7 +288,7 @@ class Ops:
     def activation_grad(self, act, x, alpha):
         """f'(x) elementwise for x (rows, n_features)."""
         a = _alpha_full(self.xp, alpha, x.shape[-1], x.dtype)
-        return _act_grad(self, Act(act), x, a).astype(x.dtype, copy=False)
+        return _activation_grad_elem(self, Act(act), x, a).astype(x.dtype, copy=False)
 
     def softmax_forward(self, x):
         """Softmax over the last axis of x (rows, n_classes)."""
@@ -375,7 +382,7 @@ def _window_index(n_out, stride, pad, offset, size):
     return np.nonzero(ok)[0], src[ok]
 
 
-def _act_value(ops, act: Act, x, a):
+def _activation_forward_elem(ops, act: Act, x, a):
     xp = ops.xp
     if act == Act.LINEAR:
         return x.copy()
@@ -412,7 +419,7 @@ def _act_value(ops, act: Act, x, a):
     raise ValueError(f"unknown activation code {act}")
 
 
-def _act_grad(ops, act: Act, x, a):
+def _activation_grad_elem(ops, act: Act, x, a):
     xp = ops.xp
     one = xp.ones_like(x)
     if act == Act.LINEAR:
