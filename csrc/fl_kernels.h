@@ -176,6 +176,7 @@ typedef struct fl_geometry {
     case FL_ACT_GELU:         CALL(FL_ACT_GELU); break;               \
     case FL_ACT_GELU_TANH:    CALL(FL_ACT_GELU_TANH); break;          \
     case FL_ACT_EXPONENTIAL:  CALL(FL_ACT_EXPONENTIAL); break;        \
+    case FL_ACT_LOG:          CALL(FL_ACT_LOG); break;                \
     default: break;                                                   \
     }
 

@@ -47,7 +47,8 @@
 #define FL_ACT_GELU         12   // exact: x * Phi(x)
 #define FL_ACT_GELU_TANH    13   // tanh approximation
 #define FL_ACT_EXPONENTIAL  14
-#define FL_ACT_COUNT        15   // codes are 0 .. FL_ACT_COUNT - 1
+#define FL_ACT_LOG          15   // natural log (inputs > 0; ONNX Log)
+#define FL_ACT_COUNT        16   // codes are 0 .. FL_ACT_COUNT - 1
 
 // Activations computed with arithmetic only (no exp/tanh/erf). For them the rule functions
 // evaluate both sides of the near-zero test and select, so the row loops have no control flow
@@ -111,6 +112,7 @@ FL_HD float fl_act_value_f(int act, float x, float a)
         return 0.5f * x * (1.0f + tanhf(u));
     }
     case FL_ACT_EXPONENTIAL:  return expf(x);
+    case FL_ACT_LOG:          return logf(x);
     default:                  return 0.0f;
     }
 }
@@ -138,6 +140,7 @@ FL_HD double fl_act_value_d(int act, double x, double a)
         return 0.5 * x * (1.0 + tanh(u));
     }
     case FL_ACT_EXPONENTIAL:  return exp(x);
+    case FL_ACT_LOG:          return log(x);
     default:                  return 0.0;
     }
 }
@@ -189,6 +192,7 @@ FL_HD float fl_act_grad_f(int act, float x, float a)
         return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du;
     }
     case FL_ACT_EXPONENTIAL:  return expf(x);
+    case FL_ACT_LOG:          return 1.0f / x;
     default:                  return 0.0f;
     }
 }
@@ -234,6 +238,7 @@ FL_HD double fl_act_grad_d(int act, double x, double a)
         return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du;
     }
     case FL_ACT_EXPONENTIAL:  return exp(x);
+    case FL_ACT_LOG:          return 1.0 / x;
     default:                  return 0.0;
     }
 }

@@ -14,6 +14,7 @@ from .fuse import backward_shortcuts, forward_steps
 from .layers.base import Node
 from .layers.conv import Convolution
 from .layers.core import Activation, BatchNormalization, Dense, Dropout, InputLayer
+from .layers.elementwise import ScaleShift
 from .rules import Rule
 
 
@@ -32,11 +33,11 @@ def resolve(nodes: list[Node], rule: Rule) -> dict[Node, Rule]:
 def genomics_default_rule(node: Node) -> Rule:
     """The original's DeepLIFT_GenomicsDefault for one activation node.
 
-    Walk back through BatchNormalization and Dropout; a convolution before it means
-    Rescale, a Dense layer RevealCancel, anything else is an error (as in deeplift).
+    Walk back through BatchNormalization, Dropout and constant ScaleShift layers; a convolution
+    before it means Rescale, a Dense layer RevealCancel, anything else is an error (as in deeplift).
     """
     src = node.inputs[0]
-    while isinstance(src.layer, (BatchNormalization, Dropout)):
+    while isinstance(src.layer, (BatchNormalization, Dropout, ScaleShift)):
         src = src.inputs[0]
     if isinstance(src.layer, Convolution):
         return Rule.RESCALE
@@ -84,10 +85,12 @@ def check_hypothetical(scored, model, xs):
     for node, x in zip(model.inputs, xs):
         if node not in scored:
             continue
-        ok = ((x == 0) | (x == 1)).all() and (x.sum(axis=-1) <= 1).all()
+        axis = model.channel_axis
+        ok = ((x == 0) | (x == 1)).all() and (x.sum(axis=axis) <= 1).all()
         if not ok:
+            where = "last axis" if axis == -1 else f"channel axis {axis}"
             raise ValueError(f"hypothetical=True needs one-hot input (values 0/1, at most one 1 along the "
-                             f"last axis); input {node.name!r} is not")
+                             f"{where}); input {node.name!r} is not")
 
 
 class Plan:

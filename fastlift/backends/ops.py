@@ -407,6 +407,8 @@ def _act_value(ops, act: Act, x, a):
         return 0.5 * x * (1 + xp.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x**3)))
     if act == Act.EXPONENTIAL:
         return xp.exp(x)
+    if act == Act.LOG:
+        return xp.log(x)
     raise ValueError(f"unknown activation code {act}")
 
 
@@ -453,4 +455,6 @@ def _act_grad(ops, act: Act, x, a):
         return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du
     if act == Act.EXPONENTIAL:
         return xp.exp(x)
+    if act == Act.LOG:
+        return 1 / x
     raise ValueError(f"unknown activation code {act}")
