@@ -86,6 +86,7 @@ class Builder:
         self.used_weights: set = set()
         self.replace = replace or {}
         self.replaced: dict[str, list] = {}  # replace key -> names of the layers it replaced
+        self.matched: set = set()  # replace keys naming a layer or class of the file
         self.declared: dict[str, tuple] = {}  # replaced layer -> the output shape its config declares
 
     # ------------------------------------------------------------------ errors
@@ -244,7 +245,9 @@ class Builder:
     # ---------------------------------------------------------- layer mapping
     def convert(self, spec: LayerSpec, in_shapes, path):
         """Keras layer -> [(role, fastlift layer), ...] applied in a chain."""
-        key = spec.name if spec.name in self.replace else spec.class_name if spec.class_name in self.replace else None
+        matched = [k for k in (spec.name, spec.class_name) if k in self.replace]
+        self.matched.update(matched)
+        key = matched[0] if matched else None  # the layer's name before its class
         if key is not None:
             return self._replacement(spec, key, path)
         cls = _ALIASES.get(spec.class_name, spec.class_name)
@@ -297,7 +300,7 @@ class Builder:
     def check_replace_used(self):
         """Every replace= key must have matched a layer (a misspelt name would otherwise be
         silently ignored)."""
-        unused = sorted(set(self.replace) - set(self.replaced))
+        unused = sorted(set(self.replace) - self.matched)
         if unused:
             raise ValueError(f"replace= names {unused}, which match(es) no layer name or class in {self.label}")
 
