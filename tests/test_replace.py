@@ -134,16 +134,17 @@ def test_a_replacement_that_does_not_fit_its_input_is_named():
     ([("x", 1)], TypeError, r"replace must be a dict \{layer name or class name: fastlift Layer or factory\}; got list"),
     ({3: fl.layers.Log()}, TypeError, r"replace keys must be layer or class names \(non-empty str\); got 3"),
     ({"logcount_predictions": "logsumexp"}, TypeError,
-     r"replace\['logcount_predictions'\] must be a fastlift.layers.Layer or a factory f\(config, weights\) -> Layer; "
-     r"got str"),
+     (r"replace\['logcount_predictions'\] must be a fastlift.layers.Layer or a factory f\(config, weights\) -> Layer; "
+      r"got str")),
     ({"logcount_predictions": lambda c, w: np.log}, TypeError,
-     r"replace\['logcount_predictions'\] returned ufunc for layer 'logcount_predictions'; a factory must return a "
-     r"fastlift.layers.Layer"),
+     (r"replace\['logcount_predictions'\] returned ufunc for layer 'logcount_predictions'; a factory must return a "
+      r"fastlift.layers.Layer")),
     ({**LSE, "logcounts": fl.layers.Log()}, ValueError,
-     r"replace= names \['logcounts'\], which match\(es\) no layer name or class in 'chrombpnet_lambda.tfkeras.h5'"),
+     (r"replace= names \['logcounts'\], which match\(es\) no layer name or class in "
+      r"'chrombpnet_lambda.tfkeras.h5'")),
     ({"Dense": fl.layers.Dropout(0.0), **LSE}, ValueError,
-     r"replace\['Dense'\] is one layer but the file has several layers it matches \(\['logcount_acc', "
-     r"'logcount_bias'\]\); pass a factory"),
+     (r"replace\['Dense'\] is one layer but the file has several layers it matches \(\['logcount_acc', "
+      r"'logcount_bias'\]\); pass a factory")),
 ])
 def test_bad_replacements_are_named(replace, err, says):
     with pytest.raises(err, match=says):
@@ -176,6 +177,7 @@ def test_replacing_a_layer_that_is_not_code_is_allowed():
 
 def test_model_file_errors_still_name_the_file(tmp_path):
     dst = tmp_path / "trunc.h5"
-    dst.write_bytes(open(live("revcomp.tfkeras.h5"), "rb").read()[:2000])
+    with open(live("revcomp.tfkeras.h5"), "rb") as f:
+        dst.write_bytes(f.read()[:2000])
     with pytest.raises(ModelFileError, match="trunc.h5"):
         fl.load_model(dst, replace={"RevCompConv1D": revcomp_conv})
