@@ -121,8 +121,9 @@ def talgata_graph_k0_numpy(x):
     return sigmoid(h @ p[6] + p[7])
 
 
-def imk_k0_numpy(x):
-    path = old("imk_ctcf_k0_weights.h5")
+def conv3_k0_numpy(x, path):
+    """Three 'th' Convolution2D+ReLU(+Dropout), MaxPooling2D (1, 35), Flatten, Dense, sigmoid:
+    the layout of the imk CTCF model and DragoNN's primer-tutorial multi-layer model."""
     h = x
     for k in (0, 3, 6):
         w, b = raw_arrays(path, f"layer_{k}")
@@ -170,10 +171,12 @@ def test_keras0_graph_matches_numpy():
     assert np.abs(res.deltas).max() < 1e-8
 
 
-def test_keras0_sequential_json_matches_numpy():
-    model = fl.load_model(old("imk_ctcf_k0_weights.h5"), config_json=old("imk_ctcf_k0.json"), conv_backend="theano")
+@pytest.mark.parametrize("base", ["imk_ctcf_k0", "dragonn_multi_layer_k0"])
+def test_keras0_sequential_json_matches_numpy(base):
+    model = fl.load_model(old(f"{base}_weights.h5"), config_json=old(f"{base}.json"), conv_backend="theano")
     x = onehot(random_seqs(3, 1000, 3)).transpose(0, 2, 1)[:, None]
-    np.testing.assert_allclose(model.predict(x, dtype="float64"), imk_k0_numpy(x), rtol=1e-10, atol=1e-12)
+    want = conv3_k0_numpy(x, old(f"{base}_weights.h5"))
+    np.testing.assert_allclose(model.predict(x, dtype="float64"), want, rtol=1e-10, atol=1e-12)
 
 
 def test_keras0_dense_model_needs_no_backend_and_warns_nothing():
