@@ -346,3 +346,24 @@ def test_graph_weights_must_add_up(tmp_path):
         f["graph"].attrs["nb_params"] = 7
     with pytest.raises(ModelFileError, match=r"the Graph's layers store 8 weight arrays; the file holds 7"):
         fl.load_model(dst, config_yaml=old("talgata_graph_k0.yaml"), conv_backend="theano")
+
+
+def test_stored_weights_in_the_wrong_layout_are_a_file_error(tmp_path):
+    path = write_keras1(os.path.join(NEW, "dl_batchnorm.tfkeras.h5"), tmp_path / "k1.h5", version="1.0.4")
+    with h5py.File(path, "r+") as f:  # Keras 1.0.4's BatchNormalization stores 4 arrays; drop one
+        g = f["model_weights/batch_normalization"]
+        g.attrs["weight_names"] = g.attrs["weight_names"][:3]
+    with pytest.raises(ModelFileError, match=r"layer 'batch_normalization': the stored weights of shapes "
+                                             r"\[\(2,\), \(2,\), \(2,\)\] are not in the layout the config implies"):
+        fl.load_model(path)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda c: c["config"][0]["config"].update(subsample_length=[1, "x"]),
+    lambda c: c["config"][0]["config"].update(filter_length={"a": 1}),
+    lambda c: c.update(config={"layers": 3}),
+])
+def test_malformed_keras1_configs_are_file_errors(tmp_path, edit):
+    path = write_keras1(os.path.join(NEW, "genomics_seq.tfkeras.h5"), tmp_path / "k1.h5")
+    with pytest.raises(ModelFileError, match=r"^'k1.h5': "):
+        fl.load_model(_keras1_config(path, edit), conv_backend="theano")

@@ -571,7 +571,12 @@ del _P
 def translate(top, label: str, keras_version: str | None, flips: bool, keep=()) -> Translated:
     """Rewrite a Keras 0.x/1.x model config (parsed JSON) as a Keras 2.2 config. ``keep``:
     layer or class names passed on untranslated (the caller replaces them)."""
-    return Translator(label, keras_version, dialect(top), flips, keep).model(top)
+    try:
+        return Translator(label, keras_version, dialect(top), flips, keep).model(top)
+    except ModelFileError:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError, RecursionError) as e:
+        raise ModelFileError(f"{label}: malformed Keras 0.x/1.x model config ({type(e).__name__}: {e})"[:500]) from None
 
 
 # ---------------------------------------------------------------------- weights
@@ -580,19 +585,27 @@ def translate(top, label: str, keras_version: str | None, flips: bool, keep=()) 
 class Adapted:
     """A stored weight array seen through a layout change (`H5Array`'s interface)."""
 
-    def __init__(self, arrays, index, fix, path):
+    def __init__(self, arrays, index, fix, path, label):
         self._arrays, self._index, self._fix = arrays, index, fix
         base = arrays[index]
         self.path, self.nbytes, self.storage = base.path, base.nbytes, base.storage
+        self._where = f"{label}: layer {path[-1]!r}"
         # the shape after the fix, from zero-stride views of the stored shapes (nothing is read)
         views = [np.broadcast_to(np.zeros((), np.float64), a.shape) for a in arrays]
-        self.shape = tuple(fix(views)[index].shape)
-        self._layer_path = path
+        self.shape = tuple(self._apply(views).shape)
+
+    def _apply(self, values):
+        try:
+            return self._fix(values)[self._index]
+        except (IndexError, ValueError, TypeError):
+            shapes = [tuple(np.shape(v)) for v in values]
+            raise ModelFileError(f"{self._where}: the stored weights of shapes {shapes} are not in the layout the "
+                                 "config implies") from None
 
     def read(self, layer: str) -> np.ndarray:
         values = [a.read(layer) if i == self._index else np.broadcast_to(np.zeros((), np.float64), a.shape)
                   for i, a in enumerate(self._arrays)]
-        return np.ascontiguousarray(self._fix(values)[self._index], dtype=np.float64)
+        return np.ascontiguousarray(self._apply(values), dtype=np.float64)
 
 
 class Keras1Weights:
@@ -612,7 +625,7 @@ class Keras1Weights:
         fix = self.t.fixes.get(tuple(path))
         if fix is None or not arrays:
             return [(str(i), a) for i, a in enumerate(arrays)]
-        return [(str(i), Adapted(arrays, i, fix, path)) for i in range(len(arrays))]
+        return [(str(i), Adapted(arrays, i, fix, path, self.label)) for i in range(len(arrays))]
 
 
 def flip_kernels(spec) -> Translated:
