@@ -256,3 +256,56 @@ def test_blobs_has_the_05_mode_names():
     assert blobs.NonlinearMxtsMode.DeepLIFT == "Rescale"
     assert blobs.NonlinearMxtsMode.GuidedBackpropDeepLIFT == "GuidedBackpropRescale"
     assert blobs.NonlinearMxtsMode.DeepLIFT_GenomicsDefault == "DeepLIFT_GenomicsDefault"
+
+
+# ------------------------------------------------- real Keras objects (a side environment)
+
+REAL = r"""
+import os, sys
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+import fastlift as fl
+import tf_keras
+import keras as keras3
+rng = np.random.default_rng(0)
+for K in (tf_keras, keras3):
+    inner = K.Sequential([K.Input((6,)), K.layers.Dense(4, activation="tanh", name="idense")], name="inner")
+    a = K.Input((10, 4), name="a")
+    h = K.layers.Conv1D(3, 3, activation="relu", name="conv")(a)
+    h = K.layers.BatchNormalization(name="bn")(h)
+    h = K.layers.Flatten(name="flat")(h)
+    h = K.layers.Dense(6, name="d")(h)
+    y = K.layers.Dense(2, name="head")(inner(h))
+    model = K.Model(a, y)
+    bn = model.get_layer("bn")
+    bn.set_weights([rng.uniform(0.5, 2, w.shape).astype("float32") for w in bn.get_weights()])
+    x = rng.normal(size=(3, 10, 4)).astype("float32")
+    want = model.predict(x, verbose=0)
+    got = fl.from_keras(model).predict(x, dtype="float64")
+    err = float(np.abs(got - want).max() / np.abs(want).max())
+    assert err < 1e-5, (K.__name__, err)
+    print(K.__name__, "ok", err)
+"""
+
+
+def _tf_python():
+    env = os.environ.get("FASTLIFT_TF_PYTHON")
+    if env:
+        return env
+    try:
+        import tensorflow  # noqa: F401
+        import tf_keras  # noqa: F401
+    except ImportError:
+        return None
+    return sys.executable
+
+
+@pytest.mark.skipif(_tf_python() is None, reason="needs TensorFlow + tf-keras + Keras 3 (or FASTLIFT_TF_PYTHON)")
+def test_from_keras_on_real_tf_keras_and_keras3_objects():
+    import subprocess
+
+    out = subprocess.run([_tf_python(), "-c", REAL, os.path.dirname(HERE)], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "tf_keras ok" in out.stdout and "keras ok" in out.stdout

@@ -434,32 +434,24 @@ class Translator:
         return "channels_first" if ordering == "th" else "channels_last"
 
     @staticmethod
-    def _pool1d(cls_name):
+    def _pool(cls_name, ndim):
         def translate(self, cfg, name):
-            size = cfg.get("pool_length", 2) or 2
-            stride = cfg.get("stride") or size
+            if ndim == 1:
+                size = cfg.get("pool_length", 2) or 2
+                strides = cfg.get("stride") or size
+            else:
+                size = cfg.get("pool_size", [2, 2]) or [2, 2]
+                strides = cfg.get("strides") or size
             if cfg.get("ignore_border") is False:
                 raise self.unsupported(name, cls_name, "ignore_border=False is not supported")
             padding = self.border_mode(cfg, name, cls_name)
             if padding == "same" and self.out.flips:
                 raise self.unsupported(name, cls_name, "border_mode='same' pools pad differently on Theano "
                                        "(conv_backend='theano'); fastlift does not reproduce it")
-            return cls_name, {"pool_size": size, "strides": stride, "padding": padding}, 0, None
-        return translate
-
-    @staticmethod
-    def _pool2d(cls_name):
-        def translate(self, cfg, name):
-            size = cfg.get("pool_size", [2, 2]) or [2, 2]
-            strides = cfg.get("strides") or size
-            if cfg.get("ignore_border") is False:
-                raise self.unsupported(name, cls_name, "ignore_border=False is not supported")
-            padding = self.border_mode(cfg, name, cls_name)
-            if padding == "same" and self.out.flips:
-                raise self.unsupported(name, cls_name, "border_mode='same' pools pad differently on Theano "
-                                       "(conv_backend='theano'); fastlift does not reproduce it")
-            return cls_name, {"pool_size": size, "strides": strides, "padding": padding,
-                         "data_format": self.data_format(cfg, name, cls_name)}, 0, None
+            new = {"pool_size": size, "strides": strides, "padding": padding}
+            if ndim == 2:
+                new["data_format"] = self.data_format(cfg, name, cls_name)
+            return cls_name, new, 0, None
         return translate
 
     @staticmethod
@@ -549,8 +541,8 @@ _P = Translator
 LAYER_TRANSLATIONS = {
     "Dense": _P._dense, "Convolution1D": _P._conv1d, "AtrousConvolution1D": _P._conv1d, "Conv1D": _P._conv1d,
     "Convolution2D": _P._conv2d, "AtrousConvolution2D": _P._conv2d, "Conv2D": _P._conv2d,
-    "MaxPooling1D": _P._pool1d("MaxPooling1D"), "AveragePooling1D": _P._pool1d("AveragePooling1D"),
-    "MaxPooling2D": _P._pool2d("MaxPooling2D"), "AveragePooling2D": _P._pool2d("AveragePooling2D"),
+    "MaxPooling1D": _P._pool("MaxPooling1D", 1), "AveragePooling1D": _P._pool("AveragePooling1D", 1),
+    "MaxPooling2D": _P._pool("MaxPooling2D", 2), "AveragePooling2D": _P._pool("AveragePooling2D", 2),
     "GlobalMaxPooling1D": _P._plain("GlobalMaxPooling1D"),
     "GlobalAveragePooling1D": _P._plain("GlobalAveragePooling1D"),
     "GlobalMaxPooling2D": _P._global2d("GlobalMaxPooling2D"),

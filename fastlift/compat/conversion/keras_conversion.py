@@ -31,6 +31,11 @@ _KINDS = {"convert_sequential_model": ("sequential",), "convert_functional_model
           "convert_graph_model": ("functional",)}
 
 
+def _modes(nonlinear_mxts_mode, verbose, dense_mxts_mode, conv_mxts_mode, maxpool_deeplift_mode):
+    return {"nonlinear_mxts_mode": nonlinear_mxts_mode, "verbose": verbose, "dense_mxts_mode": dense_mxts_mode,
+            "conv_mxts_mode": conv_mxts_mode, "maxpool_deeplift_mode": maxpool_deeplift_mode}
+
+
 def _convert_object(fn, model, kwargs):
     opts = _options(kwargs)
     loaded = read_live(model, options(layer_classes=dl_layers.ORIGINAL_CLASSES))
@@ -60,25 +65,21 @@ def convert_sequential_model(model, num_dims=None, nonlinear_mxts_mode=Nonlinear
                              verbose=True, dense_mxts_mode=DenseMxtsMode.Linear, conv_mxts_mode=ConvMxtsMode.Linear,
                              maxpool_deeplift_mode=dl_layers.MaxPoolDeepLiftMode.gradient, layer_overrides=None):
     """A live Keras ``Sequential`` -> `fastlift.compat.models.SequentialModel`."""
-    return _convert_object("convert_sequential_model", model, {
-        "nonlinear_mxts_mode": nonlinear_mxts_mode, "verbose": verbose, "dense_mxts_mode": dense_mxts_mode,
-        "conv_mxts_mode": conv_mxts_mode, "maxpool_deeplift_mode": maxpool_deeplift_mode,
-        "layer_overrides": layer_overrides})
+    modes = _modes(nonlinear_mxts_mode, verbose, dense_mxts_mode, conv_mxts_mode, maxpool_deeplift_mode)
+    return _convert_object("convert_sequential_model", model, {**modes, "layer_overrides": layer_overrides})
 
 
 def convert_functional_model(model, nonlinear_mxts_mode=NonlinearMxtsMode.DeepLIFT_GenomicsDefault, verbose=True,
                              dense_mxts_mode=DenseMxtsMode.Linear, conv_mxts_mode=ConvMxtsMode.Linear,
                              maxpool_deeplift_mode=dl_layers.MaxPoolDeepLiftMode.gradient, auto_build_outputs=True):
     """A live functional Keras ``Model`` -> `fastlift.compat.models.GraphModel`."""
-    return _convert_object("convert_functional_model", model, {
-        "nonlinear_mxts_mode": nonlinear_mxts_mode, "verbose": verbose, "dense_mxts_mode": dense_mxts_mode,
-        "conv_mxts_mode": conv_mxts_mode, "maxpool_deeplift_mode": maxpool_deeplift_mode})
+    return _convert_object("convert_functional_model", model,
+                           _modes(nonlinear_mxts_mode, verbose, dense_mxts_mode, conv_mxts_mode, maxpool_deeplift_mode))
 
 
 def convert_graph_model(model, nonlinear_mxts_mode=NonlinearMxtsMode.DeepLIFT_GenomicsDefault, verbose=True,
                         dense_mxts_mode=DenseMxtsMode.Linear, conv_mxts_mode=ConvMxtsMode.Linear,
                         maxpool_deeplift_mode=dl_layers.MaxPoolDeepLiftMode.gradient, auto_build_outputs=True):
     """A live Keras 0.x ``Graph`` -> `fastlift.compat.models.GraphModel`."""
-    return _convert_object("convert_graph_model", model, {
-        "nonlinear_mxts_mode": nonlinear_mxts_mode, "verbose": verbose, "dense_mxts_mode": dense_mxts_mode,
-        "conv_mxts_mode": conv_mxts_mode, "maxpool_deeplift_mode": maxpool_deeplift_mode})
+    return _convert_object("convert_graph_model", model,
+                           _modes(nonlinear_mxts_mode, verbose, dense_mxts_mode, conv_mxts_mode, maxpool_deeplift_mode))
