@@ -367,3 +367,25 @@ def test_malformed_keras1_configs_are_file_errors(tmp_path, edit):
     path = write_keras1(os.path.join(NEW, "genomics_seq.tfkeras.h5"), tmp_path / "k1.h5")
     with pytest.raises(ModelFileError, match=r"^'k1.h5': "):
         fl.load_model(_keras1_config(path, edit), conv_backend="theano")
+
+
+# ------------------------------------------- real Keras 1.2.2 on Theano (make_keras1_fixtures.py)
+
+
+@pytest.mark.parametrize("name", ["seq_conv1d", "seq_conv2d_th", "seq_conv2d_tf", "functional_merge"])
+def test_keras122_theano_files_match_theano_s_predictions(name):
+    """Saved by Keras 1.2.2's model.save on Theano 1.0.5 (float32): the file records no
+    backend, the default reads it as Theano's and matches; read unflipped, it does not."""
+    path = old(f"k122_{name}.h5")
+    with h5py.File(path, "r") as f:
+        assert sorted(f.attrs) == ["keras_version", "model_config"]  # no 'backend' in Keras 1 files
+        assert f.attrs["keras_version"] in (b"1.2.2", "1.2.2")
+    with np.load(old(f"k122_{name}.npz")) as z:
+        xs = [z[k].astype(np.float64) for k in sorted(z.files) if k.startswith("x")]
+        want = z["y0"]
+    with pytest.warns(UserWarning, match="read as Theano's"):
+        model = fl.load_model(path)
+    y = model.predict(xs if len(xs) > 1 else xs[0], dtype="float64")
+    assert np.abs(y - want).max() <= 2e-6 * np.abs(want).max()
+    unflipped = fl.load_model(path, conv_backend="tensorflow").predict(xs if len(xs) > 1 else xs[0], dtype="float64")
+    assert np.abs(unflipped - want).max() > 1e-2 * np.abs(want).max()
