@@ -17,6 +17,7 @@ import warnings
 import h5py
 import numpy as np
 import pytest
+from test_io_keras import _tf_python  # FASTLIFT_TF_PYTHON, or this Python if TensorFlow imports
 
 import fastlift as fl
 from fastlift.compat import blobs
@@ -287,18 +288,6 @@ for K in (tf_keras, keras3):
     assert err < 1e-5, (K.__name__, err)
     print(K.__name__, "ok", err)
 """
-
-
-def _tf_python():
-    env = os.environ.get("FASTLIFT_TF_PYTHON")
-    if env:
-        return env
-    try:
-        import tensorflow  # noqa: F401
-        import tf_keras  # noqa: F401
-    except ImportError:
-        return None
-    return sys.executable
 
 
 @pytest.mark.skipif(_tf_python() is None, reason="needs TensorFlow + tf-keras + Keras 3 (or FASTLIFT_TF_PYTHON)")
