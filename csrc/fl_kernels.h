@@ -234,6 +234,7 @@ static inline int64_t fl_conv_adjoint_scratch_size(fl_geometry g, int64_t c_out,
     case FL_ACT_GELU:         CALL(FL_ACT_GELU); break;               \
     case FL_ACT_GELU_TANH:    CALL(FL_ACT_GELU_TANH); break;          \
     case FL_ACT_EXPONENTIAL:  CALL(FL_ACT_EXPONENTIAL); break;        \
+    case FL_ACT_LOG:          CALL(FL_ACT_LOG); break;                \
     default: break;                                                   \
     }
 

@@ -52,7 +52,8 @@
 #define FL_ACT_GELU         12   // exact: x * Phi(x)
 #define FL_ACT_GELU_TANH    13   // tanh approximation
 #define FL_ACT_EXPONENTIAL  14
-#define FL_ACT_COUNT        15   // codes are 0 .. FL_ACT_COUNT - 1
+#define FL_ACT_LOG          15   // natural log (inputs > 0; ONNX Log)
+#define FL_ACT_COUNT        16   // codes are 0 .. FL_ACT_COUNT - 1
 
 // Activations computed with arithmetic only (no exp/tanh/erf). For them the rule functions
 // evaluate both sides of the near-zero test and select, so the row loops have no control flow

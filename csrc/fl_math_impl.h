@@ -48,6 +48,7 @@ FL_HD FL_T FL_M(activation_forward_elem)(int act, FL_T x, FL_T a)
         return (FL_T)0.5 * x * ((FL_T)1 + FL_F(tanh)(u));
     }
     case FL_ACT_EXPONENTIAL:  return FL_F(exp)(x);
+    case FL_ACT_LOG:          return FL_F(log)(x);
     default:                  return (FL_T)0;
     }
 }
@@ -99,6 +100,7 @@ FL_HD FL_T FL_M(activation_grad_elem)(int act, FL_T x, FL_T a)
         return (FL_T)0.5 * ((FL_T)1 + t) + (FL_T)0.5 * x * ((FL_T)1 - t * t) * du;
     }
     case FL_ACT_EXPONENTIAL:  return FL_F(exp)(x);
+    case FL_ACT_LOG:          return (FL_T)1 / x;
     default:                  return (FL_T)0;
     }
 }

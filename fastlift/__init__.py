@@ -13,7 +13,7 @@ from . import layers, references
 from .explain import Attributions, attribute, deeplift
 from .explainer import Explainer
 from .genomics import dinuc_shuffle
-from .io import load_model
+from .io import from_keras, load_model
 from .model import Model
 
 __version__ = "0.1.0"
@@ -26,6 +26,7 @@ __all__ = [
     "attribute",
     "deeplift",
     "dinuc_shuffle",
+    "from_keras",
     "get_include",
     "layers",
     "load_model",

@@ -28,6 +28,7 @@ class Act(IntEnum):
     GELU = 12  # exact: x * Phi(x)
     GELU_TANH = 13  # tanh approximation
     EXPONENTIAL = 14
+    LOG = 15  # natural log (inputs > 0): the `Log` layer, not a Keras activation name
 
 
 #: Keras activation names -> codes ("silu" is "swish").

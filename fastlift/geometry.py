@@ -35,12 +35,19 @@ def window_geometry(spatial, channels, kernel, strides, dilation, padding, what)
     """Geometry of a Keras/TF sliding window over ``spatial`` = (h, w).
 
     valid: out = floor((in - (k-1)·d - 1) / s) + 1; same: out = ceil(in / s) with
-    TF's padding (the smaller half before); causal (1-D only): pad (k-1)·d before.
+    TF's padding (the smaller half before); causal (1-D only): pad (k-1)·d before; explicit
+    ((before, after), (before, after)) pairs for (h, w), as ONNX and PyTorch give them:
+    out = floor((in + before + after - (k-1)·d - 1) / s) + 1.
     """
     outs, pads = [], []
-    for n, k, s, d in zip(spatial, kernel, strides, dilation):
+    explicit = not isinstance(padding, str)
+    for axis, (n, k, s, d) in enumerate(zip(spatial, kernel, strides, dilation)):
         span = (k - 1) * d + 1
-        if padding == "valid":
+        if explicit:
+            before, after = padding[axis]
+            out = (n + before + after - span) // s + 1
+            pad = before
+        elif padding == "valid":
             out = (n - span) // s + 1
             pad = 0
         elif padding == "same":

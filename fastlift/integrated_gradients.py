@@ -81,6 +81,6 @@ def integrated_gradients_chunk(plan, chunk, acc):
             hyp = None
             if plan.hypothetical:
                 r = ops.asarray(ref_rows[input_index[node]], plan.dtype)
-                hyp = grad - (r * grad).sum(axis=-1, keepdims=True)
+                hyp = grad - (r * grad).sum(axis=plan.model.channel_axis, keepdims=True)
             acc.add(ti, si, chunk, c, grad, hyp)
         acc.add_deltas(ti, chunk, sum_c - d_out)

@@ -78,6 +78,6 @@ def scores(plan, ctx, node, m, contributions=True):
 
 
 def hypothetical(ops, ctx, node, mult):
-    """m - Σ_c ref·m (per pair, last axis = one-hot channels)."""
+    """m - Σ_c ref·m (per pair, summed over the model's one-hot channel axis)."""
     r = ctx.r(node)[ctx.pair_r]
-    return mult - (r * mult).sum(axis=-1, keepdims=True)
+    return mult - (r * mult).sum(axis=ctx.plan.model.channel_axis, keepdims=True)

@@ -27,6 +27,10 @@ from .layers.base import Node
 from .layers.core import Activation, Dropout, InputLayer, Softmax
 
 
+#: Values of `Model.input_layout`.
+LAYOUTS = ("channels_last", "channels_first")
+
+
 class Step(NamedTuple):
     """One computation of a forward pass: the arrays of ``outputs`` from those of ``inputs``, by
     ``run(ops, input_arrays, weights) -> one array per output``. A plain step is one node's
@@ -52,6 +56,10 @@ class Model:
         The `Input` nodes, in the order `predict` and `deeplift` take arrays.
     outputs : Node or list of Node
     name : str, optional
+    input_layout : {"channels_last", "channels_first"}
+        Where the inputs keep their channels (for DNA, the one-hot axis of size 4): Keras models
+        are ``"channels_last"`` (N, L, 4), PyTorch/ONNX models ``"channels_first"`` (N, 4, L).
+        Hypothetical scores, shuffled and flat references read it (`channel_axis`).
 
     Raises
     ------
@@ -60,8 +68,11 @@ class Model:
         dangling input), a listed input no output depends on, or duplicate node names.
     """
 
-    def __init__(self, inputs, outputs, name: str = "model"):
+    def __init__(self, inputs, outputs, name: str = "model", input_layout: str = "channels_last"):
         self.name = name
+        if input_layout not in LAYOUTS:
+            raise ValueError(f"input_layout must be one of {LAYOUTS}; got {input_layout!r}")
+        self.input_layout = input_layout
         self.inputs = _node_list(inputs, "inputs")
         self.outputs = _node_list(outputs, "outputs")
         for n in self.inputs:
@@ -95,6 +106,12 @@ class Model:
             if isinstance(n.layer, Softmax) and self.readers[n]:
                 raise NotImplementedError(f"softmax {n.name!r} is used by another layer; fastlift supports "
                                           "softmax only as a final layer")
+
+    @property
+    def channel_axis(self) -> int:
+        """The channel (one-hot) axis of a batched input array: -1 for channels-last models,
+        1 for channels-first ones."""
+        return 1 if self.input_layout == "channels_first" else -1
 
     # ----------------------------------------------------------------- lookup
     @property

@@ -14,7 +14,7 @@ from __future__ import annotations
 from .fuse import backward_shortcuts, forward_steps
 from .layers.base import Node
 from .layers.conv import Convolution, Cropping1D, Cropping2D, ZeroPadding1D, ZeroPadding2D
-from .layers.core import Activation, BatchNormalization, Dense, Dropout, Flatten, InputLayer, Permute, Reshape
+from .layers.core import Activation, Dense, Dropout, Flatten, InputLayer, Permute, Reshape, ScaleShift
 from .layers.merge import Add, Average, Concatenate, Subtract
 from .rules import Rule
 
@@ -31,10 +31,10 @@ def resolve(nodes: list[Node], rule: Rule) -> dict[Node, Rule]:
     return out
 
 
-#: Layers `linear_sources` walks back through: they move, merge or rescale values without a
-#: linear map of their own that could say whether the activation sits in a convolutional or a
-#: dense part of the network.
-_WALKED = (BatchNormalization, Dropout, Activation, Add, Subtract, Average, Concatenate, Cropping1D, Cropping2D,
+#: Layers `linear_sources` walks back through (BatchNormalization is a ScaleShift): they move, merge
+#: or rescale values without a linear map of their own that could say whether the activation sits
+#: in a convolutional or a dense part of the network.
+_WALKED = (ScaleShift, Dropout, Activation, Add, Subtract, Average, Concatenate, Cropping1D, Cropping2D,
            ZeroPadding1D, ZeroPadding2D, Flatten, Reshape, Permute)
 
 
@@ -43,8 +43,9 @@ def linear_sources(node: Node) -> tuple[list[Node], Node | None]:
     met on the way or None).
 
     The walk goes back through `_WALKED` layers (merges, cropping/padding, shape-only layers,
-    BatchNormalization, Dropout and other activations) along every path and stops at each
-    linear layer; any other layer (pooling, a model input, a softmax) stops it with that node.
+    BatchNormalization and other constant ScaleShift layers, Dropout and other activations)
+    along every path and stops at each linear layer; any other layer (pooling, a model input,
+    a softmax) stops it with that node.
     """
     found, seen, stack = [], set(), [node.inputs[0]]
     while stack:
@@ -65,7 +66,8 @@ def genomics_default_rule(node: Node) -> Rule:
     """The original's DeepLIFT_GenomicsDefault for one activation node, extended to merges.
 
     The original looks at the layer before the activation (through BatchNormalization and
-    Dropout): a convolution means Rescale, a Dense layer RevealCancel, anything else is an error.
+    Dropout; here also constant ScaleShift layers): a convolution means Rescale, a Dense layer
+    RevealCancel, anything else is an error.
     Here an activation after Add/Subtract/Average/Concatenate, cropping, padding or a reshape (a
     residual BPNet) is resolved by the linear layers that feed it (`linear_sources`): Rescale
     when all are convolutions, RevealCancel when all are Dense; an error when they mix or when
@@ -127,10 +129,12 @@ def check_hypothetical(scored, model, xs):
     for node, x in zip(model.inputs, xs):
         if node not in scored:
             continue
-        ok = ((x == 0) | (x == 1)).all() and (x.sum(axis=-1) <= 1).all()
+        axis = model.channel_axis
+        ok = ((x == 0) | (x == 1)).all() and (x.sum(axis=axis) <= 1).all()
         if not ok:
+            where = "last axis" if axis == -1 else f"channel axis {axis}"
             raise ValueError(f"hypothetical=True needs one-hot input (values 0/1, at most one 1 along the "
-                             f"last axis); input {node.name!r} is not")
+                             f"{where}); input {node.name!r} is not")
 
 
 class Plan:

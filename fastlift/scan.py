@@ -91,6 +91,9 @@ class _Numbered(refs_mod.ReferenceSpec):
     def __init__(self, spec, lo):
         self.spec, self.lo, self.n_refs = spec, lo, spec.n_refs
 
+    def for_layout(self, channel_axis):
+        return _Numbered(self.spec.for_layout(channel_axis), self.lo)
+
     def generate_indexed(self, x, seed, index):
         if hasattr(self.spec, "generate_indexed"):
             return self.spec.generate_indexed(x, seed, self.lo + index)

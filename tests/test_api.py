@@ -13,7 +13,8 @@ from fastlift import cli, demo
 
 def test_public_names():
     assert sorted(fl.__all__) == sorted(["Attributions", "Explainer", "Model", "attribute", "deeplift", "dinuc_shuffle",
-                                         "get_include", "layers", "load_model", "references", "__version__"])
+                                         "from_keras", "get_include", "layers", "load_model", "references",
+                                         "__version__"])
     for name in fl.__all__:
         assert hasattr(fl, name)
         if callable(getattr(fl, name)) and name != "Attributions":

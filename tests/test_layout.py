@@ -95,6 +95,8 @@ def test_the_cycle_finder_finds_a_cycle():
 
 @pytest.mark.parametrize("library,allowed", [
     ("h5py", ("fastlift.io.",)),
+    ("onnx", ("fastlift.io.",)),
+    ("torch", ("fastlift.torch",)),
     ("cupy", ("fastlift.backends.cupy_ops", "fastlift.backends._cuda")),
 ])
 def test_only_their_modules_import_h5py_and_cupy(library, allowed):

@@ -113,7 +113,7 @@ def _target_model(model, layer):
     return fl.Model(model.inputs, model.get_node(layer))
 
 
-@pytest.mark.parametrize("model_name", ["mlp_two_inputs", "conv_2d", "channels_first_1d"])
+@pytest.mark.parametrize("model_name", ["mlp_two_inputs", "conv_2d", "channels_first_1d", "onnx_style"])
 def test_gradient_equals_finite_differences(model_name):
     rng = np.random.default_rng(3)
     model, make_x = ZOO[model_name](rng)

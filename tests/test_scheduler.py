@@ -13,7 +13,9 @@ from fastlift.backends.ops import Ops
 
 
 class _Model:
-    """What `references.prepare` reads of a model: its input names."""
+    """What `references.prepare` reads of a model: its input names and channel axis."""
+
+    channel_axis = -1
 
     def __init__(self, names):
         self.input_names = names

@@ -414,6 +414,8 @@ def _activation_forward_elem(ops, act: Act, x, a):
         return 0.5 * x * (1 + xp.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x**3)))
     if act == Act.EXPONENTIAL:
         return xp.exp(x)
+    if act == Act.LOG:
+        return xp.log(x)
     raise ValueError(f"unknown activation code {act}")
 
 
@@ -460,4 +462,6 @@ def _activation_grad_elem(ops, act: Act, x, a):
         return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du
     if act == Act.EXPONENTIAL:
         return xp.exp(x)
+    if act == Act.LOG:
+        return 1 / x
     raise ValueError(f"unknown activation code {act}")

@@ -472,3 +472,67 @@ def _keras3_auto_names(layers) -> dict:
         counts[base] = k + 1
         out[name] = base if k == 0 else f"{base}_{k}"
     return out
+
+
+class Keras0Weights(Weights):
+    """Keras 0.x weight files (``save_weights``): positional ``param_<i>`` datasets, in a
+    group ``layer_<k>`` per layer of a Sequential model (the root has ``nb_layers``) or in
+    one group ``graph`` for a whole Graph (split over its layers, in ``node_config`` order,
+    by the number of arrays each layer stores).
+
+    ``translated`` (`fastlift.io.keras1.Translated`): ``positions`` maps a Sequential
+    layer's path to its group, ``counts`` gives each Graph layer's number of arrays,
+    ``unknown`` the layers whose number of arrays is not known."""
+
+    def __init__(self, root, label, translated):
+        self.root, self.label, self.t = root, label, translated
+        self._groups: dict[str, list] = {}
+        self._slices = None
+
+    def _params(self, key):
+        if key not in self._groups:
+            group = resolve(self.root, key, self.label)
+            if not isinstance(group, h5py.Group):
+                raise ModelFileError(f"{self.label}: the config is a Keras 0.x model, whose save_weights wrote groups "
+                                     f"layer_<k>/param_<i>; the file has no group {key!r}")
+            n = _attr(group, "nb_params", self.label, f"group {key!r}: ")
+            if isinstance(n, np.ndarray) and n.shape == ():
+                n = n[()]
+            if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or not 0 <= n <= 2**16:
+                raise ModelFileError(f"{self.label}: group {key!r} has no valid 'nb_params' attribute (found {n!r})")
+            out = []
+            for i in range(int(n)):
+                ds = resolve(group, f"param_{i}", self.label)
+                if not isinstance(ds, h5py.Dataset):
+                    raise ModelFileError(f"{self.label}: weight '{key}/param_{i}' is missing or not a dataset")
+                out.append((str(i), H5Array(ds, f"{group.name}/param_{i}", self.label)))
+            self._groups[key] = out
+        return self._groups[key]
+
+    def _graph_slices(self):
+        if self._slices is None:
+            for path, cls in self.t.unknown.items():
+                raise NotImplementedError(
+                    f"{self.label}: layer {path[-1]!r} ({cls}): fastlift has no {cls} layer, and the weights of a "
+                    "Keras 0.x Graph cannot be split over its layers without knowing how many arrays it stores")
+            params = self._params("graph")
+            slices, start = {}, 0
+            for path, count in self.t.counts.items():
+                slices[path] = (start, count)
+                start += count
+            if start != len(params):
+                raise ModelFileError(f"{self.label}: the Graph's layers store {start} weight arrays; the file holds "
+                                     f"{len(params)} (graph/nb_params)")
+            self._slices = (params, slices)
+        return self._slices
+
+    def get(self, path, class_name):
+        path = tuple(path)
+        if path in self.t.positions:
+            return self._params(self.t.positions[path])
+        if not self.t.positions:  # a Graph
+            params, slices = self._graph_slices()
+            if path in slices:
+                start, count = slices[path]
+                return params[start:start + count]
+        return []

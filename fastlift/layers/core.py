@@ -1,4 +1,4 @@
-"""Input, Dense, activations, BatchNormalization and the reshaping layers."""
+"""Input, Dense, ScaleShift and BatchNormalization, activations and the reshaping layers."""
 
 from __future__ import annotations
 
@@ -146,16 +146,88 @@ class Dense(LinearLayer):
         return {"units": self.weights["kernel"].shape[1]}
 
 
-class BatchNormalization(Layer):
-    """Inference-mode batch normalisation: y = γ(x-μ)/√(σ²+ε) + β along ``axis``.
+class ScaleShift(Layer):
+    """y = x·scale + shift, elementwise, with constant ``scale`` and ``shift``.
 
-    Backward follows the original: with s = γ/√(σ²+ε), s⁺ = s·[s>0], s⁻ = s·[s<0],
+    Parameters
+    ----------
+    scale, shift : float or array
+        Broadcast against the input shape without the batch axis (numpy rules), e.g. ``(C, 1)``
+        for a per-channel factor on a ``(C, L)`` input. Neither may change the input's shape.
+
+    Notes
+    -----
+    The map is linear in Δx (the shift cancels), so DeepLIFT's multiplier is ``scale`` for every
+    rule. Downstream of a RevealCancel split the halves swap where the scale is negative, as the
+    original does for batch normalisation: with s⁺ = s·[s>0], s⁻ = s·[s<0],
     m⁺_in = m⁺s⁺ + m⁻s⁻ and m⁻_in = m⁺s⁻ + m⁻s⁺ (the split is kept, not merged).
+    """
+
+    def __init__(self, scale=1.0, shift=0.0, name=None):
+        super().__init__(name)
+        self.scale = as_weight(scale, "scale", self.name)
+        self.shift = as_weight(shift, "shift", self.name)
+        self._rank = None
+
+    def output_shape(self, input_shapes):
+        (s,) = input_shapes
+        for what, a in (("scale", self.scale), ("shift", self.shift)):
+            if a.ndim > len(s):
+                raise ValueError(f"{self.name}: {what} of shape {a.shape} has more dimensions than the input "
+                                 f"shape {s} (without the batch axis)")
+            try:
+                ok = np.broadcast_shapes(a.shape, s) == tuple(s)
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(f"{self.name}: {what} of shape {a.shape} does not broadcast to the input shape "
+                                 f"{s} without changing it")
+        if self._rank is not None and self._rank != len(s):
+            raise ValueError(f"{self.name}: a ScaleShift layer serves inputs of one rank; got {s}")
+        self._rank = len(s)
+        lead = lambda a: a.reshape((1,) * (len(s) + 1 - a.ndim) + a.shape)  # batch axis first
+        sc = lead(self.scale)
+        self.weights = {"scale": sc, "shift": lead(self.shift), "scale_pos": sc * (sc > 0),
+                        "scale_neg": sc * (sc < 0)}
+        return tuple(s)
+
+    def _view(self, a, x):
+        """Weight ``a`` shaped to broadcast against ``x`` (rows, *shape)."""
+        return a
+
+    def forward(self, ops, xs, w):
+        x = xs[0]
+        return x * self._view(w["scale"], x) + self._view(w["shift"], x)
+
+    def gradient_reads(self, node):
+        return ()
+
+    def backward(self, node, m, ctx):
+        w = ctx.weights(self)
+        pos, neg = m
+        if neg is None:
+            return [(pos * self._view(w["scale"], pos), None)]
+        sp, sn = self._view(w["scale_pos"], pos), self._view(w["scale_neg"], pos)
+        return [(pos * sp + neg * sn, pos * sn + neg * sp)]
+
+    def split(self, node, ctx):
+        w = ctx.weights(self)
+        d_pos, d_neg = ctx.split(node.inputs[0])
+        sp, sn = self._view(w["scale_pos"], d_pos), self._view(w["scale_neg"], d_pos)
+        return d_pos * sp + d_neg * sn, d_neg * sp + d_pos * sn
+
+    def config(self):
+        return {"scale_shape": self.scale.shape, "shift_shape": self.shift.shape}
+
+
+class BatchNormalization(ScaleShift):
+    """Inference-mode batch normalisation: y = γ(x-μ)/√(σ²+ε) + β along ``axis``, the
+    `ScaleShift` with s = γ/√(σ²+ε) and t = β - μs per channel (and its rule, the original's).
     """
 
     def __init__(self, gamma=None, beta=None, moving_mean=None, moving_variance=None, epsilon=1e-3,
                  axis=-1, name=None):
-        super().__init__(name)
+        Layer.__init__(self, name)
         if moving_mean is None or moving_variance is None:
             raise ValueError(f"{self.name}: moving_mean and moving_variance are required")
         mean = as_weight(moving_mean, "moving_mean", self.name)
@@ -196,29 +268,8 @@ class BatchNormalization(Layer):
                              f"{max(b)}")
         return s
 
-    def _b(self, a, x):
+    def _view(self, a, x):
         return a.reshape(self._bshape(x.shape[1:]))
-
-    def forward(self, ops, xs, w):
-        x = xs[0]
-        return x * self._b(w["scale"], x) + self._b(w["shift"], x)
-
-    def gradient_reads(self, node):
-        return ()
-
-    def backward(self, node, m, ctx):
-        w = ctx.weights(self)
-        pos, neg = m
-        if neg is None:
-            return [(pos * self._b(w["scale"], pos), None)]
-        sp, sn = self._b(w["scale_pos"], pos), self._b(w["scale_neg"], pos)
-        return [(pos * sp + neg * sn, pos * sn + neg * sp)]
-
-    def split(self, node, ctx):
-        w = ctx.weights(self)
-        d_pos, d_neg = ctx.split(node.inputs[0])
-        sp, sn = self._b(w["scale_pos"], d_pos), self._b(w["scale_neg"], d_pos)
-        return d_pos * sp + d_neg * sn, d_neg * sp + d_pos * sn
 
     def config(self):
         return {"axis": self.axis, "epsilon": self.epsilon}

@@ -1,5 +1,9 @@
 """Max and average pooling, local and global, 1-D and 2-D.
 
+``padding`` is "valid", "same" (TensorFlow's) or explicit (before, after) pairs per spatial axis
+(PyTorch/ONNX); padded cells are skipped: a max ignores them and an average divides by the cells
+inside the input (ONNX ``count_include_pad=0``).
+
 Max pooling's backward rule is chosen per run: ``exact`` (default; credit split
 between the input's and the reference's arg-max, see `Ops.max_pool_backward`) or
 ``gradient`` (the original's: all credit to the input's arg-max). The gradient and
@@ -11,7 +15,7 @@ from __future__ import annotations
 from ..geometry import window_geometry
 from ..rules import Rule
 from .base import Layer, as_int_tuple
-from .conv import _Spatial
+from .conv import _pairs, _Spatial
 from .core import _check_data_format
 
 
@@ -29,8 +33,14 @@ class _Pool(_Spatial, Layer):
             self.pool_size = as_int_tuple(pool_size, self.ndim, f"{self.name}: pool_size")
             self.strides = self.pool_size if strides is None else as_int_tuple(strides, self.ndim,
                                                                                  f"{self.name}: strides")
-            if padding not in ("valid", "same"):
-                raise ValueError(f"{self.name}: padding must be 'valid' or 'same'; got {padding!r}")
+            if isinstance(padding, str):
+                if padding not in ("valid", "same"):
+                    raise ValueError(f"{self.name}: padding must be 'valid' or 'same', or (before, after) pairs; "
+                                     f"got {padding!r}")
+            else:
+                padding = _pairs(padding, self.ndim, f"{self.name}: padding")
+                if any(a < 0 or b < 0 for a, b in padding):
+                    raise ValueError(f"{self.name}: padding must be >= 0; got {padding!r}")
             self.padding = padding
         self.elementwise_linear = not self.is_max
         self._geoms = {}
@@ -42,7 +52,15 @@ class _Pool(_Spatial, Layer):
         else:
             size = ((1,) + self.pool_size) if self.ndim == 1 else self.pool_size
             strides = ((1,) + self.strides) if self.ndim == 1 else self.strides
-        g = window_geometry(spatial, c, size, strides, (1, 1), self.padding, self.name)
+        padding = self.padding
+        if not isinstance(padding, str):
+            padding = (((0, 0),) + padding) if self.ndim == 1 else padding
+        g = window_geometry(spatial, c, size, strides, (1, 1), padding, self.name)
+        if not isinstance(padding, str):  # padding is skipped: every window must reach the input
+            for n, k, s, n_out, (before, _) in zip((g.h, g.w), size, strides, (g.h_out, g.w_out), padding):
+                if before >= k or (n_out - 1) * s - before >= n:
+                    raise ValueError(f"{self.name}: padding {self.padding} leaves a window of {k} wholly outside "
+                                     f"an input of size {n}")
         self._geoms[tuple(input_shapes[0])] = g
         if self.is_global:
             return (c,)

@@ -126,13 +126,15 @@ def _override_key(origin, top_kind):
     return f"{first.layer}_{first.ref_index}"
 
 
-def _convert(loaded, opts):
+def _convert(loaded, opts, naming=None):
+    """``naming(origin, top_kind)``: the deeplift name of a node (default `deeplift_name`)."""
     model = loaded.model
     top_kind = loaded.spec.kind
+    naming = naming or deeplift_name
     names, layers, by_node = {}, [], {}
     for node in model.nodes:
         origin = loaded.origins[node.name]
-        name = deeplift_name(origin, top_kind)
+        name = naming(origin, top_kind)
         if name in names:  # cannot happen with valid Keras names; keep names unique regardless
             name = f"{name}#{node.name}"
         names[name] = node
