@@ -74,7 +74,7 @@ def deeplift(model: Model, X, references=None, *, rule: str = "rescale", target=
     reverse_complement : bool
         Average each example's scores with those of its reverse complement (scored with the
         reverse complements of the same references, mapped back: positions reversed, A↔T,
-        C↔G). One-hot DNA inputs (length, 4) only. See `Explainer.deeplift`.
+        C↔G). One-hot DNA inputs ((length, 4), or (4, length) channels-first) only. See `Explainer.deeplift`.
     strand_swap : bool or sequence of int
         How a unit or weight target maps onto the reverse strand (default True: the target
         layer's two channels are the (+, -) strands). See `Explainer`.

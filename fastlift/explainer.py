@@ -13,6 +13,7 @@ change while it is open (build a new one after changing them).
 
 from __future__ import annotations
 
+import functools
 import numbers
 import weakref
 from collections.abc import Sequence
@@ -30,7 +31,7 @@ from .model import Model, WeightCache, forward_in_batches
 from .plan import Plan, check_hypothetical, resolve, score_nodes
 from .result import Accumulator, Attributions
 from .revcomp import check_inputs as check_revcomp_inputs
-from .revcomp import check_strand_swap, reverse_target
+from .revcomp import check_strand_swap, reverse_target, sequence_axes
 from .revcomp import reverse_complement as revcomp_rows
 from .rules import Rule, parse_max_pool, parse_rule
 from .targets import parse_targets
@@ -132,7 +133,7 @@ class Explainer:
             Also score each example's reverse complement, with the reverse complements of the
             same references, against the same target on that strand (``strand_swap``), map those
             scores back (positions reversed, A↔T, C↔G) and average the two strands. One-hot DNA
-            inputs (length, 4) only; ``deltas`` are then Σ averaged contributions minus the
+            inputs only, (length, 4) or, for a channels-first model, (4, length); ``deltas`` are then Σ averaged contributions minus the
             averaged Δtarget. A per-call option: one session serves both.
 
         Returns
@@ -242,13 +243,15 @@ class Explainer:
             acc_rc = Accumulator(plan_rc, n, isinstance(X, dict)) if plan_rc is not None else None
             run_chunk = integrated_gradients_chunk if method == "integrated_gradients" else deeplift_chunk
             shared_rc: dict = {}  # the reverse strand's shared reference activations, for this call's chunks
+            channel_axis, length_axis = sequence_axes(model)
+            strand = functools.partial(revcomp_rows, channel_axis=channel_axis, length_axis=length_axis)
             with self.ops.compute_context():
                 for chunk in scheduler.chunks(work, batch, progress):
                     run_chunk(plan, chunk, acc)
                     if acc_rc is not None:
-                        run_chunk(plan_rc, chunk.mapped(revcomp_rows, shared_rc), acc_rc)
+                        run_chunk(plan_rc, chunk.mapped(strand, shared_rc), acc_rc)
             if acc_rc is not None:
-                acc.average_with(acc_rc, revcomp_rows)
+                acc.average_with(acc_rc, strand)
             return acc.result()
 
 

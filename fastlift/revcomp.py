@@ -5,7 +5,7 @@ One-hot DNA has channels A, C, G, T, so the complement of a base is the channel 
 reversed (A↔T, C↔G) and the reverse complement of a sequence flips both the length and the
 channel axis. The two axes are parameters (``length_axis``, ``channel_axis``): channels-last
 ``(N, L, 4)`` is the default, channels-first ``(N, 4, L)`` is ``channel_axis=-2,
-length_axis=-1``. The map is its own inverse, so the same function maps the scores of the
+length_axis=-1`` (`sequence_axes` reads them from a model's input layout). The map is its own inverse, so the same function maps the scores of the
 reverse-complement strand back onto the forward strand.
 
 The target on the reverse-complement strand is the same target: presets are computed from
@@ -48,16 +48,25 @@ def reverse_complement(x, channel_axis: int = -1, length_axis: int = -2):
     return np.ascontiguousarray(np.flip(x, axis=(length_axis, channel_axis)))
 
 
+def sequence_axes(model) -> tuple[int, int]:
+    """(channel axis, length axis) of the model's batched inputs: (-1, -2) for channels-last
+    ``(N, L, 4)``, (-2, -1) for channels-first ``(N, 4, L)`` (`fastlift.Model.input_layout`)."""
+    return (-2, -1) if model.input_layout == "channels_first" else (-1, -2)
+
+
 def check_inputs(model, xs, layers):
-    """``reverse_complement=True`` scores one-hot DNA model inputs (length, 4) and nothing else."""
+    """``reverse_complement=True`` scores one-hot DNA model inputs, (length, 4) or (4, length)
+    by the model's input layout, and nothing else."""
     if layers is not None:
         raise ValueError(f"reverse_complement=True maps the scores of the model inputs back to the forward strand; "
                          f"it scores the model inputs only (layers=None); got layers={layers!r}")
+    channel_axis, _ = sequence_axes(model)
+    want = f"({N_BASES}, length)" if channel_axis == -2 else f"(length, {N_BASES})"
     for node, x in zip(model.inputs, xs):
-        if len(node.shape) != 2 or node.shape[1] != N_BASES:
-            raise ValueError(f"reverse_complement=True needs one-hot DNA inputs of shape (length, {N_BASES}) "
-                             f"(channels A, C, G, T); input {node.name!r} has shape {node.shape}")
-        ok = ((x == 0) | (x == 1)).all() and (x.sum(axis=-1) <= 1).all()
+        if len(node.shape) != 2 or node.shape[channel_axis] != N_BASES:
+            raise ValueError(f"reverse_complement=True needs one-hot DNA inputs of shape {want} (channels A, C, G, T; "
+                             f"{model.input_layout}); input {node.name!r} has shape {node.shape}")
+        ok = ((x == 0) | (x == 1)).all() and (x.sum(axis=channel_axis) <= 1).all()
         if not ok:
             raise ValueError(f"reverse_complement=True needs one-hot input X (values 0/1, at most one 1 per "
                              f"position); input {node.name!r} is not")

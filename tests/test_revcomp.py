@@ -148,6 +148,30 @@ def test_integrated_gradients_and_float32():
     np.testing.assert_allclose(f32.contributions, f64.contributions, rtol=1e-3, atol=1e-5)
 
 
+def test_channels_first_models():
+    """A channels-first model (N, 4, L), as ONNX/PyTorch ones: the same strands, other axes."""
+    model = stranded_bpnet()
+    x = L.Input((4, 32), name="seq_cf")
+    cl = L.Permute((2, 1), name="to_cl")(x)
+    outputs = {}
+    for node in model.nodes:  # the channels-last model's layers, called again on the permuted input
+        if isinstance(node.layer, L.InputLayer):
+            outputs[node] = cl
+        else:
+            outputs[node] = node.layer([outputs[i] for i in node.inputs] if len(node.inputs) > 1
+                                       else outputs[node.inputs[0]])
+    cf = fl.Model(x, [outputs[o] for o in model.outputs], input_layout="channels_first")
+    X, refs = _data()
+    want = fl.deeplift(model, X, refs, target="profile", target_layer="profile", reverse_complement=True, **KW)
+    got = fl.deeplift(cf, X.transpose(0, 2, 1), refs.transpose(0, 1, 3, 2), target="profile",
+                      target_layer="profile_1", reverse_complement=True, **KW)  # the shared layer's 2nd node
+    np.testing.assert_allclose(got.hypothetical, want.hypothetical.transpose(0, 2, 1), rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match=r"one-hot DNA inputs of shape \(4, length\)"):
+        bad = L.Input((5, 32), name="five")
+        fl.deeplift(fl.Model(bad, L.Dense(np.ones((160, 1)), np.zeros(1))(L.Flatten()(bad)),
+                             input_layout="channels_first"), np.zeros((1, 5, 32)), reverse_complement=True)
+
+
 def test_bad_input():
     model = stranded_bpnet()
     X, refs = _data(n=2)
