@@ -238,7 +238,8 @@ class Explainer:
             n = xs[0].shape[0]
             batch = self.batch_size or _auto_batch_size(model, self.ops, sources, steps, dtype, n)
             work = scheduler.Work(xs=xs, sources=sources, input_names=model.input_names, seed=0 if seed is None
-                                  else int(seed), ops=self.ops, dtype=dtype, shared_acts=self._shared_acts)
+                                  else int(seed), ops=self.ops, dtype=dtype, shared_acts=self._shared_acts,
+                                  shared_key=plan.computed)
             acc = Accumulator(plan, n, isinstance(X, dict))
             acc_rc = Accumulator(plan_rc, n, isinstance(X, dict)) if plan_rc is not None else None
             run_chunk = integrated_gradients_chunk if method == "integrated_gradients" else deeplift_chunk

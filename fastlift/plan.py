@@ -120,6 +120,16 @@ def needed_nodes(model, target_node, scored) -> frozenset:
     return frozenset(ancestors & below)
 
 
+def forward_nodes(model, ends) -> frozenset:
+    """The nodes a forward pass must compute for ``ends`` (targets and scored nodes): their
+    ancestors. A counts target does not pay for a profile head beside it."""
+    out = set(ends)
+    for node in reversed(model.nodes):
+        if node in out:
+            out.update(node.inputs)
+    return frozenset(out)
+
+
 def check_hypothetical(scored, model, xs):
     """Hypothetical contributions score one-hot model inputs only."""
     for node in scored:
@@ -157,6 +167,9 @@ class Plan:
         self.needed = {t: self._memoised(("needed", t.node, key), lambda t=t: needed_nodes(model, t.node, key))
                        for t in targets}
         self.all_needed = frozenset().union(*self.needed.values())
+        #: What a forward pass computes: the ancestors of the targets and the scored nodes.
+        self.computed = self._memoised(("computed", tuple(t.node for t in targets), key),
+                                       lambda: forward_nodes(model, [t.node for t in targets] + list(scored)))
 
     def _memoised(self, key, make):
         hit = self._memo.get(key)
@@ -165,11 +178,16 @@ class Plan:
         return hit
 
     def forward(self, rows, keep=None, given=None):
-        """`Model.forward` of ``rows`` through the session's fused program for this ``keep``."""
+        """`Model.forward` of ``rows`` through the session's fused program for this ``keep``, computing
+        only the nodes this call reads (`computed`)."""
         given_nodes = frozenset(given or ())
         keep_key = None if keep is None else frozenset(keep)
-        steps = self._memoised(("forward", keep_key, given_nodes),
-                               lambda: forward_steps(self.model, keep_key, given_nodes, self.ops.fused_ops))
+
+        def program():
+            steps = forward_steps(self.model, keep_key, given_nodes, self.ops.fused_ops)
+            return tuple(step for step in steps if any(o in self.computed for o in step.outputs))
+
+        steps = self._memoised(("forward", keep_key, given_nodes, self.computed), program)
         return self.model.forward(self.ops, rows, self.weights, keep, given, steps=steps)
 
     def shortcuts(self, target, stop) -> dict:

@@ -55,6 +55,7 @@ class Work:
     ops: Any
     dtype: Any
     shared_acts: Any = None  # a `SharedReferenceActs`, or None
+    shared_key: Any = None  # what the forward computes (hashable): part of the memo's key
 
 
 class Chunk:
@@ -115,11 +116,11 @@ class Chunk:
         if self.shared and "acts" in self._shared_cache:
             return self._shared_cache["acts"]
         memo = self.work.shared_acts if self.shared else None
-        acts = memo.get(self._ref_host) if memo is not None else None
+        acts = memo.get(self._ref_host, self.work.shared_key) if memo is not None else None
         if acts is None:
             acts = forward([self.work.ops.asarray(r, self.work.dtype) for r in self._ref_host])
             if memo is not None:
-                memo.put(self._ref_host, acts)
+                memo.put(self._ref_host, acts, self.work.shared_key)
         if self.shared:
             self._shared_cache["acts"] = acts
         return acts
@@ -158,12 +159,13 @@ class SharedReferenceActs:
     """Forward activations of shared reference rows (zeros, a fixed background, a fixed set),
     kept by a session for its later calls with the same rows: a small model explained in many
     calls otherwise pays a whole padded GEMM block per layer each time for one zero row. Keyed
-    by the rows' bytes; the session fixes the model, the weights, the dtype and the backend.
-    At most `entries` sets are kept, the most recently used first."""
+    by the rows' bytes and by what the forward computed (``key``); the session fixes the model,
+    the weights, the dtype and the backend. At most `entries` sets are kept, the most recently
+    used first."""
 
     def __init__(self, entries: int = 4):
         self.entries = entries
-        self._items: list = []  # [(digest, acts)]
+        self._items: list = []  # [((digest, key), acts)]
 
     @staticmethod
     def _digest(rows) -> str:
@@ -176,19 +178,19 @@ class SharedReferenceActs:
             digest.update(r.view(np.uint8).reshape(-1))
         return digest.hexdigest()
 
-    def get(self, rows):
-        key = self._digest(rows)
+    def get(self, rows, key=None):
+        wanted = (self._digest(rows), key)
         for k, acts in self._items:
-            if k == key:
+            if k == wanted:
                 return acts
         return None
 
-    def put(self, rows, acts):
+    def put(self, rows, acts, key=None):
         for a in acts.values():  # shared with later calls: nothing may write to them
             if isinstance(a, np.ndarray):
                 a.flags.writeable = False
-        key = self._digest(rows)
-        self._items = [(key, acts)] + [e for e in self._items if e[0] != key][:self.entries - 1]
+        entry = (self._digest(rows), key)
+        self._items = [(entry, acts)] + [e for e in self._items if e[0] != entry][:self.entries - 1]
 
     def clear(self):
         self._items = []

@@ -151,3 +151,31 @@ def test_an_unclosed_session_releases_its_pool_when_collected(rng):
     del ex
     gc.collect()
     assert _pool.stats()["active"] == 0
+
+
+def _two_heads(rng):
+    x = L.Input((30, 4), name="x")
+    h = L.Activation("relu", name="r")(L.Conv1D(rng.normal(size=(5, 4, 8)), padding="same", name="body")(x))
+    profile = L.Conv1D(rng.normal(size=(7, 8, 2)), padding="same", name="profile")(h)
+    counts = L.Dense(rng.normal(size=(8, 1)), name="counts")(L.GlobalAvgPool1D(name="gap")(h))
+    return fl.Model(x, [profile, counts]), fl.Model(x, counts)
+
+
+@pytest.mark.parametrize("method", ["deeplift", "gradient", "integrated_gradients"])
+def test_a_forward_computes_only_what_the_targets_and_scored_layers_read(method, rng, monkeypatch):
+    """A counts target does not pay for the profile head beside it; the results are those of the
+    model without that head, bit for bit."""
+    both, counts_only = _two_heads(rng)
+    X = np.eye(4)[rng.integers(0, 4, size=(3, 30))]
+    ran = []
+    real = L.Conv1D.forward
+    monkeypatch.setattr(L.Conv1D, "forward", lambda self, *a: ran.append(self.name) or real(self, *a))
+    kw = {"steps": 4} if method == "integrated_gradients" else {}
+    with fl.Explainer(both, target_layer="counts", device="cpu") as ex:
+        got = ex.attribute(X, method, **kw)
+        assert "profile" not in ran and "body" in ran
+        ran.clear()
+        ex.attribute(X, method, layers="profile", **kw) if method == "deeplift" else None
+        assert method != "deeplift" or "profile" in ran  # scoring the head computes it
+    want = fl.attribute(counts_only, X, method, device="cpu", **kw)
+    assert_bitwise(got, want)

@@ -218,7 +218,7 @@ def test_graph_validation(rng):
     (lambda x: L.Conv1D(np.zeros((3, 2, 2)))(x), r"kernel expects 2 input channels"),
     (lambda x: L.Conv1D(np.zeros((3, 4, 2)), padding="full")(x), r"padding must be one of"),
     (lambda x: L.Conv2D(np.zeros((3, 3, 4, 2)))(x), r"expects inputs of 3 dimensions"),
-    (lambda x: L.MaxPool1D(2, padding="causal")(x), r"padding must be 'valid', 'same' or \(before, after\) pairs; got 'causal'"),
+    (lambda x: L.MaxPool1D(2, padding="causal")(x), r"padding must be 'valid' or 'same', or \(before, after\) pairs; got 'causal'"),
     (lambda x: L.Add()([x, L.Input((5, 3))]), r"needs inputs of one shape"),
     (lambda x: L.Add()(x), r"merges 2 or more inputs; got 1"),
     (lambda x: L.Reshape((3, 3))(x), r"cannot reshape \(5, 4\)"),
