@@ -56,8 +56,10 @@ examples:
 TARGET_HELP = """\
 what to explain (needed when the target layer has more than one unit; a one-unit layer
 defaults to 0): an output unit index ("3"), "profile" (softmax-weighted,
-mean-normalised logits of a profile head, BPNet/ChromBPNet style), "sum" (sum of the
-units, e.g. both strands of a counts head), "all" (every unit, one file each; above
+mean-normalised logits of a profile head, the formula as written), "profile_chrombpnet"
+or "profile_bpnetlite" (the numbers ChromBPNet/BPNet's shap path or bpnet-lite/
+tangermeme give for a profile head), "sum" (sum of the units, e.g. both strands of a
+counts head), "all" (every unit, one file each; above
 16 units only with --allow-many-targets), or a
 comma-separated list of these, all computed in one pass. Append "@LAYER" to an item to
 take it from another layer (head): "profile@profile,0@counts". Without "@", items use
@@ -130,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--precision", default="float32", choices=["float32", "tf32"],
                      help="GEMM precision: tf32 runs the GPU's GEMMs on TF32 tensor cores (opt-in; --device "
                           "cuda; recorded, and --resume refuses a change)")
+    how.add_argument("--reverse-complement", action="store_true",
+                     help="average each region's scores with those of its reverse complement (the same references "
+                          "reverse-complemented; a unit target on a two-strand layer takes the other strand)")
     run = ex.add_argument_group("run")
     run.add_argument("--out", required=True, help="output score file (HDF5), e.g. scores.h5")
     run.add_argument("--resume", action="store_true", help="continue an interrupted run of the same command; "
@@ -165,6 +170,8 @@ def _parse_target(text, target_layer, model, allow_many=False):
     head, several tasks) is an error asking which. ``all`` over more than `MAX_ALL_TARGETS` units
     needs ``allow_many`` (--allow-many-targets): it writes one file per unit.
     """
+    from .targets import PRESETS
+
     default_layer = target_layer or model.default_target().name
     if text is None:
         node = model.get_node(default_layer)
@@ -178,7 +185,7 @@ def _parse_target(text, target_layer, model, allow_many=False):
         raise ValueError(f"--target {text!r}: nothing to explain")
 
     def value(spec, layer):
-        if spec in ("profile", "sum"):
+        if spec in PRESETS:
             return [spec]
         if spec == "all":
             size = model.get_node(layer).size
@@ -189,7 +196,8 @@ def _parse_target(text, target_layer, model, allow_many=False):
         try:
             return [int(spec)]
         except ValueError:
-            raise ValueError(f"--target item {spec!r}: expected an index, 'profile', 'sum' or 'all'") from None
+            raise ValueError(f"--target item {spec!r}: expected an index, "
+                             f"{', '.join(repr(p) for p in PRESETS)} or 'all'") from None
 
     if any("@" in t for t in items):
         targets, layers = [], []
@@ -274,7 +282,8 @@ def _scan_and_finish(args, model, source, target, target_layer, width, say) -> i
                  target_layer=target_layer, seed=args.seed, hypothetical=args.hypothetical,
                  batch_size=args.batch_size, chunk_size=args.chunk_size, score_dtype=args.score_dtype,
                  dtype=args.dtype, device=args.device, n_threads=args.threads, max_pool=args.max_pool,
-                 precision=args.precision, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, log=say)
+                 precision=args.precision, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
+                 log=say, reverse_complement=args.reverse_complement)
     rate = f", {res.regions_per_second:.1f} regions/s" if res.n_scored else ""
     print(f"fastlift explain: {res.n_regions} regions in {', '.join(res.paths)}"
           + (f" (resumed at {res.resumed_from})" if res.resumed_from else ""))

@@ -8,6 +8,8 @@ and shared-reference forward passes once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from . import _validate
 from .explainer import METHODS, Explainer
 from .model import Model
@@ -19,7 +21,8 @@ __all__ = ["METHODS", "Attributions", "attribute", "deeplift"]
 def deeplift(model: Model, X, references=None, *, rule: str = "rescale", target=0, target_layer=None,
              layers=None, hypothetical: bool = False, device: str = "auto", dtype="float32",
              batch_size: int | None = None, progress: bool = False, seed: int | None = None,
-             max_pool: str = "exact", n_threads: int | None = None, precision: str = "float32") -> Attributions:
+             max_pool: str = "exact", n_threads: int | None = None, precision: str = "float32",
+             reverse_complement: bool = False, strand_swap: bool | Sequence[int] = True) -> Attributions:
     """DeepLIFT contributions of the inputs (or named layers) to a target.
 
     Parameters
@@ -36,9 +39,14 @@ def deeplift(model: Model, X, references=None, *, rule: str = "rescale", target=
         sharing every forward pass (the result gains a leading target axis). Presets:
         ``"profile"``: a profile head's logits z (length,) or (length, channels) weighted
         by softmax(z) - 1/length along the length axis, per channel, with the softmax taken
-        from each example and held constant (BPNet/ChromBPNet's softmax-weighted,
-        mean-normalised logits); ``"sum"``: the sum of all units (e.g. both strands of a
-        counts head).
+        from each example and held constant (the softmax-weighted, mean-normalised logits as
+        the formula is written; contributions sum to its change);
+        ``"profile_chrombpnet"``: the numbers ChromBPNet/BPNet's kundajelab-shap path gives,
+        weights ½(softmax(z_x) + softmax(z_ref)) - 1/length per reference (they do not sum to
+        the target's change; the deltas say by how much); ``"profile_bpnetlite"``: bpnet-lite/
+        tangermeme's profile wrapper (softmax over strands and positions together, l·softmax(l)
+        under the Rescale rule); ``"sum"``: the sum of all units (e.g. both strands of a
+        counts head). See `fastlift.targets`.
     target_layer : str or list of str, optional
         Default: the pre-activation of the first output (logits before a sigmoid or softmax).
         A list scores several heads in one pass: ``target`` is then one target per layer
@@ -63,14 +71,23 @@ def deeplift(model: Model, X, references=None, *, rule: str = "rescale", target=
     precision : {"float32", "tf32"}
         Float32 GEMMs in full FP32 (default) or, with device="cuda", on TF32 tensor cores
         (inputs rounded to a 10-bit mantissa, FP32 sums; see `Explainer`).
+    reverse_complement : bool
+        Average each example's scores with those of its reverse complement (scored with the
+        reverse complements of the same references, mapped back: positions reversed, A↔T,
+        C↔G). One-hot DNA inputs ((length, 4), or (4, length) channels-first) only. See `Explainer.deeplift`.
+    strand_swap : bool or sequence of int
+        How a unit or weight target maps onto the reverse strand (default True: the target
+        layer's two channels are the (+, -) strands). See `Explainer`.
 
     Returns
     -------
     Attributions
     """
     with Explainer(model, rule=rule, max_pool=max_pool, target=target, target_layer=target_layer, device=device,
-                   dtype=dtype, n_threads=n_threads, batch_size=batch_size, precision=precision) as ex:
-        return ex.deeplift(X, references, hypothetical=hypothetical, layers=layers, seed=seed, progress=progress)
+                   dtype=dtype, n_threads=n_threads, batch_size=batch_size, precision=precision,
+                   strand_swap=strand_swap) as ex:
+        return ex.deeplift(X, references, hypothetical=hypothetical, layers=layers, seed=seed, progress=progress,
+                           reverse_complement=reverse_complement)
 
 
 def attribute(model: Model, X, method: str = "deeplift", references=None, *, steps: int = 50,
@@ -108,7 +125,7 @@ def attribute(model: Model, X, method: str = "deeplift", references=None, *, ste
 
 
 _DEEPLIFT_KEYWORDS = {"rule", "target", "target_layer", "layers", "hypothetical", "device", "dtype", "batch_size",
-                      "progress", "seed", "max_pool", "n_threads", "precision"}
+                      "progress", "seed", "max_pool", "n_threads", "precision", "reverse_complement", "strand_swap"}
 _SESSION_KEYWORDS = ("target", "target_layer", "device", "dtype", "batch_size", "max_pool", "n_threads",
-                     "precision")
-_CALL_KEYWORDS = ("layers", "hypothetical", "seed", "progress")
+                     "precision", "strand_swap")
+_CALL_KEYWORDS = ("layers", "hypothetical", "seed", "progress", "reverse_complement")

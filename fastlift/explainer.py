@@ -13,8 +13,12 @@ change while it is open (build a new one after changing them).
 
 from __future__ import annotations
 
+import functools
 import numbers
 import weakref
+from collections.abc import Sequence
+
+import numpy as np
 
 from . import _validate, scheduler
 from . import references as refs_mod
@@ -26,6 +30,9 @@ from .methods import deeplift_chunk
 from .model import Model, WeightCache, forward_in_batches
 from .plan import Plan, check_hypothetical, resolve, score_nodes
 from .result import Accumulator, Attributions
+from .revcomp import check_inputs as check_revcomp_inputs
+from .revcomp import check_strand_swap, reverse_target, sequence_axes
+from .revcomp import reverse_complement as revcomp_rows
 from .rules import Rule, parse_max_pool, parse_rule
 from .targets import parse_targets
 
@@ -62,6 +69,14 @@ class Explainer:
         "tf32" on the GPU's tensor cores (device="cuda", compute capability 8.0 or newer), their
         inputs rounded to TF32's 10-bit mantissa and the products summed in FP32: faster, at a
         relative error of about 1e-3 in the scores (README, "GPU"). Not with dtype="float64".
+    strand_swap : bool or sequence of int
+        How a unit or weight target maps onto the reverse-complement strand when a call asks for
+        ``reverse_complement=True``: True (default) swaps the two strand channels of the target
+        layer's last axis (BPNet's (+, -) order; one channel is kept), False keeps the channels
+        (unstranded tasks), a permutation maps channel c to channel ``strand_swap[c]``.
+        Positions along a (length, channels) target layer are reversed. Presets need no mapping
+        (see `fastlift.revcomp`). A property of the model's target layer, so of the session;
+        whether to average the strands is the call's ``reverse_complement``.
 
     Examples
     --------
@@ -72,7 +87,8 @@ class Explainer:
 
     def __init__(self, model: Model, *, rule: str = "rescale", max_pool: str = "exact", target=0,
                  target_layer=None, device: str = "auto", dtype="float32", n_threads: int | None = None,
-                 batch_size: int | None = None, precision: str = "float32"):
+                 batch_size: int | None = None, precision: str = "float32",
+                 strand_swap: bool | Sequence[int] = True):
         if not isinstance(model, Model):
             raise TypeError(f"model must be a fastlift.Model; got {type(model).__name__}")
         self.model = model
@@ -84,6 +100,8 @@ class Explainer:
         self.targets, self._multi_target = parse_targets(model, target, target_layer)
         self._multi_layer = isinstance(target_layer, (list, tuple))
         self.batch_size = None if batch_size is None else _validate.batch_size_arg(batch_size, 1)
+        self.strand_swap = check_strand_swap(strand_swap)
+        self._reverse_targets = None  # the targets on the reverse-complement strand, made on first use
         # the session's state: dropped by close()
         self._memo: dict = {("rules", self.rule): resolve(model.nodes, self.rule)}  # genomics_default checked here
         self._weights = WeightCache(self.ops, self.dtype)
@@ -94,7 +112,7 @@ class Explainer:
 
     # ----------------------------------------------------------------- public
     def deeplift(self, X, references=None, *, hypothetical: bool = False, layers=None, seed: int | None = None,
-                 progress: bool = False) -> Attributions:
+                 progress: bool = False, reverse_complement: bool = False) -> Attributions:
         """DeepLIFT contributions of the inputs (or named layers) to the session's target(s).
 
         Parameters
@@ -111,24 +129,31 @@ class Explainer:
             Seed for generated references (default 0: runs are reproducible).
         progress : bool
             Print a progress bar to stderr.
+        reverse_complement : bool
+            Also score each example's reverse complement, with the reverse complements of the
+            same references, against the same target on that strand (``strand_swap``), map those
+            scores back (positions reversed, A↔T, C↔G) and average the two strands. One-hot DNA
+            inputs only, (length, 4) or, for a channels-first model, (4, length); ``deltas`` are then Σ averaged contributions minus the
+            averaged Δtarget. A per-call option: one session serves both.
 
         Returns
         -------
         Attributions
         """
         return self._call("deeplift", X, references, self.rule, hypothetical=hypothetical, layers=layers, seed=seed,
-                          progress=progress)
+                          progress=progress, reverse_complement=reverse_complement)
 
     def attribute(self, X, method: str = "deeplift", references=None, *, steps: int = 50,
                   hypothetical: bool = False, layers=None, seed: int | None = None,
-                  progress: bool = False) -> Attributions:
+                  progress: bool = False, reverse_complement: bool = False) -> Attributions:
         """Any attribution method on the session (see `fastlift.attribute` for the methods).
 
         ``steps``: integrated-gradients steps; the other arguments as in `deeplift`.
         """
         _validate.choice(method, METHODS, "method")
         if method == "deeplift":
-            return self.deeplift(X, references, hypothetical=hypothetical, layers=layers, seed=seed, progress=progress)
+            return self.deeplift(X, references, hypothetical=hypothetical, layers=layers, seed=seed, progress=progress,
+                                 reverse_complement=reverse_complement)
         if method != "integrated_gradients":
             if references is not None:
                 raise ValueError(f"method={method!r} takes no references; got {type(references).__name__}")
@@ -142,7 +167,7 @@ class Explainer:
         # steps only shape integrated gradients (and its chunk size)
         steps = int(steps) if method == "integrated_gradients" else 1
         return self._call(method, X, references, _METHOD_RULES[method], hypothetical=hypothetical, layers=layers,
-                          seed=seed, progress=progress, steps=steps)
+                          seed=seed, progress=progress, steps=steps, reverse_complement=reverse_complement)
 
     def predict(self, X, batch_size: int | None = None):
         """Forward pass on the session's backend and weights (see `Model.predict`)."""
@@ -178,15 +203,16 @@ class Explainer:
         if self.closed:
             raise RuntimeError("this Explainer is closed; create a new one")
 
-    def _plan(self, method, rule, layers=None, hypothetical=False, steps=1) -> Plan:
+    def _plan(self, method, rule, layers=None, hypothetical=False, steps=1, targets=None) -> Plan:
         """The `Plan` of one call (``layers`` validated here)."""
         scored, form = score_nodes(self.model, layers)
         return Plan(model=self.model, ops=self.ops, dtype=self.dtype, weights=self._weights, memo=self._memo,
-                    method=method, rule=rule, max_pool=self.max_pool, targets=self.targets,
+                    method=method, rule=rule, max_pool=self.max_pool, targets=targets or self.targets,
                     multi_target=self._multi_target, multi_layer=self._multi_layer, scored=scored,
                     layers_form=form, hypothetical=bool(hypothetical), steps=steps)
 
-    def _call(self, method, X, references, rule, *, hypothetical, layers, seed, progress, steps=1):
+    def _call(self, method, X, references, rule, *, hypothetical, layers, seed, progress, steps=1,
+              reverse_complement=False):
         self._check_open()
         # The whole call allocates from the host pool, validation and results too: a call of a few
         # milliseconds (an MLP over 256 rows) otherwise faults its inputs' copies in every time.
@@ -196,9 +222,17 @@ class Explainer:
             sources = refs_mod.prepare(model, references, xs)
             if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
                 raise ValueError(f"seed must be a non-negative int or None; got {seed!r}")
+            if not isinstance(reverse_complement, (bool, np.bool_)):
+                raise TypeError(f"reverse_complement must be True or False; got {reverse_complement!r}")
             plan = self._plan(method, rule, layers, hypothetical, steps)
             if hypothetical:
                 check_hypothetical(plan.score_nodes, model, xs)
+            plan_rc = None
+            if reverse_complement:
+                check_revcomp_inputs(model, xs, layers)
+                if self._reverse_targets is None:
+                    self._reverse_targets = [reverse_target(t, self.strand_swap) for t in self.targets]
+                plan_rc = self._plan(method, rule, layers, hypothetical, steps, self._reverse_targets)
             rows = max([s.n_refs or 1 for s in sources] + [1]) * steps
             _check_memory(model, method, steps, rows, dtype)
             n = xs[0].shape[0]
@@ -207,10 +241,18 @@ class Explainer:
                                   else int(seed), ops=self.ops, dtype=dtype, shared_acts=self._shared_acts,
                                   shared_key=plan.computed)
             acc = Accumulator(plan, n, isinstance(X, dict))
+            acc_rc = Accumulator(plan_rc, n, isinstance(X, dict)) if plan_rc is not None else None
             run_chunk = integrated_gradients_chunk if method == "integrated_gradients" else deeplift_chunk
+            shared_rc: dict = {}  # the reverse strand's shared reference activations, for this call's chunks
+            channel_axis, length_axis = sequence_axes(model)
+            strand = functools.partial(revcomp_rows, channel_axis=channel_axis, length_axis=length_axis)
             with self.ops.compute_context():
                 for chunk in scheduler.chunks(work, batch, progress):
                     run_chunk(plan, chunk, acc)
+                    if acc_rc is not None:
+                        run_chunk(plan_rc, chunk.mapped(strand, shared_rc), acc_rc)
+            if acc_rc is not None:
+                acc.average_with(acc_rc, strand)
             return acc.result()
 
 

@@ -49,15 +49,14 @@ def target_pairs(plan, px, pr, target, acts_x, acts_r):
     """(weights for `backward`, (P,) Δtarget per pair) of one target in one chunk.
 
     Δtarget is a row-wise sum, not a GEMV, so it is the same for any chunk size. Preset
-    weights are computed per example from its own forward pass (held constant).
+    weights are computed per pair from the forward passes (`Target.pair_weights`).
     """
     ops, t = plan.ops, target.node
     tx, tr = ops.to_numpy(flat(acts_x[t])).astype(np.float64), ops.to_numpy(flat(acts_r[t])).astype(np.float64)
-    w_pairs = target.pair_weights(tx, px)
+    w_pairs = target.pair_weights(tx, tr, px, pr)
+    d_out = target.pair_deltas(tx, tr, px, pr, w_pairs)
     if w_pairs is None:
-        wf = target.weights.reshape(-1)
-        return target.weights, (tx[px] * wf).sum(axis=1) - (tr[pr] * wf).sum(axis=1)
-    d_out = (tx[px] * w_pairs).sum(axis=1) - (tr[pr] * w_pairs).sum(axis=1)
+        return target.weights, d_out
     return w_pairs.reshape((len(px),) + t.shape), d_out
 
 

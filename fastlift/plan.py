@@ -1,6 +1,7 @@
 """Planning: what one call decides before any array is touched.
 
-* each node's rule (`resolve`; ``genomics_default`` per activation, as the original resolves it);
+* each node's rule (`resolve`; ``genomics_default`` per activation, as the original resolves it,
+  extended through merges and shape-only layers);
 * the nodes to score (``layers=``) and, per target, the nodes on a path from a scored node to
   the target: only they need multipliers;
 * the forward programs and backward shortcuts (`fastlift.fuse`), through the session's memo.
@@ -12,8 +13,9 @@ from __future__ import annotations
 
 from .fuse import backward_shortcuts, forward_steps
 from .layers.base import Node
-from .layers.conv import Convolution
-from .layers.core import Activation, Dense, Dropout, InputLayer, ScaleShift
+from .layers.conv import Convolution, Cropping1D, Cropping2D, ZeroPadding1D, ZeroPadding2D
+from .layers.core import Activation, Dense, Dropout, Flatten, InputLayer, Permute, Reshape, ScaleShift
+from .layers.merge import Add, Average, Concatenate, Subtract
 from .rules import Rule
 
 
@@ -29,23 +31,66 @@ def resolve(nodes: list[Node], rule: Rule) -> dict[Node, Rule]:
     return out
 
 
-def genomics_default_rule(node: Node) -> Rule:
-    """The original's DeepLIFT_GenomicsDefault for one activation node.
+#: Layers `linear_sources` walks back through (BatchNormalization is a ScaleShift): they move, merge
+#: or rescale values without a linear map of their own that could say whether the activation sits
+#: in a convolutional or a dense part of the network.
+_WALKED = (ScaleShift, Dropout, Activation, Add, Subtract, Average, Concatenate, Cropping1D, Cropping2D,
+           ZeroPadding1D, ZeroPadding2D, Flatten, Reshape, Permute)
 
-    Walk back through BatchNormalization, Dropout and constant ScaleShift layers; a convolution
-    before it means Rescale, a Dense layer RevealCancel, anything else is an error (as in deeplift).
+
+def linear_sources(node: Node) -> tuple[list[Node], Node | None]:
+    """(the nearest Dense/convolution nodes upstream of ``node``'s input, the first other node
+    met on the way or None).
+
+    The walk goes back through `_WALKED` layers (merges, cropping/padding, shape-only layers,
+    BatchNormalization and other constant ScaleShift layers, Dropout and other activations)
+    along every path and stops at each linear layer; any other layer (pooling, a model input,
+    a softmax) stops it with that node.
     """
-    src = node.inputs[0]
-    while isinstance(src.layer, (ScaleShift, Dropout)):  # BatchNormalization is a ScaleShift
-        src = src.inputs[0]
-    if isinstance(src.layer, Convolution):
+    found, seen, stack = [], set(), [node.inputs[0]]
+    while stack:
+        src = stack.pop()
+        if src in seen:
+            continue
+        seen.add(src)
+        if isinstance(src.layer, (Convolution, Dense)):
+            found.append(src)
+        elif isinstance(src.layer, _WALKED):
+            stack.extend(reversed(src.inputs))
+        else:
+            return found, src
+    return found, None
+
+
+def genomics_default_rule(node: Node) -> Rule:
+    """The original's DeepLIFT_GenomicsDefault for one activation node, extended to merges.
+
+    The original looks at the layer before the activation (through BatchNormalization and
+    Dropout; here also constant ScaleShift layers): a convolution means Rescale, a Dense layer
+    RevealCancel, anything else is an error.
+    Here an activation after Add/Subtract/Average/Concatenate, cropping, padding or a reshape (a
+    residual BPNet) is resolved by the linear layers that feed it (`linear_sources`): Rescale
+    when all are convolutions, RevealCancel when all are Dense; an error when they mix or when
+    the walk meets another kind of layer.
+    """
+    found, blocker = linear_sources(node)
+    kinds = {isinstance(n.layer, Convolution) for n in found}
+    if blocker is None and kinds == {True}:
         return Rule.RESCALE
-    if isinstance(src.layer, Dense):
+    if blocker is None and kinds == {False}:
         return Rule.REVEAL_CANCEL
+    fix = "; choose rule='rescale' or rule='reveal_cancel' for this model"
+    if blocker is not None:
+        raise ValueError(
+            f"rule='genomics_default' resolves an activation by the linear layers that feed it (convolution -> "
+            f"rescale, dense -> reveal_cancel, looking back through merges, cropping, padding and reshapes), but "
+            f"activation {node.name!r} follows {blocker.name!r} ({type(blocker.layer).__name__})" + fix)
+    convs = [n.name for n in found if isinstance(n.layer, Convolution)]
+    dense = [n.name for n in found if not isinstance(n.layer, Convolution)]
     raise ValueError(
-        f"rule='genomics_default' resolves an activation by the layer before it (convolution -> rescale, "
-        f"dense -> reveal_cancel), but activation {node.name!r} follows {src.name!r} "
-        f"({type(src.layer).__name__}); choose rule='rescale' or rule='reveal_cancel' for this model")
+        f"rule='genomics_default' resolves an activation by the linear layers that feed it, but activation "
+        f"{node.name!r} is fed by both convolutions {convs} (-> rescale) and Dense layers {dense} "
+        f"(-> reveal_cancel)" + fix)
 
 
 def score_nodes(model, layers) -> tuple[list[Node], str]:

@@ -73,6 +73,18 @@ class Accumulator:
         k = chunk.n_refs
         self.deltas[ti, chunk.lo:chunk.hi] = per_pair.reshape(-1, k).mean(axis=1)
 
+    def average_with(self, other: Accumulator, map_back) -> None:
+        """Average in ``other``'s outputs (the same examples scored another way, e.g. on the
+        reverse-complement strand), each mapped back by ``map_back`` (one array of a scored
+        layer's per-example outputs, (n, *shape)); the deltas average as they are."""
+        for mine, theirs in ((self.contrib, other.contrib), (self.mult, other.mult), (self.hyp, other.hyp)):
+            if mine is None:
+                continue
+            for a, b in zip(mine, theirs):
+                for ti in range(a.shape[0]):
+                    a[ti] = 0.5 * (a[ti] + map_back(b[ti]))
+        self.deltas = 0.5 * (self.deltas + other.deltas)
+
     def result(self) -> Attributions:
         plan = self.plan
         multi = plan.multi_target

@@ -389,7 +389,8 @@ def scan(model: Model, source, out: str, *, references="dinuc:20", rule: str = "
          target_layer=None, seed: int = 0, hypothetical: bool = True, batch_size: int | None = None,
          chunk_size: int | None = None, score_dtype: str = "float16", dtype: str = "float32",
          device: str = "auto", n_threads: int | None = None, max_pool: str = "exact", resume: bool = False,
-         overwrite: bool = False, progress: bool = False, log=None, precision: str = "float32") -> ScanResult:
+         overwrite: bool = False, progress: bool = False, log=None, precision: str = "float32",
+         reverse_complement: bool = False) -> ScanResult:
     """Score every region of ``source`` and write score file(s) at ``out``; resumable.
 
     Parameters
@@ -420,6 +421,9 @@ def scan(model: Model, source, out: str, *, references="dinuc:20", rule: str = "
         A progress bar on stderr.
     log : callable, optional
         Receives one-line messages (default: none).
+    reverse_complement : bool
+        Average each region's scores with its reverse complement's (see `fastlift.deeplift`);
+        recorded in the run's parameters, so a resume refuses a change.
 
     Returns
     -------
@@ -459,7 +463,7 @@ def scan(model: Model, source, out: str, *, references="dinuc:20", rule: str = "
     # check rule, targets, device and dtype on one zero example before any file is touched
     deeplift(model, np.zeros((1, source.length, 4), dtype=dtype), None, rule=rule, target=target,
              target_layer=target_layer, hypothetical=True, dtype=dtype, device=device, n_threads=n_threads,
-             max_pool=max_pool, precision=precision)
+             max_pool=max_pool, precision=precision, reverse_complement=reverse_complement)
     paths = output_paths(out, names)
     layout = ScoreLayout(source.n_regions, source.length, 4, score_dtype, source.chrom_width, bool(hypothetical))
     base = {"fastlift_version": __version__, "model": {"name": model.name, "sha256": model_fingerprint(model)},
@@ -467,6 +471,8 @@ def scan(model: Model, source, out: str, *, references="dinuc:20", rule: str = "
             "max_pool": max_pool, "target": _jsonable(target), "target_layer": _jsonable(target_layer),
             "seed": int(seed), "dtype": str(dtype), "score_dtype": score_dtype, "hypothetical": bool(hypothetical),
             "compute": compute_description(device, n_threads), "precision": str(precision)}
+    if reverse_complement:  # absent when off, so files written before the option still resume
+        base["reverse_complement"] = True
     for path in paths:
         check_output_path(path)
     with lock_outputs(paths):  # held until the files are final: a second writer is refused
@@ -495,7 +501,7 @@ def scan(model: Model, source, out: str, *, references="dinuc:20", rule: str = "
                     res = deeplift(model, x, _chunk_references(spec, chunk.lo), rule=rule, target=target,
                                    target_layer=target_layer, hypothetical=True, dtype=dtype, batch_size=batch_size,
                                    seed=seed, device=device, n_threads=n_threads, max_pool=max_pool,
-                                   precision=precision)
+                                   precision=precision, reverse_complement=reverse_complement)
                 except MemoryError:
                     raise ScanError(f"out of memory computing regions [{chunk.lo}, {chunk.lo + n}); the first "
                                     f"{chunk.lo} regions are saved: rerun with --resume and a smaller --batch-size "

@@ -14,6 +14,7 @@ zeros, a flat background, a fixed set; forwarded once per call, kept by the sess
 
 from __future__ import annotations
 
+import copy
 import sys
 import time
 from dataclasses import dataclass
@@ -97,6 +98,17 @@ class Chunk:
         self.pair_r_host = pair_r
         self.pair_x = ops.asarray(self.pair_x_host, np.int64)
         self.pair_r = ops.asarray(pair_r, np.int64)
+
+    def mapped(self, fn, shared_cache) -> Chunk:
+        """This chunk with ``fn`` applied to its example and reference rows (host arrays,
+        leading row axis), e.g. their reverse complements: the same examples, references and
+        pairs. ``shared_cache`` holds the mapped shared rows' activations for the call."""
+        out = copy.copy(self)
+        out.x_host = [fn(x) for x in self.x_host]
+        out.x_rows = [self.work.ops.asarray(x, self.work.dtype) for x in out.x_host]
+        out._ref_host = [fn(r) for r in self._ref_host]
+        out._shared_cache = shared_cache
+        return out
 
     def ref_acts(self, forward):
         """Forward activations of this chunk's reference rows (shared rows: once per call, and

@@ -1,9 +1,29 @@
 """Targets: which output an attribution explains, as weights over a target layer's units.
 
 A target is an int (one unit, flattened index), a weight array over the layer's units, or a
-preset computed per example from its own forward pass and held constant (``"profile"``,
-``"sum"``). A list of targets, or a list of target layers, is computed in one pass: every target
-shares the forward passes, and the result gains a leading target axis.
+preset whose weights are computed per pair from the forward passes (``"profile"``,
+``"profile_chrombpnet"``, ``"profile_bpnetlite"``, ``"sum"``). A list of targets, or a list of
+target layers, is computed in one pass: every target shares the forward passes, and the result
+gains a leading target axis.
+
+The three profile presets explain a profile head's logits z (length, *channels):
+
+* ``"profile"`` is the formula as written: Σ softmax(z)·(z - mean z) per channel along the
+  length axis, with the softmax taken from the example and held constant. Weights
+  ``softmax(z_x) - 1/L``; contributions sum to Σ softmax(z_x)·(l_x - l_ref) (l = z - mean z).
+* ``"profile_chrombpnet"`` reproduces kundajelab-shap (ChromBPNet's ``contribs_bw``, BPNet):
+  there ``tf.stop_gradient`` does not cut the softmax branch out of the graph shap walks, so
+  the product softmax·l gets shap's two-input rule and l's multiplier is
+  ½(softmax(l_x) + softmax(l_ref)); the softmax branch's share then stops at the
+  stop_gradient. Weights ``½(softmax(z_x) + softmax(z_ref)) - 1/L`` per pair (0 where
+  |l_x - l_ref| < 1e-7, as shap's rule). The contributions do not sum to the target's change
+  Σ softmax(l_x)·l_x - Σ softmax(l_ref)·l_ref: the reported deltas show by how much.
+* ``"profile_bpnetlite"`` reproduces bpnet-lite's ``ProfileWrapper`` under tangermeme's
+  ``deep_lift_shap``: the logits are flattened (strands and positions together), mean-normalised,
+  and l·softmax(l) is one elementwise non-linearity under the Rescale rule, so l's multiplier is
+  m = (l_x·p_x - l_ref·p_ref) / (l_x - l_ref), p = softmax over all units (the gradient
+  p·(1 + l - Σ p·l) where |l_x - l_ref| < 1e-6, as tangermeme). Weights ``m - mean(m)`` per pair;
+  contributions sum to Σ p_x·l_x - Σ p_ref·l_ref.
 """
 
 from __future__ import annotations
@@ -16,8 +36,14 @@ from . import _validate
 from .layers.base import Node
 from .layers.core import InputLayer, Softmax
 
-#: Named targets (see `parse_targets`).
-PRESETS = ("profile", "sum")
+#: Named targets (see `parse_targets` and the module docstring).
+PRESETS = ("profile", "profile_chrombpnet", "profile_bpnetlite", "sum")
+
+#: Presets over a profile head: they need a target layer with a length axis.
+PROFILE_PRESETS = ("profile", "profile_chrombpnet", "profile_bpnetlite")
+
+#: Presets whose weights also depend on the reference (one weight vector per pair).
+PAIR_PRESETS = ("profile_chrombpnet", "profile_bpnetlite")
 
 
 class Target:
@@ -26,14 +52,41 @@ class Target:
     def __init__(self, node: Node, weights, preset, label):
         self.node, self.weights, self.preset, self.label = node, weights, preset, label
 
-    def pair_weights(self, tx, pair_x):
-        """Per-pair weights (P, n_units) float64 for a preset, from the examples' target
-        activations ``tx`` (n_x, n_units) float64; None for fixed weights."""
+    def pair_weights(self, tx, tr, pair_x, pair_r):
+        """Per-pair weights (P, n_units) float64 for a preset; None for fixed weights.
+
+        ``tx`` (n_x, n_units), ``tr`` (n_r, n_units): float64 target activations of the chunk's
+        example and reference rows; pair p compares ``tx[pair_x[p]]`` with ``tr[pair_r[p]]``.
+        """
         if self.preset is None:
             return None
+        n_pairs, shape = len(pair_x), (-1,) + self.node.shape
         if self.preset == "sum":
-            return np.ones((len(pair_x), tx.shape[1]))
-        return profile_weights(tx.reshape((-1,) + self.node.shape)).reshape(tx.shape[0], -1)[pair_x]
+            return np.ones((n_pairs, tx.shape[1]))
+        if self.preset == "profile":
+            return profile_weights(tx.reshape(shape)).reshape(tx.shape[0], -1)[pair_x]
+        zx, zr = tx[pair_x].reshape(shape), tr[pair_r].reshape(shape)
+        if self.preset == "profile_chrombpnet":
+            return profile_chrombpnet_weights(zx, zr).reshape(n_pairs, -1)
+        return profile_bpnetlite_weights(zx.reshape(n_pairs, -1), zr.reshape(n_pairs, -1))
+
+    def pair_deltas(self, tx, tr, pair_x, pair_r, w):
+        """(P,) change of the target between each pair's example and reference, for the weights
+        ``w`` (P, n_units) of `pair_weights` (or the fixed weights when None).
+
+        Σ w·(z_x - z_ref) for every target but ``"profile_chrombpnet"``, whose weights are not
+        those of a quantity's change: its Δ is that of Σ softmax(l)·l (l = z - mean z per channel),
+        the quantity kundajelab-shap explains, so the reported deltas show how far its
+        contributions are from summing to it.
+        """
+        zx, zr = tx[pair_x], tr[pair_r]
+        if w is None:
+            wf = self.weights.reshape(-1)
+            return (zx * wf).sum(axis=1) - (zr * wf).sum(axis=1)
+        if self.preset == "profile_chrombpnet":
+            shape = (-1,) + self.node.shape
+            return _softmax_weighted_logits(zx.reshape(shape)) - _softmax_weighted_logits(zr.reshape(shape))
+        return (zx * w).sum(axis=1) - (zr * w).sum(axis=1)
 
 
 def profile_weights(z):
@@ -45,8 +98,52 @@ def profile_weights(z):
     example, not differentiated, as their ``stop_gradient`` does).
     """
     z = np.asarray(z, dtype=np.float64)
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True) - 1.0 / z.shape[1]
+    return _softmax(z, 1) - 1.0 / z.shape[1]
+
+
+def _softmax(z, axis):
+    e = np.exp(z - z.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _softmax_weighted_logits(z):
+    """(n,) Σ softmax(l)·l over (length, *channels), l = z - mean z along the length axis."""
+    lz = z - z.mean(axis=1, keepdims=True)
+    return (_softmax(lz, 1) * lz).reshape(len(z), -1).sum(axis=1)
+
+
+def profile_chrombpnet_weights(zx, zr):
+    """Weights of ``"profile_chrombpnet"`` for pairs of logits ``zx``, ``zr`` (P, length, *channels).
+
+    ``w = ½(softmax(z_x) + softmax(z_ref)) - 1/length`` along the length axis, per channel:
+    kundajelab-shap's two-input rule for softmax(l)·l (l = z - mean z) whose softmax branch then
+    stops at a stop_gradient. Where |l_x - l_ref| < 1e-7 shap sets l's multiplier to 0 (the
+    1/length term, from the mean, stays).
+    """
+    zx, zr = np.asarray(zx, dtype=np.float64), np.asarray(zr, dtype=np.float64)
+    lx, lr = zx - zx.mean(axis=1, keepdims=True), zr - zr.mean(axis=1, keepdims=True)
+    m = 0.5 * (_softmax(lx, 1) + _softmax(lr, 1))
+    m[np.abs(lx - lr) < 1e-7] = 0.0
+    return m - m.mean(axis=1, keepdims=True)
+
+
+def profile_bpnetlite_weights(zx, zr):
+    """Weights of ``"profile_bpnetlite"`` for pairs of flattened logits ``zx``, ``zr`` (P, n_units).
+
+    l = z - mean z and p = softmax(l) over all units (strands and positions together, as
+    bpnet-lite's ``ProfileWrapper`` flattens them); l·p is one elementwise non-linearity under the
+    Rescale rule: m = (l_x·p_x - l_ref·p_ref)/(l_x - l_ref), or its gradient p_x·(1 + l_x - Σ p_x·l_x)
+    where |l_x - l_ref| < 1e-6 (tangermeme's threshold). The mean-normalisation is linear:
+    ``w = m - mean(m)``.
+    """
+    zx, zr = np.asarray(zx, dtype=np.float64), np.asarray(zr, dtype=np.float64)
+    lx, lr = zx - zx.mean(axis=1, keepdims=True), zr - zr.mean(axis=1, keepdims=True)
+    px, pr = _softmax(lx, 1), _softmax(lr, 1)
+    d = lx - lr
+    close = np.abs(d) < 1e-6
+    grad = px * (1.0 + lx - (px * lx).sum(axis=1, keepdims=True))
+    m = np.where(close, grad, (lx * px - lr * pr) / np.where(close, 1.0, d))
+    return m - m.mean(axis=1, keepdims=True)
 
 
 def target_node(model, target_layer) -> Node:
@@ -123,11 +220,13 @@ def _targets(node, target, label="target"):
 def _preset(name, node, what):
     if name == "sum":
         return None, "sum", f"{node.name}[sum]"
-    if name == "profile":
+    if name in PROFILE_PRESETS:
         if len(node.shape) < 1 or node.shape[0] < 2:
-            raise ValueError(f"{what}='profile' needs a target layer with a length axis (shape (length,) or "
+            raise ValueError(f"{what}={name!r} needs a target layer with a length axis (shape (length,) or "
                              f"(length, channels)); {node.name!r} has shape {node.shape}")
-        return None, "profile", f"{node.name}[profile]"
+        return None, name, f"{node.name}[{name}]"
     raise ValueError(f"{what} {name!r}: unknown target preset; the presets are 'profile' (softmax-weighted, "
-                     "mean-normalised logits of a profile head, as BPNet/ChromBPNet) and 'sum' (the sum of the "
-                     "target layer's units, e.g. the two strands of a counts head)")
+                     "mean-normalised logits of a profile head, the formula as written), 'profile_chrombpnet' "
+                     "(the numbers ChromBPNet/BPNet's kundajelab-shap path gives), 'profile_bpnetlite' (bpnet-lite/"
+                     "tangermeme's profile wrapper) and 'sum' (the sum of the target layer's units, e.g. the two "
+                     "strands of a counts head)")

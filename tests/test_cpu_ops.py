@@ -350,6 +350,30 @@ def test_conv_forward_is_the_unfused_gemm_bit_for_bit(g, dtype, n_out, rng):
     close(REF.conv_forward(x, kernel, g, bias), got + bias, dtype, **tol)
 
 
+@pytest.mark.parametrize("g", GEOMETRIES)
+def test_float32_conv_through_dgemm_is_the_unfused_gemm_bit_for_bit(g, rng, monkeypatch):
+    """Where sgemm is position-dependent, a float32 convolution runs the float64 fused kernel on
+    the converted rows: the bits of im2col + matmul (dgemm, rounded) + bias, rows independent
+    of the batch and the threads. Forced here, whatever BLAS runs."""
+    from fastlift.backends import cpu_ops
+
+    monkeypatch.setattr(cpu_ops, "sgemm_is_deterministic", lambda: False)
+    monkeypatch.setattr(cpu_ops, "_ISA", "base")  # the BLAS route, not AVX-512's direct tiles
+    ops = CpuOps(n_threads=2)
+    x = rng.standard_normal((23, g.h, g.w, g.c)).astype(np.float32)
+    kernel = rng.standard_normal((g.kh * g.kw * g.c, 64)).astype(np.float32)
+    bias = rng.standard_normal(64).astype(np.float32)
+    with ops.compute_context():
+        got = ops.conv_forward(x, kernel, g, bias)
+        cols = ops.im2col(x, g)
+        want = ops.matmul(cols.reshape(-1, cols.shape[-1]), kernel) + bias
+        assert got.dtype == np.float32
+        same(got, want, np.float32)
+        cells = g.h_out * g.w_out
+        for lo, hi in [(0, 1), (3, 10)]:
+            same(CpuOps(n_threads=1).conv_forward(x[lo:hi], kernel, g, bias), got[lo * cells:hi * cells], np.float32)
+
+
 def direct_kernel(kernel, dtype):
     """conv_direct's packed kernel, written out independently of CpuOps._direct_kernel."""
     lanes = _cpu.VECTOR_BYTES // np.dtype(dtype).itemsize

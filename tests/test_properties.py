@@ -49,14 +49,11 @@ def _total(contribs):
     return sum(p.reshape(p.shape[0], -1).sum(axis=1).astype(np.float64) for p in parts)
 
 
-def _rules_for(model_name):
-    rules = ["rescale", "reveal_cancel"]
-    if model_name != "conv_2d":  # its swish follows a Permute: genomics_default cannot resolve it
-        rules.append("genomics_default")
-    return rules
+# genomics_default resolves every zoo model (conv_2d's swish after a Permute: through it to a convolution)
+RULES = ["rescale", "reveal_cancel", "genomics_default"]
 
 
-CASES = [(m, r) for m in ZOO for r in _rules_for(m)]
+CASES = [(m, r) for m in ZOO for r in RULES]
 
 
 @pytest.mark.parametrize("model_name,rule", CASES)

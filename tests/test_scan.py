@@ -274,6 +274,29 @@ def test_resume_refuses_other_parameters(model, genome, tmp_path):
         run(model, fasta, bed, out, resume=True, overwrite=True)
 
 
+def test_reverse_complement_scan_is_recorded_and_resume_refuses_a_change(model, genome, tmp_path):
+    fasta, bed, _ = genome
+    out = str(tmp_path / "rc.h5")
+    run(model, fasta, bed, out, reverse_complement=True, score_dtype="float32", chunk_size=7, **TWO_HEADS)
+    paths = S.output_paths(out, S.target_names(model, TWO_HEADS["target"], TWO_HEADS["target_layer"]))
+    files = [io_scores.load_scores(p) for p in paths]
+    x = files[0]["input_seqs"].astype(np.float32)
+    want = fl.deeplift(model, x, fl.references.dinuc_shuffle(4), seed=3, hypothetical=True,
+                       reverse_complement=True, **TWO_HEADS)
+    for t, (path, f) in enumerate(zip(paths, files)):
+        assert io_scores.read_header(path)["params"]["reverse_complement"] is True
+        np.testing.assert_array_equal(f["hyp_scores"], want.hypothetical[t])
+        np.testing.assert_array_equal(f["deltas"], want.deltas[t].astype(np.float32))
+    with pytest.raises(S.ScanError, match=r"other parameters \(reverse_complement: file has True, this run None\)"):
+        run(model, fasta, bed, out, resume=True, score_dtype="float32", chunk_size=7, **TWO_HEADS)
+    plain = str(tmp_path / "plain.h5")
+    run(model, fasta, bed, plain, **TWO_HEADS)
+    plain = S.output_paths(plain, ["counts", "profile"])[0]
+    assert "reverse_complement" not in io_scores.read_header(plain)["params"]
+    with pytest.raises(S.ScanError, match=r"other parameters \(reverse_complement: file has None, this run True\)"):
+        run(model, fasta, bed, str(tmp_path / "plain.h5"), resume=True, reverse_complement=True, **TWO_HEADS)
+
+
 DRIVER = r"""
 import sys
 from fastlift import demo, scan as S

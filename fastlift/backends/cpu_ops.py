@@ -391,7 +391,15 @@ class CpuOps(Ops):
             return _cpu.conv_direct(x, self._direct_kernel(np.asarray(kernel, dtype=dt)), g, n,
                                     self.n_threads, bias, _ISA, addend)
         if dt == np.float32 and not sgemm_is_deterministic():
-            return super().conv_forward(x, kernel, g, bias)
+            # The float64 fused kernel on the rows converted (c values per cell), not on the
+            # unfolded matrix converted (kh·kw·c per cell, never materialised here): the same
+            # bits as im2col + `matmul` (+ bias in float32), without a float32 im2col and its
+            # float64 copy, which took as long as the GEMMs (bench/README.md).
+            kernel64 = self._derived(np.asarray(kernel, dtype=np.float32), "float64", _float64_frozen)
+            y = self._conv_dense(x.astype(np.float64), kernel64, g).astype(np.float32)
+            if bias is not None:
+                y += np.asarray(bias, dtype=np.float32).reshape(n)
+            return y
         if bias is not None:
             bias = np.ascontiguousarray(bias, dtype=dt).reshape(n)
         out = np.empty((x.shape[0] * g.h_out * g.w_out, n), dtype=dt)
