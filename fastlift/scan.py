@@ -27,17 +27,19 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import math
 import numbers
 import os
 import shutil
 import sys
+import threading
 import time
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from . import __version__
+from . import __version__, _validate
 from . import references as refs_mod
 from ._validate import available_memory
 from .explainer import Explainer
@@ -65,6 +67,7 @@ __all__ = ["ArraySource", "Chunk", "FastaBedSource", "FastaWindows", "ScanError"
            "shard_arg", "shard_path", "target_names"]
 
 DEFAULT_CHUNK = 128
+DEVICES = ("auto", "cpu", "cuda", "numpy")
 F16_MAX = float(np.finfo(np.float16).max)
 
 #: items each queue of the scan's pipeline holds (reader -> compute -> writer)
@@ -499,10 +502,8 @@ def scan(model: Model, source, out: str, *, references="dinuc:20", rule: str = "
     if client is not None:
         if shard is not None:
             raise ScanError("pass either shard or client, not both: a distributed scan makes its own shards")
-        from .distributed import scan_on_dask
-
-        return scan_on_dask(client, model, source, out, options, task_size=task_size, resume=resume,
-                            overwrite=overwrite, progress=progress, log=say)
+        return _scan_on_dask(client, model, source, out, options, task_size=task_size, resume=resume,
+                             overwrite=overwrite, progress=progress, say=say)
     if task_size is not None:
         raise ScanError(f"task_size sizes the tasks of a distributed scan (client=...); got {task_size!r} without one")
     part = None if shard is None else shard_arg(shard, source.n_regions)
@@ -612,6 +613,173 @@ class _Committer:
             self.bar.update(row + n)
         if self.on_commit:
             self.on_commit(row + n)
+
+
+# ----------------------------------------------------------------------------- on a Dask cluster
+
+#: tasks per worker the default task size aims at: enough to balance uneven workers, few enough
+#: that per-task costs (a shard file, opening the inputs) stay small
+TASKS_PER_WORKER = 8
+
+
+def _scan_on_dask(client, model, source, out, options, *, task_size, resume, overwrite, progress, say):
+    """`scan` with ``client``: the regions as shard tasks on the cluster, then merged.
+
+    The client checks the scan (the rule, targets and dtype on a numpy session: the device is
+    resolved where the work runs) and the outputs, and skips, with ``resume``, the shards
+    already complete. Each task scores one shard as ``scan(shard=(i, n))`` would, with its
+    worker thread's one `Explainer` for the run, in resume mode: a task that Dask reruns after
+    its worker died continues the shard file from the dead worker's last commit. The shards are
+    then merged into ``out`` (byte-identical to one process) and removed.
+    """
+    from . import distributed
+
+    _validate.choice(options.device, DEVICES, "device")
+    options.explainer(model, device="numpy").close()
+    job = scan_job(model, source, os.path.abspath(out), options)
+    n_regions = job.layout.n_regions
+    n_workers = max(len(client.scheduler_info().get("workers", {})), 1)
+    count = _task_count(task_size, n_regions, n_workers, options.chunk_size)
+    finals = output_paths(job.out, job.names)
+    for path in finals:
+        check_output_path(path)
+    with lock_outputs(finals):  # a second client on the same output is refused
+        complete = _merged_already(job, finals, resume, overwrite)
+        if complete is not None:
+            say(f"{', '.join(finals)}: already complete ({n_regions} regions)")
+            return complete
+        shards = [Shard(i, count, n_regions) for i in range(count)]
+        todo, partial = _shards_to_run(job, shards, resume, overwrite)
+        if len(todo) < count:
+            say(f"skipping {count - len(todo)} finished shard(s) of {count}")
+        bar = _Progress(n_regions, n_regions - sum(s.stop - s.start for s in todo)) if progress else None
+        tracker = _Tracker(bar, todo, partial)
+        if todo:
+            say(f"scoring {sum(s.stop - s.start for s in todo)} regions in {len(todo)} task(s) on {n_workers} "
+                "worker(s)")
+        t0 = time.perf_counter()
+        try:
+            results = distributed.run_tasks(client, _score_shard, job,
+                                            list(zip(todo, source.parts([(s.start, s.stop) for s in todo]))),
+                                            on_report=tracker.report, name="fastlift-shard")
+        except distributed.WorkerDied as e:
+            shard = todo[e.index]
+            raise ScanError(f"every worker that ran regions [{shard.start}, {shard.stop}) (shard {shard.index} of "
+                            f"{count}) died; the shards finished so far are saved: rerun with --resume") from None
+        seconds = time.perf_counter() - t0
+        if bar:
+            bar.close()
+        parts = [p for s in shards for p in output_paths(shard_path(job.out, s.index, count), job.names)]
+        merge(parts, job.out, overwrite=True, log=say)
+        for p in parts:
+            os.remove(p)
+        n_scored = sum(r["n_scored"] for r in results)
+        return ScanResult(finals, n_regions, n_regions - n_scored, n_scored, source.n_skipped,
+                          _total_non_acgt(finals[0], n_regions), max([r["max_abs_delta"] for r in results] + [0.0]),
+                          seconds)
+
+
+def _score_shard(job, item, report):
+    """A task of `_scan_on_dask` on a worker: score one shard into its file (resuming it)."""
+    from .distributed import worker_session
+
+    shard, part = item
+    ex = worker_session(job.key, lambda: job.options.explainer(job.model))
+    try:
+        res = scan_part(job, ex, part, shard, resume=True, on_commit=report)
+    finally:
+        part.close()
+    return {"n_scored": res.n_scored, "max_abs_delta": res.max_abs_delta}
+
+
+def _task_count(task_size, n_regions, n_workers, chunk_size) -> int:
+    """Tasks of ``task_size`` regions (default: `TASKS_PER_WORKER` per worker, at least one
+    chunk each); at least one task."""
+    if task_size is None:
+        task_size = max(chunk_size, math.ceil(n_regions / (TASKS_PER_WORKER * n_workers)))
+    elif isinstance(task_size, bool) or not isinstance(task_size, numbers.Integral) or task_size < 1:
+        raise ScanError(f"task_size must be a positive int (regions per task); got {task_size!r}")
+    return max(1, math.ceil(n_regions / task_size))
+
+
+def _merged_already(job, finals, resume, overwrite):
+    """A `ScanResult` when ``resume`` finds the merged output complete; removes it with
+    ``overwrite``; refuses an existing output otherwise."""
+    present = [p for p in finals if os.path.exists(p)]
+    if not present:
+        return None
+    if overwrite:
+        for p in present:
+            os.remove(p)
+        return None
+    if not resume:
+        raise FileExistsError(f"{present[0]} exists; pass --resume to continue it or --overwrite to replace it")
+    heads = []
+    for p in finals:
+        try:
+            heads.append(read_header(p))
+        except (ScoreFileError, OSError) as e:
+            raise ScanError(f"--resume: {e}; use --overwrite to replace it") from None
+    n = job.layout.n_regions
+    if all(h["n_done"] == n and _same_run(h["params"], job) for h in heads):
+        return ScanResult(finals, n, n, 0, 0, _total_non_acgt(finals[0], n), 0.0, 0.0)
+    raise ScanError(f"--resume: {present[0]} is not a finished scan of these parameters (a single-process scan "
+                    "is resumed without --workers/--scheduler); use --overwrite to start again")
+
+
+def _same_run(params, job, shard: Shard | None = None) -> bool:
+    """Whether a file's parameters are this job's (its backend aside: that is checked where it runs)."""
+    mine = dict(job.params, **({"shard": shard.record(job.names)} if shard else {}))
+    theirs = {k: v for k, v in params.items() if k not in ("compute", "output_index", "output_name")}
+    return theirs == json.loads(json.dumps(mine, sort_keys=True))
+
+
+def _shards_to_run(job, shards, resume, overwrite):
+    """(shards to score, {index: regions already final} of the partial ones among them). With
+    ``resume``, a shard whose files are complete and of this run is skipped; with
+    ``overwrite``, every existing shard file is removed; otherwise one is an error."""
+    todo, partial = [], {}
+    for shard in shards:
+        paths = output_paths(shard_path(job.out, shard.index, shard.count), job.names)
+        there = [p for p in paths if os.path.exists(p)]
+        if there and overwrite:
+            for p in there:
+                os.remove(p)
+            there = []
+        if there and not resume:
+            raise FileExistsError(f"{there[0]} exists (a shard of an interrupted run of this scan); pass --resume "
+                                  "to continue it or --overwrite to start again")
+        heads = [_header_or_none(p) for p in there]
+        if len(there) == len(paths) and all(h is not None and h["n_done"] == shard.stop - shard.start
+                                            and _same_run(h["params"], job, shard) for h in heads):
+            continue
+        todo.append(shard)
+        if len(there) == len(paths) and all(h is not None for h in heads):
+            partial[shard.index] = min(h["n_done"] for h in heads)
+    return todo, partial
+
+
+def _header_or_none(path):
+    try:
+        return read_header(path)
+    except (ScoreFileError, OSError):
+        return None
+
+
+class _Tracker:
+    """Regions final per shard of a distributed scan, from the workers' commits, for the bar."""
+
+    def __init__(self, bar, todo, partial):
+        self.bar, self.lock = bar, threading.Lock()
+        self.shards = todo
+        self.done = {k: partial.get(s.index, 0) for k, s in enumerate(todo)}
+        self.base = None if bar is None else bar.start
+
+    def report(self, task, n_done):
+        with self.lock:
+            self.done[task] = max(self.done[task], n_done)
+            if self.bar is not None:
+                self.bar.update(self.base + sum(self.done.values()))
 
 
 # ----------------------------------------------------------------------------- merging shards
