@@ -184,3 +184,37 @@ def test_command_line_shards_and_merge(genome, whole, tmp_path):
                      (["--task-size", "5"], "use it with --workers or --scheduler")]:
         proc = explain(*common, *bad)
         assert proc.returncode != 0 and msg in proc.stderr, (bad, proc.stderr)
+
+
+NO_DASK = r"""
+import sys
+from fastlift import cli
+rc = cli.main(sys.argv[1:])
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("dask", "distributed"))
+assert not loaded, loaded
+sys.exit(rc)
+"""
+
+
+def test_the_single_process_path_never_imports_dask(genome, tmp_path):
+    """Dask is an optional extra: a scan in one process, a shard and a merge never load it."""
+    fasta, bed = genome
+    out = str(tmp_path / "s.h5")
+    common = ["explain", "demo", "--fasta", fasta, "--bed", bed, "--width", str(WIDTH), "--refs", "dinuc:2",
+              "--target", "0", "--target-layer", "counts", "--quiet"]
+    for args in [common + ["--out", out], common + ["--out", out, "--shard", "0/1"],
+                 ["merge", S.shard_path(out, 0, 1), "--out", str(tmp_path / "m.h5")]]:
+        proc = subprocess.run([sys.executable, "-c", NO_DASK, *args], capture_output=True, text=True, env=ENV,
+                              timeout=300, check=False)
+        assert proc.returncode == 0, proc.stderr
+
+
+def test_workers_without_dask_installed_say_what_to_install(genome, tmp_path):
+    fasta, bed = genome
+    hide = "import sys; sys.modules['distributed'] = None; from fastlift import cli; sys.exit(cli.main(sys.argv[1:]))"
+    proc = subprocess.run([sys.executable, "-c", hide, "explain", "demo", "--fasta", fasta, "--bed", bed, "--width",
+                           str(WIDTH), "--target", "0", "--target-layer", "counts", "--workers", "2", "--out",
+                           str(tmp_path / "s.h5")], capture_output=True, text=True, env=ENV, timeout=300, check=False)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert "--workers and --scheduler run on Dask: pip install 'fastlift[dask]'" in proc.stderr
+    assert not os.path.exists(tmp_path / "s.h5")
