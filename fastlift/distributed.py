@@ -24,6 +24,7 @@ import logging
 import os
 import threading
 import uuid
+import warnings
 from collections.abc import Callable, Sequence
 
 from distributed import Client, KilledWorker, LocalCluster, as_completed, get_worker
@@ -135,8 +136,12 @@ def local_client(n_workers: int | None = None, *, scheduler: str | None = None):
         with Client(scheduler, set_as_default=False) as client:
             yield client
         return
-    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                      silence_logs=logging.CRITICAL) as cluster, Client(cluster, set_as_default=False) as client:
+    with warnings.catch_warnings():
+        # the scheduler's HTTP endpoint takes another port when 8787 is taken (another cluster): no news
+        warnings.filterwarnings("ignore", message="Port .* is already in use")
+        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                               silence_logs=logging.CRITICAL)
+    with cluster, Client(cluster, set_as_default=False) as client:
         yield client
 
 
