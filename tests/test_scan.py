@@ -677,3 +677,95 @@ def test_non_acgt_count_covers_the_whole_file_after_a_resume(model, genome, tmp_
     assert res.resumed_from == 20 and per_region[:20].sum() > 0 and per_region[20:].sum() > 0
     assert res.n_non_acgt == per_region.sum()
     assert run(model, fasta, bed, out, resume=True).n_non_acgt == per_region.sum()   # already complete
+
+
+# ----------------------------------------------------------------------------- one session, three threads
+
+
+def test_one_explainer_per_scan_and_one_engine_call_per_chunk(model, genome, tmp_path, monkeypatch):
+    """The scan builds its Explainer once (no validation run on a zero example) and calls it once
+    per chunk."""
+    fasta, bed, _ = genome
+    built, calls = [], []
+    real_init, real_deeplift = fl.Explainer.__init__, fl.Explainer.deeplift
+
+    def init(self, *a, **kw):
+        built.append(1)
+        real_init(self, *a, **kw)
+
+    def deeplift(self, X, *a, **kw):
+        calls.append(len(X))
+        return real_deeplift(self, X, *a, **kw)
+
+    monkeypatch.setattr(fl.Explainer, "__init__", init)
+    monkeypatch.setattr(fl.Explainer, "deeplift", deeplift)
+    run(model, fasta, bed, str(tmp_path / "s.h5"), chunk_size=7, **TWO_HEADS)
+    assert len(built) == 1 and calls == [7, 7, 7, 7, 7, 5]
+
+
+def test_reading_and_writing_run_on_their_own_threads(model, genome, tmp_path, monkeypatch):
+    fasta, bed, _ = genome
+    fetched, committed, computed = set(), set(), set()
+    real_fetch, real_commit, real_deeplift = G.Fasta.fetch, io_scores.ScoreWriter.commit, fl.Explainer.deeplift
+
+    def fetch(self, *a):
+        fetched.add(threading.current_thread().name)
+        return real_fetch(self, *a)
+
+    def commit(self, n):
+        committed.add(threading.current_thread().name)
+        return real_commit(self, n)
+
+    def deeplift(self, *a, **kw):
+        computed.add(threading.current_thread().name)
+        return real_deeplift(self, *a, **kw)
+
+    monkeypatch.setattr(G.Fasta, "fetch", fetch)
+    monkeypatch.setattr(io_scores.ScoreWriter, "commit", commit)
+    monkeypatch.setattr(fl.Explainer, "deeplift", deeplift)
+    run(model, fasta, bed, str(tmp_path / "s.h5"), chunk_size=4)
+    assert fetched == {"fastlift-scan-reader"} and committed == {"fastlift-scan-writer"}
+    assert computed == {threading.current_thread().name}
+
+
+def _fail_on_call(monkeypatch, owner, name, at, error):
+    """Make ``owner.name`` raise ``error`` from its ``at``-th call on."""
+    real, count = getattr(owner, name), {"n": 0}
+
+    def wrapper(*a, **kw):
+        count["n"] += 1
+        if count["n"] >= at:
+            raise error
+        return real(*a, **kw)
+
+    monkeypatch.setattr(owner, name, wrapper)
+
+
+@pytest.mark.parametrize("stage", ["reader", "writer"])
+def test_a_failing_reader_or_writer_is_the_scans_error_and_the_file_resumes(model, genome, tmp_path, monkeypatch,
+                                                                           stage):
+    """An I/O error on the reader thread (the FASTA) or the writer thread (the score file) stops the
+    scan with that error, promptly (no thread left waiting), after committing only whole chunks;
+    --resume then ends byte-identical to an uninterrupted scan."""
+    fasta, bed, _ = genome
+    reference = read_bytes(run(model, fasta, bed, str(tmp_path / "ref.h5"), chunk_size=4, **TWO_HEADS).paths)
+    out = str(tmp_path / "s.h5")
+    error = OSError(errno.EIO, f"Input/output error in the {stage}")
+    with monkeypatch.context() as m:
+        if stage == "reader":
+            _fail_on_call(m, G.Fasta, "fetch", 23, error)      # region 23: in the sixth chunk
+        else:
+            _fail_on_call(m, io_scores.ScoreWriter, "write", 2 * 4 + 1, error)  # chunk 4 of 2 files
+        result = []
+        t = threading.Thread(target=lambda: result.append(_try(run, model, fasta, bed, out, chunk_size=4,
+                                                                **TWO_HEADS)))
+        t.start()
+        t.join(120)
+        assert not t.is_alive(), "the scan hangs after a failure in its pipeline"
+    assert result[0] is error
+    assert not [th for th in threading.enumerate() if th.name.startswith("fastlift-scan-")]
+    paths = S.output_paths(out, ["counts", "profile"])
+    done = [io_scores.read_header(p)["n_done"] for p in paths]
+    assert done == ([20, 20] if stage == "reader" else [16, 16])
+    res = run(model, fasta, bed, out, chunk_size=4, resume=True, **TWO_HEADS)
+    assert res.resumed_from == min(done) and read_bytes(paths) == reference

@@ -198,10 +198,64 @@ def create_score_file(path: str, layout: ScoreLayout, params: dict, target: str)
     The bytes depend only on the arguments (no timestamps), so two runs with the same
     parameters produce identical files.
     """
+    _create_atomically(path, layout, params, target, "creating", lambda fd, offsets: 0)
+
+
+def merge_score_files(path: str, layout: ScoreLayout, params: dict, target: str, parts) -> None:
+    """Create ``path`` atomically from complete score files holding its rows.
+
+    ``parts``: ``[(first row, part path)]`` covering rows ``[0, layout.n_regions)`` in order,
+    each part a file of this layout's datasets (its own number of rows). The file is created as
+    `create_score_file` creates it, every part's rows are copied byte for byte to their
+    offsets, and ``n_done`` is set to ``n_regions``: the bytes are those of a file of the same
+    parameters written in one run. Nothing is at ``path`` until the whole file is synced.
+    """
+    def copy_rows(fd, offsets):
+        row = 0
+        for lo, part in parts:
+            if lo != row:
+                raise ValueError(f"merge: parts must cover the rows in order; {part} starts at {lo}, not {row}")
+            src_offsets = _offsets(part)
+            n = read_header(part)["n_regions"]
+            src = os.open(part, os.O_RDONLY)
+            try:
+                for name, (off, row_bytes, dt, row_shape) in offsets.items():
+                    if name == "n_done":
+                        continue
+                    if name not in src_offsets or src_offsets[name][1:] != (row_bytes, dt, row_shape):
+                        raise ScoreFileError(f"{part}: dataset {name!r} differs from the merged file's")
+                    if n and row_bytes:
+                        _copy(src, src_offsets[name][0], fd, off + lo * row_bytes, n * row_bytes)
+            finally:
+                os.close(src)
+            row += n
+        if row != layout.n_regions:
+            raise ValueError(f"merge: the parts hold {row} rows; the file has {layout.n_regions}")
+        return layout.n_regions
+
+    _create_atomically(path, layout, params, target, "merging", copy_rows)
+
+
+def _copy(src, src_off, dst, dst_off, nbytes, block=1 << 24):
+    while nbytes > 0:
+        data = os.pread(src, min(block, nbytes), src_off)
+        if not data:
+            raise ScoreFileError(f"a part file ends early (offset {src_off}); it is truncated")
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(dst, view, dst_off)
+            view, dst_off = view[written:], dst_off + written
+        src_off += len(data)
+        nbytes -= len(data)
+
+
+def _create_atomically(path, layout, params, target, doing, fill):
+    """Allocate the file under a temporary name, let ``fill(fd, offsets)`` write rows and return
+    ``n_done``, record it, sync, and rename the file into place."""
     if layout.score_dtype not in SCORE_DTYPES:
         raise ValueError(f"score dtype must be one of {sorted(SCORE_DTYPES)}; got {layout.score_dtype!r}")
     directory = os.path.dirname(os.path.abspath(path))
-    prefix = f".{os.path.basename(path)}.creating-"
+    prefix = f".{os.path.basename(path)}.{doing}-"
     _remove_stale(directory, prefix)
     tmp = os.path.join(directory, f"{prefix}{os.getpid()}")
     try:
@@ -217,18 +271,19 @@ def create_score_file(path: str, layout: ScoreLayout, params: dict, target: str)
             f.create_dataset("n_done", shape=(1,), dtype="<i8", dcpl=_dcpl(), track_times=False)
         fd = os.open(tmp, os.O_RDWR)
         try:
-            off = _offsets(tmp)["n_done"][0]
-            os.pwrite(fd, np.zeros(1, "<i8").tobytes(), off)
+            offsets = _offsets(tmp)
+            n_done = fill(fd, offsets)
+            os.pwrite(fd, np.array([n_done], "<i8").tobytes(), offsets["n_done"][0])
             os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
         _fsync_dir(directory)
-    except OSError as e:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFullError(e.errno, f"disk full while creating {path}: {e.strerror}") from None
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(e.errno, f"disk full while {doing} {path}: {e.strerror}") from None
         raise
 
 
