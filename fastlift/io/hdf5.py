@@ -1,5 +1,5 @@
-"""HDF5 access for model files (`scores` is the other module touching h5py): open files
-safely and expose Keras weights as lazily-read arrays.
+"""HDF5 access: open model files safely and expose Keras weights as lazily-read arrays
+(`check_members_local` also guards the score files `scores` opens).
 
 Two weight layouts exist:
 
@@ -227,6 +227,41 @@ def attr_names(obj, key, label, where):
 # --------------------------------------------------------------------- datasets
 
 
+def stored_elsewhere(dcpl) -> str | None:
+    """Why the dataset with creation property list ``dcpl`` takes its bytes from outside its
+    file (virtual dataset, external storage), or None when it does not. Asked before the
+    dataset's shape: a virtual dataset's shape can open its sources."""
+    if dcpl.get_layout() == h5d.VIRTUAL:
+        return "is a virtual dataset (its values would come from other datasets or files)"
+    if dcpl.get_external_count() > 0:
+        return f"uses external storage (its bytes live in the file {_text(dcpl.get_external(0)[0])!r})"
+    return None
+
+
+def check_members_local(group, label: str, error=ModelFileError) -> None:
+    """Raise ``error`` unless every member of ``group`` is a hard link and every dataset among
+    them stores its bytes in this file: what a flat file (a score file, an input array) must
+    hold before h5py touches a member, since h5py follows external links and reads external
+    storage and virtual sources silently."""
+    try:
+        for name in list(group.keys()):
+            raw = name.encode("utf-8", "surrogateescape")
+            kind = group.id.links.get_info(raw).type
+            if kind != h5l.TYPE_HARD:
+                what = {h5l.TYPE_SOFT: "a soft link", h5l.TYPE_EXTERNAL: "an external link (to another file)"}
+                raise error(f"{label}: {name!r} is {what.get(kind, f'a user-defined link (type {kind})')}; "
+                            "fastlift reads only what is stored in the file itself")
+            obj = group[name]
+            if isinstance(obj, h5py.Dataset):
+                elsewhere = stored_elsewhere(obj.id.get_create_plist())
+                if elsewhere:
+                    raise error(f"{label}: dataset {name!r} {elsewhere}; fastlift reads nothing outside the file")
+    except H5_ERRORS as e:
+        if isinstance(e, error):
+            raise
+        raise error(f"{label}: cannot read the HDF5 structure: {e}") from None
+
+
 class H5Array:
     """A weight dataset, read on demand; its storage is checked when it is found.
 
@@ -247,13 +282,9 @@ class H5Array:
         try:
             dcpl = dataset.id.get_create_plist()
             layout = dcpl.get_layout()
-            if layout == h5d.VIRTUAL:  # checked before the shape: a virtual shape can open the sources
-                raise self._refuse("is a virtual dataset (its values would come from other datasets or files); "
-                                   "fastlift reads only data stored in the model file")
-            if dcpl.get_external_count() > 0:
-                raise self._refuse(f"uses external storage (its bytes live in the file "
-                                   f"{_text(dcpl.get_external(0)[0])!r}); fastlift reads nothing outside the model "
-                                   "file")
+            elsewhere = stored_elsewhere(dcpl)
+            if elsewhere:
+                raise self._refuse(f"{elsewhere}; fastlift reads nothing outside the model file")
             self.shape = tuple(int(s) for s in dataset.shape)
             self.dtype = dataset.dtype
             self.nbytes = math.prod(self.shape) * self.dtype.itemsize

@@ -50,6 +50,8 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
+from .hdf5 import check_members_local
+
 FORMAT = "fastlift-scores"
 FORMAT_VERSION = 1
 SCORE_DTYPES = {"float16": "<f2", "float32": "<f4"}
@@ -323,7 +325,7 @@ def _fsync_dir(directory):
 def _offsets(path) -> dict:
     """{dataset: (byte offset, row bytes, dtype, row shape)} of a file we created."""
     out = {}
-    with h5py.File(path, "r") as f:
+    with open_scores(path) as f:
         for name, d in f.items():
             if not isinstance(d, h5py.Dataset):
                 continue
@@ -337,13 +339,25 @@ def _offsets(path) -> dict:
     return out
 
 
-def read_header(path: str) -> dict:
-    """Attributes and progress of a score file: format, n_regions, n_done, target, params."""
+def open_scores(path: str) -> h5py.File:
+    """Open an existing score file read-only, refusing members that would make libhdf5 read
+    another file (external or soft links, virtual datasets, external storage): a score file
+    given to `load_scores`, `fastlift report` or `fastlift merge` reads nothing else."""
     try:
         f = h5py.File(path, "r")
     except OSError as e:
         raise ScoreFileError(f"{path} is not a readable HDF5 file ({e})") from None
-    with f:
+    try:
+        check_members_local(f, str(path), ScoreFileError)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def read_header(path: str) -> dict:
+    """Attributes and progress of a score file: format, n_regions, n_done, target, params."""
+    with open_scores(path) as f:
         if f.attrs.get("format") != FORMAT:
             raise ScoreFileError(f"{path} is not a fastlift score file (no format={FORMAT!r} attribute)")
         version = int(f.attrs["format_version"])
@@ -352,7 +366,7 @@ def read_header(path: str) -> dict:
                                  f"{FORMAT_VERSION}")
         return {"n_regions": int(f.attrs["n_regions"]), "n_done": int(f["n_done"][0]),
                 "target": str(f.attrs["target"]), "params": json.loads(f.attrs["params"]),
-                "datasets": {name: (d.shape, d.dtype.str) for name, d in f.items()}}
+                "datasets": {name: (d.shape, d.dtype.str) for name, d in f.items() if isinstance(d, h5py.Dataset)}}
 
 
 class ScoreWriter:
@@ -438,7 +452,7 @@ def compress_score_file(path: str, level: int = 4, rows: int = 256) -> None:
     _remove_stale(directory, prefix)
     tmp = os.path.join(directory, f"{prefix}{os.getpid()}")
     try:
-        with h5py.File(path, "r") as src, h5py.File(tmp, "w", libver="earliest") as dst:
+        with open_scores(path) as src, h5py.File(tmp, "w", libver="earliest") as dst:
             for k, v in src.attrs.items():
                 dst.attrs[k] = v
             for name, d in src.items():
@@ -472,7 +486,7 @@ def load_scores(path: str, names=None, start: int = 0, stop: int | None = None) 
     stop = head["n_done"] if stop is None else min(stop, head["n_done"])
     out = {"n_done": head["n_done"], "n_regions": head["n_regions"], "target": head["target"],
            "params": head["params"]}
-    with h5py.File(path, "r") as f:
+    with open_scores(path) as f:
         for name, d in f.items():
             if name == "n_done" or (names is not None and name not in names):
                 continue
@@ -483,7 +497,7 @@ def load_scores(path: str, names=None, start: int = 0, stop: int | None = None) 
 def iter_rows(path: str, name: str, stop: int, size: int):
     """Yield ``(lo, rows)`` of dataset ``name``: rows ``[lo, lo + size)`` for lo = 0, size, ...
     up to ``stop``, read through one open file (memory: ``size`` rows)."""
-    with h5py.File(path, "r") as f:
+    with open_scores(path) as f:
         d = f[name]
         for lo in range(0, min(stop, d.shape[0]), size):
             yield lo, d[lo:min(lo + size, stop)]
@@ -504,10 +518,10 @@ def read_input_array(path: str, key: str | None = None):
                 raise ScoreFileError(f"{path}: name the array to read (members: {keys})")
             return z[pick]
     if path.endswith((".h5", ".hdf5")):
-        f = h5py.File(path, "r")
+        f = open_scores(path)   # any HDF5 file; its members must be stored in it
         keys = [k for k, v in f.items() if isinstance(v, h5py.Dataset)]
         pick = key or ("input_seqs" if "input_seqs" in keys else (keys[0] if len(keys) == 1 else None))
-        if pick is None or pick not in f:
+        if pick is None or pick not in keys:
             f.close()
             raise ScoreFileError(f"{path}: name the dataset to read (datasets: {keys})")
         return f[pick]
@@ -539,7 +553,7 @@ def write_bigwig(path: str, bigwig_path: str, chrom_lengths: dict) -> int:
     n = head["n_done"]
     rank = {c: k for k, c in enumerate(chrom_lengths)}
     written = 0
-    with h5py.File(path, "r") as f:
+    with open_scores(path) as f:
         chrom = [c.decode() for c in f["coords_chrom"][:n]]
         start = f["coords_start"][:n].astype(np.int64)
         width = int(f["hyp_scores"].shape[1])
