@@ -31,7 +31,6 @@ import math
 import numbers
 import os
 import shutil
-import sys
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -58,6 +57,7 @@ from .io.scores import (
 )
 from .model import Model
 from .pipeline import Pipeline
+from .progress import Progress, format_eta
 from .scheduler import DEFAULT_K_GUESS
 from .sources import ArraySource, Chunk, FastaBedSource, FastaWindows, ScanError
 
@@ -575,7 +575,7 @@ def scan_part(job: ScanJob, ex: Explainer, source, shard: Shard | None = None, *
         try:
             if start:
                 say(f"resuming at region {start} of {own.n_regions}")
-            bar = _Progress(own.n_regions, start) if progress else None
+            bar = Progress(own.n_regions, start) if progress else None
             commit = _Committer(writers, first, options, bar, on_commit)
             t0 = time.perf_counter()
             with Pipeline(_read(source, options, first + start, stop, chunk_size), commit, depth=PIPELINE_DEPTH,
@@ -678,7 +678,7 @@ def _scan_on_dask(client, model, source, out, options, *, task_size, resume, ove
         todo, partial = _shards_to_run(job, shards, resume, overwrite)
         if len(todo) < count:
             say(f"skipping {count - len(todo)} finished shard(s) of {count}")
-        bar = _Progress(n_regions, n_regions - sum(s.stop - s.start for s in todo)) if progress else None
+        bar = Progress(n_regions, n_regions - sum(s.stop - s.start for s in todo)) if progress else None
         tracker = _Tracker(bar, todo, partial)
         if todo:
             say(f"scoring {sum(s.stop - s.start for s in todo)} regions in {len(todo)} task(s) on {n_workers} "
@@ -1057,39 +1057,3 @@ def _check_space(path, needed):
         raise DiskFullError(28, f"not enough disk space for {path}: the scan needs {needed / 1e9:.2f} GB more, "
                                 f"{free / 1e9:.2f} GB are free (score files are uncompressed; use "
                                 "--score-dtype float16 or a disk with more space)")
-
-
-def format_eta(seconds: float) -> str:
-    """Time left as ``HH:MM:SS``, with days in front past 24 h (``2d 01:00:00``); ``?`` when unknown
-    or beyond a year (a rate measured over too little work)."""
-    if not seconds < 365 * 86400:  # (also nan, inf)
-        return "?"
-    days, rest = divmod(round(seconds), 86400)
-    clock = f"{rest // 3600:02d}:{rest // 60 % 60:02d}:{rest % 60:02d}"
-    return f"{days}d {clock}" if days else clock
-
-
-class _Progress:
-    """Regions done, rate and time left, on stderr."""
-
-    def __init__(self, total, start):
-        self.total, self.start, self.t0 = max(total, 1), start, time.perf_counter()
-        self.tty = sys.stderr.isatty()
-        self.last = 0.0
-
-    def update(self, done):
-        now = time.perf_counter()
-        if not self.tty and now - self.last < 10 and done < self.total:
-            return  # a log file gets a line every 10 s, not every chunk
-        self.last = now
-        rate = (done - self.start) / max(now - self.t0, 1e-9)
-        left = (self.total - done) / rate if rate > 0 else float("inf")
-        frac = done / self.total
-        bar = "#" * int(30 * frac)
-        text = f"[{bar:<30}] {done}/{self.total} regions  {rate:.1f}/s  ETA {format_eta(left)}"
-        sys.stderr.write(("\r" + text) if self.tty else (text + "\n"))
-        sys.stderr.flush()
-
-    def close(self):
-        if self.tty:
-            sys.stderr.write("\n")

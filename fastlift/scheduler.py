@@ -15,14 +15,13 @@ zeros, a flat background, a fixed set; forwarded once per call, kept by the sess
 from __future__ import annotations
 
 import copy
-import sys
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from . import references as refs_mod
+from .progress import Progress
 
 #: References per example assumed when a callable's count is not known before it runs.
 DEFAULT_K_GUESS = 10
@@ -207,7 +206,7 @@ def chunks(work: Work, batch_size: int, progress: bool = False):
     """
     shared_cache: dict = {}
     n = work.xs[0].shape[0]
-    bar = _Progress(n) if progress else None
+    bar = Progress(n, unit="examples") if progress else None
     bounds = [(lo, min(lo + batch_size, n)) for lo in range(0, n, batch_size)]
     if work.ops.prefetch_chunks and len(bounds) > 1:
         made = _prefetched(work, bounds, shared_cache)
@@ -232,20 +231,3 @@ def _prefetched(work, bounds, shared_cache):
             pending = pool.submit(Chunk, work, *nxt, shared_cache)
             yield chunk
         yield pending.result()
-
-
-class _Progress:
-    """A dependency-free progress bar on stderr."""
-
-    def __init__(self, total):
-        self.total, self.t0 = max(total, 1), time.perf_counter()
-
-    def update(self, done):
-        frac = done / self.total
-        rate = done / max(time.perf_counter() - self.t0, 1e-9)
-        bar = "#" * int(30 * frac)
-        sys.stderr.write(f"\r[{bar:<30}] {done}/{self.total} examples ({rate:.1f}/s)")
-        sys.stderr.flush()
-
-    def close(self):
-        sys.stderr.write("\n")

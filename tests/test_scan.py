@@ -15,6 +15,7 @@ import pytest
 import fastlift as fl
 from fastlift import demo
 from fastlift import genomics as G
+from fastlift import progress as progress_mod
 from fastlift import scan as S
 from fastlift.io import scores as io_scores
 
@@ -662,8 +663,8 @@ def test_progress_shows_days_past_24_hours(capsys, monkeypatch):
     assert S.format_eta(3661.4) == "01:01:01" and S.format_eta(0) == "00:00:00"
     assert S.format_eta(86399.6) == "1d 00:00:00" and S.format_eta(float("inf")) == "?"
     clock = iter([0.0, 3600.0])
-    monkeypatch.setattr(S.time, "perf_counter", lambda: next(clock))
-    bar = S._Progress(2000, 0)   # 40 regions in the first hour: 49 hours left
+    monkeypatch.setattr(progress_mod.time, "perf_counter", lambda: next(clock))
+    bar = progress_mod.Progress(2000)   # 40 regions in the first hour: 49 hours left
     bar.update(40)
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith("40/2000 regions  0.0/s  ETA 2d 01:00:00")
 
