@@ -122,6 +122,32 @@ def measure_model(name, model, n, refs, threads, repeat, dask_layouts, workdir, 
     return {**{row: n / t for row, t in best.items()}, **startup}
 
 
+def measure_merge(workdir, n_regions, length, n_parts=4):
+    """Seconds to merge ``n_parts`` complete shard files of ``n_regions`` float16 regions of
+    ``length`` bp into one (`merge_score_files`: created, copied, synced), and the bytes per
+    region. The parts were just written, so they are read from the page cache: the rate is
+    the copy's and the disk's write, as on a client whose workers wrote to its own disk."""
+    from fastlift.io.scores import ScoreLayout, create_score_file, merge_score_files
+
+    layout = ScoreLayout(n_regions, length, 4, "float16", chrom_width=5)
+    bounds = [n_regions * i // n_parts for i in range(n_parts + 1)]
+    parts = []
+    for i, (lo, hi) in enumerate(zip(bounds, bounds[1:])):
+        path = os.path.join(workdir, f"merge.part{i}.h5")
+        create_score_file(path, ScoreLayout(hi - lo, length, 4, "float16", chrom_width=5), {"part": i}, "t")
+        parts.append((lo, path))
+    out = os.path.join(workdir, "merged.h5")
+    t0 = time.perf_counter()
+    merge_score_files(out, layout, {"merged": True}, "t", parts)
+    seconds = time.perf_counter() - t0
+    per_region = os.path.getsize(out) / n_regions
+    for _, path in parts:
+        os.remove(path)
+    os.remove(out)
+    return {"merge regions": n_regions, "merge seconds": seconds, "merge bytes per region": per_region,
+            "merge GB/s": n_regions * per_region / seconds / 1e9}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=2)
@@ -133,6 +159,8 @@ def main(argv=None):
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--demo-chunk", type=int, default=None, help="demo scan checkpoint size (default: the scan's)")
     p.add_argument("--bpnet-chunk", type=int, default=2, help="BPNet-size scan checkpoint size (default 2)")
+    p.add_argument("--merge-regions", type=int, default=10000,
+                   help="regions (2114 bp, float16) of the merge row; 0 skips it")
     p.add_argument("--quick", action="store_true", help="tiny sizes, one repeat: checks that every row runs")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
@@ -156,6 +184,12 @@ def main(argv=None):
                 unit = "" if row.endswith("(s)") else " regions/s"
                 ratio = "" if row == "engine" or row.endswith("(s)") else f"  ({value / rows['engine']:.3f} x engine)"
                 print(f"  {row:<32}{value:10.2f}{unit}{ratio}")
+        if args.merge_regions:
+            merged = measure_merge(workdir, 100 if args.quick else args.merge_regions, 2114)
+            results["merge"] = merged
+            print(f"\nmerge of 4 shard files, {merged['merge regions']} regions of 2114 bp (float16): "
+                  f"{merged['merge seconds']:.2f} s, {merged['merge bytes per region'] / 1e3:.1f} KB per region, "
+                  f"{merged['merge GB/s']:.2f} GB/s")
         print(f"\nBPNet-size forward pass: {forward_flops() / 1e9:.3f} GFLOP; ChromBPNet-size (512 filters): "
               f"{forward_flops(filters=512) / 1e9:.2f} GFLOP")
         results["load_average_after"] = os.getloadavg()
