@@ -3,12 +3,18 @@
 The extension compiles the header-only kernels in ``csrc/`` with OpenMP when the
 compiler supports it, and serially (with a warning) when it does not. CUDA code is
 never compiled here: it ships as package data and NVRTC compiles it at run time.
-The headers are also copied into the package (``fastlift/include``) so that
-``fastlift.get_include()`` works from an installed wheel.
+
+Templates (``*.pxd.tp``, ``*.pyx.tp``) are rendered with Cython's Tempita before cythonize:
+``csrc/fastlift_capi.pxd``, the Cython declarations of the C API, is written once per function
+in its template and comes out with both element types and a fused-type dispatcher.
+
+``csrc/`` and ``kernels/`` exist once, in the source tree: pyproject.toml maps them onto the
+data-only packages ``fastlift.include`` and ``fastlift.kernels``, so a wheel carries them as
+``fastlift/include`` and ``fastlift/kernels`` while a checkout or an editable install reads
+them in place (``fastlift.get_include()``, ``fastlift.backends._cuda.source_dirs()``).
 """
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,9 +26,7 @@ from setuptools import Extension, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join(HERE, "csrc")
-INCLUDE_COPY = os.path.join(HERE, "fastlift", "include")
-KERNELS = os.path.join(HERE, "kernels")
-KERNELS_COPY = os.path.join(HERE, "fastlift", "kernels")
+DEPENDS = sorted(os.path.join("csrc", h) for h in os.listdir(CSRC) if h.endswith((".h", ".pxd.tp")))
 
 
 def openmp_flags():
@@ -38,7 +42,7 @@ def openmp_flags():
             f.write(src)
         try:
             ok = subprocess.run([cc, "-fopenmp", path, "-o", os.path.join(tmp, "t")],
-                                capture_output=True).returncode == 0
+                                capture_output=True, check=False).returncode == 0
         except OSError:
             ok = False
     if not ok:
@@ -47,32 +51,34 @@ def openmp_flags():
     return ["-fopenmp"], ["-fopenmp"]
 
 
-def copy_headers():
-    os.makedirs(INCLUDE_COPY, exist_ok=True)
-    for name in os.listdir(CSRC):
-        if name.endswith(".h"):
-            shutil.copy2(os.path.join(CSRC, name), os.path.join(INCLUDE_COPY, name))
+def render_templates(folder):
+    """Render every ``name.tp`` in ``folder`` to ``name`` (rewritten only when its text changes,
+    so that an unchanged template triggers no rebuild)."""
+    from Cython import Tempita
+
+    for name in sorted(os.listdir(folder)):
+        if not name.endswith((".pxd.tp", ".pyx.tp")):
+            continue
+        path = os.path.join(folder, name)
+        with open(path) as f:
+            text = Tempita.Template(f.read(), name=path).substitute()
+        target = path[:-len(".tp")]
+        if os.path.isfile(target):
+            with open(target) as f:
+                if f.read() == text:
+                    continue
+        with open(target, "w") as f:
+            f.write(text)
 
 
-copy_headers()
-
-
-def copy_kernels():
-    """CUDA sources ship as package data (fastlift/kernels); NVRTC compiles them at run time."""
-    os.makedirs(KERNELS_COPY, exist_ok=True)
-    for name in os.listdir(KERNELS):
-        if name.endswith((".cu", ".cuh")):
-            shutil.copy2(os.path.join(KERNELS, name), os.path.join(KERNELS_COPY, name))
-
-
-copy_kernels()
+render_templates(CSRC)
 omp_compile, omp_link = openmp_flags()
 extensions = [
     Extension(
         "fastlift.backends._cpu",
         ["fastlift/backends/_cpu.pyx"],
         include_dirs=[CSRC, numpy.get_include()],
-        depends=[os.path.join("csrc", h) for h in ("fl_kernels.h", "fl_kernels_impl.h", "fl_math.h")],
+        depends=DEPENDS,
         extra_compile_args=["-O3", "-std=c99", "-fno-trapping-math", "-Wno-unused-function", *omp_compile],
         extra_link_args=omp_link,
         libraries=["m"] if sys.platform != "win32" else [],
@@ -82,7 +88,7 @@ extensions = [
         "fastlift._genomics",
         ["fastlift/_genomics.pyx"],
         include_dirs=[CSRC, numpy.get_include()],
-        depends=[os.path.join("csrc", "fl_shuffle.h")],
+        depends=DEPENDS,
         extra_compile_args=["-O3", "-std=c99", "-Wno-unused-function", *omp_compile],
         extra_link_args=omp_link,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
@@ -95,6 +101,6 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     ),
 ]
-setup(ext_modules=cythonize(extensions, language_level=3,
+setup(ext_modules=cythonize(extensions, language_level=3, include_path=[CSRC],
                             compiler_directives={"boundscheck": False, "wraparound": False,
                                                  "cdivision": True, "initializedcheck": False}))

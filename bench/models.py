@@ -15,16 +15,23 @@ def _w(rng, *shape):
     return (rng.normal(size=shape) / np.sqrt(np.prod(shape[:-1]))).astype(np.float32)
 
 
-def bpnet_spec(rng, length=1000):
+def bpnet_spec(rng, length=1000, filters=64, n_layers=8, name="bpnet_like"):
     """One-hot 1000 bp, conv 64x21, eight dilated residual convs 64x3 (dilation 2..256), global
     average pool, dense to 1."""
-    layers = [{"kind": "conv", "kernel": _w(rng, 21, 4, 64), "bias": _w(rng, 64), "padding": "same",
+    layers = [{"kind": "conv", "kernel": _w(rng, 21, 4, filters), "bias": _w(rng, filters), "padding": "same",
                "dilation": 1, "relu": True}]
-    for i in range(1, 9):
-        layers.append({"kind": "conv", "kernel": _w(rng, 3, 64, 64), "bias": _w(rng, 64), "padding": "same",
-                       "dilation": 2**i, "relu": True, "residual": True})
-    layers += [{"kind": "gap"}, {"kind": "dense", "kernel": _w(rng, 64, 1), "bias": _w(rng, 1), "relu": False}]
-    return {"name": "bpnet_like", "input_shape": (length, 4), "layers": layers}
+    for i in range(1, n_layers + 1):
+        layers.append({"kind": "conv", "kernel": _w(rng, 3, filters, filters), "bias": _w(rng, filters),
+                       "padding": "same", "dilation": 2**i, "relu": True, "residual": True})
+    layers += [{"kind": "gap"},
+               {"kind": "dense", "kernel": _w(rng, filters, 1), "bias": _w(rng, 1), "relu": False}]
+    return {"name": name, "input_shape": (length, 4), "layers": layers}
+
+
+def chrombpnet_spec(rng, length=2114, filters=512, n_layers=8):
+    """The BPNet-like architecture at ChromBPNet's size: 2114 bp, 512 filters, eight dilated
+    residual layers (a single counts-like output)."""
+    return bpnet_spec(rng, length, filters, n_layers, name="chrombpnet_like")
 
 
 def basset_spec(rng, length=600):

@@ -9,7 +9,9 @@
 //
 // Every kernel exists for float (_f) and double (_d). Both are generated from one body,
 // fl_kernels_impl.h, included twice below with FL_T = float / double; grep for
-// "FL_K(name)" there to find fl_name_f / fl_name_d.
+// "FL_K(name)" there to find fl_name_f / fl_name_d. Internal helpers (row loops, register
+// tiles, their per-ISA copies) are FL_KI(name): fli_name_f / fli_name_d, never called from
+// outside these headers.
 //
 // Dimension-suffix alphabet
 // -------------------------
@@ -50,7 +52,7 @@
 //   arithmetic-only activations (FL_ACT_IS_ARITHMETIC) compute both sides of the near-zero test
 //   and vectorise; it changes no result. Never -ffast-math or -ffp-contract=fast: reassociation
 //   and FMA contraction would change the bits that the tests and the CUDA backend rely on. The
-//   one exception is local: the AVX variants of conv_adjoint_sparse and conv_direct (below)
+//   one exception is local: the AVX variants of conv_sparse and conv_direct (below)
 //   contract to FMAs, as a BLAS kernel does; they sum in their own order anyway and are tested
 //   with tolerances.
 #ifndef FL_KERNELS_H
@@ -71,7 +73,7 @@
 // Public kernels: ordinary header-only functions.
 #define FL_KERNEL static inline
 // Row loops specialised on a compile-time activation code: forced inline so that the constant
-// reaches fl_act_value / fl_act_grad and the switch folds away.
+// reaches fl_activation_forward_elem / fl_activation_grad_elem and the switch folds away.
 #if defined(__GNUC__) || defined(__clang__)
 #  define FL_ROWS static inline __attribute__((always_inline))
 #else
@@ -90,7 +92,7 @@
 // Feature block of mean_over_refs (float64 accumulators kept on the stack).
 #define FL_FBLOCK 256
 
-// Register-blocked loops (conv_adjoint_sparse, conv_direct) use GCC/Clang vector extensions: vectors of
+// Register-blocked loops (conv_sparse, conv_direct) use GCC/Clang vector extensions: vectors of
 // FL_VEC_BYTES bytes, FL_VEC_BLOCK of them per channel block. Other compilers get one element
 // per "vector" (same sums, same order, no SIMD).
 #if defined(__GNUC__) || defined(__clang__)
@@ -100,8 +102,8 @@
 #define FL_VEC_BLOCK 4
 // Output cells per register tile of conv_direct (6 x 4 vectors: 24 of AVX-512's 32 registers).
 #define FL_DIRECT_CELLS 6
-// Output cells per register tile of conv_onehot (each adds its own gathered kernel rows; measured on
-// 4 x 19 -> 300: 1, 2, 3, 4, 6 cells 9.0, 6.3, 5.2, 7.6, 10.3 ms per 44 rows, dense GEMM 12.6).
+// Output cells per register tile of conv_forward_onehot (each adds its own gathered kernel rows; the
+// fastest of 1 to 6 on Basset's first layer, bench/README.md).
 #define FL_ONEHOT_CELLS 3
 // Second outputs of conv_direct's store (see fl_conv_direct).
 enum { FL_EPI_RESIDUAL_RELU = 1, FL_EPI_RELU_GRAD = 2 };
@@ -117,21 +119,21 @@ enum { FL_ISA_AUTO = -1, FL_ISA_BASE = 0, FL_ISA_AVX2 = 1, FL_ISA_AVX512 = 2 };
 #  define FL_TARGET_AVX2 __attribute__((target("avx2,fma"), optimize("fp-contract=fast")))
 #endif
 
-// FL_ISA_VARIANTS(name, params, args) defines one out-of-line copy per ISA of the FL_ROWS loop
-// FL_K(name): FL_K(name##_avx512) and FL_K(name##_avx2) on x86, FL_K(name##_base) everywhere,
-// each calling FL_K(name) args compiled for its target. FL_ISA_CALL(variant, name, args) calls
+// FL_ISA_VARIANTS(name, params, args) defines one out-of-line copy per ISA of the internal FL_ROWS
+// loop FL_KI(name): FL_KI(name##_avx512) and FL_KI(name##_avx2) on x86, FL_KI(name##_base)
+// everywhere, each calling FL_KI(name) args compiled for its target. FL_ISA_CALL(variant, name, args) calls
 // the copy for an fl_isa() result.
 #ifdef FL_X86_DISPATCH
-#  define FL_ISA_VARIANTS(name, params, args)                                          \
-    FL_TARGET_AVX512 FL_NOINLINE void FL_K(name##_avx512) params { FL_K(name) args; } \
-    FL_TARGET_AVX2 FL_NOINLINE void FL_K(name##_avx2) params { FL_K(name) args; }     \
-    FL_NOINLINE void FL_K(name##_base) params { FL_K(name) args; }
-#  define FL_ISA_CALL(variant, name, args)                       \
-    ((variant) == FL_ISA_AVX512 ? FL_K(name##_avx512) args       \
-     : (variant) == FL_ISA_AVX2 ? FL_K(name##_avx2) args : FL_K(name##_base) args)
+#  define FL_ISA_VARIANTS(name, params, args)                                             \
+    FL_TARGET_AVX512 FL_NOINLINE void FL_KI(name##_avx512) params { FL_KI(name) args; } \
+    FL_TARGET_AVX2 FL_NOINLINE void FL_KI(name##_avx2) params { FL_KI(name) args; }     \
+    FL_NOINLINE void FL_KI(name##_base) params { FL_KI(name) args; }
+#  define FL_ISA_CALL(variant, name, args)                        \
+    ((variant) == FL_ISA_AVX512 ? FL_KI(name##_avx512) args       \
+     : (variant) == FL_ISA_AVX2 ? FL_KI(name##_avx2) args : FL_KI(name##_base) args)
 #else
-#  define FL_ISA_VARIANTS(name, params, args) FL_NOINLINE void FL_K(name##_base) params { FL_K(name) args; }
-#  define FL_ISA_CALL(variant, name, args) ((void)(variant), FL_K(name##_base) args)
+#  define FL_ISA_VARIANTS(name, params, args) FL_NOINLINE void FL_KI(name##_base) params { FL_KI(name) args; }
+#  define FL_ISA_CALL(variant, name, args) ((void)(variant), FL_KI(name##_base) args)
 #endif
 
 // The best ISA variant this CPU runs that is not above `wanted` (FL_ISA_AUTO: no limit).
@@ -157,6 +159,62 @@ typedef struct fl_geometry {
     int64_t h_out, w_out;  // output rows / columns
 } fl_geometry;
 
+// BLAS: the caller's sgemm / dgemm, with the Fortran calling convention of the reference BLAS
+// and OpenBLAS's f77 interface (all arguments by pointer, column-major, 32-bit integers, no
+// hidden string lengths read for one-character arguments). scipy.linalg.cython_blas's sgemm and
+// dgemm have exactly these types; from C, OpenBLAS's sgemm_ / dgemm_ do. A driver for float
+// calls only .sgemm, one for double only .dgemm: the other may be NULL.
+typedef void (*fl_sgemm_t)(char *transa, char *transb, int *m, int *n, int *k, float *alpha, float *a,
+                           int *lda, float *b, int *ldb, float *beta, float *c, int *ldc);
+typedef void (*fl_dgemm_t)(char *transa, char *transb, int *m, int *n, int *k, double *alpha, double *a,
+                           int *lda, double *b, int *ldb, double *beta, double *c, int *ldc);
+typedef struct fl_blas {
+    fl_sgemm_t sgemm;
+    fl_dgemm_t dgemm;
+} fl_blas;
+
+// Scratch offsets are rounded up to 16 elements (64 bytes of float), so every part of a
+// caller's buffer starts as aligned as the buffer.
+static inline int64_t fli_scratch_round(int64_t n) { return (n + 15) / 16 * 16; }
+
+// Number of tasks of fl_matmul_f/_d: row blocks times column panels (panel_cols as there).
+static inline int64_t fl_matmul_n_tasks(int64_t m, int64_t n_pad, int64_t block_rows, int64_t panel_cols)
+{
+    if (panel_cols <= 0 || panel_cols > n_pad)
+        panel_cols = n_pad;
+    if (m <= 0 || n_pad <= 0 || block_rows <= 0)
+        return 0;
+    return (m + block_rows - 1) / block_rows * ((n_pad + panel_cols - 1) / panel_cols);
+}
+
+// Elements of scratch that one thread of fl_matmul_f/_d needs.
+static inline int64_t fl_matmul_scratch_size(int64_t k, int64_t n_pad, int64_t block_rows, int64_t panel_cols)
+{
+    if (panel_cols <= 0 || panel_cols > n_pad)
+        panel_cols = n_pad;
+    return fli_scratch_round(block_rows * k) + block_rows * panel_cols;
+}
+
+// Number of cell blocks of fl_conv_forward_f/_d for n_cells = n*h_out*w_out output cells.
+static inline int64_t fl_conv_forward_n_blocks(int64_t n_cells, int64_t block_rows)
+{
+    return n_cells <= 0 || block_rows <= 0 ? 0 : (n_cells + block_rows - 1) / block_rows;
+}
+
+// Elements of scratch that one thread of fl_conv_forward_f/_d needs.
+static inline int64_t fl_conv_forward_scratch_size(fl_geometry g, int64_t n_pad, int64_t block_rows)
+{
+    return fli_scratch_round(block_rows * g.kh * g.kw * g.c) + block_rows * n_pad;
+}
+
+// Elements of scratch that one thread of fl_conv_adjoint_f/_d needs.
+static inline int64_t fl_conv_adjoint_scratch_size(fl_geometry g, int64_t c_out, int64_t n_pad,
+                                                   int64_t block_rows)
+{
+    return fli_scratch_round(g.h_out * g.w_out * g.kh * g.kw * g.c)
+           + fl_matmul_scratch_size(c_out, n_pad, block_rows, 0);
+}
+
 // FL_ACT_DISPATCH(act, CALL): switch on a run-time activation code and expand CALL(code) with
 // the code as a compile-time constant, so each case gets its own specialised row loop.
 #define FL_ACT_DISPATCH(act, CALL)                                    \
@@ -176,6 +234,7 @@ typedef struct fl_geometry {
     case FL_ACT_GELU:         CALL(FL_ACT_GELU); break;               \
     case FL_ACT_GELU_TANH:    CALL(FL_ACT_GELU_TANH); break;          \
     case FL_ACT_EXPONENTIAL:  CALL(FL_ACT_EXPONENTIAL); break;        \
+    case FL_ACT_LOG:          CALL(FL_ACT_LOG); break;                \
     default: break;                                                   \
     }
 
@@ -183,22 +242,30 @@ typedef struct fl_geometry {
 #define FL_T float
 #define FL_TI int32_t  /* integer as wide as FL_T: vector selects between them stay one width */
 #define FL_K(name) fl_##name##_f
+#define FL_KI(name) fli_##name##_f
 #define FL_M(name) fl_##name##_f
+#define FL_GEMM sgemm
 #include "fl_kernels_impl.h"
 #undef FL_T
 #undef FL_TI
 #undef FL_K
+#undef FL_KI
 #undef FL_M
+#undef FL_GEMM
 
 // ---- double kernels: fl_<op>_d
 #define FL_T double
 #define FL_TI int64_t
 #define FL_K(name) fl_##name##_d
+#define FL_KI(name) fli_##name##_d
 #define FL_M(name) fl_##name##_d
+#define FL_GEMM dgemm
 #include "fl_kernels_impl.h"
 #undef FL_T
 #undef FL_TI
 #undef FL_K
+#undef FL_KI
 #undef FL_M
+#undef FL_GEMM
 
 #endif  // FL_KERNELS_H

@@ -1,6 +1,7 @@
 // fl_kernels_impl.h -- body of the CPU kernels for one element type. Do not include directly:
-// fl_kernels.h includes it twice, with FL_T = float, FL_K(name) = fl_name_f,
-// FL_M(name) = fl_name_f (fl_math.h functions), and again for double with the _d suffix.
+// fl_kernels.h includes it twice, with FL_T = float, FL_K(name) = fl_name_f (the API),
+// FL_KI(name) = fli_name_f (internal helpers), FL_M(name) = fl_name_f (fl_math.h functions),
+// and again for double with the _d suffix.
 // The dimension-suffix alphabet and the conventions are at the top of fl_kernels.h.
 // No include guard on purpose.
 #ifndef FL_T
@@ -12,7 +13,7 @@
 // activation_grad:    out[n, f] = act'(x[n, f]; alpha[f]).
 // Layout: x__nf, out__nf (n_rows, n_features); alpha__f (n_features,).
 // Threads: each thread takes a block of rows [row_begin, row_end).
-FL_ROWS void FL_K(activation_forward_rows)(const int act, const FL_T *FL_RESTRICT x__nf,
+FL_ROWS void FL_KI(activation_forward_rows)(const int act, const FL_T *FL_RESTRICT x__nf,
                                            const FL_T *FL_RESTRICT alpha__f,
                                            FL_T *FL_RESTRICT out__nf, int64_t n_features,
                                            int64_t row_begin, int64_t row_end)
@@ -21,7 +22,7 @@ FL_ROWS void FL_K(activation_forward_rows)(const int act, const FL_T *FL_RESTRIC
         const FL_T *x = x__nf + n * n_features;
         FL_T *out = out__nf + n * n_features;
         for (int64_t f = 0; f < n_features; ++f)
-            out[f] = FL_M(act_value)(act, x[f], alpha__f[f]);
+            out[f] = FL_M(activation_forward_elem)(act, x[f], alpha__f[f]);
     }
 }
 
@@ -31,12 +32,12 @@ FL_KERNEL void FL_K(activation_forward)(int act, const FL_T *FL_RESTRICT x__nf, 
                                         int64_t n_features, int64_t row_begin, int64_t row_end)
 {
 #define FL_CALL(ACT) \
-    FL_K(activation_forward_rows)(ACT, x__nf, alpha__f, out__nf, n_features, row_begin, row_end)
+    FL_KI(activation_forward_rows)(ACT, x__nf, alpha__f, out__nf, n_features, row_begin, row_end)
     FL_ACT_DISPATCH(act, FL_CALL)
 #undef FL_CALL
 }
 
-FL_ROWS void FL_K(activation_grad_rows)(const int act, const FL_T *FL_RESTRICT x__nf,
+FL_ROWS void FL_KI(activation_grad_rows)(const int act, const FL_T *FL_RESTRICT x__nf,
                                         const FL_T *FL_RESTRICT alpha__f,
                                         FL_T *FL_RESTRICT out__nf, int64_t n_features,
                                         int64_t row_begin, int64_t row_end)
@@ -45,7 +46,7 @@ FL_ROWS void FL_K(activation_grad_rows)(const int act, const FL_T *FL_RESTRICT x
         const FL_T *x = x__nf + n * n_features;
         FL_T *out = out__nf + n * n_features;
         for (int64_t f = 0; f < n_features; ++f)
-            out[f] = FL_M(act_grad)(act, x[f], alpha__f[f]);
+            out[f] = FL_M(activation_grad_elem)(act, x[f], alpha__f[f]);
     }
 }
 
@@ -55,7 +56,7 @@ FL_KERNEL void FL_K(activation_grad)(int act, const FL_T *FL_RESTRICT x__nf,    
                                      int64_t n_features, int64_t row_begin, int64_t row_end)
 {
 #define FL_CALL(ACT) \
-    FL_K(activation_grad_rows)(ACT, x__nf, alpha__f, out__nf, n_features, row_begin, row_end)
+    FL_KI(activation_grad_rows)(ACT, x__nf, alpha__f, out__nf, n_features, row_begin, row_end)
     FL_ACT_DISPATCH(act, FL_CALL)
 #undef FL_CALL
 }
@@ -64,7 +65,7 @@ FL_KERNEL void FL_K(activation_grad)(int act, const FL_T *FL_RESTRICT x__nf,    
 // activation nothing else reads, in one pass instead of two (the same bits: the sum rounds once).
 // Layout: x__nf, other__nf, out__nf (n_rows, n_features); alpha__f (n_features,).
 // Threads: each thread takes a block of rows [row_begin, row_end).
-FL_ROWS void FL_K(add_activation_rows)(const int act, const FL_T *FL_RESTRICT x__nf,
+FL_ROWS void FL_KI(add_activation_rows)(const int act, const FL_T *FL_RESTRICT x__nf,
                                        const FL_T *FL_RESTRICT alpha__f,
                                        const FL_T *FL_RESTRICT other__nf, FL_T *FL_RESTRICT out__nf,
                                        int64_t n_features, int64_t row_begin, int64_t row_end)
@@ -73,7 +74,7 @@ FL_ROWS void FL_K(add_activation_rows)(const int act, const FL_T *FL_RESTRICT x_
         const FL_T *x = x__nf + n * n_features, *other = other__nf + n * n_features;
         FL_T *out = out__nf + n * n_features;
         for (int64_t f = 0; f < n_features; ++f)
-            out[f] = other[f] + FL_M(act_value)(act, x[f], alpha__f[f]);
+            out[f] = other[f] + FL_M(activation_forward_elem)(act, x[f], alpha__f[f]);
     }
 }
 
@@ -84,7 +85,7 @@ FL_KERNEL void FL_K(add_activation)(int act, const FL_T *FL_RESTRICT x__nf,     
                                     int64_t n_features, int64_t row_begin, int64_t row_end)
 {
 #define FL_CALL(ACT) \
-    FL_K(add_activation_rows)(ACT, x__nf, alpha__f, other__nf, out__nf, n_features, row_begin, row_end)
+    FL_KI(add_activation_rows)(ACT, x__nf, alpha__f, other__nf, out__nf, n_features, row_begin, row_end)
     FL_ACT_DISPATCH(act, FL_CALL)
 #undef FL_CALL
 }
@@ -106,11 +107,11 @@ FL_KERNEL void FL_K(add)(const FL_T *FL_RESTRICT a, const FL_T *FL_RESTRICT b,  
 // rescale_backward (Rescale rule):
 //   m_in[p, f] = m_out[p, f] * s,  x = x_in[pair_x[p], f], ref = r_in[pair_r[p], f],
 //   s = (x_out[pair_x[p], f] - r_out[pair_r[p], f]) / (x - ref), or act'(ref) where
-//   |x - ref| < FL_NEAR_ZERO (fl_rescale_scale).
+//   |x - ref| < FL_NEAR_ZERO (fl_rescale_backward_elem).
 // Layout: m_out__pf, m_in__pf (n_pairs, F); x_in__nf, x_out__nf (n_x, F);
 //   r_in__nf, r_out__nf (n_r, F); pair_x__p, pair_r__p (n_pairs,); alpha__f (F,).
 // Threads: each thread takes a block of pairs [p_begin, p_end).
-FL_ROWS void FL_K(rescale_backward_rows)(
+FL_ROWS void FL_KI(rescale_backward_rows)(
     const int act, const FL_T *FL_RESTRICT m_out__pf, const FL_T *FL_RESTRICT x_in__nf,
     const FL_T *FL_RESTRICT r_in__nf, const FL_T *FL_RESTRICT x_out__nf,
     const FL_T *FL_RESTRICT r_out__nf, const int64_t *FL_RESTRICT pair_x__p,
@@ -124,7 +125,7 @@ FL_ROWS void FL_K(rescale_backward_rows)(
         const FL_T *m = m_out__pf + p * n_features;
         FL_T *out = m_in__pf + p * n_features;
         for (int64_t f = 0; f < n_features; ++f)
-            out[f] = m[f] * FL_M(rescale_scale)(act, x[f], ref[f], y[f], y_ref[f], alpha__f[f]);
+            out[f] = FL_M(rescale_backward_elem)(act, m[f], x[f], ref[f], y[f], y_ref[f], alpha__f[f]);
     }
 }
 
@@ -141,7 +142,7 @@ FL_KERNEL void FL_K(rescale_backward)(int act,
                                       int64_t n_features, int64_t p_begin, int64_t p_end)
 {
 #define FL_CALL(ACT)                                                                      \
-    FL_K(rescale_backward_rows)(ACT, m_out__pf, x_in__nf, r_in__nf, x_out__nf, r_out__nf, \
+    FL_KI(rescale_backward_rows)(ACT, m_out__pf, x_in__nf, r_in__nf, x_out__nf, r_out__nf, \
                                 pair_x__p, pair_r__p, alpha__f, m_in__pf, n_features,    \
                                 p_begin, p_end)
     FL_ACT_DISPATCH(act, FL_CALL)
@@ -152,7 +153,7 @@ FL_KERNEL void FL_K(rescale_backward)(int act,
 // guided_backprop_backward: the same where m_out[p, f] > 0, else 0.
 // Layout: m_out__pf, m_in__pf (n_pairs, F); x_in__nf (n_x, F); pair_x__p (n_pairs,).
 // Threads: each thread takes a block of pairs [p_begin, p_end).
-FL_ROWS void FL_K(gradient_backward_rows)(
+FL_ROWS void FL_KI(gradient_backward_rows)(
     const int act, const int guided, const FL_T *FL_RESTRICT m_out__pf,
     const FL_T *FL_RESTRICT x_in__nf, const int64_t *FL_RESTRICT pair_x__p,
     const FL_T *FL_RESTRICT alpha__f, FL_T *FL_RESTRICT m_in__pf, int64_t n_features,
@@ -164,12 +165,12 @@ FL_ROWS void FL_K(gradient_backward_rows)(
         FL_T *out = m_in__pf + p * n_features;
         if (guided) {
             for (int64_t f = 0; f < n_features; ++f) {
-                const FL_T v = m[f] * FL_M(act_grad)(act, x[f], alpha__f[f]);
+                const FL_T v = m[f] * FL_M(activation_grad_elem)(act, x[f], alpha__f[f]);
                 out[f] = m[f] > (FL_T)0 ? v : (FL_T)0;
             }
         } else {
             for (int64_t f = 0; f < n_features; ++f)
-                out[f] = m[f] * FL_M(act_grad)(act, x[f], alpha__f[f]);
+                out[f] = m[f] * FL_M(activation_grad_elem)(act, x[f], alpha__f[f]);
         }
     }
 }
@@ -183,7 +184,7 @@ FL_KERNEL void FL_K(gradient_backward)(int act,
                                        int64_t n_features, int64_t p_begin, int64_t p_end)
 {
 #define FL_CALL(ACT)                                                                  \
-    FL_K(gradient_backward_rows)(ACT, 0, m_out__pf, x_in__nf, pair_x__p, alpha__f,    \
+    FL_KI(gradient_backward_rows)(ACT, 0, m_out__pf, x_in__nf, pair_x__p, alpha__f,    \
                                  m_in__pf, n_features, p_begin, p_end)
     FL_ACT_DISPATCH(act, FL_CALL)
 #undef FL_CALL
@@ -199,7 +200,7 @@ FL_KERNEL void FL_K(guided_backprop_backward)(int act,
                                               int64_t p_end)
 {
 #define FL_CALL(ACT)                                                                  \
-    FL_K(gradient_backward_rows)(ACT, 1, m_out__pf, x_in__nf, pair_x__p, alpha__f,    \
+    FL_KI(gradient_backward_rows)(ACT, 1, m_out__pf, x_in__nf, pair_x__p, alpha__f,    \
                                  m_in__pf, n_features, p_begin, p_end)
     FL_ACT_DISPATCH(act, FL_CALL)
 #undef FL_CALL
@@ -208,10 +209,10 @@ FL_KERNEL void FL_K(guided_backprop_backward)(int act,
 // reveal_cancel_split (RevealCancel output split), x0 = r_in[pair_r[p], f]:
 //   dy_pos[p, f] = 0.5*[(f(x0+d_pos) - f(x0)) + (f(x0+d_pos+d_neg) - f(x0+d_neg))]
 //   dy_neg[p, f] = 0.5*[(f(x0+d_neg) - f(x0)) + (f(x0+d_pos+d_neg) - f(x0+d_pos))]
-// with d_pos = d_pos__pf[p, f], d_neg = d_neg__pf[p, f] (fl_reveal_cancel_split).
+// with d_pos = d_pos__pf[p, f], d_neg = d_neg__pf[p, f] (fl_reveal_cancel_split_elem).
 // Layout: d_pos__pf, d_neg__pf, dy_pos__pf, dy_neg__pf (n_pairs, F); r_in__nf (n_r, F).
 // Threads: each thread takes a block of pairs [p_begin, p_end).
-FL_ROWS void FL_K(reveal_cancel_split_rows)(
+FL_ROWS void FL_KI(reveal_cancel_split_rows)(
     const int act, const FL_T *FL_RESTRICT r_in__nf, const FL_T *FL_RESTRICT d_pos__pf,
     const FL_T *FL_RESTRICT d_neg__pf, const int64_t *FL_RESTRICT pair_r__p,
     const FL_T *FL_RESTRICT alpha__f, FL_T *FL_RESTRICT dy_pos__pf,
@@ -224,7 +225,7 @@ FL_ROWS void FL_K(reveal_cancel_split_rows)(
         FL_T *out_pos = dy_pos__pf + row, *out_neg = dy_neg__pf + row;
         for (int64_t f = 0; f < n_features; ++f) {
             FL_T dy_pos, dy_neg;
-            FL_M(reveal_cancel_dy)(act, x0[f], dp[f], dn[f], alpha__f[f], &dy_pos, &dy_neg);
+            FL_M(reveal_cancel_split_elem)(act, x0[f], dp[f], dn[f], alpha__f[f], &dy_pos, &dy_neg);
             out_pos[f] = dy_pos;
             out_neg[f] = dy_neg;
         }
@@ -242,7 +243,7 @@ FL_KERNEL void FL_K(reveal_cancel_split)(int act,
                                          int64_t n_features, int64_t p_begin, int64_t p_end)
 {
 #define FL_CALL(ACT)                                                                       \
-    FL_K(reveal_cancel_split_rows)(ACT, r_in__nf, d_pos__pf, d_neg__pf, pair_r__p,         \
+    FL_KI(reveal_cancel_split_rows)(ACT, r_in__nf, d_pos__pf, d_neg__pf, pair_r__p,         \
                                    alpha__f, dy_pos__pf, dy_neg__pf, n_features, p_begin, \
                                    p_end)
     FL_ACT_DISPATCH(act, FL_CALL)
@@ -252,12 +253,12 @@ FL_KERNEL void FL_K(reveal_cancel_split)(int act,
 // reveal_cancel_backward (RevealCancel rule), x0 = r_in[pair_r[p], f]:
 //   m_in_pos[p, f] = m_pos[p, f] * dy_pos / d_pos,  m_in_neg[p, f] = m_neg[p, f] * dy_neg / d_neg,
 // where |d_pos| < FL_NEAR_ZERO uses the limit 0.5*(f'(x0) + f'(x0 + d_neg)) for dy_pos / d_pos,
-// and symmetrically for d_neg (fl_reveal_cancel_scales). The split is recomputed in the same
+// and symmetrically for d_neg (fl_reveal_cancel_backward_elem). The split is recomputed in the same
 // pass instead of being read back from reveal_cancel_split.
 // Layout: m_pos__pf, m_neg__pf, d_pos__pf, d_neg__pf, m_in_pos__pf, m_in_neg__pf
 //   (n_pairs, F); r_in__nf (n_r, F).
 // Threads: each thread takes a block of pairs [p_begin, p_end).
-FL_ROWS void FL_K(reveal_cancel_backward_rows)(
+FL_ROWS void FL_KI(reveal_cancel_backward_rows)(
     const int act, const FL_T *FL_RESTRICT m_pos__pf, const FL_T *FL_RESTRICT m_neg__pf,
     const FL_T *FL_RESTRICT r_in__nf, const FL_T *FL_RESTRICT d_pos__pf,
     const FL_T *FL_RESTRICT d_neg__pf, const int64_t *FL_RESTRICT pair_r__p,
@@ -271,10 +272,11 @@ FL_ROWS void FL_K(reveal_cancel_backward_rows)(
         const FL_T *dp = d_pos__pf + row, *dn = d_neg__pf + row;
         FL_T *out_pos = m_in_pos__pf + row, *out_neg = m_in_neg__pf + row;
         for (int64_t f = 0; f < n_features; ++f) {
-            FL_T s_pos, s_neg;
-            FL_M(reveal_cancel_scales)(act, x0[f], dp[f], dn[f], alpha__f[f], &s_pos, &s_neg);
-            out_pos[f] = mp[f] * s_pos;
-            out_neg[f] = mn[f] * s_neg;
+            FL_T m_in_pos, m_in_neg;
+            FL_M(reveal_cancel_backward_elem)(act, mp[f], mn[f], x0[f], dp[f], dn[f], alpha__f[f], &m_in_pos,
+                                              &m_in_neg);
+            out_pos[f] = m_in_pos;
+            out_neg[f] = m_in_neg;
         }
     }
 }
@@ -293,7 +295,7 @@ FL_KERNEL void FL_K(reveal_cancel_backward)(int act,
                                             int64_t p_end)
 {
 #define FL_CALL(ACT)                                                                        \
-    FL_K(reveal_cancel_backward_rows)(ACT, m_pos__pf, m_neg__pf, r_in__nf, d_pos__pf,       \
+    FL_KI(reveal_cancel_backward_rows)(ACT, m_pos__pf, m_neg__pf, r_in__nf, d_pos__pf,       \
                                       d_neg__pf, pair_r__p, alpha__f, m_in_pos__pf,         \
                                       m_in_neg__pf, n_features, p_begin, p_end)
     FL_ACT_DISPATCH(act, FL_CALL)
@@ -374,14 +376,14 @@ FL_KERNEL void FL_K(mean_over_refs)(const FL_T *FL_RESTRICT a__ekf,   // IN
 // im2col_cell: one output cell (n, i, j) of im2col into dst (kh*kw*c values).
 // Each tap row a copies its valid taps as contiguous channel runs (one run of (b_hi - b_lo)*c
 // values when dw == 1) and zero-fills the padding taps.
-FL_ROWS void FL_K(im2col_cell)(const FL_T *FL_RESTRICT x__nhwc, FL_T *FL_RESTRICT dst,
+FL_ROWS void FL_KI(im2col_cell)(const FL_T *FL_RESTRICT x__nhwc, FL_T *FL_RESTRICT dst,
                                fl_geometry g, int64_t n, int64_t i, int64_t j)
 {
     const int64_t c = g.c, kwc = g.kw * g.c;
     const FL_T *xn = x__nhwc + n * g.h * g.w * c;
     long long a_lo, a_hi, b_lo, b_hi;
-    fl_tap_range(i * g.sh - g.pt, g.dh, g.kh, g.h, &a_lo, &a_hi);
-    fl_tap_range(j * g.sw - g.pl, g.dw, g.kw, g.w, &b_lo, &b_hi);
+    fli_tap_range(i * g.sh - g.pt, g.dh, g.kh, g.h, &a_lo, &a_hi);
+    fli_tap_range(j * g.sw - g.pl, g.dw, g.kw, g.w, &b_lo, &b_hi);
     for (int64_t a = 0; a < g.kh; ++a) {
         FL_T *d = dst + a * kwc;
         if (a < a_lo || a >= a_hi || b_lo >= b_hi) {
@@ -422,7 +424,7 @@ FL_KERNEL void FL_K(im2col)(const FL_T *FL_RESTRICT x__nhwc,      // IN
     const int64_t tc = g.kh * g.kw * g.c;
     for (int64_t q = row_begin; q < row_end; ++q)
         for (int64_t j = 0; j < g.w_out; ++j)
-            FL_K(im2col_cell)(x__nhwc, cols__nijtc + (q * g.w_out + j) * tc, g, q / g.h_out, q % g.h_out, j);
+            FL_KI(im2col_cell)(x__nhwc, cols__nijtc + (q * g.w_out + j) * tc, g, q / g.h_out, q % g.h_out, j);
 }
 
 // im2col_cells: the same values for a range of output cells, cell = (n*h_out + i)*w_out + j,
@@ -436,7 +438,7 @@ FL_KERNEL void FL_K(im2col_cells)(const FL_T *FL_RESTRICT x__nhwc,   // IN
     const int64_t tc = g.kh * g.kw * g.c;
     for (int64_t q = cell_begin; q < cell_end; ++q) {
         const int64_t j = q % g.w_out, row = q / g.w_out;
-        FL_K(im2col_cell)(x__nhwc, cells__qt + (q - cell_begin) * tc, g, row / g.h_out, row % g.h_out, j);
+        FL_KI(im2col_cell)(x__nhwc, cells__qt + (q - cell_begin) * tc, g, row / g.h_out, row % g.h_out, j);
     }
 }
 
@@ -481,10 +483,12 @@ FL_KERNEL void FL_K(col2im)(const FL_T *FL_RESTRICT cols__nijtc,   // IN
     }
 }
 
-// conv_adjoint_sparse: Ops.conv_adjoint (the multipliers at a convolution's input) for pairs
-// whose output multipliers are mostly zero, skipping the zeros. Behind a max-pool (one or two
-// cells of each window get credit) and a ReLU most of them are: 14-25% are nonzero in a
-// Basset-like model, so a dense GEMM spends most of its work multiplying zeros.
+// conv_sparse: a convolution's transpose over rows that are mostly zero, skipping the zeros. It
+// serves two ops: Ops.conv_adjoint (the multipliers at a convolution's input) for pairs whose
+// output multipliers are mostly zero, and Ops.conv_forward for rows that are mostly zero (with
+// the taps flipped, a forward is the transpose of the flipped kernel's adjoint). Behind a max-pool (one or two
+// cells of each window get credit) and a ReLU most of them are (bench/README.md has the
+// measured fractions), so a dense GEMM spends most of its work multiplying zeros.
 // Each output cell q = i*w_out + j lists its nonzero multipliers (channel o, value). For each
 // tap t = (a, b), channel block and cell,
 //   acc = sum over the cell's listed o, in channel order, of m_out[p, q, o] * kernel[t*c + :, o]
@@ -504,29 +508,29 @@ FL_KERNEL void FL_K(col2im)(const FL_T *FL_RESTRICT cols__nijtc,   // IN
 // idx__e and val__e (max_nnz): the pair's nonzero multipliers, cell by cell.
 // Threads: each thread takes a block of pairs [row_begin, row_end) and its own scratch.
 #ifdef FL_HAVE_VECTORS
-typedef FL_T FL_K(vec) __attribute__((vector_size(FL_VEC_BYTES), aligned(sizeof(FL_T)), may_alias));
+typedef FL_T FL_KI(vec) __attribute__((vector_size(FL_VEC_BYTES), aligned(sizeof(FL_T)), may_alias));
 #else
-typedef FL_T FL_K(vec);
+typedef FL_T FL_KI(vec);
 #endif
 
 // One (tap, channel block cb, output cell): acc = sum over entries [e0, e1) of
 // val[e] * wtap[idx[e]*c_pad + ...] in registers (nv vectors), then added to dst (n_store values).
-FL_ROWS void FL_K(sparse_adjoint_cell)(const int32_t *FL_RESTRICT idx__e, const FL_T *FL_RESTRICT val__e,
+FL_ROWS void FL_KI(sparse_adjoint_cell)(const int32_t *FL_RESTRICT idx__e, const FL_T *FL_RESTRICT val__e,
                                        int64_t e0, int64_t e1, const FL_T *FL_RESTRICT wtap,
                                        int64_t c_pad, const int nv, int64_t n_store,
                                        FL_T *FL_RESTRICT dst)
 {
-    FL_K(vec) acc[FL_VEC_BLOCK];
+    FL_KI(vec) acc[FL_VEC_BLOCK];
     for (int k = 0; k < FL_VEC_BLOCK; ++k)
-        acc[k] = (FL_K(vec)){0};
+        acc[k] = (FL_KI(vec)){0};
     for (int64_t e = e0; e < e1; ++e) {
-        const FL_K(vec) *w = (const FL_K(vec) *)(wtap + (int64_t)idx__e[e] * c_pad);
+        const FL_KI(vec) *w = (const FL_KI(vec) *)(wtap + (int64_t)idx__e[e] * c_pad);
         const FL_T v = val__e[e];
         for (int k = 0; k < nv; ++k)
             acc[k] += v * w[k];
     }
-    if (nv == FL_VEC_BLOCK && n_store == FL_VEC_BLOCK * (int64_t)(sizeof(FL_K(vec)) / sizeof(FL_T))) {
-        FL_K(vec) *d = (FL_K(vec) *)dst;
+    if (nv == FL_VEC_BLOCK && n_store == FL_VEC_BLOCK * (int64_t)(sizeof(FL_KI(vec)) / sizeof(FL_T))) {
+        FL_KI(vec) *d = (FL_KI(vec) *)dst;
         for (int k = 0; k < FL_VEC_BLOCK; ++k)
             d[k] = d[k] + acc[k];
     } else {
@@ -535,13 +539,13 @@ FL_ROWS void FL_K(sparse_adjoint_cell)(const int32_t *FL_RESTRICT idx__e, const 
     }
 }
 
-FL_ROWS void FL_K(sparse_adjoint_pair)(const int64_t *FL_RESTRICT start__q,
+FL_ROWS void FL_KI(sparse_adjoint_pair)(const int64_t *FL_RESTRICT start__q,
                                        const int32_t *FL_RESTRICT idx__e,
                                        const FL_T *FL_RESTRICT val__e, const FL_T *FL_RESTRICT wt__toc,
                                        int64_t c_out, int64_t c_pad, fl_geometry g,
                                        FL_T *FL_RESTRICT m_in__hwc)
 {
-    const int64_t lanes = (int64_t)(sizeof(FL_K(vec)) / sizeof(FL_T));
+    const int64_t lanes = (int64_t)(sizeof(FL_KI(vec)) / sizeof(FL_T));
     const int64_t width = FL_VEC_BLOCK * lanes;
     for (int64_t cb = 0; cb < g.c; cb += width) {
         const int64_t n_store = g.c - cb < width ? g.c - cb : width;
@@ -560,10 +564,10 @@ FL_ROWS void FL_K(sparse_adjoint_pair)(const int64_t *FL_RESTRICT start__q,
                             continue;
                         FL_T *dst = m_in__hwc + (r * g.w + s) * g.c + cb;
                         if (nv == FL_VEC_BLOCK)  // constant: the loop over vectors unrolls
-                            FL_K(sparse_adjoint_cell)(idx__e, val__e, e0, e1, wtap, c_pad, FL_VEC_BLOCK,
+                            FL_KI(sparse_adjoint_cell)(idx__e, val__e, e0, e1, wtap, c_pad, FL_VEC_BLOCK,
                                                       n_store, dst);
                         else
-                            FL_K(sparse_adjoint_cell)(idx__e, val__e, e0, e1, wtap, c_pad, nv, n_store, dst);
+                            FL_KI(sparse_adjoint_cell)(idx__e, val__e, e0, e1, wtap, c_pad, nv, n_store, dst);
                     }
                 }
             }
@@ -576,7 +580,7 @@ FL_ISA_VARIANTS(sparse_adjoint_pair,
                 (start__q, idx__e, val__e, wt__toc, c_out, c_pad, g, m_in__hwc))
 
 // isa: an FL_ISA_* code, the highest variant to use (FL_ISA_AUTO: the best the CPU has).
-FL_KERNEL void FL_K(conv_adjoint_sparse)(const FL_T *FL_RESTRICT m_out__pijo,   // IN
+FL_KERNEL void FL_K(conv_sparse)(const FL_T *FL_RESTRICT m_out__pijo,   // IN
                                          const FL_T *FL_RESTRICT wt__toc,       // IN
                                          int64_t c_out, int64_t c_pad, fl_geometry g,
                                          int64_t max_nnz, int isa,
@@ -636,18 +640,18 @@ FL_KERNEL void FL_K(conv_adjoint_sparse)(const FL_T *FL_RESTRICT m_out__pijo,   
 // (the bits of add_activation). FL_EPI_RELU_GRAD: out2 = v * relu'(aux), the multipliers of the
 // ReLU whose output multipliers v are and whose input is aux (the bits of gradient_backward).
 // Threads: output rows q = n*h_out + i in [row_begin, row_end).
-FL_ROWS void FL_K(direct_tile)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_RESTRICT zero__c,
+FL_ROWS void FL_KI(direct_tile)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_RESTRICT zero__c,
                                const FL_T *FL_RESTRICT wblock, const FL_T *FL_RESTRICT bias,
                                const FL_T *FL_RESTRICT addend__nijo, const FL_T *FL_RESTRICT aux__nijo,
                                FL_T *FL_RESTRICT out2__nijo, int epi, fl_geometry g, int64_t n, int64_t i,
                                int64_t j0, int64_t cells, int64_t col0, int64_t c_out, const int nv,
                                FL_T *FL_RESTRICT out__nijo)
 {
-    const int64_t lanes = (int64_t)(sizeof(FL_K(vec)) / sizeof(FL_T));
-    FL_K(vec) acc[FL_DIRECT_CELLS][FL_VEC_BLOCK];
+    const int64_t lanes = (int64_t)(sizeof(FL_KI(vec)) / sizeof(FL_T));
+    FL_KI(vec) acc[FL_DIRECT_CELLS][FL_VEC_BLOCK];
     for (int r = 0; r < FL_DIRECT_CELLS; ++r)
         for (int k = 0; k < FL_VEC_BLOCK; ++k)
-            acc[r][k] = (FL_K(vec)){0};
+            acc[r][k] = (FL_KI(vec)){0};
     const FL_T *xn = x__nhwc + n * g.h * g.w * g.c;
     for (int64_t a = 0; a < g.kh; ++a) {
         const int64_t row = i * g.sh - g.pt + a * g.dh;
@@ -658,10 +662,10 @@ FL_ROWS void FL_K(direct_tile)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_R
                 const int inside = r < cells && row >= 0 && row < g.h && col >= 0 && col < g.w;
                 p[r] = inside ? xn + (row * g.w + col) * g.c : zero__c;
             }
-            const FL_K(vec) *w = (const FL_K(vec) *)(wblock + (a * g.kw + b) * g.c * nv * lanes);
+            const FL_KI(vec) *w = (const FL_KI(vec) *)(wblock + (a * g.kw + b) * g.c * nv * lanes);
             for (int64_t ch = 0; ch < g.c; ++ch, w += nv) {
                 for (int k = 0; k < nv; ++k) {
-                    const FL_K(vec) wk = w[k];
+                    const FL_KI(vec) wk = w[k];
                     for (int r = 0; r < FL_DIRECT_CELLS; ++r)
                         acc[r][k] += p[r][ch] * wk;
                 }
@@ -700,13 +704,13 @@ FL_ROWS void FL_K(direct_tile)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_R
     }
 }
 
-FL_ROWS void FL_K(direct_rows)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_RESTRICT wp__btcv,
+FL_ROWS void FL_KI(direct_rows)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_RESTRICT wp__btcv,
                                const FL_T *FL_RESTRICT bias__o, const FL_T *FL_RESTRICT zero__c,
                                const FL_T *FL_RESTRICT addend__nijo, const FL_T *FL_RESTRICT aux__nijo,
                                FL_T *FL_RESTRICT out2__nijo, int epi, fl_geometry g, int64_t c_out,
                                FL_T *FL_RESTRICT out__nijo, int64_t row_begin, int64_t row_end)
 {
-    const int64_t lanes = (int64_t)(sizeof(FL_K(vec)) / sizeof(FL_T));
+    const int64_t lanes = (int64_t)(sizeof(FL_KI(vec)) / sizeof(FL_T));
     const int64_t width = FL_VEC_BLOCK * lanes, taps_c = g.kh * g.kw * g.c;
     for (int64_t q = row_begin; q < row_end; ++q) {
         const int64_t n = q / g.h_out, i = q % g.h_out;
@@ -717,11 +721,11 @@ FL_ROWS void FL_K(direct_rows)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_R
             for (int64_t j0 = 0; j0 < g.w_out; j0 += FL_DIRECT_CELLS) {
                 const int64_t cells = g.w_out - j0 < FL_DIRECT_CELLS ? g.w_out - j0 : FL_DIRECT_CELLS;
                 if (nv == FL_VEC_BLOCK)  // constant: the loops over vectors and cells unroll
-                    FL_K(direct_tile)(x__nhwc, zero__c, wblock, bias__o, addend__nijo, aux__nijo, out2__nijo,
+                    FL_KI(direct_tile)(x__nhwc, zero__c, wblock, bias__o, addend__nijo, aux__nijo, out2__nijo,
                                       epi, g, n, i, j0, cells,
                                       col0, c_out, FL_VEC_BLOCK, out__nijo);
                 else
-                    FL_K(direct_tile)(x__nhwc, zero__c, wblock, bias__o, addend__nijo, aux__nijo, out2__nijo,
+                    FL_KI(direct_tile)(x__nhwc, zero__c, wblock, bias__o, addend__nijo, aux__nijo, out2__nijo,
                                       epi, g, n, i, j0, cells,
                                       col0, c_out, nv, out__nijo);
             }
@@ -754,10 +758,174 @@ FL_KERNEL void FL_K(conv_direct)(const FL_T *FL_RESTRICT x__nhwc,     // IN
                                        epi, g, c_out, out__nijo, row_begin, row_end));
 }
 
+// ======================================================================== BLAS drivers
+// The GEMMs of the dense and convolution layers, cut into BLAS calls of a fixed shape: every call
+// multiplies exactly block_rows rows (a short last block is zero-padded in scratch), so the BLAS
+// sees the same calls however many rows there are and whichever thread runs them. With one BLAS
+// thread per call (callers pin it: OpenBLAS's own threads split differently per shape), and a
+// BLAS kernel that computes each row independently of its position in the block, a row's bits
+// then depend on neither the number of rows nor the threads. OpenBLAS's dgemm kernels and its
+// SkylakeX sgemm are such kernels (with the columns padded to a multiple of 16); its Haswell/Zen
+// sgemm is not, so fastlift's CpuOps tests the loaded sgemm once per process
+// (cpu_ops.sgemm_is_deterministic) and runs float32 through dgemm where it fails. The BLAS
+// routine comes from the caller (fl_blas, in fl_kernels.h): any Fortran-convention
+// sgemm_/dgemm_ with 32-bit integers.
+// Row-major C = A*B is issued as the column-major call C^T = B^T*A^T (what numpy hands BLAS too).
+
+// gemm_panel: out[:rows, c0:min(c1, n)] = (src @ b[:, c0:c1])[:rows] as one BLAS call of shape
+// (block_rows x k) @ (k x (c1 - c0)). src holds block_rows rows (zero-padded by the caller); out
+// is the block's first row (row stride n). Where the panel has padding columns or the block is
+// short, the call writes scratch_c (block_rows x (c1 - c0)) and the kept part is copied out.
+FL_ROWS void FL_KI(gemm_panel)(fl_blas blas, const FL_T *FL_RESTRICT src, const FL_T *FL_RESTRICT b,
+                              int b_fortran, FL_T *FL_RESTRICT out, FL_T *FL_RESTRICT scratch_c,
+                              int64_t rows, int64_t k, int64_t n, int64_t n_pad, int64_t block_rows,
+                              int64_t c0, int64_t c1)
+{
+    char trans_b = b_fortran ? 'T' : 'N', no_trans = 'N';
+    const int64_t width = c1 - c0, keep = (n < c1 ? n : c1) - c0;
+    int bm = (int)width, bn = (int)block_rows, bk = (int)k;
+    int lda = (int)(b_fortran ? k : n_pad), ldb = (int)k, ldc;
+    FL_T one = 1, zero = 0;
+    FL_T *panel = (FL_T *)(b + (b_fortran ? c0 * k : c0));  // BLAS's prototypes are not const
+    FL_T *dst;
+    if (rows == block_rows && c1 <= n) {
+        dst = out + c0;
+        ldc = (int)n;
+    } else {
+        dst = scratch_c;
+        ldc = (int)width;
+    }
+    blas.FL_GEMM(&trans_b, &no_trans, &bm, &bn, &bk, &one, panel, &lda, (FL_T *)src, &ldb, &zero, dst, &ldc);
+    if (dst == scratch_c)
+        for (int64_t r = 0; r < rows; ++r)
+            memcpy(out + r * n + c0, scratch_c + r * width, (size_t)keep * sizeof(FL_T));
+}
+
+// matmul: out[i, j] = sum over l of a[i, l] * b[l, j], for i < m and j < n (Ops.matmul), on the
+// fixed grid of tasks of fl_matmul_n_tasks: task q is row block q / n_panels (block_rows rows)
+// times column panel q % n_panels (panel_cols columns of b's n_pad, the last panel narrower),
+// one BLAS call each (see above). b may carry zero columns past n (n_pad >= n): padding the
+// columns to a multiple of 16 is what keeps some BLAS kernels (OpenBLAS SkylakeX dgemm, N % 8
+// != 0) from a row-position-dependent column tail.
+// Layout: a__mk (m, k) C-contiguous; b__kn (k, n_pad) C-contiguous, or F-contiguous when
+// b_fortran (e.g. the transpose of a C-contiguous (n_pad, k) matrix); out__mn (m, n).
+// panel_cols: 0 (or >= n_pad) for one panel; otherwise a multiple of 16.
+// Scratch: fl_matmul_scratch_size(k, n_pad, block_rows, panel_cols) elements per thread.
+// Threads: each thread takes its own range of tasks [task_begin, task_end) and its own scratch;
+// no two tasks write the same output element.
+FL_KERNEL void FL_K(matmul)(fl_blas blas,                              // IN  sgemm / dgemm
+                            const FL_T *FL_RESTRICT a__mk,             // IN
+                            const FL_T *FL_RESTRICT b__kn, int b_fortran,   // IN
+                            int64_t m, int64_t k, int64_t n, int64_t n_pad, int64_t block_rows,
+                            int64_t panel_cols,
+                            FL_T *FL_RESTRICT scratch,                 // SCRATCH
+                            FL_T *FL_RESTRICT out__mn,                 // OUT
+                            int64_t task_begin, int64_t task_end)
+{
+    if (panel_cols <= 0 || panel_cols > n_pad)
+        panel_cols = n_pad;
+    const int64_t n_panels = (n_pad + panel_cols - 1) / panel_cols;
+    FL_T *scratch_a = scratch, *scratch_c = scratch + fli_scratch_round(block_rows * k);
+    for (int64_t q = task_begin; q < task_end; ++q) {
+        const int64_t i = q / n_panels, p = q % n_panels, lo = i * block_rows;
+        const int64_t rows = m - lo < block_rows ? m - lo : block_rows;
+        const int64_t c0 = p * panel_cols, c1 = c0 + panel_cols < n_pad ? c0 + panel_cols : n_pad;
+        if (k == 0) {  // an empty sum (and no BLAS call: its leading dimensions would be 0)
+            for (int64_t r = 0; r < rows; ++r)
+                for (int64_t j = c0; j < c1 && j < n; ++j)
+                    out__mn[(lo + r) * n + j] = (FL_T)0;
+            continue;
+        }
+        const FL_T *src = a__mk + lo * k;
+        if (rows < block_rows) {
+            memcpy(scratch_a, src, (size_t)(rows * k) * sizeof(FL_T));
+            memset(scratch_a + rows * k, 0, (size_t)((block_rows - rows) * k) * sizeof(FL_T));
+            src = scratch_a;
+        }
+        FL_KI(gemm_panel)(blas, src, b__kn, b_fortran, out__mn + lo * n, scratch_c, rows, k, n, n_pad,
+                         block_rows, c0, c1);
+    }
+}
+
+// conv_forward (Ops.conv_forward): out[q, o] = sum over t*c + ch of im2col(x)[q, t*c + ch] *
+// kernel[t*c + ch, o] (+ bias[o]) for output cell q = (n*h_out + i)*w_out + j, fused: each block of
+// block_rows cells is unfolded into scratch (im2col_cells), multiplied by one BLAS call of shape
+// (block_rows x kh*kw*c) @ (kh*kw*c x n_pad) while it is in cache, and given its bias. Bitwise
+// the same as matmul over the unfolded array with one panel (the same calls on the same rows),
+// without that (n_cells, kh*kw*c) array.
+// Layout: x__nhwc (n, h, w, c); b__tco the kernel (kh*kw*c, n_pad) C-contiguous, or
+// F-contiguous when b_fortran, columns past c_out zero (or absent when n_pad = c_out); bias__o
+// (c_out,) or NULL; out__qo (n_cells, c_out) with n_cells = n*h_out*w_out.
+// Scratch: fl_conv_forward_scratch_size(g, n_pad, block_rows) elements per thread.
+// Threads: each thread takes its own range of cell blocks [block_begin, block_end) (there are
+// (n_cells + block_rows - 1) / block_rows) and its own scratch.
+FL_KERNEL void FL_K(conv_forward)(fl_blas blas,                          // IN  sgemm / dgemm
+                                  const FL_T *FL_RESTRICT x__nhwc,       // IN
+                                  fl_geometry g,
+                                  const FL_T *FL_RESTRICT b__tco, int b_fortran,   // IN
+                                  int64_t c_out, int64_t n_pad,
+                                  const FL_T *FL_RESTRICT bias__o,       // IN (or NULL)
+                                  int64_t n_cells, int64_t block_rows,
+                                  FL_T *FL_RESTRICT scratch,             // SCRATCH
+                                  FL_T *FL_RESTRICT out__qo,             // OUT
+                                  int64_t block_begin, int64_t block_end)
+{
+    const int64_t k = g.kh * g.kw * g.c;
+    FL_T *scratch_a = scratch, *scratch_c = scratch + fli_scratch_round(block_rows * k);
+    for (int64_t i = block_begin; i < block_end; ++i) {
+        const int64_t lo = i * block_rows, rows = n_cells - lo < block_rows ? n_cells - lo : block_rows;
+        FL_K(im2col_cells)(x__nhwc, scratch_a, g, lo, lo + rows);
+        if (rows < block_rows)
+            memset(scratch_a + rows * k, 0, (size_t)((block_rows - rows) * k) * sizeof(FL_T));
+        FL_KI(gemm_panel)(blas, scratch_a, b__tco, b_fortran, out__qo + lo * c_out, scratch_c, rows, k, c_out,
+                         n_pad, block_rows, 0, n_pad);
+        if (bias__o != NULL)
+            for (int64_t r = 0; r < rows; ++r) {
+                FL_T *row = out__qo + (lo + r) * c_out;
+                for (int64_t o = 0; o < c_out; ++o)
+                    row[o] = row[o] + bias__o[o];
+            }
+    }
+}
+
+// conv_adjoint (Ops.conv_adjoint, the multipliers at a convolution's input):
+//   m_in[p] = col2im(m_out[p] @ kernel^T), i.e. m_in[p, r, s, ch] = sum over the output cells
+//   (i, j) and taps t = (a, b) with r = i*sh - pt + a*dh, s = j*sw - pl + b*dw, of
+//   sum over o of m_out[p, i, j, o] * kernel[t*c + ch, o],
+// any stride, padding and dilation. Each pair's h_out*w_out cells are multiplied in blocks of
+// block_rows cells that start at the pair's first cell, so a pair's bits depend on its own
+// multipliers only (for any deterministic BLAS kernel, unlike fl_matmul's rows), then are folded
+// back by col2im in the oracle's tap order.
+// Layout: m_out__pijo (n_pairs, h_out, w_out, c_out); b__otc, kernel^T: (c_out, n_pad) with
+// n_pad >= kh*kw*c, C-contiguous, or F-contiguous when b_fortran, which is what the forward
+// kernel (kh*kw*c, c_out) itself is when read column-major (b_fortran = 1, n_pad = kh*kw*c);
+// m_in__phwc (n_pairs, h, w, c).
+// Scratch: fl_conv_adjoint_scratch_size(g, c_out, n_pad, block_rows) elements per thread.
+// Threads: each thread takes its own range of pairs [p_begin, p_end) and its own scratch.
+FL_KERNEL void FL_K(conv_adjoint)(fl_blas blas,                          // IN  sgemm / dgemm
+                                  const FL_T *FL_RESTRICT m_out__pijo,   // IN
+                                  fl_geometry g,
+                                  const FL_T *FL_RESTRICT b__otc, int b_fortran,   // IN
+                                  int64_t c_out, int64_t n_pad, int64_t block_rows,
+                                  FL_T *FL_RESTRICT scratch,             // SCRATCH
+                                  FL_T *FL_RESTRICT m_in__phwc,          // OUT
+                                  int64_t p_begin, int64_t p_end)
+{
+    const int64_t cells = g.h_out * g.w_out, tc = g.kh * g.kw * g.c;
+    const int64_t n_tasks = fl_matmul_n_tasks(cells, n_pad, block_rows, 0);
+    FL_T *cols = scratch, *gemm_scratch = scratch + fli_scratch_round(cells * tc);
+    for (int64_t p = p_begin; p < p_end; ++p) {
+        FL_K(matmul)(blas, m_out__pijo + p * cells * c_out, b__otc, b_fortran, cells, c_out, tc, n_pad,
+                     block_rows, 0, gemm_scratch, cols, 0, n_tasks);
+        FL_K(col2im)(cols, m_in__phwc + p * g.h * g.w * g.c, g, 0, g.h);
+    }
+}
+
 // ======================================================================== one-hot convolution
 // onehot_cells: hot__hw[r*w + s] = the channel of cell (r, s) that is 1, or -1 when all are 0.
 // Returns 1 when the row is one-hot (every value 0 or 1, at most one 1 per cell), else 0 (then
-// hot__hw is incomplete). Layout: x__hwc (h*w cells, c) of one row.
+// hot__hw is incomplete). Layout: x__hwc (h*w cells, c) of one row; hot__hw (h*w,).
+// Threads: one row per call; threads take different rows.
 FL_KERNEL int FL_K(onehot_cells)(const FL_T *FL_RESTRICT x__hwc, int64_t cells, int64_t c,
                                  int32_t *FL_RESTRICT hot__hw)
 {
@@ -775,7 +943,7 @@ FL_KERNEL int FL_K(onehot_cells)(const FL_T *FL_RESTRICT x__hwc, int64_t cells, 
     return 1;
 }
 
-// conv_onehot: conv_forward of rows whose input cells are one-hot (hot__nhw from onehot_cells):
+// conv_forward_onehot: conv_forward of rows whose input cells are one-hot (hot__nhw from onehot_cells):
 //   out[n, i, j, o] = (sum over the taps t = (a, b), in row-major order, whose cell is inside the
 //   input and not all zero, of kernel[t*c + hot, o]) + bias[o].
 // A gather of kernel rows instead of a GEMM over mostly zeros: taps*c_out adds per output cell,
@@ -788,26 +956,26 @@ FL_KERNEL int FL_K(onehot_cells)(const FL_T *FL_RESTRICT x__hwc, int64_t cells, 
 // FL_ONEHOT_CELLS output cells j0 .. j0+cells-1 of output row (n, i) times one block of nv vectors
 // of output channels from col0, summed in registers; a tap whose cell is outside the input or all
 // zero adds the zero row (adding +0 changes no sum).
-FL_ROWS void FL_K(onehot_tile)(const int32_t *FL_RESTRICT hot__hw, const FL_T *FL_RESTRICT kernel__tp,
+FL_ROWS void FL_KI(onehot_tile)(const int32_t *FL_RESTRICT hot__hw, const FL_T *FL_RESTRICT kernel__tp,
                                const FL_T *FL_RESTRICT zero__p, const FL_T *FL_RESTRICT bias__o,
                                fl_geometry g, int64_t i, int64_t j0, int64_t cells, int64_t col0,
                                int64_t c_out, int64_t c_pad, const int nv, FL_T *FL_RESTRICT out__jo)
 {
-    const int64_t lanes = (int64_t)(sizeof(FL_K(vec)) / sizeof(FL_T));
-    FL_K(vec) acc[FL_ONEHOT_CELLS][FL_VEC_BLOCK];
+    const int64_t lanes = (int64_t)(sizeof(FL_KI(vec)) / sizeof(FL_T));
+    FL_KI(vec) acc[FL_ONEHOT_CELLS][FL_VEC_BLOCK];
     for (int r = 0; r < FL_ONEHOT_CELLS; ++r)
         for (int k = 0; k < FL_VEC_BLOCK; ++k)
-            acc[r][k] = (FL_K(vec)){0};
+            acc[r][k] = (FL_KI(vec)){0};
     for (int64_t a = 0; a < g.kh; ++a) {
         const int64_t row = i * g.sh - g.pt + a * g.dh;
         const int row_inside = row >= 0 && row < g.h;
         for (int64_t b = 0; b < g.kw; ++b) {
             const FL_T *tap = kernel__tp + (a * g.kw + b) * g.c * c_pad + col0;
-            const FL_K(vec) *p[FL_ONEHOT_CELLS];
+            const FL_KI(vec) *p[FL_ONEHOT_CELLS];
             for (int r = 0; r < FL_ONEHOT_CELLS; ++r) {
                 const int64_t col = (j0 + r) * g.sw - g.pl + b * g.dw;
                 const int32_t ch = (r < cells && row_inside && col >= 0 && col < g.w) ? hot__hw[row * g.w + col] : -1;
-                p[r] = (const FL_K(vec) *)(ch >= 0 ? tap + ch * c_pad : zero__p);
+                p[r] = (const FL_KI(vec) *)(ch >= 0 ? tap + ch * c_pad : zero__p);
             }
             for (int k = 0; k < nv; ++k)
                 for (int r = 0; r < FL_ONEHOT_CELLS; ++r)
@@ -827,12 +995,12 @@ FL_ROWS void FL_K(onehot_tile)(const int32_t *FL_RESTRICT hot__hw, const FL_T *F
     }
 }
 
-FL_ROWS void FL_K(onehot_rows)(const int32_t *FL_RESTRICT hot__nhw, const FL_T *FL_RESTRICT kernel__tp,
+FL_ROWS void FL_KI(onehot_rows)(const int32_t *FL_RESTRICT hot__nhw, const FL_T *FL_RESTRICT kernel__tp,
                                const FL_T *FL_RESTRICT zero__p, const FL_T *FL_RESTRICT bias__o, fl_geometry g,
                                int64_t c_out, int64_t c_pad, FL_T *FL_RESTRICT out__nijo, int64_t row_begin,
                                int64_t row_end)
 {
-    const int64_t lanes = (int64_t)(sizeof(FL_K(vec)) / sizeof(FL_T)), width = FL_VEC_BLOCK * lanes;
+    const int64_t lanes = (int64_t)(sizeof(FL_KI(vec)) / sizeof(FL_T)), width = FL_VEC_BLOCK * lanes;
     for (int64_t q = row_begin; q < row_end; ++q) {
         const int64_t n = q / g.h_out, i = q % g.h_out;
         const int32_t *hot = hot__nhw + n * g.h * g.w;
@@ -843,10 +1011,10 @@ FL_ROWS void FL_K(onehot_rows)(const int32_t *FL_RESTRICT hot__nhw, const FL_T *
             for (int64_t j0 = 0; j0 < g.w_out; j0 += FL_ONEHOT_CELLS) {
                 const int64_t cells = g.w_out - j0 < FL_ONEHOT_CELLS ? g.w_out - j0 : FL_ONEHOT_CELLS;
                 if (nv == FL_VEC_BLOCK)  // constant: the loops over vectors and cells unroll
-                    FL_K(onehot_tile)(hot, kernel__tp, zero__p, bias__o, g, i, j0, cells, col0, c_out, c_pad,
+                    FL_KI(onehot_tile)(hot, kernel__tp, zero__p, bias__o, g, i, j0, cells, col0, c_out, c_pad,
                                       FL_VEC_BLOCK, out);
                 else
-                    FL_K(onehot_tile)(hot, kernel__tp, zero__p, bias__o, g, i, j0, cells, col0, c_out, c_pad,
+                    FL_KI(onehot_tile)(hot, kernel__tp, zero__p, bias__o, g, i, j0, cells, col0, c_out, c_pad,
                                       nv, out);
             }
         }
@@ -860,7 +1028,7 @@ FL_ISA_VARIANTS(onehot_rows,
                 (hot__nhw, kernel__tp, zero__p, bias__o, g, c_out, c_pad, out__nijo, row_begin, row_end))
 
 // isa: an FL_ISA_* code, the highest variant to use (FL_ISA_AUTO: the best the CPU has).
-FL_KERNEL void FL_K(conv_onehot)(const int32_t *FL_RESTRICT hot__nhw,   // IN
+FL_KERNEL void FL_K(conv_forward_onehot)(const int32_t *FL_RESTRICT hot__nhw,   // IN
                                  const FL_T *FL_RESTRICT kernel__tp,    // IN
                                  const FL_T *FL_RESTRICT zero__p,       // IN
                                  const FL_T *FL_RESTRICT bias__o,       // IN (or NULL)
@@ -890,11 +1058,11 @@ FL_KERNEL void FL_K(max_pool_forward)(const FL_T *FL_RESTRICT x__nhwc,   // IN
         const int64_t n = q / g.h_out, i = q % g.h_out;
         const FL_T *xn = x__nhwc + n * g.h * g.w * c;
         long long a_lo, a_hi;
-        fl_tap_range(i * g.sh - g.pt, g.dh, g.kh, g.h, &a_lo, &a_hi);
+        fli_tap_range(i * g.sh - g.pt, g.dh, g.kh, g.h, &a_lo, &a_hi);
         for (int64_t j = 0; j < g.w_out; ++j) {
             FL_T *out = out__nijc + (q * g.w_out + j) * c;
             long long b_lo, b_hi;
-            fl_tap_range(j * g.sw - g.pl, g.dw, g.kw, g.w, &b_lo, &b_hi);
+            fli_tap_range(j * g.sw - g.pl, g.dw, g.kw, g.w, &b_lo, &b_hi);
             for (int64_t ch = 0; ch < c; ++ch)
                 out[ch] = (FL_T)(-INFINITY);
             for (int64_t a = a_lo; a < a_hi; ++a) {
@@ -918,11 +1086,11 @@ FL_KERNEL void FL_K(avg_pool_forward)(const FL_T *FL_RESTRICT x__nhwc,   // IN
         const int64_t n = q / g.h_out, i = q % g.h_out;
         const FL_T *xn = x__nhwc + n * g.h * g.w * c;
         long long a_lo, a_hi;
-        fl_tap_range(i * g.sh - g.pt, g.dh, g.kh, g.h, &a_lo, &a_hi);
+        fli_tap_range(i * g.sh - g.pt, g.dh, g.kh, g.h, &a_lo, &a_hi);
         for (int64_t j = 0; j < g.w_out; ++j) {
             FL_T *out = out__nijc + (q * g.w_out + j) * c;
             long long b_lo, b_hi;
-            fl_tap_range(j * g.sw - g.pl, g.dw, g.kw, g.w, &b_lo, &b_hi);
+            fli_tap_range(j * g.sw - g.pl, g.dw, g.kw, g.w, &b_lo, &b_hi);
             for (int64_t ch = 0; ch < c; ++ch)
                 out[ch] = (FL_T)0;
             for (int64_t a = a_lo; a < a_hi; ++a) {
@@ -966,7 +1134,7 @@ FL_KERNEL void FL_K(avg_pool_backward)(const FL_T *FL_RESTRICT m_out__pijc,   //
                     continue;
                 const int64_t i = ti / g.sh;
                 long long a_lo, a_hi;
-                fl_tap_range(i * g.sh - g.pt, g.dh, g.kh, g.h, &a_lo, &a_hi);
+                fli_tap_range(i * g.sh - g.pt, g.dh, g.kh, g.h, &a_lo, &a_hi);
                 for (int64_t b = 0; b < g.kw; ++b) {
                     const int64_t tj = s + g.pl - b * g.dw;
                     if (tj < 0)
@@ -975,7 +1143,7 @@ FL_KERNEL void FL_K(avg_pool_backward)(const FL_T *FL_RESTRICT m_out__pijc,   //
                         continue;
                     const int64_t j = tj / g.sw;
                     long long b_lo, b_hi;
-                    fl_tap_range(j * g.sw - g.pl, g.dw, g.kw, g.w, &b_lo, &b_hi);
+                    fli_tap_range(j * g.sw - g.pl, g.dw, g.kw, g.w, &b_lo, &b_hi);
                     const FL_T count = (FL_T)((a_hi - a_lo) * (b_hi - b_lo));
                     const FL_T *src = mp + (i * g.w_out + j) * c;
                     for (int64_t ch = 0; ch < c; ++ch)
@@ -991,7 +1159,7 @@ FL_KERNEL void FL_K(avg_pool_backward)(const FL_T *FL_RESTRICT m_out__pijc,   //
 // Cell A = first arg-max of the window in x, cell B = first arg-max in ref (row-major order).
 //   exact == 0 (gradient mode): m_in[A] += m.
 //   exact != 0: A == B gets m; otherwise A gets lambda*m and B gets (1 - lambda)*m with
-//   lambda = fl_max_pool_lambda(x[A], x[B], ref[A], ref[B]); contributions then sum to
+//   lambda = fl_max_pool_backward_lambda(x[A], x[B], ref[A], ref[B]); contributions then sum to
 //   x[A] - ref[B] for any reference.
 // Windows are visited in reverse row-major order (i, j descending). For any input cell that is
 // the order of increasing tap (a, b), the order in which ops.py's col2im adds the windows'
@@ -1007,7 +1175,7 @@ FL_KERNEL void FL_K(avg_pool_backward)(const FL_T *FL_RESTRICT m_out__pijc,   //
 
 // Offset of tap t (row-major over the valid taps [a_lo, ..) x [b_lo, b_lo + nb)) of the window
 // at (r0, s0), channel 0.
-FL_ROWS int64_t FL_K(tap_offset)(fl_geometry g, int64_t r0, int64_t s0, long long a_lo, long long b_lo,
+FL_ROWS int64_t FL_KI(tap_offset)(fl_geometry g, int64_t r0, int64_t s0, long long a_lo, long long b_lo,
                                  int64_t nb, int64_t t)
 {
     return ((r0 + (a_lo + t / nb) * g.dh) * g.w + s0 + (b_lo + t % nb) * g.dw) * g.c;
@@ -1015,7 +1183,7 @@ FL_ROWS int64_t FL_K(tap_offset)(fl_geometry g, int64_t r0, int64_t s0, long lon
 
 // argmax_step: one more window cell v (tap number t) into the running maxima of nc channels
 // (later equal values do not replace the first; NaN never does).
-FL_ROWS void FL_K(argmax_step)(const FL_T *FL_RESTRICT v, FL_TI t, int64_t nc,
+FL_ROWS void FL_KI(argmax_step)(const FL_T *FL_RESTRICT v, FL_TI t, int64_t nc,
                                    FL_T *FL_RESTRICT best, FL_TI *FL_RESTRICT tap)
 {
     for (int64_t ch = 0; ch < nc; ++ch) {
@@ -1028,7 +1196,7 @@ FL_ROWS void FL_K(argmax_step)(const FL_T *FL_RESTRICT v, FL_TI t, int64_t nc,
 
 // ends_step: at tap t, x_b takes the example's value where the reference's arg-max is t, and r_a
 // the reference's value where the example's arg-max is t.
-FL_ROWS void FL_K(ends_step)(const FL_T *FL_RESTRICT xv, const FL_T *FL_RESTRICT rv, FL_TI t, int64_t nc,
+FL_ROWS void FL_KI(ends_step)(const FL_T *FL_RESTRICT xv, const FL_T *FL_RESTRICT rv, FL_TI t, int64_t nc,
                                  const FL_TI *FL_RESTRICT tap_a, const FL_TI *FL_RESTRICT tap_b,
                                  FL_T *FL_RESTRICT x_b, FL_T *FL_RESTRICT r_a)
 {
@@ -1040,14 +1208,14 @@ FL_ROWS void FL_K(ends_step)(const FL_T *FL_RESTRICT xv, const FL_T *FL_RESTRICT
 }
 
 // split_shares: cell A's and cell B's shares of m (all of m to A when A == B).
-FL_ROWS void FL_K(split_shares)(int64_t nc, const FL_T *FL_RESTRICT m, const FL_T *FL_RESTRICT x_a,
+FL_ROWS void FL_KI(split_shares)(int64_t nc, const FL_T *FL_RESTRICT m, const FL_T *FL_RESTRICT x_a,
                                     const FL_T *FL_RESTRICT x_b, const FL_T *FL_RESTRICT r_a,
                                     const FL_T *FL_RESTRICT r_b, const FL_TI *FL_RESTRICT tap_a,
                                     const FL_TI *FL_RESTRICT tap_b, FL_T *FL_RESTRICT share_a,
                                     FL_T *FL_RESTRICT share_b)
 {
     for (int64_t ch = 0; ch < nc; ++ch) {
-        const FL_T lam = FL_M(max_pool_lambda)(x_a[ch], x_b[ch], r_a[ch], r_b[ch]);
+        const FL_T lam = FL_M(max_pool_backward_lambda)(x_a[ch], x_b[ch], r_a[ch], r_b[ch]);
         const FL_T mv = m[ch];
         const int same = tap_a[ch] == tap_b[ch];
         share_a[ch] = same ? mv : lam * mv;
@@ -1056,7 +1224,7 @@ FL_ROWS void FL_K(split_shares)(int64_t nc, const FL_T *FL_RESTRICT m, const FL_
 }
 
 // route_step / route2_step: tap t's cell adds the share of each arg-max it is.
-FL_ROWS void FL_K(route_step)(FL_T *FL_RESTRICT out, FL_TI t, int64_t nc, const FL_TI *FL_RESTRICT tap_a,
+FL_ROWS void FL_KI(route_step)(FL_T *FL_RESTRICT out, FL_TI t, int64_t nc, const FL_TI *FL_RESTRICT tap_a,
                                   const FL_T *FL_RESTRICT share_a)
 {
     for (int64_t ch = 0; ch < nc; ++ch) {
@@ -1065,7 +1233,7 @@ FL_ROWS void FL_K(route_step)(FL_T *FL_RESTRICT out, FL_TI t, int64_t nc, const 
     }
 }
 
-FL_ROWS void FL_K(route2_step)(FL_T *FL_RESTRICT out, FL_TI t, int64_t nc, const FL_TI *FL_RESTRICT tap_a,
+FL_ROWS void FL_KI(route2_step)(FL_T *FL_RESTRICT out, FL_TI t, int64_t nc, const FL_TI *FL_RESTRICT tap_a,
                                    const FL_TI *FL_RESTRICT tap_b, const FL_T *FL_RESTRICT share_a,
                                    const FL_T *FL_RESTRICT share_b)
 {
@@ -1077,21 +1245,21 @@ FL_ROWS void FL_K(route2_step)(FL_T *FL_RESTRICT out, FL_TI t, int64_t nc, const
 
 // window_argmax: best[ch] = the maximum of channel c0 + ch over the window's n_taps valid cells
 // and tap[ch] the number of its first cell (src: one NHWC row).
-FL_ROWS void FL_K(window_argmax)(const FL_T *FL_RESTRICT src, fl_geometry g, int64_t r0, int64_t s0,
+FL_ROWS void FL_KI(window_argmax)(const FL_T *FL_RESTRICT src, fl_geometry g, int64_t r0, int64_t s0,
                                  long long a_lo, long long b_lo, int64_t nb, int64_t n_taps, int64_t c0,
                                  int64_t nc, FL_T *FL_RESTRICT best, FL_TI *FL_RESTRICT tap)
 {
-    const FL_T *first = src + FL_K(tap_offset)(g, r0, s0, a_lo, b_lo, nb, 0) + c0;
+    const FL_T *first = src + FL_KI(tap_offset)(g, r0, s0, a_lo, b_lo, nb, 0) + c0;
     for (int64_t ch = 0; ch < nc; ++ch) {
         best[ch] = first[ch];
         tap[ch] = 0;
     }
     for (int64_t t = 1; t < n_taps; ++t)
-        FL_K(argmax_step)(src + FL_K(tap_offset)(g, r0, s0, a_lo, b_lo, nb, t) + c0, (FL_TI)t, nc, best, tap);
+        FL_KI(argmax_step)(src + FL_KI(tap_offset)(g, r0, s0, a_lo, b_lo, nb, t) + c0, (FL_TI)t, nc, best, tap);
 }
 
 // One pair's m_in row (see above); inlined into one function per ISA variant.
-FL_ROWS void FL_K(max_pool_backward_pair)(const FL_T *FL_RESTRICT mp, const FL_T *FL_RESTRICT xp,
+FL_ROWS void FL_KI(max_pool_backward_pair)(const FL_T *FL_RESTRICT mp, const FL_T *FL_RESTRICT xp,
                                           const FL_T *FL_RESTRICT rp, fl_geometry g, int exact,
                                           FL_T *FL_RESTRICT out)
 {
@@ -1103,12 +1271,12 @@ FL_ROWS void FL_K(max_pool_backward_pair)(const FL_T *FL_RESTRICT mp, const FL_T
         out[u] = (FL_T)0;
     for (int64_t i = g.h_out - 1; i >= 0; --i) {
         long long a_lo, a_hi;
-        fl_tap_range(i * g.sh - g.pt, g.dh, g.kh, g.h, &a_lo, &a_hi);
+        fli_tap_range(i * g.sh - g.pt, g.dh, g.kh, g.h, &a_lo, &a_hi);
         if (a_lo >= a_hi)
             continue;
         for (int64_t j = g.w_out - 1; j >= 0; --j) {
             long long b_lo, b_hi;
-            fl_tap_range(j * g.sw - g.pl, g.dw, g.kw, g.w, &b_lo, &b_hi);
+            fli_tap_range(j * g.sw - g.pl, g.dw, g.kw, g.w, &b_lo, &b_hi);
             if (b_lo >= b_hi)
                 continue;
             const FL_T *m = mp + (i * g.w_out + j) * c;
@@ -1116,21 +1284,21 @@ FL_ROWS void FL_K(max_pool_backward_pair)(const FL_T *FL_RESTRICT mp, const FL_T
             const int64_t nb = b_hi - b_lo, n_taps = (a_hi - a_lo) * nb;
             for (int64_t c0 = 0; c0 < c; c0 += FL_CBLOCK) {
                 const int64_t nc = c - c0 < FL_CBLOCK ? c - c0 : FL_CBLOCK;
-                FL_K(window_argmax)(xp, g, r0, s0, a_lo, b_lo, nb, n_taps, c0, nc, best_x, tap_x);
+                FL_KI(window_argmax)(xp, g, r0, s0, a_lo, b_lo, nb, n_taps, c0, nc, best_x, tap_x);
                 if (!exact) {
                     for (int64_t t = 0; t < n_taps; ++t)
-                        FL_K(route_step)(out + FL_K(tap_offset)(g, r0, s0, a_lo, b_lo, nb, t) + c0,
+                        FL_KI(route_step)(out + FL_KI(tap_offset)(g, r0, s0, a_lo, b_lo, nb, t) + c0,
                                          (FL_TI)t, nc, tap_x, m + c0);
                     continue;
                 }
-                FL_K(window_argmax)(rp, g, r0, s0, a_lo, b_lo, nb, n_taps, c0, nc, best_r, tap_r);
+                FL_KI(window_argmax)(rp, g, r0, s0, a_lo, b_lo, nb, n_taps, c0, nc, best_r, tap_r);
                 for (int64_t t = 0; t < n_taps; ++t) {
-                    const int64_t off = FL_K(tap_offset)(g, r0, s0, a_lo, b_lo, nb, t) + c0;
-                    FL_K(ends_step)(xp + off, rp + off, (FL_TI)t, nc, tap_x, tap_r, x_b, r_a);
+                    const int64_t off = FL_KI(tap_offset)(g, r0, s0, a_lo, b_lo, nb, t) + c0;
+                    FL_KI(ends_step)(xp + off, rp + off, (FL_TI)t, nc, tap_x, tap_r, x_b, r_a);
                 }
-                FL_K(split_shares)(nc, m + c0, best_x, x_b, r_a, best_r, tap_x, tap_r, share_a, share_b);
+                FL_KI(split_shares)(nc, m + c0, best_x, x_b, r_a, best_r, tap_x, tap_r, share_a, share_b);
                 for (int64_t t = 0; t < n_taps; ++t)
-                    FL_K(route2_step)(out + FL_K(tap_offset)(g, r0, s0, a_lo, b_lo, nb, t) + c0,
+                    FL_KI(route2_step)(out + FL_KI(tap_offset)(g, r0, s0, a_lo, b_lo, nb, t) + c0,
                                       (FL_TI)t, nc, tap_x, tap_r, share_a, share_b);
             }
         }

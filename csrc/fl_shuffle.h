@@ -47,33 +47,33 @@
 #define FL_SHUFFLE_MAX_VERTICES (1 << 22)
 
 // ------------------------------------------------------------------------ random numbers
-static inline uint64_t fl_mix64(uint64_t z) {
+static inline uint64_t fli_mix64(uint64_t z) {
     // splitmix64's output function (Stafford variant 13): a bijective avalanche mix.
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
     return z ^ (z >> 31);
 }
 
-static inline uint64_t fl_rng_next(uint64_t *state) {
+static inline uint64_t fli_rng_next(uint64_t *state) {
     *state += 0x9E3779B97F4A7C15ULL;  // golden-ratio Weyl increment
-    return fl_mix64(*state);
+    return fli_mix64(*state);
 }
 
 // Initial state of the stream of (seed, seq_index, shuffle_index, kmer).
-static inline uint64_t fl_shuffle_stream(uint64_t seed, int64_t seq_index, int64_t shuffle_index,
+static inline uint64_t fli_shuffle_stream(uint64_t seed, int64_t seq_index, int64_t shuffle_index,
                                          int kmer) {
-    uint64_t s = fl_mix64(seed + 0x243F6A8885A308D3ULL);
-    s = fl_mix64(s ^ ((uint64_t)seq_index + 0x13198A2E03707344ULL));
-    s = fl_mix64(s ^ ((uint64_t)shuffle_index + 0xA4093822299F31D0ULL));
-    return fl_mix64(s ^ ((uint64_t)kmer + 0x082EFA98EC4E6C89ULL));
+    uint64_t s = fli_mix64(seed + 0x243F6A8885A308D3ULL);
+    s = fli_mix64(s ^ ((uint64_t)seq_index + 0x13198A2E03707344ULL));
+    s = fli_mix64(s ^ ((uint64_t)shuffle_index + 0xA4093822299F31D0ULL));
+    return fli_mix64(s ^ ((uint64_t)kmer + 0x082EFA98EC4E6C89ULL));
 }
 
 // Uniform integer in [0, n), n >= 1, by rejection (the top 2^64 mod n values are redrawn).
-static inline uint64_t fl_rng_below(uint64_t *state, uint64_t n) {
+static inline uint64_t fli_rng_below(uint64_t *state, uint64_t n) {
     uint64_t threshold = (0 - n) % n;  // = 2^64 mod n
     uint64_t r;
     do {
-        r = fl_rng_next(state);
+        r = fli_rng_next(state);
     } while (r < threshold);
     return r % n;
 }
@@ -104,13 +104,13 @@ static inline int64_t fl_shuffle_n_vertices(int64_t n_symbols, int kmer) {
 }
 
 // Plain shuffle: a uniform permutation of all positions (Fisher-Yates from the end).
-static inline void fl_plain_shuffle(const uint8_t *tok__l, int64_t length, uint64_t *rng,
+static inline void fli_plain_shuffle(const uint8_t *tok__l, int64_t length, uint64_t *rng,
                                     uint8_t *out__l) {
     int64_t i, j;
     uint8_t t;
     memcpy(out__l, tok__l, (size_t)length);
     for (i = length - 1; i > 0; i--) {
-        j = (int64_t)fl_rng_below(rng, (uint64_t)i + 1);
+        j = (int64_t)fli_rng_below(rng, (uint64_t)i + 1);
         t = out__l[i];
         out__l[i] = out__l[j];
         out__l[j] = t;
@@ -119,7 +119,7 @@ static inline void fl_plain_shuffle(const uint8_t *tok__l, int64_t length, uint6
 
 // k-let preserving shuffle (kmer >= 2); see the header comment for the algorithm.
 // work: fl_shuffle_workspace_size(length, n_symbols, kmer) int64_t entries.
-static inline void fl_klet_shuffle(const uint8_t *tok__l, int64_t length, int64_t n_symbols,
+static inline void fli_klet_shuffle(const uint8_t *tok__l, int64_t length, int64_t n_symbols,
                                    int kmer, uint64_t *rng, uint8_t *out__l, int64_t *work) {
     int64_t n_vertices = fl_shuffle_n_vertices(n_symbols, kmer);
     int64_t n_pos = length - kmer + 2;      // vertices along the sequence: v_0 .. v_{n_pos-1}
@@ -170,7 +170,7 @@ static inline void fl_klet_shuffle(const uint8_t *tok__l, int64_t length, int64_
             continue;                        // already permuted
         c = count[v] - 1;
         for (j = c - 1; j > 0; j--) {
-            int64_t r = (int64_t)fl_rng_below(rng, (uint64_t)j + 1);
+            int64_t r = (int64_t)fli_rng_below(rng, (uint64_t)j + 1);
             t = succ[start[v] + j];
             succ[start[v] + j] = succ[start[v] + r];
             succ[start[v] + r] = t;
@@ -196,15 +196,15 @@ static inline void fl_klet_shuffle(const uint8_t *tok__l, int64_t length, int64_
 static inline void fl_kmer_shuffle(const uint8_t *tok__l, int64_t length, int64_t n_symbols, int kmer,
                                    uint64_t seed, int64_t seq_index, int64_t shuffle_index,
                                    uint8_t *out__l, int64_t *work) {
-    uint64_t rng = fl_shuffle_stream(seed, seq_index, shuffle_index, kmer);
+    uint64_t rng = fli_shuffle_stream(seed, seq_index, shuffle_index, kmer);
     if (length <= 0)
         return;
     if (kmer <= 1) {
-        fl_plain_shuffle(tok__l, length, &rng, out__l);
+        fli_plain_shuffle(tok__l, length, &rng, out__l);
     } else if (length <= kmer) {
         memcpy(out__l, tok__l, (size_t)length);
     } else {
-        fl_klet_shuffle(tok__l, length, n_symbols, kmer, &rng, out__l, work);
+        fli_klet_shuffle(tok__l, length, n_symbols, kmer, &rng, out__l, work);
     }
 }
 

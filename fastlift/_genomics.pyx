@@ -8,7 +8,7 @@ Three layers, as in ``backends/_cpu.pyx``:
 
 1. ``csrc/fl_shuffle.h``: the PRNG (splitmix64 streams keyed by seed, sequence index, shuffle
    index and k) and the per-sequence kernels (plain shuffle, k-let preserving shuffle). Header
-   only, callable from C.
+   only, part of fastlift's C API (``csrc/fastlift.h``; declared in ``fastlift_capi.pxd``).
 2. This module: converts one-hot rows to tokens (channel of the 1, or ``n_channels`` for an
    all-zero row), validates them, and runs one kernel call per (sequence, shuffle) task under
    ``prange`` with a per-thread workspace. Every task writes its own output row from its own
@@ -23,15 +23,10 @@ the output has the input's dtype.
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 
-import numpy as np
+from fastlift_capi cimport (FL_SHUFFLE_MAX_VERTICES, fl_kmer_shuffle, fl_shuffle_n_vertices,
+                            fl_shuffle_workspace_size)
 
-cdef extern from "fl_shuffle.h" nogil:
-    int64_t FL_SHUFFLE_MAX_VERTICES
-    int64_t fl_shuffle_workspace_size(int64_t length, int64_t n_symbols, int kmer)
-    int64_t fl_shuffle_n_vertices(int64_t n_symbols, int kmer)
-    void fl_kmer_shuffle(const uint8_t *tok__l, int64_t length, int64_t n_symbols, int kmer,
-                         uint64_t seed, int64_t seq_index, int64_t shuffle_index,
-                         uint8_t *out__l, int64_t *work)
+import numpy as np
 
 ctypedef fused onehot_t:
     uint8_t

@@ -38,6 +38,21 @@ def dtype_arg(dtype):
     return dt
 
 
+#: GEMM precisions of ``precision=``: "float32" (full FP32) or "tf32" (CUDA tensor cores).
+PRECISIONS = ("float32", "tf32")
+
+
+def precision_arg(precision, dtype) -> str:
+    """``precision`` checked against the compute ``dtype`` (a numpy dtype): "float32", or "tf32"
+    with float32 (TF32 rounds float32 GEMM inputs; the device is checked by `get_ops`)."""
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise ValueError(f"precision must be 'float32' or 'tf32'; got {precision!r}")
+    if precision == "tf32" and np.dtype(dtype) != np.float32:
+        raise ValueError(f"precision='tf32' rounds the inputs of float32 GEMMs; it does not apply to "
+                         f"dtype={np.dtype(dtype).name!r} (use dtype='float32', or precision='float32')")
+    return precision
+
+
 def batch_size_arg(batch_size, default: int) -> int:
     if batch_size is None:
         return default

@@ -3,7 +3,9 @@
 ``fastlift demo`` runs the whole genomics flow on the bundled trained model and reports how
 well each attribution method recovers the planted motifs. ``fastlift explain`` scores the
 regions of a genome (FASTA + BED/narrowPeak) or a one-hot array file with DeepLIFT and
-shuffled references into HDF5 score files that modisco-lite reads, resumably.
+shuffled references into HDF5 score files that modisco-lite reads, resumably: in one process,
+as one shard of several (``--shard``, joined by ``fastlift merge``), or on a Dask cluster
+(``--workers``, ``--scheduler``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,17 @@ def _positive_int(text):
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
     return value
+
+
+def _shard(text):
+    index, sep, count = text.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        i = n = -1
+    if not sep or not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"expected I/N with 0 <= I < N (e.g. 0/4 ... 3/4); got {text!r}")
+    return i, n
 
 
 def _batch_size(text):
@@ -47,17 +60,26 @@ Output (one file per target; with several targets, OUT gets .NAME before its ext
   or input_row (--input runs), and the run's parameters as JSON in the 'params' attribute.
   modisco-lite reads it directly:  modisco motifs -i OUT -n 50000 -w 400
 
+Scaling out (the output is byte-identical to one process):
+  --shard I/N     score the I-th of N contiguous parts into OUT.part-0000I-of-0000N.h5 (one
+                  command per machine), then: fastlift merge OUT.part-*.h5 --out OUT
+  --workers N     a local Dask cluster of N worker processes (pip install fastlift[dask])
+  --scheduler A   a running Dask cluster (workers must see the inputs and OUT's folder)
+
 examples:
   fastlift explain model.h5 --fasta hg38.fa --bed peaks.narrowPeak --width 2114 \\
       --target profile@profile,0@logcounts --refs dinuc:20 --out scores.h5
   fastlift explain demo --input onehot.npz --target profile --out demo_scores.h5
+  fastlift explain model.h5 --fasta hg38.fa --bed peaks.bed --target profile --out s.h5 --workers 8
 """
 
 TARGET_HELP = """\
 what to explain (needed when the target layer has more than one unit; a one-unit layer
 defaults to 0): an output unit index ("3"), "profile" (softmax-weighted,
-mean-normalised logits of a profile head, BPNet/ChromBPNet style), "sum" (sum of the
-units, e.g. both strands of a counts head), "all" (every unit, one file each; above
+mean-normalised logits of a profile head, the formula as written), "profile_chrombpnet"
+or "profile_bpnetlite" (the numbers ChromBPNet/BPNet's shap path or bpnet-lite/
+tangermeme give for a profile head), "sum" (sum of the units, e.g. both strands of a
+counts head), "all" (every unit, one file each; above
 16 units only with --allow-many-targets), or a
 comma-separated list of these, all computed in one pass. Append "@LAYER" to an item to
 take it from another layer (head): "profile@profile,0@counts". Without "@", items use
@@ -127,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "only on (seed, i, k) (default 0)")
     how.add_argument("--max-pool", default="exact", choices=["exact", "gradient"],
                      help="max-pooling rule (default exact: summation-to-delta holds)")
+    how.add_argument("--precision", default="float32", choices=["float32", "tf32"],
+                     help="GEMM precision: tf32 runs the GPU's GEMMs on TF32 tensor cores (opt-in; --device "
+                          "cuda; recorded, and --resume refuses a change)")
+    how.add_argument("--reverse-complement", action="store_true",
+                     help="average each region's scores with those of its reverse complement (the same references "
+                          "reverse-complemented; a unit target on a two-strand layer takes the other strand)")
     run = ex.add_argument_group("run")
     run.add_argument("--out", required=True, help="output score file (HDF5), e.g. scores.h5")
     run.add_argument("--resume", action="store_true", help="continue an interrupted run of the same command; "
@@ -149,6 +177,31 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--bigwig", help="also write per-base projected scores (summed over the bases) as a bigWig "
                                       "(needs pyBigWig; FASTA+BED runs)")
     run.add_argument("--quiet", action="store_true", help="no progress bar or messages on stderr")
+    scale = ex.add_argument_group("scaling out (one scan over many processes or machines)")
+    scale.add_argument("--shard", type=_shard, metavar="I/N",
+                       help="score only the I-th of N contiguous parts of the regions (0 <= I < N) into "
+                            "OUT.part-I-of-N.h5, a complete resumable file; join the N parts with fastlift merge")
+    scale.add_argument("--workers", type=_positive_int, metavar="N",
+                       help="score on a local Dask cluster of N worker processes, each with --threads engine "
+                            "threads (default: the cores shared out), then merge; needs pip install fastlift[dask]")
+    scale.add_argument("--scheduler", metavar="ADDRESS",
+                       help="score on a running Dask cluster (e.g. tcp://10.0.0.1:8786) whose workers see the inputs "
+                            "and OUT's folder at the same paths; --threads: engine threads per task")
+    scale.add_argument("--task-size", type=_positive_int, metavar="REGIONS",
+                       help="regions per Dask task (default: about 8 tasks per worker); the output does not "
+                            "depend on it")
+
+    merge = sub.add_parser("merge", help="join the shard files of one scan (--shard) into its score file(s)",
+                           description="Join the part files written by fastlift explain --shard I/N (every I of one "
+                                       "run) into the file(s) one process would have written, byte for byte. "
+                                       "Refuses parts of different runs, a missing or repeated shard and "
+                                       "incomplete parts (finish those with --resume first).")
+    merge.add_argument("parts", nargs="+", metavar="PART", help="shard files, e.g. scores.part-*.h5")
+    merge.add_argument("--out", required=True, help="the merged score file (the --out of the explain runs)")
+    merge.add_argument("--overwrite", action="store_true", help="replace existing merged files")
+    merge.add_argument("--compress", action="store_true", help="then rewrite the merged files gzip-compressed "
+                                                               "(as explain --compress)")
+    merge.add_argument("--quiet", action="store_true", help="no messages on stderr")
     from .report import add_parser as add_report_parser
 
     add_report_parser(sub)
@@ -162,6 +215,8 @@ def _parse_target(text, target_layer, model, allow_many=False):
     head, several tasks) is an error asking which. ``all`` over more than `MAX_ALL_TARGETS` units
     needs ``allow_many`` (--allow-many-targets): it writes one file per unit.
     """
+    from .targets import PRESETS
+
     default_layer = target_layer or model.default_target().name
     if text is None:
         node = model.get_node(default_layer)
@@ -175,7 +230,7 @@ def _parse_target(text, target_layer, model, allow_many=False):
         raise ValueError(f"--target {text!r}: nothing to explain")
 
     def value(spec, layer):
-        if spec in ("profile", "sum"):
+        if spec in PRESETS:
             return [spec]
         if spec == "all":
             size = model.get_node(layer).size
@@ -186,7 +241,8 @@ def _parse_target(text, target_layer, model, allow_many=False):
         try:
             return [int(spec)]
         except ValueError:
-            raise ValueError(f"--target item {spec!r}: expected an index, 'profile', 'sum' or 'all'") from None
+            raise ValueError(f"--target item {spec!r}: expected an index, "
+                             f"{', '.join(repr(p) for p in PRESETS)} or 'all'") from None
 
     if any("@" in t for t in items):
         targets, layers = [], []
@@ -214,12 +270,24 @@ def _explain(args, parser) -> int:
         parser.error("explain: give --fasta and --bed (or --input)")
     if args.resume and args.overwrite:
         parser.error("explain: --resume and --overwrite exclude each other")
+    if args.shard and (args.workers or args.scheduler):
+        parser.error("explain: --shard scores one part here; --workers/--scheduler make and merge the parts "
+                     "themselves: give one or the other")
+    if args.workers and args.scheduler:
+        parser.error("explain: --workers starts a local cluster, --scheduler uses a running one: give one")
+    if args.task_size and not (args.workers or args.scheduler):
+        parser.error("explain: --task-size sizes Dask tasks: use it with --workers or --scheduler")
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     source = None
     try:
         _check_threads(args.threads)
         if args.layout and not args.input:
             raise S.ScanError("--layout describes --input arrays; FASTA windows are always read as (L, 4)")
+        if args.shard and (args.bigwig or args.compress):
+            raise S.ScanError("--bigwig and --compress apply to a whole scan: with --shard, pass them to "
+                              "fastlift merge (--compress) or run the bigWig from the merged file")
+        if args.workers or args.scheduler:
+            _need_dask()
         if args.bigwig:  # before the scan, not after hours of it
             if args.input:
                 raise S.ScanError("--bigwig needs genome coordinates: use --fasta and --bed, not --input")
@@ -246,7 +314,8 @@ def _explain(args, parser) -> int:
             if source.n_skipped:
                 say(f"skipping {source.n_skipped} invalid region(s), e.g. " + "; ".join(source.skipped_examples[:3]))
         target, target_layer = _parse_target(args.target, args.target_layer, model, args.allow_many_targets)
-        paths = S.output_paths(args.out, S.target_names(model, target, target_layer))
+        out = S.shard_path(args.out, *args.shard) if args.shard else args.out
+        paths = S.output_paths(out, S.target_names(model, target, target_layer))
         for path in paths:
             S.check_output_path(path)
         with lock_outputs(paths):  # the scan, the bigWig and the compression: no second writer meanwhile
@@ -262,18 +331,35 @@ def _explain(args, parser) -> int:
             source.close()
 
 
-def _scan_and_finish(args, model, source, target, target_layer, width, say) -> int:
-    """Run the scan, print its summary, then the optional bigWig and compression."""
-    from . import scan as S
-    from .io.scores import compress_score_file, write_bigwig
+def _scan_keywords(args, target, target_layer) -> dict:
+    """The keywords of `fastlift.scan.scan` that the explain options give."""
+    return {"references": args.refs, "rule": args.rule, "target": target, "target_layer": target_layer,
+            "seed": args.seed, "hypothetical": args.hypothetical, "batch_size": args.batch_size,
+            "chunk_size": args.chunk_size, "score_dtype": args.score_dtype, "dtype": args.dtype,
+            "device": args.device, "n_threads": args.threads, "max_pool": args.max_pool,
+            "precision": args.precision, "reverse_complement": args.reverse_complement, "resume": args.resume,
+            "overwrite": args.overwrite, "progress": not args.quiet}
 
-    res = S.scan(model, source, args.out, references=args.refs, rule=args.rule, target=target,
-                 target_layer=target_layer, seed=args.seed, hypothetical=args.hypothetical,
-                 batch_size=args.batch_size, chunk_size=args.chunk_size, score_dtype=args.score_dtype,
-                 dtype=args.dtype, device=args.device, n_threads=args.threads, max_pool=args.max_pool,
-                 resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, log=say)
+
+def _scan_and_finish(args, model, source, target, target_layer, width, say) -> int:
+    """Run the scan (here, as a shard, or on Dask), print its summary, then the optional bigWig and
+    compression."""
+    from . import scan as S
+
+    keywords = _scan_keywords(args, target, target_layer)
+    if args.workers or args.scheduler:
+        from .distributed import default_threads, local_client
+
+        if args.workers and args.threads is None:
+            keywords["n_threads"] = default_threads(args.workers)
+        with local_client(args.workers, scheduler=args.scheduler) as client:
+            res = S.scan(model, source, args.out, client=client, task_size=args.task_size, log=say, **keywords)
+    else:
+        res = S.scan(model, source, args.out, shard=args.shard, log=say, **keywords)
     rate = f", {res.regions_per_second:.1f} regions/s" if res.n_scored else ""
-    print(f"fastlift explain: {res.n_regions} regions in {', '.join(res.paths)}"
+    part = (f" (shard {res.shard.index}/{res.shard.count}: regions [{res.shard.start}, {res.shard.stop}) of "
+            f"{res.shard.n_regions})" if res.shard else "")
+    print(f"fastlift explain: {res.n_regions} regions in {', '.join(res.paths)}{part}"
           + (f" (resumed at {res.resumed_from})" if res.resumed_from else ""))
     print(f"  scored now: {res.n_scored} in {res.seconds:.1f} s{rate}; max |summation-to-delta| "
           f"{res.max_abs_delta:.2e}")
@@ -281,7 +367,11 @@ def _scan_and_finish(args, model, source, target, target_layer, width, say) -> i
         print(f"  skipped: {res.n_skipped} invalid region(s) (unknown chromosome or window off a chromosome end)")
     if res.n_non_acgt:
         print(f"  non-ACGT letters read as all-zero rows: {res.n_non_acgt} (per region: dataset n_non_acgt)")
+    if res.shard:
+        print(f"  when every shard is done: fastlift merge {_part_glob(args.out)} --out {args.out}")
     if args.bigwig:
+        from .io.scores import write_bigwig
+
         names = S.target_names(model, target, target_layer)
         for path, bw in zip(res.paths, S.output_paths(args.bigwig, names)):
             if not args.quiet:
@@ -289,14 +379,43 @@ def _scan_and_finish(args, model, source, target, target_layer, width, say) -> i
             n = write_bigwig(path, bw, source.fasta.lengths)
             print(f"  bigWig: {bw} ({n} bases)")
     if args.compress:
-        for path in res.paths:
-            before = os.path.getsize(path)
-            if not args.quiet:
-                print(f"compressing {path} ({before / 1e6:.1f} MB) ...", file=sys.stderr, flush=True)
-            compress_score_file(path)
-            print(f"  compressed {path}: {before / 1e6:.1f} -> {os.path.getsize(path) / 1e6:.1f} MB")
-    if args.hypothetical:
+        _compress(res.paths, args.quiet)
+    if args.hypothetical and not res.shard:
         print(f"  modisco-lite: modisco motifs -i {res.paths[0]} -n 50000 -w {min(400, width)}")
+    return 0
+
+
+def _compress(paths, quiet):
+    from .io.scores import compress_score_file
+
+    for path in paths:
+        before = os.path.getsize(path)
+        if not quiet:
+            print(f"compressing {path} ({before / 1e6:.1f} MB) ...", file=sys.stderr, flush=True)
+        compress_score_file(path)
+        print(f"  compressed {path}: {before / 1e6:.1f} -> {os.path.getsize(path) / 1e6:.1f} MB")
+
+
+def _part_glob(out):
+    """The shell pattern of ``out``'s shard files."""
+    stem, ext = os.path.splitext(out)
+    return f"{stem}.part-*{ext or '.h5'}"
+
+
+def _merge(args) -> int:
+    from . import scan as S
+
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    try:
+        paths = S.merge(args.parts, args.out, overwrite=args.overwrite, log=say)
+        print(f"fastlift merge: {len(args.parts)} part file(s) -> {', '.join(paths)}")
+        if args.compress:
+            _compress(paths, args.quiet)
+    except KeyboardInterrupt:
+        print("\nfastlift merge: interrupted; nothing was written at --out", file=sys.stderr)
+        return 130
+    except _user_errors() as e:
+        return _report("merge", e)
     return 0
 
 
@@ -361,6 +480,14 @@ def _check_threads(n):
                          f"got {n}")
 
 
+def _need_dask():
+    try:
+        import distributed  # noqa: F401 - only its presence is checked here
+    except ImportError:
+        raise ImportError("--workers and --scheduler run on Dask: pip install 'fastlift[dask]' (or drop them, "
+                          "or use --shard)") from None
+
+
 def _need_pybigwig():
     try:
         import pyBigWig  # noqa: F401 - only its presence is checked here
@@ -373,6 +500,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command == "explain":
         return _explain(args, parser)
+    if args.command == "merge":
+        return _merge(args)
     if args.command == "report":
         from . import report
 

@@ -16,14 +16,35 @@ or load one from a Keras file with `fastlift.load_model` (issue 3).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import numpy as np
 
 from . import _validate
-from .backends.ops import Act
+from .backends import get_ops
 from .layers.base import Node
-from .layers.conv import _Conv
 from .layers.core import Activation, Dropout, InputLayer, Softmax
-from .layers.merge import Add
+
+
+#: Values of `Model.input_layout`.
+LAYOUTS = ("channels_last", "channels_first")
+
+
+class Step(NamedTuple):
+    """One computation of a forward pass: the arrays of ``outputs`` from those of ``inputs``, by
+    ``run(ops, input_arrays, weights) -> one array per output``. A plain step is one node's
+    ``layer.forward``; a fused step (`fastlift.fuse`) computes one or two nodes from others in one
+    pass, and the nodes it skips are never stored."""
+
+    outputs: tuple
+    inputs: tuple
+    run: Callable
+
+
+def _layer_forward(node):
+    layer = node.layer
+    return lambda ops, xs, weights: (layer.forward(ops, xs, weights(layer)),)
 
 
 class Model:
@@ -35,6 +56,10 @@ class Model:
         The `Input` nodes, in the order `predict` and `deeplift` take arrays.
     outputs : Node or list of Node
     name : str, optional
+    input_layout : {"channels_last", "channels_first"}
+        Where the inputs keep their channels (for DNA, the one-hot axis of size 4): Keras models
+        are ``"channels_last"`` (N, L, 4), PyTorch/ONNX models ``"channels_first"`` (N, 4, L).
+        Hypothetical scores, shuffled and flat references read it (`channel_axis`).
 
     Raises
     ------
@@ -43,19 +68,26 @@ class Model:
         dangling input), a listed input no output depends on, or duplicate node names.
     """
 
-    def __init__(self, inputs, outputs, name: str = "model"):
+    def __init__(self, inputs, outputs, name: str = "model", input_layout: str = "channels_last"):
         self.name = name
+        if input_layout not in LAYOUTS:
+            raise ValueError(f"input_layout must be one of {LAYOUTS}; got {input_layout!r}")
+        self.input_layout = input_layout
         self.inputs = _node_list(inputs, "inputs")
         self.outputs = _node_list(outputs, "outputs")
         for n in self.inputs:
             if not isinstance(n.layer, InputLayer):
                 raise ValueError(f"inputs must be Input nodes; {n.name!r} is a {type(n.layer).__name__}")
         self.nodes = _topological_order(self.outputs)
-        self._order = {node: k for k, node in enumerate(self.nodes)}  # topological position
-        self._readers_of = {node: [] for node in self.nodes}  # the nodes that read each, in order
+        #: The forward program: one step per node, in topological order (`fastlift.fuse` rewrites it).
+        self.plain_steps = tuple(Step((n,), n.inputs, _layer_forward(n)) for n in self.nodes
+                                 if not isinstance(n.layer, InputLayer))
+        #: node -> its topological position; node -> the nodes that read it, in order
+        self.position = {node: k for k, node in enumerate(self.nodes)}
+        self.readers: dict[Node, list[Node]] = {node: [] for node in self.nodes}
         for node in self.nodes:
             for i in node.inputs:
-                self._readers_of[i].append(node)
+                self.readers[i].append(node)
         listed = set(map(id, self.inputs))
         for n in self.nodes:
             if isinstance(n.layer, InputLayer) and id(n) not in listed:
@@ -71,9 +103,15 @@ class Model:
                 raise ValueError(f"two nodes are named {n.name!r}; layer names must be unique")
             self._by_name[n.name] = n
         for n in self.nodes:
-            if isinstance(n.layer, Softmax) and self._readers_of[n]:
+            if isinstance(n.layer, Softmax) and self.readers[n]:
                 raise NotImplementedError(f"softmax {n.name!r} is used by another layer; fastlift supports "
                                           "softmax only as a final layer")
+
+    @property
+    def channel_axis(self) -> int:
+        """The channel (one-hot) axis of a batched input array: -1 for channels-last models,
+        1 for channels-first ones."""
+        return 1 if self.input_layout == "channels_first" else -1
 
     # ----------------------------------------------------------------- lookup
     @property
@@ -123,95 +161,46 @@ class Model:
         -------
         array (n_examples, *output_shape), or a list of them for several outputs.
         """
-        from .backends import get_ops
-
         ops = get_ops(device, n_threads)
         dt = _validate.dtype_arg(dtype)
         xs = _validate.inputs(self, X, "X", dt)
-        n = xs[0].shape[0]
-        bs = _validate.batch_size_arg(batch_size, default=min(max(n, 1), 1024))
-        cache = WeightCache(ops, dt)
-        outs = [[] for _ in self.outputs]
-        with ops.compute_context():
-            for lo in range(0, n, bs):
-                acts = self.forward(ops, [ops.asarray(x[lo:lo + bs], dt) for x in xs], cache)
-                for k, o in enumerate(self.outputs):
-                    outs[k].append(ops.to_numpy(acts[o]))
-        res = [np.concatenate(o) if o else np.zeros((0,) + node.shape, dt) for o, node in zip(outs, self.outputs)]
-        return res[0] if len(res) == 1 else res
+        return forward_in_batches(self, ops, WeightCache(ops, dt), xs, batch_size)
 
-    def forward(self, ops, xs, cache: WeightCache, keep=None, given=None):
+    def forward(self, ops, xs, weights: WeightCache, keep=None, given=None, steps=None):
         """Activations of every node for a batch: {node: (rows, *node.shape)}.
 
-        ``xs`` are device arrays in input order; ``keep`` (a set of nodes) limits which
-        activations are retained: any other node's is dropped as soon as its last consumer
-        has run, so the memory can serve the next layers (None keeps all; the outputs are
-        always kept). With ``keep``, a two-input Add of an Activation that nothing else reads
-        and that is not kept computes ``other + f(z)`` in one pass and the activation is never
-        stored (`_fused_adds`). ``given`` ({node: array}) supplies activations computed
-        elsewhere, which are not recomputed.
+        ``xs`` are device arrays in input order; ``weights`` gives each layer's weights on the
+        device. ``keep`` (a set of nodes) limits which activations are retained: any other node's
+        is dropped as soon as its last reader has run, so the memory can serve the next layers
+        (None keeps all; the outputs are always kept). ``given`` ({node: array}) supplies
+        activations computed elsewhere, which are not recomputed. ``steps`` replaces the plain
+        program (one `Step` per node, `plain_steps`) by a rewritten one (`fastlift.fuse`).
         """
         acts = {node: x for node, x in zip(self.inputs, xs)}
         if given:
             acts.update(given)
+        steps = self.plain_steps if steps is None else steps
+        readers_left = None
         if keep is not None:
             keep = set(keep).union(self.outputs)  # an output read by another layer stays too
-        readers_left = None if keep is None else self._readers()
-        fused = {} if keep is None else self._fused_adds(keep, readers_left, acts)
-        inside = {act: add for add, (act, _) in fused.items()}  # never stored
-        early = {act.inputs[0]: add for add, (act, other) in fused.items()  # the Add in the conv's store
-                 if self._fuses_into_conv(act, other, readers_left, acts)}
-        for node in self.nodes:
-            read = node.inputs
-            if node in acts:
-                pass
-            elif node in early:
-                add = early[node]
-                acts[node], acts[add] = node.layer.forward_residual_relu(ops, acts[node.inputs[0]], acts[fused[add][1]],
-                                                                         cache(node.layer))
-            elif node in inside:
-                if node.inputs[0] not in early:
-                    continue  # its inputs are read when its Add runs
-            elif node in fused:
-                act, other = fused[node]
-                acts[node] = act.layer.forward_added(ops, acts[act.inputs[0]], acts[other], cache(act.layer))
-                read = (*node.inputs, *act.inputs)
-            else:
-                acts[node] = node.layer.forward(ops, [acts[i] for i in node.inputs], cache(node.layer))
+            readers_left = dict.fromkeys(self.nodes, 0)
+            for step in steps:
+                for i in step.inputs:
+                    readers_left[i] += 1
+        for step in steps:
+            if not all(o in acts for o in step.outputs):
+                outs = step.run(ops, [acts[i] for i in step.inputs], weights)
+                acts.update(zip(step.outputs, outs))
             if readers_left is None:
                 continue
-            for i in read:
+            for i in step.inputs:
                 readers_left[i] -= 1
                 if readers_left[i] == 0 and i not in keep:
                     acts.pop(i, None)
+            for o in step.outputs:  # computed alongside another output, read by nothing later
+                if readers_left[o] == 0 and o not in keep:
+                    acts.pop(o, None)
         return acts
-
-    def _fused_adds(self, keep, readers, given) -> dict:
-        """{Add node: (its Activation input, its other input)} where the activation is read
-        by that Add only, is neither kept nor given, and the Add has exactly two inputs."""
-        fused = {}
-        for node in self.nodes:
-            if type(node.layer) is not Add or len(node.inputs) != 2 or node in given:
-                continue
-            for k, act in enumerate(node.inputs):
-                if (isinstance(act.layer, Activation) and readers[act] == 1 and act not in keep
-                        and act not in given):
-                    fused[node] = (act, node.inputs[1 - k])
-                    break
-        return fused
-
-    def _fuses_into_conv(self, act, other, readers, given) -> bool:
-        """Whether a fused Add of ``act`` can run in the store of the convolution ``act`` reads:
-        a ReLU of a channels-last convolution that nothing else reads, and ``other`` computed
-        before that convolution."""
-        z = act.inputs[0]
-        return (type(act.layer) is Activation and act.layer.act == Act.RELU and isinstance(z.layer, _Conv)
-                and z.layer.data_format == "channels_last" and readers[z] == 1 and z not in given
-                and self._order[other] < self._order[z])
-
-    def _readers(self) -> dict:
-        """{node: how many input slots of other nodes read it} (a fresh dict: forward counts down)."""
-        return {node: len(r) for node, r in self._readers_of.items()}
 
     def summary(self, print_fn=None) -> None:
         """Print one line per node: name, class, output shape, inputs (as Keras's ``summary``).
@@ -232,26 +221,24 @@ class Model:
 
 
 class WeightCache:
-    """Layer weights converted to the backend's arrays and dtype, each on first use in a run."""
+    """Layer weights converted to a backend's arrays and dtype, each on first use, kept for as
+    long as the cache: an `Explainer` holds one for its session (device-resident on a GPU)."""
 
     def __init__(self, ops, dtype):
         self.ops, self.dtype = ops, dtype
-        self._cache: dict[int, dict] = {}
+        self._cache: dict = {}  # layer -> _LazyWeights
 
     def __call__(self, layer):
-        key = id(layer)
-        if key not in self._cache:
-            self._cache[key] = _LazyWeights(layer, self.ops, self.dtype)
-        return self._cache[key]
+        weights = self._cache.get(layer)
+        if weights is None:
+            weights = self._cache[layer] = _LazyWeights(layer, self.ops, self.dtype)
+        return weights
 
 
 class _LazyWeights(dict):
     """A layer's weights, each converted on first use: a Dense layer's kernel_pos/kernel_neg are
-    read only by RevealCancel, and converting them every run cost the MLP benchmark 20% of a call.
-
-    Host (numpy) conversions of read-only weights (`layers.base.as_weight`) are also kept on the
-    layer for later runs, checked against the array they came from.
-    """
+    read only by RevealCancel. Conversions are read-only, so a backend may keep what it derives
+    from them (packed or padded kernels) for as long as it lives."""
 
     def __init__(self, layer, ops, dtype):
         super().__init__()
@@ -259,21 +246,12 @@ class _LazyWeights(dict):
 
     def __missing__(self, key):
         src = self._layer.weights[key]
-        host = self._ops.xp is np and isinstance(src, np.ndarray) and not src.flags.writeable
-        memo = self._layer.__dict__.setdefault("_converted", {}) if host else None
-        hit = memo.get((key, self._dtype.str)) if host else None
-        if hit is not None and hit[0] is src:
-            value = hit[1]
+        _validate.fits_dtype(np.asarray(src), self._dtype, f"layer {self._layer.name!r}: weight {key!r}")
+        value = self._ops.asarray(src, self._dtype)
+        if isinstance(value, np.ndarray) and value is not src and value.base is None:
+            value.flags.writeable = False  # a fresh conversion, ours alone: read-only in place
         else:
-            _validate.fits_dtype(np.asarray(src), self._dtype, f"layer {self._layer.name!r}: weight {key!r}")
-            value = self._ops.asarray(src, self._dtype)
-            if isinstance(value, np.ndarray) and value is not src and value.base is None:
-                value.flags.writeable = False  # a fresh conversion, ours alone: read-only in place,
-                # so backends can keep what they derive from it for its lifetime (cpu_ops._derived)
-            else:
-                value = _read_only(value)
-            if host:
-                memo[(key, self._dtype.str)] = (src, value)
+            value = _read_only(value)
         self[key] = value
         return value
 
@@ -282,6 +260,22 @@ class _LazyWeights(dict):
 
     def get(self, key, default=None):
         return self[key] if key in self._layer.weights else default
+
+
+def forward_in_batches(model: Model, ops, weights: WeightCache, xs, batch_size=None):
+    """The model's outputs for validated inputs ``xs`` (host arrays), ``batch_size`` rows at a
+    time (default: all at once, up to 1024): one array per output, or the array of the only one."""
+    n = xs[0].shape[0]
+    bs = _validate.batch_size_arg(batch_size, default=min(max(n, 1), 1024))
+    dt = weights.dtype
+    outs = [[] for _ in model.outputs]
+    with ops.compute_context():
+        for lo in range(0, n, bs):
+            acts = model.forward(ops, [ops.asarray(x[lo:lo + bs], dt) for x in xs], weights)
+            for k, o in enumerate(model.outputs):
+                outs[k].append(ops.to_numpy(acts[o]))
+    res = [np.concatenate(o) if o else np.zeros((0,) + node.shape, dt) for o, node in zip(outs, model.outputs)]
+    return res[0] if len(res) == 1 else res
 
 
 def _read_only(a):

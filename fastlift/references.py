@@ -19,6 +19,11 @@ One rule, no guessing from sizes (DESIGN "Public contract"). For an input X of s
   by every example, forwarded once).
 
 Results are averaged over the K references.
+
+The built-in generators work on one-hot sequences along the model's channel axis
+(`fastlift.Model.channel_axis`): ``(N, L, 4)`` for Keras models, ``(N, 4, L)`` for PyTorch/ONNX
+ones (`ReferenceSpec.for_layout`). A user's callable or generator sees and returns arrays in the
+model's own layout.
 """
 
 from __future__ import annotations
@@ -37,6 +42,11 @@ class ReferenceSpec:
 
     def generate(self, x, rng):  # pragma: no cover - interface
         raise NotImplementedError
+
+    def for_layout(self, channel_axis: int) -> ReferenceSpec:
+        """This generator for inputs whose channels lie on ``channel_axis`` of a batched array
+        (-1 or 1). A user's generator works in the model's layout as it is: itself."""
+        return self
 
 
 class ShuffleReferences(ReferenceSpec):
@@ -59,6 +69,9 @@ class ShuffleReferences(ReferenceSpec):
         """(1, K, *S) shuffles of ``x`` (1, *S), seeded from ``rng``."""
         return self.generate_indexed(x, int(rng.integers(2**63)), 0)
 
+    def for_layout(self, channel_axis):
+        return self if channel_axis == -1 else _ChannelsFirst(self)
+
     def __repr__(self):
         if self.name == "kmer_shuffle":
             return f"kmer_shuffle({self.n_refs}, kmer={self.kmer})"
@@ -76,12 +89,16 @@ class FlatReferences(ReferenceSpec):
         self.background = bg
         self.n_refs = 1
 
-    def shared_rows(self, shape):
-        """(1, *shape): the background broadcast over the example shape (computed once)."""
-        if shape[-1] != self.background.size:
+    def shared_rows(self, shape, channel_axis: int = -1):
+        """(1, *shape): the background broadcast over the example shape (computed once), along
+        ``channel_axis`` of the batched array (-1: last, 1: first after the batch axis)."""
+        c = shape[-1] if channel_axis == -1 else shape[0]
+        if c != self.background.size:
+            where = "last" if channel_axis == -1 else "first"
             raise ValueError(f"flat(background) has {self.background.size} values but the input has "
-                             f"{shape[-1]} channels (last axis of {shape})")
-        return np.broadcast_to(self.background, (1,) + tuple(shape)).copy()
+                             f"{c} channels ({where} axis of {shape})")
+        bg = self.background if channel_axis == -1 else self.background.reshape((-1,) + (1,) * (len(shape) - 1))
+        return np.broadcast_to(bg, (1,) + tuple(shape)).copy()
 
     def generate(self, x, rng):
         return self.shared_rows(x.shape[1:])[None]
@@ -108,6 +125,35 @@ def kmer_shuffle(k: int = 20, kmer: int = 3) -> ShuffleReferences:
 def flat(background=(0.3, 0.2, 0.2, 0.3)) -> FlatReferences:
     """A flat background reference, by default 40% GC over (A, C, G, T), shared by all examples."""
     return FlatReferences(background)
+
+
+class _ChannelsFirst(ReferenceSpec):
+    """A channels-last sequence generator serving (1, C, *positions) inputs: the positions (one
+    axis longer than 1, as in ``(4, L)`` or ``(4, 1, L)``) become a (1, L, C) sequence and back."""
+
+    def __init__(self, spec):
+        self.spec = spec
+
+    @property
+    def n_refs(self):
+        return self.spec.n_refs
+
+    @n_refs.setter
+    def n_refs(self, value):
+        self.spec.n_refs = value
+
+    def generate_indexed(self, x, seed, index):
+        c, spatial = x.shape[1], x.shape[2:]
+        if sum(n > 1 for n in spatial) > 1:
+            raise ValueError(f"references={self.spec!r} shuffles sequences: the input must have one position axis "
+                             f"besides the channels (e.g. (4, L) or (4, 1, L)); got shape {x.shape[1:]}")
+        seq = np.ascontiguousarray(np.moveaxis(x, 1, -1).reshape(1, -1, c))
+        made = self.spec.generate_indexed(seq, seed, index)  # (1, K, L, C)
+        k = made.shape[1]
+        return np.ascontiguousarray(np.moveaxis(made.reshape((1, k) + tuple(spatial) + (c,)), -1, 2))
+
+    def __repr__(self):
+        return repr(self.spec)
 
 
 class CallableReferences(ReferenceSpec):
@@ -153,7 +199,7 @@ def prepare(model, references, xs, what="references") -> list[RefSource]:
     sources = []
     for name, x, r in zip(names, xs, items):
         label = what if len(names) == 1 else f"{what}[{name!r}]"
-        sources.append(_one_source(r, x, label))
+        sources.append(_one_source(r, x, label, model.channel_axis))
     ks = {s.n_refs for s in sources if s.n_refs not in (None, 1)}
     if len(ks) > 1:
         raise ValueError(f"{what}: every input must have the same number of references K (or 1); got "
@@ -171,14 +217,15 @@ def _is_per_input_list(refs) -> bool:
                                  for r in refs)
 
 
-def _one_source(r, x, label) -> RefSource:
+def _one_source(r, x, label, channel_axis=-1) -> RefSource:
     n, shape = x.shape[0], x.shape[1:]
     if r is None:
         return RefSource(shared=np.zeros((1,) + shape))
     if isinstance(r, ReferenceSpec):
         if hasattr(r, "shared_rows"):  # the same rows for every example: forwarded once
-            rows = r.shared_rows(shape)
+            rows = r.shared_rows(shape, channel_axis)
             return RefSource(shared=rows, n_refs=rows.shape[0])
+        r = r.for_layout(channel_axis)
         return RefSource(spec=r, n_refs=r.n_refs)
     if callable(r):
         return RefSource(spec=CallableReferences(r), n_refs=None)

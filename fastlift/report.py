@@ -260,14 +260,14 @@ def _select(reader, top, intervals, flank, progress) -> tuple[list[Region], int]
     """The ``top`` regions by total |contribution| (overlapping ``intervals`` if given), in one
     streaming pass; ties go to the earlier row. Then each one's summary from its own row.
     Regions whose scores are not finite (float16 overflow) are counted, not ranked."""
-    from .scan import _Progress
+    from .progress import Progress
 
     names = ["projected_scores"] + (["coords_chrom", "coords_start", "coords_end"] if intervals else [])
     best_rows = np.empty(0, np.int64)
     best_total = np.empty(0, np.float64)
     best_hit = np.empty(0, np.int64)                       # index of the interval a region overlaps
     n_not_finite = 0
-    bar = _Progress(reader.n_done, 0) if progress else None
+    bar = Progress(reader.n_done) if progress else None
     if bar is not None:
         sys.stderr.write(f"ranking the regions of {reader.path}\n")
     for lo, hi, block in reader.blocks(names):

@@ -11,15 +11,14 @@
 
 Max pooling has its own choice, `MaxPoolRule`: ``exact`` (default) keeps
 summation-to-delta for any reference; ``gradient`` is the original's.
+
+This module only names the rules; `fastlift.plan` gives each node of a model its rule, and the
+layers apply them.
 """
 
 from __future__ import annotations
 
 from enum import Enum
-
-from .layers.base import Node
-from .layers.conv import _Conv
-from .layers.core import Activation, BatchNormalization, Dense, Dropout
 
 
 class Rule(Enum):
@@ -53,34 +52,3 @@ def parse_max_pool(max_pool) -> MaxPoolRule:
     if not isinstance(max_pool, str) or max_pool not in MAX_POOL_RULES:
         raise ValueError(f"max_pool must be one of {MAX_POOL_RULES}; got {max_pool!r}")
     return MaxPoolRule(max_pool)
-
-
-def resolve(nodes: list[Node], rule: Rule) -> dict[Node, Rule]:
-    """The rule of every node (activations get a concrete rule; other layers the run's
-    rule, which only matters for max pooling under gradient/guided backprop)."""
-    out = {}
-    for node in nodes:
-        if rule is Rule.GENOMICS_DEFAULT:
-            out[node] = genomics_default_rule(node) if isinstance(node.layer, Activation) else Rule.RESCALE
-        else:
-            out[node] = rule
-    return out
-
-
-def genomics_default_rule(node: Node) -> Rule:
-    """The original's DeepLIFT_GenomicsDefault for one activation node.
-
-    Walk back through BatchNormalization and Dropout; a convolution before it means
-    Rescale, a Dense layer RevealCancel, anything else is an error (as in deeplift).
-    """
-    src = node.inputs[0]
-    while isinstance(src.layer, (BatchNormalization, Dropout)):
-        src = src.inputs[0]
-    if isinstance(src.layer, _Conv):
-        return Rule.RESCALE
-    if isinstance(src.layer, Dense):
-        return Rule.REVEAL_CANCEL
-    raise ValueError(
-        f"rule='genomics_default' resolves an activation by the layer before it (convolution -> rescale, "
-        f"dense -> reveal_cancel), but activation {node.name!r} follows {src.name!r} "
-        f"({type(src.layer).__name__}); choose rule='rescale' or rule='reveal_cancel' for this model")

@@ -1,17 +1,25 @@
 """Streaming, resumable scans: regions -> DeepLIFT with shuffled references -> score files.
 
-`scan` reads regions in chunks (from a FASTA + BED/narrowPeak, or a one-hot array file),
-runs `fastlift.deeplift` on each chunk with references generated inside it, and writes
-hypothetical and projected scores to one score file per target (`fastlift.io.scores`), then
-commits the chunk. Memory is bounded by the chunk size, never by the number of regions:
-the region file is streamed twice (once to validate and count it, once to score it), and
-the references of an example exist only while its chunk is computed.
+`scan` scores regions (from a FASTA + BED/narrowPeak, or a one-hot array file) in chunks with
+one `Explainer`, built once per scan, and writes hypothetical and projected scores to one score
+file per target (`fastlift.io.scores`), committing each chunk. Three threads overlap
+(`fastlift.pipeline`): a reader cuts the windows, one-hot encodes them and makes their
+shuffled references; the caller's thread computes; a writer converts, writes, syncs and
+commits. Memory is bounded by a few chunks, never by the number of regions: the region file
+is streamed twice (once to validate and count it, once to score it), and the references of a
+region exist only while its chunk is in flight.
 
 Reproducible by construction: reference ``k`` of region ``i`` depends only on
-``(seed, i, k)``, and `deeplift` does not depend on its batch size, so a scan gives the same
+``(seed, i, k)``, and the engine does not depend on its batch size, so a scan gives the same
 bytes for any ``batch_size``, ``chunk_size`` or thread count, equals one `deeplift` call on
 all regions, and a resumed scan equals an uninterrupted one (the resume point only decides
 which chunks are computed in this process).
+
+Scaling out: ``shard=(i, n)`` scores the contiguous regions ``[i·N // n, (i + 1)·N // n)``
+into a file of their own (`shard_path`), as complete, crash-safe and resumable as a whole
+scan; `merge` joins the shards of a run into the file one process would have written, byte
+for byte. ``client=`` runs those shards as tasks on a Dask cluster (`fastlift.distributed`,
+which alone imports Dask) and merges them.
 """
 
 from __future__ import annotations
@@ -19,20 +27,22 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import math
 import numbers
 import os
 import shutil
-import sys
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
-from . import __version__
+from . import __version__, _validate
 from . import references as refs_mod
 from ._validate import available_memory
-from .explain import deeplift
-from .genomics import Fasta, _region_stream, _Skipped, check_regions, file_digest
+from .explainer import Explainer
+from .genomics import kmer_shuffle
 from .io.scores import (
     SCORE_DTYPES,
     DiskFullError,
@@ -42,17 +52,26 @@ from .io.scores import (
     create_score_file,
     iter_rows,
     lock_outputs,
+    merge_score_files,
     read_header,
 )
 from .model import Model
+from .pipeline import Pipeline
+from .progress import Progress, format_eta
 from .scheduler import DEFAULT_K_GUESS
+from .sources import ArraySource, Chunk, FastaBedSource, FastaWindows, ScanError
+
+__all__ = ["ArraySource", "Chunk", "FastaBedSource", "FastaWindows", "ScanError", "ScanJob", "ScanOptions",
+           "ScanResult", "Shard", "check_output_path", "compute_description", "format_eta", "merge",
+           "model_fingerprint", "output_paths", "parse_references", "scan", "scan_job", "scan_memory", "scan_part",
+           "shard_arg", "shard_path", "target_names"]
 
 DEFAULT_CHUNK = 128
+DEVICES = ("auto", "cpu", "cuda", "numpy")
 F16_MAX = float(np.finfo(np.float16).max)
 
-
-class ScanError(ValueError):
-    """A scan that cannot start or continue (bad arguments, an incompatible existing file)."""
+#: items each queue of the scan's pipeline holds (reader -> compute -> writer)
+PIPELINE_DEPTH = 2
 
 
 # ----------------------------------------------------------------------------- references
@@ -85,22 +104,34 @@ def parse_references(text):
     raise ScanError(f"references {text!r}: expected dinuc[:K], shuffle[:K], kmerN[:K], flat[:A,C,G,T] or zeros")
 
 
-class _Numbered(refs_mod.ReferenceSpec):
-    """A generator seen from one chunk: the chunk's example e is example ``lo + e`` of the scan."""
+class _Made(refs_mod.ReferenceSpec):
+    """References made ahead for one chunk (on the reader thread): its example ``e`` gets
+    ``rows[e]`` (K, L, 4), as the spec would have made them for scan region ``lo + e``."""
 
-    def __init__(self, spec, lo):
-        self.spec, self.lo, self.n_refs = spec, lo, spec.n_refs
+    def __init__(self, rows):
+        self.rows, self.n_refs = rows, rows.shape[1]
 
     def generate_indexed(self, x, seed, index):
-        if hasattr(self.spec, "generate_indexed"):
-            return self.spec.generate_indexed(x, seed, self.lo + index)
-        return self.spec.generate(x, np.random.default_rng([seed, self.lo + index]))
+        return self.rows[index][None]
 
 
-def _chunk_references(spec, lo):
-    if spec is None or isinstance(spec, np.ndarray) or hasattr(spec, "shared_rows"):
+def _chunk_references(spec, x, lo, seed):
+    """The references of the chunk ``x`` (n, L, 4) whose first region is number ``lo``.
+
+    Shared rows (zeros, a flat background) stay a spec: the session forwards them once per
+    scan. Shuffles of the whole chunk come from one call (shuffle ``k`` of region ``i``
+    depends only on ``(seed, i, k)`` and the region, never on the chunk); a callable runs
+    per region with its rng seeded from ``(seed, i)``.
+    """
+    if spec is None or hasattr(spec, "shared_rows"):
         return spec
-    return _Numbered(spec, lo)
+    index = np.arange(lo, lo + len(x), dtype=np.int64)
+    if isinstance(spec, refs_mod.ShuffleReferences):
+        rows = kmer_shuffle(x, spec.n_refs, spec.kmer, seed, index=index, n_threads=1)
+    else:
+        rows = np.stack([refs_mod.generated(spec, x[e:e + 1], seed, int(i), "references")
+                         for e, i in enumerate(index)])
+    return _Made(rows)
 
 
 def _describe_references(spec):
@@ -110,134 +141,6 @@ def _describe_references(spec):
         f = spec.func
         return f"callable {getattr(f, '__module__', '?')}.{getattr(f, '__qualname__', repr(f))}"
     return repr(spec)
-
-
-# ----------------------------------------------------------------------------- sources
-
-
-@dataclass
-class Chunk:
-    lo: int
-    onehot: np.ndarray                  # (n, L, 4) uint8
-    n_non_acgt: np.ndarray              # (n,) int32
-    coords: dict = field(default_factory=dict)
-
-
-class FastaBedSource:
-    """Windows of ``width`` bp from a BED/narrowPeak file, read from an indexed FASTA."""
-
-    def __init__(self, fasta: str, bed: str, width: int, *, on_invalid: str = "error"):
-        if isinstance(width, bool) or not isinstance(width, numbers.Integral) or width < 1:
-            raise ScanError(f"width must be a positive int; got {width!r}")
-        if not os.path.isfile(bed):
-            raise FileNotFoundError(f"region file not found: {bed}")
-        self.fasta = Fasta(fasta)
-        self.bed, self.length, self.on_invalid = bed, int(width), on_invalid
-        summary = check_regions(bed, self.length, self.fasta.lengths, on_invalid=on_invalid)
-        self.n_regions = summary.n_regions
-        self.n_skipped, self.skipped_examples = summary.n_skipped, summary.skipped_examples
-        self.chrom_width = max(summary.max_chrom_length, 1)
-
-    def describe(self) -> dict:
-        return {"fasta": os.path.abspath(self.fasta.path), "fasta_fingerprint": self.fasta.fingerprint(),
-                "regions": os.path.abspath(self.bed), "regions_sha256": file_digest(self.bed),
-                "width": self.length, "on_invalid": self.on_invalid}
-
-    def chunks(self, start: int, size: int):
-        batch, lo = [], start
-        for r in _region_stream(self.bed, self.length, self.fasta.lengths, self.on_invalid, start):
-            if isinstance(r, _Skipped):
-                continue
-            batch.append(r)
-            if len(batch) == size:
-                yield self._chunk(lo, batch)
-                lo += len(batch)
-                batch = []
-        if batch:
-            yield self._chunk(lo, batch)
-
-    def _chunk(self, lo, regions):
-        from .genomics import _LUT
-
-        n = len(regions)
-        tokens = np.empty((n, self.length), dtype=np.uint8)
-        for e, r in enumerate(regions):
-            tokens[e] = _LUT[np.frombuffer(self.fasta.fetch(r.chrom, r.start, r.end), dtype=np.uint8)]
-        onehot = np.eye(5, 4, dtype=np.uint8)[tokens]
-        coords = {"coords_chrom": np.array([r.chrom.encode() for r in regions], dtype=f"S{self.chrom_width}"),
-                  "coords_start": np.array([r.start for r in regions], dtype=np.int64),
-                  "coords_end": np.array([r.end for r in regions], dtype=np.int64),
-                  "region_line": np.array([r.line for r in regions], dtype=np.int64)}
-        return Chunk(lo, onehot, (tokens == 4).sum(axis=1).astype(np.int32), coords)
-
-    def where(self, chunk, e) -> str:
-        """Row ``e`` of ``chunk`` in the user's words: BED file and line, and the window."""
-        c = chunk.coords
-        return (f"{self.bed}:{int(c['region_line'][e])}, {c['coords_chrom'][e].decode()}:"
-                f"{int(c['coords_start'][e])}-{int(c['coords_end'][e])}")
-
-    def close(self):
-        self.fasta.close()
-
-
-class ArraySource:
-    """Rows of a one-hot array (numpy, memory-mapped ``.npy`` or an HDF5 dataset).
-
-    ``layout="nlc"``: shape (N, L, 4), the Keras layout the scan computes and writes in;
-    ``"ncl"``: shape (N, 4, L) (tangermeme, bpnet-lite, PyTorch), transposed as it is read.
-    """
-
-    chrom_width = 0
-    n_skipped = 0
-    LAYOUTS = ("nlc", "ncl")
-
-    def __init__(self, X, *, path: str | None = None, key: str | None = None, layout: str = "nlc"):
-        self.skipped_examples: list = []
-        if layout not in self.LAYOUTS:
-            raise ScanError(f"layout must be one of {self.LAYOUTS}; got {layout!r}")
-        shape = tuple(getattr(X, "shape", ()))
-        what = f"input {path or 'X'}"
-        if layout == "ncl" and (len(shape) != 3 or shape[1] != 4):
-            raise ScanError(f"{what} with --layout ncl must be one-hot of shape (n_regions, 4, length); got {shape}")
-        if layout == "nlc" and (len(shape) != 3 or shape[2] != 4):
-            hint = (" (an (N, 4, L) array, as tangermeme and bpnet-lite write them: pass --layout ncl)"
-                    if len(shape) == 3 and shape[1] == 4 else "")
-            raise ScanError(f"{what} must be one-hot of shape (n_regions, length, 4); got {shape}{hint}")
-        self.X, self.path, self.key, self.layout = X, path, key, layout
-        self.n_regions, self.length = int(shape[0]), int(shape[2] if layout == "ncl" else shape[1])
-
-    def _rows(self, lo, hi):
-        x = np.asarray(self.X[lo:hi])
-        return x.transpose(0, 2, 1) if self.layout == "ncl" else x
-
-    def describe(self) -> dict:
-        if self.path is None:
-            h = hashlib.sha256()
-            for lo in range(0, self.n_regions, 4096):
-                h.update(np.ascontiguousarray(self._rows(lo, lo + 4096), dtype=np.uint8).tobytes())
-            return {"input": "array", "input_sha256": h.hexdigest()[:16], "width": self.length}
-        return {"input": os.path.abspath(self.path), "input_sha256": file_digest(self.path), "key": self.key,
-                "layout": self.layout, "width": self.length}
-
-    def chunks(self, start: int, size: int):
-        for lo in range(start, self.n_regions, size):
-            x = self._rows(lo, lo + size)
-            ok = ((x == 0) | (x == 1)).all(axis=-1) & (x.sum(axis=-1) <= 1)
-            if not ok.all():
-                e, pos = np.argwhere(~ok)[0]
-                raise ScanError(f"input {self.path or 'X'}: row {lo + e}, position {pos} is not one-hot: "
-                                f"{x[e, pos].tolist()}")
-            onehot = x.astype(np.uint8)
-            yield Chunk(lo, onehot, (onehot.sum(axis=-1) == 0).sum(axis=1).astype(np.int32),
-                        {"input_row": np.arange(lo, lo + len(x), dtype=np.int64)})
-
-    def where(self, chunk, e) -> str:
-        return f"row {chunk.lo + e} of {self.path or 'X'}"
-
-    def close(self):
-        f = getattr(self.X, "file", None)  # an HDF5 dataset from read_input_array: close its file
-        if f is not None and hasattr(f, "close"):
-            f.close()
 
 
 # ----------------------------------------------------------------------------- targets and files
@@ -363,19 +266,195 @@ def output_paths(out: str, names) -> list[str]:
     return [f"{stem}.{n}{ext or '.h5'}" for n in names]
 
 
+# ----------------------------------------------------------------------------- shards
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Part ``index`` of ``count`` of a scan of ``n_regions`` regions: the contiguous regions
+    ``[start, stop)``, ``start = index·n_regions // count``."""
+
+    index: int
+    count: int
+    n_regions: int
+
+    @property
+    def start(self) -> int:
+        return self.index * self.n_regions // self.count
+
+    @property
+    def stop(self) -> int:
+        return (self.index + 1) * self.n_regions // self.count
+
+    def record(self, names) -> dict:
+        """The ``shard`` entry of a shard file's parameters (`merge` removes it)."""
+        return {"index": self.index, "count": self.count, "start": self.start, "stop": self.stop,
+                "n_regions": self.n_regions, "outputs": names}
+
+
+def shard_arg(shard, n_regions: int) -> Shard:
+    """``(index, count)`` -> `Shard`, or ScanError."""
+    ok = (isinstance(shard, (tuple, list)) and len(shard) == 2
+          and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in shard)
+          and 0 <= shard[0] < shard[1])
+    if not ok:
+        raise ScanError(f"shard must be (index, count) with 0 <= index < count; got {shard!r}")
+    return Shard(int(shard[0]), int(shard[1]), int(n_regions))
+
+
+def shard_path(out: str, index: int, count: int) -> str:
+    """``scores.h5`` -> ``scores.part-00003-of-00016.h5``: the file of shard ``index`` of ``count``
+    (with several targets, `output_paths` adds ``.NAME`` to it as to ``out``)."""
+    stem, ext = os.path.splitext(out)
+    w = max(5, len(str(count - 1)))
+    return f"{stem}.part-{index:0{w}d}-of-{count:0{w}d}{ext or '.h5'}"
+
+
+# ----------------------------------------------------------------------------- options and runs
+
+
+def _quiet(msg):
+    pass
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    """What a scan computes and how, validated (`scan` builds it from its keywords).
+
+    One object serves the single-process, shard and distributed paths: `explainer` builds the
+    session, `record` gives the parameters every score file carries (a resume or a merge must
+    match them) and `score` computes one chunk.
+    """
+
+    references: Any = None          # a reference spec, or None for zeros
+    rule: str = "rescale"
+    target: Any = 0
+    target_layer: Any = None
+    seed: int = 0
+    hypothetical: bool = True
+    batch_size: int | None = None
+    chunk_size: int = DEFAULT_CHUNK
+    score_dtype: str = "float16"
+    dtype: str = "float32"
+    device: str = "auto"
+    n_threads: int | None = None
+    max_pool: str = "exact"
+    precision: str = "float32"
+    reverse_complement: bool = False
+
+    def explainer(self, model: Model, device: str | None = None) -> Explainer:
+        """The scan's session (validates the rule, targets, device and dtype). ``device``
+        overrides the scan's for a check on the client; the precision, which only the scan's
+        device can take, then stays float32 (`_options` checked it against the dtype)."""
+        precision = self.precision if device is None else "float32"
+        return Explainer(model, rule=self.rule, max_pool=self.max_pool, target=self.target,
+                         target_layer=self.target_layer, device=device or self.device, dtype=self.dtype,
+                         n_threads=self.n_threads, batch_size=self.batch_size, precision=precision)
+
+    def check_strands(self, ex: Explainer, model: Model):
+        """With ``reverse_complement``, score one zero region, so that targets without a strand
+        pair to swap are refused before any file is touched."""
+        if self.reverse_complement:
+            ex.deeplift(np.zeros((1, *model.inputs[0].shape), self.dtype), None, reverse_complement=True)
+
+    def record(self) -> dict:
+        """The parameters that define the scores, as the score files record them."""
+        return {"references": _describe_references(self.references), "rule": self.rule,
+                "max_pool": self.max_pool, "target": _jsonable(self.target),
+                "target_layer": _jsonable(self.target_layer), "seed": int(self.seed), "dtype": str(self.dtype),
+                "score_dtype": self.score_dtype, "hypothetical": bool(self.hypothetical),
+                "precision": str(self.precision),
+                # absent when off, so that files written before the option still resume
+                **({"reverse_complement": True} if self.reverse_complement else {})}
+
+    def score(self, ex: Explainer, x, references, several: bool):
+        """(hypothetical scores (T, n, L, 4), deltas (T, n)) of the chunk ``x``; T = 1 unless
+        ``several`` targets."""
+        res = ex.deeplift(x, references, hypothetical=True, seed=self.seed,
+                          reverse_complement=self.reverse_complement)
+        if several:
+            return res.hypothetical, res.deltas
+        return res.hypothetical[None], res.deltas[None]
+
+
+def _options(model, source, *, references, rule, target, target_layer, seed, hypothetical, batch_size,
+             chunk_size, score_dtype, dtype, device, n_threads, max_pool, precision="float32",
+             reverse_complement=False) -> ScanOptions:
+    """`scan`'s keywords, checked against the model and the source -> `ScanOptions`."""
+    if not isinstance(model, Model):
+        raise TypeError(f"model must be a fastlift.Model; got {type(model).__name__}")
+    if len(model.inputs) != 1:
+        raise ScanError(f"scan scores single-input sequence models; this one has inputs {model.input_names}")
+    want = (source.length, 4)
+    if model.inputs[0].shape != want:
+        raise ScanError(f"the model takes inputs of shape {model.inputs[0].shape}; the regions are {want} "
+                        "(set --width to the model's input length)")
+    if score_dtype not in ("float16", "float32"):
+        raise ScanError(f"score dtype must be 'float16' or 'float32'; got {score_dtype!r}")
+    if isinstance(references, np.ndarray):
+        raise ScanError("scan generates references per chunk: pass a spec or a string such as 'dinuc:20', "
+                        "not an array")
+    spec = parse_references(references)
+    if callable(spec) and not isinstance(spec, refs_mod.ReferenceSpec):
+        spec = refs_mod.CallableReferences(spec)
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
+                                   or batch_size < 1):
+        raise ScanError(f"batch_size must be a positive int or None (auto); got {batch_size!r}")
+    _validate.precision_arg(precision, dtype)
+    if not isinstance(reverse_complement, (bool, np.bool_)):
+        raise ScanError(f"reverse_complement must be True or False; got {reverse_complement!r}")
+    if chunk_size is None:
+        chunk_size = max(batch_size or 0, DEFAULT_CHUNK)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
+        raise ScanError(f"chunk_size must be a positive int; got {chunk_size!r}")
+    return ScanOptions(references=spec, rule=rule, target=target, target_layer=target_layer, seed=seed,
+                       hypothetical=bool(hypothetical), batch_size=batch_size, chunk_size=int(chunk_size),
+                       score_dtype=score_dtype, dtype=dtype, device=device, n_threads=n_threads, max_pool=max_pool,
+                       precision=precision, reverse_complement=bool(reverse_complement))
+
+
+@dataclass
+class ScanJob:
+    """A validated scan as the processes that compute it receive it (picklable): the model, the
+    options, the output, the target file names, the whole scan's layout and its parameters
+    less ``compute`` (each process records the backend it computes on)."""
+
+    model: Model
+    options: ScanOptions
+    out: str
+    names: list | None
+    layout: ScoreLayout
+    params: dict
+
+    @property
+    def key(self) -> str:
+        """Names the run (parameters and output): what a worker keys its session by."""
+        return hashlib.sha256(json.dumps([self.params, self.out], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def scan_job(model: Model, source, out: str, options: ScanOptions) -> ScanJob:
+    names = target_names(model, options.target, options.target_layer)
+    layout = ScoreLayout(source.n_regions, source.length, 4, options.score_dtype, source.chrom_width,
+                         options.hypothetical)
+    params = {"fastlift_version": __version__, "model": {"name": model.name, "sha256": model_fingerprint(model)},
+              "source": source.describe(), **options.record()}
+    return ScanJob(model, options, out, names, layout, params)
+
+
 # ----------------------------------------------------------------------------- the scan
 
 
 @dataclass
 class ScanResult:
     paths: list
-    n_regions: int
+    n_regions: int                # regions of the files written (a shard's own)
     resumed_from: int
     n_scored: int                 # regions computed by this call
     n_skipped: int                # regions dropped (on_invalid="skip")
     n_non_acgt: int               # letters read as all-zero rows, in every region of the files (resumed too)
     max_abs_delta: float          # summation-to-delta over the regions scored by this call
     seconds: float
+    shard: Shard | None = None    # the part of the scan these files hold (None: all of it)
 
     @property
     def regions_per_second(self) -> float:
@@ -385,8 +464,9 @@ class ScanResult:
 def scan(model: Model, source, out: str, *, references="dinuc:20", rule: str = "rescale", target=0,
          target_layer=None, seed: int = 0, hypothetical: bool = True, batch_size: int | None = None,
          chunk_size: int | None = None, score_dtype: str = "float16", dtype: str = "float32",
-         device: str = "auto", n_threads: int | None = None, max_pool: str = "exact", resume: bool = False,
-         overwrite: bool = False, progress: bool = False, log=None) -> ScanResult:
+         device: str = "auto", n_threads: int | None = None, max_pool: str = "exact", shard=None, client=None,
+         task_size: int | None = None, resume: bool = False, overwrite: bool = False, progress: bool = False,
+         log=None, precision: str = "float32", reverse_complement: bool = False) -> ScanResult:
     """Score every region of ``source`` and write score file(s) at ``out``; resumable.
 
     Parameters
@@ -400,16 +480,27 @@ def scan(model: Model, source, out: str, *, references="dinuc:20", rule: str = "
     references : str or spec
         As `parse_references` (``"dinuc:20"``) or any `fastlift.deeplift` references value
         that is not an array: None, a spec, a callable ``f(x_one, rng)``.
-    rule, target, target_layer, seed, dtype, device, n_threads, max_pool
+    rule, target, target_layer, seed, dtype, device, n_threads, max_pool, precision
         As `fastlift.deeplift`. Several targets / target layers share every forward pass.
     hypothetical : bool
         Write ``hyp_scores`` (default; modisco-lite needs them). ``projected_scores`` are
         always written.
     batch_size : int, optional
-        Examples per compute batch (default: from `deeplift`'s memory budget).
+        Examples per compute batch (default: from the engine's memory budget).
     chunk_size : int, optional
         Regions per checkpoint (default max(batch_size, 128)). Neither changes the output.
     score_dtype : {"float16", "float32"}
+    shard : (int, int), optional
+        ``(i, n)``: score only the regions ``[i·N // n, (i + 1)·N // n)`` into
+        ``shard_path(out, i, n)``, a complete, resumable file of its own; `merge` joins the
+        ``n`` shards into ``out``.
+    client : dask.distributed.Client, optional
+        Score the regions as shard tasks on this Dask cluster, each worker keeping one engine
+        for all its tasks, then merge them into ``out`` (see `fastlift.distributed`). The
+        workers must see ``out``'s folder and the inputs at the same paths.
+    task_size : int, optional
+        With ``client``: regions per task (default: about eight tasks per worker, so that
+        they balance).
     resume, overwrite : bool
         An existing output is an error unless ``resume`` (continue it; its parameters must
         match) or ``overwrite`` (start again).
@@ -417,102 +508,86 @@ def scan(model: Model, source, out: str, *, references="dinuc:20", rule: str = "
         A progress bar on stderr.
     log : callable, optional
         Receives one-line messages (default: none).
+    reverse_complement : bool
+        Average each region's scores with its reverse complement's (see `fastlift.deeplift`);
+        recorded in the run's parameters, so a resume refuses a change.
 
     Returns
     -------
     ScanResult
     """
-    say = log or (lambda msg: None)
-    if not isinstance(model, Model):
-        raise TypeError(f"model must be a fastlift.Model; got {type(model).__name__}")
-    if len(model.inputs) != 1:
-        raise ScanError(f"scan scores single-input sequence models; this one has inputs {model.input_names}")
-    want = (source.length, 4)
-    if model.inputs[0].shape != want:
-        raise ScanError(f"the model takes inputs of shape {model.inputs[0].shape}; the regions are {want} "
-                        "(set --width to the model's input length)")
+    say = log or _quiet
+    options = _options(model, source, references=references, rule=rule, target=target, target_layer=target_layer,
+                       seed=seed, hypothetical=hypothetical, batch_size=batch_size, chunk_size=chunk_size,
+                       score_dtype=score_dtype, dtype=dtype, device=device, n_threads=n_threads, max_pool=max_pool,
+                       precision=precision, reverse_complement=reverse_complement)
     if resume and overwrite:
         raise ScanError("pass either resume or overwrite, not both")
-    if score_dtype not in ("float16", "float32"):
-        raise ScanError(f"score dtype must be 'float16' or 'float32'; got {score_dtype!r}")
-    if isinstance(references, np.ndarray):
-        raise ScanError("scan generates references per chunk: pass a spec or a string such as 'dinuc:20', "
-                        "not an array")
-    spec = parse_references(references)
-    if callable(spec) and not isinstance(spec, refs_mod.ReferenceSpec):
-        spec = refs_mod.CallableReferences(spec)
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
-                                   or batch_size < 1):
-        raise ScanError(f"batch_size must be a positive int or None (auto); got {batch_size!r}")
-    if chunk_size is None:
-        chunk_size = max(batch_size or 0, DEFAULT_CHUNK)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
-        raise ScanError(f"chunk_size must be a positive int; got {chunk_size!r}")
+    if client is not None:
+        if shard is not None:
+            raise ScanError("pass either shard or client, not both: a distributed scan makes its own shards")
+        return _scan_on_dask(client, model, source, out, options, task_size=task_size, resume=resume,
+                             overwrite=overwrite, progress=progress, say=say)
+    if task_size is not None:
+        raise ScanError(f"task_size sizes the tasks of a distributed scan (client=...); got {task_size!r} without one")
+    part = None if shard is None else shard_arg(shard, source.n_regions)
+    with options.explainer(model) as ex:  # rule, targets, device and dtype checked before any file is touched
+        options.check_strands(ex, model)
+        job = scan_job(model, source, out, options)
+        return scan_part(job, ex, source, part, resume=resume, overwrite=overwrite, log=say, progress=progress)
 
-    names = target_names(model, target, target_layer)
-    chunk_size = _fit_chunk(model, source.length, spec, dtype, score_dtype, 1 if names is None else len(names),
-                            batch_size, chunk_size, say)
 
-    # check rule, targets, device and dtype on one zero example before any file is touched
-    deeplift(model, np.zeros((1, source.length, 4), dtype=dtype), None, rule=rule, target=target,
-             target_layer=target_layer, hypothetical=True, dtype=dtype, device=device, n_threads=n_threads,
-             max_pool=max_pool)
-    paths = output_paths(out, names)
-    layout = ScoreLayout(source.n_regions, source.length, 4, score_dtype, source.chrom_width, bool(hypothetical))
-    base = {"fastlift_version": __version__, "model": {"name": model.name, "sha256": model_fingerprint(model)},
-            "source": source.describe(), "references": _describe_references(spec), "rule": rule,
-            "max_pool": max_pool, "target": _jsonable(target), "target_layer": _jsonable(target_layer),
-            "seed": int(seed), "dtype": str(dtype), "score_dtype": score_dtype, "hypothetical": bool(hypothetical),
-            "compute": compute_description(device, n_threads)}
+def scan_part(job: ScanJob, ex: Explainer, source, shard: Shard | None = None, *, resume: bool = False,
+              overwrite: bool = False, log=None, progress: bool = False, on_commit=None) -> ScanResult:
+    """Score the regions of ``shard`` (default: all) of ``job`` with the session ``ex`` into
+    their file(s); what `scan` does in one process and each task of a distributed scan does.
+
+    ``source`` must read the shard's regions (a whole source, or its `parts`).
+    ``on_commit(n_done)`` is called on the writer thread after each commit with the number of
+    regions now final in the files.
+    """
+    say = log or _quiet
+    options, layout = job.options, job.layout
+    first, stop = (0, layout.n_regions) if shard is None else (shard.start, shard.stop)
+    out = job.out if shard is None else shard_path(job.out, shard.index, shard.count)
+    paths = output_paths(out, job.names)
+    n_targets = 1 if job.names is None else len(job.names)
+    chunk_size = _fit_chunk(job.model, layout.length, options.references, options.dtype, options.score_dtype,
+                            n_targets, options.batch_size, options.chunk_size, say)
+    base = dict(job.params, compute=compute_description(options.device, options.n_threads))
+    if shard is not None:
+        base["shard"] = shard.record(job.names)
+    own = replace(layout, n_regions=stop - first)
     for path in paths:
         check_output_path(path)
     with lock_outputs(paths):  # held until the files are final: a second writer is refused
-        _prepare_outputs(paths, names, layout, base, resume, overwrite, say)
+        _prepare_outputs(paths, job.names, own, base, resume, overwrite, say)
 
         start = min(read_header(p)["n_done"] for p in paths)
-        if start == layout.n_regions:  # (also for files compressed after completion: no writer needed)
-            say(f"{', '.join(paths)}: already complete ({layout.n_regions} regions)")
-            return ScanResult(paths, layout.n_regions, start, 0, source.n_skipped, _total_non_acgt(paths[0], start),
-                              0.0, 0.0)
+        if start == own.n_regions:  # (also for files compressed after completion: no writer needed)
+            say(f"{', '.join(paths)}: already complete ({own.n_regions} regions)")
+            return ScanResult(paths, own.n_regions, start, 0, source.n_skipped, _total_non_acgt(paths[0], start),
+                              0.0, 0.0, shard)
         if start:
             say(f"checking that the {start} regions already scored read the same sequences now")
-            _check_scored_sequences(source, paths[0], start, chunk_size)
+            _check_scored_sequences(source, paths[0], first, start, chunk_size)
         writers = [ScoreWriter(p) for p in paths]
         try:
             if start:
-                say(f"resuming at region {start} of {layout.n_regions}")
-            bar = _Progress(layout.n_regions, start) if progress else None
+                say(f"resuming at region {start} of {own.n_regions}")
+            bar = Progress(own.n_regions, start) if progress else None
+            commit = _Committer(writers, first, options, bar, on_commit)
             t0 = time.perf_counter()
-            n_scored = 0
-            max_delta = 0.0
-            for chunk in source.chunks(start, chunk_size):
-                n = len(chunk.onehot)
-                x = chunk.onehot.astype(dtype)
-                try:
-                    res = deeplift(model, x, _chunk_references(spec, chunk.lo), rule=rule, target=target,
-                                   target_layer=target_layer, hypothetical=True, dtype=dtype, batch_size=batch_size,
-                                   seed=seed, device=device, n_threads=n_threads, max_pool=max_pool)
-                except MemoryError:
-                    raise ScanError(f"out of memory computing regions [{chunk.lo}, {chunk.lo + n}); the first "
-                                    f"{chunk.lo} regions are saved: rerun with --resume and a smaller --batch-size "
-                                    "or --chunk-size") from None
-                hyp = res.hypothetical if names is not None else res.hypothetical[None]
-                deltas = res.deltas if names is not None else res.deltas[None]
-                if score_dtype == "float16" and not np.all(np.abs(hyp) <= F16_MAX):
-                    raise ScanError(f"a score in regions [{chunk.lo}, {chunk.lo + n}) does not fit float16 (|score| > "
-                                    f"{F16_MAX:g} or not finite): rerun with --score-dtype float32 (--overwrite)")
-                for t, w in enumerate(writers):
-                    arrays = dict(chunk.coords, input_seqs=chunk.onehot, projected_scores=hyp[t] * x,
-                                  deltas=deltas[t], n_non_acgt=chunk.n_non_acgt)
-                    if hypothetical:
-                        arrays["hyp_scores"] = hyp[t]
-                    w.write(chunk.lo, **arrays)
-                for w in writers:
-                    w.commit(chunk.lo + n)
-                n_scored += n
-                max_delta = max(max_delta, float(np.abs(deltas).max()) if deltas.size else 0.0)
-                if bar:
-                    bar.update(chunk.lo + n)
+            with Pipeline(_read(source, options, first + start, stop, chunk_size), commit, depth=PIPELINE_DEPTH,
+                          name="scan") as pipe:
+                for chunk, x, references in pipe:
+                    try:
+                        hyp, deltas = options.score(ex, x, references, job.names is not None)
+                    except MemoryError:
+                        raise ScanError(f"out of memory computing regions [{chunk.lo}, {chunk.lo + len(x)}); the "
+                                        f"regions before {chunk.lo} are saved: rerun with --resume and a smaller "
+                                        "--batch-size or --chunk-size") from None
+                    pipe.put((chunk, x, hyp, deltas))
             if bar:
                 bar.close()
             seconds = time.perf_counter() - t0
@@ -520,25 +595,354 @@ def scan(model: Model, source, out: str, *, references="dinuc:20", rule: str = "
             for w in writers:
                 w.close()
         done = min(read_header(p)["n_done"] for p in paths)
-        if done != layout.n_regions:
-            raise ScanError(f"the regions changed while scanning: wrote {done} of {layout.n_regions}")
-        return ScanResult(paths, layout.n_regions, start, n_scored, source.n_skipped, _total_non_acgt(paths[0], done),
-                          max_delta, seconds)
+        if done != own.n_regions:
+            raise ScanError(f"the regions changed while scanning: wrote {done} of {own.n_regions}")
+        return ScanResult(paths, own.n_regions, start, commit.n_scored, source.n_skipped,
+                          _total_non_acgt(paths[0], done), commit.max_delta, seconds, shard)
+
+
+def _read(source, options, start, stop, size):
+    """The reader thread's work: chunks of regions [start, stop), each with its rows in the
+    compute dtype and its references."""
+    for chunk in source.chunks(start, size, stop):
+        x = chunk.onehot.astype(options.dtype)
+        yield chunk, x, _chunk_references(options.references, x, chunk.lo, options.seed)
+
+
+class _Committer:
+    """The writer thread's work on a scored chunk: check, convert, write, sync, then commit."""
+
+    def __init__(self, writers, first, options, bar, on_commit):
+        self.writers, self.first, self.options = writers, first, options
+        self.bar, self.on_commit = bar, on_commit
+        self.n_scored, self.max_delta = 0, 0.0
+
+    def __call__(self, scored):
+        chunk, x, hyp, deltas = scored
+        n = len(x)
+        if self.options.score_dtype == "float16" and not np.all(np.abs(hyp) <= F16_MAX):
+            raise ScanError(f"a score in regions [{chunk.lo}, {chunk.lo + n}) does not fit float16 (|score| > "
+                            f"{F16_MAX:g} or not finite): rerun with --score-dtype float32 (--overwrite)")
+        row = chunk.lo - self.first
+        for t, w in enumerate(self.writers):
+            arrays = dict(chunk.coords, input_seqs=chunk.onehot, projected_scores=hyp[t] * x, deltas=deltas[t],
+                          n_non_acgt=chunk.n_non_acgt)
+            if self.options.hypothetical:
+                arrays["hyp_scores"] = hyp[t]
+            w.write(row, **arrays)
+        for w in self.writers:
+            w.commit(row + n)
+        self.n_scored += n
+        self.max_delta = max(self.max_delta, float(np.abs(deltas).max()) if deltas.size else 0.0)
+        if self.bar:
+            self.bar.update(row + n)
+        if self.on_commit:
+            self.on_commit(row + n)
+
+
+# ----------------------------------------------------------------------------- on a Dask cluster
+
+#: tasks per worker the default task size aims at: enough to balance uneven workers, few enough
+#: that per-task costs (a shard file, opening the inputs) stay small
+TASKS_PER_WORKER = 8
+
+
+def _scan_on_dask(client, model, source, out, options, *, task_size, resume, overwrite, progress, say):
+    """`scan` with ``client``: the regions as shard tasks on the cluster, then merged.
+
+    The client checks the scan (the rule, targets and dtype on a numpy session: the device is
+    resolved where the work runs) and the outputs, and skips, with ``resume``, the shards
+    already complete. Each task scores one shard as ``scan(shard=(i, n))`` would, with its
+    worker thread's one `Explainer` for the run, in resume mode: a task that Dask reruns after
+    its worker died continues the shard file from the dead worker's last commit. The shards are
+    then merged into ``out`` (byte-identical to one process) and removed.
+    """
+    from . import distributed
+
+    _validate.choice(options.device, DEVICES, "device")
+    with options.explainer(model, device="numpy") as ex:
+        options.check_strands(ex, model)
+    job = scan_job(model, source, os.path.abspath(out), options)
+    n_regions = job.layout.n_regions
+    n_workers = max(len(client.scheduler_info().get("workers", {})), 1)
+    count = _task_count(task_size, n_regions, n_workers, options.chunk_size)
+    finals = output_paths(job.out, job.names)
+    for path in finals:
+        check_output_path(path)
+    with lock_outputs(finals):  # a second client on the same output is refused
+        complete = _merged_already(job, finals, resume, overwrite)
+        if complete is not None:
+            say(f"{', '.join(finals)}: already complete ({n_regions} regions)")
+            return complete
+        shards = [Shard(i, count, n_regions) for i in range(count)]
+        todo, partial = _shards_to_run(job, shards, resume, overwrite)
+        if len(todo) < count:
+            say(f"skipping {count - len(todo)} finished shard(s) of {count}")
+        bar = Progress(n_regions, n_regions - sum(s.stop - s.start for s in todo)) if progress else None
+        tracker = _Tracker(bar, todo, partial)
+        if todo:
+            say(f"scoring {sum(s.stop - s.start for s in todo)} regions in {len(todo)} task(s) on {n_workers} "
+                "worker(s)")
+        t0 = time.perf_counter()
+        try:
+            results = distributed.run_tasks(client, _score_shard, job,
+                                            list(zip(todo, source.parts([(s.start, s.stop) for s in todo]))),
+                                            on_report=tracker.report, name="fastlift-shard")
+        except distributed.WorkerDied as e:
+            shard = todo[e.index]
+            raise ScanError(f"every worker that ran regions [{shard.start}, {shard.stop}) (shard {shard.index} of "
+                            f"{count}) died; the shards finished so far are saved: rerun with --resume") from None
+        seconds = time.perf_counter() - t0
+        if bar:
+            bar.close()
+        parts = [p for s in shards for p in output_paths(shard_path(job.out, s.index, count), job.names)]
+        merge(parts, job.out, overwrite=True, log=say)
+        for p in parts:
+            os.remove(p)
+        n_scored = sum(r["n_scored"] for r in results)
+        return ScanResult(finals, n_regions, n_regions - n_scored, n_scored, source.n_skipped,
+                          _total_non_acgt(finals[0], n_regions), max([r["max_abs_delta"] for r in results] + [0.0]),
+                          seconds)
+
+
+def _score_shard(job, item, report):
+    """A task of `_scan_on_dask` on a worker: score one shard into its file (resuming it)."""
+    from .distributed import worker_session
+
+    shard, part = item
+    ex = worker_session(job.key, lambda: job.options.explainer(job.model))
+    try:
+        res = scan_part(job, ex, part, shard, resume=True, on_commit=report)
+    finally:
+        part.close()
+    return {"n_scored": res.n_scored, "max_abs_delta": res.max_abs_delta}
+
+
+def _task_count(task_size, n_regions, n_workers, chunk_size) -> int:
+    """Tasks of ``task_size`` regions (default: `TASKS_PER_WORKER` per worker, at least one
+    chunk each); at least one task."""
+    if task_size is None:
+        task_size = max(chunk_size, math.ceil(n_regions / (TASKS_PER_WORKER * n_workers)))
+    elif isinstance(task_size, bool) or not isinstance(task_size, numbers.Integral) or task_size < 1:
+        raise ScanError(f"task_size must be a positive int (regions per task); got {task_size!r}")
+    return max(1, math.ceil(n_regions / task_size))
+
+
+def _merged_already(job, finals, resume, overwrite):
+    """A `ScanResult` when ``resume`` finds the merged output complete; removes it with
+    ``overwrite``; refuses an existing output otherwise."""
+    present = [p for p in finals if os.path.exists(p)]
+    if not present:
+        return None
+    if overwrite:
+        for p in present:
+            os.remove(p)
+        return None
+    if not resume:
+        raise FileExistsError(f"{present[0]} exists; pass --resume to continue it or --overwrite to replace it")
+    heads = []
+    for p in finals:
+        try:
+            heads.append(read_header(p))
+        except (ScoreFileError, OSError) as e:
+            raise ScanError(f"--resume: {e}; use --overwrite to replace it") from None
+    n = job.layout.n_regions
+    if all(h["n_done"] == n and _same_run(h["params"], job) for h in heads):
+        return ScanResult(finals, n, n, 0, 0, _total_non_acgt(finals[0], n), 0.0, 0.0)
+    raise ScanError(f"--resume: {present[0]} is not a finished scan of these parameters (a single-process scan "
+                    "is resumed without --workers/--scheduler); use --overwrite to start again")
+
+
+def _same_run(params, job, shard: Shard | None = None) -> bool:
+    """Whether a file's parameters are this job's (its backend aside: that is checked where it runs)."""
+    mine = dict(job.params, **({"shard": shard.record(job.names)} if shard else {}))
+    theirs = {k: v for k, v in params.items() if k not in ("compute", "output_index", "output_name")}
+    return theirs == json.loads(json.dumps(mine, sort_keys=True))
+
+
+def _shards_to_run(job, shards, resume, overwrite):
+    """(shards to score, {index: regions already final} of the partial ones among them). With
+    ``resume``, a shard whose files are complete and of this run is skipped; with
+    ``overwrite``, every existing shard file is removed; otherwise one is an error."""
+    todo, partial = [], {}
+    for shard in shards:
+        paths = output_paths(shard_path(job.out, shard.index, shard.count), job.names)
+        there = [p for p in paths if os.path.exists(p)]
+        if there and overwrite:
+            for p in there:
+                os.remove(p)
+            there = []
+        if there and not resume:
+            raise FileExistsError(f"{there[0]} exists (a shard of an interrupted run of this scan); pass --resume "
+                                  "to continue it or --overwrite to start again")
+        heads = [_header_or_none(p) for p in there]
+        if len(there) == len(paths) and all(h is not None and h["n_done"] == shard.stop - shard.start
+                                            and _same_run(h["params"], job, shard) for h in heads):
+            continue
+        todo.append(shard)
+        if len(there) == len(paths) and all(h is not None for h in heads):
+            partial[shard.index] = min(h["n_done"] for h in heads)
+    return todo, partial
+
+
+def _header_or_none(path):
+    try:
+        return read_header(path)
+    except (ScoreFileError, OSError):
+        return None
+
+
+class _Tracker:
+    """Regions final per shard of a distributed scan, from the workers' commits, for the bar."""
+
+    def __init__(self, bar, todo, partial):
+        self.bar, self.lock = bar, threading.Lock()
+        self.shards = todo
+        self.done = {k: partial.get(s.index, 0) for k, s in enumerate(todo)}
+        self.base = None if bar is None else bar.start
+
+    def report(self, task, n_done):
+        with self.lock:
+            self.done[task] = max(self.done[task], n_done)
+            if self.bar is not None:
+                self.bar.update(self.base + sum(self.done.values()))
+
+
+# ----------------------------------------------------------------------------- merging shards
+
+
+def merge(parts, out: str, *, overwrite: bool = False, log=None) -> list[str]:
+    """Join the shard files of one run into the score file(s) one process would have written.
+
+    The datasets are copied byte for byte and the parameters are the shards' without their
+    ``shard`` entry, so the result is byte-identical to an unsharded run computed on the same
+    kind of machine. Refuses parts of different runs (other parameters, models, inputs,
+    backends or shard counts), a missing or repeated shard, and a part that is not complete.
+
+    Parameters
+    ----------
+    parts : list of str
+        Shard files (`shard_path`), in any order. With several targets, the files of each
+        target; every target given must have all its shards.
+    out : str
+        Merged file, named as in `scan` (several targets: ``.NAME`` before the extension).
+    overwrite : bool
+        Replace existing merged files.
+
+    Returns
+    -------
+    list of str
+        The files written.
+    """
+    say = log or _quiet
+    parts = [os.fspath(parts)] if isinstance(parts, (str, os.PathLike)) else [os.fspath(p) for p in parts]
+    if not parts:
+        raise ScanError("no part files given")
+    heads = {}
+    for p in parts:
+        head = read_header(p)
+        if not isinstance(head["params"].get("shard"), dict):
+            raise ScanError(f"{p} is not a shard file (its parameters have no 'shard' entry: it holds a "
+                            "whole scan)")
+        if p in heads:
+            raise ScanError(f"{p} is given twice")
+        heads[p] = head
+    runs = {p: _run_of(h["params"]) for p, h in heads.items()}
+    for p in parts[1:]:
+        if runs[p] != runs[parts[0]]:
+            keys = sorted(k for k in set(runs[p]) | set(runs[parts[0]]) if runs[p].get(k) != runs[parts[0]].get(k))
+            detail = "; ".join(f"{k}: {runs[parts[0]].get(k)!r} vs {runs[p].get(k)!r}" for k in keys[:3])
+            raise ScanError(f"{parts[0]} and {p} are parts of different runs ({detail}); merge the parts of "
+                            "one run")
+    first = heads[parts[0]]["params"]["shard"]
+    count, n_regions, names = first["count"], first["n_regions"], first["outputs"]
+    groups: dict = {}
+    for p in parts:
+        params = heads[p]["params"]
+        index, target = params["shard"]["index"], params["output_name"]
+        group = groups.setdefault(params["output_index"], {})
+        if index in group:
+            raise ScanError(f"{group[index]} and {p} are both shard {index} of {count} (target {target}); "
+                            "give each shard once")
+        group[index] = p
+        bounds = Shard(index, count, n_regions)
+        if (params["shard"]["start"], params["shard"]["stop"]) != (bounds.start, bounds.stop) or \
+                heads[p]["n_regions"] != bounds.stop - bounds.start:
+            raise ScanError(f"{p} does not hold the regions of shard {index} of {count} "
+                            f"([{bounds.start}, {bounds.stop}) of {n_regions}); it is damaged")
+        if heads[p]["n_done"] != heads[p]["n_regions"]:
+            raise ScanError(f"{p} is incomplete ({heads[p]['n_done']} of {heads[p]['n_regions']} regions "
+                            f"scored): finish it first (the same fastlift explain command with --shard "
+                            f"{index}/{count} --resume)")
+    for output, group in sorted(groups.items()):
+        missing = [i for i in range(count) if i not in group]
+        if missing:
+            target = heads[next(iter(group.values()))]["params"]["output_name"]
+            shown = ", ".join(map(str, missing[:8])) + (", ..." if len(missing) > 8 else "")
+            raise ScanError(f"{len(missing)} of the {count} shards of target {target} are missing (shard "
+                            f"{shown}; e.g. {shard_path(out, missing[0], count)}); give every part of the run")
+    paths = output_paths(out, names)
+    outputs = [(paths[output], group) for output, group in sorted(groups.items())]
+    for path, _ in outputs:
+        check_output_path(path)
+        if os.path.exists(path) and any(os.path.samefile(path, p) for p in parts):
+            raise ScanError(f"the output {path} is one of the parts; choose another --out")
+        if os.path.exists(path) and not overwrite:
+            raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+    with lock_outputs([path for path, _ in outputs]):
+        for path, group in outputs:
+            head = heads[group[0]]
+            params = {k: v for k, v in head["params"].items() if k != "shard"}
+            layout = _layout_of(group[0], head, n_regions)
+            rows = [(Shard(i, count, n_regions).start, group[i]) for i in range(count)]
+            for _, p in rows:
+                if not _has_layout(heads[p], replace(layout, n_regions=heads[p]["n_regions"])):
+                    raise ScanError(f"{p} does not have the layout of the run's other parts")
+            merge_score_files(path, layout, params, head["target"], rows)
+            say(f"merged {count} shards into {path} ({n_regions} regions)")
+    return [path for path, _ in outputs]
+
+
+def _run_of(params) -> dict:
+    """What the parts of one run share: the parameters less the per-file entries, plus the split."""
+    run = {k: v for k, v in params.items() if k not in ("shard", "output_index", "output_name")}
+    run["shard count"] = params["shard"].get("count")
+    run["regions"] = params["shard"].get("n_regions")
+    run["targets"] = params["shard"].get("outputs")
+    return run
+
+
+def _layout_of(path, head, n_regions) -> ScoreLayout:
+    """The `ScoreLayout` a score file was created with (for ``n_regions`` rows)."""
+    d = head["datasets"]
+    try:
+        length, channels = d["input_seqs"][0][1:]
+        score = {v: k for k, v in SCORE_DTYPES.items()}[np.dtype(d["projected_scores"][1]).str]
+        chrom = np.dtype(d["coords_chrom"][1]).itemsize if "coords_chrom" in d else 0
+    except (KeyError, ValueError, TypeError):
+        raise ScanError(f"{path} does not have the datasets of a score file") from None
+    return ScoreLayout(n_regions, int(length), int(channels), score, chrom, "hyp_scores" in d)
 
 
 def scan_memory(model: Model, width: int, n_refs: int, dtype, score_dtype: str, n_targets: int,
                 batch_size: int | None) -> tuple[int, int]:
     """(bytes per region of a chunk, bytes of the compute batch): a floor of what a scan holds.
 
-    Per region (``width`` bp, ``n_targets`` files): the window as read, its tokens and one-hot
-    rows, the example in the compute dtype, the chunk's contributions, multipliers and
-    hypothetical scores per target with their float64 accumulators, and one target's
-    projected scores with its conversions to the score dtype. Compute: one forward activation of
-    every layer for the example and each of its ``n_refs`` references, per example of a batch
-    (``batch_size``, or one when the engine sizes the batch from its own budget).
+    Per region (``width`` bp, ``n_targets`` files), for every chunk in flight in the pipeline:
+    up to ``PIPELINE_DEPTH + 2`` read ahead (queued, being read, being computed), each with its
+    window, tokens, one-hot rows, the rows in the compute dtype and its ``n_refs`` references;
+    the chunk being computed with its contributions, multipliers and hypothetical scores per
+    target and their float64 accumulators; up to ``PIPELINE_DEPTH + 1`` scored chunks waiting
+    for or in the writer, with their hypothetical scores and one target's projected scores
+    with its conversions to the score dtype. Compute: one forward activation of every layer
+    for the example and each of its references, per example of a batch (``batch_size``, or one
+    when the engine sizes the batch from its own budget).
     """
     item, sd = np.dtype(dtype).itemsize, np.dtype(SCORE_DTYPES[score_dtype]).itemsize
-    per_bp = 9 + 4 * item + n_targets * 4 * (3 * 8 + 3 * item) + 4 * (item + 2 * sd)
+    read = 9 + 4 * item * (1 + n_refs)
+    compute = n_targets * 4 * (3 * 8 + 3 * item)
+    write = n_targets * 4 * item + 4 * (2 * item + 2 * sd)
+    per_bp = (PIPELINE_DEPTH + 2) * read + compute + (PIPELINE_DEPTH + 1) * write
     values = sum(node.size for node in model.nodes)
     return width * per_bp, (batch_size or 1) * item * (1 + n_refs) * values
 
@@ -609,10 +1013,15 @@ def _check_resumable(path, layout, params):
         detail = "; ".join(f"{k}: file has {old.get(k)!r}, this run {params.get(k)!r}" for k in keys[:4])
         raise ScanError(f"--resume: {path} was written with other parameters ({detail}); rerun with those, or "
                         "use --overwrite to start again")
-    expected = {name: ((layout.n_regions,) + tuple(shape), np.dtype(dt).str) for name, shape, dt in layout.datasets()}
-    found = {k: v for k, v in head["datasets"].items() if k != "n_done"}
-    if {k: (tuple(s), d) for k, (s, d) in found.items()} != expected:
+    if not _has_layout(head, layout):
         raise ScanError(f"--resume: {path} does not have the layout this run writes; use --overwrite")
+
+
+def _has_layout(head, layout) -> bool:
+    """Whether the datasets of a score file (`read_header`) are those of ``layout``."""
+    expected = {name: ((layout.n_regions,) + tuple(shape), np.dtype(dt).str) for name, shape, dt in layout.datasets()}
+    found = {k: (tuple(s), np.dtype(d).str) for k, (s, d) in head["datasets"].items() if k != "n_done"}
+    return found == expected
 
 
 def _total_non_acgt(path, n_done) -> int:
@@ -620,23 +1029,24 @@ def _total_non_acgt(path, n_done) -> int:
     return sum(int(rows.sum(dtype=np.int64)) for _, rows in iter_rows(path, "n_non_acgt", n_done, 1 << 20))
 
 
-def _check_scored_sequences(source, path, n_done, chunk_size):
-    """Compare the one-hot rows ``[0, n_done)`` of ``path`` with the windows ``source`` gives now.
+def _check_scored_sequences(source, path, first, n_done, chunk_size):
+    """Compare the one-hot rows ``[0, n_done)`` of ``path`` with the windows ``source`` gives now
+    for the regions ``[first, first + n_done)`` they were scored from.
 
     The parameters record the region file's digest and the genome's index, not its letters: a
     FASTA edited in place (same size, same index) would otherwise continue with windows of
     another genome. Reading the windows again costs about what reading them for the scan did.
     """
     stored = iter_rows(path, "input_seqs", n_done, chunk_size)
-    for chunk, (lo, rows) in zip(source.chunks(0, chunk_size), stored):
+    for chunk, (lo, rows) in zip(source.chunks(first, chunk_size, first + n_done), stored):
         now = chunk.onehot[:len(rows)]
-        if lo != chunk.lo or len(now) != len(rows):
+        if lo + first != chunk.lo or len(now) != len(rows):
             raise ScanError(f"--resume: {path} has {n_done} regions scored, the input now has fewer; "
                             "use --overwrite to start again")
         same = (now == rows.view(np.uint8)).all(axis=(1, 2))
         if not same.all():
             e = int(np.argmin(same))
-            raise ScanError(f"--resume: {path}: region {lo + e} ({source.where(chunk, e)}) reads other bases "
+            raise ScanError(f"--resume: {path}: region {chunk.lo + e} ({source.where(chunk, e)}) reads other bases "
                             "now than when it was scored: the genome or input changed; restore it, or use "
                             "--overwrite to start again")
 
@@ -647,39 +1057,3 @@ def _check_space(path, needed):
         raise DiskFullError(28, f"not enough disk space for {path}: the scan needs {needed / 1e9:.2f} GB more, "
                                 f"{free / 1e9:.2f} GB are free (score files are uncompressed; use "
                                 "--score-dtype float16 or a disk with more space)")
-
-
-def format_eta(seconds: float) -> str:
-    """Time left as ``HH:MM:SS``, with days in front past 24 h (``2d 01:00:00``); ``?`` when unknown
-    or beyond a year (a rate measured over too little work)."""
-    if not seconds < 365 * 86400:  # (also nan, inf)
-        return "?"
-    days, rest = divmod(round(seconds), 86400)
-    clock = f"{rest // 3600:02d}:{rest // 60 % 60:02d}:{rest % 60:02d}"
-    return f"{days}d {clock}" if days else clock
-
-
-class _Progress:
-    """Regions done, rate and time left, on stderr."""
-
-    def __init__(self, total, start):
-        self.total, self.start, self.t0 = max(total, 1), start, time.perf_counter()
-        self.tty = sys.stderr.isatty()
-        self.last = 0.0
-
-    def update(self, done):
-        now = time.perf_counter()
-        if not self.tty and now - self.last < 10 and done < self.total:
-            return  # a log file gets a line every 10 s, not every chunk
-        self.last = now
-        rate = (done - self.start) / max(now - self.t0, 1e-9)
-        left = (self.total - done) / rate if rate > 0 else float("inf")
-        frac = done / self.total
-        bar = "#" * int(30 * frac)
-        text = f"[{bar:<30}] {done}/{self.total} regions  {rate:.1f}/s  ETA {format_eta(left)}"
-        sys.stderr.write(("\r" + text) if self.tty else (text + "\n"))
-        sys.stderr.flush()
-
-    def close(self):
-        if self.tty:
-            sys.stderr.write("\n")

@@ -1,11 +1,12 @@
-"""Chunking examples × references and accumulating per-example results.
+"""Chunking examples × references.
 
 A chunk holds whole examples (all K references of each), so every per-example mean
 over references is computed inside one chunk, in reference order, in float64: the
-result does not depend on the chunk size (DESIGN decision 3).
+result does not depend on the chunk size (DESIGN decision 3). The scheduler sees a call
+only through `Work` (inputs, references, seed, backend), never the model or the rules.
 
 Reference rows of a chunk are either *shared* (the same K rows for every example:
-zeros, a flat background, a fixed set; forwarded once per run and cached) or
+zeros, a flat background, a fixed set; forwarded once per call, kept by the session) or
 *per example* (``n·K`` rows, example-major). Pair ``p = e·K + k`` compares example
 ``e`` with its reference ``k``: ``pair_x[p] = e`` and ``pair_r[p] = k`` (shared) or
 ``e·K + k`` (per example).
@@ -13,49 +14,59 @@ zeros, a flat background, a fixed set; forwarded once per run and cached) or
 
 from __future__ import annotations
 
-import sys
-import time
+import copy
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from . import references as refs_mod
-from .layers.conv import _Conv
+from .progress import Progress
 
-#: Working-memory budget for one chunk (activations, multipliers, temporaries).
-MEMORY_BUDGET_BYTES = 512 * 2**20
+#: References per example assumed when a callable's count is not known before it runs.
 DEFAULT_K_GUESS = 10
 
 
-def auto_batch_size(plan) -> int:
-    """Examples per chunk so that one chunk's arrays fit the budget: `MEMORY_BUDGET_BYTES`, or a
-    share of the free device memory for a backend that reports it (``CupyOps.memory_budget``).
+def auto_batch_size(n_examples: int, rows_per_example: int, itemsize: int, node_values: int, unfold_values: int,
+                    budget: int) -> int:
+    """Examples per chunk so that one chunk's arrays fit ``budget`` bytes.
 
-    The estimate counts ~4 per-pair arrays per node where fewer are alive at once; that
-    overestimate is kept on purpose: smaller chunks keep a layer's per-pair arrays in cache.
-    Measured (bench/README.md, 1 thread): BPNet-like DeepLIFT with 10 references ran at 14.2
-    examples/s with 1-example chunks, 11.2 with 5 and 9.4 with 10; Basset-like was flat.
+    ``rows_per_example``: pairs (or integrated-gradient points) per example; ``node_values``: the
+    values of one row over all nodes; ``unfold_values``: the largest unfolded convolution input
+    of one row. The estimate counts ~4 per-pair arrays per node where fewer are alive at once;
+    that overestimate is kept on purpose: smaller chunks keep a layer's per-pair arrays in cache
+    (bench/README.md: BPNet-like DeepLIFT ran fastest with 1-example chunks).
     """
-    k = max([s.n_refs or DEFAULT_K_GUESS for s in plan.sources] + [1]) * max(plan.steps, 1)
-    item = plan.dtype.itemsize
-    act = sum(n.size for n in plan.model.nodes)
-    im2col = max([n.size * int(np.prod(n.layer._ksize)) * n.layer._cin // max(n.shape[-1], 1)
-                  for n in plan.model.nodes if isinstance(n.layer, _Conv)] + [0])
-    # forward rows (example + its share of reference rows) and ~4 per-pair arrays per node
-    per_example = item * (act * (2 + 4 * k) + im2col * (1 + k))
-    budget = plan.ops.memory_budget() if hasattr(plan.ops, "memory_budget") else MEMORY_BUDGET_BYTES
-    return int(max(1, min(plan.n, budget // max(per_example, 1))))
+    k = max(rows_per_example, 1)
+    per_example = itemsize * (node_values * (2 + 4 * k) + unfold_values * (1 + k))
+    return int(max(1, min(n_examples, budget // max(per_example, 1))))
+
+
+@dataclass
+class Work:
+    """What the scheduler needs of a call: the inputs (host arrays in the compute dtype), their
+    normalised references, the seed of generated references, and the backend the rows go to."""
+
+    xs: list
+    sources: list
+    input_names: list
+    seed: int
+    ops: Any
+    dtype: Any
+    shared_acts: Any = None  # a `SharedReferenceActs`, or None
+    shared_key: Any = None  # what the forward computes (hashable): part of the memo's key
 
 
 class Chunk:
     """Examples [lo, hi) with their reference rows and pair indices."""
 
-    def __init__(self, plan, lo, hi, shared_cache):
-        self.plan, self.lo, self.hi = plan, lo, hi
-        ops, dt = plan.ops, plan.dtype
+    def __init__(self, work: Work, lo, hi, shared_cache):
+        self.work, self.lo, self.hi = work, lo, hi
+        ops, dt = work.ops, work.dtype
         n = hi - lo
-        self.x_host = [x[lo:hi] for x in plan.xs]
+        self.x_host = [x[lo:hi] for x in work.xs]
         self.x_rows = [ops.asarray(x, dt) for x in self.x_host]
-        sources = plan.sources
+        sources = work.sources
         self.shared = all(s.spec is None and s.per_example is None for s in sources)
         if self.shared:
             k = max(s.shared.shape[0] for s in sources)
@@ -63,12 +74,12 @@ class Chunk:
             pair_r = np.tile(np.arange(k), n)
         else:
             per = []
-            for name, s, xh in zip(plan.model.input_names, sources, self.x_host):
+            for name, s, xh in zip(work.input_names, sources, self.x_host):
                 if s.per_example is not None:
                     per.append(s.per_example[lo:hi])
                 elif s.spec is not None:
                     label = "references" if len(sources) == 1 else f"references[{name!r}]"
-                    per.append(np.stack([refs_mod.generated(s.spec, xh[e:e + 1], plan.seed, lo + e, label)
+                    per.append(np.stack([refs_mod.generated(s.spec, xh[e:e + 1], work.seed, lo + e, label)
                                          for e in range(n)]))
                 else:
                     per.append(np.broadcast_to(s.shared[None], (n,) + s.shared.shape))
@@ -87,17 +98,28 @@ class Chunk:
         self.pair_x = ops.asarray(self.pair_x_host, np.int64)
         self.pair_r = ops.asarray(pair_r, np.int64)
 
+    def mapped(self, fn, shared_cache) -> Chunk:
+        """This chunk with ``fn`` applied to its example and reference rows (host arrays,
+        leading row axis), e.g. their reverse complements: the same examples, references and
+        pairs. ``shared_cache`` holds the mapped shared rows' activations for the call."""
+        out = copy.copy(self)
+        out.x_host = [fn(x) for x in self.x_host]
+        out.x_rows = [self.work.ops.asarray(x, self.work.dtype) for x in out.x_host]
+        out._ref_host = [fn(r) for r in self._ref_host]
+        out._shared_cache = shared_cache
+        return out
+
     def ref_acts(self, forward):
-        """Forward activations of this chunk's reference rows (shared rows: once per run, and on
-        the host reused by later runs with the same rows, model weights, dtype and backend)."""
+        """Forward activations of this chunk's reference rows (shared rows: once per call, and
+        kept by the session for later calls with the same rows)."""
         if self.shared and "acts" in self._shared_cache:
             return self._shared_cache["acts"]
-        memo = _shared_ref_memo(self.plan, self._ref_host) if self.shared else None
-        acts = memo.get() if memo is not None else None
+        memo = self.work.shared_acts if self.shared else None
+        acts = memo.get(self._ref_host, self.work.shared_key) if memo is not None else None
         if acts is None:
-            acts = forward([self.plan.ops.asarray(r, self.plan.dtype) for r in self._ref_host])
+            acts = forward([self.work.ops.asarray(r, self.work.dtype) for r in self._ref_host])
             if memo is not None:
-                memo.put(acts)
+                memo.put(self._ref_host, acts, self.work.shared_key)
         if self.shared:
             self._shared_cache["acts"] = acts
         return acts
@@ -115,10 +137,10 @@ class Chunk:
         alone would mostly pad. Row results do not depend on the rows beside them, so the
         activations are the same as from separate passes.
         """
-        xp, n = self.plan.ops.xp, self.hi - self.lo
+        xp = self.work.ops.xp
         groups = ([lead] if lead is not None else []) + [self.x_rows]
         if not self.shared:
-            groups.append([self.plan.ops.asarray(r, self.plan.dtype) for r in self._ref_host])
+            groups.append([self.work.ops.asarray(r, self.work.dtype) for r in self._ref_host])
         rows = [xp.concatenate(parts) if len(parts) > 1 else parts[0] for parts in zip(*groups)]
         both = forward(rows) if keep is None else forward(rows, keep=keep)
         bounds = np.cumsum([0] + [len(g[0]) for g in groups])
@@ -129,62 +151,52 @@ class Chunk:
 
     def ref_rows_per_pair(self):
         """Reference input rows of every pair, numpy (P, *S) per input."""
-        return [np.asarray(r, dtype=self.plan.dtype)[self.pair_r_host] for r in self._ref_host]
+        return [np.asarray(r, dtype=self.work.dtype)[self.pair_r_host] for r in self._ref_host]
 
 
-#: Shared-reference forward passes kept per model for later runs (most recent first).
-SHARED_REF_MEMO_ENTRIES = 4
+class SharedReferenceActs:
+    """Forward activations of shared reference rows (zeros, a fixed background, a fixed set),
+    kept by a session for its later calls with the same rows: a small model explained in many
+    calls otherwise pays a whole padded GEMM block per layer each time for one zero row. Keyed
+    by the rows' bytes and by what the forward computed (``key``); the session fixes the model,
+    the weights, the dtype and the backend. At most `entries` sets are kept, the most recently
+    used first."""
 
+    def __init__(self, entries: int = 4):
+        self.entries = entries
+        self._items: list = []  # [((digest, key), acts)]
 
-class _shared_ref_memo:
-    """The forward activations of a run's shared reference rows, kept on the model for the next
-    run that uses the same rows (zeros, a fixed background): a small model explained in many
-    calls otherwise pays a whole padded GEMM block per layer each time for one zero row.
-
-    Kept only for host backends (numpy arrays). The key holds the rows' bytes (a digest), the
-    dtype and backend, and the identity of every weight array of the model (a replaced weight
-    misses); the entry keeps those arrays alive so their identities stay unique.
-    """
-
-    def __init__(self, plan, ref_host):
+    @staticmethod
+    def _digest(rows) -> str:
         import hashlib
 
-        self.model = plan.model
-        if plan.ops.xp is not np:
-            self.key = None
-            return
         digest = hashlib.blake2b(digest_size=16)
-        for r in ref_host:
+        for r in rows:
             r = np.ascontiguousarray(r)
             digest.update(f"{r.shape}{r.dtype.str}".encode())
             digest.update(r.view(np.uint8).reshape(-1))
-        self.weights = tuple(w for node in plan.model.nodes for w in node.layer.weights.values())
-        self.key = (plan.ops.name, plan.dtype.str, digest.hexdigest())
+        return digest.hexdigest()
 
-    def _entries(self):
-        return self.model.__dict__.setdefault("_shared_ref_acts", [])
-
-    def get(self):
-        if self.key is None:
-            return None
-        for key, weights, acts in self._entries():
-            if key == self.key and len(weights) == len(self.weights) and all(
-                    a is b for a, b in zip(weights, self.weights)):
+    def get(self, rows, key=None):
+        wanted = (self._digest(rows), key)
+        for k, acts in self._items:
+            if k == wanted:
                 return acts
         return None
 
-    def put(self, acts):
-        if self.key is None:
-            return
-        for a in acts.values():  # shared with later runs: nothing may write to them
-            a.flags.writeable = False
-        entries = [e for e in self._entries() if e[0] != self.key]
-        self.model.__dict__["_shared_ref_acts"] = [(self.key, self.weights, acts)] + \
-            entries[:SHARED_REF_MEMO_ENTRIES - 1]
+    def put(self, rows, acts, key=None):
+        for a in acts.values():  # shared with later calls: nothing may write to them
+            if isinstance(a, np.ndarray):
+                a.flags.writeable = False
+        entry = (self._digest(rows), key)
+        self._items = [(entry, acts)] + [e for e in self._items if e[0] != entry][:self.entries - 1]
+
+    def clear(self):
+        self._items = []
 
 
-def chunks(plan):
-    """Yield the run's chunks in example order, printing progress if asked.
+def chunks(work: Work, batch_size: int, progress: bool = False):
+    """Yield the call's chunks of ``batch_size`` examples in order, printing progress if asked.
 
     With a backend that computes on a device (``ops.prefetch_chunks``, CupyOps), the next chunk
     (slicing the inputs, generating its references, uploading) is built on a host thread while
@@ -193,13 +205,13 @@ def chunks(plan):
     either way.
     """
     shared_cache: dict = {}
-    bs = plan.batch_size
-    bar = _Progress(plan.n) if plan.progress else None
-    bounds = [(lo, min(lo + bs, plan.n)) for lo in range(0, plan.n, bs)]
-    if getattr(plan.ops, "prefetch_chunks", False) and len(bounds) > 1:
-        made = _prefetched(plan, bounds, shared_cache)
+    n = work.xs[0].shape[0]
+    bar = Progress(n, unit="examples") if progress else None
+    bounds = [(lo, min(lo + batch_size, n)) for lo in range(0, n, batch_size)]
+    if work.ops.prefetch_chunks and len(bounds) > 1:
+        made = _prefetched(work, bounds, shared_cache)
     else:
-        made = (Chunk(plan, lo, hi, shared_cache) for lo, hi in bounds)
+        made = (Chunk(work, lo, hi, shared_cache) for lo, hi in bounds)
     for chunk in made:
         yield chunk
         if bar:
@@ -208,85 +220,14 @@ def chunks(plan):
         bar.close()
 
 
-def _prefetched(plan, bounds, shared_cache):
+def _prefetched(work, bounds, shared_cache):
     """Chunks of ``bounds`` in order, each built while the previous one is in use."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(1, thread_name_prefix="fastlift-prefetch") as pool:
-        pending = pool.submit(Chunk, plan, *bounds[0], shared_cache)
+        pending = pool.submit(Chunk, work, *bounds[0], shared_cache)
         for nxt in bounds[1:]:
             chunk = pending.result()
-            pending = pool.submit(Chunk, plan, *nxt, shared_cache)
+            pending = pool.submit(Chunk, work, *nxt, shared_cache)
             yield chunk
         yield pending.result()
-
-
-class Accumulator:
-    """Per-example outputs (mean over references) in a fixed order."""
-
-    def __init__(self, plan):
-        self.plan = plan
-        n_t, n = len(plan.weights), plan.n
-        dt = plan.dtype
-        self.contrib = [np.zeros((n_t, n) + s.shape, dt) for s in plan.score_nodes]
-        self.mult = [np.zeros((n_t, n) + s.shape, dt) for s in plan.score_nodes]
-        self.hyp = [np.zeros((n_t, n) + s.shape, dt) for s in plan.score_nodes] if plan.hypothetical else None
-        self.deltas = np.zeros((n_t, n))
-
-    def _mean(self, a, k):
-        ops = self.plan.ops
-        if k == 1:  # the float64 mean of one value is that value
-            return ops.to_numpy(a)
-        out = ops.mean_over_refs(a.reshape(a.shape[0], -1), k)
-        return ops.to_numpy(out).reshape((out.shape[0],) + a.shape[1:])
-
-    def add(self, ti, si, chunk, contrib, mult, hyp):
-        k, sl = chunk.n_refs, slice(chunk.lo, chunk.hi)
-        self.mult[si][ti, sl] = self._mean(mult, k)
-        # gradient and guided_backprop report the multipliers themselves
-        self.contrib[si][ti, sl] = self.mult[si][ti, sl] if contrib is mult else self._mean(contrib, k)
-        if hyp is not None:
-            self.hyp[si][ti, sl] = self._mean(hyp, k)
-
-    def add_deltas(self, ti, chunk, per_pair):
-        k = chunk.n_refs
-        self.deltas[ti, chunk.lo:chunk.hi] = per_pair.reshape(-1, k).mean(axis=1)
-
-    def result(self):
-        from .explain import Attributions
-
-        plan = self.plan
-        multi = plan.multi_target
-
-        def shape_out(arrays):
-            if arrays is None:
-                return None
-            arrays = [a if multi else a[0] for a in arrays]
-            if plan.layers_form == "single" or (plan.layers_form == "inputs" and len(arrays) == 1):
-                return arrays[0]
-            if plan.layers_form == "inputs" and plan.x_is_dict:
-                return {n.name: a for n, a in zip(plan.score_nodes, arrays)}
-            return arrays
-
-        no_delta = plan.method in ("gradient", "guided_backprop")
-        deltas = None if no_delta else (self.deltas if multi else self.deltas[0])
-        return Attributions(contributions=shape_out(self.contrib), multipliers=shape_out(self.mult),
-                            hypothetical=shape_out(self.hyp), deltas=deltas,
-                            target_layer=plan.target_node.name, layers=[n.name for n in plan.score_nodes])
-
-
-class _Progress:
-    """A dependency-free progress bar on stderr."""
-
-    def __init__(self, total):
-        self.total, self.t0 = max(total, 1), time.perf_counter()
-
-    def update(self, done):
-        frac = done / self.total
-        rate = done / max(time.perf_counter() - self.t0, 1e-9)
-        bar = "#" * int(30 * frac)
-        sys.stderr.write(f"\r[{bar:<30}] {done}/{self.total} examples ({rate:.1f}/s)")
-        sys.stderr.flush()
-
-    def close(self):
-        sys.stderr.write("\n")

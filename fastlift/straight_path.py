@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backends.ops import Act, Ops
-from .layers.conv import _Conv
+from .activations import Act
+from .backends.ops import Ops
+from .layers.conv import Convolution
 from .layers.core import Activation
 from .layers.pooling import _Pool
 
@@ -51,7 +52,7 @@ def kinked_chains(model, prefix, ops) -> tuple:
     chains = []
     for node in model.nodes:
         layer = node.layer
-        if not isinstance(layer, _Conv) or layer.data_format != "channels_last":
+        if not isinstance(layer, Convolution) or layer.data_format != "channels_last":
             continue
         src, pool = node.inputs[0], None
         if isinstance(src.layer, _Pool) and src.layer.is_max and not src.layer.is_global:
@@ -60,29 +61,29 @@ def kinked_chains(model, prefix, ops) -> tuple:
             pool, src = src, src.inputs[0]
         if type(src.layer) is not Activation or src.layer.act != Act.RELU or src.inputs[0] not in prefix:
             continue
-        if ops.conv_skips_zeros(layer._geoms[node.inputs[0].shape]):
+        if ops.conv_skips_zeros(layer.geometry(node.inputs[0].shape)):
             chains.append((src.inputs[0], src, pool, node))
     return tuple(chains)
 
 
-def chain_activations(ops, cache, chain, z_points, z_x, z_r, alphas) -> dict:
+def chain_activations(ops, weights, chain, z_points, z_x, z_r, alphas) -> dict:
     """{ReLU node, max-pool node, conv node: activations at the points} for one chain of
     `kinked_chains`. z_points (P·steps, *S) are the prefix node's activations at the points
     (`path` of z_x and z_r, both (P, *S)); ``alphas`` (steps,) are the path's steps."""
     _, relu, pool, conv = chain
     steps, alphas = alphas.shape[0], ops.asarray(alphas, z_r.dtype)
-    a = relu.layer.forward(ops, [z_points], cache(relu.layer))
+    a = relu.layer.forward(ops, [z_points], weights(relu.layer))
     acts = {relu: a}
     if pool is not None:
-        a = acts[pool] = pool.layer.forward(ops, [a], cache(pool.layer))
+        a = acts[pool] = pool.layer.forward(ops, [a], weights(pool.layer))
     mid = steps // 2  # the line each element follows at the middle point
     z_mid = z_points.reshape((z_r.shape[0], steps) + z_r.shape[1:])[:, mid]
     d = z_x - z_r  # the same difference `path` multiplies
     if pool is None:
         top, u, v = z_mid, z_r, d
     else:
-        g = pool.layer._geoms[relu.shape]
-        (windows, valid), *rest = [_REF._windows(pool.layer._to_nhwc(ops, ops.to_numpy(t)), g)
+        g = pool.layer.geometry(relu.shape)
+        (windows, valid), *rest = [_REF._windows(pool.layer.to_nhwc(ops, ops.to_numpy(t)), g)
                                    for t in (z_mid, z_r, d)]
         win = np.argmax(np.where(valid, windows, -np.inf), axis=3)[:, :, :, None]
         top, u, v = (ops.asarray(pool.layer._out(ops, np.take_along_axis(w, win, 3)[:, :, :, 0]), z_r.dtype)
@@ -91,7 +92,7 @@ def chain_activations(ops, cache, chain, z_points, z_x, z_r, alphas) -> dict:
     u = ops.xp.where(on, u, 0).astype(z_r.dtype, copy=False)
     v = ops.xp.where(on, v, 0).astype(z_r.dtype, copy=False)
     off_line = a - line(u, v, alphas)  # mostly exact zeros
-    w = cache(conv.layer)
+    w = weights(conv.layer)
     at_u = conv.layer.forward(ops, [u], w)
     along_v = conv.layer.linear(ops, v, w["kernel"], conv)
     acts[conv] = line(at_u, along_v, alphas) + conv.layer.linear(ops, off_line, w["kernel"], conv)

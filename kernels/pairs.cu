@@ -2,7 +2,7 @@
 //
 // Semantics: fastlift/backends/ops.py (Ops.pair_delta, pair_contributions, mean_over_refs); CPU
 // twin: csrc/fl_kernels_impl.h. Conventions: fl_cuda.cuh. Pair p of example e with reference k is
-// row e*n_refs + k (example-major, DESIGN decision 1).
+// row e*n_refs + k (example-major, as everywhere in fastlift: csrc/fl_kernels.h).
 #include "fl_cuda.cuh"
 
 // pair_delta: delta[p, f] = x[pair_x[p], f] - r[pair_r[p], f].

@@ -1,7 +1,7 @@
 // pooling.cu -- max / average pooling forward and backward, including the exact max-pool rule.
 //
 // Semantics: fastlift/backends/ops.py (Ops.max_pool_forward ... Ops.max_pool_backward); CPU twin:
-// csrc/fl_kernels_impl.h; the exact rule's lambda: fl_max_pool_lambda in csrc/fl_math.h.
+// csrc/fl_kernels_impl.h; the exact rule's lambda: fl_max_pool_backward_lambda in csrc/fl_math.h.
 // Geometry as in conv.cu; padding cells are ignored by pooling (never the max, not counted in
 // the mean). Conventions: fl_cuda.cuh.
 #include "fl_cuda.cuh"
@@ -24,8 +24,8 @@ __global__ void max_pool_forward(const T* __restrict__ x__nhwc, T* __restrict__ 
         q /= g.w_out;
         const long long i = q % g.h_out, nn = q / g.h_out;
         long long a_lo, a_hi, b_lo, b_hi;
-        fl_tap_range(i * g.sh - g.pt, g.dh, g.kh, g.h, &a_lo, &a_hi);
-        fl_tap_range(j * g.sw - g.pl, g.dw, g.kw, g.w, &b_lo, &b_hi);
+        fli_tap_range(i * g.sh - g.pt, g.dh, g.kh, g.h, &a_lo, &a_hi);
+        fli_tap_range(j * g.sw - g.pl, g.dw, g.kw, g.w, &b_lo, &b_hi);
         const T* xn = x__nhwc + nn * g.h * g.w * g.c + ch;
         T best = fl_neg_inf<T>();
         for (long long a = a_lo; a < a_hi; ++a) {
@@ -51,8 +51,8 @@ __global__ void avg_pool_forward(const T* __restrict__ x__nhwc, T* __restrict__ 
         q /= g.w_out;
         const long long i = q % g.h_out, nn = q / g.h_out;
         long long a_lo, a_hi, b_lo, b_hi;
-        fl_tap_range(i * g.sh - g.pt, g.dh, g.kh, g.h, &a_lo, &a_hi);
-        fl_tap_range(j * g.sw - g.pl, g.dw, g.kw, g.w, &b_lo, &b_hi);
+        fli_tap_range(i * g.sh - g.pt, g.dh, g.kh, g.h, &a_lo, &a_hi);
+        fli_tap_range(j * g.sw - g.pl, g.dw, g.kw, g.w, &b_lo, &b_hi);
         const T* xn = x__nhwc + nn * g.h * g.w * g.c + ch;
         T acc = T(0);
         for (long long a = a_lo; a < a_hi; ++a) {
@@ -91,7 +91,7 @@ __global__ void avg_pool_backward(const T* __restrict__ m_out__pijc, T* __restri
                 continue;
             const long long i = ti / g.sh;
             long long a_lo, a_hi;
-            fl_tap_range(i * g.sh - g.pt, g.dh, g.kh, g.h, &a_lo, &a_hi);
+            fli_tap_range(i * g.sh - g.pt, g.dh, g.kh, g.h, &a_lo, &a_hi);
             for (long long b = 0; b < g.kw; ++b) {
                 const long long tj = s + g.pl - b * g.dw;
                 if (tj < 0)
@@ -100,7 +100,7 @@ __global__ void avg_pool_backward(const T* __restrict__ m_out__pijc, T* __restri
                     continue;
                 const long long j = tj / g.sw;
                 long long b_lo, b_hi;
-                fl_tap_range(j * g.sw - g.pl, g.dw, g.kw, g.w, &b_lo, &b_hi);
+                fli_tap_range(j * g.sw - g.pl, g.dw, g.kw, g.w, &b_lo, &b_hi);
                 acc += mp[(i * g.w_out + j) * g.c] / (T)((a_hi - a_lo) * (b_hi - b_lo));
             }
         }
@@ -135,7 +135,7 @@ __device__ __forceinline__ long long fl_window_argmax(const T* __restrict__ v, c
 // arg-max of the window in x, cell B = first arg-max in ref.
 //   exact == 0 (the original's gradient rule): A receives m.
 //   exact != 0: A == B receives m; otherwise A receives lambda*m and B (1 - lambda)*m with
-//   lambda = fl_max_pool_lambda(x[A], x[B], ref[A], ref[B]), so contributions sum to
+//   lambda = fl_max_pool_backward_lambda(x[A], x[B], ref[A], ref[B]), so contributions sum to
 //   x[A] - ref[B] for any reference.
 // Gather form: each thread owns one input element (p, r, s, ch), visits the windows containing
 // it in row-major tap order (the oracle's col2im order; = windows in descending (i, j), the CPU
@@ -169,7 +169,7 @@ __global__ void max_pool_backward(const T* __restrict__ m_out__pijc, const T* __
                 continue;
             const long long i = ti / g.sh, r0 = i * g.sh - g.pt;
             long long a_lo, a_hi;
-            fl_tap_range(r0, g.dh, g.kh, g.h, &a_lo, &a_hi);
+            fli_tap_range(r0, g.dh, g.kh, g.h, &a_lo, &a_hi);
             for (long long b = 0; b < g.kw; ++b) {
                 const long long tj = s + g.pl - b * g.dw;
                 if (tj < 0)
@@ -178,7 +178,7 @@ __global__ void max_pool_backward(const T* __restrict__ m_out__pijc, const T* __
                     continue;
                 const long long j = tj / g.sw, s0 = j * g.sw - g.pl;
                 long long b_lo, b_hi;
-                fl_tap_range(s0, g.dw, g.kw, g.w, &b_lo, &b_hi);
+                fli_tap_range(s0, g.dw, g.kw, g.w, &b_lo, &b_hi);
                 const T m = mp[(i * g.w_out + j) * g.c];
                 const long long cell_a = fl_window_argmax(xp, g, r0, s0, a_lo, a_hi, b_lo, b_hi);
                 if (!exact) {
@@ -191,7 +191,7 @@ __global__ void max_pool_backward(const T* __restrict__ m_out__pijc, const T* __
                     if (cell_a == mine)
                         acc += m;
                 } else if (cell_a == mine || cell_b == mine) {
-                    const T lam = fl_max_pool_lambda(xp[cell_a], xp[cell_b], rp[cell_a], rp[cell_b]);
+                    const T lam = fl_max_pool_backward_lambda(xp[cell_a], xp[cell_b], rp[cell_a], rp[cell_b]);
                     acc += cell_a == mine ? lam * m : (T(1) - lam) * m;
                 }
             }

@@ -9,7 +9,8 @@
 // array, element i = row * n_features + f, in a grid-stride loop. Rows are gathered through the
 // pair index (pair_x__p / pair_r__p), so consecutive threads read consecutive features of the
 // same example or reference row: coalesced loads. `act` is the same for every thread, so the
-// switch inside fl_act_value / fl_act_grad never diverges within a warp.
+// switch inside fl_activation_forward_elem / fl_activation_grad_elem never diverges within a
+// warp. Each kernel computes its elements with the fl_<op>_elem function of csrc/fl_math.h.
 #include "fl_cuda.cuh"
 #include "fl_math.h"
 
@@ -22,7 +23,7 @@ __global__ void activation_forward(int act, const T* __restrict__ x__nf, const T
 {
     FL_FOR_EACH(i, n_rows * n_features) {
         const long long f = i % n_features;
-        out__nf[i] = fl_act_value(act, x__nf[i], a__a[f % n_alpha]);
+        out__nf[i] = fl_activation_forward_elem(act, x__nf[i], a__a[f % n_alpha]);
     }
 }
 
@@ -35,7 +36,7 @@ __global__ void add_activation(int act, const T* __restrict__ x__nf, const T* __
 {
     FL_FOR_EACH(i, n_rows * n_features) {
         const long long f = i % n_features;
-        out__nf[i] = other__nf[i] + fl_act_value(act, x__nf[i], a__a[f % n_alpha]);
+        out__nf[i] = other__nf[i] + fl_activation_forward_elem(act, x__nf[i], a__a[f % n_alpha]);
     }
 }
 
@@ -47,13 +48,13 @@ __global__ void activation_grad(int act, const T* __restrict__ x__nf, const T* _
 {
     FL_FOR_EACH(i, n_rows * n_features) {
         const long long f = i % n_features;
-        out__nf[i] = fl_act_grad(act, x__nf[i], a__a[f % n_alpha]);
+        out__nf[i] = fl_activation_grad_elem(act, x__nf[i], a__a[f % n_alpha]);
     }
 }
 
 // rescale_backward (Rescale rule), for pair p = i / n_features and feature f:
 //   m_in[p, f] = m_out[p, f] * s,  s = (x_out[px, f] - r_out[pr, f]) / (x_in[px, f] - r_in[pr, f]),
-//   or s = act'(r_in[pr, f]) where |x_in - r_in| < FL_NEAR_ZERO  (fl_rescale_scale),
+//   or s = act'(r_in[pr, f]) where |x_in - r_in| < FL_NEAR_ZERO  (fl_rescale_backward_elem),
 //   with px = pair_x[p], pr = pair_r[p].
 // Layout: m_out__pf, m_in__pf (n_pairs, F); x_in__nf, x_out__nf (n_x, F); r_in__nf, r_out__nf
 //   (n_r, F); pair_x__p, pair_r__p (n_pairs,).
@@ -69,9 +70,8 @@ __global__ void rescale_backward(int act, const T* __restrict__ m_out__pf,
     FL_FOR_EACH(i, n_pairs * n_features) {
         const long long p = i / n_features, f = i - p * n_features;
         const long long kx = pair_x__p[p] * n_features + f, kr = pair_r__p[p] * n_features + f;
-        const T s = fl_rescale_scale(act, x_in__nf[kx], r_in__nf[kr], x_out__nf[kx], r_out__nf[kr],
-                                     a__a[f % n_alpha]);
-        m_in__pf[i] = m_out__pf[i] * s;
+        m_in__pf[i] = fl_rescale_backward_elem(act, m_out__pf[i], x_in__nf[kx], r_in__nf[kr], x_out__nf[kx],
+                                               r_out__nf[kr], a__a[f % n_alpha]);
     }
 }
 
@@ -86,7 +86,8 @@ __global__ void gradient_backward(int act, const T* __restrict__ m_out__pf,
 {
     FL_FOR_EACH(i, n_pairs * n_features) {
         const long long p = i / n_features, f = i - p * n_features;
-        const T g = fl_act_grad(act, x_in__nf[pair_x__p[p] * n_features + f], a__a[f % n_alpha]);
+        const T g = fl_activation_grad_elem(act, x_in__nf[pair_x__p[p] * n_features + f],
+                                            a__a[f % n_alpha]);
         m_in__pf[i] = m_out__pf[i] * g;
     }
 }
@@ -104,14 +105,16 @@ __global__ void guided_backprop_backward(int act, const T* __restrict__ m_out__p
     FL_FOR_EACH(i, n_pairs * n_features) {
         const long long p = i / n_features, f = i - p * n_features;
         const T m = m_out__pf[i];
-        const T v = m * fl_act_grad(act, x_in__nf[pair_x__p[p] * n_features + f], a__a[f % n_alpha]);
+        const T v = m * fl_activation_grad_elem(act, x_in__nf[pair_x__p[p] * n_features + f],
+                                                a__a[f % n_alpha]);
         m_in__pf[i] = m > T(0) ? v : T(0);
     }
 }
 
 // reveal_cancel_split (RevealCancel output split), x0 = r_in[pair_r[p], f]:
 //   dy_pos = 0.5*[(f(x0+d_pos) - f(x0)) + (f(x0+d_pos+d_neg) - f(x0+d_neg))]
-//   dy_neg = 0.5*[(f(x0+d_neg) - f(x0)) + (f(x0+d_pos+d_neg) - f(x0+d_pos))]  (fl_reveal_cancel_dy)
+//   dy_neg = 0.5*[(f(x0+d_neg) - f(x0)) + (f(x0+d_pos+d_neg) - f(x0+d_pos))]
+//   (fl_reveal_cancel_split_elem)
 // Layout: d_pos__pf, d_neg__pf, dy_pos__pf, dy_neg__pf (n_pairs, F); r_in__nf (n_r, F).
 template <typename T>
 __global__ void reveal_cancel_split(int act, const T* __restrict__ r_in__nf,
@@ -124,8 +127,8 @@ __global__ void reveal_cancel_split(int act, const T* __restrict__ r_in__nf,
     FL_FOR_EACH(i, n_pairs * n_features) {
         const long long p = i / n_features, f = i - p * n_features;
         T dy_pos, dy_neg;
-        fl_reveal_cancel_dy(act, r_in__nf[pair_r__p[p] * n_features + f], d_pos__pf[i], d_neg__pf[i],
-                            a__a[f % n_alpha], &dy_pos, &dy_neg);
+        fl_reveal_cancel_split_elem(act, r_in__nf[pair_r__p[p] * n_features + f], d_pos__pf[i],
+                                    d_neg__pf[i], a__a[f % n_alpha], &dy_pos, &dy_neg);
         dy_pos__pf[i] = dy_pos;
         dy_neg__pf[i] = dy_neg;
     }
@@ -134,7 +137,8 @@ __global__ void reveal_cancel_split(int act, const T* __restrict__ r_in__nf,
 // reveal_cancel_backward (RevealCancel rule), x0 = r_in[pair_r[p], f]:
 //   m_in_pos = m_pos * dy_pos / d_pos,  m_in_neg = m_neg * dy_neg / d_neg, where |d_pos| <
 //   FL_NEAR_ZERO uses the limit 0.5*(f'(x0) + f'(x0 + d_neg)) for dy_pos / d_pos, and
-//   symmetrically for d_neg (fl_reveal_cancel_scales; the split is recomputed in the same pass).
+//   symmetrically for d_neg (fl_reveal_cancel_backward_elem; the split is recomputed in the same
+//   pass).
 // Layout: m_pos__pf, m_neg__pf, d_pos__pf, d_neg__pf, m_in_pos__pf, m_in_neg__pf (n_pairs, F);
 //   r_in__nf (n_r, F).
 template <typename T>
@@ -150,10 +154,10 @@ __global__ void reveal_cancel_backward(int act, const T* __restrict__ m_pos__pf,
 {
     FL_FOR_EACH(i, n_pairs * n_features) {
         const long long p = i / n_features, f = i - p * n_features;
-        T s_pos, s_neg;
-        fl_reveal_cancel_scales(act, r_in__nf[pair_r__p[p] * n_features + f], d_pos__pf[i],
-                                d_neg__pf[i], a__a[f % n_alpha], &s_pos, &s_neg);
-        m_in_pos__pf[i] = m_pos__pf[i] * s_pos;
-        m_in_neg__pf[i] = m_neg__pf[i] * s_neg;
+        T m_in_pos, m_in_neg;
+        fl_reveal_cancel_backward_elem(act, m_pos__pf[i], m_neg__pf[i], r_in__nf[pair_r__p[p] * n_features + f],
+                                       d_pos__pf[i], d_neg__pf[i], a__a[f % n_alpha], &m_in_pos, &m_in_neg);
+        m_in_pos__pf[i] = m_in_pos;
+        m_in_neg__pf[i] = m_in_neg;
     }
 }

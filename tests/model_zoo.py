@@ -122,4 +122,30 @@ def channels_first_1d(rng):
     return model, make_x
 
 
-ZOO = {f.__name__: f for f in (genomics_1d, conv_2d, mlp_two_inputs, channels_first_1d)}
+def onnx_style(rng):
+    """Channels-first one-hot input as PyTorch/ONNX models take it: asymmetric zero padding, BN over
+    axis 1, pools with explicit padding, a per-channel ScaleShift with negative factors,
+    LogSumExp over the channels and across two heads, and Log after a Dense layer."""
+    x = L.Input((4, 20), name="onehot_cf")
+    h = L.ZeroPadding1D((1, 2), data_format="channels_first", name="pad_cf")(x)
+    h = L.Conv1D(_w(rng, 4, 4, 6), _w(rng, 6, scale=0.1), data_format="channels_first", name="conv_cf")(h)
+    h = L.Activation("relu", name="relu_cf")(_bn(rng, 6, axis=1)(h))
+    h = L.MaxPool1D(3, strides=2, padding=((1, 1),), data_format="channels_first", name="mp_pad")(h)
+    h = L.ScaleShift(rng.normal(size=(6, 1)), rng.normal(size=(6, 1)) * 0.1, name="affine")(h)
+    h = L.AvgPool1D(3, strides=2, padding=((1, 1),), data_format="channels_first", name="ap_pad")(h)
+    lse = L.LogSumExp(axis=1, keepdims=True, name="lse_channels")(h)
+    f = L.Reshape((35,), name="flat_cf")(L.Concatenate(axis=1, name="cat_cf")([h, lse]))
+    a = L.Activation("softplus", name="softplus_cf")(L.Dense(_w(rng, 35, 3), None, name="d_a")(f))
+    pos = L.Dense(np.abs(_w(rng, 3, 2)), 0.5 + np.abs(_w(rng, 2, scale=0.1)), name="d_pos")(a)
+    head_a = L.Log(name="log")(pos)
+    head_b = L.Dense(_w(rng, 35, 2), _w(rng, 2, scale=0.1), name="d_b")(f)
+    y = L.LogSumExp(name="lse_heads")([head_a, head_b])
+    model = fl.Model(x, y, name="onnx_style", input_layout="channels_first")
+
+    def make_x(rng, n):
+        return np.eye(4)[rng.integers(0, 4, size=(n, 20))].transpose(0, 2, 1)
+
+    return model, make_x
+
+
+ZOO = {f.__name__: f for f in (genomics_1d, conv_2d, mlp_two_inputs, channels_first_1d, onnx_style)}

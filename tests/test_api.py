@@ -12,8 +12,9 @@ from fastlift import cli, demo
 
 
 def test_public_names():
-    assert sorted(fl.__all__) == sorted(["Attributions", "Model", "attribute", "deeplift", "dinuc_shuffle",
-                                         "get_include", "layers", "load_model", "references", "__version__"])
+    assert sorted(fl.__all__) == sorted(["Attributions", "Explainer", "Model", "attribute", "deeplift", "dinuc_shuffle",
+                                         "from_keras", "get_include", "layers", "load_model", "references",
+                                         "__version__"])
     for name in fl.__all__:
         assert hasattr(fl, name)
         if callable(getattr(fl, name)) and name != "Attributions":

@@ -17,8 +17,16 @@ CPU_KERNEL_OPS = [
     "max_pool_backward", "activation_forward", "activation_grad", "rescale_backward",
     "gradient_backward", "guided_backprop_backward", "reveal_cancel_split", "reveal_cancel_backward",
     "pair_delta", "pair_contributions", "mean_over_refs", "compute_context", "conv_forward", "conv_adjoint",
-    "add", "conv_skips_zeros", "add_activation", "conv_residual_relu", "conv_adjoint_relu",
+    "add", "conv_skips_zeros", "add_activation", "conv_residual_relu", "conv_adjoint_relu", "close",
 ]
+
+
+def test_capabilities_are_declared_on_the_base_class():
+    for name in ("fused_ops", "prefetch_chunks", "memory_budget", "close", "conv_skips_zeros", "compute_context"):
+        assert hasattr(Ops, name), name
+    assert Ops.fused_ops == frozenset() and not Ops.prefetch_chunks
+    assert CpuOps.fused_ops <= {"add_activation", "conv_residual_relu", "conv_adjoint_relu"}
+    assert all(callable(getattr(Ops, f)) for f in CpuOps.fused_ops)
 
 
 def public_methods(cls):
@@ -26,8 +34,10 @@ def public_methods(cls):
 
 
 def assert_same_signatures(backend):
+    """The same public methods as Ops (no more: a backend's extra public method would be an op that
+    the engine cannot call on the others) with the same signatures."""
     ops_methods = public_methods(Ops)
-    assert set(ops_methods) <= set(public_methods(backend))
+    assert set(public_methods(backend)) == set(ops_methods), set(public_methods(backend)) ^ set(ops_methods)
     for name in ops_methods + ["__init__"]:
         got, want = inspect.signature(getattr(backend, name)), inspect.signature(getattr(Ops, name))
         assert got == want, f"{backend.__name__}.{name}{got} differs from Ops.{name}{want}"

@@ -31,3 +31,11 @@ def test_compare_peers_smoke(tmp_path):
 def test_throughput_smoke(tmp_path):
     stdout, res = _run(["bench/bench_throughput.py", "--quick"], tmp_path)
     assert set(res["models"]) == {"bpnet_like", "basset_like", "mlp"}
+
+
+def test_scan_bench_smoke(tmp_path):
+    stdout, res = _run(["bench/bench_scan.py", "--quick", "--no-dask"], tmp_path)
+    for model in ("demo", "bpnet"):
+        assert res[model]["engine"] > 0 and res[model]["scan"] > 0
+    assert res["merge"]["merge regions"] == 100 and res["merge"]["merge bytes per region"] > 2114 * 4 * 2
+    assert "x engine" in stdout and "merge of 4 shard files" in stdout

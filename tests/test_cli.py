@@ -129,6 +129,22 @@ def test_help_explains_every_option():
         assert word in proc.stdout
 
 
+def test_explain_reverse_complement(genome, tmp_path, capsys):
+    fasta, bed = genome
+    out = tmp_path / "rc.h5"
+    args = ["demo", "--fasta", fasta, "--bed", bed, "--width", 64, "--refs", "dinuc:3", "--target", "profile",
+            "--target-layer", "profile", "--out", out, "--score-dtype", "float32", "--quiet"]
+    assert explain(*args, "--reverse-complement") == 0, capsys.readouterr().err
+    got = io_scores.load_scores(str(out))
+    assert got["params"]["reverse_complement"] is True
+    X = got["input_seqs"].astype(np.float32)
+    direct = fl.deeplift(demo.demo_model(64), X, fl.references.dinuc_shuffle(3), hypothetical=True, target="profile",
+                         target_layer="profile", reverse_complement=True)
+    np.testing.assert_array_equal(got["hyp_scores"], direct.hypothetical)
+    assert explain(*args, "--resume") == 1  # a resume without --reverse-complement is refused
+    assert "reverse_complement: file has True, this run None" in capsys.readouterr().err
+
+
 def test_parse_target():
     model = demo.demo_model(64)
     assert cli._parse_target("0", None, model) == (0, None)
@@ -137,6 +153,11 @@ def test_parse_target():
     assert cli._parse_target("0,profile", "profile", model) == ([0, "profile"], "profile")
     assert cli._parse_target("all", "counts", model) == ([0], "counts")
     assert cli._parse_target("sum@counts", None, model) == (["sum"], ["counts"])
+    assert cli._parse_target("profile_chrombpnet@profile,profile_bpnetlite@profile,0@counts", None, model) == (
+        ["profile_chrombpnet", "profile_bpnetlite", 0], ["profile", "profile", "counts"])
+    with pytest.raises(ValueError, match=r"--target item 'profile_tf': expected an index, 'profile', "
+                                         r"'profile_chrombpnet', 'profile_bpnetlite', 'sum' or 'all'"):
+        cli._parse_target("profile_tf", "profile", model)
 
 
 def test_cli_sigkill_and_resume(tmp_path):

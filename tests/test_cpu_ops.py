@@ -16,7 +16,9 @@ from threadpoolctl import threadpool_info
 
 from fastlift.backends import _cpu
 from fastlift.backends.cpu_ops import GEMM_BLOCK_ROWS, CpuOps
-from fastlift.backends.ops import NEAR_ZERO, Act, Geometry, Ops
+from fastlift.activations import Act
+from fastlift.backends.ops import NEAR_ZERO, Ops
+from fastlift.geometry import Geometry
 
 pytestmark = pytest.mark.blas  # .ci/run runs these again under a second BLAS core type
 
@@ -232,6 +234,8 @@ def test_reveal_cancel_split(act, dtype, n_pairs, rng):
 @pytest.mark.parametrize("act", ACTS, ids=[a.name for a in ACTS])
 def test_reveal_cancel_backward(act, dtype, n_pairs, rng):
     m_pos, m_neg, r, d_pos, d_neg, pair_r = reveal_cancel_data(n_pairs, dtype, rng)
+    if act == Act.LOG:  # log's domain: every x0 + Δ⁻ stays positive
+        r = np.abs(r) + np.abs(d_neg).max() + 0.5
     alpha = alpha_for(r.shape[1], dtype, rng)
     args = (act, m_pos, m_neg, r, d_pos, d_neg, pair_r, alpha)
     got, want = CPU.reveal_cancel_backward(*args), REF.reveal_cancel_backward(*args)
@@ -327,7 +331,7 @@ def test_conv_forward_is_the_unfused_gemm_bit_for_bit(g, dtype, n_out, rng):
     x = rng.standard_normal((23, g.h, g.w, g.c)).astype(dtype)
     kernel = rng.standard_normal((g.kh * g.kw * g.c, n_out)).astype(dtype)
     tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {}
-    like = (lambda a, b, dt: close(a, b, dt, **tol)) if CPU.conv_runs_direct(g) else same
+    like = (lambda a, b, dt: close(a, b, dt, **tol)) if CPU._conv_runs_direct(g) else same
     with CPU.compute_context():
         got = CPU.conv_forward(x, kernel, g)
         cols = CPU.im2col(x, g)
@@ -344,6 +348,30 @@ def test_conv_forward_is_the_unfused_gemm_bit_for_bit(g, dtype, n_out, rng):
     with CPU.compute_context():  # the bias, added in the GEMM pass, is the same as added after
         same(CPU.conv_forward(x, kernel, g, bias), got + bias, dtype)
     close(REF.conv_forward(x, kernel, g, bias), got + bias, dtype, **tol)
+
+
+@pytest.mark.parametrize("g", GEOMETRIES)
+def test_float32_conv_through_dgemm_is_the_unfused_gemm_bit_for_bit(g, rng, monkeypatch):
+    """Where sgemm is position-dependent, a float32 convolution runs the float64 fused kernel on
+    the converted rows: the bits of im2col + matmul (dgemm, rounded) + bias, rows independent
+    of the batch and the threads. Forced here, whatever BLAS runs."""
+    from fastlift.backends import cpu_ops
+
+    monkeypatch.setattr(cpu_ops, "sgemm_is_deterministic", lambda: False)
+    monkeypatch.setattr(cpu_ops, "_ISA", "base")  # the BLAS route, not AVX-512's direct tiles
+    ops = CpuOps(n_threads=2)
+    x = rng.standard_normal((23, g.h, g.w, g.c)).astype(np.float32)
+    kernel = rng.standard_normal((g.kh * g.kw * g.c, 64)).astype(np.float32)
+    bias = rng.standard_normal(64).astype(np.float32)
+    with ops.compute_context():
+        got = ops.conv_forward(x, kernel, g, bias)
+        cols = ops.im2col(x, g)
+        want = ops.matmul(cols.reshape(-1, cols.shape[-1]), kernel) + bias
+        assert got.dtype == np.float32
+        same(got, want, np.float32)
+        cells = g.h_out * g.w_out
+        for lo, hi in [(0, 1), (3, 10)]:
+            same(CpuOps(n_threads=1).conv_forward(x[lo:hi], kernel, g, bias), got[lo * cells:hi * cells], np.float32)
 
 
 def direct_kernel(kernel, dtype):
@@ -390,7 +418,7 @@ def test_conv_direct_is_the_convolution(g, dtype, n_out, rng):
     same(masked, REF.gradient_backward(Act.RELU, a, z_in, rows, np.zeros(1, dtype)), dtype)
     for isa in ("base", "avx2", "avx512"):
         close(_cpu.conv_direct(x, wp, g, n_out, 1, bias_pad, isa), got, dtype, **tol)
-    if CPU.conv_runs_direct(g):  # CpuOps packs the same way
+    if CPU._conv_runs_direct(g):  # CpuOps packs the same way
         with CPU.compute_context():
             same(CPU.conv_forward(x, kernel, g, bias), got, dtype)
 
@@ -446,10 +474,10 @@ def test_conv_forward_of_onehot_rows_gathers_kernel_rows(g, dtype, n_out, rng):
     padded[:, :n_out] = kernel
     bias_pad = np.zeros(c_pad, dtype)
     bias_pad[:n_out] = bias
-    rows = _cpu.conv_onehot(hot[ok], padded, g, n_out, 2, bias_pad)
+    rows = _cpu.conv_forward_onehot(hot[ok], padded, g, n_out, 2, bias_pad)
     for isa in ("base", "avx2", "avx512"):  # adds only: every variant gives the same bits
-        same(_cpu.conv_onehot(hot[ok], padded, g, n_out, 1, bias_pad, isa), rows, dtype)
-    same(_cpu.conv_onehot(hot[ok], padded, g, n_out, 1) + bias, rows, dtype)  # the bias is added last
+        same(_cpu.conv_forward_onehot(hot[ok], padded, g, n_out, 1, bias_pad, isa), rows, dtype)
+    same(_cpu.conv_forward_onehot(hot[ok], padded, g, n_out, 1) + bias, rows, dtype)  # the bias is added last
     # in float64, the tap-order sum of kernel rows is the convolution up to rounding
     want = REF.conv_forward(x[ok].astype(np.float64), kernel.astype(np.float64), g, bias.astype(np.float64))
     close(rows.astype(np.float64), want, np.float64, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
@@ -460,21 +488,21 @@ def test_conv_onehot_rejects_bad_arguments():
     hot = np.zeros((2, 1, 9), np.int32)
     kernel = np.zeros((12, 16), np.float32)
     with pytest.raises(ValueError, match=r"hot must have shape \(n, 1, 9\); got \(2, 1, 8\)"):
-        _cpu.conv_onehot(np.zeros((2, 1, 8), np.int32), kernel, g, 5)
+        _cpu.conv_forward_onehot(np.zeros((2, 1, 8), np.int32), kernel, g, 5)
     with pytest.raises(ValueError, match=r"kernel.shape\[0\] \(kh\*kw\*c\) must be 12; got 11"):
-        _cpu.conv_onehot(hot, kernel[:11], g, 5)
+        _cpu.conv_forward_onehot(hot, kernel[:11], g, 5)
     with pytest.raises(ValueError, match=r"kernel.shape\[1\] \(c_out padded\) must be 16; got 8"):
-        _cpu.conv_onehot(hot, np.zeros((12, 8), np.float32), g, 5)
+        _cpu.conv_forward_onehot(hot, np.zeros((12, 8), np.float32), g, 5)
     with pytest.raises(ValueError, match="c_out must be >= 1; got 0"):
-        _cpu.conv_onehot(hot, kernel, g, 0)
+        _cpu.conv_forward_onehot(hot, kernel, g, 0)
     with pytest.raises(ValueError, match=r"len\(bias\) \(c_out padded\) must be 16; got 5"):
-        _cpu.conv_onehot(hot, kernel, g, 5, 1, np.zeros(5, np.float32))
+        _cpu.conv_forward_onehot(hot, kernel, g, 5, 1, np.zeros(5, np.float32))
     with pytest.raises(ValueError, match="isa must be one of"):
-        _cpu.conv_onehot(hot, kernel, g, 5, 1, None, "sse9")
+        _cpu.conv_forward_onehot(hot, kernel, g, 5, 1, None, "sse9")
     for bad in (4, -2):  # a channel outside [-1, c) would read outside the kernel
         hot[1, 0, 3] = bad
         with pytest.raises(ValueError, match=rf"hot channels must be in \[-1, 4\); got {bad}"):
-            _cpu.conv_onehot(hot, kernel, g, 5)
+            _cpu.conv_forward_onehot(hot, kernel, g, 5)
 
 
 def test_conv_direct_rejects_bad_arguments(rng):
@@ -619,7 +647,7 @@ def test_conv_adjoint_takes_the_flipped_path_only_where_it_pays(monkeypatch, rng
 
 # ------------------------------------------------------------ sparse convolution adjoint
 def sparse_wt(kernel, g, dtype):
-    """conv_adjoint_sparse's kernel layout: (taps, c_out, c_pad), zero-padded channels."""
+    """conv_sparse's kernel layout: (taps, c_out, c_pad), zero-padded channels."""
     lanes = _cpu.VECTOR_BYTES // np.dtype(dtype).itemsize
     c_pad = -(-g.c // lanes) * lanes
     wt = np.zeros((g.kh * g.kw, kernel.shape[1], c_pad), dtype)
@@ -638,60 +666,60 @@ def routed_multipliers(n, g, c_out, fill, dtype, rng):
 @pytest.mark.parametrize("g", GEOMETRIES + [
     pytest.param(geometry(1, 40, 37, 1, 11), id="1d-valid-c37-k11"),
     pytest.param(geometry(1, 30, 33, 1, 5, dw=2, pl=4, pr=4), id="1d-same-dilated-c33")])
-def test_conv_adjoint_sparse_is_the_transpose(g, dtype, fill, rng):
+def test_conv_sparse_is_the_transpose(g, dtype, fill, rng):
     n_out = 7
     m = routed_multipliers(11, g, n_out, fill, dtype, rng)
     kernel = rng.standard_normal((g.kh * g.kw * g.c, n_out)).astype(dtype)
     wt = sparse_wt(kernel, g, dtype)
-    got, done = _cpu.conv_adjoint_sparse(m, wt, g, 10**9, 2)
+    got, done = _cpu.conv_sparse(m, wt, g, 10**9, 2)
     assert done.dtype == bool and done.all() and got.shape == (11, g.h, g.w, g.c)
     tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == np.float32 else {}
     close(got, REF.conv_adjoint(m, kernel, g), dtype, **tol)
     if fill == 0.0:
         same(got, np.zeros_like(got), dtype)
     for lo, hi in [(0, 1), (4, 11)]:  # a pair's bits depend on neither the batch nor the threads
-        same(_cpu.conv_adjoint_sparse(m[lo:hi], wt, g, 10**9, 1)[0], got[lo:hi], dtype)
+        same(_cpu.conv_sparse(m[lo:hi], wt, g, 10**9, 1)[0], got[lo:hi], dtype)
     for isa in ("base", "avx2", "avx512"):  # every compiled variant this CPU runs
-        close(_cpu.conv_adjoint_sparse(m, wt, g, 10**9, 1, isa)[0], got, dtype, **tol)
+        close(_cpu.conv_sparse(m, wt, g, 10**9, 1, isa)[0], got, dtype, **tol)
 
 
-def test_conv_adjoint_sparse_leaves_dense_pairs_to_the_caller(rng):
+def test_conv_sparse_leaves_dense_pairs_to_the_caller(rng):
     g = geometry(1, 23, 5, 1, 3)
     m = np.stack([routed_multipliers(1, g, 6, f, np.float32, rng)[0] for f in (0.05, 0.9, 0.3, 1.0)])
     wt = sparse_wt(rng.standard_normal((15, 6)).astype(np.float32), g, np.float32)
     entries = np.count_nonzero(m.reshape(len(m), -1), axis=1)
     limit = int(np.sort(entries)[1])  # two pairs fit exactly, two have more entries
-    got, done = _cpu.conv_adjoint_sparse(m, wt, g, limit, 1)
+    got, done = _cpu.conv_sparse(m, wt, g, limit, 1)
     np.testing.assert_array_equal(done, entries <= limit)
-    full = _cpu.conv_adjoint_sparse(m, wt, g, 10**9, 1)[0]
+    full = _cpu.conv_sparse(m, wt, g, 10**9, 1)[0]
     same(got[done], full[done], np.float32)
 
 
-def test_conv_adjoint_sparse_keeps_nan_and_skips_signed_zeros(rng):
+def test_conv_sparse_keeps_nan_and_skips_signed_zeros(rng):
     g = geometry(1, 12, 3, 1, 3)
     kernel = rng.standard_normal((9, 4)).astype(np.float64)
     m = np.zeros((2, 1, g.w_out, 4))
     m[0, 0, 5, 2] = np.nan
     m[1] = -0.0
-    got = _cpu.conv_adjoint_sparse(m, sparse_wt(kernel, g, np.float64), g, 10**9, 1)[0]
+    got = _cpu.conv_sparse(m, sparse_wt(kernel, g, np.float64), g, 10**9, 1)[0]
     assert np.isnan(got[0, 0, 5:8]).all() and not np.isnan(got[0, 0, :5]).any()
     same(got[1], np.zeros_like(got[1]), np.float64)
 
 
-def test_conv_adjoint_sparse_rejects_bad_arguments(rng):
+def test_conv_sparse_rejects_bad_arguments(rng):
     g = geometry(1, 9, 3, 1, 4)
     m = np.zeros((2, 1, g.w_out, 5), np.float32)
     wt = np.zeros((4, 5, 16), np.float32)
     with pytest.raises(ValueError, match=r"wt must be \(4, 5, c_pad >= 3, a multiple of 16\); got \(4, 5, 8\)"):
-        _cpu.conv_adjoint_sparse(m, np.zeros((4, 5, 8), np.float32), g, 10, 1)
+        _cpu.conv_sparse(m, np.zeros((4, 5, 8), np.float32), g, 10, 1)
     with pytest.raises(ValueError, match=r"wt must be \(4, 5, .*got \(3, 5, 16\)"):
-        _cpu.conv_adjoint_sparse(m, np.zeros((3, 5, 16), np.float32), g, 10, 1)
+        _cpu.conv_sparse(m, np.zeros((3, 5, 16), np.float32), g, 10, 1)
     with pytest.raises(ValueError, match="max_nnz must be >= 0"):
-        _cpu.conv_adjoint_sparse(m, wt, g, -1, 1)
+        _cpu.conv_sparse(m, wt, g, -1, 1)
     with pytest.raises(ValueError, match=r"isa must be one of \['auto', 'avx2', 'avx512', 'base'\]; got 'sse9'"):
-        _cpu.conv_adjoint_sparse(m, wt, g, 10, 1, "sse9")
+        _cpu.conv_sparse(m, wt, g, 10, 1, "sse9")
     with pytest.raises(ValueError, match="m_out"):
-        _cpu.conv_adjoint_sparse(np.zeros((2, 1, 5, 5), np.float32), wt, g, 10, 1)
+        _cpu.conv_sparse(np.zeros((2, 1, 5, 5), np.float32), wt, g, 10, 1)
     with pytest.raises(ValueError, match="isa must be one of"):
         _cpu.isa("fast")
     pair = np.zeros(1, np.int64)
@@ -777,15 +805,15 @@ def test_conv_forward_kernel_rejects_bad_arguments(rng):
         _cpu.conv_forward(np.ascontiguousarray(x[:, :, :8]), b, out, g, 64, 1)
 
 
-def test_gemm_blocks_rejects_bad_block_and_panel_sizes():
+def test_matmul_rejects_bad_block_and_panel_sizes():
     from fastlift.backends import _cpu
 
     a, b, out = np.ones((4, 3), np.float32), np.ones((3, 32), np.float32), np.empty((4, 32), np.float32)
     with pytest.raises(ValueError, match="block_rows must be >= 1; got 0"):
-        _cpu.gemm_blocks(a, b, out, 0, 1)
+        _cpu.matmul(a, b, out, 0, 1)
     with pytest.raises(ValueError, match="panel_cols must be 0 or a positive multiple of 16; got 24"):
-        _cpu.gemm_blocks(a, b, out, 64, 1, 24)
-    _cpu.gemm_blocks(a, b, out, 64, 2, 16)  # two panels of one block, one per thread
+        _cpu.matmul(a, b, out, 64, 1, 24)
+    _cpu.matmul(a, b, out, 64, 2, 16)  # two panels of one block, one per thread
     np.testing.assert_array_equal(out, np.full((4, 32), 3, np.float32))
 
 
@@ -976,33 +1004,23 @@ def test_gemm_panels_are_equal_multiples_of_16_at_most_256_wide():
         assert n - (panels - 1) * w > 0  # no empty panel
 
 
-def test_derived_weights_live_as_long_as_the_weight_array(rng):
-    import gc
-
-    from fastlift.backends import cpu_ops
-
+def test_derived_weights_live_as_long_as_the_backend(rng):
     made = []
     weight = rng.standard_normal((8, 5))
-    weight.flags.writeable = False  # owns its data and is read-only: derived arrays outlive the run
+    weight.flags.writeable = False  # read-only (a session's converted weight): derived once per backend
     view = weight.T  # a read-only view is keyed by its owner
-    for _ in range(2):  # two runs (two CpuOps), one computation
-        ops = CpuOps()
+    ops = CpuOps()
+    for _ in range(2):  # two calls of one session
         assert ops._derived(view, "test", lambda b: made.append(1) or b.copy()) is not None
-    assert len(made) == 1 and id(weight) in cpu_ops._LIFETIME
-    key = id(weight)
-    del weight, view
-    gc.collect()
-    assert key not in cpu_ops._LIFETIME  # dropped with the array
+    assert len(made) == 1
+    CpuOps()._derived(view, "test", lambda b: made.append(1) or b.copy())  # another session: its own
+    assert len(made) == 2
     scratch = rng.standard_normal((8, 5))  # writeable: computed every time
     for _ in range(2):
-        CpuOps()._derived(scratch, "test", lambda b: made.append(1) or b)
-    assert len(made) == 3
-    private = np.ones(4)[:2]  # read-only view of a writeable array: once per CpuOps only
-    private.flags.writeable = False
-    ops = CpuOps()
-    for _ in range(2):
-        ops._derived(private, "test", lambda b: made.append(1) or b)
-    CpuOps()._derived(private, "test", lambda b: made.append(1) or b)
+        ops._derived(scratch, "test", lambda b: made.append(1) or b)
+    assert len(made) == 4
+    ops.close()  # the session ends: what it derived goes
+    ops._derived(view, "test", lambda b: made.append(1) or b.copy())
     assert len(made) == 5
 
 
@@ -1013,7 +1031,6 @@ def test_models_pack_their_weights_once_across_runs(sgemm_deterministic, monkeyp
     from fastlift.backends import cpu_ops
 
     monkeypatch.setattr(cpu_ops, "sgemm_is_deterministic", lambda: sgemm_deterministic)
-
     x = L.Input((20,), name="x")
     model = fl.Model(x, L.Dense(rng.normal(size=(20, 3)), name="d")(L.Activation("relu", name="r")(
         L.Dense(rng.normal(size=(20, 20)), name="h")(x))))
@@ -1022,9 +1039,10 @@ def test_models_pack_their_weights_once_across_runs(sgemm_deterministic, monkeyp
     monkeypatch.setattr(CpuOps, "_derived", lambda self, b, what, make: real(
         self, b, what, lambda a: packed.append(what) or make(a)))
     X = rng.normal(size=(4, 20)).astype(np.float32)
-    first = fl.attribute(model, X, "gradient", device="cpu").contributions
-    n_first = len(packed)
-    again = fl.attribute(model, X, "gradient", device="cpu").contributions  # a new CpuOps
+    with fl.Explainer(model, device="cpu") as ex:
+        first = ex.attribute(X, "gradient").contributions
+        n_first = len(packed)
+        again = ex.attribute(X, "gradient").contributions  # the session's second run
     np.testing.assert_array_equal(first, again)
     assert n_first > 0 and len(packed) == n_first  # the float32 weights' derived arrays were kept
 

@@ -7,6 +7,7 @@ error, any warning or any register spill fails. Broken kernels must be reported 
 """
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -72,9 +73,15 @@ def test_compile_check_compiles_what_the_loader_gives_rawmodule(monkeypatch):
 def test_kernel_source_pastes_the_shared_header_unchanged():
     src = _cuda.kernel_source("rules.cu")
     header = (_cuda.source_dirs()[1] / "fl_math.h").read_text()
-    assert header in src  # the CPU build's per-element math, byte for byte
+    body = (_cuda.source_dirs()[1] / "fl_math_impl.h").read_text()
+    # the CPU build's per-element math, byte for byte: fl_math.h around its two includes of the
+    # per-type body, and that body once per element type
+    pieces = re.split(r'^#include "fl_math_impl.h"\n', header, flags=re.MULTILINE)
+    assert len(pieces) == 3 and all(piece in src for piece in pieces)
+    assert src.count(body) == 2
     assert not [line for line in src.splitlines() if line.strip().startswith('#include "')]
     assert src.count('#line 1 "fl_math.h"') == 1 and src.count('#line 1 "fl_cuda.cuh"') == 1
+    assert src.count('#line 1 "fl_math_impl.h"') == 2
 
 
 def test_kernel_source_from_an_installed_layout(tmp_path):

@@ -20,9 +20,11 @@ from cuda_emu import cases, emu, fake_cupy
 from model_zoo import ZOO
 
 import fastlift as fl
+from fastlift.activations import Act
 from fastlift.backends import _cuda
-from fastlift.backends.cupy_ops import HOST_ROUND_TRIP_OPS, CupyOps
-from fastlift.backends.ops import Act, Ops
+from fastlift.backends.cupy_ops import CupyOps
+from fastlift.backends.ops import Ops
+from fastlift.geometry import Geometry
 
 ROOT = Path(__file__).resolve().parent.parent
 BAD = Path(__file__).resolve().parent / "cuda_emu" / "bad_kernels"
@@ -87,15 +89,39 @@ def test_signature_table_matches_compiled_kernels(device, op):
         assert got == _expected_signature(op, ctype), (op, ctype)
 
 
-def test_every_kernel_op_runs_a_kernel_not_a_host_round_trip():
-    """Every op with a CUDA kernel (and matmul/softmax, device code) is CupyOps' own. Ops that a
-    later issue adds to `Ops` without a kernel here are inherited as host round-trips: they work,
-    slowly, and HOST_ROUND_TRIP_OPS lists them (empty when this was written)."""
-    own = set(_cuda.MODULE_OF) | {"matmul", "softmax_forward", "asarray", "to_numpy", "compute_context",
-                                  "conv_forward", "conv_adjoint", "add",  # compositions of device ops
-                                  "conv_skips_zeros"}
-    assert not own & set(HOST_ROUND_TRIP_OPS)
-    assert own <= set(vars(CupyOps))
+#: What CupyOps implements besides its kernels: cuBLAS, the device's arrays and its run context.
+DEVICE_OWN = {"matmul", "asarray", "to_numpy", "compute_context", "close", "memory_budget"}
+
+
+def public_methods(cls):
+    return {name for name in vars(cls) if not name.startswith("_") and callable(vars(cls)[name])}
+
+
+def test_cupy_ops_overrides_only_what_has_a_kernel():
+    """Every op with a CUDA kernel is CupyOps' own; every other op is `Ops`' code written against
+    ``self.xp`` (it runs on the device), not an override."""
+    assert public_methods(CupyOps) == set(_cuda.MODULE_OF) | DEVICE_OWN
+
+
+def test_ops_without_a_kernel_run_on_the_device(device):
+    """The composed and kernel-less ops (convolutions, softmax, add) and dtypes without a kernel run
+    as device code: results are device arrays and equal the oracle's; the strict stand-in would
+    raise on any host/device mixing."""
+    ops = emulated(device)
+    rng = np.random.default_rng(3)
+    g = Geometry(h=1, w=9, c=3, kh=1, kw=3, pl=1, h_out=1, w_out=9)
+    x, k, b = rng.standard_normal((2, 1, 9, 3)), rng.standard_normal((9, 4)), rng.standard_normal(4)
+    dev = lambda a: ops.asarray(a, a.dtype)  # noqa: E731
+    for name, args in [("conv_forward", (x, k, g, b)), ("conv_adjoint", (rng.standard_normal((2, 1, 9, 4)), k, g)),
+                       ("softmax_forward", (rng.standard_normal((3, 5)),)),
+                       ("add", (rng.standard_normal((3, 5)), rng.standard_normal((3, 5))))]:
+        got = getattr(ops, name)(*[dev(a) if isinstance(a, np.ndarray) else a for a in args])
+        assert isinstance(got, fake_cupy.DevArray), name
+        np.testing.assert_allclose(ops.to_numpy(got), getattr(REF, name)(*args), rtol=1e-12, atol=1e-12)
+    ints = np.arange(12, dtype=np.int32).reshape(1, 2, 2, 3)
+    pooled = ops.max_pool_forward(ints, Geometry(h=2, w=2, c=3, kh=2, kw=2, h_out=1, w_out=1))
+    assert isinstance(pooled, fake_cupy.DevArray) and pooled.dtype == np.int32
+    np.testing.assert_array_equal(ops.to_numpy(pooled), [[[[9, 10, 11]]]])
 
 
 # --------------------------------------------------------------------------- every kernel vs the oracle
@@ -244,13 +270,16 @@ def test_chunk_size_follows_the_device_budget(device, monkeypatch):
     model, make_x = ZOO["genomics_1d"](np.random.default_rng(0))
     x = make_x(np.random.default_rng(1), 500)
     sizes = {}
+    real = scheduler.chunks
     for free in (2**20, 2**28, 2**34):
         monkeypatch.setattr(device, "memory_info", lambda free=free: (free, 0))
         ops = emulated(device)
-        monkeypatch.setattr("fastlift.explain.get_ops", lambda *a, ops=ops, **k: ops)
-        plan = fl.explain._Plan("deeplift", model, x, None, device="cuda")
-        sizes[free] = plan.batch_size
-        assert plan.batch_size == scheduler.auto_batch_size(plan)
+        monkeypatch.setattr("fastlift.explainer.get_ops", lambda *a, ops=ops, **k: ops)
+        seen = []
+        monkeypatch.setattr(scheduler, "chunks", lambda work, batch, progress=False: seen.append(batch) or
+                            real(work, batch, progress))
+        fl.deeplift(model, x, device="cuda")
+        sizes[free] = seen[0]
     assert sizes[2**20] <= sizes[2**28] <= sizes[2**34] == 500
 
 
@@ -270,8 +299,8 @@ def test_emulated_device_arrays_refuse_implicit_host_mixing():
 
 def _deeplift_pair(device, monkeypatch, model, x, refs, **kw):
     ops = emulated(device, max_blocks=2)
-    monkeypatch.setattr("fastlift.explain.get_ops", lambda dev, n_threads=None: ops if dev == "cuda" else
-                        _real_get_ops(dev, n_threads))
+    monkeypatch.setattr("fastlift.explainer.get_ops", lambda dev, n_threads=None, precision="float32":
+                        ops if dev == "cuda" else _real_get_ops(dev, n_threads, precision))
     device.launches.clear()
     gpu = fl.deeplift(model, x, refs, device="cuda", **kw)
     assert device.launches, "the CUDA run launched no kernel"
@@ -279,10 +308,10 @@ def _deeplift_pair(device, monkeypatch, model, x, refs, **kw):
     return gpu, cpu
 
 
-def _real_get_ops(dev, n_threads):
+def _real_get_ops(dev, n_threads, precision="float32"):
     from fastlift.backends import get_ops
 
-    return get_ops(dev, n_threads)
+    return get_ops(dev, n_threads, precision)
 
 
 def _leaves(res):
@@ -336,8 +365,8 @@ def test_attribute_end_to_end(device, monkeypatch, method):
     model, make_x = ZOO["conv_2d"](rng)
     x = make_x(rng, 3)
     ops = emulated(device, max_blocks=2)
-    monkeypatch.setattr("fastlift.explain.get_ops", lambda dev, n_threads=None: ops if dev == "cuda" else
-                        _real_get_ops(dev, n_threads))
+    monkeypatch.setattr("fastlift.explainer.get_ops", lambda dev, n_threads=None, precision="float32":
+                        ops if dev == "cuda" else _real_get_ops(dev, n_threads, precision))
     kw = {"steps": 4} if method == "integrated_gradients" else {}
     g = fl.attribute(model, x, method=method, device="cuda", dtype="float64", **kw)
     c = fl.attribute(model, x, method=method, device="cpu", dtype="float64", **kw)
@@ -349,7 +378,7 @@ def test_deeplift_batch_size_invariance_on_the_emulated_device(device, monkeypat
     model, make_x = ZOO["genomics_1d"](rng)
     x = make_x(rng, 7)
     ops = emulated(device, max_blocks=3)
-    monkeypatch.setattr("fastlift.explain.get_ops", lambda *a, **k: ops)
+    monkeypatch.setattr("fastlift.explainer.get_ops", lambda *a, **k: ops)
     runs = [fl.deeplift(model, x, make_x(np.random.default_rng(2), 14).reshape(7, 2, 24, 4), device="cuda",
                         dtype="float64", batch_size=bs) for bs in (1, 3, 7)]
     for r in runs[1:]:
@@ -366,9 +395,9 @@ def test_next_chunk_is_prepared_on_a_host_thread(device, monkeypatch):
     built = []
 
     class Recorded(scheduler.Chunk):
-        def __init__(self, plan, lo, hi, cache):
+        def __init__(self, work, lo, hi, cache):
             built.append((lo, threading.current_thread().name))
-            super().__init__(plan, lo, hi, cache)
+            super().__init__(work, lo, hi, cache)
 
     monkeypatch.setattr(scheduler, "Chunk", Recorded)
     rng = np.random.default_rng(15)
@@ -390,7 +419,10 @@ def _per_example_run(ops, monkeypatch, n=7, batch_size=2, **kw):
     model, make_x = ZOO["genomics_1d"](rng)
     x = make_x(rng, n)
     refs = make_x(rng, 2 * n).reshape(n, 2, 24, 4)
-    monkeypatch.setattr("fastlift.explain.get_ops", lambda *a, **k: ops)
+    monkeypatch.setattr("fastlift.explainer.get_ops", lambda *a, **k: ops)
+    # Each call is a session that gives its pinned buffers back as it closes; these tests look at
+    # the buffers a run leaves, across runs, so the close is kept from releasing them here.
+    monkeypatch.setattr(ops, "close", lambda: None)
     return _leaves(fl.deeplift(model, x, refs, device="cuda", batch_size=batch_size, **kw))
 
 
@@ -472,6 +504,19 @@ def test_pinned_buffers_are_reused_and_grow(device, monkeypatch):
     assert three_chunks.staging.buffers["up"].nbytes > before[0]["up"].nbytes
 
 
+def test_closing_an_explainer_gives_its_pinned_buffers_back(device, monkeypatch):
+    rng = np.random.default_rng(17)
+    model, make_x = ZOO["genomics_1d"](rng)
+    ops = emulated(device)
+    monkeypatch.setattr("fastlift.explainer.get_ops", lambda *a, **k: ops)
+    with fl.Explainer(model, device="cuda") as ex:
+        ex.deeplift(make_x(rng, 3))
+        up = ops.staging.buffers["up"]
+        ex.deeplift(make_x(rng, 3))  # the session's calls share its buffers
+        assert up is not None and ops.staging.buffers["up"] is up
+    assert ops.staging.buffers == {"up": None, "down": None}
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_pinned_staging_gives_the_results_of_plain_copies(device, monkeypatch, dtype):
     staged, plain = emulated(device, max_blocks=3), emulated(device, max_blocks=3)
@@ -521,7 +566,7 @@ def test_asan_clean_on_every_kernel_and_end_to_end():
                 ops = CupyOps._on_device(dev, max_blocks=max_blocks, gemm_block_rows=16)
                 for dt in (np.float32, np.float64):
                     n += len(cases.run_all(ops, dt))
-        import fastlift.explain as ex
+        import fastlift.explainer as ex
         ex.get_ops = lambda *a, **k: CupyOps._on_device(dev, max_blocks=2, gemm_block_rows=16)
         for name in ("genomics_1d", "conv_2d"):
             model, make_x = ZOO[name](np.random.default_rng(0))

@@ -5,7 +5,7 @@ import pytest
 
 import fastlift as fl
 from fastlift import layers as L
-from fastlift.explain import profile_weights
+from fastlift.targets import profile_bpnetlite_weights, profile_chrombpnet_weights, profile_weights
 
 
 def bpnet_mini(length=40, strands=1, seed=0):
@@ -116,3 +116,65 @@ def test_target_errors():
         fl.deeplift(model, X, refs, target_layer=[])
     with pytest.raises(ValueError, match="unknown target preset"):
         fl.deeplift(model, X, refs, target="softmax")
+
+
+@pytest.mark.parametrize("preset, make", [("profile_chrombpnet", profile_chrombpnet_weights),
+                                          ("profile_bpnetlite", None)])
+@pytest.mark.parametrize("method", ["deeplift", "integrated_gradients"])
+def test_pair_presets_equal_explicit_weights_per_pair(preset, make, method):
+    """A preset whose weights depend on the reference: with one reference per call, the result is
+    that of the explicit weights of that pair (per integrated-gradient step too)."""
+    model = bpnet_mini(strands=2)
+    X, refs = _data(n=3, k=2)
+    kw = {"dtype": "float64", "target_layer": "profile", **({"steps": 4} if method != "deeplift" else {})}
+    res = fl.attribute(model, X, method, refs, target=preset, **kw)
+    z = model.predict(X, dtype="float64")[0]
+    for e in range(len(X)):
+        per_ref = []
+        for k in range(2):
+            zr = model.predict(refs[e, k:k + 1], dtype="float64")[0]
+            if make is not None:
+                w = make(z[e:e + 1], zr)[0]
+            else:
+                w = profile_bpnetlite_weights(z[e:e + 1].reshape(1, -1), zr.reshape(1, -1)).reshape(z.shape[1:])
+            per_ref.append(fl.attribute(model, X[e:e + 1], method, refs[e:e + 1, k:k + 1], target=w, **kw))
+        np.testing.assert_allclose(res.contributions[e], np.mean([r.contributions[0] for r in per_ref], axis=0),
+                                   rtol=1e-10, atol=1e-13)
+
+
+def test_pair_preset_thresholds():
+    """Where a mean-normalised logit l is the same in example and reference: ChromBPNet's rule
+    (shap's two-input rule) gives it no multiplier, bpnet-lite's (tangermeme's Rescale) the
+    gradient of Σ softmax(l)·l."""
+    rng = np.random.default_rng(4)
+
+    def centred(a, axis):
+        return a - a.mean(axis=axis, keepdims=True)
+
+    def softmax(a, axis):
+        e = np.exp(a - a.max(axis=axis, keepdims=True))
+        return e / e.sum(axis=axis, keepdims=True)
+
+    lx = centred(rng.normal(size=(1, 6, 2)), 1)
+    lr = rng.normal(size=(1, 6, 2))
+    lr[0, 2, 1] = lx[0, 2, 1]
+    others = [i for i in range(6) if i != 2]
+    lr[0, others, 1] -= lr[0, :, 1].sum() / 5  # mean 0 again, l_ref[2, 1] == l_x[2, 1]
+    lr[0, :, 0] -= lr[0, :, 0].mean()
+    w = profile_chrombpnet_weights(lx + 1.3, lr - 0.4)[0]  # logits z = l + a constant per channel
+    m = 0.5 * (softmax(lx, 1) + softmax(lr, 1))[0]
+    m[2, 1] = 0.0
+    np.testing.assert_allclose(w, m - m.mean(0), rtol=1e-12)
+
+    fx = lx.reshape(1, -1)
+    fr = rng.normal(size=(1, 12))
+    fr[0, 5] = fx[0, 5]
+    fr[0, [i for i in range(12) if i != 5]] -= fr[0].sum() / 11
+    w = profile_bpnetlite_weights(fx + 0.7, fr - 2.0)[0]
+    px, pr = softmax(fx[0], 0), softmax(fr[0], 0)
+    d = np.where(np.arange(12) == 5, 1.0, fx[0] - fr[0])
+    m = (fx[0] * px - fr[0] * pr) / d
+    eps, bump = 1e-6, np.eye(12)[5]
+    m[5] = ((softmax(fx[0] + eps * bump, 0) * (fx[0] + eps * bump)).sum()
+            - (softmax(fx[0] - eps * bump, 0) * (fx[0] - eps * bump)).sum()) / (2 * eps)
+    np.testing.assert_allclose(w, m - m.mean(), rtol=1e-7, atol=1e-10)

@@ -23,7 +23,8 @@ from model_zoo import ZOO
 
 import fastlift as fl
 from fastlift.backends import _cuda, get_ops
-from fastlift.backends.ops import Act, Ops
+from fastlift.activations import Act
+from fastlift.backends.ops import Ops
 
 ROOT = Path(__file__).resolve().parent.parent
 REF = Ops()
@@ -154,6 +155,32 @@ def test_kernels_are_deterministic_and_gemms_are_fp32(gpu):
     assert gpu.memory_budget() >= _cuda.MIN_CHUNK_BUDGET
 
 
+@pytest.mark.gpu
+def test_tf32_precision_switches_cublas_to_tf32_for_the_run_only():
+    """precision="tf32": cuBLAS reads float32 GEMM inputs as TF32 (1 + 2^-12 is read as 1, however
+    it rounds) inside the run; the default and float64 stay exact."""
+    from cupy._core import _routines_linalg as linalg
+
+    from fastlift.backends.cupy_ops import CupyOps
+
+    probe = CupyOps()
+    if probe.device.compute_capability < _cuda.TF32_MIN_COMPUTE_CAPABILITY:
+        with pytest.raises(ValueError, match="compute capability 8.0"):
+            CupyOps(precision="tf32")
+        return
+    a = np.full((300, 64), 1 + 2.0**-12, np.float32)
+    b = np.ones((64, 70), np.float32)
+    for precision, want in (("tf32", 64.0), ("float32", 64 * (1 + 2.0**-12))):
+        ops = CupyOps(precision=precision)
+        with ops.compute_context():
+            assert linalg.get_compute_type(np.float32) == (linalg.COMPUTE_TYPE_TF32 if precision == "tf32"
+                                                           else linalg.COMPUTE_TYPE_FP32)
+            got = ops.to_numpy(ops.matmul(ops.asarray(a, np.float32), ops.asarray(b, np.float32)))
+            got64 = ops.to_numpy(ops.matmul(ops.asarray(a, np.float64), ops.asarray(b, np.float64)))
+        np.testing.assert_array_equal(got, np.float32(want))
+        np.testing.assert_array_equal(got64, 64 * (1 + 2.0**-12))
+
+
 def _zoo_case(model_name, n=5, k=3, seed=11):
     rng = np.random.default_rng(seed)
     model, make_x = ZOO[model_name](rng)
@@ -204,7 +231,7 @@ def test_cuda_results_do_not_depend_on_batch_size_or_grid(monkeypatch, dtype):
     for batch_size, max_blocks in ((1, _cuda.MAX_BLOCKS), (4, 2), (9, 1), (9, _cuda.MAX_BLOCKS)):
         ops = CupyOps()
         ops.max_blocks = max_blocks
-        monkeypatch.setattr("fastlift.explain.get_ops", lambda *a, ops=ops, **k: ops)
+        monkeypatch.setattr("fastlift.explainer.get_ops", lambda *a, ops=ops, **k: ops)
         res = fl.deeplift(model, x, refs, device="cuda", dtype=dtype, batch_size=batch_size, hypothetical=True)
         runs.append(_leaves(res))
     for other in runs[1:]:
@@ -257,7 +284,7 @@ def test_cuda_results_identical_with_and_without_pinned_staging(monkeypatch, dty
     for pinned in (True, False):
         ops = CupyOps()
         ops.pinned = pinned
-        monkeypatch.setattr("fastlift.explain.get_ops", lambda *a, ops=ops, **k: ops)
+        monkeypatch.setattr("fastlift.explainer.get_ops", lambda *a, ops=ops, **k: ops)
         runs.append(_leaves(fl.deeplift(model, x, refs, device="cuda", dtype=dtype, batch_size=2,
                                         hypothetical=True)))
         assert bool(ops.staging.allocations) == pinned

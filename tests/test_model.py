@@ -218,7 +218,7 @@ def test_graph_validation(rng):
     (lambda x: L.Conv1D(np.zeros((3, 2, 2)))(x), r"kernel expects 2 input channels"),
     (lambda x: L.Conv1D(np.zeros((3, 4, 2)), padding="full")(x), r"padding must be one of"),
     (lambda x: L.Conv2D(np.zeros((3, 3, 4, 2)))(x), r"expects inputs of 3 dimensions"),
-    (lambda x: L.MaxPool1D(2, padding="causal")(x), r"padding must be 'valid' or 'same'"),
+    (lambda x: L.MaxPool1D(2, padding="causal")(x), r"padding must be 'valid' or 'same', or \(before, after\) pairs; got 'causal'"),
     (lambda x: L.Add()([x, L.Input((5, 3))]), r"needs inputs of one shape"),
     (lambda x: L.Add()(x), r"merges 2 or more inputs; got 1"),
     (lambda x: L.Reshape((3, 3))(x), r"cannot reshape \(5, 4\)"),
@@ -283,27 +283,29 @@ def test_weights_are_read_only_and_replacing_one_is_seen_by_the_next_run(rng):
         np.testing.assert_allclose(again, 2 * first, rtol=1e-6)
 
 
-def test_shared_reference_activations_are_reused_only_for_the_same_rows_and_weights(rng):
+def test_a_session_reuses_shared_reference_activations_for_the_same_rows(rng):
     k = rng.standard_normal((5, 3))
     dense = L.Dense(k, rng.standard_normal(3), name="d")
     x = L.Input((5,), name="x")
     model = fl.Model(x, L.Activation("relu", name="r")(dense(x)))
     X = rng.standard_normal((6, 5)).astype(np.float32)
     background = rng.standard_normal((1, 3, 5)).astype(np.float32)  # 3 rows shared by every example
-    first = fl.deeplift(model, X, background, device="cpu")
-    assert len(model._shared_ref_acts) == 1
-    again = fl.deeplift(model, X, background, device="cpu")  # served from the memo
-    np.testing.assert_array_equal(again.contributions, first.contributions)
-    np.testing.assert_array_equal(again.deltas, first.deltas)
-    zeros = fl.deeplift(model, X, device="cpu")  # other rows: their own entry
-    assert len(model._shared_ref_acts) == 2
-    assert not np.array_equal(zeros.contributions, first.contributions)
-    # a replaced weight must not reuse activations computed with the old one
+    with fl.Explainer(model, device="cpu") as ex:
+        first = ex.deeplift(X, background)
+        assert len(ex._shared_acts._items) == 1
+        again = ex.deeplift(X, background)  # served from the session's memo
+        np.testing.assert_array_equal(again.contributions, first.contributions)
+        np.testing.assert_array_equal(again.deltas, first.deltas)
+        zeros = ex.deeplift(X)  # other rows: their own entry
+        assert len(ex._shared_acts._items) == 2
+        assert not np.array_equal(zeros.contributions, first.contributions)
+        np.testing.assert_array_equal(fl.deeplift(model, X, background, device="cpu").contributions,
+                                      first.contributions)
+    assert ex._shared_acts is None  # dropped at close
+    # nothing is kept on the model: a replaced weight is used by the next session
+    assert "_shared_ref_acts" not in model.__dict__
     dense.weights["bias"] = L.base.as_weight(np.zeros(3), "bias", "d")
     fresh = fl.deeplift(model, X, background, device="cpu")
-    model.__dict__.pop("_shared_ref_acts")
-    np.testing.assert_array_equal(fl.deeplift(model, X, background, device="cpu").contributions,
-                                  fresh.contributions)
     assert not np.array_equal(fresh.deltas, first.deltas)
 
 
@@ -358,8 +360,8 @@ def test_gradient_reads_name_what_the_gradient_rules_read(rng):
 
 
 def test_integrated_gradients_leaves_the_shared_reference_memo_complete(rng):
-    """IG forwards its points keeping only what its rules read; the memoised activations of shared
-    reference rows must stay complete for a DeepLIFT run that reuses them."""
+    """IG forwards its points keeping only what its rules read; the session's activations of shared
+    reference rows must stay complete for a DeepLIFT call that reuses them."""
     x = L.Input((5,), name="x")
     bn = L.BatchNormalization(rng.uniform(0.5, 2, 5), rng.standard_normal(5), rng.standard_normal(5),
                               rng.uniform(0.5, 2, 5), name="bn")(x)  # no affine prefix: one joint forward
@@ -367,11 +369,19 @@ def test_integrated_gradients_leaves_the_shared_reference_memo_complete(rng):
     model = fl.Model(x, L.Dense(rng.standard_normal((4, 1)), np.zeros(1), name="o")(h))
     X = rng.standard_normal((6, 5)).astype(np.float32)
     background = rng.standard_normal((1, 3, 5)).astype(np.float32)
-    fl.attribute(model, X, "integrated_gradients", background, steps=4, device="cpu")
-    assert len(model._shared_ref_acts) == 1
-    after = fl.deeplift(model, X, background, device="cpu")
-    model.__dict__.pop("_shared_ref_acts", None)
+    with fl.Explainer(model, device="cpu") as ex:
+        ex.attribute(X, "integrated_gradients", background, steps=4)
+        assert len(ex._shared_acts._items) == 1
+        after = ex.deeplift(X, background)
     np.testing.assert_array_equal(after.contributions, fl.deeplift(model, X, background, device="cpu").contributions)
+
+
+def fused_forward(model, ops, xs, cache, keep, given=None):
+    """`Model.forward` through the program `fastlift.fuse` plans for ``ops`` (as the engine runs it)."""
+    from fastlift.fuse import forward_steps
+
+    steps = forward_steps(model, keep, frozenset(given or ()), ops.fused_ops)
+    return model.forward(ops, xs, cache, keep=keep, given=given, steps=steps)
 
 
 @pytest.mark.parametrize("act_first", [False, True])
@@ -393,17 +403,19 @@ def test_forward_keep_fuses_an_activation_into_the_add_that_alone_reads_it(act_f
                         lambda self, *args: calls.append(1) or Ops.add_activation(self, *args))
     # keep=set(): not even the activation's input is kept, yet it is read when the Add runs
     for keep in (set(), {model.get_node("res")}):
-        got = model.forward(ops, xs, cache, keep=keep)
+        got = fused_forward(model, ops, xs, cache, keep)
         assert model.get_node("act") not in got and model.get_node("conv") not in got
         np.testing.assert_array_equal(got[model.outputs[0]], full[model.outputs[0]])
         for node in keep:
             np.testing.assert_array_equal(got[node], full[node])
     assert len(calls) == 2
     calls.clear()
+    model.forward(ops, xs, cache, keep=set())  # the plain program never fuses
+    assert not calls
     # kept, or given, the activation is stored and the Add is a plain add
-    got = model.forward(ops, xs, cache, keep={model.get_node("act")})
+    got = fused_forward(model, ops, xs, cache, {model.get_node("act")})
     np.testing.assert_array_equal(got[model.get_node("act")], full[model.get_node("act")])
-    got = model.forward(ops, xs, cache, keep=set(), given={model.get_node("act"): full[model.get_node("act")]})
+    got = fused_forward(model, ops, xs, cache, set(), given={model.get_node("act"): full[model.get_node("act")]})
     np.testing.assert_array_equal(got[model.outputs[0]], full[model.outputs[0]])
     assert not calls
 
@@ -420,7 +432,7 @@ def test_forward_keep_does_not_fuse_an_activation_read_twice(rng, monkeypatch):
     monkeypatch.setattr(type(ops), "add_activation", lambda self, *args: pytest.fail("fused"))
     cache = WeightCache(ops, np.dtype(np.float32))
     xs = [rng.standard_normal((3, 6)).astype(np.float32)]
-    got = model.forward(ops, xs, cache, keep=set())
+    got = fused_forward(model, ops, xs, cache, set())
     np.testing.assert_array_equal(got[y], model.forward(ops, xs, cache)[y])
 
 
@@ -439,29 +451,27 @@ def _relu_residual_stack(rng, length, channels, scale):
 @pytest.mark.parametrize("method", ["deeplift", "gradient", "integrated_gradients"])
 def test_residual_branches_meet_inside_the_adjoint_with_the_bits_of_an_add(method, rng, monkeypatch):
     """Where a conv's input already has multipliers (a residual's skip branch), the engine sums
-    them in the adjoint (`LinearLayer.backward_adding`) and, under gradient rules, also gives the
-    ReLU that the input's Add reads its gradient there (`_Conv.backward_adding_relu`): the same
-    bits as the separate add and gradient rule."""
-    from fastlift.layers.conv import _Conv
-    from fastlift.layers.core import LinearLayer
+    them in the adjoint (`fuse.adjoint_adding`) and, under gradient rules, also gives the ReLU that
+    the input's Add reads its gradient there (`fuse.adjoint_adding_relu`): the same bits as the
+    plain walk's separate add and gradient rule."""
+    from fastlift import fuse
 
     model = _relu_residual_stack(rng, length=40, channels=16, scale=4)
     X = rng.standard_normal((3, 40, 16)).astype(np.float32)
     kw = {"steps": 8} if method == "integrated_gradients" else {}
     calls = []
-    adding, adding_relu = LinearLayer.backward_adding, _Conv.backward_adding_relu
-    monkeypatch.setattr(LinearLayer, "backward_adding",
-                        lambda self, node, *a: calls.append(("add", node.name)) or adding(self, node, *a))
-    monkeypatch.setattr(_Conv, "backward_adding_relu",
-                        lambda self, node, *a: calls.append(("relu", node.name)) or adding_relu(self, node, *a))
+    adding, adding_relu = fuse.adjoint_adding, fuse.adjoint_adding_relu
+    monkeypatch.setattr(fuse, "adjoint_adding", lambda node, *a: calls.append(("add", node.name)) or adding(node, *a))
+    monkeypatch.setattr(fuse, "adjoint_adding_relu",
+                        lambda node, *a: calls.append(("relu", node.name)) or adding_relu(node, *a))
     fused = fl.attribute(model, X, method, device="cpu", **kw).contributions
     # conv1's input is res0 = x + relu0: under gradient rules relu0's mask goes in conv1's store
     want = {("add", "conv0"), ("add", "conv1")} if method == "deeplift" else {("add", "conv0"), ("relu", "conv1")}
     assert set(calls) == want
-    monkeypatch.setattr(LinearLayer, "backward_adding", lambda self, node, pos, ctx, acc: ctx.ops.add(
-        acc, self.adjoint(ctx.ops, pos, ctx.weights(self)["kernel"], node)))
-    monkeypatch.setattr("fastlift.explain._relu_behind", lambda *a: None)
+    calls.clear()
+    monkeypatch.setattr("fastlift.plan.backward_shortcuts", lambda *a: {})  # the plain walk
     np.testing.assert_array_equal(fused, fl.attribute(model, X, method, device="cpu", **kw).contributions)
+    assert not calls
 
 
 def test_forward_keep_always_keeps_outputs_even_when_another_layer_reads_them(rng):
@@ -487,7 +497,6 @@ def test_forward_keep_runs_a_relu_residual_block_in_the_convolution(rng, monkeyp
     (`Ops.conv_residual_relu`) with the bits of the separate ops; the ReLU is never stored, the
     convolution's output is kept when asked for and dropped otherwise."""
     from fastlift.backends import get_ops
-    from fastlift.layers.conv import _Conv
     from fastlift.model import WeightCache
 
     model = _relu_residual_stack(rng, length=30, channels=40, scale=8)
@@ -496,19 +505,18 @@ def test_forward_keep_runs_a_relu_residual_block_in_the_convolution(rng, monkeyp
     xs = [rng.standard_normal((4, 30, 40)).astype(np.float32)]
     full = model.forward(ops, xs, cache)
     calls = []
-    real = _Conv.forward_residual_relu
-    monkeypatch.setattr(_Conv, "forward_residual_relu",
-                        lambda self, *a: calls.append(self.name) or real(self, *a))
+    real = type(ops).conv_residual_relu
+    monkeypatch.setattr(type(ops), "conv_residual_relu", lambda self, *a: calls.append("conv") or real(self, *a))
     by = model.get_node
     for keep in (set(), {by("conv0"), by("conv1")}):
         calls.clear()
-        got = model.forward(ops, xs, cache, keep=keep)
-        assert calls == ["conv0", "conv1"]
+        got = fused_forward(model, ops, xs, cache, keep)
+        assert calls == ["conv", "conv"]
         assert set(got) == keep | {model.outputs[0]}
         for node in got:
             np.testing.assert_array_equal(got[node], full[node])
     # everything kept when asked: the block runs op by op
     calls.clear()
-    got = model.forward(ops, xs, cache, keep={by("relu0"), by("relu1")})
+    got = fused_forward(model, ops, xs, cache, {by("relu0"), by("relu1")})
     assert calls == []
     np.testing.assert_array_equal(got[model.outputs[0]], full[model.outputs[0]])

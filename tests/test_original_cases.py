@@ -28,7 +28,8 @@ import pytest
 
 import fastlift as fl
 from fastlift import layers as L
-from fastlift.rules import Rule, genomics_default_rule, resolve
+from fastlift.plan import genomics_default_rule, resolve
+from fastlift.rules import Rule
 
 # ----------------------------------------------------------------------------- fixtures
 
@@ -284,23 +285,21 @@ def test_t4_conv1d_pos_neg_contribs_sum(device, dtype):
 def test_t4_conv1d_pos_neg_contribs_internal(device, dtype):
     """The separate Δ⁺ / Δ⁻ numbers, through fastlift's *private* engine objects.
 
-    ``_Plan`` / ``_Context`` / ``Context.split`` are internal (explain.py); if they are
+    ``Explainer._plan`` / ``backward.Context`` / ``Context.split`` are internal; if they are
     refactored this test needs updating, not fastlift. It is the only way to see the
     split the RevealCancel rule consumes, which the original tests directly.
     """
-    from fastlift import explain
+    from fastlift.backward import Context
 
     model = build_t4_conv1d(1)
-    ones = np.ones((1, 4, 2))
-    plan = explain._Plan("deeplift", model, T4_X, ones, rule="rescale", target=0, target_layer=None,
-                         layers="conv", hypothetical=False, device=device, dtype=dtype, batch_size=None,
-                         progress=False, seed=None, max_pool="exact", n_threads=None)
-    ops = plan.ops
-    acts_x = model.forward(ops, [ops.asarray(T4_X, plan.dtype)], plan.cache)
-    acts_r = model.forward(ops, [ops.asarray(np.ones((2, 4, 2)), plan.dtype)], plan.cache)
-    pairs = ops.asarray(np.arange(2), np.int64)
-    ctx = explain._Context(plan, acts_x, acts_r, pairs, pairs)
-    pos, neg = ctx.split(model.get_node("conv"))
+    with fl.Explainer(model, device=device, dtype=dtype) as ex:
+        plan = ex._plan("deeplift", ex.rule, layers="conv")
+        ops = plan.ops
+        acts_x = plan.forward([ops.asarray(T4_X, plan.dtype)])
+        acts_r = plan.forward([ops.asarray(np.ones((2, 4, 2)), plan.dtype)])
+        pairs = ops.asarray(np.arange(2), np.int64)
+        ctx = Context(plan, acts_x, acts_r, pairs, pairs)
+        pos, neg = ctx.split(model.get_node("conv"))
     assert_close(ops.to_numpy(pos), T4_POS, dtype)
     assert_close(ops.to_numpy(neg), T4_NEG, dtype)
 

@@ -13,7 +13,7 @@ BIG = 2 * 2**20 // 8  # float64 elements of a 2 MB block
 
 @pytest.fixture(autouse=True)
 def empty_cache():
-    """Each test starts and ends with nothing cached (runs retain their blocks for a while)."""
+    """Each test starts and ends with nothing cached."""
     _pool.release()
     yield
     _pool.release()
@@ -35,7 +35,7 @@ def test_caching_installs_and_restores_the_handler():
     assert _pool.stats()["active"] == 0
 
 
-def test_a_freed_block_is_reused_for_the_same_size_and_retained_after_the_run():
+def test_a_freed_block_is_reused_for_the_same_size_and_released_after_the_last_run():
     start = _pool.stats()
     with _pool.caching(64 * 2**20):
         a = np.ones(BIG)
@@ -49,32 +49,49 @@ def test_a_freed_block_is_reused_for_the_same_size_and_retained_after_the_run():
         assert _pool.stats()["misses"] >= start["misses"] + 1
         del b, c
         assert _pool.stats()["cached_bytes"] > 0
-    retained = _pool.stats()
-    assert retained["cached_blocks"] == 2  # kept for the next run, RETAIN_SECONDS at most
-    with _pool.caching(64 * 2**20):
-        d = np.empty(BIG)  # the next run takes it back: no fresh memory to fault in
-        assert d.__array_interface__["data"][0] == address
-        assert _pool.stats()["hits"] == retained["hits"] + 1
-        del d
-    _pool.release()
+    # no run and no hold left: everything goes back to the C library at once
     assert _pool.stats()["cached_bytes"] == 0 and _pool.stats()["cached_blocks"] == 0
 
 
-def test_the_cache_is_released_retain_seconds_after_the_last_run(monkeypatch):
-    import time
-
-    monkeypatch.setattr(_pool, "RETAIN_SECONDS", 0.05)
+def test_a_hold_keeps_blocks_between_runs_until_it_closes():
+    hold = _pool.hold(64 * 2**20)
     with _pool.caching(64 * 2**20):
         a = np.ones(BIG)
-        del a  # freed during the run: cached
+        address = a.__array_interface__["data"][0]
+        del a
+    retained = _pool.stats()
+    assert retained["cached_blocks"] == 1 and retained["active"] == 1  # the session's next run reuses it
+    with _pool.caching(64 * 2**20):
+        d = np.empty(BIG)  # no fresh memory to fault in
+        assert d.__array_interface__["data"][0] == address
+        assert _pool.stats()["hits"] == retained["hits"] + 1
+    del d  # freed outside a run: still cached while the hold is open
     assert _pool.stats()["cached_blocks"] == 1
-    with _pool.caching(64 * 2**20):  # a run starting meanwhile cancels the release
-        time.sleep(0.15)
-        assert _pool.stats()["cached_blocks"] == 1
-    deadline = time.monotonic() + 5
-    while _pool.stats()["cached_blocks"] and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert _pool.stats()["cached_blocks"] == 0 and _pool.stats()["cached_bytes"] == 0
+    _pool.release()  # a hold is open: nothing to release yet
+    assert _pool.stats()["cached_blocks"] == 1
+    hold.close()
+    hold.close()  # idempotent
+    assert _pool.stats() | {"hits": 0, "misses": 0} == {"active": 0, "cached_bytes": 0, "cached_blocks": 0,
+                                                      "hits": 0, "misses": 0}
+
+
+def test_an_explainer_holds_the_pool_from_creation_to_close(rng):
+    import fastlift as fl
+    from fastlift import layers as L
+
+    x = L.Input((2 * BIG // 100,), name="x")  # rows of 2 MB+ arrays
+    model = fl.Model(x, L.Dense(rng.standard_normal((x.shape[0], 1)), name="d")(x))
+    X = rng.standard_normal((100, x.shape[0]))
+    ex = fl.Explainer(model, device="cpu", dtype="float64")
+    assert _pool.stats()["active"] == 1
+    ex.deeplift(X)
+    assert _pool.stats()["cached_blocks"] > 0  # kept for the session's next call
+    ex.close()
+    assert _pool.stats()["active"] == 0 and _pool.stats()["cached_blocks"] == 0
+    with pytest.raises(RuntimeError, match="this Explainer is closed"):
+        ex.deeplift(X)
+    fl.deeplift(model, X, device="cpu", dtype="float64")  # a one-call session leaves nothing behind
+    assert _pool.stats()["active"] == 0 and _pool.stats()["cached_blocks"] == 0
 
 
 def test_release_leaves_an_active_run_its_blocks():

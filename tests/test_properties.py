@@ -49,14 +49,11 @@ def _total(contribs):
     return sum(p.reshape(p.shape[0], -1).sum(axis=1).astype(np.float64) for p in parts)
 
 
-def _rules_for(model_name):
-    rules = ["rescale", "reveal_cancel"]
-    if model_name != "conv_2d":  # its swish follows a Permute: genomics_default cannot resolve it
-        rules.append("genomics_default")
-    return rules
+# genomics_default resolves every zoo model (conv_2d's swish after a Permute: through it to a convolution)
+RULES = ["rescale", "reveal_cancel", "genomics_default"]
 
 
-CASES = [(m, r) for m in ZOO for r in _rules_for(m)]
+CASES = [(m, r) for m in ZOO for r in RULES]
 
 
 @pytest.mark.parametrize("model_name,rule", CASES)
@@ -116,7 +113,7 @@ def _target_model(model, layer):
     return fl.Model(model.inputs, model.get_node(layer))
 
 
-@pytest.mark.parametrize("model_name", ["mlp_two_inputs", "conv_2d", "channels_first_1d"])
+@pytest.mark.parametrize("model_name", ["mlp_two_inputs", "conv_2d", "channels_first_1d", "onnx_style"])
 def test_gradient_equals_finite_differences(model_name):
     rng = np.random.default_rng(3)
     model, make_x = ZOO[model_name](rng)
@@ -281,12 +278,12 @@ def test_guided_backprop_matches_hand_computation(rng):
 
 def test_steps_only_apply_to_integrated_gradients(rng, monkeypatch):
     """steps sizes IG's chunks; it must not shrink the chunks of the other methods."""
-    import fastlift.explain as explain
+    from fastlift.explainer import Explainer
 
     seen = {}
-    real = explain._run
-    monkeypatch.setattr(explain, "_run", lambda method, *a, **kw: seen.setdefault(method, kw["steps"]) and
-                        real(method, *a, **kw))
+    real = Explainer._call
+    monkeypatch.setattr(Explainer, "_call", lambda self, method, *a, **kw: seen.setdefault(method, kw.get("steps", 1))
+                        and real(self, method, *a, **kw))
     model, make_x = ZOO["channels_first_1d"](rng)
     x = make_x(rng, 2)
     for method in ("gradient", "grad_x_input", "guided_backprop", "integrated_gradients"):
@@ -312,8 +309,8 @@ def test_reference_free_methods_do_not_forward_references(rng, monkeypatch):
     x = make_x(rng, 3)
     rows = []
     real = fl.Model.forward
-    monkeypatch.setattr(fl.Model, "forward", lambda self, ops, xs, cache, keep=None: rows.append(
-        len(xs[0])) or real(self, ops, xs, cache, keep))
+    monkeypatch.setattr(fl.Model, "forward", lambda self, ops, xs, cache, keep=None, given=None, steps=None: rows.append(
+        len(xs[0])) or real(self, ops, xs, cache, keep, given, steps))
     for method in ("gradient", "guided_backprop"):
         rows.clear()
         fl.attribute(model, x, method)
@@ -326,8 +323,8 @@ def test_reference_free_methods_do_not_forward_references(rng, monkeypatch):
 @pytest.mark.parametrize("name", list(ZOO))
 def test_integrated_gradients_through_the_affine_prefix_equals_the_plain_path(name, monkeypatch):
     # Models whose inputs are read only by Dense/Conv layers run those layers once per pair
-    # (explain._affine_prefix); the result must equal the per-point computation.
-    from fastlift import explain
+    # (integrated_gradients.affine_prefix); the result must equal the per-point computation.
+    from fastlift import integrated_gradients
 
     rng = np.random.default_rng(3)
     model, make_x = ZOO[name](rng)
@@ -335,7 +332,7 @@ def test_integrated_gradients_through_the_affine_prefix_equals_the_plain_path(na
     refs = _refs("one_per_example", x, rng, make_x, k=2)
     kw = {"steps": 7, "dtype": "float64", "hypothetical": not isinstance(x, list) and x.shape[-1] == 4}
     fast = fl.attribute(model, x, "integrated_gradients", refs, **kw)
-    monkeypatch.setattr(explain, "_affine_prefix", lambda model: ())
+    monkeypatch.setattr(integrated_gradients, "affine_prefix", lambda model: ())
     plain = fl.attribute(model, x, "integrated_gradients", refs, **kw)
     for f, p in zip(fast.contributions if isinstance(x, list) else [fast.contributions],
                     plain.contributions if isinstance(x, list) else [plain.contributions]):
@@ -346,7 +343,7 @@ def test_integrated_gradients_through_the_affine_prefix_equals_the_plain_path(na
 
 
 def test_affine_prefix_is_found_only_when_linear_layers_alone_read_the_inputs(monkeypatch):
-    from fastlift import explain
+    from fastlift import integrated_gradients
     from fastlift import layers as L
 
     rng = np.random.default_rng(0)
@@ -354,11 +351,11 @@ def test_affine_prefix_is_found_only_when_linear_layers_alone_read_the_inputs(mo
     a = L.Activation("tanh", name="ta")(L.Dense(rng.normal(size=(5, 2)), name="a")(x))
     b = L.Activation("relu", name="rb")(L.Dense(rng.normal(size=(5, 2)), name="b")(x))
     two = fl.Model(x, L.Add(name="s")([a, b]))
-    assert [n.name for n in explain._affine_prefix(two)] == ["a", "b"]
+    assert [n.name for n in integrated_gradients.affine_prefix(two)] == ["a", "b"]
     X, R = rng.normal(size=(4, 5)), rng.normal(size=(4, 5))
     fast = fl.attribute(two, X, "integrated_gradients", R, steps=9, dtype="float64").contributions
-    monkeypatch.setattr(explain, "_affine_prefix", lambda model: ())  # both readers' gradients summed
+    monkeypatch.setattr(integrated_gradients, "affine_prefix", lambda model: ())  # both readers' gradients summed
     plain = fl.attribute(two, X, "integrated_gradients", R, steps=9, dtype="float64").contributions
     np.testing.assert_allclose(fast, plain, rtol=1e-12, atol=1e-14)
     skip = fl.Model(x, L.Add(name="s2")([L.Dense(np.ones((5, 5)), name="c")(x), x]))
-    assert explain._affine_prefix(skip) == ()
+    assert integrated_gradients.affine_prefix(skip) == ()

@@ -15,6 +15,7 @@ import pytest
 import fastlift as fl
 from fastlift import demo
 from fastlift import genomics as G
+from fastlift import progress as progress_mod
 from fastlift import scan as S
 from fastlift.io import scores as io_scores
 
@@ -272,6 +273,29 @@ def test_resume_refuses_other_parameters(model, genome, tmp_path):
         run(model, fasta, bed, str(other), resume=True)
     with pytest.raises(S.ScanError, match="either resume or overwrite"):
         run(model, fasta, bed, out, resume=True, overwrite=True)
+
+
+def test_reverse_complement_scan_is_recorded_and_resume_refuses_a_change(model, genome, tmp_path):
+    fasta, bed, _ = genome
+    out = str(tmp_path / "rc.h5")
+    run(model, fasta, bed, out, reverse_complement=True, score_dtype="float32", chunk_size=7, **TWO_HEADS)
+    paths = S.output_paths(out, S.target_names(model, TWO_HEADS["target"], TWO_HEADS["target_layer"]))
+    files = [io_scores.load_scores(p) for p in paths]
+    x = files[0]["input_seqs"].astype(np.float32)
+    want = fl.deeplift(model, x, fl.references.dinuc_shuffle(4), seed=3, hypothetical=True,
+                       reverse_complement=True, **TWO_HEADS)
+    for t, (path, f) in enumerate(zip(paths, files)):
+        assert io_scores.read_header(path)["params"]["reverse_complement"] is True
+        np.testing.assert_array_equal(f["hyp_scores"], want.hypothetical[t])
+        np.testing.assert_array_equal(f["deltas"], want.deltas[t].astype(np.float32))
+    with pytest.raises(S.ScanError, match=r"other parameters \(reverse_complement: file has True, this run None\)"):
+        run(model, fasta, bed, out, resume=True, score_dtype="float32", chunk_size=7, **TWO_HEADS)
+    plain = str(tmp_path / "plain.h5")
+    run(model, fasta, bed, plain, **TWO_HEADS)
+    plain = S.output_paths(plain, ["counts", "profile"])[0]
+    assert "reverse_complement" not in io_scores.read_header(plain)["params"]
+    with pytest.raises(S.ScanError, match=r"other parameters \(reverse_complement: file has None, this run True\)"):
+        run(model, fasta, bed, str(tmp_path / "plain.h5"), resume=True, reverse_complement=True, **TWO_HEADS)
 
 
 DRIVER = r"""
@@ -639,8 +663,8 @@ def test_progress_shows_days_past_24_hours(capsys, monkeypatch):
     assert S.format_eta(3661.4) == "01:01:01" and S.format_eta(0) == "00:00:00"
     assert S.format_eta(86399.6) == "1d 00:00:00" and S.format_eta(float("inf")) == "?"
     clock = iter([0.0, 3600.0])
-    monkeypatch.setattr(S.time, "perf_counter", lambda: next(clock))
-    bar = S._Progress(2000, 0)   # 40 regions in the first hour: 49 hours left
+    monkeypatch.setattr(progress_mod.time, "perf_counter", lambda: next(clock))
+    bar = progress_mod.Progress(2000)   # 40 regions in the first hour: 49 hours left
     bar.update(40)
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith("40/2000 regions  0.0/s  ETA 2d 01:00:00")
 
@@ -654,3 +678,95 @@ def test_non_acgt_count_covers_the_whole_file_after_a_resume(model, genome, tmp_
     assert res.resumed_from == 20 and per_region[:20].sum() > 0 and per_region[20:].sum() > 0
     assert res.n_non_acgt == per_region.sum()
     assert run(model, fasta, bed, out, resume=True).n_non_acgt == per_region.sum()   # already complete
+
+
+# ----------------------------------------------------------------------------- one session, three threads
+
+
+def test_one_explainer_per_scan_and_one_engine_call_per_chunk(model, genome, tmp_path, monkeypatch):
+    """The scan builds its Explainer once (no validation run on a zero example) and calls it once
+    per chunk."""
+    fasta, bed, _ = genome
+    built, calls = [], []
+    real_init, real_deeplift = fl.Explainer.__init__, fl.Explainer.deeplift
+
+    def init(self, *a, **kw):
+        built.append(1)
+        real_init(self, *a, **kw)
+
+    def deeplift(self, X, *a, **kw):
+        calls.append(len(X))
+        return real_deeplift(self, X, *a, **kw)
+
+    monkeypatch.setattr(fl.Explainer, "__init__", init)
+    monkeypatch.setattr(fl.Explainer, "deeplift", deeplift)
+    run(model, fasta, bed, str(tmp_path / "s.h5"), chunk_size=7, **TWO_HEADS)
+    assert len(built) == 1 and calls == [7, 7, 7, 7, 7, 5]
+
+
+def test_reading_and_writing_run_on_their_own_threads(model, genome, tmp_path, monkeypatch):
+    fasta, bed, _ = genome
+    fetched, committed, computed = set(), set(), set()
+    real_fetch, real_commit, real_deeplift = G.Fasta.fetch, io_scores.ScoreWriter.commit, fl.Explainer.deeplift
+
+    def fetch(self, *a):
+        fetched.add(threading.current_thread().name)
+        return real_fetch(self, *a)
+
+    def commit(self, n):
+        committed.add(threading.current_thread().name)
+        return real_commit(self, n)
+
+    def deeplift(self, *a, **kw):
+        computed.add(threading.current_thread().name)
+        return real_deeplift(self, *a, **kw)
+
+    monkeypatch.setattr(G.Fasta, "fetch", fetch)
+    monkeypatch.setattr(io_scores.ScoreWriter, "commit", commit)
+    monkeypatch.setattr(fl.Explainer, "deeplift", deeplift)
+    run(model, fasta, bed, str(tmp_path / "s.h5"), chunk_size=4)
+    assert fetched == {"fastlift-scan-reader"} and committed == {"fastlift-scan-writer"}
+    assert computed == {threading.current_thread().name}
+
+
+def _fail_on_call(monkeypatch, owner, name, at, error):
+    """Make ``owner.name`` raise ``error`` from its ``at``-th call on."""
+    real, count = getattr(owner, name), {"n": 0}
+
+    def wrapper(*a, **kw):
+        count["n"] += 1
+        if count["n"] >= at:
+            raise error
+        return real(*a, **kw)
+
+    monkeypatch.setattr(owner, name, wrapper)
+
+
+@pytest.mark.parametrize("stage", ["reader", "writer"])
+def test_a_failing_reader_or_writer_is_the_scans_error_and_the_file_resumes(model, genome, tmp_path, monkeypatch,
+                                                                           stage):
+    """An I/O error on the reader thread (the FASTA) or the writer thread (the score file) stops the
+    scan with that error, promptly (no thread left waiting), after committing only whole chunks;
+    --resume then ends byte-identical to an uninterrupted scan."""
+    fasta, bed, _ = genome
+    reference = read_bytes(run(model, fasta, bed, str(tmp_path / "ref.h5"), chunk_size=4, **TWO_HEADS).paths)
+    out = str(tmp_path / "s.h5")
+    error = OSError(errno.EIO, f"Input/output error in the {stage}")
+    with monkeypatch.context() as m:
+        if stage == "reader":
+            _fail_on_call(m, G.Fasta, "fetch", 23, error)      # region 23: in the sixth chunk
+        else:
+            _fail_on_call(m, io_scores.ScoreWriter, "write", 2 * 4 + 1, error)  # chunk 4 of 2 files
+        result = []
+        t = threading.Thread(target=lambda: result.append(_try(run, model, fasta, bed, out, chunk_size=4,
+                                                                **TWO_HEADS)))
+        t.start()
+        t.join(120)
+        assert not t.is_alive(), "the scan hangs after a failure in its pipeline"
+    assert result[0] is error
+    assert not [th for th in threading.enumerate() if th.name.startswith("fastlift-scan-")]
+    paths = S.output_paths(out, ["counts", "profile"])
+    done = [io_scores.read_header(p)["n_done"] for p in paths]
+    assert done == ([20, 20] if stage == "reader" else [16, 16])
+    res = run(model, fasta, bed, out, chunk_size=4, resume=True, **TWO_HEADS)
+    assert res.resumed_from == min(done) and read_bytes(paths) == reference

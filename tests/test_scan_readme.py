@@ -24,7 +24,7 @@ def test_the_scan_example_runs_as_written(tmp_path, monkeypatch):
     (tmp_path / "regions.bed").write_text("chr1\t1000\t1100\nchr1\t2500\t2600\nchr1\t3000\t3010\n")
     monkeypatch.chdir(tmp_path)
     names = {}
-    exec(compile(_python_block("FastaBedSource"), "README.md", "exec"), names)   # noqa: S102 - our own README
+    exec(compile(_python_block("from fastlift.io.scores import load_scores"), "README.md", "exec"), names)   # noqa: S102 - our own README
     assert names["scores"]["hyp_scores"].shape == (3, 500, 4)
     assert names["res"].hypothetical.shape == (2, 3, 500, 4)
     assert sorted(os.listdir(tmp_path)) == ["genome.fa", "genome.fa.fai", "regions.bed", "scores.counts.h5",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import fastlift as fl
-from fastlift import explain, straight_path
+from fastlift import integrated_gradients, straight_path
 from fastlift import layers as L
 from fastlift.backends.cpu_ops import SPARSE_MIN_TAPS_CHANNELS, CpuOps
 from fastlift.backends.ops import Ops
@@ -50,7 +50,7 @@ CASES = {
 
 
 def chains_of(model, ops=None):
-    return straight_path.kinked_chains(model, explain._affine_prefix(model), ops or CpuOps())
+    return straight_path.kinked_chains(model, integrated_gradients.affine_prefix(model), ops or CpuOps())
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -63,7 +63,7 @@ def test_integrated_gradients_with_chains_equals_the_plain_forward(case, ref, dt
     refs = None if ref == "zero" else x[rng.permutation(len(x))][:, None]
     kw = {"steps": 9, "dtype": dtype, "device": "cpu"}
     fast = fl.attribute(model, x, "integrated_gradients", refs, **kw)
-    monkeypatch.setattr(explain, "kinked_chains", lambda model, prefix, ops: ())
+    monkeypatch.setattr(integrated_gradients, "kinked_chains", lambda model, prefix, ops: ())
     plain = fl.attribute(model, x, "integrated_gradients", refs, **kw)
     tol = {"rtol": 1e-10, "atol": 1e-12} if dtype == "float64" else {"rtol": 2e-4, "atol": 2e-5}
     np.testing.assert_allclose(fast.contributions, plain.contributions, **tol)

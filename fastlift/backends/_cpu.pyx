@@ -6,13 +6,15 @@ Design note
 -----------
 Three layers, as in scikit-learn's ``_loss`` and ``_k_means_lloyd`` modules:
 
-1. Per-element math, ``csrc/fl_math.h``: activation values and derivatives, the Rescale and
-   RevealCancel scales, the exact max-pool split. The CUDA kernels paste the same header, so
+1. Per-element math, ``csrc/fl_math.h``: activation values and derivatives, one element of each
+   rule (``fl_<op>_elem``), the exact max-pool split. The CUDA kernels paste the same header, so
    the CPU and the GPU share one statement of every formula (and the NEAR_ZERO rule).
-2. Per-row kernels, ``csrc/fl_kernels.h``: header-only C99 functions that fill a half-open
-   range of output rows, ``fl_<op>_f`` / ``fl_<op>_d``. Rule kernels are one fused pass per
-   pair row (gather through ``pair_x``/``pair_r``, compute, write); spatial kernels walk
-   contiguous channel runs. They are callable from C without Python (declared in ``_cpu.pxd``).
+2. Per-row kernels and drivers, ``csrc/fl_kernels.h``: header-only C99 functions that fill a
+   half-open range of output rows, ``fl_<op>_f`` / ``fl_<op>_d``. Rule kernels are one fused pass
+   per pair row (gather through ``pair_x``/``pair_r``, compute, write); spatial kernels walk
+   contiguous channel runs; the GEMM drivers call scipy's BLAS through an ``fl_blas`` table. All
+   of it is fastlift's C API (``csrc/fastlift.h``), declared for Cython in ``fastlift_capi.pxd``
+   (generated from ``csrc/fastlift_capi.pxd.tp``), which this module cimports like any user.
 3. This module: one ``def`` per op, named like the ``Ops`` method it implements. It checks
    what a kernel needs to stay in bounds (O(1) shape checks, O(n_pairs) index range checks;
    the O(rows x features) work stays in C), allocates the output, and runs the kernel
@@ -23,7 +25,8 @@ One op, one name: ``_cpu.rescale_backward`` runs ``fl_rescale_backward_f/_d`` an
 
 Inputs are fused-type memoryviews: ``const floating[:, ::1]`` (C-contiguous float32 or float64,
 one dtype per call, read-only arrays accepted) and ``const int64_t[::1]`` pair indices. The
-``floating`` branch is resolved at compile time, so each dtype calls its own kernel.
+kernels are called through fastlift_capi's fused ``fl_<op>``, whose ``floating`` branch is
+resolved at compile time, so each dtype calls its own ``fl_<op>_f`` or ``fl_<op>_d``.
 
 Determinism: every output row is written by exactly one thread, with an operation order fixed by
 the kernel, so results are bitwise identical for any ``n_threads`` and any row split. That also
@@ -32,9 +35,10 @@ lets small calls run on one thread (``MIN_WORK_PER_THREAD``) without changing a 
 
 from cython.parallel cimport prange
 from libc.stdint cimport int32_t, int64_t, uint8_t
-from libc.string cimport memcpy, memset
 from cython cimport floating
 from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+from fastlift_capi cimport *
 
 import numpy as np
 
@@ -49,9 +53,12 @@ ACT_CODES = {
     "SIGMOID": FL_ACT_SIGMOID, "HARD_SIGMOID": FL_ACT_HARD_SIGMOID, "TANH": FL_ACT_TANH,
     "SOFTPLUS": FL_ACT_SOFTPLUS, "SOFTSIGN": FL_ACT_SOFTSIGN, "SWISH": FL_ACT_SWISH,
     "GELU": FL_ACT_GELU, "GELU_TANH": FL_ACT_GELU_TANH, "EXPONENTIAL": FL_ACT_EXPONENTIAL,
+    "LOG": FL_ACT_LOG,
 }
 ACT_COUNT = FL_ACT_COUNT
 NEAR_ZERO = FL_NEAR_ZERO
+#: FL_ABI_VERSION of the csrc/fastlift.h this module was compiled from (see that header).
+ABI_VERSION = FL_ABI_VERSION
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -151,12 +158,8 @@ def activation_forward(int act,
     cdef floating[:, ::1] y = out                     # OUT (n_rows, n_features)
     nb = _n_blocks(n_rows, n_features, n_threads)
     for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
-        if floating is float:
-            fl_activation_forward_f(act, &x[0, 0], &alpha[0], &y[0, 0], n_features,
-                                    b * n_rows // nb, (b + 1) * n_rows // nb)
-        else:
-            fl_activation_forward_d(act, &x[0, 0], &alpha[0], &y[0, 0], n_features,
-                                    b * n_rows // nb, (b + 1) * n_rows // nb)
+        fl_activation_forward(act, &x[0, 0], &alpha[0], &y[0, 0], n_features, b * n_rows // nb,
+                              (b + 1) * n_rows // nb)
     return out
 
 
@@ -174,12 +177,8 @@ def activation_grad(int act,
     cdef floating[:, ::1] g = out                     # OUT (n_rows, n_features)
     nb = _n_blocks(n_rows, n_features, n_threads)
     for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
-        if floating is float:
-            fl_activation_grad_f(act, &x[0, 0], &alpha[0], &g[0, 0], n_features,
-                                 b * n_rows // nb, (b + 1) * n_rows // nb)
-        else:
-            fl_activation_grad_d(act, &x[0, 0], &alpha[0], &g[0, 0], n_features,
-                                 b * n_rows // nb, (b + 1) * n_rows // nb)
+        fl_activation_grad(act, &x[0, 0], &alpha[0], &g[0, 0], n_features, b * n_rows // nb,
+                           (b + 1) * n_rows // nb)
     return out
 
 
@@ -215,14 +214,9 @@ def rescale_backward(int act,
     cdef floating[:, ::1] m_in = out                  # OUT (n_pairs, n_features)
     nb = _n_blocks(n_pairs, n_features, n_threads)
     for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
-        if floating is float:
-            fl_rescale_backward_f(act, &m_out[0, 0], &x_in[0, 0], &r_in[0, 0], &x_out[0, 0],
-                                  &r_out[0, 0], &pair_x[0], &pair_r[0], &alpha[0], &m_in[0, 0],
-                                  n_features, b * n_pairs // nb, (b + 1) * n_pairs // nb)
-        else:
-            fl_rescale_backward_d(act, &m_out[0, 0], &x_in[0, 0], &r_in[0, 0], &x_out[0, 0],
-                                  &r_out[0, 0], &pair_x[0], &pair_r[0], &alpha[0], &m_in[0, 0],
-                                  n_features, b * n_pairs // nb, (b + 1) * n_pairs // nb)
+        fl_rescale_backward(act, &m_out[0, 0], &x_in[0, 0], &r_in[0, 0], &x_out[0, 0], &r_out[0, 0],
+                            &pair_x[0], &pair_r[0], &alpha[0], &m_in[0, 0], n_features, b * n_pairs // nb,
+                            (b + 1) * n_pairs // nb)
     return out
 
 
@@ -244,14 +238,8 @@ def gradient_backward(int act,
     cdef floating[:, ::1] m_in = out                  # OUT (n_pairs, n_features)
     nb = _n_blocks(n_pairs, n_features, n_threads)
     for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
-        if floating is float:
-            fl_gradient_backward_f(act, &m_out[0, 0], &x_in[0, 0], &pair_x[0], &alpha[0],
-                                   &m_in[0, 0], n_features,
-                                   b * n_pairs // nb, (b + 1) * n_pairs // nb)
-        else:
-            fl_gradient_backward_d(act, &m_out[0, 0], &x_in[0, 0], &pair_x[0], &alpha[0],
-                                   &m_in[0, 0], n_features,
-                                   b * n_pairs // nb, (b + 1) * n_pairs // nb)
+        fl_gradient_backward(act, &m_out[0, 0], &x_in[0, 0], &pair_x[0], &alpha[0], &m_in[0, 0], n_features,
+                             b * n_pairs // nb, (b + 1) * n_pairs // nb)
     return out
 
 
@@ -273,14 +261,8 @@ def guided_backprop_backward(int act,
     cdef floating[:, ::1] m_in = out                  # OUT (n_pairs, n_features)
     nb = _n_blocks(n_pairs, n_features, n_threads)
     for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
-        if floating is float:
-            fl_guided_backprop_backward_f(act, &m_out[0, 0], &x_in[0, 0], &pair_x[0],
-                                          &alpha[0], &m_in[0, 0], n_features,
-                                          b * n_pairs // nb, (b + 1) * n_pairs // nb)
-        else:
-            fl_guided_backprop_backward_d(act, &m_out[0, 0], &x_in[0, 0], &pair_x[0],
-                                          &alpha[0], &m_in[0, 0], n_features,
-                                          b * n_pairs // nb, (b + 1) * n_pairs // nb)
+        fl_guided_backprop_backward(act, &m_out[0, 0], &x_in[0, 0], &pair_x[0], &alpha[0], &m_in[0, 0],
+                                    n_features, b * n_pairs // nb, (b + 1) * n_pairs // nb)
     return out
 
 
@@ -307,14 +289,9 @@ def reveal_cancel_split(int act,
     cdef floating[:, ::1] dy_neg = out_neg            # OUT (n_pairs, n_features)
     nb = _n_blocks(n_pairs, 4 * n_features, n_threads)
     for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
-        if floating is float:
-            fl_reveal_cancel_split_f(act, &r_in[0, 0], &d_pos[0, 0], &d_neg[0, 0], &pair_r[0],
-                                     &alpha[0], &dy_pos[0, 0], &dy_neg[0, 0], n_features,
-                                     b * n_pairs // nb, (b + 1) * n_pairs // nb)
-        else:
-            fl_reveal_cancel_split_d(act, &r_in[0, 0], &d_pos[0, 0], &d_neg[0, 0], &pair_r[0],
-                                     &alpha[0], &dy_pos[0, 0], &dy_neg[0, 0], n_features,
-                                     b * n_pairs // nb, (b + 1) * n_pairs // nb)
+        fl_reveal_cancel_split(act, &r_in[0, 0], &d_pos[0, 0], &d_neg[0, 0], &pair_r[0], &alpha[0],
+                               &dy_pos[0, 0], &dy_neg[0, 0], n_features, b * n_pairs // nb,
+                               (b + 1) * n_pairs // nb)
     return out_pos, out_neg
 
 
@@ -347,16 +324,9 @@ def reveal_cancel_backward(int act,
     cdef floating[:, ::1] m_in_neg = out_neg          # OUT (n_pairs, n_features)
     nb = _n_blocks(n_pairs, 4 * n_features, n_threads)
     for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
-        if floating is float:
-            fl_reveal_cancel_backward_f(act, &m_pos[0, 0], &m_neg[0, 0], &r_in[0, 0],
-                                        &d_pos[0, 0], &d_neg[0, 0], &pair_r[0], &alpha[0],
-                                        &m_in_pos[0, 0], &m_in_neg[0, 0], n_features,
-                                        b * n_pairs // nb, (b + 1) * n_pairs // nb)
-        else:
-            fl_reveal_cancel_backward_d(act, &m_pos[0, 0], &m_neg[0, 0], &r_in[0, 0],
-                                        &d_pos[0, 0], &d_neg[0, 0], &pair_r[0], &alpha[0],
-                                        &m_in_pos[0, 0], &m_in_neg[0, 0], n_features,
-                                        b * n_pairs // nb, (b + 1) * n_pairs // nb)
+        fl_reveal_cancel_backward(act, &m_pos[0, 0], &m_neg[0, 0], &r_in[0, 0], &d_pos[0, 0], &d_neg[0, 0],
+                                  &pair_r[0], &alpha[0], &m_in_pos[0, 0], &m_in_neg[0, 0], n_features,
+                                  b * n_pairs // nb, (b + 1) * n_pairs // nb)
     return out_pos, out_neg
 
 
@@ -377,12 +347,8 @@ def add_activation(int act,
     cdef floating[:, ::1] y = out                     # OUT (n_rows, n_features)
     nb = _n_blocks(n_rows, n_features, n_threads)
     for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
-        if floating is float:
-            fl_add_activation_f(act, &x[0, 0], &alpha[0], &other[0, 0], &y[0, 0], n_features,
-                                b * n_rows // nb, (b + 1) * n_rows // nb)
-        else:
-            fl_add_activation_d(act, &x[0, 0], &alpha[0], &other[0, 0], &y[0, 0], n_features,
-                                b * n_rows // nb, (b + 1) * n_rows // nb)
+        fl_add_activation(act, &x[0, 0], &alpha[0], &other[0, 0], &y[0, 0], n_features, b * n_rows // nb,
+                          (b + 1) * n_rows // nb)
     return out
 
 
@@ -398,10 +364,7 @@ def add(const floating[::1] a,   # IN  (n,)
     cdef floating[::1] o = out
     nb = _n_blocks(n, 1, n_threads)
     for blk in prange(nb, nogil=True, num_threads=nb, schedule="static"):
-        if floating is float:
-            fl_add_f(&a[0], &b[0], &o[0], blk * n // nb, (blk + 1) * n // nb)
-        else:
-            fl_add_d(&a[0], &b[0], &o[0], blk * n // nb, (blk + 1) * n // nb)
+        fl_add(&a[0], &b[0], &o[0], blk * n // nb, (blk + 1) * n // nb)
     return out
 
 
@@ -422,12 +385,8 @@ def pair_delta(const floating[:, ::1] x,      # IN  (n_x, n_features)
     cdef floating[:, ::1] delta = out                 # OUT (n_pairs, n_features)
     nb = _n_blocks(n_pairs, n_features, n_threads)
     for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
-        if floating is float:
-            fl_pair_delta_f(&x[0, 0], &r[0, 0], &pair_x[0], &pair_r[0], &delta[0, 0],
-                            n_features, b * n_pairs // nb, (b + 1) * n_pairs // nb)
-        else:
-            fl_pair_delta_d(&x[0, 0], &r[0, 0], &pair_x[0], &pair_r[0], &delta[0, 0],
-                            n_features, b * n_pairs // nb, (b + 1) * n_pairs // nb)
+        fl_pair_delta(&x[0, 0], &r[0, 0], &pair_x[0], &pair_r[0], &delta[0, 0], n_features, b * n_pairs // nb,
+                      (b + 1) * n_pairs // nb)
     return out
 
 
@@ -449,14 +408,8 @@ def pair_contributions(const floating[:, ::1] m,      # IN  (n_pairs, n_features
     cdef floating[:, ::1] c = out                     # OUT (n_pairs, n_features)
     nb = _n_blocks(n_pairs, n_features, n_threads)
     for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
-        if floating is float:
-            fl_pair_contributions_f(&m[0, 0], &x[0, 0], &r[0, 0], &pair_x[0], &pair_r[0],
-                                    &c[0, 0], n_features,
-                                    b * n_pairs // nb, (b + 1) * n_pairs // nb)
-        else:
-            fl_pair_contributions_d(&m[0, 0], &x[0, 0], &r[0, 0], &pair_x[0], &pair_r[0],
-                                    &c[0, 0], n_features,
-                                    b * n_pairs // nb, (b + 1) * n_pairs // nb)
+        fl_pair_contributions(&m[0, 0], &x[0, 0], &r[0, 0], &pair_x[0], &pair_r[0], &c[0, 0], n_features,
+                              b * n_pairs // nb, (b + 1) * n_pairs // nb)
     return out
 
 
@@ -485,16 +438,13 @@ def mean_over_refs(const floating[:, ::1] a,   # IN  (n_examples * n_refs, n_fea
             e0, e1, f0, f1 = 0, n_examples, b * n_features // nb, (b + 1) * n_features // nb
         else:
             e0, e1, f0, f1 = b * n_examples // nb, (b + 1) * n_examples // nb, 0, n_features
-        if floating is float:
-            fl_mean_over_refs_f(&a[0, 0], &mean[0, 0], n_refs, n_features, e0, e1, f0, f1)
-        else:
-            fl_mean_over_refs_d(&a[0, 0], &mean[0, 0], n_refs, n_features, e0, e1, f0, f1)
+        fl_mean_over_refs(&a[0, 0], &mean[0, 0], n_refs, n_features, e0, e1, f0, f1)
     return out
 
 
 # ---------------------------------------------------------------------------- convolution helpers
 def im2col(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)
-           object g,                         # ops.Geometry
+           object g,                         # geometry.Geometry
            int n_threads=1):
     """Unfold windows, zero padding; returns cols (n, h_out, w_out, kh*kw*c)."""
     cdef fl_geometry geo = _geometry(g)
@@ -506,17 +456,12 @@ def im2col(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)
     cdef floating[:, :, :, ::1] cols = out            # OUT (n, h_out, w_out, kh*kw*c)
     nb = _n_blocks(n_rows, geo.w_out * geo.kh * geo.kw * geo.c, n_threads)
     for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
-        if floating is float:
-            fl_im2col_f(&x[0, 0, 0, 0], &cols[0, 0, 0, 0], geo,
-                        b * n_rows // nb, (b + 1) * n_rows // nb)
-        else:
-            fl_im2col_d(&x[0, 0, 0, 0], &cols[0, 0, 0, 0], geo,
-                        b * n_rows // nb, (b + 1) * n_rows // nb)
+        fl_im2col(&x[0, 0, 0, 0], &cols[0, 0, 0, 0], geo, b * n_rows // nb, (b + 1) * n_rows // nb)
     return out
 
 
 def col2im(const floating[:, :, :, ::1] cols,   # IN  (n, h_out, w_out, kh*kw*c)
-           object g,                            # ops.Geometry
+           object g,                            # geometry.Geometry
            int n_threads=1):
     """Adjoint of im2col, summing overlaps in a fixed order; returns x (n, h, w, c)."""
     cdef fl_geometry geo = _geometry(g)
@@ -531,16 +476,11 @@ def col2im(const floating[:, :, :, ::1] cols,   # IN  (n, h_out, w_out, kh*kw*c)
     cdef floating[:, :, :, ::1] x = out               # OUT (n, h, w, c)
     nb = _n_blocks(n_rows, geo.w * geo.kh * geo.kw * geo.c, n_threads)
     for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
-        if floating is float:
-            fl_col2im_f(&cols[0, 0, 0, 0], &x[0, 0, 0, 0], geo,
-                        b * n_rows // nb, (b + 1) * n_rows // nb)
-        else:
-            fl_col2im_d(&cols[0, 0, 0, 0], &x[0, 0, 0, 0], geo,
-                        b * n_rows // nb, (b + 1) * n_rows // nb)
+        fl_col2im(&cols[0, 0, 0, 0], &x[0, 0, 0, 0], geo, b * n_rows // nb, (b + 1) * n_rows // nb)
     return out
 
 
-VECTOR_BYTES = 64  # FL_VEC_BYTES: the padded rows of conv_adjoint_sparse's kernel
+VECTOR_BYTES = 64  # FL_VEC_BYTES: the padded rows of conv_sparse's kernel
 ISA_NAMES = {"auto": FL_ISA_AUTO, "base": FL_ISA_BASE, "avx2": FL_ISA_AVX2, "avx512": FL_ISA_AVX512}
 
 
@@ -557,17 +497,18 @@ def isa(str wanted="auto"):
     return next(k for k, v in ISA_NAMES.items() if v == code and k != "auto")
 
 
-def conv_adjoint_sparse(const floating[:, :, :, ::1] m_out,   # IN  (n_pairs, h_out, w_out, c_out)
-                        const floating[:, :, ::1] wt,         # IN  (kh*kw, c_out, c_pad)
-                        object g,                             # ops.Geometry (of the forward conv)
-                        Py_ssize_t max_nnz, int n_threads=1, str isa="auto"):
-    """The convolution adjoint of pairs whose multipliers are mostly zero, skipping the zeros;
+def conv_sparse(const floating[:, :, :, ::1] m_out,   # IN  (n_pairs, h_out, w_out, c_out)
+                const floating[:, :, ::1] wt,         # IN  (kh*kw, c_out, c_pad)
+                object g,                             # geometry.Geometry (of the forward conv)
+                Py_ssize_t max_nnz, int n_threads=1, str isa="auto"):
+    """The convolution adjoint of rows that are mostly zero, skipping the zeros (CpuOps runs it for
+    conv_adjoint, and with the taps flipped for conv_forward);
     returns (m_in (n_pairs, h, w, c), done (n_pairs,) bool).
 
     A pair with more than ``max_nnz`` nonzero multipliers is not computed (done False, its m_in
     rows uninitialised) so the caller can run it densely. ``wt[t, o, :c]`` is
     ``kernel[t*c:(t+1)*c, o]``, zero-padded to c_pad, a multiple of ``VECTOR_BYTES`` / itemsize.
-    The sum order is fixed per pair (see ``fl_conv_adjoint_sparse``): any thread count and any
+    The sum order is fixed per pair (see ``fl_conv_sparse``): any thread count and any
     batch give the same bits; ``isa`` caps the instruction set ("auto": the best available).
     """
     cdef fl_geometry geo = _geometry(g)
@@ -602,16 +543,9 @@ def conv_adjoint_sparse(const floating[:, :, :, ::1] m_out,   # IN  (n_pairs, h_
     cdef floating[:, :, :, ::1] m_in = out
     cdef uint8_t[::1] done = done_arr
     for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
-        if floating is float:
-            fl_conv_adjoint_sparse_f(&m_out[0, 0, 0, 0], &wt[0, 0, 0], c_out, c_pad, geo, max_nnz,
-                                     isa_code, &start[b, 0], &idx[b, 0], &val[b, 0],
-                                     &m_in[0, 0, 0, 0], &done[0],
-                                     b * n_pairs // nb, (b + 1) * n_pairs // nb)
-        else:
-            fl_conv_adjoint_sparse_d(&m_out[0, 0, 0, 0], &wt[0, 0, 0], c_out, c_pad, geo, max_nnz,
-                                     isa_code, &start[b, 0], &idx[b, 0], &val[b, 0],
-                                     &m_in[0, 0, 0, 0], &done[0],
-                                     b * n_pairs // nb, (b + 1) * n_pairs // nb)
+        fl_conv_sparse(&m_out[0, 0, 0, 0], &wt[0, 0, 0], c_out, c_pad, geo, max_nnz, isa_code,
+                               &start[b, 0], &idx[b, 0], &val[b, 0], &m_in[0, 0, 0, 0], &done[0],
+                               b * n_pairs // nb, (b + 1) * n_pairs // nb)
     return out, done_arr.view(bool)
 
 
@@ -620,7 +554,7 @@ VECTOR_BLOCK = FL_VEC_BLOCK  # vectors of output channels per block of conv_dire
 
 def conv_direct(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
                 const floating[::1] wp,             # IN  packed kernel (see fl_conv_direct)
-                object g,                           # ops.Geometry
+                object g,                           # geometry.Geometry
                 Py_ssize_t c_out, int n_threads=1,
                 const floating[::1] bias=None,      # IN  (c_out rounded up to the vector length,)
                 str isa="auto",
@@ -689,14 +623,8 @@ def conv_direct(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
         out2_ptr = &out2_view[0, 0]
     nb = _n_blocks(n_rows, geo.w_out * geo.kh * geo.kw * geo.c * c_out // 64 + 1, n_threads)
     for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
-        if floating is float:
-            fl_conv_direct_f(&x[0, 0, 0, 0], &wp[0], bias_ptr, &zero[0], addend_ptr, aux_ptr,
-                             out2_ptr, epi, geo, c_out, isa_code,
-                             &y[0, 0], b * n_rows // nb, (b + 1) * n_rows // nb)
-        else:
-            fl_conv_direct_d(&x[0, 0, 0, 0], &wp[0], bias_ptr, &zero[0], addend_ptr, aux_ptr,
-                             out2_ptr, epi, geo, c_out, isa_code,
-                             &y[0, 0], b * n_rows // nb, (b + 1) * n_rows // nb)
+        fl_conv_direct(&x[0, 0, 0, 0], &wp[0], bias_ptr, &zero[0], addend_ptr, aux_ptr, out2_ptr, epi, geo,
+                       c_out, isa_code, &y[0, 0], b * n_rows // nb, (b + 1) * n_rows // nb)
     return out if aux is None else (out, out2)
 
 
@@ -715,19 +643,16 @@ def onehot_cells(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)
     cdef uint8_t[::1] ok = ok_arr
     cdef Py_ssize_t nb = _n_blocks(n, cells * c, n_threads)
     for b in prange(n, nogil=True, num_threads=nb, schedule="static"):
-        if floating is float:
-            ok[b] = fl_onehot_cells_f(&x[b, 0, 0, 0], cells, c, &hot[b, 0, 0])
-        else:
-            ok[b] = fl_onehot_cells_d(&x[b, 0, 0, 0], cells, c, &hot[b, 0, 0])
+        ok[b] = fl_onehot_cells(&x[b, 0, 0, 0], cells, c, &hot[b, 0, 0])
     return hot_arr, ok_arr.view(bool)
 
 
-def conv_onehot(const int32_t[:, :, ::1] hot,      # IN  (n, h, w) from onehot_cells
-                const floating[:, ::1] kernel,     # IN  (kh*kw*c, c_pad), columns past c_out zero
-                object g,                          # ops.Geometry
-                Py_ssize_t c_out, int n_threads=1,
-                const floating[::1] bias=None,     # IN  (c_pad,)
-                str isa="auto"):
+def conv_forward_onehot(const int32_t[:, :, ::1] hot,      # IN  (n, h, w) from onehot_cells
+                        const floating[:, ::1] kernel,     # IN  (kh*kw*c, c_pad), columns past c_out zero
+                        object g,                          # geometry.Geometry
+                        Py_ssize_t c_out, int n_threads=1,
+                        const floating[::1] bias=None,     # IN  (c_pad,)
+                        str isa="auto"):
     """The convolution of one-hot rows, as a gather of kernel rows: returns (n*h_out*w_out, c_out).
     Every sum runs in tap order (adds only): any batch, thread count or ISA gives the same bits."""
     cdef fl_geometry geo = _geometry(g)
@@ -764,12 +689,8 @@ def conv_onehot(const int32_t[:, :, ::1] hot,      # IN  (n, h, w) from onehot_c
         bias_ptr = &bias[0]
     nb = _n_blocks(n_rows, geo.w_out * geo.kh * geo.kw * c_out // 16 + 1, n_threads)
     for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
-        if floating is float:
-            fl_conv_onehot_f(&hot[0, 0, 0], &kernel[0, 0], &zero[0], bias_ptr, geo, c_out, c_pad, isa_code,
-                             &y[0, 0], b * n_rows // nb, (b + 1) * n_rows // nb)
-        else:
-            fl_conv_onehot_d(&hot[0, 0, 0], &kernel[0, 0], &zero[0], bias_ptr, geo, c_out, c_pad, isa_code,
-                             &y[0, 0], b * n_rows // nb, (b + 1) * n_rows // nb)
+        fl_conv_forward_onehot(&hot[0, 0, 0], &kernel[0, 0], &zero[0], bias_ptr, geo, c_out, c_pad, isa_code,
+                       &y[0, 0], b * n_rows // nb, (b + 1) * n_rows // nb)
     return out
 
 
@@ -809,18 +730,14 @@ def matmul_direct(const floating[:, ::1] a,   # IN  (m, k)
         m0 = t * m // nb  # scalars assigned in the loop are thread-private; a struct field is not,
         m1 = (t + 1) * m // nb  # so each call gets its geometry by value
         if m1 > m0:
-            if floating is float:
-                fl_conv_direct_f(&a[m0, 0], &wp[0], NULL, &zero[0], NULL, NULL, NULL, 0, _cells_geometry(m1 - m0, k), n,
-                                 FL_ISA_AUTO, &y[m0, 0], 0, 1)
-            else:
-                fl_conv_direct_d(&a[m0, 0], &wp[0], NULL, &zero[0], NULL, NULL, NULL, 0, _cells_geometry(m1 - m0, k), n,
-                                 FL_ISA_AUTO, &y[m0, 0], 0, 1)
+            fl_conv_direct(&a[m0, 0], &wp[0], NULL, &zero[0], NULL, NULL, NULL, 0, _cells_geometry(m1 - m0,
+                           k), n, FL_ISA_AUTO, &y[m0, 0], 0, 1)
     return out
 
 
 # ---------------------------------------------------------------------------- pooling
 def max_pool_forward(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)
-                     object g,                         # ops.Geometry
+                     object g,                         # geometry.Geometry
                      int n_threads=1):
     """Max over each window, padding ignored; returns (n, h_out, w_out, c)."""
     cdef fl_geometry geo = _geometry(g)
@@ -832,17 +749,12 @@ def max_pool_forward(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)
     cdef floating[:, :, :, ::1] y = out               # OUT (n, h_out, w_out, c)
     nb = _n_blocks(n_rows, geo.w_out * geo.kh * geo.kw * geo.c, n_threads)
     for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
-        if floating is float:
-            fl_max_pool_forward_f(&x[0, 0, 0, 0], &y[0, 0, 0, 0], geo,
-                                  b * n_rows // nb, (b + 1) * n_rows // nb)
-        else:
-            fl_max_pool_forward_d(&x[0, 0, 0, 0], &y[0, 0, 0, 0], geo,
-                                  b * n_rows // nb, (b + 1) * n_rows // nb)
+        fl_max_pool_forward(&x[0, 0, 0, 0], &y[0, 0, 0, 0], geo, b * n_rows // nb, (b + 1) * n_rows // nb)
     return out
 
 
 def avg_pool_forward(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)
-                     object g,                         # ops.Geometry
+                     object g,                         # geometry.Geometry
                      int n_threads=1):
     """Mean over the valid cells of each window; returns (n, h_out, w_out, c)."""
     cdef fl_geometry geo = _geometry(g)
@@ -854,17 +766,12 @@ def avg_pool_forward(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)
     cdef floating[:, :, :, ::1] y = out               # OUT (n, h_out, w_out, c)
     nb = _n_blocks(n_rows, geo.w_out * geo.kh * geo.kw * geo.c, n_threads)
     for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
-        if floating is float:
-            fl_avg_pool_forward_f(&x[0, 0, 0, 0], &y[0, 0, 0, 0], geo,
-                                  b * n_rows // nb, (b + 1) * n_rows // nb)
-        else:
-            fl_avg_pool_forward_d(&x[0, 0, 0, 0], &y[0, 0, 0, 0], geo,
-                                  b * n_rows // nb, (b + 1) * n_rows // nb)
+        fl_avg_pool_forward(&x[0, 0, 0, 0], &y[0, 0, 0, 0], geo, b * n_rows // nb, (b + 1) * n_rows // nb)
     return out
 
 
 def avg_pool_backward(const floating[:, :, :, ::1] m_out,   # IN  (n_pairs, h_out, w_out, c)
-                      object g,                             # ops.Geometry
+                      object g,                             # geometry.Geometry
                       int n_threads=1):
     """Adjoint of avg_pool_forward; returns m_in (n_pairs, h, w, c)."""
     cdef fl_geometry geo = _geometry(g)
@@ -879,12 +786,8 @@ def avg_pool_backward(const floating[:, :, :, ::1] m_out,   # IN  (n_pairs, h_ou
     cdef floating[:, :, :, ::1] m_in = out            # OUT (n_pairs, h, w, c)
     nb = _n_blocks(n_rows, geo.w * geo.kh * geo.kw * geo.c, n_threads)
     for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
-        if floating is float:
-            fl_avg_pool_backward_f(&m_out[0, 0, 0, 0], &m_in[0, 0, 0, 0], geo,
-                                   b * n_rows // nb, (b + 1) * n_rows // nb)
-        else:
-            fl_avg_pool_backward_d(&m_out[0, 0, 0, 0], &m_in[0, 0, 0, 0], geo,
-                                   b * n_rows // nb, (b + 1) * n_rows // nb)
+        fl_avg_pool_backward(&m_out[0, 0, 0, 0], &m_in[0, 0, 0, 0], geo, b * n_rows // nb,
+                             (b + 1) * n_rows // nb)
     return out
 
 
@@ -893,7 +796,7 @@ def max_pool_backward(const floating[:, :, :, ::1] m_out,   # IN  (n_pairs, h_ou
                       const floating[:, :, :, ::1] ref,     # IN  (n_r, h, w, c)
                       const int64_t[::1] pair_x,            # IN  (n_pairs,)
                       const int64_t[::1] pair_r,            # IN  (n_pairs,)
-                      object g,                             # ops.Geometry
+                      object g,                             # geometry.Geometry
                       bint exact,
                       int n_threads=1, str isa="auto"):
     """Route window multipliers to arg-max cells; returns m_in (n_pairs, h, w, c).
@@ -921,106 +824,18 @@ def max_pool_backward(const floating[:, :, :, ::1] m_out,   # IN  (n_pairs, h_ou
     nb = _n_blocks(n_pairs, (2 if exact else 1) * geo.h_out * geo.w_out * geo.kh * geo.kw * geo.c,
                    n_threads)
     for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
-        if floating is float:
-            fl_max_pool_backward_f(&m_out[0, 0, 0, 0], &x[0, 0, 0, 0], &ref[0, 0, 0, 0],
-                                   &pair_x[0], &pair_r[0], geo, exact_c, isa_code, &m_in[0, 0, 0, 0],
-                                   b * n_pairs // nb, (b + 1) * n_pairs // nb)
-        else:
-            fl_max_pool_backward_d(&m_out[0, 0, 0, 0], &x[0, 0, 0, 0], &ref[0, 0, 0, 0],
-                                   &pair_x[0], &pair_r[0], geo, exact_c, isa_code, &m_in[0, 0, 0, 0],
-                                   b * n_pairs // nb, (b + 1) * n_pairs // nb)
+        fl_max_pool_backward(&m_out[0, 0, 0, 0], &x[0, 0, 0, 0], &ref[0, 0, 0, 0], &pair_x[0], &pair_r[0],
+                             geo, exact_c, isa_code, &m_in[0, 0, 0, 0], b * n_pairs // nb,
+                             (b + 1) * n_pairs // nb)
     return out
 
 
 # ------------------------------------------------------------------------------- GEMM
-cdef void _gemm_panel(const floating* src, const floating* b, floating* out, floating* scratch_c,
-                      Py_ssize_t rows, Py_ssize_t k, Py_ssize_t n, Py_ssize_t n_pad, Py_ssize_t block_rows,
-                      bint b_fortran, Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
-    """out[:rows, c0:min(c1, n)] = (src @ b[:, c0:c1])[:rows] as one exact
-    (block_rows x k) @ (k x (c1 - c0)) BLAS call.
-
-    ``src`` holds block_rows full rows (a short block is zero-padded by the caller); ``out`` is
-    the block's first row (row stride n). Row-major C = A·B is the column-major call
-    Cᵀ = Bᵀ·Aᵀ, which is what numpy hands BLAS too: BLAS m = c1 - c0, n = block_rows, k = k.
-    When the panel has padding columns or the block is short, it lands in ``scratch_c`` and
-    its rows are copied out.
-    """
-    cdef char trans_b = b'T' if b_fortran else b'N'
-    cdef char no_trans = b'N'
-    cdef Py_ssize_t width = c1 - c0, keep = (n if n < c1 else c1) - c0
-    cdef int bm = <int>width, bn = <int>block_rows, bk = <int>k
-    cdef int lda = <int>(k if b_fortran else n_pad), ldb = <int>k, ldc
-    cdef floating one = 1, zero = 0
-    cdef Py_ssize_t r
-    cdef floating* dst
-    cdef const floating* panel = b + (c0 * k if b_fortran else c0)
-    if rows == block_rows and c1 <= n:
-        dst, ldc = out + c0, <int>n
-    else:
-        dst, ldc = scratch_c, <int>width
-    if floating is float:
-        sgemm(&trans_b, &no_trans, &bm, &bn, &bk, &one, <float*>panel, &lda, <float*>src, &ldb, &zero, dst, &ldc)
-    else:
-        dgemm(&trans_b, &no_trans, &bm, &bn, &bk, &one, <double*>panel, &lda, <double*>src, &ldb, &zero, dst,
-              &ldc)
-    if dst == scratch_c:
-        for r in range(rows):
-            memcpy(out + r * n + c0, scratch_c + r * width, keep * sizeof(floating))
-
-
-cdef inline void _gemm_block(const floating* src, const floating* b, floating* out, floating* scratch_c,
-                             Py_ssize_t rows, Py_ssize_t k, Py_ssize_t n, Py_ssize_t n_pad,
-                             Py_ssize_t block_rows, bint b_fortran) noexcept nogil:
-    """All n_pad columns of a block in one BLAS call (see `_gemm_panel`)."""
-    _gemm_panel(src, b, out, scratch_c, rows, k, n, n_pad, block_rows, b_fortran, 0, n_pad)
-
-
-cdef void _gemm_run(const floating* a, const floating* b, floating* out, floating* scratch_a,
-                    floating* scratch_c, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n, Py_ssize_t n_pad,
-                    Py_ssize_t block_rows, bint b_fortran, Py_ssize_t panel_cols, Py_ssize_t first,
-                    Py_ssize_t last) noexcept nogil:
-    """Tasks [first, last) of out = a @ b. Task q is row block q // n_panels and column panel
-    q % n_panels (``panel_cols`` wide, the last one narrower); a short last block is
-    zero-padded in ``scratch_a``."""
-    cdef Py_ssize_t n_panels = (n_pad + panel_cols - 1) // panel_cols
-    cdef Py_ssize_t q, i, p, lo, rows, c1
-    cdef const floating* src
-    for q in range(first, last):
-        i, p = q // n_panels, q % n_panels
-        lo = i * block_rows
-        rows = m - lo if m - lo < block_rows else block_rows
-        src = a + lo * k
-        if rows < block_rows:
-            memcpy(scratch_a, src, rows * k * sizeof(floating))
-            memset(scratch_a + rows * k, 0, (block_rows - rows) * k * sizeof(floating))
-            src = scratch_a
-        c1 = (p + 1) * panel_cols if (p + 1) * panel_cols < n_pad else n_pad
-        _gemm_panel(src, b, out + lo * n, scratch_c, rows, k, n, n_pad, block_rows, b_fortran, p * panel_cols, c1)
-
-
-cdef void _conv_run(const floating* x, fl_geometry geo, const floating* b, const floating* bias,
-                    floating* out, floating* scratch_a, floating* scratch_c, Py_ssize_t m, Py_ssize_t k,
-                    Py_ssize_t n, Py_ssize_t n_pad, Py_ssize_t block_rows, bint b_fortran, Py_ssize_t first,
-                    Py_ssize_t last) noexcept nogil:
-    """Blocks [first, last) of the fused convolution: unfold a block's cells, one GEMM, then
-    the bias (when not NULL) on the block's rows."""
-    cdef Py_ssize_t i, lo, rows, r, j
-    cdef floating* row
-    for i in range(first, last):
-        lo = i * block_rows
-        rows = m - lo if m - lo < block_rows else block_rows
-        if floating is float:
-            fl_im2col_cells_f(x, scratch_a, geo, lo, lo + rows)
-        else:
-            fl_im2col_cells_d(x, scratch_a, geo, lo, lo + rows)
-        if rows < block_rows:
-            memset(scratch_a + rows * k, 0, (block_rows - rows) * k * sizeof(floating))
-        _gemm_block(scratch_a, b, out + lo * n, scratch_c, rows, k, n, n_pad, block_rows, b_fortran)
-        if bias != NULL:
-            for r in range(rows):
-                row = out + (lo + r) * n
-                for j in range(n):
-                    row[j] = row[j] + bias[j]
+# The blocked GEMM and the fused convolution are C drivers (fl_matmul, fl_conv_forward in
+# csrc/fl_kernels_impl.h) that call scipy's BLAS through this table.
+cdef fl_blas _BLAS
+_BLAS.sgemm = sgemm
+_BLAS.dgemm = dgemm
 
 
 cdef bint _gemm_operands(object b, object out, Py_ssize_t m, Py_ssize_t k, Py_ssize_t block_rows) except -1:
@@ -1040,20 +855,19 @@ cdef bint _gemm_operands(object b, object out, Py_ssize_t m, Py_ssize_t k, Py_ss
     return b_fortran
 
 
-cdef tuple _gemm_scratch(object out, int n_threads, Py_ssize_t n_tasks, Py_ssize_t a_len, Py_ssize_t c_len):
-    """(threads, per-thread A scratch (nb, a_len), per-thread C scratch (nb, c_len)) of out's
-    dtype for a blocked GEMM of ``n_tasks`` BLAS calls: one thread per task at most."""
+cdef tuple _gemm_scratch(object out, int n_threads, Py_ssize_t n_tasks, Py_ssize_t length):
+    """(threads, per-thread scratch (nb, length)) of out's dtype for a blocked GEMM of
+    ``n_tasks`` BLAS calls: one thread per task at most."""
     cdef Py_ssize_t nb = n_threads if n_threads < n_tasks else n_tasks
     if nb < 1:
         nb = 1
-    dt = np.asarray(out).dtype
-    return nb, np.empty((nb, a_len), dtype=dt), np.empty((nb, c_len), dtype=dt)
+    return nb, np.empty((nb, length), dtype=np.asarray(out).dtype)
 
 
-def gemm_blocks(const floating[:, ::1] a,   # IN  (m, k), C-contiguous
-                object b,                   # IN  (k, n_pad) numpy array, C- or F-contiguous, a's dtype
-                floating[:, ::1] out,       # OUT (m, n), n <= n_pad
-                Py_ssize_t block_rows, int n_threads, Py_ssize_t panel_cols=0):
+def matmul(const floating[:, ::1] a,   # IN  (m, k), C-contiguous
+           object b,                   # IN  (k, n_pad) numpy array, C- or F-contiguous, a's dtype
+           floating[:, ::1] out,       # OUT (m, n), n <= n_pad
+           Py_ssize_t block_rows, int n_threads, Py_ssize_t panel_cols=0):
     """out = (a @ b)[:, :n] in fixed blocks of ``block_rows`` rows and, when ``panel_cols`` > 0
     (a multiple of 16), column panels of that width; the (block, panel) tasks are spread over
     OpenMP threads, so a few rows of a wide layer still keep every thread busy.
@@ -1074,29 +888,28 @@ def gemm_blocks(const floating[:, ::1] a,   # IN  (m, k), C-contiguous
         if k == 0:
             np.asarray(out)[...] = 0
         return
-    cdef Py_ssize_t n_tasks = n_blocks * ((n_pad + panel_cols - 1) // panel_cols), nb
-    nb, scratch_a_arr, scratch_c_arr = _gemm_scratch(out, n_threads, n_tasks, block_rows * k,
-                                                     block_rows * panel_cols)
-    cdef floating[:, ::1] scratch_a = scratch_a_arr
-    cdef floating[:, ::1] scratch_c = scratch_c_arr
+    cdef Py_ssize_t n_tasks = fl_matmul_n_tasks(m, n_pad, block_rows, panel_cols), nb
+    nb, scratch_arr = _gemm_scratch(out, n_threads, n_tasks,
+                                    fl_matmul_scratch_size(k, n_pad, block_rows, panel_cols))
+    cdef floating[:, ::1] scratch = scratch_arr
     cdef const floating[:, ::1] b_view = b if not b_fortran else b.T
     cdef const floating* b_ptr = &b_view[0, 0]
     cdef Py_ssize_t t
     for t in prange(nb, nogil=True, num_threads=nb, schedule="static"):
-        _gemm_run(&a[0, 0], b_ptr, &out[0, 0], &scratch_a[t, 0], &scratch_c[t, 0], m, k, n, n_pad,
-                  block_rows, b_fortran, panel_cols, t * n_tasks // nb, (t + 1) * n_tasks // nb)
+        fl_matmul(_BLAS, &a[0, 0], b_ptr, b_fortran, m, k, n, n_pad, block_rows, panel_cols, &scratch[t, 0],
+                  &out[0, 0], t * n_tasks // nb, (t + 1) * n_tasks // nb)
 
 
 def conv_forward(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)
                  object b,                         # IN  (kh*kw*c, n_pad) numpy array, C- or F-contiguous
                  floating[:, ::1] out,             # OUT (n*h_out*w_out, n_out), n_out <= n_pad
-                 object g,                         # ops.Geometry
+                 object g,                         # geometry.Geometry
                  Py_ssize_t block_rows, int n_threads,
                  const floating[::1] bias=None):   # IN  (n_out,), optional
     """out = im2col(x) @ b (+ bias), fused: each block of ``block_rows`` output cells is unfolded into a
     per-thread buffer and multiplied by one fixed-shape BLAS call while it is still in cache.
 
-    Bitwise equal to ``gemm_blocks(im2col(x), b, out, block_rows, ...)`` (then ``+= bias``): the
+    Bitwise equal to ``matmul(im2col(x), b, out, block_rows, ...)`` (then ``+= bias``): the
     same BLAS calls on the same rows, without the (n·h_out·w_out, kh·kw·c) unfolded array.
     """
     cdef fl_geometry geo = _geometry(g)
@@ -1115,12 +928,11 @@ def conv_forward(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)
             np.asarray(out)[...] = 0
         return
     cdef Py_ssize_t nb
-    nb, scratch_a_arr, scratch_c_arr = _gemm_scratch(out, n_threads, n_blocks, block_rows * k, block_rows * n_pad)
-    cdef floating[:, ::1] scratch_a = scratch_a_arr
-    cdef floating[:, ::1] scratch_c = scratch_c_arr
+    nb, scratch_arr = _gemm_scratch(out, n_threads, n_blocks, fl_conv_forward_scratch_size(geo, n_pad, block_rows))
+    cdef floating[:, ::1] scratch = scratch_arr
     cdef const floating[:, ::1] b_view = b if not b_fortran else b.T
     cdef const floating* b_ptr = &b_view[0, 0]
     cdef Py_ssize_t t
     for t in prange(nb, nogil=True, num_threads=nb, schedule="static"):
-        _conv_run(&x[0, 0, 0, 0], geo, b_ptr, bias_ptr, &out[0, 0], &scratch_a[t, 0], &scratch_c[t, 0], m, k,
-                  n, n_pad, block_rows, b_fortran, t * n_blocks // nb, (t + 1) * n_blocks // nb)
+        fl_conv_forward(_BLAS, &x[0, 0, 0, 0], geo, b_ptr, b_fortran, n, n_pad, bias_ptr, m, block_rows,
+                        &scratch[t, 0], &out[0, 0], t * n_blocks // nb, (t + 1) * n_blocks // nb)

@@ -5,9 +5,9 @@ Importing this module never imports CuPy; `gpu_status()` and `CupyDevice()` do, 
 Kernel sources
 --------------
 The kernels are the ``*.cu`` files of the top-level ``kernels/`` folder. A wheel ships them as
-``fastlift/kernels/`` (package data; ``setup.py`` copies them there, as it copies ``csrc/`` to
-``fastlift/include/``); a source checkout reads ``kernels/`` and ``csrc/`` directly, so an edited
-kernel is used without reinstalling. `kernel_source` pastes every local ``#include "..."``
+``fastlift/kernels/`` and ``csrc/`` as ``fastlift/include/`` (pyproject.toml maps the folders onto
+those data-only packages; nothing is copied); a source checkout or an editable install reads
+``kernels/`` and ``csrc/`` in place, so an edited kernel is used without reinstalling. `kernel_source` pastes every local ``#include "..."``
 (``fl_cuda.cuh``, and ``fl_math.h``, the per-element math shared with the Cython build) into one
 string with ``#line`` directives: NVRTC errors still name the original file and line, and CuPy's
 on-disk cache, whose key hashes the source string and options but not the contents of headers
@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .ops import Geometry
+from ..geometry import Geometry
 
 #: Options fastlift passes to NVRTC. CuPy's RawModule adds `CUPY_IMPLICIT_OPTIONS` and
 #: ``-arch=sm_XX`` (the device's architecture) itself.
@@ -104,6 +104,9 @@ MAX_BLOCKS = 8192
 GPU_MEMORY_FRACTION = 0.4
 MIN_CHUNK_BUDGET = 64 * 2**20
 
+#: TF32 tensor-core GEMMs (``precision="tf32"``) exist from compute capability 8.0 (Ampere) on.
+TF32_MIN_COMPUTE_CAPABILITY = 80
+
 #: Smallest pinned staging buffer (`PinnedStaging`); buffers grow to the next power of two.
 MIN_PINNED_BYTES = 1 << 20
 
@@ -114,22 +117,24 @@ _PACKAGE = Path(__file__).resolve().parent.parent  # .../fastlift
 def source_dirs() -> list[Path]:
     """Where kernel sources and headers are looked up, in order.
 
-    A source checkout (``kernels/`` and ``csrc/`` beside the package) wins over the copies in an
-    installed package (``fastlift/kernels``, ``fastlift/include``), so edits are used at once.
+    A source checkout or an editable install reads ``kernels/`` and ``csrc/`` beside the package
+    (checked first, so a copy left inside the package by an older build is never read); an
+    installed wheel has them in the package (``fastlift/kernels``, ``fastlift/include``).
     """
     root = _PACKAGE.parent
     checkout = [root / "kernels", root / "csrc"]
-    if all((d / probe).is_file() for d, probe in zip(checkout, ("fl_cuda.cuh", "fl_math.h"))):
-        return checkout
+    if (root / "kernels" / "rules.cu").is_file() and (root / "csrc" / "fl_math.h").is_file():
+        return checkout  # the sources themselves, never a stale copy inside the package
     return [_PACKAGE / "kernels", _PACKAGE / "include"]
 
 
 def kernel_source(name: str, dirs=None) -> str:
-    """The text of kernel file ``name`` with its local includes pasted in (each header once).
+    """The text of kernel file ``name`` with its local includes pasted in.
 
     ``#line`` directives keep NVRTC's and the debugger's file:line pointing at the original
-    files. Headers must be include-once (guarded), as all of fastlift's are. ``dirs``: the
-    search path (default `source_dirs`).
+    files. A header is pasted once; only a body meant to be included repeatedly (no include
+    guard, named ``*_impl.h``: ``fl_math.h`` includes ``fl_math_impl.h`` once per element
+    type) is pasted at every ``#include``. ``dirs``: the search path (default `source_dirs`).
     """
     dirs = [Path(d) for d in (source_dirs() if dirs is None else dirs)]
     seen: set[Path] = set()
@@ -148,7 +153,7 @@ def kernel_source(name: str, dirs=None) -> str:
                 out.append(line)
                 continue
             header = find(m.group(1))
-            if header not in seen:
+            if header not in seen or header.name.endswith("_impl.h"):
                 seen.add(header)
                 out.extend(expand(header))
             out.append(f'#line {lineno + 1} "{path.name}"')
@@ -259,6 +264,11 @@ class PinnedStaging:
         self._stream = None
         self._lock = threading.Lock()
 
+    def release(self):
+        """Drop both pinned buffers (back to CuPy's pinned pool); later copies allocate anew."""
+        with self._lock:
+            self.buffers = {"up": None, "down": None}
+
     @property
     def stream(self):
         """The copy stream (created on first use, on the device)."""
@@ -355,6 +365,7 @@ class CupyDevice:
 
         self.xp = cupy
         self.id = cupy.cuda.runtime.getDevice()  # the device current when the backend was made
+        self.compute_capability = int(cupy.cuda.Device(self.id).compute_capability)  # "86" -> 86
         self._modules: dict[str, object] = {}
         self._kernels: dict[tuple[str, np.dtype], object] = {}
 
@@ -400,12 +411,14 @@ class CupyDevice:
         return int(free), int(self.xp.get_default_memory_pool().free_bytes())
 
     @contextlib.contextmanager
-    def compute_context(self):
-        """Float32 GEMMs in full FP32 (never TF32, whatever CUPY_TF32 says) for the run."""
+    def compute_context(self, tf32: bool = False):
+        """Float32 GEMMs for the run in full FP32, or with ``tf32`` on tensor cores with inputs
+        rounded to TF32 (cuBLAS ``CUBLAS_COMPUTE_32F_FAST_TF32``), whatever CUPY_TF32 says. CuPy
+        keeps the setting per process; it is restored afterwards."""
         from cupy._core import _routines_linalg as linalg
 
         old = linalg.get_compute_type(np.float32)
-        linalg.set_compute_type(np.float32, linalg.COMPUTE_TYPE_FP32)
+        linalg.set_compute_type(np.float32, linalg.COMPUTE_TYPE_TF32 if tf32 else linalg.COMPUTE_TYPE_FP32)
         try:
             yield
         finally:

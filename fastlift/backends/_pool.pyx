@@ -2,28 +2,23 @@
 """A caching allocator for numpy array data during a CPU run (``CpuOps.compute_context``).
 
 Why: a chunk's activations and multipliers are tens of MB each. glibc serves such blocks with
-mmap and unmaps them on free, so every new array page-faults all its pages in again: 1.4 s of
-kernel time in a 3.7 s BPNet-like DeepLIFT run (``/usr/bin/time``: 980k minor faults). The same
-shapes come back every chunk, so a free block of exactly the requested size is kept and handed
+mmap and unmaps them on free, so every new array page-faults all its pages in again, a large
+share of a run's time (bench/README.md has the measurements). The same shapes come back every
+chunk, so a free block of exactly the requested size is kept and handed
 to the next request for that size.
 
 How: numpy (>= 1.22) lets a context install its own data allocator (``PyDataMem_SetHandler``,
 NEP 49). `caching` installs this one for the current thread's context and restores the previous
 handler on exit. Arrays keep the handler they were allocated with, so arrays that outlive the
-run are freed through it later and go straight back to the C library once no run is active.
+run are freed through it later and go straight back to the C library once no run or hold is active.
 
 Rules: only blocks >= `MIN_BYTES` are cached, matched by exact size, most recently freed first;
 at most `limit` bytes stay cached (a free beyond that pushes the oldest blocks out). The cache
-outlives the last active run by `RETAIN_SECONDS` and is then released (a decay, as jemalloc
-purges dirty pages): calls in quick succession reuse its blocks instead of faulting fresh pages
-in again, which cost an MLP gradient call of 256 examples 15% and a BPNet-like IG call ~0.1 s;
-an idle process gets its memory back. ``calloc`` requests served from the cache are zeroed with
-memset. Every function takes one lock (frees may come from any thread).
+lives while a run is active or a session holds it (`hold`: an `Explainer` from creation to
+``close``), so the calls of one session reuse its blocks instead of faulting fresh pages in
+again; when neither is left, the cache is released at once. ``calloc`` requests served from the
+cache are zeroed with memset. Every function takes one lock (frees may come from any thread).
 """
-
-import os
-import threading
-import time
 
 cimport numpy as cnp
 from cpython.pycapsule cimport PyCapsule_New
@@ -43,7 +38,7 @@ cdef extern from *:
 
     static struct {
         PyThread_type_lock lock;
-        long active;                  /* runs inside caching() */
+        long active;                  /* runs inside caching() and open holds */
         size_t cached, limit;         /* bytes held in slots; cap */
         size_t hits, misses;          /* counters, for tests and tuning */
         int n;                        /* slots used, in order of freeing */
@@ -174,20 +169,35 @@ if fl_pool_init() != 0:
 
 #: Smallest block that is cached (bytes); smaller requests go straight to the C library.
 MIN_BYTES = FL_POOL_MIN_BYTES
-#: Seconds the cache outlives the last active run before a background thread releases it.
-RETAIN_SECONDS = 2.0
 #: Most blocks cached at once.
 SLOTS = FL_POOL_SLOTS
 
 _HANDLER = PyCapsule_New(fl_pool_handler_address(), "mem_handler", NULL)
 
 
+def _enter(size_t limit):
+    fl_pool_lock()
+    fl_pool.active += 1
+    if limit > fl_pool.limit:
+        fl_pool.limit = limit
+    fl_pool_unlock()
+
+
+def _exit():
+    fl_pool_lock()
+    fl_pool.active -= 1
+    if fl_pool.active == 0:
+        fl_pool_release_locked()
+        fl_pool.limit = 0
+    fl_pool_unlock()
+
+
 class caching:
     """``with caching(limit): ...`` — numpy arrays allocated in this context reuse freed blocks.
 
-    ``limit``: most bytes kept cached (free) at once; the largest limit of the active runs
-    applies. Re-entrant and usable from several threads; the cache is released `RETAIN_SECONDS`
-    after the last active run exits, unless another run starts first (`release` empties it now).
+    ``limit``: most bytes kept cached (free) at once; the largest limit of the active runs and
+    holds applies. Re-entrant and usable from several threads; the cache is released when the
+    last active run exits and no `hold` is open.
     """
 
     def __init__(self, limit: int):
@@ -197,78 +207,41 @@ class caching:
         self._previous = None
 
     def __enter__(self):
-        _cancel_release()
-        fl_pool_lock()
-        fl_pool.active += 1
-        if <size_t>self.limit > fl_pool.limit:
-            fl_pool.limit = <size_t>self.limit
-        fl_pool_unlock()
+        _enter(self.limit)
         self._previous = PyDataMem_SetHandler(_HANDLER)
         return self
 
     def __exit__(self, *exc):
         PyDataMem_SetHandler(self._previous)
         self._previous = None
-        fl_pool_lock()
-        fl_pool.active -= 1
-        last = fl_pool.active == 0
-        fl_pool_unlock()
-        if last:
-            _schedule_release()
+        _exit()
         return False
 
 
+class hold:
+    """Keep freed blocks cached between runs until `close` (a session's lifetime): blocks freed
+    while it is open, inside a run or not, are kept for the next run (up to ``limit`` bytes).
+    Closing twice is harmless."""
+
+    def __init__(self, limit: int):
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0 bytes; got {limit!r}")
+        _enter(<size_t>int(limit))
+        self.open = True
+
+    def close(self):
+        if self.open:
+            self.open = False
+            _exit()
+
+
 def release():
-    """Free every cached block now, unless a run is active (then they stay in its use)."""
+    """Free every cached block now, unless a run or a hold is active (then they stay in its use)."""
     fl_pool_lock()
     if fl_pool.active == 0:
         fl_pool_release_locked()
         fl_pool.limit = 0
     fl_pool_unlock()
-
-
-_release_cond = threading.Condition()
-_release_at = None   # time.monotonic() at which the reaper releases the cache, or None
-_reaper = None
-
-
-def _reap():
-    global _release_at
-    while True:
-        with _release_cond:
-            while _release_at is None:
-                _release_cond.wait()
-            delay = _release_at - time.monotonic()
-            if delay > 0:
-                _release_cond.wait(delay)
-                continue
-            _release_at = None
-        release()
-
-
-def _schedule_release():
-    global _release_at, _reaper
-    with _release_cond:
-        _release_at = time.monotonic() + RETAIN_SECONDS
-        if _reaper is None or not _reaper.is_alive():
-            _reaper = threading.Thread(target=_reap, name="fastlift-pool-release", daemon=True)
-            _reaper.start()
-        _release_cond.notify()
-
-
-def _cancel_release():
-    global _release_at
-    with _release_cond:
-        _release_at = None
-
-
-def _after_fork_in_child():
-    # A forked child has no reaper thread, and the parent's may have held the condition's lock.
-    global _release_cond, _release_at, _reaper
-    _release_cond, _release_at, _reaper = threading.Condition(), None, None
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def stats() -> dict:

@@ -22,12 +22,12 @@ import functools
 import math
 import os
 import threading
-import weakref
 
 import numpy as np
 
 from . import _cpu, _pool
-from .ops import Geometry, Ops
+from ..geometry import Geometry
+from .ops import Ops
 
 #: Rows per GEMM call for a (k, n) weight matrix: `gemm_block_rows`. Every block, including a
 #: zero-padded last one, has exactly this many rows.
@@ -42,67 +42,40 @@ GEMM_COL_MULTIPLE = 16
 GEMM_PANEL_COLS = 256
 # Why: with one BLAS thread, a fixed M and no column tail, OpenBLAS gives a row the same bits
 # wherever it sits in the block, so a row's result depends neither on the batch size nor on the
-# thread count. Measured with OpenBLAS 0.3.31: SkylakeX sgemm/dgemm, Haswell dgemm, SandyBridge
-# and Nehalem kernels hold this; without the column padding SkylakeX dgemm (N > 256, N % 8 != 0)
-# and SandyBridge sgemm (N = 1, which numpy sends to gemv) do not. Haswell/Zen sgemm is
-# position-dependent within its micro-tiles for K >= 8 even with padding. `sgemm_is_deterministic`
-# detects that once per process (an empirical check, whatever the CPU or BLAS), and float32 GEMMs
-# then run through dgemm and round back: bitwise deterministic, slightly more accurate, about half
-# the float32 GEMM speed on those kernels.
+# thread count. Some kernels do not (OpenBLAS's Haswell/Zen sgemm is position-dependent within
+# its micro-tiles even with padding; which kernels hold it is listed in bench/README.md):
+# `sgemm_is_deterministic` detects that once per process (an empirical check, whatever the CPU or
+# BLAS), and float32 GEMMs then run through dgemm and round back: bitwise deterministic, slightly
+# more accurate, about half the float32 GEMM speed on those kernels.
 # The block size depends only on the weight shape, never on M, so the guarantee holds per layer.
-# Small weights get small blocks: for k·n <= 16384 (BPNet's 64x3x64 convolutions) a 64-row
-# block ran at 128 GFLOP/s against 109 for 256 rows (1 thread, SkylakeX, bench/README.md); large
-# weights (Basset's 300x11x200) want >= 256 rows, where OpenBLAS's packing is amortised.
+# Small weights get small blocks (BLAS runs them faster), large weights >= 256 rows, where
+# OpenBLAS's packing is amortised (bench/README.md, "GEMM block rows").
 
 #: conv_adjoint runs as a flipped convolution from this many input channels up, or when the
-#: layer has fewer output than input channels. Measured per op on 1 thread (64 rows of 1000
-#: positions, flipped / GEMM + col2im): c_in 16, c_out 64, 3 taps 5.6 / 6.7 ms; c_in 16, c_out 1,
-#: 25 taps (a profile head) 1.3 / 27.6 ms; c_in 8, c_out 64, 21 taps 64 / 31 ms; one-hot c_in 4,
-#: c_out 300, 19 taps 249 / 39 ms (a GEMM 4 columns wide). End to end: BPNet-like DeepLIFT 10
-#: refs 13.3 -> 14.7 examples/s, the 16-channel demo model ~95 -> ~165 regions/s.
+#: layer has fewer output than input channels; below, a GEMM only a few columns wide would be
+#: slower than GEMM + col2im (bench/README.md, "Flipped transpose").
 FLIPPED_MIN_CHANNELS = 16
-#: conv_adjoint skips zero multipliers (`_cpu.conv_adjoint_sparse`) for kernels with at least
+#: conv_adjoint skips zero multipliers (`_cpu.conv_sparse`) for kernels with at least
 #: `SPARSE_MIN_TAPS_CHANNELS` taps x input channels, in pairs where at most `SPARSE_MAX_FILL` of the
-#: multipliers are nonzero; other pairs go dense. Measured per op, 1 thread, 40 pairs, random
-#: zeros, dense GEMM time / sparse time at 10, 20, 30, 40% nonzero: 300 channels x 11 taps -> 200
-#: 2.6, 1.5, 1.0, 0.8 (dense 76 ms); 200 x 7 -> 200 4.5, 2.9, 2.2, 1.8; 128 x 5 -> 128 2.5, 1.7,
-#: 1.3, 1.0; 64 x 9 -> 64 2.3, 1.6, 1.1, 0.9. Multipliers routed by a max-pool fare better (300 x
-#: 11: 3.3x at 12%, as in integrated gradients; 2.4x at 19%; 1.6x at 33%). Below 512, e.g. 64 x 3
-#: -> 64, BLAS is at its best and the sparse kernel was no faster even at 12%.
+#: multipliers are nonzero; other pairs go dense. Below those sizes BLAS is at its best and
+#: skipping zeros does not pay (bench/README.md, "Sparse convolution adjoint").
 SPARSE_MIN_TAPS_CHANNELS = 512
 SPARSE_MAX_FILL = 0.3
-#: conv_forward's rows take the sparse kernel up to this fill (its dense path, the fused GEMM, is
-#: faster than the adjoint's): forward speed-ups at 10, 20, 30, 40% nonzero for the layers above
-#: 3.4, 2.1, 1.5, 1.3; 2.6, 1.6, 1.1, 0.9; 2.0, 1.1, 0.8, 0.6; 2.1, 1.4, 1.0, 0.9.
+#: conv_forward's rows take the sparse kernel up to this fill (lower than the adjoint's: its dense
+#: path, the fused GEMM, is faster; bench/README.md, "Sparse rows in the forward").
 SPARSE_MAX_FILL_FORWARD = 0.25
 #: Convolutions with at least this many input channels run `_cpu.conv_direct` (no unfolding,
-#: 6 output cells x 64 output channels in AVX-512 registers) on CPUs with AVX-512. Measured per op,
-#: 1 thread (fused im2col + OpenBLAS GEMM / direct, GFLOP/s; peak 171): 64 -> 64 channels x 3 taps
-#: (BPNet's residual convs) 117 / 138; 300 x 11 -> 200 131 / 155; 200 x 7 -> 200 121 / 147; but
-#: one-hot 4 x 19 -> 300 91 / 85. Without AVX-512 the tile's 24 64-byte accumulators are 48 AVX2
-#: registers (it has 16) and spill, so those CPUs keep the GEMM.
+#: 6 output cells x 64 output channels in AVX-512 registers) on CPUs with AVX-512; with fewer the
+#: GEMM wins (bench/README.md, "Direct convolution and dense tiles"). Without AVX-512 the tile's
+#: 24 64-byte accumulators are 48 AVX2 registers (it has 16) and spill, so those CPUs keep the GEMM.
 DIRECT_MIN_CHANNELS = 16
 #: Rows of convolutions with at most this many input channels are checked for one-hot input (DNA
-#: has 4 channels, protein ~20); one-hot rows run as a gather of kernel rows (`_cpu.conv_onehot`),
-#: taps x c_out adds per output cell instead of taps x c x c_out multiply-adds. Basset's first layer
-#: (4 x 19 -> 300, 44 rows): 12.4 ms as a GEMM, 5.2-6.5 gathered; detecting one-hot rows 0.3 ms.
+#: has 4 channels, protein ~20); one-hot rows run as a gather of kernel rows
+#: (`_cpu.conv_forward_onehot`), taps x c_out adds per output cell instead of taps x c x c_out
+#: multiply-adds (bench/README.md, "One-hot rows").
 ONEHOT_MAX_CHANNELS = 32
 #: Most bytes of freed arrays kept for reuse during a run (`compute_context`).
 POOL_BYTES = 512 * 2**20
-
-
-_LIFETIME: dict[int, dict] = {}  # id(array) -> arrays derived from it, dropped with the array
-_LIFETIME_LOCK = threading.Lock()
-
-
-def _lifetime_cache(owner: np.ndarray) -> dict:
-    """A dict that lives as long as ``owner`` (a read-only array owning its data)."""
-    with _LIFETIME_LOCK:
-        cache = _LIFETIME.get(id(owner))
-        if cache is None:
-            cache = _LIFETIME[id(owner)] = {}
-            weakref.finalize(owner, _LIFETIME.pop, id(owner), None)
-        return cache
 
 
 def _lane_padded(a, dtype):
@@ -117,8 +90,7 @@ def _lane_padded(a, dtype):
 def gemm_panel_cols(n_pad: int) -> int:
     """Width of `matmul`'s column panels for ``n_pad`` (padded) output columns: as few panels as
     `GEMM_PANEL_COLS` allows, of equal width rounded up to `GEMM_COL_MULTIPLE`, so the threads get
-    equal shares (784 columns: 208 + 208 + 208 + 160, not 256 + 256 + 256 + 16). Measured: the MLP's
-    gradient on 2 threads, whose input-side GEMM is 784 wide, 68.7k -> 72k examples/s (5 runs each)."""
+    equal shares (784 columns: 208 + 208 + 208 + 160, not 256 + 256 + 256 + 16)."""
     n_panels = max(1, -(-n_pad // GEMM_PANEL_COLS))
     return -(-n_pad // (n_panels * GEMM_COL_MULTIPLE)) * GEMM_COL_MULTIPLE
 
@@ -129,16 +101,15 @@ def gemm_block_rows(k: int, n: int) -> int:
 
 
 #: `matmul` (dense layers) uses 64-row blocks for weights of at least this many elements too
-#: (2**19: Basset-like's 1000x1000 layers are included; integrated gradients +4% in an A/B).
+#: (2**19: Basset-like's 1000x1000 layers are included; bench/README.md, "Dense blocks").
 GEMM_LARGE_WEIGHTS = 2**19
 
 
 def dense_block_rows(k: int, n: int) -> int:
     """Rows per BLAS call of `matmul`. A dense layer with >= `GEMM_LARGE_WEIGHTS` weights often sits
     after a flatten in the models this targets, where a chunk gives it a few dozen rows (one
-    per pair): 64-row blocks pad those 4x less than 256-row ones. Measured: Basset-like DeepLIFT
-    with 10 references +5% (1 thread); over 2048 rows a 2000x1000 layer runs at 106 GFLOP/s
-    with 64-row blocks against 158 with 256 — the price for wide dense layers over many rows."""
+    per pair): 64-row blocks pad those 4x less than 256-row ones; the price is a slower GEMM for
+    wide dense layers over many rows (bench/README.md, "Dense blocks")."""
     return GEMM_SMALL_BLOCK_ROWS if k * n >= GEMM_LARGE_WEIGHTS else gemm_block_rows(k, n)
 
 
@@ -179,7 +150,7 @@ def sgemm_is_deterministic() -> bool:
 
             def block(x):  # one fixed-shape BLAS call through the same path as CpuOps.matmul
                 out = np.empty((rows, b.shape[1]), dtype=np.float32)
-                _cpu.gemm_blocks(np.ascontiguousarray(x), b, out, rows, 1)
+                _cpu.matmul(np.ascontiguousarray(x), b, out, rows, 1)
                 return out
 
             first = block(a[:rows])
@@ -193,7 +164,7 @@ def sgemm_is_deterministic() -> bool:
 @functools.cache
 def _blas_controller():
     """threadpoolctl's view of the loaded BLAS libraries, found once per process: a fresh
-    ``threadpool_limits`` walks every loaded library (~1 ms, 9% of a small MLP call)."""
+    ``threadpool_limits`` walks every loaded library (~1 ms: a noticeable share of a small call)."""
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()
@@ -234,10 +205,18 @@ class CpuOps(Ops):
 
     name = "cpu"
 
-    def __init__(self, n_threads: int | None = None):
-        super().__init__(n_threads)
+    def __init__(self, n_threads: int | None = None, precision: str = "float32"):
+        super().__init__(n_threads, precision)
         self.n_threads = (os.cpu_count() or 1) if n_threads is None else int(n_threads)
         self._weights: dict = {}  # arrays derived from read-only weights: key -> (owner, array)
+
+    #: `conv_residual_relu` and `conv_adjoint_relu` run in conv_direct's store (AVX-512 CPUs);
+    #: `add_activation` is one threaded pass.
+    fused_ops = frozenset({"add_activation", "conv_residual_relu", "conv_adjoint_relu"})
+
+    def close(self) -> None:
+        """Drop the kernels derived from weights (packed, padded, flipped)."""
+        self._weights.clear()
 
     def compute_context(self):
         """Pin BLAS to one thread and cache freed array blocks for the run (until exit).
@@ -272,14 +251,12 @@ class CpuOps(Ops):
         """``a @ b`` for 2-D ``a`` (M, K) and ``b`` (K, N); ``b`` may be a transposed view.
 
         On AVX-512 CPUs (K >= `DIRECT_MIN_CHANNELS`, float32/64): `_cpu.matmul_direct`, whose
-        tiles sum each value in a fixed order with ``b`` packed once (per op, 1 thread: Basset's
-        dense layers over ~40 rows 2.5-5x faster than the padded BLAS blocks, the MLP's over 256
-        rows +10-15%). Otherwise computed in blocks of exactly ``dense_block_rows(K, N)`` rows
-        (the last one zero-padded) and column panels (`gemm_panel_cols`) against ``b`` zero-padded
-        to a multiple of
-        `GEMM_COL_MULTIPLE` columns, on ``n_threads`` threads, so an element's bits do not depend
-        on M or on the thread count. Expects to run inside
-        `compute_context` (one BLAS thread per call).
+        tiles sum each value in a fixed order with ``b`` packed once (faster than padded BLAS
+        blocks for the few dozen rows dense layers get per chunk). Otherwise `_cpu.matmul`, in
+        blocks of exactly ``dense_block_rows(K, N)`` rows (the last one zero-padded) and column
+        panels (`gemm_panel_cols`) against ``b`` zero-padded to a multiple of `GEMM_COL_MULTIPLE`
+        columns, on ``n_threads`` threads, so an element's bits do not depend on M or on the
+        thread count. Expects to run inside `compute_context` (one BLAS thread per call).
         """
         if _ISA == "avx512" and a.dtype == b.dtype and a.dtype in _FLOATS and a.shape[1] >= DIRECT_MIN_CHANNELS:
             # a 1x1 convolution through conv_direct's tiles: no per-call packing, no padded rows
@@ -298,28 +275,19 @@ class CpuOps(Ops):
             out[...] = np.matmul(a, b)[:, :out.shape[1]]  # mixed or other dtypes: numpy's rules, no kernel
             return out
         # Each block is one BLAS call of a fixed shape, run on the OpenMP threads of the other kernels
-        # (one thread system: idle OpenMP threads no longer spin against a separate GEMM pool).
-        _cpu.gemm_blocks(a, b, out, dense_block_rows(k, out.shape[1]), self.n_threads,
-                         gemm_panel_cols(b.shape[1]))
+        # (one thread system: idle OpenMP threads do not spin against a separate GEMM pool).
+        _cpu.matmul(a, b, out, dense_block_rows(k, out.shape[1]), self.n_threads, gemm_panel_cols(b.shape[1]))
         return out
 
     def _derived(self, b, what, make):
-        """``make(b)`` for a read-only ``b`` (the run's weights, `model.WeightCache`), computed
-        once: for the lifetime of b's memory when that is a read-only array owning its data (a
-        layer's weights and their memoized float32 copies, so later runs reuse it: packing the
-        MLP's weights every call cost it a third of its 2-thread gradient speed), else once per
-        CpuOps; every time for a writeable ``b``. The caches keep b's memory alive or are dropped
-        with it, so its address cannot be reused by another array meanwhile."""
+        """``make(b)`` for a read-only ``b`` (a weight the session converted, `model.WeightCache`),
+        computed once for as long as this backend lives (an `Explainer`'s session; bench/README.md,
+        "Direct convolution and dense tiles", for what packing per call costs). Every time for a
+        writeable ``b``. The entry keeps b's memory alive, so its address cannot be reused by
+        another array meanwhile."""
         if b.flags.writeable:
             return make(b)
         owner = b.base if isinstance(b.base, np.ndarray) else b
-        if owner.base is None and not owner.flags.writeable:
-            cache = _lifetime_cache(owner)
-            key = (what, b.__array_interface__["data"][0], b.shape, b.strides, b.dtype.str)
-            hit = cache.get(key)
-            if hit is None:
-                hit = cache[key] = make(b)
-            return hit
         key = (what, id(owner), b.__array_interface__["data"][0], b.shape, b.strides, b.dtype.str)
         hit = self._weights.get(key)
         if hit is None:
@@ -385,16 +353,16 @@ class CpuOps(Ops):
 
     def _onehot_rows(self, x, hot, onehot, kernel, g: Geometry, bias):
         """`conv_forward` of x (n, h, w, c) whose rows ``onehot`` are one-hot (``hot``, their hot
-        channels, from `_cpu.onehot_cells`): those rows gather kernel rows (`_cpu.conv_onehot`), the
+        channels, from `_cpu.onehot_cells`): those rows gather kernel rows (`_cpu.conv_forward_onehot`), the
         others take `_conv_rows`. A row's path depends on its own values only."""
         dt, n = x.dtype, kernel.shape[1]
         padded = self._derived(np.asarray(kernel, dtype=dt), "lane_padded", lambda k: _lane_padded(k, k.dtype))
         b = None if bias is None else _lane_padded(np.asarray(bias).reshape(n), dt)
         if onehot.all():
-            return _cpu.conv_onehot(hot, padded, g, n, self.n_threads, b, _ISA)
+            return _cpu.conv_forward_onehot(hot, padded, g, n, self.n_threads, b, _ISA)
         cells = g.h_out * g.w_out
         out = np.empty((x.shape[0], cells, n), dtype=dt)
-        out[onehot] = _cpu.conv_onehot(hot[onehot], padded, g, n, self.n_threads, b, _ISA).reshape(-1, cells, n)
+        out[onehot] = _cpu.conv_forward_onehot(hot[onehot], padded, g, n, self.n_threads, b, _ISA).reshape(-1, cells, n)
         out[~onehot] = self._conv_rows(x[~onehot], kernel, g, bias).reshape(-1, cells, n)
         return out.reshape(-1, n)
 
@@ -404,12 +372,12 @@ class CpuOps(Ops):
         fused `im2col` + `matmul` (+ bias): each block of output cells is unfolded into a
         per-thread buffer, multiplied at once and given its bias while in cache
         (``_cpu.conv_forward``), in blocks of ``gemm_block_rows(K, N)`` rows, so the result is
-        bitwise that of ``_cpu.gemm_blocks`` over ``im2col(x)`` (+ bias) without the unfolded
+        bitwise that of ``_cpu.matmul`` over ``im2col(x)`` (+ bias) without the unfolded
         array. Either way rows do not depend on M or on the threads. ``addend`` ((rows, n), or
         None) is added to the result, by conv_direct as it stores each value."""
         dt = np.result_type(x, kernel)
         if addend is not None:
-            if self.conv_runs_direct(g) and dt in _FLOATS and addend.dtype == dt:
+            if self._conv_runs_direct(g) and dt in _FLOATS and addend.dtype == dt:
                 addend = _rows(addend.reshape(-1, kernel.shape[1]), dt)
             else:
                 return self.add(addend.reshape(-1, kernel.shape[1]), self._conv_dense(x, kernel, g, bias))
@@ -417,13 +385,21 @@ class CpuOps(Ops):
             return super().conv_forward(x, kernel, g, bias)
         k, n = kernel.shape
         x = _nhwc(x, dt, g)
-        if self.conv_runs_direct(g):
+        if self._conv_runs_direct(g):
             if bias is not None:
                 bias = _lane_padded(np.asarray(bias).reshape(n), dt)
             return _cpu.conv_direct(x, self._direct_kernel(np.asarray(kernel, dtype=dt)), g, n,
                                     self.n_threads, bias, _ISA, addend)
         if dt == np.float32 and not sgemm_is_deterministic():
-            return super().conv_forward(x, kernel, g, bias)
+            # The float64 fused kernel on the rows converted (c values per cell), not on the
+            # unfolded matrix converted (kh·kw·c per cell, never materialised here): the same
+            # bits as im2col + `matmul` (+ bias in float32), without a float32 im2col and its
+            # float64 copy, which took as long as the GEMMs (bench/README.md).
+            kernel64 = self._derived(np.asarray(kernel, dtype=np.float32), "float64", _float64_frozen)
+            y = self._conv_dense(x.astype(np.float64), kernel64, g).astype(np.float32)
+            if bias is not None:
+                y += np.asarray(bias, dtype=np.float32).reshape(n)
+            return y
         if bias is not None:
             bias = np.ascontiguousarray(bias, dtype=dt).reshape(n)
         out = np.empty((x.shape[0] * g.h_out * g.w_out, n), dtype=dt)
@@ -435,7 +411,7 @@ class CpuOps(Ops):
         """In one pass where `conv_forward` would run the direct tiles for every row (no one-hot or
         sparse rows possible): the ReLU and the Add happen in the tiles' store."""
         dt, n = np.result_type(x, kernel), kernel.shape[1]
-        if (dt not in _FLOATS or residual.dtype != dt or not self.conv_runs_direct(g)
+        if (dt not in _FLOATS or residual.dtype != dt or not self._conv_runs_direct(g)
                 or g.c <= ONEHOT_MAX_CHANNELS or self.conv_skips_zeros(g)):
             return super().conv_residual_relu(x, kernel, g, bias, residual)
         b = None if bias is None else _lane_padded(np.asarray(bias).reshape(n), dt)
@@ -443,7 +419,7 @@ class CpuOps(Ops):
                                 self.n_threads, b, _ISA, None, _rows(residual.reshape(-1, n), dt))
 
     @staticmethod
-    def conv_runs_direct(g: Geometry) -> bool:
+    def _conv_runs_direct(g: Geometry) -> bool:
         """Whether `_conv_dense` runs `_cpu.conv_direct` for this geometry (see `DIRECT_MIN_CHANNELS`)."""
         return _ISA == "avx512" and g.c >= DIRECT_MIN_CHANNELS
 
@@ -465,7 +441,7 @@ class CpuOps(Ops):
                 and 0 <= g.pt <= (g.kh - 1) * g.dh and 0 <= g.pl <= (g.kw - 1) * g.dw)
 
     def _sparse_kernel(self, kernel, g: Geometry, flip: bool):
-        """The kernel (taps*c, c_out) in `_cpu.conv_adjoint_sparse`'s layout, once per run:
+        """The kernel (taps*c, c_out) in `_cpu.conv_sparse`'s layout, once per run:
         (taps, c_out, c) for the adjoint, or taps reversed, (taps, c, c_out) for the forward;
         the last axis zero-padded to a multiple of the vector length."""
         def make(k):
@@ -475,10 +451,10 @@ class CpuOps(Ops):
         return self._derived(kernel, "sparse_flipped" if flip else "sparse_transposed", make)
 
     def _skip_zeros(self, a, wt, g: Geometry, dense, max_fill):
-        """`_cpu.conv_adjoint_sparse(a, wt, g)` for the rows of ``a`` (n, g.h_out, g.w_out, c_a)
+        """`_cpu.conv_sparse(a, wt, g)` for the rows of ``a`` (n, g.h_out, g.w_out, c_a)
         with at most ``max_fill`` of their values nonzero, ``dense`` on the others; returns
         (n, g.h, g.w, g.c)."""
-        out, done = _cpu.conv_adjoint_sparse(a, wt, g, int(max_fill * g.h_out * g.w_out * a.shape[-1]),
+        out, done = _cpu.conv_sparse(a, wt, g, int(max_fill * g.h_out * g.w_out * a.shape[-1]),
                                              self.n_threads)
         if not done.any():  # no copies in and out when every row is dense
             return dense(a).reshape(out.shape)
@@ -489,7 +465,7 @@ class CpuOps(Ops):
 
     def conv_adjoint(self, m, kernel, g: Geometry, addend=None):
         """Pairs whose multipliers are mostly zero (behind a max-pool and a ReLU) skip the zeros
-        (`SPARSE_MIN_TAPS_CHANNELS`, `SPARSE_MAX_FILL`, `_cpu.conv_adjoint_sparse`); whether a
+        (`SPARSE_MIN_TAPS_CHANNELS`, `SPARSE_MAX_FILL`, `_cpu.conv_sparse`); whether a
         pair does depends on its own multipliers only, so its result does not depend on the
         batch. The other pairs run `_dense_adjoint`, which adds ``addend`` as it stores (on
         the direct path)."""
@@ -509,7 +485,7 @@ class CpuOps(Ops):
         if (dt in _FLOATS and addend.dtype == dt and z.dtype == dt
                 and g.kh * g.kw * g.c < SPARSE_MIN_TAPS_CHANNELS):
             flipped = self._flipped(np.asarray(kernel, dtype=dt), g)
-        if flipped is None or not self.conv_runs_direct(flipped[1]):
+        if flipped is None or not self._conv_runs_direct(flipped[1]):
             return super().conv_adjoint_relu(m, kernel, g, addend, z)
         wf, gt = flipped
         shape = (m.shape[0], g.h, g.w, g.c)

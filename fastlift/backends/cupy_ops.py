@@ -1,19 +1,18 @@
 """`CupyOps`: the Ops interface on a CUDA GPU, over CuPy raw kernels (``kernels/*.cu``) and cuBLAS.
 
-Every op `CpuOps` runs in C has a CUDA kernel here, with the same signature and the oracle's
-semantics (`fastlift.backends.ops`); the per-element math is ``csrc/fl_math.h``, shared unchanged
-with the CPU build. Dense and convolution GEMMs run on cuBLAS through ``xp.matmul``, in full FP32
-(`compute_context` turns TF32 off). `softmax_forward` has no kernel and is written against ``xp``.
-Ops added to `Ops` later (issue 4 adds hypothetical projection and dinucleotide shuffles, which
-run on the host today) are inherited as explicit host round-trips (`HOST_ROUND_TRIP_OPS`): they
-work on device arrays, slowly, until they get a kernel.
+CupyOps overrides only the ops that have a CUDA kernel here (the per-element math is
+``csrc/fl_math.h``, shared unchanged with the CPU build) and `matmul` (cuBLAS: in full FP32, or
+with ``precision="tf32"`` on tensor cores with inputs rounded to TF32; `compute_context` sets it
+for a run, whatever ``CUPY_TF32`` says). Every other op is `Ops`' own code, written against ``self.xp``,
+so it runs on the device as CuPy calls: the convolutions compose im2col, cuBLAS and col2im, and
+`softmax_forward` and `add` are CuPy expressions. Dtypes without a kernel (anything but float32 and
+float64) take the same `Ops` code on the device.
 
 Arrays: methods accept device arrays (the engine's) or host arrays (uploaded); they return device
-arrays. Float32 and float64 run on the GPU; other dtypes take a documented host round-trip through
-the numpy oracle. Uploads (`asarray` of a host array: each chunk's examples, references and pair
-indices, and the weights, which `WeightCache` uploads once per run and keeps on the device) and
-downloads (`to_numpy`) go through reused pinned host buffers with the copy on a separate stream
-(`_cuda.PinnedStaging`).
+arrays. Uploads (`asarray` of a host array: each chunk's examples, references and pair indices, and
+the weights, which an `Explainer`'s `WeightCache` uploads once per session and keeps on the
+device) and downloads (`to_numpy`) go through reused pinned host buffers with the copy on a
+separate stream (`_cuda.PinnedStaging`).
 
 The device is pluggable (``CupyOps._on_device``): tests run this exact class over the host
 emulator of ``tests/cuda_emu`` (the real ``.cu`` compiled as C++), with a strict stand-in for CuPy's
@@ -24,14 +23,14 @@ GPU. Importing this module does not import CuPy.
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 import math
 
 import numpy as np
 
 from . import _cuda
-from .ops import Act, Geometry, Ops
+from ..activations import Act
+from ..geometry import Geometry
+from .ops import Ops
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -41,15 +40,14 @@ GEMM_BLOCK_ROWS = 2048
 # algorithm sums in a different order. Issuing only GEMMs of one shape per (K, N) makes a row's bits
 # independent of how many rows the chunk has (DESIGN decision 3), as CpuOps does with BLAS.
 
-#: Ops without a kernel here, inherited from `Ops` as host round-trips (filled in below).
-HOST_ROUND_TRIP_OPS: list[str] = []
-
 
 class CupyOps(Ops):
     """CUDA backend. ``CupyOps()`` raises RuntimeError with CuPy's reason when no GPU is usable.
 
     ``n_threads`` is accepted for the common signature and unused (the GPU's threads are the
-    kernels' grid).
+    kernels' grid). ``precision``: "float32" (default) runs float32 GEMMs in full FP32; "tf32"
+    lets cuBLAS round their inputs to TF32 (10-bit mantissa) and use tensor cores, summing in
+    FP32; it needs compute capability 8.0 (Ampere) or newer. Float64 GEMMs are always FP64.
     """
 
     name = "cuda"
@@ -58,24 +56,34 @@ class CupyOps(Ops):
     #: Host <-> device copies of `asarray` / `to_numpy` go through reused pinned buffers on a copy
     #: stream (`_cuda.PinnedStaging`); False: CuPy's plain (pageable, synchronous) copies.
     pinned = True
+    #: `add_activation` has a kernel; the convolution fusions compose device ops, so they are not
+    #: planned here.
+    fused_ops = frozenset({"add_activation"})
+    precisions = frozenset({"float32", "tf32"})
 
-    def __init__(self, n_threads: int | None = None):
-        super().__init__(n_threads)
+    def __init__(self, n_threads: int | None = None, precision: str = "float32"):
+        super().__init__(n_threads, precision)
         self._use_device(_cuda.CupyDevice())
 
     @classmethod
-    def _on_device(cls, device, n_threads=None, max_blocks=_cuda.MAX_BLOCKS, gemm_block_rows=GEMM_BLOCK_ROWS):
+    def _on_device(cls, device, n_threads=None, max_blocks=_cuda.MAX_BLOCKS, gemm_block_rows=GEMM_BLOCK_ROWS,
+                   precision="float32"):
         """This backend over another executor with the same interface as `_cuda.CupyDevice` (tests:
         the host emulator). ``max_blocks`` caps the grid, so small values exercise the kernels'
         grid-stride loops."""
         self = cls.__new__(cls)
-        Ops.__init__(self, n_threads)
+        Ops.__init__(self, n_threads, precision)
         self._use_device(device)
         self.max_blocks = int(max_blocks)
         self.gemm_block_rows = int(gemm_block_rows)
         return self
 
     def _use_device(self, device):
+        if self.precision == "tf32" and device.compute_capability < _cuda.TF32_MIN_COMPUTE_CAPABILITY:
+            cc = device.compute_capability
+            raise ValueError(f"precision='tf32' needs an NVIDIA GPU of compute capability "
+                             f"{_cuda.TF32_MIN_COMPUTE_CAPABILITY // 10}.0 (Ampere) or newer; this one is "
+                             f"{cc // 10}.{cc % 10}: use precision='float32'")
         self.device = device
         self.xp = device.xp
         self.max_blocks = _cuda.MAX_BLOCKS
@@ -85,17 +93,22 @@ class CupyOps(Ops):
 
     @contextlib.contextmanager
     def compute_context(self):
-        """Around a whole run: float32 GEMMs in FP32, not TF32; the calling thread's current stream
-        is the compute stream that uploads from the prefetch thread order themselves after."""
+        """Around a whole run: float32 GEMMs in this backend's `precision` (FP32, or TF32 when
+        asked); the calling thread's current stream is the compute stream that uploads from the
+        prefetch thread order themselves after."""
         staging = self.staging
         previous = staging.compute_stream
         with self.device.context():
             staging.compute_stream = self.xp.cuda.get_current_stream()
         try:
-            with self.device.compute_context():
+            with self.device.compute_context(tf32=self.precision == "tf32"):
                 yield
         finally:
             staging.compute_stream = previous
+
+    def close(self) -> None:
+        """Give the pinned staging buffers back to CuPy's pinned pool."""
+        self.staging.release()
 
     def memory_budget(self) -> int:
         """Bytes one chunk may use, from the device's free memory (the scheduler sizes chunks by it)."""
@@ -157,15 +170,15 @@ class CupyOps(Ops):
             raise ValueError(f"act must be an activation code in [0, {len(Act)}); got {act!r}")
         return int(act)
 
-    def _on_host(self, name, *args, **kwargs):
-        """Run the numpy oracle's ``name`` on host copies and upload the result (dtypes without a
-        kernel, and ops without one: `HOST_ROUND_TRIP_OPS`)."""
-        host = [self.to_numpy(a) if isinstance(a, self.xp.ndarray) else a for a in args]
-        host_kw = {k: self.to_numpy(v) if isinstance(v, self.xp.ndarray) else v for k, v in kwargs.items()}
-        out = getattr(self._reference, name)(*host, **host_kw)
-        if isinstance(out, tuple):
-            return tuple(self.asarray(o, o.dtype) if isinstance(o, np.ndarray) else o for o in out)
-        return self.asarray(out, out.dtype) if isinstance(out, np.ndarray) else out
+    def _fallback(self, name, *args):
+        """`Ops`' own code for ``name`` on the device (dtypes without a kernel); host arrays among
+        the arguments are uploaded first."""
+        args = [self.asarray(a, a.dtype) if isinstance(a, np.ndarray) else a for a in args]
+        return getattr(Ops, name)(self, *args)
+
+    def _erf(self, x):
+        """erf for `Ops`' gelu on dtypes without a kernel: the host's, on a copy of x."""
+        return self.asarray(Ops._erf(self, self.to_numpy(x)), x.dtype)
 
     # ---------------------------------------------------------- dense algebra
     def matmul(self, a, b):
@@ -189,41 +202,17 @@ class CupyOps(Ops):
     def im2col(self, x, g: Geometry):
         dt = x.dtype
         if dt not in _FLOATS:
-            return self._on_host("im2col", x, g)
+            return self._fallback("im2col", x, g)
         x = self._nhwc(x, dt, (g.h, g.w, g.c))
         n = x.shape[0]
         cols = self.xp.empty((n, g.h_out, g.w_out, g.kh * g.kw * g.c), dtype=dt)
         self._launch("im2col", dt, cols.size, x, cols, n, g)
         return cols
 
-    def add(self, a, b):
-        """CuPy's own elementwise add, on the device."""
-        return a + b
-
-    def conv_forward(self, x, kernel, g: Geometry, bias=None):
-        """On the device: the im2col kernel, then cuBLAS (Ops' composition, not a host round-trip)."""
-        return Ops.conv_forward(self, x, kernel, g, bias)
-
-    def conv_adjoint(self, m, kernel, g: Geometry, addend=None):
-        """On the device: cuBLAS, then the col2im kernel (Ops' composition, not a host round-trip)."""
-        return Ops.conv_adjoint(self, m, kernel, g, addend)
-
-    def conv_adjoint_relu(self, m, kernel, g: Geometry, addend, z):
-        """On the device: conv_adjoint, then the gradient_backward kernel (device ops composed)."""
-        return Ops.conv_adjoint_relu(self, m, kernel, g, addend, z)
-
-    def conv_residual_relu(self, x, kernel, g: Geometry, bias, residual):
-        """On the device: conv_forward, then the add_activation kernel (a composition of device ops)."""
-        return Ops.conv_residual_relu(self, x, kernel, g, bias, residual)
-
-    def conv_skips_zeros(self, g: Geometry) -> bool:
-        """No: the device convolution is one dense GEMM (a question, not a host round-trip)."""
-        return False
-
     def col2im(self, cols, g: Geometry):
         dt = cols.dtype
         if dt not in _FLOATS:
-            return self._on_host("col2im", cols, g)
+            return self._fallback("col2im", cols, g)
         cols = self._nhwc(cols, dt, (g.h_out, g.w_out, g.kh * g.kw * g.c))
         n = cols.shape[0]
         x = self.xp.empty((n, g.h, g.w, g.c), dtype=dt)
@@ -234,7 +223,7 @@ class CupyOps(Ops):
     def _pool_forward(self, op, x, g):
         dt = x.dtype
         if dt not in _FLOATS:
-            return self._on_host(op, x, g)
+            return self._fallback(op, x, g)
         x = self._nhwc(x, dt, (g.h, g.w, g.c))
         n = x.shape[0]
         out = self.xp.empty((n, g.h_out, g.w_out, g.c), dtype=dt)
@@ -250,7 +239,7 @@ class CupyOps(Ops):
     def avg_pool_backward(self, m_out, g: Geometry):
         dt = m_out.dtype
         if dt not in _FLOATS:
-            return self._on_host("avg_pool_backward", m_out, g)
+            return self._fallback("avg_pool_backward", m_out, g)
         m_out = self._nhwc(m_out, dt, (g.h_out, g.w_out, g.c))
         p = m_out.shape[0]
         m_in = self.xp.empty((p, g.h, g.w, g.c), dtype=dt)
@@ -260,7 +249,7 @@ class CupyOps(Ops):
     def max_pool_backward(self, m_out, x, ref, pair_x, pair_r, g: Geometry, exact: bool):
         dt = m_out.dtype
         if dt not in _FLOATS:
-            return self._on_host("max_pool_backward", m_out, x, ref, pair_x, pair_r, g, exact)
+            return self._fallback("max_pool_backward", m_out, x, ref, pair_x, pair_r, g, exact)
         m_out = self._nhwc(m_out, dt, (g.h_out, g.w_out, g.c))
         x, ref = self._nhwc(x, dt, (g.h, g.w, g.c)), self._nhwc(ref, dt, (g.h, g.w, g.c))
         p = m_out.shape[0]
@@ -273,7 +262,7 @@ class CupyOps(Ops):
     def _activation(self, op, act, x, alpha):
         dt = x.dtype
         if dt not in _FLOATS:
-            return self._on_host(op, act, x, alpha)
+            return self._fallback(op, act, x, alpha)
         act = self._act(act)
         x2 = self._rows(x, dt)
         a, n_alpha = self._alpha(alpha, dt)
@@ -290,7 +279,7 @@ class CupyOps(Ops):
     def add_activation(self, act, x, alpha, other):
         dt = x.dtype
         if dt not in _FLOATS or other.dtype != dt or other.shape != x.shape:
-            return self._on_host("add_activation", act, x, alpha, other)
+            return self._fallback("add_activation", act, x, alpha, other)
         act = self._act(act)
         x2, o2 = self._rows(x, dt), self._rows(other, dt)
         a, n_alpha = self._alpha(alpha, dt)
@@ -298,18 +287,10 @@ class CupyOps(Ops):
         self._launch("add_activation", dt, out.size, act, x2, a, n_alpha, o2, out, x2.shape[0], x2.shape[1])
         return out.reshape(x.shape)
 
-    def softmax_forward(self, x):
-        """Softmax over the last axis (xp code: no kernel; not on the attribution path)."""
-        xp = self.xp
-        z = x - x.max(axis=-1, keepdims=True)
-        e = xp.exp(z)
-        return (e / e.sum(axis=-1, keepdims=True)).astype(x.dtype, copy=False)
-
-    # ------------------------------------------------------------ rule kernels
     def rescale_backward(self, act, m_out, x_in, r_in, x_out, r_out, pair_x, pair_r, alpha):
         dt = m_out.dtype
         if dt not in _FLOATS:
-            return self._on_host("rescale_backward", act, m_out, x_in, r_in, x_out, r_out, pair_x, pair_r, alpha)
+            return self._fallback("rescale_backward", act, m_out, x_in, r_in, x_out, r_out, pair_x, pair_r, alpha)
         act = self._act(act)
         m2 = self._rows(m_out, dt)
         xi, ri = self._rows(x_in, dt), self._rows(r_in, dt)
@@ -323,7 +304,7 @@ class CupyOps(Ops):
     def _gradient(self, op, act, m_out, x_in, pair_x, alpha):
         dt = m_out.dtype
         if dt not in _FLOATS:
-            return self._on_host(op, act, m_out, x_in, pair_x, alpha)
+            return self._fallback(op, act, m_out, x_in, pair_x, alpha)
         act = self._act(act)
         m2, xi = self._rows(m_out, dt), self._rows(x_in, dt)
         a, n_alpha = self._alpha(alpha, dt)
@@ -341,7 +322,7 @@ class CupyOps(Ops):
     def reveal_cancel_split(self, act, r_in, d_pos, d_neg, pair_r, alpha):
         dt = d_pos.dtype
         if dt not in _FLOATS:
-            return self._on_host("reveal_cancel_split", act, r_in, d_pos, d_neg, pair_r, alpha)
+            return self._fallback("reveal_cancel_split", act, r_in, d_pos, d_neg, pair_r, alpha)
         act = self._act(act)
         dp, dn, ri = self._rows(d_pos, dt), self._rows(d_neg, dt), self._rows(r_in, dt)
         a, n_alpha = self._alpha(alpha, dt)
@@ -353,7 +334,7 @@ class CupyOps(Ops):
     def reveal_cancel_backward(self, act, m_pos, m_neg, r_in, d_pos, d_neg, pair_r, alpha):
         dt = m_pos.dtype
         if dt not in _FLOATS:
-            return self._on_host("reveal_cancel_backward", act, m_pos, m_neg, r_in, d_pos, d_neg, pair_r, alpha)
+            return self._fallback("reveal_cancel_backward", act, m_pos, m_neg, r_in, d_pos, d_neg, pair_r, alpha)
         act = self._act(act)
         mp, mn, ri = self._rows(m_pos, dt), self._rows(m_neg, dt), self._rows(r_in, dt)
         a, n_alpha = self._alpha(alpha, dt)
@@ -367,7 +348,7 @@ class CupyOps(Ops):
     def pair_delta(self, x, r, pair_x, pair_r):
         dt = np.result_type(x.dtype, r.dtype)
         if dt not in _FLOATS:
-            return self._on_host("pair_delta", x, r, pair_x, pair_r)
+            return self._fallback("pair_delta", x, r, pair_x, pair_r)
         x2, r2 = self._rows(x, dt), self._rows(r, dt)
         px = self._index(pair_x, x2.shape[0], "pair_x")
         out = self.xp.empty((px.shape[0], x2.shape[1]), dtype=dt)
@@ -378,7 +359,7 @@ class CupyOps(Ops):
     def pair_contributions(self, m, x, r, pair_x, pair_r):
         dt = np.result_type(m.dtype, x.dtype, r.dtype)
         if dt not in _FLOATS:
-            return self._on_host("pair_contributions", m, x, r, pair_x, pair_r)
+            return self._fallback("pair_contributions", m, x, r, pair_x, pair_r)
         m2, x2, r2 = self._rows(m, dt), self._rows(x, dt), self._rows(r, dt)
         out = self.xp.empty_like(m2)
         self._launch("pair_contributions", dt, out.size, m2, x2, r2, self._index(pair_x, x2.shape[0], "pair_x"),
@@ -388,24 +369,9 @@ class CupyOps(Ops):
     def mean_over_refs(self, a, n_refs):
         dt = a.dtype
         if dt not in _FLOATS:
-            return self._on_host("mean_over_refs", a, n_refs)
+            return self._fallback("mean_over_refs", a, n_refs)
         a2 = self._rows(a, dt)
         n = a2.shape[0] // int(n_refs)
         out = self.xp.empty((n, a2.shape[1]), dtype=dt)
         self._launch("mean_over_refs", dt, out.size, a2, out, n, int(n_refs), a2.shape[1])
         return out.reshape((n,) + tuple(a.shape[1:]))
-
-
-def _host_round_trip(name):
-    @functools.wraps(getattr(Ops, name))  # keeps Ops' signature (tests/test_backend_signatures.py)
-    def method(self, *args, **kwargs):
-        return self._on_host(name, *args, **kwargs)
-
-    method.__doc__ = f"Host round-trip through the numpy oracle (no CUDA kernel yet): {method.__doc__ or ''}"
-    return method
-
-
-for _name, _ in inspect.getmembers(Ops, inspect.isfunction):
-    if not _name.startswith("_") and _name not in vars(CupyOps):
-        setattr(CupyOps, _name, _host_round_trip(_name))
-        HOST_ROUND_TRIP_OPS.append(_name)

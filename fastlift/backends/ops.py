@@ -22,78 +22,35 @@ its readable statement, the header its fast one.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
-from enum import IntEnum
 
 import numpy as np
 
+from ..activations import Act
+from ..geometry import Geometry
+
 #: |x - ref| below this falls back to the gradient (the original's NEAR_ZERO_THRESHOLD).
 NEAR_ZERO = 1e-7
+
+#: Working memory one chunk may use on a host backend (activations, multipliers, temporaries).
+CHUNK_BUDGET_BYTES = 512 * 2**20
 
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
 SQRT_2_OVER_PI = 0.79788456080286535587989211986876
 
 
-class Act(IntEnum):
-    """Elementwise activation codes; the same numbers are ``FL_ACT_*`` in ``csrc/fl_math.h``."""
-
-    LINEAR = 0
-    RELU = 1
-    RELU6 = 2
-    LEAKY_RELU = 3  # f = x if x > 0 else alpha*x (PReLU: alpha per feature)
-    ELU = 4  # f = x if x > 0 else alpha*(exp(x) - 1)
-    SELU = 5
-    SIGMOID = 6
-    HARD_SIGMOID = 7  # f = clip(alpha*x + 0.5, 0, 1); Keras 2 alpha=0.2, Keras 3 alpha=1/6
-    TANH = 8
-    SOFTPLUS = 9
-    SOFTSIGN = 10
-    SWISH = 11  # x * sigmoid(x), a.k.a. silu
-    GELU = 12  # exact: x * Phi(x)
-    GELU_TANH = 13  # tanh approximation
-    EXPONENTIAL = 14
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Sliding-window geometry of a convolution or pooling over NHWC input.
-
-    Output cell (i, j) reads input rows ``i*sh - pt + a*dh`` for ``a < kh`` and
-    columns ``j*sw - pl + b*dw`` for ``b < kw``; positions outside the input are
-    padding (zero for convolution, ignored by pooling).
-    """
-
-    h: int
-    w: int
-    c: int
-    kh: int
-    kw: int
-    sh: int = 1
-    sw: int = 1
-    dh: int = 1
-    dw: int = 1
-    pt: int = 0
-    pl: int = 0
-    h_out: int = 0
-    w_out: int = 0
-
-
-def _sigmoid(x):
+def _sigmoid(xp, x):
     # Two-sided form: never overflows exp.
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
-def _erf(x):
-    from scipy.special import erf  # numpy has no erf; the kernels use C99 erf/erff
-
-    return erf(x).astype(x.dtype, copy=False)
-
-
-def _alpha_full(alpha, n_features, dtype):
-    alpha = np.asarray(alpha, dtype=dtype)
-    return np.resize(alpha, n_features)
+def _alpha_full(xp, alpha, n_features, dtype):
+    """alpha repeated to ``n_features`` values (feature j uses alpha[j % len(alpha)]; no alpha: 0)."""
+    alpha = xp.asarray(alpha, dtype=dtype).reshape(-1)
+    if alpha.size == 0:
+        return xp.zeros(n_features, dtype=dtype)
+    return xp.tile(alpha, -(-n_features // alpha.size))[:n_features]
 
 
 class Ops:
@@ -102,12 +59,35 @@ class Ops:
     name = "numpy"
     xp = np
 
-    def __init__(self, n_threads: int | None = None):
+    def __init__(self, n_threads: int | None = None, precision: str = "float32"):
         self.n_threads = 1 if n_threads is None else int(n_threads)
+        if precision not in self.precisions:
+            raise ValueError(f"precision must be one of {sorted(self.precisions)} on the {self.name} backend; "
+                             f"got {precision!r}")
+        self.precision = precision
+
+    # ------------------------------------------------------------ capabilities
+    #: The GEMM precisions of float32 runs this backend offers: "float32" (FP32 products and sums)
+    #: everywhere; CupyOps adds "tf32" (inputs rounded to TF32 on tensor cores, FP32 sums).
+    precisions: frozenset = frozenset({"float32"})
+    #: Fused ops this backend runs in one pass. `fastlift.fuse` plans a fusion only where the
+    #: backend lists it; the methods themselves exist on every backend (composed here, same bits).
+    fused_ops: frozenset = frozenset()
+    #: Whether the scheduler builds the next chunk on a host thread while this one computes (a
+    #: backend that computes on a device).
+    prefetch_chunks = False
 
     def compute_context(self):
         """Context manager wrapped around a whole run (CpuOps pins BLAS to one thread)."""
         return contextlib.nullcontext()
+
+    def memory_budget(self) -> int:
+        """Bytes one chunk may use; the scheduler sizes chunks by it."""
+        return CHUNK_BUDGET_BYTES
+
+    def close(self) -> None:
+        """Release what the backend keeps between calls (derived kernels, pinned buffers); an
+        `Explainer` calls it when it closes."""
 
     # ------------------------------------------------------------------ arrays
     def asarray(self, a, dtype):
@@ -115,7 +95,14 @@ class Ops:
         return np.ascontiguousarray(a, dtype=dtype)
 
     def to_numpy(self, a):
+        """``a`` as a numpy array on the host."""
         return np.asarray(a)
+
+    def _erf(self, x):
+        """erf elementwise (numpy has none; a device backend uses its library's)."""
+        from scipy.special import erf  # the kernels use C99 erf/erff
+
+        return erf(x).astype(x.dtype, copy=False)
 
     def add(self, a, b):
         """a + b for two arrays of one shape and dtype (residual merges, multipliers meeting)."""
@@ -133,12 +120,12 @@ class Ops:
         The last axis is ordered (a, b, channel), matching a Keras kernel
         (kh, kw, c_in, c_out) reshaped to (kh*kw*c_in, c_out).
         """
-        n = x.shape[0]
-        cols = np.zeros((n, g.h_out, g.w_out, g.kh, g.kw, g.c), dtype=x.dtype)
+        xp, n = self.xp, x.shape[0]
+        cols = xp.zeros((n, g.h_out, g.w_out, g.kh, g.kw, g.c), dtype=x.dtype)
         for a in range(g.kh):
             for b in range(g.kw):
-                rows, src_r = _window_index(g.h_out, g.sh, g.pt, a * g.dh, g.h)
-                cols_j, src_c = _window_index(g.w_out, g.sw, g.pl, b * g.dw, g.w)
+                rows, src_r = (xp.asarray(i) for i in _window_index(g.h_out, g.sh, g.pt, a * g.dh, g.h))
+                cols_j, src_c = (xp.asarray(i) for i in _window_index(g.w_out, g.sw, g.pl, b * g.dw, g.w))
                 cols[:, rows[:, None], cols_j[None, :], a, b, :] = x[:, src_r[:, None], src_c[None, :], :]
         return cols.reshape(n, g.h_out, g.w_out, g.kh * g.kw * g.c)
 
@@ -193,13 +180,13 @@ class Ops:
 
     def col2im(self, cols, g: Geometry):
         """Adjoint of `im2col`: cols (n, h_out, w_out, kh*kw*c) -> x (n, h, w, c), summing overlaps."""
-        n = cols.shape[0]
+        xp, n = self.xp, cols.shape[0]
         cols = cols.reshape(n, g.h_out, g.w_out, g.kh, g.kw, g.c)
-        x = np.zeros((n, g.h, g.w, g.c), dtype=cols.dtype)
+        x = xp.zeros((n, g.h, g.w, g.c), dtype=cols.dtype)
         for a in range(g.kh):
             for b in range(g.kw):
-                rows, src_r = _window_index(g.h_out, g.sh, g.pt, a * g.dh, g.h)
-                cols_j, src_c = _window_index(g.w_out, g.sw, g.pl, b * g.dw, g.w)
+                rows, src_r = (xp.asarray(i) for i in _window_index(g.h_out, g.sh, g.pt, a * g.dh, g.h))
+                cols_j, src_c = (xp.asarray(i) for i in _window_index(g.w_out, g.sw, g.pl, b * g.dw, g.w))
                 # Distinct output cells of one tap never hit the same input cell twice
                 # (stride >= 1), so plain fancy-index += is safe here.
                 x[:, src_r[:, None], src_c[None, :], :] += cols[:, rows[:, None], cols_j[None, :], a, b, :]
@@ -209,13 +196,13 @@ class Ops:
     def max_pool_forward(self, x, g: Geometry):
         """Max over each window, padding ignored: x (n, h, w, c) -> (n, h_out, w_out, c)."""
         win, valid = self._windows(x, g)
-        win = np.where(valid, win, -np.inf)
+        win = self.xp.where(valid, win, -np.inf)
         return win.max(axis=3).astype(x.dtype, copy=False)
 
     def avg_pool_forward(self, x, g: Geometry):
         """Mean over the valid (non-padding) cells of each window."""
         win, valid = self._windows(x, g)
-        total = np.where(valid, win, 0).sum(axis=3)
+        total = self.xp.where(valid, win, 0).sum(axis=3)
         count = valid.sum(axis=3)
         return (total / count).astype(x.dtype, copy=False)
 
@@ -225,7 +212,7 @@ class Ops:
         valid = self._valid_mask(g)  # (h_out, w_out, kh*kw)
         count = valid.sum(axis=2)
         share = m_out / count[None, :, :, None]
-        cols = np.where(valid[None, :, :, :, None], share[:, :, :, None, :], 0)
+        cols = self.xp.where(valid[None, :, :, :, None], share[:, :, :, None, :], 0)
         return self.col2im(cols.reshape(p, g.h_out, g.w_out, -1).astype(m_out.dtype, copy=False), g)
 
     def max_pool_backward(self, m_out, x, ref, pair_x, pair_r, g: Geometry, exact: bool):
@@ -243,27 +230,28 @@ class Ops:
           Cell a gets λ·m and cell b gets (1-λ)·m, so contributions sum to Δy
           for any reference. When a == b (or both gaps are 0) cell a gets m.
         """
+        xp = self.xp
         xw, valid = self._windows(x[pair_x], g)
-        xw = np.where(valid, xw, -np.inf)
+        xw = xp.where(valid, xw, -np.inf)
         a = xw.argmax(axis=3)  # (p, h_out, w_out, c)
-        weight_a = np.ones(m_out.shape, dtype=m_out.dtype)
+        weight_a = xp.ones(m_out.shape, dtype=m_out.dtype)
         if exact:
             rw, _ = self._windows(ref[pair_r], g)
-            rw = np.where(valid, rw, -np.inf)
+            rw = xp.where(valid, rw, -np.inf)
             b = rw.argmax(axis=3)
-            x_a = np.take_along_axis(xw, a[:, :, :, None], 3)[:, :, :, 0]
-            x_b = np.take_along_axis(xw, b[:, :, :, None], 3)[:, :, :, 0]
-            r_a = np.take_along_axis(rw, a[:, :, :, None], 3)[:, :, :, 0]
-            r_b = np.take_along_axis(rw, b[:, :, :, None], 3)[:, :, :, 0]
+            x_a = xp.take_along_axis(xw, a[:, :, :, None], 3)[:, :, :, 0]
+            x_b = xp.take_along_axis(xw, b[:, :, :, None], 3)[:, :, :, 0]
+            r_a = xp.take_along_axis(rw, a[:, :, :, None], 3)[:, :, :, 0]
+            r_b = xp.take_along_axis(rw, b[:, :, :, None], 3)[:, :, :, 0]
             gap_x = x_a - x_b
             denom = gap_x + (r_b - r_a)
-            lam = np.where(denom > 0, gap_x / np.where(denom > 0, denom, 1), 1)
+            lam = xp.where(denom > 0, gap_x / xp.where(denom > 0, denom, 1), 1)
             weight_a = lam.astype(m_out.dtype)
         else:
             b = a
         k = g.kh * g.kw
-        onehot_a = np.arange(k)[None, None, None, :, None] == a[:, :, :, None, :]
-        onehot_b = np.arange(k)[None, None, None, :, None] == b[:, :, :, None, :]
+        onehot_a = xp.arange(k)[None, None, None, :, None] == a[:, :, :, None, :]
+        onehot_b = xp.arange(k)[None, None, None, :, None] == b[:, :, :, None, :]
         # cols (p, h_out, w_out, k, c): share of m for every window cell
         cols = onehot_a * (weight_a * m_out)[:, :, :, None, :]
         cols = cols + onehot_b * ((1 - weight_a) * m_out)[:, :, :, None, :]
@@ -276,7 +264,7 @@ class Ops:
         j = np.arange(g.w_out)[:, None] * g.sw - g.pl + np.arange(g.kw)[None, :] * g.dw
         vi = (i >= 0) & (i < g.h)
         vj = (j >= 0) & (j < g.w)
-        return (vi[:, None, :, None] & vj[None, :, None, :]).reshape(g.h_out, g.w_out, g.kh * g.kw)
+        return self.xp.asarray((vi[:, None, :, None] & vj[None, :, None, :]).reshape(g.h_out, g.w_out, g.kh * g.kw))
 
     def _windows(self, x, g: Geometry):
         """x (n, h, w, c) -> windows (n, h_out, w_out, kh*kw, c) and a broadcastable valid mask."""
@@ -288,8 +276,8 @@ class Ops:
     # ------------------------------------------------------------ activations
     def activation_forward(self, act, x, alpha):
         """f(x) elementwise for x (rows, n_features)."""
-        a = _alpha_full(alpha, x.shape[-1], x.dtype)
-        return _act_value(Act(act), x, a).astype(x.dtype, copy=False)
+        a = _alpha_full(self.xp, alpha, x.shape[-1], x.dtype)
+        return _activation_forward_elem(self, Act(act), x, a).astype(x.dtype, copy=False)
 
     def add_activation(self, act, x, alpha, other):
         """``other + f(x)`` for x and other (rows, n_features): a residual merge of an
@@ -299,13 +287,13 @@ class Ops:
 
     def activation_grad(self, act, x, alpha):
         """f'(x) elementwise for x (rows, n_features)."""
-        a = _alpha_full(alpha, x.shape[-1], x.dtype)
-        return _act_grad(Act(act), x, a).astype(x.dtype, copy=False)
+        a = _alpha_full(self.xp, alpha, x.shape[-1], x.dtype)
+        return _activation_grad_elem(self, Act(act), x, a).astype(x.dtype, copy=False)
 
     def softmax_forward(self, x):
         """Softmax over the last axis of x (rows, n_classes)."""
         z = x - x.max(axis=-1, keepdims=True)
-        e = np.exp(z)
+        e = self.xp.exp(z)
         return (e / e.sum(axis=-1, keepdims=True)).astype(x.dtype, copy=False)
 
     # ------------------------------------------------------------ rule kernels
@@ -319,8 +307,9 @@ class Ops:
         xi, ri = x_in[pair_x], r_in[pair_r]
         dx = xi - ri
         dy = x_out[pair_x] - r_out[pair_r]
-        near = np.abs(dx) < NEAR_ZERO
-        s = np.where(near, self.activation_grad(act, ri, alpha), dy / np.where(near, 1, dx))
+        xp = self.xp
+        near = xp.abs(dx) < NEAR_ZERO
+        s = xp.where(near, self.activation_grad(act, ri, alpha), dy / xp.where(near, 1, dx))
         return (m_out * s).astype(m_out.dtype, copy=False)
 
     def gradient_backward(self, act, m_out, x_in, pair_x, alpha):
@@ -330,7 +319,7 @@ class Ops:
     def guided_backprop_backward(self, act, m_out, x_in, pair_x, alpha):
         """Guided backprop: m_in = f'(x) · m_out where m_out > 0, else 0."""
         g = self.activation_grad(act, x_in[pair_x], alpha)
-        return np.where(m_out > 0, m_out * g, 0).astype(m_out.dtype, copy=False)
+        return self.xp.where(m_out > 0, m_out * g, 0).astype(m_out.dtype, copy=False)
 
     def reveal_cancel_split(self, act, r_in, d_pos, d_neg, pair_r, alpha):
         """RevealCancel output split: (Δy⁺, Δy⁻), each (p, n_features).
@@ -357,10 +346,11 @@ class Ops:
         dy_pos, dy_neg = self.reveal_cancel_split(act, r_in, d_pos, d_neg, pair_r, alpha)
         g = lambda t: self.activation_grad(act, t, alpha)
         g0 = g(x0)
-        near_p = np.abs(d_pos) < NEAR_ZERO
-        near_n = np.abs(d_neg) < NEAR_ZERO
-        s_pos = np.where(near_p, 0.5 * (g0 + g(x0 + d_neg)), dy_pos / np.where(near_p, 1, d_pos))
-        s_neg = np.where(near_n, 0.5 * (g0 + g(x0 + d_pos)), dy_neg / np.where(near_n, 1, d_neg))
+        xp = self.xp
+        near_p = xp.abs(d_pos) < NEAR_ZERO
+        near_n = xp.abs(d_neg) < NEAR_ZERO
+        s_pos = xp.where(near_p, 0.5 * (g0 + g(x0 + d_neg)), dy_pos / xp.where(near_p, 1, d_pos))
+        s_neg = xp.where(near_n, 0.5 * (g0 + g(x0 + d_pos)), dy_neg / xp.where(near_n, 1, d_neg))
         return (m_pos * s_pos).astype(m_pos.dtype, copy=False), (m_neg * s_neg).astype(m_neg.dtype, copy=False)
 
     # ------------------------------------------------- pair gathers, reductions
@@ -379,7 +369,7 @@ class Ops:
         how examples were chunked.
         """
         n = a.shape[0] // n_refs
-        acc = np.zeros((n,) + a.shape[1:], dtype=np.float64)
+        acc = self.xp.zeros((n,) + a.shape[1:], dtype=np.float64)
         for k in range(n_refs):
             acc += a[k::n_refs]
         return (acc / n_refs).astype(a.dtype, copy=False)
@@ -392,42 +382,46 @@ def _window_index(n_out, stride, pad, offset, size):
     return np.nonzero(ok)[0], src[ok]
 
 
-def _act_value(act: Act, x, a):
+def _activation_forward_elem(ops, act: Act, x, a):
+    xp = ops.xp
     if act == Act.LINEAR:
         return x.copy()
     if act == Act.RELU:
-        return np.maximum(x, 0)
+        return xp.maximum(x, 0)
     if act == Act.RELU6:
-        return np.clip(x, 0, 6)
+        return xp.clip(x, 0, 6)
     if act == Act.LEAKY_RELU:
-        return np.where(x > 0, x, a * x)
+        return xp.where(x > 0, x, a * x)
     if act == Act.ELU:
-        return np.where(x > 0, x, a * np.expm1(np.minimum(x, 0)))
+        return xp.where(x > 0, x, a * xp.expm1(xp.minimum(x, 0)))
     if act == Act.SELU:
-        return SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0)))
+        return SELU_SCALE * xp.where(x > 0, x, SELU_ALPHA * xp.expm1(xp.minimum(x, 0)))
     if act == Act.SIGMOID:
-        return _sigmoid(x)
+        return _sigmoid(xp, x)
     if act == Act.HARD_SIGMOID:
-        return np.clip(a * x + 0.5, 0, 1)
+        return xp.clip(a * x + 0.5, 0, 1)
     if act == Act.TANH:
-        return np.tanh(x)
+        return xp.tanh(x)
     if act == Act.SOFTPLUS:
-        return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+        return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
     if act == Act.SOFTSIGN:
-        return x / (1 + np.abs(x))
+        return x / (1 + xp.abs(x))
     if act == Act.SWISH:
-        return x * _sigmoid(x)
+        return x * _sigmoid(xp, x)
     if act == Act.GELU:
-        return 0.5 * x * (1 + _erf(x / np.sqrt(2)))
+        return 0.5 * x * (1 + ops._erf(x / np.sqrt(2)))
     if act == Act.GELU_TANH:
-        return 0.5 * x * (1 + np.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x**3)))
+        return 0.5 * x * (1 + xp.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x**3)))
     if act == Act.EXPONENTIAL:
-        return np.exp(x)
+        return xp.exp(x)
+    if act == Act.LOG:
+        return xp.log(x)
     raise ValueError(f"unknown activation code {act}")
 
 
-def _act_grad(act: Act, x, a):
-    one = np.ones_like(x)
+def _activation_grad_elem(ops, act: Act, x, a):
+    xp = ops.xp
+    one = xp.ones_like(x)
     if act == Act.LINEAR:
         return one
     if act == Act.RELU:
@@ -435,37 +429,39 @@ def _act_grad(act: Act, x, a):
     if act == Act.RELU6:
         return ((x > 0) & (x < 6)).astype(x.dtype)
     if act == Act.LEAKY_RELU:
-        return np.where(x > 0, one, a)
+        return xp.where(x > 0, one, a)
     if act == Act.ELU:
-        return np.where(x > 0, one, a * np.exp(np.minimum(x, 0)))
+        return xp.where(x > 0, one, a * xp.exp(xp.minimum(x, 0)))
     if act == Act.SELU:
-        return SELU_SCALE * np.where(x > 0, one, SELU_ALPHA * np.exp(np.minimum(x, 0)))
+        return SELU_SCALE * xp.where(x > 0, one, SELU_ALPHA * xp.exp(xp.minimum(x, 0)))
     if act == Act.SIGMOID:
-        s = _sigmoid(x)
+        s = _sigmoid(xp, x)
         return s * (1 - s)
     if act == Act.HARD_SIGMOID:
         t = a * x + 0.5
-        return np.where((t > 0) & (t < 1), a, 0 * a)
+        return xp.where((t > 0) & (t < 1), a, 0 * a)
     if act == Act.TANH:
-        t = np.tanh(x)
+        t = xp.tanh(x)
         return 1 - t * t
     if act == Act.SOFTPLUS:
-        return _sigmoid(x)
+        return _sigmoid(xp, x)
     if act == Act.SOFTSIGN:
-        d = 1 + np.abs(x)
+        d = 1 + xp.abs(x)
         return 1 / (d * d)
     if act == Act.SWISH:
-        s = _sigmoid(x)
+        s = _sigmoid(xp, x)
         return s * (1 + x * (1 - s))
     if act == Act.GELU:
-        cdf = 0.5 * (1 + _erf(x / np.sqrt(2)))
-        pdf = np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
+        cdf = 0.5 * (1 + ops._erf(x / np.sqrt(2)))
+        pdf = xp.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
         return cdf + x * pdf
     if act == Act.GELU_TANH:
         u = SQRT_2_OVER_PI * (x + 0.044715 * x**3)
-        t = np.tanh(u)
+        t = xp.tanh(u)
         du = SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x)
         return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du
     if act == Act.EXPONENTIAL:
-        return np.exp(x)
+        return xp.exp(x)
+    if act == Act.LOG:
+        return 1 / x
     raise ValueError(f"unknown activation code {act}")

@@ -16,6 +16,6 @@ layer naming and return types are the original's; so are its numbers, quirks inc
 (listed in `fastlift.compat.layers`). No TensorFlow is needed.
 """
 
-from . import conversion, dinuc_shuffle, layers, models, util
+from . import blobs, conversion, dinuc_shuffle, layers, models, util
 
-__all__ = ["conversion", "dinuc_shuffle", "layers", "models", "util"]
+__all__ = ["blobs", "conversion", "dinuc_shuffle", "layers", "models", "util"]

@@ -29,7 +29,7 @@ README's design decisions):
 from __future__ import annotations
 
 from .. import layers as L
-from ..backends.ops import Act
+from ..activations import Act
 
 
 class _Enum:
@@ -204,11 +204,11 @@ class _GlobalMaxTies(_ZeroSplit):
     def backward(self, node, m, ctx):
         ops = ctx.ops
         src = node.inputs[0]
-        x = self._to_nhwc(ops, ctx.x(src))[ctx.pair_x]  # (P, H, W, C)
+        x = self.to_nhwc(ops, ctx.x(src))[ctx.pair_x]  # (P, H, W, C)
         mask = (x == x.max(axis=(1, 2), keepdims=True)).astype(x.dtype)
 
         def route(a):
-            return self._from_nhwc(ops, ops.xp.ascontiguousarray(mask * a.reshape(a.shape[0], 1, 1, -1)))
+            return self.from_nhwc(ops, ops.xp.ascontiguousarray(mask * a.reshape(a.shape[0], 1, 1, -1)))
 
         pos, neg = m
         return [(route(pos), None if neg is None else route(neg))]

@@ -171,6 +171,10 @@ class GraphModel(Model):
     def get_name_to_layer(self):
         return {layer.name: layer for layer in self._ordered}
 
+    def get_name_to_blob(self):
+        """deeplift 0.5's name (layers were "blobs" then): `get_name_to_layer`."""
+        return self.get_name_to_layer()
+
     def get_input_layer_names(self):
         return [layer.name for layer in self._inputs]
 

@@ -78,12 +78,16 @@ class Builder:
     in unknown (None) input dimensions.
     """
 
-    def __init__(self, label, weights, keras_major, layer_classes=None, input_shapes=None):
+    def __init__(self, label, weights, keras_major, layer_classes=None, input_shapes=None, replace=None):
         self.label, self.weights, self.keras_major = label, weights, keras_major
         self.cls = dict(DEFAULT_CLASSES, **(layer_classes or {}))
         self.input_shapes = input_shapes
         self.origins: dict[str, Origin] = {}
         self.used_weights: set = set()
+        self.replace = replace or {}
+        self.replaced: dict[str, list] = {}  # replace key -> names of the layers it replaced
+        self.matched: set = set()  # replace keys naming a layer or class of the file
+        self.declared: dict[str, tuple] = {}  # replaced layer -> the output shape its config declares
 
     # ------------------------------------------------------------------ errors
     def fail(self, spec, msg):
@@ -224,7 +228,15 @@ class Builder:
                 x.name = name
                 self._origin(name, frames + (frame,), role)
         except (ValueError, TypeError) as e:
+            if spec.name in self.declared:
+                raise ValueError(f"{self.label}: the replacement for layer {spec.name!r} ({spec.class_name}) does not "
+                                 f"fit its input shape(s) {[n.shape for n in ins]}: {e}") from None
             raise self.fail(spec, f"does not fit its input shape(s) {[n.shape for n in ins]}: {e}") from None
+        want = self.declared.get(spec.name)
+        if want and (len(want) != len(x.shape) or any(w is not None and w != s for w, s in zip(want, x.shape))):
+            shown = tuple("None" if w is None else w for w in want)
+            raise ValueError(f"{self.label}: the replacement for layer {spec.name!r} ({spec.class_name}) outputs shape "
+                             f"{x.shape}; the file declares {shown} for that layer")
         return [x]
 
     def _origin(self, name, frames, role):
@@ -233,13 +245,19 @@ class Builder:
     # ---------------------------------------------------------- layer mapping
     def convert(self, spec: LayerSpec, in_shapes, path):
         """Keras layer -> [(role, fastlift layer), ...] applied in a chain."""
+        matched = [k for k in (spec.name, spec.class_name) if k in self.replace]
+        self.matched.update(matched)
+        key = matched[0] if matched else None  # the layer's name before its class
+        if key is not None:
+            return self._replacement(spec, key, path)
         cls = _ALIASES.get(spec.class_name, spec.class_name)
         cfg = spec.config
         self._refuse_code(spec)
         method = LAYER_BUILDERS.get(cls)
         if method is None:
             raise self.unsupported(spec, f"fastlift has no {spec.class_name} layer (custom layers are never imported "
-                                   f"or run). Supported Keras layers: {', '.join(sorted(SUPPORTED))}")
+                                   f"or run; for one, say what it computes with replace={{{spec.name!r}: <a "
+                                   f"fastlift.layers layer or factory>}}). Supported Keras layers: {', '.join(sorted(SUPPORTED))}")
         n_in = len(in_shapes)
         if cls in ("Add", "Subtract", "Average", "Concatenate"):
             if n_in < 2:
@@ -254,6 +272,38 @@ class Builder:
             raise self.fail(spec, str(e)) from None
         return chain
 
+    def _replacement(self, spec, key, path):
+        """The user's replacement for a layer: a Layer, or what a factory makes of the layer's
+        config and stored weights."""
+        value = self.replace[key]
+        self.replaced.setdefault(key, []).append(spec.name)
+        if isinstance(value, L.Layer):
+            if len(self.replaced[key]) > 1:
+                raise ValueError(f"replace[{key!r}] is one layer but the file has several layers it matches "
+                                 f"({self.replaced[key]}); pass a factory f(config, weights) to make one layer each")
+            layer = value
+        else:
+            config = {k: v for k, v in spec.config.items() if k != "_entry"}
+            entries = self.weights.get(path, spec.class_name) or []
+            weights = [a.read(spec.name) for _, a in entries]
+            layer = value(config, weights)
+            if not isinstance(layer, L.Layer):
+                raise TypeError(f"replace[{key!r}] returned {type(layer).__name__} for layer {spec.name!r}; a factory "
+                                "must return a fastlift.layers.Layer")
+        declared = _declared_shape(spec.config)
+        if declared is not None:
+            self.declared[spec.name] = declared
+        else:
+            self.declared.setdefault(spec.name, ())
+        return [("output", layer)]
+
+    def check_replace_used(self):
+        """Every replace= key must have matched a layer (a misspelt name would otherwise be
+        silently ignored)."""
+        unused = sorted(set(self.replace) - self.matched)
+        if unused:
+            raise ValueError(f"replace= names {unused}, which match(es) no layer name or class in {self.label}")
+
     def _refuse_code(self, spec):
         cfg = spec.config
         if spec.class_name in CODE_CLASSES:
@@ -261,8 +311,9 @@ class Builder:
             what = f" wrapping {fn!r}" if isinstance(fn, str) else ""
             raise NotImplementedError(
                 f"{self.label}: layer {spec.name!r} is a {spec.class_name}{what}, which holds Python code; fastlift "
-                "never runs code from a model file. Replace it with built-in Keras layers and save the model "
-                "again, or build the model in code with fastlift.layers")
+                f"never runs code from a model file. Say what it computes with replace={{{spec.name!r}: <a "
+                "fastlift.layers layer or factory>} (README, \"Lambda and custom layers\"), or rebuild the model from built-in "
+                "Keras layers")
         entry = cfg.get("_entry", {})
         registered = entry.get("registered_name") if isinstance(entry, dict) else None
         module = entry.get("module") if isinstance(entry, dict) else None
@@ -272,7 +323,9 @@ class Builder:
             raise NotImplementedError(
                 f"{self.label}: layer {spec.name!r} is a custom class {spec.class_name!r} (registered as "
                 f"{registered!r}, module {module!r}); fastlift never imports or runs custom objects from a model "
-                "file. Rebuild the model from built-in Keras layers, or build it in code with fastlift.layers")
+                f"file. Say what it computes with replace={{{spec.name!r}: <a fastlift.layers layer or factory>}} "
+                "(README, "
+                "\"Lambda and custom layers\"), or rebuild the model from built-in Keras layers")
 
     def _weights(self, spec, path, expected: dict, required=()):
         """Read the layer's weights: ``expected`` maps variable name -> shape (in storage order)."""
@@ -589,6 +642,32 @@ class Builder:
 
     def _ZeroPadding2D(self, spec, cfg, in_shapes, path):
         return self._croppad(spec, cfg, "padding", L.ZeroPadding2D)
+
+
+def _declared_shape(cfg):
+    """The output shape (without batch) a layer's config declares, or None: ``output_shape``
+    of a Lambda or Keras 1 Merge when given as a list of dimensions."""
+    shape = cfg.get("output_shape")
+    if isinstance(shape, (list, tuple)) and all(d is None or (isinstance(d, int) and not isinstance(d, bool))
+                                                for d in shape) and shape:
+        return tuple(shape)
+    return None
+
+
+def check_replace(replace) -> dict:
+    """Validate ``replace=``: {layer or class name: fastlift Layer or factory}."""
+    if replace is None:
+        return {}
+    if not isinstance(replace, dict):
+        raise TypeError(f"replace must be a dict {{layer name or class name: fastlift Layer or factory}}; got "
+                        f"{type(replace).__name__}")
+    for key, value in replace.items():
+        if not isinstance(key, str) or not key:
+            raise TypeError(f"replace keys must be layer or class names (non-empty str); got {key!r}")
+        if not isinstance(value, L.Layer) and not callable(value):
+            raise TypeError(f"replace[{key!r}] must be a fastlift.layers.Layer or a factory f(config, weights) -> "
+                            f"Layer; got {type(value).__name__}")
+    return dict(replace)
 
 
 #: Keras class name (after the aliases) -> the Builder method converting it. Class names from a

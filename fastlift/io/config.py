@@ -126,7 +126,10 @@ class ConfigReader:
     ``keras_version`` key is read too).
     """
 
-    def __init__(self, label: str, keras_major: int | None, keras_version: str | None = None):
+    def __init__(self, label: str, keras_major: int | None, keras_version: str | None = None,
+                 translated: bool = False):
+        #: the config was rewritten from Keras 0.x/1.x (`fastlift.io.keras1`): not refused as such
+        self.translated = translated
         self.label = label
         self.keras_major = keras_major
         self.keras_version = keras_version
@@ -176,7 +179,7 @@ class ConfigReader:
         version = self.keras_version
         if version is None and isinstance(top, dict) and isinstance(top.get("keras_version"), str):
             version = top["keras_version"]
-        old = keras1_format(top, version)
+        old = None if self.translated else keras1_format(top, version)
         if old is not None:
             advice = " (Keras 2 loads a Keras 1 model and can save it again)" if "Keras 1" in old else ""
             raise NotImplementedError(f"{self.label}: {old}; fastlift reads Keras 2/3 files{advice}")

@@ -1,5 +1,5 @@
-"""HDF5 access for model files (`scores` is the other module touching h5py): open files
-safely and expose Keras weights as lazily-read arrays.
+"""HDF5 access: open model files safely and expose Keras weights as lazily-read arrays
+(`check_members_local` also guards the score files `scores` opens).
 
 Two weight layouts exist:
 
@@ -227,6 +227,41 @@ def attr_names(obj, key, label, where):
 # --------------------------------------------------------------------- datasets
 
 
+def stored_elsewhere(dcpl) -> str | None:
+    """Why the dataset with creation property list ``dcpl`` takes its bytes from outside its
+    file (virtual dataset, external storage), or None when it does not. Asked before the
+    dataset's shape: a virtual dataset's shape can open its sources."""
+    if dcpl.get_layout() == h5d.VIRTUAL:
+        return "is a virtual dataset (its values would come from other datasets or files)"
+    if dcpl.get_external_count() > 0:
+        return f"uses external storage (its bytes live in the file {_text(dcpl.get_external(0)[0])!r})"
+    return None
+
+
+def check_members_local(group, label: str, error=ModelFileError) -> None:
+    """Raise ``error`` unless every member of ``group`` is a hard link and every dataset among
+    them stores its bytes in this file: what a flat file (a score file, an input array) must
+    hold before h5py touches a member, since h5py follows external links and reads external
+    storage and virtual sources silently."""
+    try:
+        for name in list(group.keys()):
+            raw = name.encode("utf-8", "surrogateescape")
+            kind = group.id.links.get_info(raw).type
+            if kind != h5l.TYPE_HARD:
+                what = {h5l.TYPE_SOFT: "a soft link", h5l.TYPE_EXTERNAL: "an external link (to another file)"}
+                raise error(f"{label}: {name!r} is {what.get(kind, f'a user-defined link (type {kind})')}; "
+                            "fastlift reads only what is stored in the file itself")
+            obj = group[name]
+            if isinstance(obj, h5py.Dataset):
+                elsewhere = stored_elsewhere(obj.id.get_create_plist())
+                if elsewhere:
+                    raise error(f"{label}: dataset {name!r} {elsewhere}; fastlift reads nothing outside the file")
+    except H5_ERRORS as e:
+        if isinstance(e, error):
+            raise
+        raise error(f"{label}: cannot read the HDF5 structure: {e}") from None
+
+
 class H5Array:
     """A weight dataset, read on demand; its storage is checked when it is found.
 
@@ -247,13 +282,9 @@ class H5Array:
         try:
             dcpl = dataset.id.get_create_plist()
             layout = dcpl.get_layout()
-            if layout == h5d.VIRTUAL:  # checked before the shape: a virtual shape can open the sources
-                raise self._refuse("is a virtual dataset (its values would come from other datasets or files); "
-                                   "fastlift reads only data stored in the model file")
-            if dcpl.get_external_count() > 0:
-                raise self._refuse(f"uses external storage (its bytes live in the file "
-                                   f"{_text(dcpl.get_external(0)[0])!r}); fastlift reads nothing outside the model "
-                                   "file")
+            elsewhere = stored_elsewhere(dcpl)
+            if elsewhere:
+                raise self._refuse(f"{elsewhere}; fastlift reads nothing outside the model file")
             self.shape = tuple(int(s) for s in dataset.shape)
             self.dtype = dataset.dtype
             self.nbytes = math.prod(self.shape) * self.dtype.itemsize
@@ -472,3 +503,67 @@ def _keras3_auto_names(layers) -> dict:
         counts[base] = k + 1
         out[name] = base if k == 0 else f"{base}_{k}"
     return out
+
+
+class Keras0Weights(Weights):
+    """Keras 0.x weight files (``save_weights``): positional ``param_<i>`` datasets, in a
+    group ``layer_<k>`` per layer of a Sequential model (the root has ``nb_layers``) or in
+    one group ``graph`` for a whole Graph (split over its layers, in ``node_config`` order,
+    by the number of arrays each layer stores).
+
+    ``translated`` (`fastlift.io.keras1.Translated`): ``positions`` maps a Sequential
+    layer's path to its group, ``counts`` gives each Graph layer's number of arrays,
+    ``unknown`` the layers whose number of arrays is not known."""
+
+    def __init__(self, root, label, translated):
+        self.root, self.label, self.t = root, label, translated
+        self._groups: dict[str, list] = {}
+        self._slices = None
+
+    def _params(self, key):
+        if key not in self._groups:
+            group = resolve(self.root, key, self.label)
+            if not isinstance(group, h5py.Group):
+                raise ModelFileError(f"{self.label}: the config is a Keras 0.x model, whose save_weights wrote groups "
+                                     f"layer_<k>/param_<i>; the file has no group {key!r}")
+            n = _attr(group, "nb_params", self.label, f"group {key!r}: ")
+            if isinstance(n, np.ndarray) and n.shape == ():
+                n = n[()]
+            if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or not 0 <= n <= 2**16:
+                raise ModelFileError(f"{self.label}: group {key!r} has no valid 'nb_params' attribute (found {n!r})")
+            out = []
+            for i in range(int(n)):
+                ds = resolve(group, f"param_{i}", self.label)
+                if not isinstance(ds, h5py.Dataset):
+                    raise ModelFileError(f"{self.label}: weight '{key}/param_{i}' is missing or not a dataset")
+                out.append((str(i), H5Array(ds, f"{group.name}/param_{i}", self.label)))
+            self._groups[key] = out
+        return self._groups[key]
+
+    def _graph_slices(self):
+        if self._slices is None:
+            for path, cls in self.t.unknown.items():
+                raise NotImplementedError(
+                    f"{self.label}: layer {path[-1]!r} ({cls}): fastlift has no {cls} layer, and the weights of a "
+                    "Keras 0.x Graph cannot be split over its layers without knowing how many arrays it stores")
+            params = self._params("graph")
+            slices, start = {}, 0
+            for path, count in self.t.counts.items():
+                slices[path] = (start, count)
+                start += count
+            if start != len(params):
+                raise ModelFileError(f"{self.label}: the Graph's layers store {start} weight arrays; the file holds "
+                                     f"{len(params)} (graph/nb_params)")
+            self._slices = (params, slices)
+        return self._slices
+
+    def get(self, path, class_name):
+        path = tuple(path)
+        if path in self.t.positions:
+            return self._params(self.t.positions[path])
+        if not self.t.positions:  # a Graph
+            params, slices = self._graph_slices()
+            if path in slices:
+                start, count = slices[path]
+                return params[start:start + count]
+        return []

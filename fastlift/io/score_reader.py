@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import json
 
-import h5py
 import numpy as np
 
-from .scores import FORMAT, ScoreFileError, read_header
+from .scores import FORMAT, ScoreFileError, open_scores, read_header
 
 BLOCK_BYTES = 8 << 20          # bytes of one dataset read at a time by `blocks`
 _ROW_DATASETS = ("input_seqs", "hyp_scores", "projected_scores")
@@ -72,7 +71,7 @@ class ScoreReader:
             raise ScoreFileError(f"{path}: n_done = {self.n_done} is outside [0, {self.n_regions}]")
         self.length = int(shape[1])
         self.score_dtype = np.dtype(dt).name
-        self._file = h5py.File(path, "r")
+        self._file = open_scores(path)
         self.compression = self._file["projected_scores"].compression
 
     # -- whole small datasets and single rows

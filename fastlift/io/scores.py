@@ -50,6 +50,8 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
+from .hdf5 import check_members_local
+
 FORMAT = "fastlift-scores"
 FORMAT_VERSION = 1
 SCORE_DTYPES = {"float16": "<f2", "float32": "<f4"}
@@ -198,10 +200,64 @@ def create_score_file(path: str, layout: ScoreLayout, params: dict, target: str)
     The bytes depend only on the arguments (no timestamps), so two runs with the same
     parameters produce identical files.
     """
+    _create_atomically(path, layout, params, target, "creating", lambda fd, offsets: 0)
+
+
+def merge_score_files(path: str, layout: ScoreLayout, params: dict, target: str, parts) -> None:
+    """Create ``path`` atomically from complete score files holding its rows.
+
+    ``parts``: ``[(first row, part path)]`` covering rows ``[0, layout.n_regions)`` in order,
+    each part a file of this layout's datasets (its own number of rows). The file is created as
+    `create_score_file` creates it, every part's rows are copied byte for byte to their
+    offsets, and ``n_done`` is set to ``n_regions``: the bytes are those of a file of the same
+    parameters written in one run. Nothing is at ``path`` until the whole file is synced.
+    """
+    def copy_rows(fd, offsets):
+        row = 0
+        for lo, part in parts:
+            if lo != row:
+                raise ValueError(f"merge: parts must cover the rows in order; {part} starts at {lo}, not {row}")
+            src_offsets = _offsets(part)
+            n = read_header(part)["n_regions"]
+            src = os.open(part, os.O_RDONLY)
+            try:
+                for name, (off, row_bytes, dt, row_shape) in offsets.items():
+                    if name == "n_done":
+                        continue
+                    if name not in src_offsets or src_offsets[name][1:] != (row_bytes, dt, row_shape):
+                        raise ScoreFileError(f"{part}: dataset {name!r} differs from the merged file's")
+                    if n and row_bytes:
+                        _copy(src, src_offsets[name][0], fd, off + lo * row_bytes, n * row_bytes)
+            finally:
+                os.close(src)
+            row += n
+        if row != layout.n_regions:
+            raise ValueError(f"merge: the parts hold {row} rows; the file has {layout.n_regions}")
+        return layout.n_regions
+
+    _create_atomically(path, layout, params, target, "merging", copy_rows)
+
+
+def _copy(src, src_off, dst, dst_off, nbytes, block=1 << 24):
+    while nbytes > 0:
+        data = os.pread(src, min(block, nbytes), src_off)
+        if not data:
+            raise ScoreFileError(f"a part file ends early (offset {src_off}); it is truncated")
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(dst, view, dst_off)
+            view, dst_off = view[written:], dst_off + written
+        src_off += len(data)
+        nbytes -= len(data)
+
+
+def _create_atomically(path, layout, params, target, doing, fill):
+    """Allocate the file under a temporary name, let ``fill(fd, offsets)`` write rows and return
+    ``n_done``, record it, sync, and rename the file into place."""
     if layout.score_dtype not in SCORE_DTYPES:
         raise ValueError(f"score dtype must be one of {sorted(SCORE_DTYPES)}; got {layout.score_dtype!r}")
     directory = os.path.dirname(os.path.abspath(path))
-    prefix = f".{os.path.basename(path)}.creating-"
+    prefix = f".{os.path.basename(path)}.{doing}-"
     _remove_stale(directory, prefix)
     tmp = os.path.join(directory, f"{prefix}{os.getpid()}")
     try:
@@ -217,18 +273,19 @@ def create_score_file(path: str, layout: ScoreLayout, params: dict, target: str)
             f.create_dataset("n_done", shape=(1,), dtype="<i8", dcpl=_dcpl(), track_times=False)
         fd = os.open(tmp, os.O_RDWR)
         try:
-            off = _offsets(tmp)["n_done"][0]
-            os.pwrite(fd, np.zeros(1, "<i8").tobytes(), off)
+            offsets = _offsets(tmp)
+            n_done = fill(fd, offsets)
+            os.pwrite(fd, np.array([n_done], "<i8").tobytes(), offsets["n_done"][0])
             os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
         _fsync_dir(directory)
-    except OSError as e:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFullError(e.errno, f"disk full while creating {path}: {e.strerror}") from None
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(e.errno, f"disk full while {doing} {path}: {e.strerror}") from None
         raise
 
 
@@ -268,7 +325,7 @@ def _fsync_dir(directory):
 def _offsets(path) -> dict:
     """{dataset: (byte offset, row bytes, dtype, row shape)} of a file we created."""
     out = {}
-    with h5py.File(path, "r") as f:
+    with open_scores(path) as f:
         for name, d in f.items():
             if not isinstance(d, h5py.Dataset):
                 continue
@@ -282,13 +339,25 @@ def _offsets(path) -> dict:
     return out
 
 
-def read_header(path: str) -> dict:
-    """Attributes and progress of a score file: format, n_regions, n_done, target, params."""
+def open_scores(path: str) -> h5py.File:
+    """Open an existing score file read-only, refusing members that would make libhdf5 read
+    another file (external or soft links, virtual datasets, external storage): a score file
+    given to `load_scores`, `fastlift report` or `fastlift merge` reads nothing else."""
     try:
         f = h5py.File(path, "r")
     except OSError as e:
         raise ScoreFileError(f"{path} is not a readable HDF5 file ({e})") from None
-    with f:
+    try:
+        check_members_local(f, str(path), ScoreFileError)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def read_header(path: str) -> dict:
+    """Attributes and progress of a score file: format, n_regions, n_done, target, params."""
+    with open_scores(path) as f:
         if f.attrs.get("format") != FORMAT:
             raise ScoreFileError(f"{path} is not a fastlift score file (no format={FORMAT!r} attribute)")
         version = int(f.attrs["format_version"])
@@ -297,7 +366,7 @@ def read_header(path: str) -> dict:
                                  f"{FORMAT_VERSION}")
         return {"n_regions": int(f.attrs["n_regions"]), "n_done": int(f["n_done"][0]),
                 "target": str(f.attrs["target"]), "params": json.loads(f.attrs["params"]),
-                "datasets": {name: (d.shape, d.dtype.str) for name, d in f.items()}}
+                "datasets": {name: (d.shape, d.dtype.str) for name, d in f.items() if isinstance(d, h5py.Dataset)}}
 
 
 class ScoreWriter:
@@ -383,7 +452,7 @@ def compress_score_file(path: str, level: int = 4, rows: int = 256) -> None:
     _remove_stale(directory, prefix)
     tmp = os.path.join(directory, f"{prefix}{os.getpid()}")
     try:
-        with h5py.File(path, "r") as src, h5py.File(tmp, "w", libver="earliest") as dst:
+        with open_scores(path) as src, h5py.File(tmp, "w", libver="earliest") as dst:
             for k, v in src.attrs.items():
                 dst.attrs[k] = v
             for name, d in src.items():
@@ -417,7 +486,7 @@ def load_scores(path: str, names=None, start: int = 0, stop: int | None = None) 
     stop = head["n_done"] if stop is None else min(stop, head["n_done"])
     out = {"n_done": head["n_done"], "n_regions": head["n_regions"], "target": head["target"],
            "params": head["params"]}
-    with h5py.File(path, "r") as f:
+    with open_scores(path) as f:
         for name, d in f.items():
             if name == "n_done" or (names is not None and name not in names):
                 continue
@@ -428,7 +497,7 @@ def load_scores(path: str, names=None, start: int = 0, stop: int | None = None) 
 def iter_rows(path: str, name: str, stop: int, size: int):
     """Yield ``(lo, rows)`` of dataset ``name``: rows ``[lo, lo + size)`` for lo = 0, size, ...
     up to ``stop``, read through one open file (memory: ``size`` rows)."""
-    with h5py.File(path, "r") as f:
+    with open_scores(path) as f:
         d = f[name]
         for lo in range(0, min(stop, d.shape[0]), size):
             yield lo, d[lo:min(lo + size, stop)]
@@ -449,10 +518,10 @@ def read_input_array(path: str, key: str | None = None):
                 raise ScoreFileError(f"{path}: name the array to read (members: {keys})")
             return z[pick]
     if path.endswith((".h5", ".hdf5")):
-        f = h5py.File(path, "r")
+        f = open_scores(path)   # any HDF5 file; its members must be stored in it
         keys = [k for k, v in f.items() if isinstance(v, h5py.Dataset)]
         pick = key or ("input_seqs" if "input_seqs" in keys else (keys[0] if len(keys) == 1 else None))
-        if pick is None or pick not in f:
+        if pick is None or pick not in keys:
             f.close()
             raise ScoreFileError(f"{path}: name the dataset to read (datasets: {keys})")
         return f[pick]
@@ -484,7 +553,7 @@ def write_bigwig(path: str, bigwig_path: str, chrom_lengths: dict) -> int:
     n = head["n_done"]
     rank = {c: k for k, c in enumerate(chrom_lengths)}
     written = 0
-    with h5py.File(path, "r") as f:
+    with open_scores(path) as f:
         chrom = [c.decode() for c in f["coords_chrom"][:n]]
         start = f["coords_start"][:n].astype(np.int64)
         width = int(f["hyp_scores"].shape[1])

@@ -5,7 +5,7 @@ node(s) returns a new `Node`.
 """
 
 from .base import Layer, Node
-from .conv import Conv1D, Conv2D, Cropping1D, Cropping2D, ZeroPadding1D, ZeroPadding2D
+from .conv import Conv1D, Conv2D, Convolution, Cropping1D, Cropping2D, ZeroPadding1D, ZeroPadding2D
 from .core import (
                    ACTIVATIONS,
                    Activation,
@@ -18,8 +18,10 @@ from .core import (
                    Permute,
                    PReLU,
                    Reshape,
+                   ScaleShift,
                    Softmax,
 )
+from .elementwise import Log, LogSoftmax, LogSumExp
 from .merge import Add, Average, Concatenate, Subtract
 from .pooling import (
                    AvgPool1D,
@@ -34,7 +36,8 @@ from .pooling import (
 
 __all__ = [
     "ACTIVATIONS", "Activation", "Add", "Average", "AvgPool1D", "AvgPool2D", "BatchNormalization", "Concatenate",
-    "Conv1D", "Conv2D", "Cropping1D", "Cropping2D", "Dense", "Dropout", "Flatten", "GlobalAvgPool1D",
-    "GlobalAvgPool2D", "GlobalMaxPool1D", "GlobalMaxPool2D", "Input", "InputLayer", "Layer", "MaxPool1D",
-    "MaxPool2D", "Node", "PReLU", "Permute", "Reshape", "Softmax", "Subtract", "ZeroPadding1D", "ZeroPadding2D",
+    "Conv1D", "Conv2D", "Convolution", "Cropping1D", "Cropping2D", "Dense", "Dropout", "Flatten", "GlobalAvgPool1D",
+    "GlobalAvgPool2D", "GlobalMaxPool1D", "GlobalMaxPool2D", "Input", "InputLayer", "Layer", "Log", "LogSoftmax",
+    "LogSumExp", "MaxPool1D", "MaxPool2D", "Node", "PReLU", "Permute", "Reshape", "ScaleShift", "Softmax", "Subtract",
+    "ZeroPadding1D", "ZeroPadding2D",
 ]

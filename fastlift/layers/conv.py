@@ -10,43 +10,13 @@ of the multipliers with the flipped kernel).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from ..backends.ops import Geometry
+from ..geometry import Geometry, window_geometry
 from .base import Layer, as_int_tuple
 from .core import LinearLayer, _check_data_format
 
 PADDINGS = ("valid", "same", "causal")
-
-
-def window_geometry(spatial, channels, kernel, strides, dilation, padding, what) -> Geometry:
-    """Geometry of a Keras/TF sliding window over ``spatial`` = (h, w).
-
-    valid: out = floor((in - (k-1)·d - 1) / s) + 1; same: out = ceil(in / s) with
-    TF's padding (the smaller half before); causal (1-D only): pad (k-1)·d before.
-    """
-    outs, pads = [], []
-    for n, k, s, d in zip(spatial, kernel, strides, dilation):
-        span = (k - 1) * d + 1
-        if padding == "valid":
-            out = (n - span) // s + 1
-            pad = 0
-        elif padding == "same":
-            out = math.ceil(n / s)
-            pad = max((out - 1) * s + span - n, 0) // 2
-        else:  # causal
-            out = (n + (k - 1) * d - span) // s + 1
-            pad = (k - 1) * d
-        if out < 1:
-            raise ValueError(f"{what}: window {k} (dilation {d}) does not fit input size {n} with "
-                             f"padding {padding!r}")
-        outs.append(out)
-        pads.append(pad)
-    return Geometry(h=spatial[0], w=spatial[1], c=channels, kh=kernel[0], kw=kernel[1], sh=strides[0],
-                    sw=strides[1], dh=dilation[0], dw=dilation[1], pt=pads[0], pl=pads[1],
-                    h_out=outs[0], w_out=outs[1])
 
 
 class _Spatial:
@@ -54,6 +24,11 @@ class _Spatial:
 
     ndim: int  # spatial dims: 1 or 2
     data_format: str
+    _geoms: dict  # input shape -> Geometry, filled by output_shape (a shared layer may see several)
+
+    def geometry(self, input_shape) -> Geometry:
+        """The window's `Geometry` (NHWC) over an input of ``input_shape`` (without the batch axis)."""
+        return self._geoms[tuple(input_shape)]
 
     def _split_shape(self, shape):
         """(spatial (h, w), channels) of an input shape without batch."""
@@ -70,14 +45,16 @@ class _Spatial:
         sp = spatial[1:] if self.ndim == 1 else spatial
         return (c,) + tuple(sp) if self.data_format == "channels_first" else tuple(sp) + (c,)
 
-    def _to_nhwc(self, ops, x):
+    def to_nhwc(self, ops, x):
+        """``x`` (rows, *layer layout) as NHWC (rows, h, w, c), the layout the backends compute in."""
         if self.data_format == "channels_first":
             x = ops.xp.ascontiguousarray(ops.xp.moveaxis(x, 1, -1))
         if self.ndim == 1:
             x = x.reshape(x.shape[0], 1, x.shape[1], x.shape[2])
         return x
 
-    def _from_nhwc(self, ops, y):
+    def from_nhwc(self, ops, y):
+        """NHWC ``y`` back in the layer's layout (the inverse of `to_nhwc`)."""
         if self.ndim == 1:
             y = y.reshape(y.shape[0], y.shape[2], y.shape[3])
         if self.data_format == "channels_first":
@@ -85,7 +62,10 @@ class _Spatial:
         return y
 
 
-class _Conv(_Spatial, LinearLayer):
+class Convolution(_Spatial, LinearLayer):
+    """Base of `Conv1D` and `Conv2D`: ``in_channels``, ``out_channels``, ``window_size`` (kh, kw; 1-D:
+    (1, k)) and `geometry` describe it to the engine and the backends."""
+
     def __init__(self, kernel, bias, strides, padding, dilation_rate, data_format, name):
         Layer.__init__(self, name)
         self._set_kernel(kernel, bias, self.ndim + 2)
@@ -97,20 +77,20 @@ class _Conv(_Spatial, LinearLayer):
         self.padding = padding
         self.data_format = _check_data_format(data_format)
         k = self.weights["kernel"]
-        self._ksize = ((1,) + k.shape[:1]) if self.ndim == 1 else k.shape[:2]
+        self.window_size = ((1,) + k.shape[:1]) if self.ndim == 1 else tuple(k.shape[:2])
         self.weights = {name: w.reshape(-1, k.shape[-1]) if name.startswith("kernel") else w
                         for name, w in self.weights.items()}
-        self._cin = k.shape[-2]
+        self.in_channels, self.out_channels = int(k.shape[-2]), int(k.shape[-1])
         self._geoms: dict[tuple, Geometry] = {}  # per input shape (a shared layer may see several)
 
     def output_shape(self, input_shapes):
         spatial, c = self._split_shape(input_shapes[0])
-        if c != self._cin:
-            raise ValueError(f"{self.name}: kernel expects {self._cin} input channels; input shape is "
+        if c != self.in_channels:
+            raise ValueError(f"{self.name}: kernel expects {self.in_channels} input channels; input shape is "
                              f"{input_shapes[0]}")
         strides = ((1,) + self.strides) if self.ndim == 1 else self.strides
         dil = ((1,) + self.dilation_rate) if self.ndim == 1 else self.dilation_rate
-        g = window_geometry(spatial, c, self._ksize, strides, dil, self.padding, self.name)
+        g = window_geometry(spatial, c, self.window_size, strides, dil, self.padding, self.name)
         self._geoms[tuple(input_shapes[0])] = g
         return self._join_shape((g.h_out, g.w_out), self.weights["kernel"].shape[1])
 
@@ -121,44 +101,28 @@ class _Conv(_Spatial, LinearLayer):
 
     def forward(self, ops, xs, w):
         x = xs[0]
-        g = self._geoms[x.shape[1:]]
-        y = ops.conv_forward(self._to_nhwc(ops, x), w["kernel"], g, w["bias"])  # bias added in the GEMM pass
-        return self._from_nhwc(ops, y.reshape(x.shape[0], g.h_out, g.w_out, y.shape[1]))
-
-    def backward_adding_relu(self, node, pos, ctx, acc, z):
-        """(`backward_adding`'s multipliers, them times relu'(z)) in one pass where the backend can
-        (`Ops.conv_adjoint_relu`): z is the input of a ReLU that the input's Add alone reads."""
-        ops, g = ctx.ops, self._geoms[node.inputs[0].shape]
-        a, masked = ops.conv_adjoint_relu(self._to_nhwc(ops, pos), ctx.weights(self)["kernel"], g,
-                                          self._to_nhwc(ops, acc), self._to_nhwc(ops, z))
-        return self._from_nhwc(ops, a), self._from_nhwc(ops, masked)
-
-    def forward_residual_relu(self, ops, x, residual, w):
-        """(this convolution of x, residual + relu(it)): a residual block in one pass where the
-        backend can (`Ops.conv_residual_relu`); channels-last layers only."""
-        g = self._geoms[x.shape[1:]]
-        z, h = ops.conv_residual_relu(self._to_nhwc(ops, x), w["kernel"], g, w["bias"], residual)
-        z = self._from_nhwc(ops, z.reshape(x.shape[0], g.h_out, g.w_out, z.shape[1]))
-        return z, h.reshape(residual.shape)
+        g = self.geometry(x.shape[1:])
+        y = ops.conv_forward(self.to_nhwc(ops, x), w["kernel"], g, w["bias"])  # bias added in the GEMM pass
+        return self.from_nhwc(ops, y.reshape(x.shape[0], g.h_out, g.w_out, y.shape[1]))
 
     def linear(self, ops, x, kernel, node):
-        g = self._geoms[x.shape[1:]]
-        y = ops.conv_forward(self._to_nhwc(ops, x), kernel, g)
-        return self._from_nhwc(ops, y.reshape(x.shape[0], g.h_out, g.w_out, kernel.shape[1]))
+        g = self.geometry(x.shape[1:])
+        y = ops.conv_forward(self.to_nhwc(ops, x), kernel, g)
+        return self.from_nhwc(ops, y.reshape(x.shape[0], g.h_out, g.w_out, kernel.shape[1]))
 
-    def adjoint(self, ops, m, kernel, node, addend=None):
-        g = self._geoms[node.inputs[0].shape]
+    def linear_adjoint(self, ops, m, kernel, node, addend=None):
+        g = self.geometry(node.inputs[0].shape)
         if addend is not None:
-            addend = self._to_nhwc(ops, addend)
-        return self._from_nhwc(ops, ops.conv_adjoint(self._to_nhwc(ops, m), kernel, g, addend))
+            addend = self.to_nhwc(ops, addend)
+        return self.from_nhwc(ops, ops.conv_adjoint(self.to_nhwc(ops, m), kernel, g, addend))
 
     def config(self):
-        return {"filters": self.weights["kernel"].shape[1], "kernel_size": self._ksize[-self.ndim:],
+        return {"filters": self.weights["kernel"].shape[1], "kernel_size": self.window_size[-self.ndim:],
                 "strides": self.strides, "padding": self.padding, "dilation_rate": self.dilation_rate,
                 "data_format": self.data_format}
 
 
-class Conv1D(_Conv):
+class Conv1D(Convolution):
     """1-D convolution (cross-correlation, as Keras).
 
     Parameters
@@ -178,7 +142,7 @@ class Conv1D(_Conv):
         super().__init__(kernel, bias, strides, padding, dilation_rate, data_format, name)
 
 
-class Conv2D(_Conv):
+class Conv2D(Convolution):
     """2-D convolution; kernel shape=(kh, kw, c_in, c_out), input (h, w, c_in) or (c_in, h, w)."""
 
     ndim = 2
@@ -244,14 +208,14 @@ class _CropPad(_Spatial, Layer):
         return ops.xp.ascontiguousarray(x[self._slices(x.shape[1:3])])
 
     def forward(self, ops, xs, w):
-        x = self._to_nhwc(ops, xs[0])
+        x = self.to_nhwc(ops, xs[0])
         y = self._crop(ops, x) if self.crop else self._pad(ops, x)
-        return self._from_nhwc(ops, y)
+        return self.from_nhwc(ops, y)
 
     def adjoint(self, ops, m, node):
-        g = self._to_nhwc(ops, m)
+        g = self.to_nhwc(ops, m)
         g = self._pad(ops, g) if self.crop else self._crop(ops, g)
-        return [self._from_nhwc(ops, g)]
+        return [self.from_nhwc(ops, g)]
 
     def config(self):
         return {"amounts": self.amounts, "data_format": self.data_format}

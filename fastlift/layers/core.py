@@ -1,10 +1,11 @@
-"""Input, Dense, activations, BatchNormalization and the reshaping layers."""
+"""Input, Dense, ScaleShift and BatchNormalization, activations and the reshaping layers."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..backends.ops import Act
+from ..activations import ACT_CODES, ACTIVATIONS, DEFAULT_ALPHA, Act
+from ..rules import Rule
 from .base import Layer, Node, as_int_tuple, as_weight, sign_split
 
 # ----------------------------------------------------------------------- Input
@@ -61,8 +62,9 @@ class LinearLayer(Layer):
     """A layer y = A(x) + b with a learned linear map A (Dense, Conv).
 
     Subclasses implement ``linear(ops, x, kernel, node)`` (A without bias) and
-    ``adjoint(ops, m, kernel, node, addend=None)`` (its transpose, plus ``addend``). Backward follows the original's
-    Linear rule: when m⁺ == m⁻ the input gets Aᵀm; otherwise each input unit gets
+    ``linear_adjoint(ops, m, kernel, node, addend=None)`` (its transpose, plus ``addend``): unlike
+    `Layer.adjoint` they take the kernel, since RevealCancel applies A⁺ and A⁻. Backward follows the
+    original's Linear rule: when m⁺ == m⁻ the input gets Aᵀm; otherwise each input unit gets
     [Δx>0]·(A⁺ᵀm⁺ + A⁻ᵀm⁻) + [Δx<0]·(A⁻ᵀm⁺ + A⁺ᵀm⁻) + [Δx=0]·Aᵀ(m⁺+m⁻)/2, the same
     increment for both halves (so the split ends here).
     """
@@ -87,22 +89,17 @@ class LinearLayer(Layer):
     def gradient_reads(self, node):
         return ()  # gradient multipliers have no negative half: only the kernel is read
 
-    def backward_adding(self, node, pos, ctx, acc):
-        """Aᵀm + acc: `backward`'s increment for multipliers without a negative half, summed
-        with the multipliers ``acc`` its input already has from other readers, in one pass
-        where the backend can (the addend of `Ops.conv_adjoint`). Bitwise ``add(acc, Aᵀm)``."""
-        return self.adjoint(ctx.ops, pos, ctx.weights(self)["kernel"], node, addend=acc)
-
     def backward(self, node, m, ctx):
         ops, w = ctx.ops, ctx.weights(self)
         pos, neg = m
         if neg is None:
-            return [(self.adjoint(ops, pos, w["kernel"], node), None)]
+            return [(self.linear_adjoint(ops, pos, w["kernel"], node), None)]
         xp = ops.xp
         d = ctx.delta(node.inputs[0])
-        up = self.adjoint(ops, pos, w["kernel_pos"], node) + self.adjoint(ops, neg, w["kernel_neg"], node)
-        down = self.adjoint(ops, pos, w["kernel_neg"], node) + self.adjoint(ops, neg, w["kernel_pos"], node)
-        zero = self.adjoint(ops, 0.5 * (pos + neg), w["kernel"], node)
+        adj = lambda m, kernel: self.linear_adjoint(ops, m, w[kernel], node)  # noqa: E731
+        up = adj(pos, "kernel_pos") + adj(neg, "kernel_neg")
+        down = adj(pos, "kernel_neg") + adj(neg, "kernel_pos")
+        zero = adj(0.5 * (pos + neg), "kernel")
         return [(xp.where(d > 0, up, xp.where(d < 0, down, zero)), None)]
 
     def split(self, node, ctx):
@@ -139,7 +136,7 @@ class Dense(LinearLayer):
         y = ops.matmul(x.reshape(-1, kernel.shape[0]), kernel)
         return y.reshape((rows,) + x.shape[1:-1] + (kernel.shape[1],))
 
-    def adjoint(self, ops, m, kernel, node, addend=None):
+    def linear_adjoint(self, ops, m, kernel, node, addend=None):
         rows = m.shape[0]
         g = ops.matmul(m.reshape(-1, kernel.shape[1]), kernel.T)
         g = g.reshape((rows,) + m.shape[1:-1] + (kernel.shape[0],))
@@ -149,16 +146,88 @@ class Dense(LinearLayer):
         return {"units": self.weights["kernel"].shape[1]}
 
 
-class BatchNormalization(Layer):
-    """Inference-mode batch normalisation: y = γ(x-μ)/√(σ²+ε) + β along ``axis``.
+class ScaleShift(Layer):
+    """y = x·scale + shift, elementwise, with constant ``scale`` and ``shift``.
 
-    Backward follows the original: with s = γ/√(σ²+ε), s⁺ = s·[s>0], s⁻ = s·[s<0],
+    Parameters
+    ----------
+    scale, shift : float or array
+        Broadcast against the input shape without the batch axis (numpy rules), e.g. ``(C, 1)``
+        for a per-channel factor on a ``(C, L)`` input. Neither may change the input's shape.
+
+    Notes
+    -----
+    The map is linear in Δx (the shift cancels), so DeepLIFT's multiplier is ``scale`` for every
+    rule. Downstream of a RevealCancel split the halves swap where the scale is negative, as the
+    original does for batch normalisation: with s⁺ = s·[s>0], s⁻ = s·[s<0],
     m⁺_in = m⁺s⁺ + m⁻s⁻ and m⁻_in = m⁺s⁻ + m⁻s⁺ (the split is kept, not merged).
+    """
+
+    def __init__(self, scale=1.0, shift=0.0, name=None):
+        super().__init__(name)
+        self.scale = as_weight(scale, "scale", self.name)
+        self.shift = as_weight(shift, "shift", self.name)
+        self._rank = None
+
+    def output_shape(self, input_shapes):
+        (s,) = input_shapes
+        for what, a in (("scale", self.scale), ("shift", self.shift)):
+            if a.ndim > len(s):
+                raise ValueError(f"{self.name}: {what} of shape {a.shape} has more dimensions than the input "
+                                 f"shape {s} (without the batch axis)")
+            try:
+                ok = np.broadcast_shapes(a.shape, s) == tuple(s)
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(f"{self.name}: {what} of shape {a.shape} does not broadcast to the input shape "
+                                 f"{s} without changing it")
+        if self._rank is not None and self._rank != len(s):
+            raise ValueError(f"{self.name}: a ScaleShift layer serves inputs of one rank; got {s}")
+        self._rank = len(s)
+        lead = lambda a: a.reshape((1,) * (len(s) + 1 - a.ndim) + a.shape)  # batch axis first
+        sc = lead(self.scale)
+        self.weights = {"scale": sc, "shift": lead(self.shift), "scale_pos": sc * (sc > 0),
+                        "scale_neg": sc * (sc < 0)}
+        return tuple(s)
+
+    def _view(self, a, x):
+        """Weight ``a`` shaped to broadcast against ``x`` (rows, *shape)."""
+        return a
+
+    def forward(self, ops, xs, w):
+        x = xs[0]
+        return x * self._view(w["scale"], x) + self._view(w["shift"], x)
+
+    def gradient_reads(self, node):
+        return ()
+
+    def backward(self, node, m, ctx):
+        w = ctx.weights(self)
+        pos, neg = m
+        if neg is None:
+            return [(pos * self._view(w["scale"], pos), None)]
+        sp, sn = self._view(w["scale_pos"], pos), self._view(w["scale_neg"], pos)
+        return [(pos * sp + neg * sn, pos * sn + neg * sp)]
+
+    def split(self, node, ctx):
+        w = ctx.weights(self)
+        d_pos, d_neg = ctx.split(node.inputs[0])
+        sp, sn = self._view(w["scale_pos"], d_pos), self._view(w["scale_neg"], d_pos)
+        return d_pos * sp + d_neg * sn, d_neg * sp + d_pos * sn
+
+    def config(self):
+        return {"scale_shape": self.scale.shape, "shift_shape": self.shift.shape}
+
+
+class BatchNormalization(ScaleShift):
+    """Inference-mode batch normalisation: y = γ(x-μ)/√(σ²+ε) + β along ``axis``, the
+    `ScaleShift` with s = γ/√(σ²+ε) and t = β - μs per channel (and its rule, the original's).
     """
 
     def __init__(self, gamma=None, beta=None, moving_mean=None, moving_variance=None, epsilon=1e-3,
                  axis=-1, name=None):
-        super().__init__(name)
+        Layer.__init__(self, name)
         if moving_mean is None or moving_variance is None:
             raise ValueError(f"{self.name}: moving_mean and moving_variance are required")
         mean = as_weight(moving_mean, "moving_mean", self.name)
@@ -199,47 +268,14 @@ class BatchNormalization(Layer):
                              f"{max(b)}")
         return s
 
-    def _b(self, a, x):
+    def _view(self, a, x):
         return a.reshape(self._bshape(x.shape[1:]))
-
-    def forward(self, ops, xs, w):
-        x = xs[0]
-        return x * self._b(w["scale"], x) + self._b(w["shift"], x)
-
-    def gradient_reads(self, node):
-        return ()
-
-    def backward(self, node, m, ctx):
-        w = ctx.weights(self)
-        pos, neg = m
-        if neg is None:
-            return [(pos * self._b(w["scale"], pos), None)]
-        sp, sn = self._b(w["scale_pos"], pos), self._b(w["scale_neg"], pos)
-        return [(pos * sp + neg * sn, pos * sn + neg * sp)]
-
-    def split(self, node, ctx):
-        w = ctx.weights(self)
-        d_pos, d_neg = ctx.split(node.inputs[0])
-        sp, sn = self._b(w["scale_pos"], d_pos), self._b(w["scale_neg"], d_pos)
-        return d_pos * sp + d_neg * sn, d_neg * sp + d_pos * sn
 
     def config(self):
         return {"axis": self.axis, "epsilon": self.epsilon}
 
 
 # ----------------------------------------------------------------- activations
-
-_ACT_NAMES = {
-    "linear": Act.LINEAR, "relu": Act.RELU, "relu6": Act.RELU6, "leaky_relu": Act.LEAKY_RELU,
-    "elu": Act.ELU, "selu": Act.SELU, "sigmoid": Act.SIGMOID, "hard_sigmoid": Act.HARD_SIGMOID,
-    "tanh": Act.TANH, "softplus": Act.SOFTPLUS, "softsign": Act.SOFTSIGN, "swish": Act.SWISH,
-    "silu": Act.SWISH, "gelu": Act.GELU, "gelu_tanh": Act.GELU_TANH, "exponential": Act.EXPONENTIAL,
-}
-_DEFAULT_ALPHA = {Act.LEAKY_RELU: 0.3, Act.ELU: 1.0, Act.HARD_SIGMOID: 0.2}
-
-#: Activation names accepted by `Activation` (plus "softmax", a layer of its own).
-ACTIVATIONS = tuple(sorted(_ACT_NAMES)) + ("softmax",)
-
 
 class Activation(Layer):
     """Elementwise nonlinearity y = f(x).
@@ -259,14 +295,14 @@ class Activation(Layer):
         key = activation.lower()
         if key == "softmax":
             raise ValueError("use the Softmax layer for softmax (it may only end the model)")
-        if key not in _ACT_NAMES:
+        if key not in ACT_CODES:
             raise ValueError(f"activation must be one of {ACTIVATIONS}; got {activation!r}")
         super().__init__(name or None)
         self.activation = key
-        self.act = _ACT_NAMES[key]
+        self.act = ACT_CODES[key]
         if alpha is None:
-            alpha = _DEFAULT_ALPHA.get(self.act, 0.0)
-        elif self.act not in _DEFAULT_ALPHA:
+            alpha = DEFAULT_ALPHA.get(self.act, 0.0)
+        elif self.act not in DEFAULT_ALPHA:
             raise ValueError(f"{self.name}: alpha is not a parameter of {key}")
         self.weights = {"alpha": as_weight(np.atleast_1d(alpha), "alpha", self.name)}
 
@@ -277,18 +313,10 @@ class Activation(Layer):
         x = xs[0]
         return ops.activation_forward(self.act, x.reshape(x.shape[0], -1), w["alpha"]).reshape(x.shape)
 
-    def forward_added(self, ops, x, other, w):
-        """``other + f(x)`` without storing f(x) (`Ops.add_activation`); x and other
-        (rows, *shape)."""
-        flat = lambda a: a.reshape(a.shape[0], -1)
-        return ops.add_activation(self.act, flat(x), w["alpha"], flat(other)).reshape(x.shape)
-
     def gradient_reads(self, node):
         return tuple(node.inputs)  # f'(x) at the input
 
     def backward(self, node, m, ctx):
-        from ..rules import Rule
-
         ops, w = ctx.ops, ctx.weights(self)
         (src,) = node.inputs
         rule = ctx.rule(node)
@@ -320,8 +348,6 @@ class Activation(Layer):
         return [(out[0], out[1] if len(out) > 1 else None)]
 
     def split(self, node, ctx):
-        from ..rules import Rule
-
         ops, w = ctx.ops, ctx.weights(self)
         (src,) = node.inputs
         flat = lambda a: a.reshape(a.shape[0], -1)
@@ -339,7 +365,7 @@ class Activation(Layer):
 
     def config(self):
         cfg = {"activation": self.activation}
-        if self.act in _DEFAULT_ALPHA:
+        if self.act in DEFAULT_ALPHA:
             cfg["alpha"] = float(self.weights["alpha"][0])
         return cfg
 

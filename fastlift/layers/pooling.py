@@ -1,5 +1,9 @@
 """Max and average pooling, local and global, 1-D and 2-D.
 
+``padding`` is "valid", "same" (TensorFlow's) or explicit (before, after) pairs per spatial axis
+(PyTorch/ONNX); padded cells are skipped: a max ignores them and an average divides by the cells
+inside the input (ONNX ``count_include_pad=0``).
+
 Max pooling's backward rule is chosen per run: ``exact`` (default; credit split
 between the input's and the reference's arg-max, see `Ops.max_pool_backward`) or
 ``gradient`` (the original's: all credit to the input's arg-max). The gradient and
@@ -8,8 +12,10 @@ guided-backprop rules always use ``gradient``.
 
 from __future__ import annotations
 
+from ..geometry import window_geometry
+from ..rules import Rule
 from .base import Layer, as_int_tuple
-from .conv import _Spatial, window_geometry
+from .conv import _pairs, _Spatial
 from .core import _check_data_format
 
 
@@ -27,8 +33,14 @@ class _Pool(_Spatial, Layer):
             self.pool_size = as_int_tuple(pool_size, self.ndim, f"{self.name}: pool_size")
             self.strides = self.pool_size if strides is None else as_int_tuple(strides, self.ndim,
                                                                                  f"{self.name}: strides")
-            if padding not in ("valid", "same"):
-                raise ValueError(f"{self.name}: padding must be 'valid' or 'same'; got {padding!r}")
+            if isinstance(padding, str):
+                if padding not in ("valid", "same"):
+                    raise ValueError(f"{self.name}: padding must be 'valid' or 'same', or (before, after) pairs; "
+                                     f"got {padding!r}")
+            else:
+                padding = _pairs(padding, self.ndim, f"{self.name}: padding")
+                if any(a < 0 or b < 0 for a, b in padding):
+                    raise ValueError(f"{self.name}: padding must be >= 0; got {padding!r}")
             self.padding = padding
         self.elementwise_linear = not self.is_max
         self._geoms = {}
@@ -40,7 +52,15 @@ class _Pool(_Spatial, Layer):
         else:
             size = ((1,) + self.pool_size) if self.ndim == 1 else self.pool_size
             strides = ((1,) + self.strides) if self.ndim == 1 else self.strides
-        g = window_geometry(spatial, c, size, strides, (1, 1), self.padding, self.name)
+        padding = self.padding
+        if not isinstance(padding, str):
+            padding = (((0, 0),) + padding) if self.ndim == 1 else padding
+        g = window_geometry(spatial, c, size, strides, (1, 1), padding, self.name)
+        if not isinstance(padding, str):  # padding is skipped: every window must reach the input
+            for n, k, s, n_out, (before, _) in zip((g.h, g.w), size, strides, (g.h_out, g.w_out), padding):
+                if before >= k or (n_out - 1) * s - before >= n:
+                    raise ValueError(f"{self.name}: padding {self.padding} leaves a window of {k} wholly outside "
+                                     f"an input of size {n}")
         self._geoms[tuple(input_shapes[0])] = g
         if self.is_global:
             return (c,)
@@ -49,27 +69,27 @@ class _Pool(_Spatial, Layer):
     def _out(self, ops, y):
         if self.is_global:
             return y.reshape(y.shape[0], y.shape[-1])
-        return self._from_nhwc(ops, y)
+        return self.from_nhwc(ops, y)
 
     def _in(self, ops, m, g):
         if self.is_global:
             return m.reshape(m.shape[0], 1, 1, g.c)
-        return self._to_nhwc(ops, m)
+        return self.to_nhwc(ops, m)
 
     def forward(self, ops, xs, w):
         x = xs[0]
-        g = self._geoms[x.shape[1:]]
-        x = self._to_nhwc(ops, x)
+        g = self.geometry(x.shape[1:])
+        x = self.to_nhwc(ops, x)
         y = ops.max_pool_forward(x, g) if self.is_max else ops.avg_pool_forward(x, g)
         return self._out(ops, y)
 
     def adjoint(self, ops, m, node):  # average pooling only
-        g = self._geoms[node.inputs[0].shape]
+        g = self.geometry(node.inputs[0].shape)
         if self.is_global:  # every cell gets m / (h·w): a broadcast, no window bookkeeping
             share = (m * m.dtype.type(1.0 / (g.h * g.w))).reshape(m.shape[0], 1, 1, g.c)
             grad = ops.xp.ascontiguousarray(ops.xp.broadcast_to(share, (m.shape[0], g.h, g.w, g.c)))
-            return [self._from_nhwc(ops, grad)]
-        return [self._from_nhwc(ops, ops.avg_pool_backward(self._in(ops, m, g), g))]
+            return [self.from_nhwc(ops, grad)]
+        return [self.from_nhwc(ops, ops.avg_pool_backward(self._in(ops, m, g), g))]
 
     def gradient_reads(self, node):
         return tuple(node.inputs) if self.is_max else ()  # the window's argmax
@@ -77,14 +97,12 @@ class _Pool(_Spatial, Layer):
     def backward(self, node, m, ctx):
         if not self.is_max:
             return Layer.backward(self, node, m, ctx)
-        from ..rules import Rule
-
         ops = ctx.ops
         (src,) = node.inputs
-        g = self._geoms[src.shape]
+        g = self.geometry(src.shape)
         exact = ctx.max_pool_exact and ctx.rule(node) not in (Rule.GRADIENT, Rule.GUIDED_BACKPROP)
-        x, r = self._to_nhwc(ops, ctx.x(src)), self._to_nhwc(ops, ctx.r(src))
-        route = lambda a: self._from_nhwc(
+        x, r = self.to_nhwc(ops, ctx.x(src)), self.to_nhwc(ops, ctx.r(src))
+        route = lambda a: self.from_nhwc(
             ops, ops.max_pool_backward(self._in(ops, a, g), x, r, ctx.pair_x, ctx.pair_r, g, exact))
         pos, neg = m
         return [(route(pos), None if neg is None else route(neg))]

@@ -6,4 +6,5 @@
 * `fake_cupy`: a strict stand-in for CuPy's array module (device arrays that refuse implicit host
   conversion), so CupyOps and the engine run end to end on the emulator.
 * `device`: `EmuDevice`, the emulator behind the interface of `fastlift.backends._cuda.CupyDevice`.
+* `tf32`: cuBLAS's TF32 GEMM arithmetic in numpy (the emulated device's GEMMs under TF32).
 """

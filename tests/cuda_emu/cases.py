@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastlift.backends.ops import NEAR_ZERO, Act, Geometry
+from fastlift.activations import Act
+from fastlift.backends.ops import NEAR_ZERO
+from fastlift.geometry import Geometry
 
 ARITHMETIC = {Act.LINEAR, Act.RELU, Act.RELU6, Act.LEAKY_RELU, Act.HARD_SIGMOID, Act.SOFTSIGN}
 

@@ -35,8 +35,9 @@ class EmuDevice:
     name = "emu"
     xp = fake_cupy.xp
 
-    def __init__(self, sanitize=None, modules=None):
+    def __init__(self, sanitize=None, modules=None, compute_capability=90):
         self._modules = modules if modules is not None else build_all(sanitize)
+        self.compute_capability = int(compute_capability)  # an H100's by default: TF32 is available
         self.launches: list[tuple[str, tuple, tuple]] = []  # (kernel, grid, block) of every launch
 
     def kernel(self, op, dtype):
@@ -62,8 +63,15 @@ class EmuDevice:
     def memory_info(self):
         return 8 * 2**30, 0
 
-    def compute_context(self):
-        return contextlib.nullcontext()
+    @contextlib.contextmanager
+    def compute_context(self, tf32=False):
+        """The float32 GEMM compute type for the run (`fake_cupy.GEMM_COMPUTE`), restored after."""
+        old = fake_cupy.GEMM_COMPUTE["float32"]
+        fake_cupy.GEMM_COMPUTE["float32"] = "tf32" if tf32 else "fp32"
+        try:
+            yield
+        finally:
+            fake_cupy.GEMM_COMPUTE["float32"] = old
 
     def context(self):
         return contextlib.nullcontext()

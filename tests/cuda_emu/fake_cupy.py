@@ -20,6 +20,10 @@ a stream. A copy on a non-null stream is deferred until that stream is synchroni
 host buffer then (so reusing a staging buffer too early gives wrong data), and the device array it
 fills refuses every use until then (so a missing synchronize raises). `COPIES` logs every
 explicit copy, with whether its host side was pinned.
+
+GEMMs (``xp.matmul`` and ``@``) follow a process-wide float32 compute type, as CuPy's
+``set_compute_type`` does: under "tf32" (`GEMM_COMPUTE`) float32 inputs are rounded to TF32 first,
+as cuBLAS's TF32 mode does (`tf32.round_tf32`); `GEMM_LOG` records each GEMM's compute type.
 """
 
 from __future__ import annotations
@@ -29,12 +33,18 @@ import threading
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
+from .tf32 import matmul_tf32
+
 #: Host <-> device copies made through the explicit calls (tests may inspect them).
 TRANSFERS = {"to_device": 0, "to_host": 0}
 #: Every explicit copy: (direction, nbytes, host side pinned?, stream or None).
 COPIES: list[tuple[str, int, bool, object]] = []
 #: Pinned host memory handed out by `empty_pinned`.
 PINNED = {"allocations": 0, "bytes": 0}
+#: The float32 GEMM compute type, process-wide like CuPy's: "fp32" or "tf32".
+GEMM_COMPUTE = {"float32": "fp32"}
+#: The compute type of every GEMM run: "fp32", "tf32" or "other" (non-float32 operands).
+GEMM_LOG: list[str] = []
 
 
 class HostDeviceMixError(TypeError):
@@ -92,6 +102,8 @@ class DevArray(NDArrayOperatorsMixin):
 
     # -- numpy protocols
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if ufunc is np.matmul and method == "__call__":
+            return FakeCupy.matmul(*inputs, **kwargs)
         return wrap(getattr(ufunc, method)(*unwrap(inputs), **unwrap(kwargs)))
 
     def __array_function__(self, func, types, args, kwargs):
@@ -297,6 +309,21 @@ class FakeCupy:
     @staticmethod
     def asnumpy(a):
         return a.get() if isinstance(a, DevArray) else np.asarray(a)
+
+    @staticmethod
+    def matmul(a, b, out=None):
+        """cuBLAS through CuPy: float32 operands under the "tf32" compute type are rounded to TF32
+        and their products summed in float32; everything else is numpy's matmul."""
+        a_, b_ = unwrap(a), unwrap(b)
+        out_ = None if out is None else unwrap(out)
+        if a_.dtype == b_.dtype == np.float32:
+            mode = GEMM_COMPUTE["float32"]
+            GEMM_LOG.append(mode)
+            r = matmul_tf32(a_, b_, out=out_) if mode == "tf32" else np.matmul(a_, b_, out=out_)
+        else:
+            GEMM_LOG.append("other")
+            r = np.matmul(a_, b_, out=out_)
+        return out if out is not None else wrap(r)
 
     def __getattr__(self, name):
         attr = getattr(np, name)

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import sys
 
-from ... import layers as L
 from ...io.loader import read_keras
-from ...layers.conv import _Conv
+from ...layers.conv import Convolution
+from ...plan import linear_sources
 from .. import layers as dl_layers
 from .. import models
 from ..layers import (
@@ -126,13 +126,15 @@ def _override_key(origin, top_kind):
     return f"{first.layer}_{first.ref_index}"
 
 
-def _convert(loaded, opts):
+def _convert(loaded, opts, naming=None):
+    """``naming(origin, top_kind)``: the deeplift name of a node (default `deeplift_name`)."""
     model = loaded.model
     top_kind = loaded.spec.kind
+    naming = naming or deeplift_name
     names, layers, by_node = {}, [], {}
     for node in model.nodes:
         origin = loaded.origins[node.name]
-        name = deeplift_name(origin, top_kind)
+        name = naming(origin, top_kind)
         if name in names:  # cannot happen with valid Keras names; keep names unique regardless
             name = f"{name}#{node.name}"
         names[name] = node
@@ -157,20 +159,27 @@ def _convert(loaded, opts):
 
 def _resolve_genomics_default(node, layer, by_node, verbose):
     """DeepLIFT_GenomicsDefault: Rescale after a convolution, RevealCancel after a Dense,
-    looking back through BatchNormalization and NoOp (Dropout) layers."""
-    src = node.inputs[0]
-    while isinstance(src.layer, (L.BatchNormalization, L.Dropout)):
-        src = src.inputs[0]
-    prev = by_node[src.name]
+    looking back through BatchNormalization and NoOp (Dropout) layers.
+
+    Extension (the original cannot load residual models at all): an activation after a merge
+    (Add/Subtract/Average/Concatenate), cropping, padding or a reshape is resolved by the
+    linear layers that feed it (`fastlift.plan.linear_sources`): Rescale when all are
+    convolutions, RevealCancel when all are Dense, an error when they mix."""
+    found, blocker = linear_sources(node)
+    names = [by_node[n.name].name for n in found]
     if verbose:
-        print(f"For layer {layer.name} the preceding linear layer is {prev.name} of type {type(prev).__name__};")
-    if isinstance(src.layer, _Conv):
+        print(f"For layer {layer.name} the preceding linear layer(s): {', '.join(names) or 'none'};")
+    kinds = {isinstance(n.layer, Convolution) for n in found}
+    if blocker is None and kinds == {True}:
         mode = NonlinearMxtsMode.Rescale
-    elif isinstance(src.layer, L.Dense):
+    elif blocker is None and kinds == {False}:
         mode = NonlinearMxtsMode.RevealCancel
+    elif blocker is not None:
+        raise RuntimeError(f"Unsure how to resolve {NonlinearMxtsMode.DeepLIFT_GenomicsDefault} when the preceding "
+                           f"linear layer is of type {type(by_node[blocker.name]).__name__}")
     else:
-        raise RuntimeError(f"Unsure how to resolve {NonlinearMxtsMode.DeepLIFT_GenomicsDefault} when the preceding "  # noqa: TRY004
-                           f"linear layer is of type {type(prev).__name__}")
+        raise RuntimeError(f"Unsure how to resolve {NonlinearMxtsMode.DeepLIFT_GenomicsDefault} for layer "
+                           f"{layer.name}: it is fed by both convolutions and Dense layers ({', '.join(names)})")
     if verbose:
         print(f"In accordance with nonlinear_mxts_mode={NonlinearMxtsMode.DeepLIFT_GenomicsDefault} we are setting "
               f"the NonlinearMxtsMode to {mode}")

@@ -5,5 +5,5 @@
 template <typename T>
 __global__ void broken(const T* __restrict__ x, T* __restrict__ y, long long n)
 {
-    FL_FOR_EACH(i, n) y[i] = fl_act_value(FL_ACT_RELU, x[i], T(0))
+    FL_FOR_EACH(i, n) y[i] = fl_activation_forward_elem(FL_ACT_RELU, x[i], T(0))
 }

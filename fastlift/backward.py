@@ -1,0 +1,113 @@
+"""The backward walk: multipliers from a target back to the scored nodes, pair by pair.
+
+`Context` is what layers see during backward for one chunk (activations of the unique example
+and reference rows, the pair indices, lazily computed Δ and RevealCancel splits); `backward`
+walks the nodes in reverse topological order and lets each layer apply its rule
+(DESIGN decisions 1-2), taking the shortcuts that `fastlift.fuse` marked.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import fuse
+from .layers.base import Node
+from .layers.core import InputLayer
+from .rules import MaxPoolRule, Rule
+
+
+class Context:
+    """Activations, pairs, lazy Δ and splits of one chunk, for the layers' backward rules."""
+
+    def __init__(self, plan, acts_x, acts_r, pair_x, pair_r):
+        self.plan, self.ops = plan, plan.ops
+        self.acts_x, self.acts_r = acts_x, acts_r
+        self.pair_x, self.pair_r = pair_x, pair_r
+        self.max_pool_exact = plan.max_pool is MaxPoolRule.EXACT
+        self.weights = plan.weights
+        self._delta: dict[Node, Any] = {}
+        self._split: dict[Node, Any] = {}
+        self._pairs_are_rows = None
+
+    def x(self, node):
+        return self.acts_x[node]
+
+    def r(self, node):
+        return self.acts_r[node]
+
+    def rule(self, node) -> Rule:
+        return self.plan.rules[node]
+
+    def pairs_are_rows(self) -> bool:
+        """Whether pair p is row p of the activations (integrated gradients' points, gradients)."""
+        if self._pairs_are_rows is None:
+            px = self.ops.to_numpy(self.pair_x)
+            rows = {a.shape[0] for a in self.acts_x.values()}
+            self._pairs_are_rows = rows == {len(px)} and bool(np.array_equal(px, np.arange(len(px))))
+        return self._pairs_are_rows
+
+    def delta(self, node):
+        if node not in self._delta:
+            x, r = self.acts_x[node], self.acts_r[node]
+            d = self.ops.pair_delta(x.reshape(x.shape[0], -1), r.reshape(r.shape[0], -1), self.pair_x, self.pair_r)
+            self._delta[node] = d.reshape((len(self.pair_x),) + node.shape)
+        return self._delta[node]
+
+    def split(self, node):
+        if node not in self._split:
+            self._split[node] = node.layer.split(node, self)
+        return self._split[node]
+
+
+def backward(plan, ctx: Context, weights, target, stop=()) -> dict:
+    """Multipliers {node: (m_pos, m_neg)} of every node that ``target`` needs.
+
+    ``weights``: over the target node's units (its shape), or per pair (n_pairs, *shape)
+    for a per-example preset such as ``"profile"``. Nodes in ``stop`` keep their multipliers
+    and pass nothing on (the caller continues).
+    """
+    ops, n_pairs = plan.ops, len(ctx.pair_x)
+    t, needed = target.node, plan.needed[target]
+    shortcuts = plan.shortcuts(target, stop)
+    w = ops.asarray(weights, plan.dtype)
+    if w.ndim == len(t.shape) + 1:
+        m = {t: (ops.xp.ascontiguousarray(w), None)}
+    else:
+        m = {t: (ops.xp.ascontiguousarray(ops.xp.broadcast_to(w, (n_pairs,) + t.shape)), None)}
+    ahead = {}  # ReLU node: its input's multipliers, computed in the store of an adjoint
+    for node in reversed(plan.model.nodes):
+        if node not in m or node not in needed or isinstance(node.layer, InputLayer) or node in stop:
+            continue
+        if all(i not in needed for i in node.inputs):
+            continue
+        src = node.inputs[0]
+        if node in ahead:
+            increments = [(ahead.pop(node), None)]
+        elif node in shortcuts and src in m and m[node][1] is None and m[src][1] is None:
+            # a residual's branches meet: this node's share is summed as Aᵀm is stored
+            relu = shortcuts[node]
+            if relu is None or not ctx.pairs_are_rows():
+                m[src] = (fuse.adjoint_adding(node, m[node][0], ctx, m[src][0]), None)
+            else:  # and the ReLU that src's Add reads gets its gradient in the same store
+                a, ahead[relu] = fuse.adjoint_adding_relu(node, m[node][0], ctx, m[src][0], ctx.x(relu.inputs[0]))
+                m[src] = (a, None)
+            increments = ()
+        else:
+            increments = node.layer.backward(node, m[node], ctx)
+        for src, inc in zip(node.inputs, increments):
+            if inc is None or src not in needed:
+                continue
+            m[src] = inc if src not in m else _add(ops, m[src], inc)
+        if node not in plan.score_nodes:
+            del m[node]  # free memory as soon as the inputs have their share
+    return m
+
+
+def _add(ops, a, b):
+    (ap, an), (bp, bn) = a, b
+    pos = ops.add(ap, bp)
+    if an is None and bn is None:
+        return pos, None
+    return pos, ops.add(ap if an is None else an, bp if bn is None else bn)

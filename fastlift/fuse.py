@@ -1,0 +1,148 @@
+"""Fusion: a plan pass that rewrites a model's forward program and marks backward shortcuts.
+
+The plain program (`Model.plain_steps`) runs one layer per step, and the plain backward walk
+(`fastlift.backward`) one rule per node. Where the backend runs a combination in one pass
+(`Ops.fused_ops`), this pass replaces the steps by fused ones; everywhere else the plain path
+runs unchanged. A fused step gives the bits of the separate ops (same operations, same order),
+so results never depend on whether a fusion applied.
+
+Forward, only where activations are not all kept (``keep``: gradient rules, integrated
+gradients' points), since a fusion skips storing a node:
+
+* ``add_activation``: an Add of two inputs, one an Activation that only the Add reads, computes
+  ``other + f(z)`` without storing f(z);
+* ``conv_residual_relu``: when that activation is a ReLU of a channels-last convolution that only
+  it reads, and the other input is computed before the convolution, the convolution's store
+  writes both its output z and ``other + relu(z)``.
+
+Backward (`backward_shortcuts`):
+
+* a linear node whose input already has multipliers from another reader adds its own in the
+  adjoint's store (the ``addend`` of `Ops.conv_adjoint`; composed where a backend has no such
+  store);
+* ``conv_adjoint_relu``: when that input is an Add of a ReLU that only the Add reads, under the
+  gradient rule and with pairs that are the rows themselves, the same store also writes the
+  ReLU input's multipliers.
+"""
+
+from __future__ import annotations
+
+from .activations import Act
+from .layers.conv import Convolution
+from .layers.core import Activation, LinearLayer
+from .layers.merge import Add
+from .model import Model, Step
+from .rules import Rule
+
+
+def _flat(a):
+    return a.reshape(a.shape[0], -1)
+
+
+def forward_steps(model: Model, keep, given, fused_ops) -> tuple:
+    """The forward program for a pass that keeps ``keep`` (None: all) with activations ``given``
+    (a set of nodes) computed elsewhere, fused where the backend lists the op in ``fused_ops``."""
+    if keep is None or "add_activation" not in fused_ops:
+        return model.plain_steps
+    keep = set(keep).union(model.outputs)
+    readers = model.readers
+    fused = {}  # Add node -> (its Activation input, its other input)
+    for node in model.nodes:
+        if type(node.layer) is not Add or len(node.inputs) != 2 or node in given:
+            continue
+        for k, act in enumerate(node.inputs):
+            if (isinstance(act.layer, Activation) and len(readers[act]) == 1 and act not in keep
+                    and act not in given):
+                fused[node] = (act, node.inputs[1 - k])
+                break
+    if not fused:
+        return model.plain_steps
+    in_conv = {}  # convolution node -> its Add, when the Add runs in the convolution's store
+    if "conv_residual_relu" in fused_ops:
+        for add, (act, other) in fused.items():
+            z = act.inputs[0]
+            if (type(act.layer) is Activation and act.layer.act == Act.RELU and isinstance(z.layer, Convolution)
+                    and z.layer.data_format == "channels_last" and len(readers[z]) == 1 and z not in given
+                    and model.position[other] < model.position[z]):
+                in_conv[z] = add
+    skipped = {act for act, _ in fused.values()} | set(in_conv.values())
+    steps = []
+    for step in model.plain_steps:
+        (node,) = step.outputs
+        if node in in_conv:
+            add = in_conv[node]
+            steps.append(Step((node, add), (node.inputs[0], fused[add][1]), _conv_residual_relu(node)))
+        elif node in fused:
+            act, other = fused[node]
+            steps.append(Step((node,), (act.inputs[0], other), _add_activation(act.layer)))
+        elif node not in skipped:
+            steps.append(step)
+    return tuple(steps)
+
+
+def _add_activation(layer: Activation):
+    def run(ops, xs, weights):
+        x, other = xs
+        return (ops.add_activation(layer.act, _flat(x), weights(layer)["alpha"], _flat(other)).reshape(x.shape),)
+    return run
+
+
+def _conv_residual_relu(node):
+    layer = node.layer
+
+    def run(ops, xs, weights):
+        x, residual = xs
+        w = weights(layer)
+        g = layer.geometry(x.shape[1:])
+        z, h = ops.conv_residual_relu(layer.to_nhwc(ops, x), w["kernel"], g, w["bias"], residual)
+        z = layer.from_nhwc(ops, z.reshape(x.shape[0], g.h_out, g.w_out, z.shape[1]))
+        return z, h.reshape(residual.shape)
+    return run
+
+
+def backward_shortcuts(model: Model, needed, stop, rules, fused_ops) -> dict:
+    """{linear node: ReLU node or None} for the linear nodes whose adjoint may add into multipliers
+    their input already has (`adjoint_adding`), with the ReLU whose input multipliers the same
+    store may write (`adjoint_adding_relu`). The walk takes a shortcut only when, at that point,
+    the input's multipliers exist and neither has a negative half (and, for the ReLU, when pairs
+    are the rows themselves)."""
+    out = {}
+    for node in model.nodes:
+        if isinstance(node.layer, LinearLayer) and node in needed and node.inputs[0] in needed:
+            out[node] = _relu_behind(model, node, needed, stop, rules, fused_ops)
+    return out
+
+
+def _relu_behind(model, conv, needed, stop, rules, fused_ops):
+    """The ReLU node whose input multipliers can be computed in the store of ``conv``'s adjoint
+    (which completes src's): src is a two-input Add of that ReLU, which only src reads and whose
+    rule is the gradient; ``conv`` is src's last reader to run. None where any of that fails."""
+    src = conv.inputs[0]
+    if ("conv_adjoint_relu" not in fused_ops or not isinstance(conv.layer, Convolution)
+            or conv.layer.data_format != "channels_last"):
+        return None
+    if type(src.layer) is not Add or len(src.inputs) != 2 or src in stop:
+        return None
+    if any(r is not conv and r in needed and model.position[r] < model.position[conv] for r in model.readers[src]):
+        return None  # another reader of src runs later in the backward walk and adds to its multipliers
+    for relu in src.inputs:
+        if (type(relu.layer) is Activation and relu.layer.act == Act.RELU and relu in needed
+                and relu not in stop and model.readers[relu] == [src] and rules[relu] is Rule.GRADIENT):
+            return relu
+    return None
+
+
+def adjoint_adding(node, pos, ctx, acc):
+    """Aᵀm + acc for a linear node: its increment summed with the multipliers ``acc`` its input
+    already has, in one pass where the backend can (bitwise ``add(acc, Aᵀm)``)."""
+    return node.layer.linear_adjoint(ctx.ops, pos, ctx.weights(node.layer)["kernel"], node, addend=acc)
+
+
+def adjoint_adding_relu(node, pos, ctx, acc, z):
+    """(`adjoint_adding`'s result, it times relu'(z)) in one pass (`Ops.conv_adjoint_relu`); z is the
+    input of a ReLU that the convolution's input (an Add) alone reads."""
+    layer, ops = node.layer, ctx.ops
+    g = layer.geometry(node.inputs[0].shape)
+    a, masked = ops.conv_adjoint_relu(layer.to_nhwc(ops, pos), ctx.weights(layer)["kernel"], g,
+                                      layer.to_nhwc(ops, acc), layer.to_nhwc(ops, z))
+    return layer.from_nhwc(ops, a), layer.from_nhwc(ops, masked)
