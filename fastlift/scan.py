@@ -168,8 +168,8 @@ def model_fingerprint(model: Model) -> str:
                            if not k.startswith("_") and k not in ("weights", "name")},
         }
         h.update(json.dumps(described, sort_keys=True).encode())
-        for k in sorted(layer.weights):
-            w = np.ascontiguousarray(layer.weights[k])
+        for k in sorted(layer.weight_names()):   # derived weights too: fingerprints stay as they were
+            w = np.ascontiguousarray(layer.weight(k))
             h.update(k.encode() + str(w.dtype).encode() + str(w.shape).encode() + w.tobytes())
     return h.hexdigest()[:16]
 
