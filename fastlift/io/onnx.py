@@ -164,10 +164,14 @@ class ExternalData:
         if tensor.data_location == _EXTERNAL:
             tensor = self._inline(tensor, what)
         try:
-            return np.array(numpy_helper.to_array(tensor))
+            value = np.array(numpy_helper.to_array(tensor))
         except Exception as e:  # noqa: BLE001 - malformed tensors raise many kinds of error
             raise ModelFileError(f"{self.label}: {what}: unreadable tensor {tensor.name!r}: "
                                  f"{type(e).__name__}: {e}") from None
+        if value.dtype.kind == "V" and "float" in value.dtype.name:
+            # bfloat16 / float8 (ml_dtypes): numpy arithmetic and the layers take float32
+            value = value.astype(np.float32)
+        return value
 
     def _inline(self, tensor, what):
         from onnx import TensorProto, helper
