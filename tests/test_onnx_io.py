@@ -207,6 +207,7 @@ def test_external_data_beside_the_model_is_read(tmp_path):
     ("sub/../weights.bin", r"may not contain '\.\.'"),
     ("missing.bin", "cannot be opened"),
     ("adir", "not a regular file"),
+    ("weights.bin\0.txt", "must be a relative path"),
 ])
 def test_external_data_outside_the_folder_or_not_a_file_is_refused(tmp_path, location, match):
     folder = _external(tmp_path)

@@ -183,7 +183,8 @@ class ExternalData:
             raise ModelFileError(f"{where} ({info.get('location')!r}); a model given as bytes cannot refer to "
                                  "other files")
         location = info.get("location", "")
-        if not location or os.path.isabs(location) or location.startswith(("/", "\\")) or ":" in location:
+        if not location or os.path.isabs(location) or location.startswith(("/", "\\")) or ":" in location \
+                or "\0" in location:
             raise ModelFileError(f"{where}: its location {location!r} must be a relative path inside the "
                                  "model's folder")
         parts = location.replace("\\", "/").split("/")
