@@ -312,3 +312,35 @@ def test_bfloat16_weights_are_read_as_float32():
     m.graph.initializer[0].CopyFrom(numpy_helper.from_array(w16, "W"))
     want = ort.InferenceSession(m.SerializeToString()).run(None, {"x": X.astype(np.float32)})[0]
     np.testing.assert_allclose(model.predict(X, dtype="float64"), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_external_data_that_becomes_a_fifo_after_its_check_is_refused_without_waiting(tmp_path, monkeypatch):
+    import threading
+
+    import fastlift.io.onnx as onnx_io
+
+    folder = _external(tmp_path)
+    os.mkfifo(folder / "fifo")
+    _set_external(folder / "m.onnx", location="fifo")
+    real_stat, regular = os.stat, os.stat(folder / "weights.bin")
+    # the check sees a regular file; the open that follows meets the FIFO (a file swapped in between)
+    monkeypatch.setattr(onnx_io.os, "stat",
+                        lambda p, *a, **k: regular if str(p).endswith("fifo") else real_stat(p, *a, **k))
+    result = []
+
+    def load():
+        try:
+            fl.load_model(folder / "m.onnx")
+        except Exception as e:  # noqa: BLE001
+            result.append(e)
+
+    t = threading.Thread(target=load, daemon=True)
+    t.start()
+    t.join(10)
+    waited = t.is_alive()
+    if waited:  # unblock the waiting open before failing
+        os.close(os.open(folder / "fifo", os.O_WRONLY | os.O_NONBLOCK))
+        t.join(5)
+    assert not waited, "opening the FIFO waited for a writer"
+    assert result and isinstance(result[0], ModelFileError) and "not a regular file" in str(result[0])

@@ -218,7 +218,9 @@ class ExternalData:
         if length != expect:
             raise ModelFileError(f"{where}: {length} bytes in {location!r}, but shape {list(tensor.dims)} needs "
                                  f"{expect}")
-        fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        # O_NONBLOCK: should the path have become a FIFO since the stat above, opening it does not wait
+        # for a writer (the fstat below refuses it)
+        fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
         with os.fdopen(fd, "rb") as f:
             if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
                 raise ModelFileError(f"{where}: {location!r} is not a regular file")
