@@ -133,6 +133,11 @@ def test_per_call_arguments_are_validated_per_call(rng):
             ex.attribute(np.zeros((2, 20)), "saliency")
         with pytest.raises(ValueError, match=r"steps must be a positive int"):
             ex.attribute(np.zeros((2, 20)), "integrated_gradients", steps=0)
+        for method in ("deeplift", "gradient"):  # a bad steps is refused whatever the method
+            with pytest.raises(ValueError, match=r"steps must be a positive int; got 'ten'"):
+                ex.attribute(np.zeros((2, 20)), method, steps="ten")
+            with pytest.raises(ValueError, match=r"steps must be a positive int; got 0"):
+                fl.attribute(model, np.zeros((2, 20)), method, steps=0, device="numpy")
         with pytest.raises(ValueError, match=r"seed must be a non-negative int or None"):
             ex.deeplift(np.zeros((2, 20)), seed=-3)
         with pytest.raises(ValueError, match=r"unknown layer name 'nope'"):
