@@ -96,7 +96,6 @@ class Explainer:
         self.max_pool = parse_max_pool(max_pool)
         self.dtype = _validate.dtype_arg(dtype)
         self.precision = _validate.precision_arg(precision, self.dtype)
-        self.ops = get_ops(device, n_threads, precision=self.precision)
         self.targets, self._multi_target = parse_targets(model, target, target_layer)
         self._multi_layer = isinstance(target_layer, (list, tuple))
         self.batch_size = None if batch_size is None else _validate.batch_size_arg(batch_size, 1)
@@ -104,6 +103,7 @@ class Explainer:
         self._reverse_targets = None  # the targets on the reverse-complement strand, made on first use
         # the session's state: dropped by close()
         self._memo: dict = {("rules", self.rule): resolve(model.nodes, self.rule)}  # genomics_default checked here
+        self.ops = get_ops(device, n_threads, precision=self.precision)  # last: nothing to release if a check fails
         self._weights = WeightCache(self.ops, self.dtype)
         self._shared_acts = scheduler.SharedReferenceActs()
         hold = _pool.hold(POOL_BYTES)
