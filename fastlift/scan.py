@@ -572,6 +572,7 @@ def scan_part(job: ScanJob, ex: Explainer, source, shard: Shard | None = None, *
             say(f"checking that the {start} regions already scored read the same sequences now")
             _check_scored_sequences(source, paths[0], first, start, chunk_size)
         writers = [ScoreWriter(p) for p in paths]
+        bar = None
         try:
             if start:
                 say(f"resuming at region {start} of {own.n_regions}")
@@ -588,10 +589,10 @@ def scan_part(job: ScanJob, ex: Explainer, source, shard: Shard | None = None, *
                                         f"regions before {chunk.lo} are saved: rerun with --resume and a smaller "
                                         "--batch-size or --chunk-size") from None
                     pipe.put((chunk, x, hyp, deltas))
-            if bar:
-                bar.close()
             seconds = time.perf_counter() - t0
         finally:
+            if bar:  # an error too ends the bar's line: its message then starts a line of its own
+                bar.close()
             for w in writers:
                 w.close()
         done = min(read_header(p)["n_done"] for p in paths)
