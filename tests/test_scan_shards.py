@@ -218,3 +218,25 @@ def test_workers_without_dask_installed_say_what_to_install(genome, tmp_path):
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1
     assert "--workers and --scheduler run on Dask: pip install 'fastlift[dask]'" in proc.stderr
     assert not os.path.exists(tmp_path / "s.h5")
+
+
+def test_parts_read_their_own_regions_when_earlier_ones_are_skipped(genome, tmp_path):
+    """A distributed resume asks only for the shards left to score (bounds with gaps): each part
+    must read the regions of its bounds, not the next ones of the file."""
+    fasta, bed = genome
+    source = S.FastaBedSource(fasta, bed, WIDTH)
+    X = np.zeros((23, WIDTH, 4), np.uint8)
+    arrays = S.ArraySource(X)
+    try:
+        whole = next(source.chunks(0, 23))
+        bounds = [(5, 9), (9, 12), (17, 23)]
+        for (lo, hi), part in zip(bounds, source.parts(bounds)):
+            chunk = next(part.chunks(lo, 100))
+            assert chunk.lo == lo and len(chunk.onehot) == hi - lo
+            assert np.array_equal(chunk.onehot, whole.onehot[lo:hi]), (lo, hi)
+            assert np.array_equal(chunk.coords["coords_start"], whole.coords["coords_start"][lo:hi])
+            part.close()
+        for (lo, hi), part in zip(bounds, arrays.parts(bounds)):
+            assert next(part.chunks(lo, 100)).lo == lo and part.stop == hi
+    finally:
+        source.close()
