@@ -25,6 +25,7 @@ which alone imports Dask) and merges them.
 from __future__ import annotations
 
 import enum
+import glob
 import hashlib
 import json
 import math
@@ -675,6 +676,11 @@ def _scan_on_dask(client, model, source, out, options, *, task_size, resume, ove
         if complete is not None:
             say(f"{', '.join(finals)}: already complete ({n_regions} regions)")
             return complete
+        earlier = _shard_count_of_run(job) if resume and task_size is None else None
+        if earlier is not None and earlier != count:
+            # the default task size follows the workers present: keep the interrupted run's split
+            say(f"resuming the {earlier} shards of the interrupted run (not {count} for {n_workers} worker(s))")
+            count = earlier
         shards = [Shard(i, count, n_regions) for i in range(count)]
         todo, partial = _shards_to_run(job, shards, resume, overwrite)
         if len(todo) < count:
@@ -727,6 +733,22 @@ def _task_count(task_size, n_regions, n_workers, chunk_size) -> int:
     elif isinstance(task_size, bool) or not isinstance(task_size, numbers.Integral) or task_size < 1:
         raise ScanError(f"task_size must be a positive int (regions per task); got {task_size!r}")
     return max(1, math.ceil(n_regions / task_size))
+
+
+def _shard_count_of_run(job) -> int | None:
+    """The shard count of the part files of this run left at ``job.out`` (an interrupted
+    distributed scan), or None when there are none."""
+    stem, ext = os.path.splitext(job.out)
+    for path in sorted(glob.glob(f"{glob.escape(stem)}.part-*-of-*{glob.escape(ext or '.h5')}")):
+        head = _header_or_none(path)
+        record = head["params"].get("shard") if head is not None else None
+        if not isinstance(record, dict):
+            continue
+        index, count = record.get("index"), record.get("count")
+        if isinstance(index, int) and isinstance(count, int) and 0 <= index < count and \
+                _same_run(head["params"], job, Shard(index, count, job.layout.n_regions)):
+            return int(count)
+    return None
 
 
 def _merged_already(job, finals, resume, overwrite):

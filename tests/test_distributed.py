@@ -223,3 +223,19 @@ def _n_done(path):
         return io_scores.read_header(path)["n_done"]
     except Exception:  # noqa: BLE001 - not there yet
         return -1
+
+
+def test_a_resume_keeps_the_shards_of_the_interrupted_run(client, model, genome, tmp_path):
+    """The default task size follows the number of workers present; a resume with another number
+    of workers (a cluster still starting, fewer machines) continues the shard files the
+    interrupted run left, instead of scoring everything again and leaving them behind."""
+    reference = read_bytes(fasta_scan(model, genome, str(tmp_path / "one.h5")).paths)
+    out = str(tmp_path / "d.h5")
+    for i in (0, 2):  # what a run split in 3 left when it was killed: two finished shards
+        fasta_scan(model, genome, out, shard=(i, 3))
+    said = []
+    res = fasta_scan(model, genome, out, client=client, resume=True, log=said.append)
+    assert any("resuming the 3 shards of the interrupted run" in m for m in said), said
+    assert any("skipping 2 finished shard(s) of 3" in m for m in said), said
+    assert res.n_scored == 10 and read_bytes(res.paths) == reference
+    assert not [p for p in os.listdir(tmp_path) if ".part-" in p]
