@@ -699,9 +699,9 @@ def _scan_on_dask(client, model, source, out, options, *, task_size, resume, ove
             shard = todo[e.index]
             raise ScanError(f"every worker that ran regions [{shard.start}, {shard.stop}) (shard {shard.index} of "
                             f"{count}) died; the shards finished so far are saved: rerun with --resume") from None
+        finally:
+            tracker.close()
         seconds = time.perf_counter() - t0
-        if bar:
-            bar.close()
         parts = [p for s in shards for p in output_paths(shard_path(job.out, s.index, count), job.names)]
         merge(parts, job.out, overwrite=True, log=say)
         for p in parts:
@@ -829,6 +829,14 @@ class _Tracker:
             self.done[task] = max(self.done[task], n_done)
             if self.bar is not None:
                 self.bar.update(self.base + sum(self.done.values()))
+
+    def close(self):
+        """End the bar's line (an error too: its message then starts a line of its own); reports
+        that arrive later are not drawn."""
+        with self.lock:
+            if self.bar is not None:
+                self.bar.close()
+            self.bar = None
 
 
 # ----------------------------------------------------------------------------- merging shards

@@ -18,7 +18,7 @@ from fastlift import distributed as D
 from fastlift import scan as S
 from fastlift.io import scores as io_scores
 
-from test_scan import TWO_HEADS, WIDTH, make_genome, read_bytes
+from test_scan import TWO_HEADS, WIDTH, _Terminal, make_genome, read_bytes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
@@ -239,3 +239,51 @@ def test_a_resume_keeps_the_shards_of_the_interrupted_run(client, model, genome,
     assert any("skipping 2 finished shard(s) of 3" in m for m in said), said
     assert res.n_scored == 10 and read_bytes(res.paths) == reference
     assert not [p for p in os.listdir(tmp_path) if ".part-" in p]
+
+
+def test_a_failed_distributed_scan_ends_its_progress_line(client, model, tmp_path, monkeypatch):
+    path, X = _array_input(str(tmp_path), 20)
+    X[17, 5] = [0, 1, 1, 0]
+    np.save(path, X)
+    source = S.ArraySource(np.load(path, mmap_mode="r"), path=path)
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    with pytest.raises(S.ScanError, match="row 17, position 5 is not one-hot"):
+        S.scan(model, source, str(tmp_path / "e.h5"), client=client, task_size=10, references="dinuc:2",
+               n_threads=1, target=0, target_layer="counts", progress=True)
+    assert terminal.text.endswith("\n"), repr(terminal.text)
+
+
+class _Client:
+    """What `run_tasks` uses of a Dask client, recording the futures it cancels."""
+
+    loop = None
+
+    def __init__(self):
+        self.cancelled = []
+
+    def subscribe_topic(self, topic, handler):
+        pass
+
+    def unsubscribe_topic(self, topic):
+        pass
+
+    def scatter(self, data, **kw):
+        return data
+
+    def submit(self, *args, key, **kw):
+        return key
+
+    def cancel(self, futures):
+        self.cancelled += futures
+
+
+def test_an_interrupted_client_cancels_its_tasks(monkeypatch):
+    def interrupted(futures, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(D, "as_completed", interrupted)
+    fake = _Client()
+    with pytest.raises(KeyboardInterrupt):
+        D.run_tasks(fake, len, None, [1, 2, 3], on_report=lambda *a: None)
+    assert len(fake.cancelled) == 3
