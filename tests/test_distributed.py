@@ -287,3 +287,10 @@ def test_an_interrupted_client_cancels_its_tasks(monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         D.run_tasks(fake, len, None, [1, 2, 3], on_report=lambda *a: None)
     assert len(fake.cancelled) == 3
+
+
+def test_reverse_complement_reaches_the_workers(client, model, genome, tmp_path):
+    single = read_bytes(fasta_scan(model, genome, str(tmp_path / "one.h5"), reverse_complement=True).paths)
+    plain = read_bytes(fasta_scan(model, genome, str(tmp_path / "plain.h5")).paths)
+    res = fasta_scan(model, genome, str(tmp_path / "d.h5"), client=client, task_size=11, reverse_complement=True)
+    assert read_bytes(res.paths) == single != plain
