@@ -223,7 +223,7 @@ class ArraySource:
             part = object.__new__(ArraySource)
             part.__dict__.update(self.__dict__, stop=hi)
             if reopen:
-                part.X = _Reopened(self.path, self.key)
+                part.X = _Reopened(os.path.abspath(self.path), self.key)  # a worker may run in another folder
             else:
                 part.X, part.first = np.asarray(self.X[lo:hi]), lo
             yield part

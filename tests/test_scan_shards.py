@@ -240,3 +240,20 @@ def test_parts_read_their_own_regions_when_earlier_ones_are_skipped(genome, tmp_
             assert next(part.chunks(lo, 100)).lo == lo and part.stop == hi
     finally:
         source.close()
+
+
+def test_array_parts_name_their_file_by_its_absolute_path(tmp_path, monkeypatch):
+    """A part reopens its input where it runs: a Dask worker started in another folder must read
+    the file the client named, not a file of the same relative name in its own folder."""
+    X = np.eye(4, dtype=np.uint8)[np.random.default_rng(0).integers(0, 4, (6, WIDTH))]
+    (tmp_path / "here").mkdir()
+    (tmp_path / "there").mkdir()
+    np.save(tmp_path / "here" / "x.npy", X)
+    np.save(tmp_path / "there" / "x.npy", X[::-1])   # same name, other rows
+    monkeypatch.chdir(tmp_path / "here")
+    source = S.ArraySource(io_scores.read_input_array("x.npy"), path="x.npy")
+    parts = list(source.parts([(0, 3), (3, 6)]))
+    monkeypatch.chdir(tmp_path / "there")
+    for (lo, hi), part in zip([(0, 3), (3, 6)], parts):
+        assert np.array_equal(next(part.chunks(lo, 10)).onehot, X[lo:hi])
+        part.close()
