@@ -402,6 +402,9 @@ def _options(model, source, *, references, rule, target, target_layer, seed, hyp
                                    or batch_size < 1):
         raise ScanError(f"batch_size must be a positive int or None (auto); got {batch_size!r}")
     _validate.precision_arg(precision, dtype)
+    if precision == "tf32" and device in ("cpu", "numpy"):  # refused here, not by the first worker's task
+        raise ScanError(f"precision='tf32' (TF32 tensor-core GEMMs) needs device='cuda' or 'auto' on a GPU; "
+                        f"got device={device!r}")
     if not isinstance(reverse_complement, (bool, np.bool_)):
         raise ScanError(f"reverse_complement must be True or False; got {reverse_complement!r}")
     if chunk_size is None:
@@ -572,9 +575,11 @@ def scan_part(job: ScanJob, ex: Explainer, source, shard: Shard | None = None, *
         if start:
             say(f"checking that the {start} regions already scored read the same sequences now")
             _check_scored_sequences(source, paths[0], first, start, chunk_size)
-        writers = [ScoreWriter(p) for p in paths]
+        writers = []
         bar = None
         try:
+            for p in paths:  # inside the try: a file that fails to open closes those opened before it
+                writers.append(ScoreWriter(p))
             if start:
                 say(f"resuming at region {start} of {own.n_regions}")
             bar = Progress(own.n_regions, start) if progress else None

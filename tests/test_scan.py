@@ -800,3 +800,33 @@ def test_a_failed_scan_ends_its_progress_line(model, genome, tmp_path, monkeypat
         with pytest.raises(type(error)):
             run(model, fasta, bed, str(tmp_path / "s.h5"), chunk_size=4, progress=True)
     assert "regions" in terminal.text and terminal.text.endswith("\n"), repr(terminal.text[-80:])
+
+
+def test_tf32_on_the_cpu_is_refused_before_any_file(model, genome, tmp_path):
+    fasta, bed, _ = genome
+    for device in ("cpu", "numpy"):
+        with pytest.raises(S.ScanError, match=r"precision='tf32' .* needs device='cuda'.*got device='" + device):
+            run(model, fasta, bed, str(tmp_path / "tf32.h5"), precision="tf32", device=device)
+    assert not [p for p in os.listdir(tmp_path) if p.startswith("tf32")]
+
+
+def test_a_score_file_that_fails_to_open_closes_the_ones_opened_before(model, genome, tmp_path, monkeypatch):
+    fasta, bed, _ = genome
+    opened, closed = [], []
+    real = S.ScoreWriter
+
+    class Flaky(real):
+        def __init__(self, path):
+            if opened:  # the second target's file
+                raise OSError(f"cannot open {path}")
+            super().__init__(path)
+            opened.append(self)
+
+        def close(self):
+            closed.append(self)
+            super().close()
+
+    monkeypatch.setattr(S, "ScoreWriter", Flaky)
+    with pytest.raises(OSError, match="cannot open"):
+        run(model, fasta, bed, str(tmp_path / "two.h5"), **TWO_HEADS)
+    assert len(opened) == 1 and closed == opened
