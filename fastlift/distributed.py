@@ -73,15 +73,20 @@ def run_tasks(client: Client, func: Callable, shared, items: Sequence, *, on_rep
                                  key=f"{name}-{index}-{uuid.uuid4().hex[:8]}"): index
                    for index, item in enumerate(items)}
         results: list = [None] * len(items)
-        for future in as_completed(list(futures), loop=client.loop):
-            index = futures[future]
-            if future.status == "error":
-                error = future.exception()
-                client.cancel(list(futures))
-                if isinstance(error, KilledWorker):
-                    raise WorkerDied(index, str(error)) from None
-                raise error.with_traceback(None)
-            results[index] = future.result()
+        try:
+            for future in as_completed(list(futures), loop=client.loop):
+                index = futures[future]
+                if future.status == "error":
+                    error = future.exception()
+                    if isinstance(error, KilledWorker):
+                        raise WorkerDied(index, str(error)) from None
+                    raise error.with_traceback(None)
+                results[index] = future.result()
+        except BaseException:
+            # a failed task, or the client interrupted (Ctrl-C): the tasks not yet started must not
+            # run on (on a shared cluster they would go on writing shard files)
+            client.cancel(list(futures))
+            raise
         return results
     finally:
         if on_report is not None:

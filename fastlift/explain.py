@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from . import _validate
-from .explainer import METHODS, Explainer
+from .explainer import METHODS, Explainer, steps_arg
 from .model import Model
 from .result import Attributions
 
@@ -113,6 +113,7 @@ def attribute(model: Model, X, method: str = "deeplift", references=None, *, ste
     if unknown:
         raise TypeError(f"attribute() got unexpected keyword(s) {unknown}; it takes the keywords of deeplift(): "
                         f"{sorted(_DEEPLIFT_KEYWORDS)}")
+    steps_arg(steps)
     if method == "deeplift":
         return deeplift(model, X, references, **kwargs)
     if "rule" in kwargs:

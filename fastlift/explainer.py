@@ -96,7 +96,6 @@ class Explainer:
         self.max_pool = parse_max_pool(max_pool)
         self.dtype = _validate.dtype_arg(dtype)
         self.precision = _validate.precision_arg(precision, self.dtype)
-        self.ops = get_ops(device, n_threads, precision=self.precision)
         self.targets, self._multi_target = parse_targets(model, target, target_layer)
         self._multi_layer = isinstance(target_layer, (list, tuple))
         self.batch_size = None if batch_size is None else _validate.batch_size_arg(batch_size, 1)
@@ -104,6 +103,7 @@ class Explainer:
         self._reverse_targets = None  # the targets on the reverse-complement strand, made on first use
         # the session's state: dropped by close()
         self._memo: dict = {("rules", self.rule): resolve(model.nodes, self.rule)}  # genomics_default checked here
+        self.ops = get_ops(device, n_threads, precision=self.precision)  # last: nothing to release if a check fails
         self._weights = WeightCache(self.ops, self.dtype)
         self._shared_acts = scheduler.SharedReferenceActs()
         hold = _pool.hold(POOL_BYTES)
@@ -151,6 +151,7 @@ class Explainer:
         ``steps``: integrated-gradients steps; the other arguments as in `deeplift`.
         """
         _validate.choice(method, METHODS, "method")
+        steps = steps_arg(steps)
         if method == "deeplift":
             return self.deeplift(X, references, hypothetical=hypothetical, layers=layers, seed=seed, progress=progress,
                                  reverse_complement=reverse_complement)
@@ -159,8 +160,6 @@ class Explainer:
                 raise ValueError(f"method={method!r} takes no references; got {type(references).__name__}")
             if hypothetical:
                 raise ValueError(f"hypothetical=True needs references; not available for method={method!r}")
-        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
-            raise ValueError(f"steps must be a positive int; got {steps!r}")
         if method == "integrated_gradients" and layers is not None:
             raise ValueError("method='integrated_gradients' integrates along the path between inputs; it scores "
                              f"the model inputs only (layers=None); got layers={layers!r}")
@@ -254,6 +253,14 @@ class Explainer:
             if acc_rc is not None:
                 acc.average_with(acc_rc, strand)
             return acc.result()
+
+
+def steps_arg(steps) -> int:
+    """Integrated-gradients ``steps``, checked whatever the method (a bad value is a mistake even
+    where it is not used)."""
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+        raise ValueError(f"steps must be a positive int; got {steps!r}")
+    return int(steps)
 
 
 def _release(hold, ops):

@@ -39,16 +39,21 @@ def _flat(a):
     return a.reshape(a.shape[0], -1)
 
 
-def forward_steps(model: Model, keep, given, fused_ops) -> tuple:
+def forward_steps(model: Model, keep, given, fused_ops, computed=None) -> tuple:
     """The forward program for a pass that keeps ``keep`` (None: all) with activations ``given``
-    (a set of nodes) computed elsewhere, fused where the backend lists the op in ``fused_ops``."""
+    (a set of nodes) computed elsewhere, fused where the backend lists the op in ``fused_ops``.
+
+    ``computed`` (None: every node), the nodes the pass computes, closed under ancestors: an Add
+    outside it is not fused, since its fused step would read its other input, which the pass
+    may not compute (a convolution that a target reads beside a residual branch)."""
     if keep is None or "add_activation" not in fused_ops:
         return model.plain_steps
     keep = set(keep).union(model.outputs)
     readers = model.readers
     fused = {}  # Add node -> (its Activation input, its other input)
     for node in model.nodes:
-        if type(node.layer) is not Add or len(node.inputs) != 2 or node in given:
+        if type(node.layer) is not Add or len(node.inputs) != 2 or node in given or (
+                computed is not None and node not in computed):
             continue
         for k, act in enumerate(node.inputs):
             if (isinstance(act.layer, Activation) and len(readers[act]) == 1 and act not in keep

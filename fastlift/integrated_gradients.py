@@ -37,13 +37,16 @@ def integrated_gradients_chunk(plan, chunk, acc):
     alphas = ((np.arange(steps) + 0.5) / steps).astype(plan.dtype)
     x_pair = [x[chunk.pair_x_host] for x in chunk.x_host]
     points = [ops.asarray(path(x, r, alphas), plan.dtype) for x, r in zip(x_pair, ref_rows)]
-    prefix = affine_prefix(plan.model)
+    # the prefix nodes this call's forward computes (a target may not read every input reader)
+    prefix = tuple(node for node in affine_prefix(plan.model) if node in plan.computed)
     keep = plan.gradient_keep(prefix)
     if prefix:
         acts_x, acts_r = chunk.acts(plan.forward)
         a = ops.asarray(alphas, plan.dtype)
         given = {node: path(acts_x[node][chunk.pair_x], acts_r[node][chunk.pair_r], a) for node in prefix}
         for chain in kinked_chains(plan.model, prefix, ops):
+            if chain[-1] not in plan.computed:
+                continue
             z = chain[0]
             given.update(chain_activations(ops, plan.weights, chain, given[z], acts_x[z][chunk.pair_x],
                                            acts_r[z][chunk.pair_r], alphas))

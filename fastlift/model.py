@@ -236,17 +236,24 @@ class WeightCache:
 
 
 class _LazyWeights(dict):
-    """A layer's weights, each converted on first use: a Dense layer's kernel_pos/kernel_neg are
-    read only by RevealCancel. Conversions are read-only, so a backend may keep what it derives
-    from them (packed or padded kernels) for as long as it lives."""
+    """A layer's weights, each converted on first use; derived weights (a linear layer's
+    kernel_pos/kernel_neg, read only by RevealCancel) are computed from the converted source.
+    Conversions are read-only, so a backend may keep what it derives from them (packed or
+    padded kernels) for as long as it lives."""
 
     def __init__(self, layer, ops, dtype):
         super().__init__()
         self._layer, self._ops, self._dtype = layer, ops, np.dtype(dtype)
 
     def __missing__(self, key):
-        src = self._layer.weights[key]
-        _validate.fits_dtype(np.asarray(src), self._dtype, f"layer {self._layer.name!r}: weight {key!r}")
+        layer = self._layer
+        if key not in layer.weights and key in layer.derived_weights:  # from the converted source
+            source, fn = layer.derived_weights[key]
+            value = _read_only(fn(self[source]))
+            self[key] = value
+            return value
+        src = layer.weights[key]
+        _validate.fits_dtype(np.asarray(src), self._dtype, f"layer {layer.name!r}: weight {key!r}")
         value = self._ops.asarray(src, self._dtype)
         if isinstance(value, np.ndarray) and value is not src and value.base is None:
             value.flags.writeable = False  # a fresh conversion, ours alone: read-only in place
@@ -256,10 +263,10 @@ class _LazyWeights(dict):
         return value
 
     def __contains__(self, key):
-        return key in self._layer.weights
+        return key in self._layer.weights or key in self._layer.derived_weights
 
     def get(self, key, default=None):
-        return self[key] if key in self._layer.weights else default
+        return self[key] if key in self else default
 
 
 def forward_in_batches(model: Model, ops, weights: WeightCache, xs, batch_size=None):

@@ -184,7 +184,7 @@ class Plan:
         keep_key = None if keep is None else frozenset(keep)
 
         def program():
-            steps = forward_steps(self.model, keep_key, given_nodes, self.ops.fused_ops)
+            steps = forward_steps(self.model, keep_key, given_nodes, self.ops.fused_ops, self.computed)
             return tuple(step for step in steps if any(o in self.computed for o in step.outputs))
 
         steps = self._memoised(("forward", keep_key, given_nodes, self.computed), program)

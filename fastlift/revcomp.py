@@ -11,8 +11,8 @@ reverse-complement strand back onto the forward strand.
 The target on the reverse-complement strand is the same target: presets are computed from
 that strand's own forward passes (and every preset is symmetric in positions and strands, so
 nothing needs swapping), fixed units or weight arrays are mapped — positions reversed along a
-target layer's length axis (shape ``(length, channels)``), and channels permuted by
-``strand_swap`` (`strand_permutation`).
+target layer's length axis (shape ``(length, channels)``, or ``(channels, length)`` in a
+channels-first model), and channels permuted by ``strand_swap`` (`strand_permutation`).
 """
 
 from __future__ import annotations
@@ -87,38 +87,47 @@ def check_strand_swap(strand_swap):
                     f"channels) or a permutation of its channels; got {strand_swap!r}")
 
 
-def strand_permutation(strand_swap, node) -> np.ndarray:
+def strand_permutation(strand_swap, node, channel_axis: int = -1) -> np.ndarray:
     """Channel c of ``node``'s output corresponds to channel ``perm[c]`` on the reverse strand.
 
-    ``True``: the last axis holds the (+, -) strands (BPNet, bpnet-lite), swapped; one channel
-    is kept. ``False``: channels kept (unstranded tasks). A sequence: that permutation.
+    ``True``: the channel axis (``channel_axis`` of the node's shape: the last in a
+    channels-last model, the first in a channels-first one) holds the (+, -) strands (BPNet,
+    bpnet-lite), swapped; one channel is kept. ``False``: channels kept (unstranded tasks). A
+    sequence: that permutation.
     """
-    n_channels = node.shape[-1]
+    n_channels = node.shape[channel_axis]
+    where = "last axis" if channel_axis in (-1, len(node.shape) - 1) else f"channel axis {channel_axis}"
     if strand_swap is False:
         return np.arange(n_channels)
     if strand_swap is True:
         if n_channels > 2:
             raise ValueError(f"strand_swap=True swaps the two strand channels of target layer {node.name!r}, "
-                             f"but its last axis has {n_channels} channels (shape {node.shape}); pass "
+                             f"but its {where} has {n_channels} channels (shape {node.shape}); pass "
                              "strand_swap=False (unstranded channels) or a permutation, e.g. [1, 0, 3, 2]")
         return np.arange(n_channels)[::-1]
     if len(strand_swap) != n_channels:
         raise ValueError(f"strand_swap {list(strand_swap)} permutes {len(strand_swap)} channels; target layer "
-                         f"{node.name!r} has {n_channels} (shape {node.shape})")
+                         f"{node.name!r} has {n_channels} on its {where} (shape {node.shape})")
     return np.asarray(strand_swap)
 
 
 def reverse_target(target: Target, strand_swap) -> Target:
-    """The target on the reverse-complement strand (see the module docstring)."""
+    """The target on the reverse-complement strand (see the module docstring). A two-axis target
+    layer is (length, channels), or (channels, length) in a channels-first model
+    (``target.length_axis``)."""
     if target.preset is not None:
         return target
     node, w = target.node, target.weights
     if isinstance(node.layer, InputLayer) or len(node.shape) > 2:
+        form = "(channels, length)" if target.length_axis else "(length, channels)"
         raise ValueError(f"reverse_complement=True maps a unit or weight target on a layer of shape (channels,) or "
-                         f"(length, channels); target layer {node.name!r} has shape {node.shape}")
-    perm = strand_permutation(strand_swap, node)
+                         f"{form}; target layer {node.name!r} has shape {node.shape}")
+    channel_axis = 0 if target.length_axis == 1 else -1
+    perm = strand_permutation(strand_swap, node, channel_axis)
+    w = np.moveaxis(w, channel_axis, -1)
     mapped = np.empty_like(w)
     mapped[..., perm] = w  # the weight on channel c moves to channel perm[c]
+    mapped = np.moveaxis(mapped, -1, channel_axis)
     if len(node.shape) == 2:
-        mapped = mapped[::-1]
-    return Target(node, np.ascontiguousarray(mapped), None, target.label)
+        mapped = np.flip(mapped, axis=target.length_axis)
+    return Target(node, np.ascontiguousarray(mapped), None, target.label, target.length_axis)

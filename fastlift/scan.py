@@ -25,6 +25,7 @@ which alone imports Dask) and merges them.
 from __future__ import annotations
 
 import enum
+import glob
 import hashlib
 import json
 import math
@@ -168,8 +169,8 @@ def model_fingerprint(model: Model) -> str:
                            if not k.startswith("_") and k not in ("weights", "name")},
         }
         h.update(json.dumps(described, sort_keys=True).encode())
-        for k in sorted(layer.weights):
-            w = np.ascontiguousarray(layer.weights[k])
+        for k in sorted(layer.weight_names()):   # derived weights too: fingerprints stay as they were
+            w = np.ascontiguousarray(layer.weight(k))
             h.update(k.encode() + str(w.dtype).encode() + str(w.shape).encode() + w.tobytes())
     return h.hexdigest()[:16]
 
@@ -401,6 +402,9 @@ def _options(model, source, *, references, rule, target, target_layer, seed, hyp
                                    or batch_size < 1):
         raise ScanError(f"batch_size must be a positive int or None (auto); got {batch_size!r}")
     _validate.precision_arg(precision, dtype)
+    if precision == "tf32" and device in ("cpu", "numpy"):  # refused here, not by the first worker's task
+        raise ScanError(f"precision='tf32' (TF32 tensor-core GEMMs) needs device='cuda' or 'auto' on a GPU; "
+                        f"got device={device!r}")
     if not isinstance(reverse_complement, (bool, np.bool_)):
         raise ScanError(f"reverse_complement must be True or False; got {reverse_complement!r}")
     if chunk_size is None:
@@ -571,8 +575,11 @@ def scan_part(job: ScanJob, ex: Explainer, source, shard: Shard | None = None, *
         if start:
             say(f"checking that the {start} regions already scored read the same sequences now")
             _check_scored_sequences(source, paths[0], first, start, chunk_size)
-        writers = [ScoreWriter(p) for p in paths]
+        writers = []
+        bar = None
         try:
+            for p in paths:  # inside the try: a file that fails to open closes those opened before it
+                writers.append(ScoreWriter(p))
             if start:
                 say(f"resuming at region {start} of {own.n_regions}")
             bar = Progress(own.n_regions, start) if progress else None
@@ -588,10 +595,10 @@ def scan_part(job: ScanJob, ex: Explainer, source, shard: Shard | None = None, *
                                         f"regions before {chunk.lo} are saved: rerun with --resume and a smaller "
                                         "--batch-size or --chunk-size") from None
                     pipe.put((chunk, x, hyp, deltas))
-            if bar:
-                bar.close()
             seconds = time.perf_counter() - t0
         finally:
+            if bar:  # an error too ends the bar's line: its message then starts a line of its own
+                bar.close()
             for w in writers:
                 w.close()
         done = min(read_header(p)["n_done"] for p in paths)
@@ -674,6 +681,11 @@ def _scan_on_dask(client, model, source, out, options, *, task_size, resume, ove
         if complete is not None:
             say(f"{', '.join(finals)}: already complete ({n_regions} regions)")
             return complete
+        earlier = _shard_count_of_run(job) if resume and task_size is None else None
+        if earlier is not None and earlier != count:
+            # the default task size follows the workers present: keep the interrupted run's split
+            say(f"resuming the {earlier} shards of the interrupted run (not {count} for {n_workers} worker(s))")
+            count = earlier
         shards = [Shard(i, count, n_regions) for i in range(count)]
         todo, partial = _shards_to_run(job, shards, resume, overwrite)
         if len(todo) < count:
@@ -692,9 +704,9 @@ def _scan_on_dask(client, model, source, out, options, *, task_size, resume, ove
             shard = todo[e.index]
             raise ScanError(f"every worker that ran regions [{shard.start}, {shard.stop}) (shard {shard.index} of "
                             f"{count}) died; the shards finished so far are saved: rerun with --resume") from None
+        finally:
+            tracker.close()
         seconds = time.perf_counter() - t0
-        if bar:
-            bar.close()
         parts = [p for s in shards for p in output_paths(shard_path(job.out, s.index, count), job.names)]
         merge(parts, job.out, overwrite=True, log=say)
         for p in parts:
@@ -726,6 +738,22 @@ def _task_count(task_size, n_regions, n_workers, chunk_size) -> int:
     elif isinstance(task_size, bool) or not isinstance(task_size, numbers.Integral) or task_size < 1:
         raise ScanError(f"task_size must be a positive int (regions per task); got {task_size!r}")
     return max(1, math.ceil(n_regions / task_size))
+
+
+def _shard_count_of_run(job) -> int | None:
+    """The shard count of the part files of this run left at ``job.out`` (an interrupted
+    distributed scan), or None when there are none."""
+    stem, ext = os.path.splitext(job.out)
+    for path in sorted(glob.glob(f"{glob.escape(stem)}.part-*-of-*{glob.escape(ext or '.h5')}")):
+        head = _header_or_none(path)
+        record = head["params"].get("shard") if head is not None else None
+        if not isinstance(record, dict):
+            continue
+        index, count = record.get("index"), record.get("count")
+        if isinstance(index, int) and isinstance(count, int) and 0 <= index < count and \
+                _same_run(head["params"], job, Shard(index, count, job.layout.n_regions)):
+            return int(count)
+    return None
 
 
 def _merged_already(job, finals, resume, overwrite):
@@ -806,6 +834,14 @@ class _Tracker:
             self.done[task] = max(self.done[task], n_done)
             if self.bar is not None:
                 self.bar.update(self.base + sum(self.done.values()))
+
+    def close(self):
+        """End the bar's line (an error too: its message then starts a line of its own); reports
+        that arrive later are not drawn."""
+        with self.lock:
+            if self.bar is not None:
+                self.bar.close()
+            self.bar = None
 
 
 # ----------------------------------------------------------------------------- merging shards

@@ -68,11 +68,14 @@ class FastaBedSource:
         yield from _fasta_chunks(self.fasta, self.length, self.chrom_width, regions, start, size)
 
     def parts(self, bounds):
-        """A `FastaWindows` per ``(lo, hi)`` of ``bounds`` (increasing, contiguous), from one
-        pass over the region file."""
-        regions = self._regions(0)
+        """A `FastaWindows` per ``(lo, hi)`` of ``bounds`` (increasing, not overlapping; gaps
+        between them are skipped), from one pass over the region file."""
+        regions, at = self._regions(0), 0
         for lo, hi in bounds:
-            picked = list(itertools.islice(regions, hi - lo))
+            if not at <= lo <= hi:
+                raise ValueError(f"parts: bounds must increase without overlapping; got ({lo}, {hi}) after {at}")
+            picked = list(itertools.islice(regions, lo - at, hi - at))
+            at = hi
             yield FastaWindows(self.fasta.path, self.bed, self.length, self.chrom_width, self.n_regions, lo, picked)
 
     def where(self, chunk, e) -> str:
@@ -220,7 +223,7 @@ class ArraySource:
             part = object.__new__(ArraySource)
             part.__dict__.update(self.__dict__, stop=hi)
             if reopen:
-                part.X = _Reopened(self.path, self.key)
+                part.X = _Reopened(os.path.abspath(self.path), self.key)  # a worker may run in another folder
             else:
                 part.X, part.first = np.asarray(self.X[lo:hi]), lo
             yield part

@@ -6,7 +6,8 @@ preset whose weights are computed per pair from the forward passes (``"profile"`
 target layers, is computed in one pass: every target shares the forward passes, and the result
 gains a leading target axis.
 
-The three profile presets explain a profile head's logits z (length, *channels):
+The three profile presets explain a profile head's logits z (length, *channels), or
+(channels, length) for a head made channels-first (`length_axis`):
 
 * ``"profile"`` is the formula as written: Σ softmax(z)·(z - mean z) per channel along the
   length axis, with the softmax taken from the example and held constant. Weights
@@ -34,7 +35,9 @@ import numpy as np
 
 from . import _validate
 from .layers.base import Node
-from .layers.core import InputLayer, Softmax
+from .layers.conv import _Spatial
+from .layers.core import Activation, Dropout, InputLayer, ScaleShift, Softmax
+from .layers.merge import Add, Average, Concatenate, Subtract
 
 #: Named targets (see `parse_targets` and the module docstring).
 PRESETS = ("profile", "profile_chrombpnet", "profile_bpnetlite", "sum")
@@ -47,10 +50,23 @@ PAIR_PRESETS = ("profile_chrombpnet", "profile_bpnetlite")
 
 
 class Target:
-    """One target: a node and fixed weights over its units, or a per-example preset."""
+    """One target: a node and fixed weights over its units, or a per-example preset.
 
-    def __init__(self, node: Node, weights, preset, label):
+    ``length_axis``: the axis of the node's output that holds positions (`length_axis`): the
+    profile presets take their softmax and mean along it.
+    """
+
+    def __init__(self, node: Node, weights, preset, label, length_axis: int = 0):
         self.node, self.weights, self.preset, self.label = node, weights, preset, label
+        self.length_axis = length_axis
+
+    def _lengthwise(self, z):
+        """(n, *node.shape) -> the same values with the length axis at axis 1."""
+        return np.moveaxis(z.reshape((-1,) + self.node.shape), 1 + self.length_axis, 1)
+
+    def _unlengthwise(self, w, n):
+        """The inverse of `_lengthwise`, flattened to (n, n_units)."""
+        return np.ascontiguousarray(np.moveaxis(w, 1, 1 + self.length_axis)).reshape(n, -1)
 
     def pair_weights(self, tx, tr, pair_x, pair_r):
         """Per-pair weights (P, n_units) float64 for a preset; None for fixed weights.
@@ -60,15 +76,15 @@ class Target:
         """
         if self.preset is None:
             return None
-        n_pairs, shape = len(pair_x), (-1,) + self.node.shape
+        n_pairs = len(pair_x)
         if self.preset == "sum":
             return np.ones((n_pairs, tx.shape[1]))
         if self.preset == "profile":
-            return profile_weights(tx.reshape(shape)).reshape(tx.shape[0], -1)[pair_x]
-        zx, zr = tx[pair_x].reshape(shape), tr[pair_r].reshape(shape)
+            return self._unlengthwise(profile_weights(self._lengthwise(tx)), tx.shape[0])[pair_x]
         if self.preset == "profile_chrombpnet":
-            return profile_chrombpnet_weights(zx, zr).reshape(n_pairs, -1)
-        return profile_bpnetlite_weights(zx.reshape(n_pairs, -1), zr.reshape(n_pairs, -1))
+            zx, zr = self._lengthwise(tx[pair_x]), self._lengthwise(tr[pair_r])
+            return self._unlengthwise(profile_chrombpnet_weights(zx, zr), n_pairs)
+        return profile_bpnetlite_weights(tx[pair_x], tr[pair_r])  # all units together: no axis matters
 
     def pair_deltas(self, tx, tr, pair_x, pair_r, w):
         """(P,) change of the target between each pair's example and reference, for the weights
@@ -84,8 +100,7 @@ class Target:
             wf = self.weights.reshape(-1)
             return (zx * wf).sum(axis=1) - (zr * wf).sum(axis=1)
         if self.preset == "profile_chrombpnet":
-            shape = (-1,) + self.node.shape
-            return _softmax_weighted_logits(zx.reshape(shape)) - _softmax_weighted_logits(zr.reshape(shape))
+            return _softmax_weighted_logits(self._lengthwise(zx)) - _softmax_weighted_logits(self._lengthwise(zr))
         return (zx * w).sum(axis=1) - (zr * w).sum(axis=1)
 
 
@@ -157,6 +172,35 @@ def target_node(model, target_layer) -> Node:
     return node
 
 
+def length_axis(model, node) -> int:
+    """The axis of ``node``'s output (without the batch axis) that holds positions: the last,
+    (channels, ..., length), for a layer of two or more axes made channels-first (a PyTorch
+    profile head is (strands, length)); else the first, (length, *channels).
+
+    The layout is that of the convolution, pooling, cropping or padding that makes the node, or
+    that it follows through elementwise layers (activations, BatchNormalization, Dropout,
+    merges), or the model's ``input_layout`` for an input met that way; a layer that moves axes
+    (Permute, Reshape, Dense) leaves the channels-last default.
+    """
+    last = len(node.shape) - 1
+    if last < 1:
+        return 0
+    walk = (Activation, ScaleShift, Dropout, Add, Subtract, Average, Concatenate)
+    while True:
+        layer = node.layer
+        if isinstance(layer, _Spatial):
+            first = layer.data_format == "channels_first"
+            break
+        if isinstance(layer, InputLayer):
+            first = model.input_layout == "channels_first"
+            break
+        if not isinstance(layer, walk) or not node.inputs:
+            first = False
+            break
+        node = node.inputs[0]
+    return last if first else 0
+
+
 def parse_targets(model, target, target_layer) -> tuple[list[Target], bool]:
     """-> (one `Target` per int / preset / weight array, per layer; whether the result has a
     leading target axis)."""
@@ -178,14 +222,17 @@ def parse_targets(model, target, target_layer) -> tuple[list[Target], bool]:
             if isinstance(t, (list, tuple)):
                 raise TypeError(f"target[{i}] for layer {name!r} must be an int, a preset name or a weight "
                                 f"array; got a list")
-            out.extend(Target(node, w, preset, label) for w, preset, label in _targets(node, t, f"target[{i}]")[0])
+            axis = length_axis(model, node)
+            out.extend(Target(node, w, preset, label, axis)
+                       for w, preset, label in _targets(node, t, f"target[{i}]", axis)[0])
         return out, True
     node = target_node(model, target_layer)
-    entries, multi = _targets(node, target)
-    return [Target(node, w, preset, label) for w, preset, label in entries], multi
+    axis = length_axis(model, node)
+    entries, multi = _targets(node, target, length=axis)
+    return [Target(node, w, preset, label, axis) for w, preset, label in entries], multi
 
 
-def _targets(node, target, label="target"):
+def _targets(node, target, label="target", length=0):
     """-> ([(weights or None, preset or None, label)], multi) for one target layer."""
     units = node.size
 
@@ -201,7 +248,7 @@ def _targets(node, target, label="target"):
 
     def one(t, what):
         if isinstance(t, str):
-            return _preset(t, node, what)
+            return _preset(t, node, what, length)
         if isinstance(t, numbers.Integral):
             return one_hot(t, what), None, f"{node.name}[{int(t)}]"
         w = _validate.numeric_array(t, what)
@@ -217,13 +264,15 @@ def _targets(node, target, label="target"):
     return [one(target, label)], False
 
 
-def _preset(name, node, what):
+def _preset(name, node, what, length=0):
     if name == "sum":
         return None, "sum", f"{node.name}[sum]"
     if name in PROFILE_PRESETS:
-        if len(node.shape) < 1 or node.shape[0] < 2:
-            raise ValueError(f"{what}={name!r} needs a target layer with a length axis (shape (length,) or "
-                             f"(length, channels)); {node.name!r} has shape {node.shape}")
+        if len(node.shape) < 1 or node.shape[length] < 2:
+            form = "(length,) or (channels, length) in a channels-first model" if length else \
+                "(length,) or (length, channels)"
+            raise ValueError(f"{what}={name!r} needs a target layer with a length axis (shape {form}); "
+                             f"{node.name!r} has shape {node.shape}")
         return None, name, f"{node.name}[{name}]"
     raise ValueError(f"{what} {name!r}: unknown target preset; the presets are 'profile' (softmax-weighted, "
                      "mean-normalised logits of a profile head, the formula as written), 'profile_chrombpnet' "

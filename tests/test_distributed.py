@@ -18,7 +18,7 @@ from fastlift import distributed as D
 from fastlift import scan as S
 from fastlift.io import scores as io_scores
 
-from test_scan import TWO_HEADS, WIDTH, make_genome, read_bytes
+from test_scan import TWO_HEADS, WIDTH, _Terminal, make_genome, read_bytes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
@@ -223,3 +223,74 @@ def _n_done(path):
         return io_scores.read_header(path)["n_done"]
     except Exception:  # noqa: BLE001 - not there yet
         return -1
+
+
+def test_a_resume_keeps_the_shards_of_the_interrupted_run(client, model, genome, tmp_path):
+    """The default task size follows the number of workers present; a resume with another number
+    of workers (a cluster still starting, fewer machines) continues the shard files the
+    interrupted run left, instead of scoring everything again and leaving them behind."""
+    reference = read_bytes(fasta_scan(model, genome, str(tmp_path / "one.h5")).paths)
+    out = str(tmp_path / "d.h5")
+    for i in (0, 2):  # what a run split in 3 left when it was killed: two finished shards
+        fasta_scan(model, genome, out, shard=(i, 3))
+    said = []
+    res = fasta_scan(model, genome, out, client=client, resume=True, log=said.append)
+    assert any("resuming the 3 shards of the interrupted run" in m for m in said), said
+    assert any("skipping 2 finished shard(s) of 3" in m for m in said), said
+    assert res.n_scored == 10 and read_bytes(res.paths) == reference
+    assert not [p for p in os.listdir(tmp_path) if ".part-" in p]
+
+
+def test_a_failed_distributed_scan_ends_its_progress_line(client, model, tmp_path, monkeypatch):
+    path, X = _array_input(str(tmp_path), 20)
+    X[17, 5] = [0, 1, 1, 0]
+    np.save(path, X)
+    source = S.ArraySource(np.load(path, mmap_mode="r"), path=path)
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    with pytest.raises(S.ScanError, match="row 17, position 5 is not one-hot"):
+        S.scan(model, source, str(tmp_path / "e.h5"), client=client, task_size=10, references="dinuc:2",
+               n_threads=1, target=0, target_layer="counts", progress=True)
+    assert terminal.text.endswith("\n"), repr(terminal.text)
+
+
+class _Client:
+    """What `run_tasks` uses of a Dask client, recording the futures it cancels."""
+
+    loop = None
+
+    def __init__(self):
+        self.cancelled = []
+
+    def subscribe_topic(self, topic, handler):
+        pass
+
+    def unsubscribe_topic(self, topic):
+        pass
+
+    def scatter(self, data, **kw):
+        return data
+
+    def submit(self, *args, key, **kw):
+        return key
+
+    def cancel(self, futures):
+        self.cancelled += futures
+
+
+def test_an_interrupted_client_cancels_its_tasks(monkeypatch):
+    def interrupted(futures, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(D, "as_completed", interrupted)
+    fake = _Client()
+    with pytest.raises(KeyboardInterrupt):
+        D.run_tasks(fake, len, None, [1, 2, 3], on_report=lambda *a: None)
+    assert len(fake.cancelled) == 3
+
+
+def test_reverse_complement_reaches_the_workers(client, model, genome, tmp_path):
+    single = read_bytes(fasta_scan(model, genome, str(tmp_path / "one.h5"), reverse_complement=True).paths)
+    plain = read_bytes(fasta_scan(model, genome, str(tmp_path / "plain.h5")).paths)
+    res = fasta_scan(model, genome, str(tmp_path / "d.h5"), client=client, task_size=11, reverse_complement=True)
+    assert read_bytes(res.paths) == single != plain

@@ -133,6 +133,11 @@ def test_per_call_arguments_are_validated_per_call(rng):
             ex.attribute(np.zeros((2, 20)), "saliency")
         with pytest.raises(ValueError, match=r"steps must be a positive int"):
             ex.attribute(np.zeros((2, 20)), "integrated_gradients", steps=0)
+        for method in ("deeplift", "gradient"):  # a bad steps is refused whatever the method
+            with pytest.raises(ValueError, match=r"steps must be a positive int; got 'ten'"):
+                ex.attribute(np.zeros((2, 20)), method, steps="ten")
+            with pytest.raises(ValueError, match=r"steps must be a positive int; got 0"):
+                fl.attribute(model, np.zeros((2, 20)), method, steps=0, device="numpy")
         with pytest.raises(ValueError, match=r"seed must be a non-negative int or None"):
             ex.deeplift(np.zeros((2, 20)), seed=-3)
         with pytest.raises(ValueError, match=r"unknown layer name 'nope'"):
@@ -179,3 +184,30 @@ def test_a_forward_computes_only_what_the_targets_and_scored_layers_read(method,
         assert method != "deeplift" or "profile" in ran  # scoring the head computes it
     want = fl.attribute(counts_only, X, method, device="cpu", **kw)
     assert_bitwise(got, want)
+
+
+def _side_branch(rng):
+    """s = a + relu(z): conv ``a`` reads the input beside ``z`` and is not an ancestor of ``z``."""
+    x = L.Input((30, 4), name="x")
+    a = L.Conv1D(rng.normal(size=(3, 4, 8)), padding="same", name="a")(x)
+    kz, bz = rng.normal(size=(5, 4, 8)), rng.normal(size=8)
+    z = L.Conv1D(kz, bz, padding="same", name="z")(x)
+    s = L.Add(name="s")([a, L.Activation("relu", name="r")(z)])
+    out = L.Dense(rng.normal(size=(8, 1)), name="out")(L.GlobalAvgPool1D(name="gap")(s))
+    only_z = L.Input((30, 4), name="x")
+    z_alone = L.Conv1D(kz, bz, padding="same", name="z")(only_z)
+    return fl.Model(x, out), fl.Model(only_z, z_alone)
+
+
+@pytest.mark.parametrize("method", ["gradient", "guided_backprop", "integrated_gradients", "deeplift"])
+@pytest.mark.parametrize("device", ["numpy", "cpu"])
+def test_a_target_beside_a_fused_residual_or_an_uncomputed_input_reader(method, device, rng):
+    """A target whose forward leaves out a sibling branch (a conv reading the input, the Add it
+    joins through a ReLU) computes neither: the fused conv+add step and integrated gradients'
+    affine prefix cover only what the forward computes. The scores are the one-conv model's."""
+    both, alone = _side_branch(rng)
+    X = np.eye(4)[rng.integers(0, 4, size=(3, 30))]
+    kw = {"steps": 4} if method == "integrated_gradients" else {}
+    got = fl.attribute(both, X, method, target_layer="z", target=7, device=device, dtype="float64", **kw)
+    want = fl.attribute(alone, X, method, target=7, device=device, dtype="float64", **kw)
+    np.testing.assert_allclose(got.contributions, want.contributions, rtol=1e-12, atol=1e-12)

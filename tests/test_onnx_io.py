@@ -207,6 +207,7 @@ def test_external_data_beside_the_model_is_read(tmp_path):
     ("sub/../weights.bin", r"may not contain '\.\.'"),
     ("missing.bin", "cannot be opened"),
     ("adir", "not a regular file"),
+    ("weights.bin\0.txt", "must be a relative path"),
 ])
 def test_external_data_outside_the_folder_or_not_a_file_is_refused(tmp_path, location, match):
     folder = _external(tmp_path)
@@ -258,3 +259,88 @@ def test_constants_the_file_would_blow_up_are_refused_before_they_are_made(nodes
     nodes = nodes + [helper.make_node("Conv", ["x", "W"], ["y"])]
     with pytest.raises(ModelFileError, match="would make a constant of shape"):
         load_onnx(_bytes(nodes=nodes, inits={**inits, "W": np.zeros((3, 4, 3), np.float32)}))
+
+
+@pytest.mark.parametrize("nodes,inits", [
+    ([helper.make_node("Add", ["a", "b"], ["k"])],
+     {"a": np.zeros((2**15, 1), np.float32), "b": np.zeros((1, 2**15), np.float32)}),
+    ([helper.make_node("Concat", ["a"] * 64, ["k1"], axis=0), helper.make_node("Concat", ["k1"] * 64, ["k2"], axis=0),
+      helper.make_node("Concat", ["k2"] * 64, ["k3"], axis=0)], {"a": np.zeros(2**11, np.float32)}),
+    ([helper.make_node("Gather", ["a", "i"], ["k"])],
+     {"a": np.zeros((1, 2**14), np.float32), "i": np.zeros(2**16, np.int64)}),
+])
+def test_constants_grown_by_broadcasting_concatenating_or_gathering_are_refused_before_they_are_made(nodes, inits):
+    nodes = nodes + [helper.make_node("Conv", ["x", "W"], ["y"])]
+    with pytest.raises(ModelFileError, match="would make a constant of shape"):
+        load_onnx(_bytes(nodes=nodes, inits={**inits, "W": np.zeros((3, 4, 3), np.float32)}))
+
+
+@pytest.mark.parametrize("node,inits", [
+    (helper.make_node("Concat", ["x", "x"], ["y"], name="cat"), {}),  # axis is required
+    (helper.make_node("Concat", ["x", "x"], ["y"], name="cat", axis=[1]), {}),
+    (helper.make_node("Conv", ["x"], ["y"], name="cat"), {}),  # no weight
+    (helper.make_node("Add", ["x"], ["y"], name="cat"), {}),
+    (helper.make_node("Softmax", ["x"], ["y"], name="cat", axis="last"), {}),
+    (helper.make_node("Transpose", ["x"], ["y"], name="cat", perm="abc"), {}),
+    (helper.make_node("LeakyRelu", ["x"], ["y"], name="cat", alpha="a"), {}),
+    (helper.make_node("BatchNormalization", ["x", "s", "b"], ["y"], name="cat"),
+     {"s": np.ones(4, np.float32), "b": np.zeros(4, np.float32)}),
+    (helper.make_node("Shape", ["x"], ["y"], name="cat", start="a"), {}),
+])
+def test_missing_inputs_and_attributes_of_the_wrong_type_name_the_node(node, inits):
+    with pytest.raises(ModelFileError, match=rf"node 'cat' \({node.op_type}\): malformed inputs or attributes"):
+        load_onnx(_bytes(nodes=[node], inits=inits))
+
+
+def test_a_node_without_outputs_or_name_is_named_by_its_op():
+    node = helper.make_node("Concat", ["x", "x"], [])
+    with pytest.raises(ModelFileError, match=r"node '' \(Concat\): malformed"):
+        load_onnx(_bytes(nodes=[node, helper.make_node("Relu", ["x"], ["y"])], inits={}))
+
+
+def test_bfloat16_weights_are_read_as_float32():
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=(3, 4, 3)).astype(np.float32)
+    bf = helper.make_tensor("W", TensorProto.BFLOAT16, w.shape, w.reshape(-1).tolist())
+    m = _model(inits={})
+    m.graph.initializer.append(bf)
+    model = load_onnx(m.SerializeToString())
+    w16 = numpy_helper.to_array(bf).astype(np.float32)  # the values bfloat16 keeps
+    X = rng.normal(size=(2, 4, 6))
+    m.graph.initializer[0].CopyFrom(numpy_helper.from_array(w16, "W"))
+    want = ort.InferenceSession(m.SerializeToString()).run(None, {"x": X.astype(np.float32)})[0]
+    np.testing.assert_allclose(model.predict(X, dtype="float64"), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_external_data_that_becomes_a_fifo_after_its_check_is_refused_without_waiting(tmp_path, monkeypatch):
+    import threading
+
+    import fastlift.io.onnx as onnx_io
+
+    folder = _external(tmp_path)
+    os.mkfifo(folder / "fifo")
+    _set_external(folder / "m.onnx", location="fifo")
+    real_stat, regular = os.stat, os.stat(folder / "weights.bin")
+    # the check sees a regular file; the open that follows meets the FIFO (a file swapped in between)
+    monkeypatch.setattr(onnx_io.os, "stat",
+                        lambda p, *a, **k: regular if str(p).endswith("fifo") else real_stat(p, *a, **k))
+    result = []
+
+    def load():
+        try:
+            fl.load_model(folder / "m.onnx")
+        except Exception as e:  # noqa: BLE001
+            result.append(e)
+
+    t = threading.Thread(target=load, daemon=True)
+    t.start()
+    t.join(10)
+    waited = t.is_alive()
+    if waited:  # unblock the waiting open before failing
+        os.close(os.open(folder / "fifo", os.O_WRONLY | os.O_NONBLOCK))
+        t.join(5)
+    assert not waited, "opening the FIFO waited for a writer"
+    assert result and isinstance(result[0], ModelFileError) and "not a regular file" in str(result[0])

@@ -199,3 +199,52 @@ def test_bad_input():
     with pytest.raises(ValueError, match=r"strand_swap=True swaps the two strand channels of target layer 'flat', "
                                          r"but its last axis has 12 channels"):
         fl.deeplift(flat, np.eye(4)[np.zeros((1, 12), int)], target=3, reverse_complement=True)
+
+
+def _channels_first_twin(length=32, seed=0):
+    """One conv net built channels-last and channels-first: the latter's profile head is
+    (strands, length), as a PyTorch/ONNX BPNet's."""
+    rng = np.random.default_rng(seed)
+    k0, k1 = rng.normal(size=(5, 4, 6)) * 0.5, rng.normal(size=(5, 6, 2)) * 0.4
+    b0, b1 = rng.normal(size=6) * 0.1, rng.normal(size=2) * 0.1
+
+    def build(fmt):
+        x = L.Input((length, 4) if fmt == "channels_last" else (4, length), name="seq")
+        h = L.Activation("relu")(L.Conv1D(k0, b0, padding="same", data_format=fmt, name="c0")(x))
+        return fl.Model(x, L.Conv1D(k1, b1, padding="same", data_format=fmt, name="profile")(h), input_layout=fmt)
+    return build("channels_last"), build("channels_first")
+
+
+@pytest.mark.parametrize("rc", [False, True])
+@pytest.mark.parametrize("target", ["profile", "profile_chrombpnet", "profile_bpnetlite", "weights"])
+def test_profile_targets_on_a_channels_first_head(target, rc):
+    """A channels-first model's (strands, length) profile head: the presets take their softmax
+    along the length (the last axis), and a weight target maps onto the reverse strand with
+    positions reversed along that axis and the strands swapped; the scores are the
+    channels-last twin's, transposed."""
+    cl, cf = _channels_first_twin()
+    X, refs = _data()
+    w = np.random.default_rng(3).normal(size=(32, 2))
+    t_cl, t_cf = (w, w.T) if target == "weights" else (target, target)
+    kw = dict(KW, reverse_complement=rc)
+    want = fl.deeplift(cl, X, refs, target=t_cl, **kw)
+    got = fl.deeplift(cf, X.transpose(0, 2, 1), refs.transpose(0, 1, 3, 2), target=t_cf, **kw)
+    np.testing.assert_allclose(got.contributions, want.contributions.transpose(0, 2, 1), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(got.hypothetical, want.hypothetical.transpose(0, 2, 1), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(got.deltas, want.deltas, rtol=1e-12, atol=1e-12)
+
+
+def test_a_channels_first_head_names_its_axes_in_errors():
+    _, cf = _channels_first_twin()
+    X, refs = _data(n=1)
+    Xc = X.transpose(0, 2, 1)
+    with pytest.raises(ValueError, match=r"strand_swap \[1, 0, 2\] permutes 3 channels; target layer 'profile' "
+                                         r"has 2 on its channel axis 0 \(shape \(2, 32\)\)"):
+        fl.deeplift(cf, Xc, target=0, strand_swap=[1, 0, 2], reverse_complement=True)
+    x = L.Input((4, 32), name="seq")
+    one = fl.Model(x, L.Conv1D(np.ones((3, 4, 2)), np.zeros(2), strides=32, data_format="channels_first",
+                               name="p")(x), input_layout="channels_first")  # (2, 1): one position
+    with pytest.raises(ValueError, match=r"target='profile' needs a target layer with a length axis \(shape "
+                                         r"\(length,\) or \(channels, length\) in a channels-first model\); "
+                                         r"'p' has shape \(2, 1\)"):
+        fl.Explainer(one, target="profile")

@@ -770,3 +770,63 @@ def test_a_failing_reader_or_writer_is_the_scans_error_and_the_file_resumes(mode
     assert done == ([20, 20] if stage == "reader" else [16, 16])
     res = run(model, fasta, bed, out, chunk_size=4, resume=True, **TWO_HEADS)
     assert res.resumed_from == min(done) and read_bytes(paths) == reference
+
+
+class _Terminal:
+    """A stderr that says it is a terminal (the progress bar redraws in place on one)."""
+
+    def __init__(self):
+        self.text = ""
+
+    def isatty(self):
+        return True
+
+    def write(self, s):
+        self.text += s
+
+    def flush(self):
+        pass
+
+
+@pytest.mark.parametrize("error", [OSError(errno.EIO, "Input/output error"), KeyboardInterrupt()])
+def test_a_failed_scan_ends_its_progress_line(model, genome, tmp_path, monkeypatch, error):
+    """The bar redraws one line without a newline: a scan stopped by an error or Ctrl-C must end
+    that line, or the command's one-line error is printed at the end of the bar's."""
+    fasta, bed, _ = genome
+    terminal = _Terminal()
+    with monkeypatch.context() as m:
+        _fail_on_call(m, io_scores.ScoreWriter, "commit", 3, error)
+        m.setattr(sys, "stderr", terminal)
+        with pytest.raises(type(error)):
+            run(model, fasta, bed, str(tmp_path / "s.h5"), chunk_size=4, progress=True)
+    assert "regions" in terminal.text and terminal.text.endswith("\n"), repr(terminal.text[-80:])
+
+
+def test_tf32_on_the_cpu_is_refused_before_any_file(model, genome, tmp_path):
+    fasta, bed, _ = genome
+    for device in ("cpu", "numpy"):
+        with pytest.raises(S.ScanError, match=r"precision='tf32' .* needs device='cuda'.*got device='" + device):
+            run(model, fasta, bed, str(tmp_path / "tf32.h5"), precision="tf32", device=device)
+    assert not [p for p in os.listdir(tmp_path) if p.startswith("tf32")]
+
+
+def test_a_score_file_that_fails_to_open_closes_the_ones_opened_before(model, genome, tmp_path, monkeypatch):
+    fasta, bed, _ = genome
+    opened, closed = [], []
+    real = S.ScoreWriter
+
+    class Flaky(real):
+        def __init__(self, path):
+            if opened:  # the second target's file
+                raise OSError(f"cannot open {path}")
+            super().__init__(path)
+            opened.append(self)
+
+        def close(self):
+            closed.append(self)
+            super().close()
+
+    monkeypatch.setattr(S, "ScoreWriter", Flaky)
+    with pytest.raises(OSError, match="cannot open"):
+        run(model, fasta, bed, str(tmp_path / "two.h5"), **TWO_HEADS)
+    assert len(opened) == 1 and closed == opened

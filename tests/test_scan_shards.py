@@ -218,3 +218,42 @@ def test_workers_without_dask_installed_say_what_to_install(genome, tmp_path):
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1
     assert "--workers and --scheduler run on Dask: pip install 'fastlift[dask]'" in proc.stderr
     assert not os.path.exists(tmp_path / "s.h5")
+
+
+def test_parts_read_their_own_regions_when_earlier_ones_are_skipped(genome, tmp_path):
+    """A distributed resume asks only for the shards left to score (bounds with gaps): each part
+    must read the regions of its bounds, not the next ones of the file."""
+    fasta, bed = genome
+    source = S.FastaBedSource(fasta, bed, WIDTH)
+    X = np.zeros((23, WIDTH, 4), np.uint8)
+    arrays = S.ArraySource(X)
+    try:
+        whole = next(source.chunks(0, 23))
+        bounds = [(5, 9), (9, 12), (17, 23)]
+        for (lo, hi), part in zip(bounds, source.parts(bounds)):
+            chunk = next(part.chunks(lo, 100))
+            assert chunk.lo == lo and len(chunk.onehot) == hi - lo
+            assert np.array_equal(chunk.onehot, whole.onehot[lo:hi]), (lo, hi)
+            assert np.array_equal(chunk.coords["coords_start"], whole.coords["coords_start"][lo:hi])
+            part.close()
+        for (lo, hi), part in zip(bounds, arrays.parts(bounds)):
+            assert next(part.chunks(lo, 100)).lo == lo and part.stop == hi
+    finally:
+        source.close()
+
+
+def test_array_parts_name_their_file_by_its_absolute_path(tmp_path, monkeypatch):
+    """A part reopens its input where it runs: a Dask worker started in another folder must read
+    the file the client named, not a file of the same relative name in its own folder."""
+    X = np.eye(4, dtype=np.uint8)[np.random.default_rng(0).integers(0, 4, (6, WIDTH))]
+    (tmp_path / "here").mkdir()
+    (tmp_path / "there").mkdir()
+    np.save(tmp_path / "here" / "x.npy", X)
+    np.save(tmp_path / "there" / "x.npy", X[::-1])   # same name, other rows
+    monkeypatch.chdir(tmp_path / "here")
+    source = S.ArraySource(io_scores.read_input_array("x.npy"), path="x.npy")
+    parts = list(source.parts([(0, 3), (3, 6)]))
+    monkeypatch.chdir(tmp_path / "there")
+    for (lo, hi), part in zip([(0, 3), (3, 6)], parts):
+        assert np.array_equal(next(part.chunks(lo, 10)).onehot, X[lo:hi])
+        part.close()

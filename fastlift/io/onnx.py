@@ -164,10 +164,14 @@ class ExternalData:
         if tensor.data_location == _EXTERNAL:
             tensor = self._inline(tensor, what)
         try:
-            return np.array(numpy_helper.to_array(tensor))
+            value = np.array(numpy_helper.to_array(tensor))
         except Exception as e:  # noqa: BLE001 - malformed tensors raise many kinds of error
             raise ModelFileError(f"{self.label}: {what}: unreadable tensor {tensor.name!r}: "
                                  f"{type(e).__name__}: {e}") from None
+        if value.dtype.kind == "V" and "float" in value.dtype.name:
+            # bfloat16 / float8 (ml_dtypes): numpy arithmetic and the layers take float32
+            value = value.astype(np.float32)
+        return value
 
     def _inline(self, tensor, what):
         from onnx import TensorProto, helper
@@ -179,7 +183,8 @@ class ExternalData:
             raise ModelFileError(f"{where} ({info.get('location')!r}); a model given as bytes cannot refer to "
                                  "other files")
         location = info.get("location", "")
-        if not location or os.path.isabs(location) or location.startswith(("/", "\\")) or ":" in location:
+        if not location or os.path.isabs(location) or location.startswith(("/", "\\")) or ":" in location \
+                or "\0" in location:
             raise ModelFileError(f"{where}: its location {location!r} must be a relative path inside the "
                                  "model's folder")
         parts = location.replace("\\", "/").split("/")
@@ -213,7 +218,9 @@ class ExternalData:
         if length != expect:
             raise ModelFileError(f"{where}: {length} bytes in {location!r}, but shape {list(tensor.dims)} needs "
                                  f"{expect}")
-        fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        # O_NONBLOCK: should the path have become a FIFO since the stat above, opening it does not wait
+        # for a writer (the fstat below refuses it)
+        fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
         with os.fdopen(fd, "rb") as f:
             if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
                 raise ModelFileError(f"{where}: {location!r} is not a regular file")

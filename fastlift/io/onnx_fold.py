@@ -93,8 +93,27 @@ def _slice(x, inputs, attrs, opset):
     return x[tuple(index)]
 
 
+def _check_growth(op, inputs, attrs):
+    """FoldError before an op that can make a constant larger than its inputs (broadcasting,
+    concatenating, gathering with repeated indices) would make one over `MAX_FOLDED_VALUES`."""
+    present = [np.asarray(v) for v in inputs if v is not None]
+    if op in _BROADCASTING and present:
+        _check_size(np.broadcast_shapes(*(v.shape for v in present)), op)
+    elif op == "Concat":
+        _check_size([sum(v.size for v in present)], op)
+    elif op == "Gather" and len(present) > 1:
+        axis = int(attrs.get("axis", 0))
+        n = present[0].shape[axis] if present[0].ndim else 1
+        _check_size([present[0].size // max(n, 1) * present[1].size], op)
+
+
+#: Ops whose output has the broadcast shape of their inputs.
+_BROADCASTING = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Equal", "Less", "Greater", "Min", "Max", "Where"})
+
+
 def evaluate(op, inputs, attrs, opset):
     """The outputs (a list of numpy arrays) of ``op`` applied to constant ``inputs``."""
+    _check_growth(op, inputs, attrs)
     x = inputs[0] if inputs else None
     if op in ("Identity", "Dropout"):
         return [x]

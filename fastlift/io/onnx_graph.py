@@ -51,7 +51,7 @@ class Converter:
     # ------------------------------------------------------------------ errors
     def where(self, node=None) -> str:
         node = node if node is not None else self.node
-        return f"{self.label}: node {node.name or node.output[0]!r} ({node.op_type})"
+        return f"{self.label}: node {node.name or (node.output[0] if node.output else '')!r} ({node.op_type})"
 
     def unsupported(self, msg) -> NotImplementedError:
         return NotImplementedError(f"{self.where()}: {msg}")
@@ -217,6 +217,25 @@ class Converter:
                                "order, or the file is corrupt)")
             ins.append(self.values[t])
         attrs = self._attrs(node)
+        try:
+            outs = self._outputs(op, node, ins, attrs)
+        except (ModelFileError, NotImplementedError):
+            raise
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
+            # a required input or attribute missing, or one of the wrong type, reaches the converters
+            # as a lookup or conversion error: the file is malformed
+            raise self.bad(f"malformed inputs or attributes (inputs {list(node.input)}, attributes "
+                           f"{sorted(attrs)}): {type(e).__name__}: {e}") from None
+        for k, t in enumerate(node.output):
+            if not t:
+                continue
+            if k < len(outs) and outs[k] is not None:
+                self.values[t] = outs[k]
+            elif self.consumers[t]:
+                raise self.unsupported(f"output {k} ({t!r}) is not supported (only the first output is computed)")
+
+    def _outputs(self, op, node, ins, attrs) -> list:
+        """The values of ``node``'s outputs: folded constants, or what its converter builds."""
         present = [v for v in ins if v is not None]
         if op == "Constant":
             outs = [self._constant(attrs)]
@@ -242,13 +261,7 @@ class Converter:
                 outs = [outs]
             if rows and op in ELEMENTWISE_OPS:  # a (N,) tensor in, a (N,) tensor out
                 self.rows.update(o for o in outs if isinstance(o, Node) and o.shape == (1,))
-        for k, t in enumerate(node.output):
-            if not t:
-                continue
-            if k < len(outs) and outs[k] is not None:
-                self.values[t] = outs[k]
-            elif self.consumers[t]:
-                raise self.unsupported(f"output {k} ({t!r}) is not supported (only the first output is computed)")
+        return outs
 
     def _attrs(self, node) -> dict:
         from onnx import AttributeProto, helper
@@ -260,7 +273,7 @@ class Converter:
             if a.ref_attr_name:
                 raise self.unsupported(f"attribute {a.name!r} refers to a function attribute")
             if a.type == AttributeProto.TENSOR:
-                out[a.name] = self.tensors.array(a.t, f"node {node.name or node.output[0]!r} attribute {a.name!r}")
+                out[a.name] = self.tensors.array(a.t, f"{self.where(node)}: attribute {a.name!r}")
             else:
                 try:
                     out[a.name] = helper.get_attribute_value(a)

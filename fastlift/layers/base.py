@@ -76,6 +76,10 @@ class Layer:
     #: True for layers whose backward/split apply the same non-negative linear map to
     #: both halves of a split (reshapes, crops, pads, sums, averages).
     elementwise_linear = False
+    #: weights a rule may read that are computed from a stored one, never stored on the layer:
+    #: ``{name: (source weight, function)}`` (e.g. RevealCancel's positive and negative kernels).
+    #: A run derives them from its converted source when first asked (`fastlift.model.WeightCache`).
+    derived_weights: dict = {}
 
     def __init__(self, name: str | None = None):
         if name is not None and (not isinstance(name, str) or not name):
@@ -83,6 +87,17 @@ class Layer:
         self.name = name or _auto_name(snake_case(type(self).__name__))
         self._calls = 0
         self.weights: dict[str, np.ndarray] = {}
+
+    def weight_names(self) -> list[str]:
+        """Every weight a rule may read: the stored ones, then the derived ones."""
+        return [*self.weights, *(k for k in self.derived_weights if k not in self.weights)]
+
+    def weight(self, key: str) -> np.ndarray:
+        """A stored weight, or a derived one computed from its source (float64; not kept)."""
+        if key in self.weights:
+            return self.weights[key]
+        source, fn = self.derived_weights[key]
+        return fn(self.weights[source])
 
     # ---------------------------------------------------------------- graph
     def __call__(self, inputs) -> Node:
@@ -179,6 +194,16 @@ def as_int_tuple(value, n: int, what: str, minimum: int = 1) -> tuple[int, ...]:
     if len(out) != n or any(v < minimum for v in out):
         raise ValueError(f"{what} must be {n} int(s) >= {minimum}; got {value!r}")
     return out
+
+
+def positive_part(a):
+    """a where a > 0, else 0 (either array module)."""
+    return a * (a > 0)
+
+
+def negative_part(a):
+    """a where a < 0, else 0 (either array module)."""
+    return a * (a < 0)
 
 
 def as_weight(array, name: str, layer: str, shape=None) -> np.ndarray:

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..activations import ACT_CODES, ACTIVATIONS, DEFAULT_ALPHA, Act
 from ..rules import Rule
-from .base import Layer, Node, as_int_tuple, as_weight, sign_split
+from .base import Layer, Node, as_int_tuple, as_weight, negative_part, positive_part, sign_split
 
 # ----------------------------------------------------------------------- Input
 
@@ -69,13 +69,15 @@ class LinearLayer(Layer):
     increment for both halves (so the split ends here).
     """
 
+    derived_weights = {"kernel_pos": ("kernel", positive_part), "kernel_neg": ("kernel", negative_part)}
+
     def _set_kernel(self, kernel, bias, kernel_ndim):
         k = as_weight(kernel, "kernel", self.name)
         if k.ndim != kernel_ndim:
             raise ValueError(f"{self.name}: kernel must have {kernel_ndim} dimensions; got shape {k.shape}")
         n_out = k.shape[-1]
         b = np.zeros(n_out) if bias is None else as_weight(bias, "bias", self.name, (n_out,))
-        self.weights = {"kernel": k, "bias": b, "kernel_pos": k * (k > 0), "kernel_neg": k * (k < 0)}
+        self.weights = {"kernel": k, "bias": b}
 
     def forward(self, ops, xs, w):
         y = self.linear(ops, xs[0], w["kernel"], None)
@@ -163,6 +165,8 @@ class ScaleShift(Layer):
     m⁺_in = m⁺s⁺ + m⁻s⁻ and m⁻_in = m⁺s⁻ + m⁻s⁺ (the split is kept, not merged).
     """
 
+    derived_weights = {"scale_pos": ("scale", positive_part), "scale_neg": ("scale", negative_part)}
+
     def __init__(self, scale=1.0, shift=0.0, name=None):
         super().__init__(name)
         self.scale = as_weight(scale, "scale", self.name)
@@ -187,8 +191,7 @@ class ScaleShift(Layer):
         self._rank = len(s)
         lead = lambda a: a.reshape((1,) * (len(s) + 1 - a.ndim) + a.shape)  # batch axis first
         sc = lead(self.scale)
-        self.weights = {"scale": sc, "shift": lead(self.shift), "scale_pos": sc * (sc > 0),
-                        "scale_neg": sc * (sc < 0)}
+        self.weights = {"scale": sc, "shift": lead(self.shift)}
         return tuple(s)
 
     def _view(self, a, x):
@@ -248,8 +251,7 @@ class BatchNormalization(ScaleShift):
         self.axis = int(axis)
         self.epsilon = float(epsilon)
         scale = g / np.sqrt(var + epsilon)
-        self.weights = {"scale": scale, "shift": b - mean * scale,
-                        "scale_pos": scale * (scale > 0), "scale_neg": scale * (scale < 0)}
+        self.weights = {"scale": scale, "shift": b - mean * scale}
 
     def _bshape(self, shape):
         ax = self.axis - 1 if self.axis > 0 else len(shape) + self.axis
