@@ -327,11 +327,15 @@ def test_im2col_col2im(g, dtype, n, rng):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("g", GEOMETRIES)
 def test_conv_forward_is_the_unfused_gemm_bit_for_bit(g, dtype, n_out, rng):
-    # (or, where it runs conv_direct, the same values in another order: within rounding)
+    # (or, where it runs conv_direct, or float32 sgemm in per-example blocks because this BLAS's
+    # sgemm is position-dependent, the same values in another order: within rounding)
+    from fastlift.backends import cpu_ops
+
     x = rng.standard_normal((23, g.h, g.w, g.c)).astype(dtype)
     kernel = rng.standard_normal((g.kh * g.kw * g.c, n_out)).astype(dtype)
     tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {}
-    like = (lambda a, b, dt: close(a, b, dt, **tol)) if CPU._conv_runs_direct(g) else same
+    reordered = CPU._conv_runs_direct(g) or (dtype == np.float32 and not cpu_ops.sgemm_is_deterministic())
+    like = (lambda a, b, dt: close(a, b, dt, **tol)) if reordered else same
     with CPU.compute_context():
         got = CPU.conv_forward(x, kernel, g)
         cols = CPU.im2col(x, g)
@@ -351,27 +355,34 @@ def test_conv_forward_is_the_unfused_gemm_bit_for_bit(g, dtype, n_out, rng):
 
 
 @pytest.mark.parametrize("g", GEOMETRIES)
-def test_float32_conv_through_dgemm_is_the_unfused_gemm_bit_for_bit(g, rng, monkeypatch):
-    """Where sgemm is position-dependent, a float32 convolution runs the float64 fused kernel on
-    the converted rows: the bits of im2col + matmul (dgemm, rounded) + bias, rows independent
-    of the batch and the threads. Forced here, whatever BLAS runs."""
-    from fastlift.backends import cpu_ops
+def test_float32_conv_on_a_position_dependent_sgemm_blocks_each_example(g, rng, monkeypatch):
+    """Where sgemm is position-dependent, a float32 convolution runs sgemm in blocks that start at
+    each example's first cell: each example's rows are those of the example convolved alone,
+    whatever the batch and the threads, and agree with the float64 reference. Forced here,
+    whatever BLAS runs."""
+    from fastlift.backends import _cpu, cpu_ops
 
     monkeypatch.setattr(cpu_ops, "sgemm_is_deterministic", lambda: False)
     monkeypatch.setattr(cpu_ops, "_ISA", "base")  # the BLAS route, not AVX-512's direct tiles
+    flags = []
+    real = _cpu.conv_forward
+    monkeypatch.setattr(_cpu, "conv_forward", lambda *a: flags.append(a[-1]) or real(*a))
     ops = CpuOps(n_threads=2)
     x = rng.standard_normal((23, g.h, g.w, g.c)).astype(np.float32)
     kernel = rng.standard_normal((g.kh * g.kw * g.c, 64)).astype(np.float32)
     bias = rng.standard_normal(64).astype(np.float32)
+    cells = g.h_out * g.w_out
     with ops.compute_context():
         got = ops.conv_forward(x, kernel, g, bias)
-        cols = ops.im2col(x, g)
-        want = ops.matmul(cols.reshape(-1, cols.shape[-1]), kernel) + bias
-        assert got.dtype == np.float32
-        same(got, want, np.float32)
-        cells = g.h_out * g.w_out
-        for lo, hi in [(0, 1), (3, 10)]:
+        assert got.dtype == np.float32 and flags and all(flags)
+        want = REF.conv_forward(x.astype(np.float64), kernel.astype(np.float64), g, bias.astype(np.float64))
+        close(got, want.astype(np.float32), np.float32, rtol=1e-4, atol=1e-4)  # float32 sums of k terms
+        for e in (0, 7, 22):
+            same(CpuOps(n_threads=1).conv_forward(x[e:e + 1], kernel, g, bias), got[e * cells:(e + 1) * cells],
+                 np.float32)
+        for lo, hi in [(0, 1), (3, 10), (5, 23)]:
             same(CpuOps(n_threads=1).conv_forward(x[lo:hi], kernel, g, bias), got[lo * cells:hi * cells], np.float32)
+
 
 
 def direct_kernel(kernel, dtype):

@@ -905,12 +905,17 @@ def conv_forward(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)
                  floating[:, ::1] out,             # OUT (n*h_out*w_out, n_out), n_out <= n_pad
                  object g,                         # geometry.Geometry
                  Py_ssize_t block_rows, int n_threads,
-                 const floating[::1] bias=None):   # IN  (n_out,), optional
+                 const floating[::1] bias=None,    # IN  (n_out,), optional
+                 bint per_example=False):
     """out = im2col(x) @ b (+ bias), fused: each block of ``block_rows`` output cells is unfolded into a
     per-thread buffer and multiplied by one fixed-shape BLAS call while it is still in cache.
 
     Bitwise equal to ``matmul(im2col(x), b, out, block_rows, ...)`` (then ``+= bias``): the
     same BLAS calls on the same rows, without the (n·h_out·w_out, kh·kw·c) unfolded array.
+    With ``per_example`` the blocks start again at each example's first cell (its last block
+    padded with zero rows), so that a cell sits at the same position of its BLAS call whatever
+    the batch: a BLAS whose rows' bits depend on that position still gives rows that depend on
+    their example alone.
     """
     cdef fl_geometry geo = _geometry(g)
     _check_nhwc(x.shape, geo.h, geo.w, geo.c, "x")
@@ -922,7 +927,9 @@ def conv_forward(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)
             raise ValueError(f"bias must have {n} values; got {bias.shape[0]}")
         bias_ptr = &bias[0]
     cdef Py_ssize_t n_pad = b.shape[1]
-    cdef Py_ssize_t n_blocks = (m + block_rows - 1) // block_rows
+    cdef Py_ssize_t cells = geo.h_out * geo.w_out, x_step = geo.h * geo.w * geo.c
+    cdef Py_ssize_t per = (cells + block_rows - 1) // block_rows  # blocks per example (per_example)
+    cdef Py_ssize_t n_blocks = x.shape[0] * per if per_example else (m + block_rows - 1) // block_rows
     if n_blocks == 0 or k == 0:
         if k == 0:
             np.asarray(out)[...] = 0
@@ -932,7 +939,16 @@ def conv_forward(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)
     cdef floating[:, ::1] scratch = scratch_arr
     cdef const floating[:, ::1] b_view = b if not b_fortran else b.T
     cdef const floating* b_ptr = &b_view[0, 0]
-    cdef Py_ssize_t t
+    cdef const floating* x_ptr = &x[0, 0, 0, 0]
+    cdef floating* out_ptr = &out[0, 0]
+    cdef Py_ssize_t t, task, e
     for t in prange(nb, nogil=True, num_threads=nb, schedule="static"):
-        fl_conv_forward(_BLAS, &x[0, 0, 0, 0], geo, b_ptr, b_fortran, n, n_pad, bias_ptr, m, block_rows,
-                        &scratch[t, 0], &out[0, 0], t * n_blocks // nb, (t + 1) * n_blocks // nb)
+        if per_example:  # task = (example e, its block task - e*per), one BLAS call each
+            for task in range(t * n_blocks // nb, (t + 1) * n_blocks // nb):
+                e = task // per
+                fl_conv_forward(_BLAS, x_ptr + e * x_step, geo, b_ptr, b_fortran, n, n_pad, bias_ptr, cells,
+                                block_rows, &scratch[t, 0], out_ptr + e * cells * n, task - e * per,
+                                task - e * per + 1)
+        else:
+            fl_conv_forward(_BLAS, x_ptr, geo, b_ptr, b_fortran, n, n_pad, bias_ptr, m, block_rows,
+                            &scratch[t, 0], out_ptr, t * n_blocks // nb, (t + 1) * n_blocks // nb)

@@ -45,8 +45,10 @@ GEMM_PANEL_COLS = 256
 # thread count. Some kernels do not (OpenBLAS's Haswell/Zen sgemm is position-dependent within
 # its micro-tiles even with padding; which kernels hold it is listed in bench/README.md):
 # `sgemm_is_deterministic` detects that once per process (an empirical check, whatever the CPU or
-# BLAS), and float32 GEMMs then run through dgemm and round back: bitwise deterministic, slightly
-# more accurate, about half the float32 GEMM speed on those kernels.
+# BLAS). Float32 convolutions then run sgemm in blocks that start at each example's first cell
+# (`_cpu.conv_forward(per_example=True)`): a cell's position in its call depends on the example
+# alone. Float32 dense layers, one row per example, run through dgemm and round back: bitwise
+# deterministic, slightly more accurate, about half the float32 GEMM speed on those kernels.
 # The block size depends only on the weight shape, never on M, so the guarantee holds per layer.
 # Small weights get small blocks (BLAS runs them faster), large weights >= 256 rows, where
 # OpenBLAS's packing is amortised (bench/README.md, "GEMM block rows").
@@ -373,7 +375,9 @@ class CpuOps(Ops):
         per-thread buffer, multiplied at once and given its bias while in cache
         (``_cpu.conv_forward``), in blocks of ``gemm_block_rows(K, N)`` rows, so the result is
         bitwise that of ``_cpu.matmul`` over ``im2col(x)`` (+ bias) without the unfolded
-        array. Either way rows do not depend on M or on the threads. ``addend`` ((rows, n), or
+        array; where float32 sgemm is position-dependent (`sgemm_is_deterministic`) the blocks
+        start at each example's first cell instead. Either way rows do not depend on M or on
+        the threads. ``addend`` ((rows, n), or
         None) is added to the result, by conv_direct as it stores each value."""
         dt = np.result_type(x, kernel)
         if addend is not None:
@@ -390,21 +394,18 @@ class CpuOps(Ops):
                 bias = _lane_padded(np.asarray(bias).reshape(n), dt)
             return _cpu.conv_direct(x, self._direct_kernel(np.asarray(kernel, dtype=dt)), g, n,
                                     self.n_threads, bias, _ISA, addend)
+        block_rows, per_example = gemm_block_rows(k, n), False
         if dt == np.float32 and not sgemm_is_deterministic():
-            # The float64 fused kernel on the rows converted (c values per cell), not on the
-            # unfolded matrix converted (kh·kw·c per cell, never materialised here): the same
-            # bits as im2col + `matmul` (+ bias in float32), without a float32 im2col and its
-            # float64 copy, which took as long as the GEMMs (bench/README.md).
-            kernel64 = self._derived(np.asarray(kernel, dtype=np.float32), "float64", _float64_frozen)
-            y = self._conv_dense(x.astype(np.float64), kernel64, g).astype(np.float32)
-            if bias is not None:
-                y += np.asarray(bias, dtype=np.float32).reshape(n)
-            return y
+            # This sgemm gives a row bits that depend on its position in the call: blocks that
+            # start at each example's first cell keep every cell at one position whatever the
+            # batch (float32 GEMMs at about 3x dgemm's rate, bench/README.md), and blocks no
+            # longer than the example, rounded up to 16 rows, keep the zero padding small.
+            block_rows, per_example = min(block_rows, -(-g.h_out * g.w_out // 16) * 16), True
         if bias is not None:
             bias = np.ascontiguousarray(bias, dtype=dt).reshape(n)
         out = np.empty((x.shape[0] * g.h_out * g.w_out, n), dtype=dt)
         _cpu.conv_forward(x, self._padded_weights(np.asarray(kernel, dtype=dt)), out, g,
-                          gemm_block_rows(k, n), self.n_threads, bias)
+                          block_rows, self.n_threads, bias, per_example)
         return out
 
     def conv_residual_relu(self, x, kernel, g: Geometry, bias, residual):
