@@ -874,6 +874,15 @@ def merge(parts, out: str, *, overwrite: bool = False, log=None) -> list[str]:
     parts = [os.fspath(parts)] if isinstance(parts, (str, os.PathLike)) else [os.fspath(p) for p in parts]
     if not parts:
         raise ScanError("no part files given")
+    # the parts' write locks, held while they are read: a shard still being written (or rewritten
+    # with --overwrite) is refused at once instead of copied half-written. Parts in a folder this
+    # process cannot write to (read-only storage) cannot be written by a scan of ours either.
+    lockable = [p for p in parts if os.path.exists(p) and os.access(os.path.dirname(os.path.abspath(p)), os.W_OK)]
+    with lock_outputs(lockable):
+        return _merge(parts, out, overwrite, say)
+
+
+def _merge(parts, out, overwrite, say) -> list[str]:
     heads = {}
     for p in parts:
         head = read_header(p)

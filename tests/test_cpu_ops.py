@@ -354,12 +354,20 @@ def test_conv_forward_is_the_unfused_gemm_bit_for_bit(g, dtype, n_out, rng):
     close(REF.conv_forward(x, kernel, g, bias), got + bias, dtype, **tol)
 
 
-@pytest.mark.parametrize("g", GEOMETRIES)
-def test_float32_conv_on_a_position_dependent_sgemm_blocks_each_example(g, rng, monkeypatch):
-    """Where sgemm is position-dependent, a float32 convolution runs sgemm in blocks that start at
-    each example's first cell: each example's rows are those of the example convolved alone,
-    whatever the batch and the threads, and agree with the float64 reference. Forced here,
-    whatever BLAS runs."""
+LONG_GEOMETRIES = [  # examples of >= PER_EXAMPLE_MIN_CELLS output cells
+    pytest.param(geometry(1, 200, 8, 1, 5, pl=2, pr=2), id="1d-200-cells"),
+    pytest.param(geometry(1, 121, 3, 1, 4, sw=2, dw=2, pl=1, pr=2), id="1d-stride-dil-60-cells"),
+    pytest.param(geometry(9, 9, 5, 3, 3, pt=1, pb=1, pl=1, pr=1), id="2d-81-cells"),
+]
+
+
+@pytest.mark.parametrize("g", GEOMETRIES + LONG_GEOMETRIES)
+def test_float32_conv_on_a_position_dependent_sgemm(g, rng, monkeypatch):
+    """Where sgemm is position-dependent, a float32 convolution runs sgemm in blocks that start
+    at each example's first cell (each example's rows are those of the example convolved alone)
+    or, for examples of few cells, the float64 kernel on converted rows (the bits of im2col +
+    matmul, which goes through dgemm, + bias). Either way rows depend on neither the batch nor
+    the threads. Forced here, whatever BLAS runs."""
     from fastlift.backends import _cpu, cpu_ops
 
     monkeypatch.setattr(cpu_ops, "sgemm_is_deterministic", lambda: False)
@@ -372,16 +380,22 @@ def test_float32_conv_on_a_position_dependent_sgemm_blocks_each_example(g, rng, 
     kernel = rng.standard_normal((g.kh * g.kw * g.c, 64)).astype(np.float32)
     bias = rng.standard_normal(64).astype(np.float32)
     cells = g.h_out * g.w_out
+    per_example = cells >= cpu_ops.PER_EXAMPLE_MIN_CELLS
     with ops.compute_context():
         got = ops.conv_forward(x, kernel, g, bias)
-        assert got.dtype == np.float32 and flags and all(flags)
-        want = REF.conv_forward(x.astype(np.float64), kernel.astype(np.float64), g, bias.astype(np.float64))
-        close(got, want.astype(np.float32), np.float32, rtol=1e-4, atol=1e-4)  # float32 sums of k terms
-        for e in (0, 7, 22):
-            same(CpuOps(n_threads=1).conv_forward(x[e:e + 1], kernel, g, bias), got[e * cells:(e + 1) * cells],
-                 np.float32)
+        assert got.dtype == np.float32 and flags == [per_example]
+        if per_example:
+            for e in (0, 7, 22):
+                same(CpuOps(n_threads=1).conv_forward(x[e:e + 1], kernel, g, bias), got[e * cells:(e + 1) * cells],
+                     np.float32)
+        else:
+            cols = ops.im2col(x, g)
+            same(got, ops.matmul(cols.reshape(-1, cols.shape[-1]), kernel) + bias, np.float32)
         for lo, hi in [(0, 1), (3, 10), (5, 23)]:
             same(CpuOps(n_threads=1).conv_forward(x[lo:hi], kernel, g, bias), got[lo * cells:hi * cells], np.float32)
+    want = REF.conv_forward(x.astype(np.float64), kernel.astype(np.float64), g, bias.astype(np.float64))
+    close(got, want.astype(np.float32), np.float32, rtol=1e-4, atol=1e-4)  # float32 sums of k terms
+
 
 
 

@@ -257,3 +257,28 @@ def test_array_parts_name_their_file_by_its_absolute_path(tmp_path, monkeypatch)
     for (lo, hi), part in zip([(0, 3), (3, 6)], parts):
         assert np.array_equal(next(part.chunks(lo, 10)).onehot, X[lo:hi])
         part.close()
+
+
+def test_merge_refuses_a_part_still_being_written(model, genome, whole, tmp_path):
+    import threading
+
+    out = str(tmp_path / "s.h5")
+    parts = shards(model, genome, out, 2)
+    held, done = threading.Event(), threading.Event()
+
+    def writer():  # a scan of shard 1 in another thread, e.g. rerun with --overwrite
+        with io_scores.lock_outputs([parts[-1]]):
+            held.set()
+            done.wait(30)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        assert held.wait(30)
+        with pytest.raises(io_scores.OutputBusyError, match="being written"):
+            S.merge(parts, out)
+        assert not os.path.exists(S.output_paths(out, ["counts", "profile"])[0])
+    finally:
+        done.set()
+        t.join()
+    assert read_bytes(S.merge(parts, out)) == whole[1]   # and merges once it is done

@@ -97,6 +97,12 @@ def gemm_panel_cols(n_pad: int) -> int:
     return -(-n_pad // (n_panels * GEMM_COL_MULTIPLE)) * GEMM_COL_MULTIPLE
 
 
+#: where float32 sgemm is position-dependent, convolutions whose examples have at least this many
+#: output cells run sgemm in per-example blocks (at most 1/4 of a block is then zero padding);
+#: smaller ones run dgemm on converted rows, packed across examples.
+PER_EXAMPLE_MIN_CELLS = 48
+
+
 def gemm_block_rows(k: int, n: int) -> int:
     """Rows of every BLAS call of an (m, k) @ (k, n) product; a function of the weight shape only."""
     return GEMM_SMALL_BLOCK_ROWS if k * n <= GEMM_SMALL_WEIGHTS else GEMM_BLOCK_ROWS
@@ -400,7 +406,16 @@ class CpuOps(Ops):
             # start at each example's first cell keep every cell at one position whatever the
             # batch (float32 GEMMs at about 3x dgemm's rate, bench/README.md), and blocks no
             # longer than the example, rounded up to 16 rows, keep the zero padding small.
-            block_rows, per_example = min(block_rows, -(-g.h_out * g.w_out // 16) * 16), True
+            # Examples of few cells would be mostly padding: those take dgemm on converted rows
+            # (the bits of im2col + `matmul`, + bias in float32).
+            cells = g.h_out * g.w_out
+            if cells < PER_EXAMPLE_MIN_CELLS:
+                kernel64 = self._derived(np.asarray(kernel, dtype=np.float32), "float64", _float64_frozen)
+                y = self._conv_dense(x.astype(np.float64), kernel64, g).astype(np.float32)
+                if bias is not None:
+                    y += np.asarray(bias, dtype=np.float32).reshape(n)
+                return y
+            block_rows, per_example = min(block_rows, -(-cells // 16) * 16), True
         if bias is not None:
             bias = np.ascontiguousarray(bias, dtype=dt).reshape(n)
         out = np.empty((x.shape[0] * g.h_out * g.w_out, n), dtype=dt)
