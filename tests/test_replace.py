@@ -123,6 +123,23 @@ def test_the_replacement_must_output_the_shape_the_file_declares(tmp_path):
         fl.load_model(_declare(tmp_path, [1]), replace={"logcount_predictions": fl.layers.Dropout(0.0)})
 
 
+def test_a_built_in_layer_replaced_must_keep_its_output_shape():
+    # a Dense 12 -> 8 of the file replaced by a Dense 12 -> 5: refused at the layer itself (its own
+    # shape is the contract), not by the next layer blaming the file, nor silently at an output
+    path = os.path.join(os.path.dirname(LIVE), "keras", "seq_mlp.tfkeras.h5")
+    base = fl.load_model(path)
+    hidden = base.get_node("hidden1/preact").layer
+    same_shape = fl.load_model(path, replace={"hidden1": fl.layers.Dense(2 * hidden.weights["kernel"],
+                                                                         hidden.weights["bias"])})
+    assert same_shape.get_node("hidden1").shape == base.get_node("hidden1").shape
+    with pytest.raises(ValueError, match=r"the replacement for layer 'hidden1' \(Dense\) outputs shape \(5,\); the "
+                                         r"Dense layer it replaces outputs \(8,\)"):
+        fl.load_model(path, replace={"hidden1": fl.layers.Dense(np.ones((12, 5)))})
+    with pytest.raises(ValueError, match=r"the replacement for layer 'probs' \(Dense\) outputs shape \(7,\); the Dense "
+                                         r"layer it replaces outputs \(3,\)"):   # a model output
+        fl.load_model(path, replace={"probs": lambda config, weights: fl.layers.Dense(np.ones((weights[0].shape[0], 7)))})
+
+
 def test_a_replacement_that_does_not_fit_its_input_is_named():
     with pytest.raises(ValueError, match=r"the replacement for layer 'logcount_predictions' \(Lambda\) does not fit "
                                          r"its input shape\(s\) \[\(2,\)\]"):
@@ -142,7 +159,7 @@ def test_a_replacement_that_does_not_fit_its_input_is_named():
     ({**LSE, "logcounts": fl.layers.Log()}, ValueError,
      (r"replace= names \['logcounts'\], which match\(es\) no layer name or class in "
       r"'chrombpnet_lambda.tfkeras.h5'")),
-    ({"Dense": fl.layers.Dropout(0.0), **LSE}, ValueError,
+    ({"Dense": fl.layers.Dense(np.ones((8, 1))), **LSE}, ValueError,   # fits the first: the second is refused
      (r"replace\['Dense'\] is one layer but the file has several layers it matches \(\['logcount_acc', "
       r"'logcount_bias'\]\); pass a factory")),
 ])

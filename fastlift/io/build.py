@@ -88,6 +88,7 @@ class Builder:
         self.replaced: dict[str, list] = {}  # replace key -> names of the layers it replaced
         self.matched: set = set()  # replace keys naming a layer or class of the file
         self.declared: dict[str, tuple] = {}  # replaced layer -> the output shape its config declares
+        self.replaced_built_in: set = set()   # replaced built-in layers: `declared` is their own output shape
 
     # ------------------------------------------------------------------ errors
     def fail(self, spec, msg):
@@ -235,8 +236,10 @@ class Builder:
         want = self.declared.get(spec.name)
         if want and (len(want) != len(x.shape) or any(w is not None and w != s for w, s in zip(want, x.shape))):
             shown = tuple("None" if w is None else w for w in want)
+            source = (f"the {spec.class_name} layer it replaces outputs {shown}" if spec.name in self.replaced_built_in
+                      else f"the file declares {shown} for that layer")
             raise ValueError(f"{self.label}: the replacement for layer {spec.name!r} ({spec.class_name}) outputs shape "
-                             f"{x.shape}; the file declares {shown} for that layer")
+                             f"{x.shape}; {source}")
         return [x]
 
     def _origin(self, name, frames, role):
@@ -249,7 +252,13 @@ class Builder:
         self.matched.update(matched)
         key = matched[0] if matched else None  # the layer's name before its class
         if key is not None:
-            return self._replacement(spec, key, path)
+            chain = self._replacement(spec, key, path)
+            if not self.declared.get(spec.name):
+                original = self._built_in_shape(spec, in_shapes, path)
+                if original is not None:  # a built-in layer replaced: its own output shape is the contract
+                    self.declared[spec.name] = original
+                    self.replaced_built_in.add(spec.name)
+            return chain
         cls = _ALIASES.get(spec.class_name, spec.class_name)
         cfg = spec.config
         self._refuse_code(spec)
@@ -271,6 +280,22 @@ class Builder:
                 raise
             raise self.fail(spec, str(e)) from None
         return chain
+
+    def _built_in_shape(self, spec, in_shapes, path):
+        """The output shape of the built-in layer ``spec`` describes, as fastlift would build it,
+        or None when fastlift has no such layer (a Lambda, a custom class) or cannot build it."""
+        cls = _ALIASES.get(spec.class_name, spec.class_name)
+        method = LAYER_BUILDERS.get(cls)
+        if method is None or cls in CODE_CLASSES:
+            return None
+        try:
+            chain = method(self, spec, spec.config, list(in_shapes), path)
+            shapes = list(in_shapes)
+            for _, layer in chain:
+                shapes = [layer.output_shape(shapes)]
+        except (ValueError, TypeError, KeyError, NotImplementedError):
+            return None  # nothing to compare with: the replacement stands alone
+        return tuple(shapes[0])
 
     def _replacement(self, spec, key, path):
         """The user's replacement for a layer: a Layer, or what a factory makes of the layer's
