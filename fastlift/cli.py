@@ -30,10 +30,8 @@ def _positive_int(text):
 
 def _shard(text):
     index, sep, count = text.partition("/")
-    try:
-        i, n = int(index), int(count)
-    except ValueError:
-        i = n = -1
+    digits = index.isascii() and index.isdigit() and count.isascii() and count.isdigit()  # not int()'s "1_0", " 3"
+    i, n = (int(index), int(count)) if digits else (-1, -1)
     if not sep or not 0 <= i < n:
         raise argparse.ArgumentTypeError(f"expected I/N with 0 <= I < N (e.g. 0/4 ... 3/4); got {text!r}")
     return i, n

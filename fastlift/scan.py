@@ -886,9 +886,15 @@ def _merge(parts, out, overwrite, say) -> list[str]:
     heads = {}
     for p in parts:
         head = read_header(p)
-        if not isinstance(head["params"].get("shard"), dict):
+        record = head["params"].get("shard")
+        if not isinstance(record, dict):
             raise ScanError(f"{p} is not a shard file (its parameters have no 'shard' entry: it holds a "
                             "whole scan)")
+        fields = [record.get(k) for k in ("index", "count", "start", "stop", "n_regions")]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in fields) or \
+                not isinstance(head["params"].get("output_index"), int) or not record["index"] < record["count"]:
+            raise ScanError(f"{p}: its shard record {record!r} is damaged (index, count, start, stop and n_regions "
+                            "must be whole numbers, index < count)")
         if p in heads:
             raise ScanError(f"{p} is given twice")
         heads[p] = head

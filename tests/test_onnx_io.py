@@ -344,3 +344,11 @@ def test_external_data_that_becomes_a_fifo_after_its_check_is_refused_without_wa
         t.join(5)
     assert not waited, "opening the FIFO waited for a writer"
     assert result and isinstance(result[0], ModelFileError) and "not a regular file" in str(result[0])
+
+
+def test_a_pad_with_a_value_too_large_to_mask_is_refused_before_it_allocates():
+    # a few bytes of pads ask for a (4, 2**40) mask of where the fill value goes
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"]), helper.make_node("Pad", ["c", "p", "v"], ["y"])]
+    inits = {"W": np.zeros((3, 4, 3), np.float32), "p": np.int64([0, 0, 0, 0, 0, 2**40]), "v": np.float32(1.5)}
+    with pytest.raises(ModelFileError, match=r"a Pad with value 1.5 .* would make a constant mask of more than"):
+        load_onnx(_bytes(nodes=nodes, inits=inits))

@@ -282,3 +282,37 @@ def test_merge_refuses_a_part_still_being_written(model, genome, whole, tmp_path
         done.set()
         t.join()
     assert read_bytes(S.merge(parts, out)) == whole[1]   # and merges once it is done
+
+
+def test_the_command_line_shard_is_two_plain_numbers():
+    import argparse
+
+    from fastlift import cli
+
+    assert cli._shard("3/4") == (3, 4) and cli._shard("0/1") == (0, 1)
+    for bad in ["1_0/20", " 1/2", "1/2 ", "+1/2", "a/b", "3/2", "1/", "/2", "1", "١/٢"]:
+        with pytest.raises(argparse.ArgumentTypeError, match="expected I/N with 0 <= I < N"):
+            cli._shard(bad)
+
+
+def test_merge_refuses_a_part_whose_shard_record_is_damaged(model, genome, tmp_path):
+    import json
+
+    import h5py
+
+    out = str(tmp_path / "s.h5")
+    parts = shards(model, genome, out, 2)
+    for bad in [{"index": "0"}, {"count": 2.5}, {"start": None}, {"index": True}]:
+        with h5py.File(parts[0], "r+") as f:
+            params = json.loads(f.attrs["params"])
+            good = dict(params["shard"])
+            params["shard"].update(bad)
+            f.attrs["params"] = json.dumps(params)
+        try:
+            with pytest.raises(S.ScanError, match=r"its shard record .* is damaged"):
+                S.merge(parts, out)
+        finally:
+            with h5py.File(parts[0], "r+") as f:
+                params["shard"] = good
+                f.attrs["params"] = json.dumps(params)
+    S.merge(parts, out)

@@ -631,6 +631,9 @@ def _pad(c, node, ins, attrs):
     out = node.output[0]
     y = c.crop_pad(x, amounts, out if value == 0.0 else f"{out}/zeros")
     if value != 0.0 and any(b > 0 or e > 0 for b, e in amounts.values()):
+        if math.prod(y.shape) > onnx_fold.MAX_FOLDED_VALUES:  # checked before the mask is made
+            raise c.bad(f"a Pad with value {value:g} to shape {y.shape} would make a constant mask of more than "
+                        f"{onnx_fold.MAX_FOLDED_VALUES} values (fastlift.io.onnx_fold.MAX_FOLDED_VALUES)")
         inside = np.zeros(y.shape)  # 1 where y holds x's values, 0 on the padding (which holds `value`)
         index = []
         for k, n in enumerate(y.shape):
