@@ -182,3 +182,46 @@ def memory_fits(nbytes: float, what: str, budget: int | None = None) -> None:
     if budget is not None and nbytes > budget:
         raise ValueError(f"{what}: needs about {_size(nbytes)} of memory, more than the {_size(budget)} "
                          "available")
+
+
+def input_shape_arg(value):
+    """``input_shape=``: None, a shape, or {input name: shape}; shapes as tuples of Python ints."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str):
+                raise TypeError(f"input_shape keys must be input names (str); got {key!r}")
+        return {key: shape_arg(v, f"input_shape[{key!r}]") for key, v in value.items()}
+    if not isinstance(value, (tuple, list)):
+        raise TypeError(f"input_shape must be a tuple of ints or a dict {{input name: tuple}}; got {value!r}")
+    return shape_arg(value, "input_shape")
+
+
+def shape_arg(value, what) -> tuple:
+    """A shape of positive ints (numpy integers accepted; floats and bools refused, never truncated)."""
+    if not isinstance(value, (tuple, list)):
+        raise TypeError(f"{what} must be a tuple of positive ints; got {value!r}")
+    out = []
+    for d in value:
+        if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)):
+            shown = repr(d.item()) if isinstance(d, np.generic) else repr(d)
+            raise TypeError(f"{what} must be a tuple of positive ints; got {tuple(value)!r} ({shown} is a "
+                            f"{type(d).__name__})")
+        if d < 1:
+            raise ValueError(f"{what} must be a tuple of positive ints; got {tuple(value)!r}")
+        if d > 2**31:
+            raise ValueError(f"{what} entries must be at most 2**31; got {tuple(value)!r}")
+        out.append(int(d))
+    return tuple(out)
+
+
+def fit_input_shape(given: tuple, declared, name: str, label: str, shown=None) -> tuple:
+    """``given`` (an `input_shape_arg` shape) for the input ``name`` whose file declares
+    ``declared`` (without the batch axis; None for a dimension left open). ``shown``: the
+    declared shape as the error shows it (default: None as "None")."""
+    if len(given) != len(declared) or any(d is not None and d != g for d, g in zip(declared, given)):
+        shown = shown or tuple("None" if d is None else d for d in declared)
+        raise ValueError(f"input_shape {given} does not fit input {name!r} of shape {shown} (without the batch "
+                         f"axis) in {label}")
+    return given

@@ -153,6 +153,11 @@ def test_dynamic_dimensions_need_input_shape(tmp_path):
         fl.load_model(path, input_shape=(3, 9))
     with pytest.raises(ValueError, match="unknown input"):
         fl.load_model(path, input_shape={"seq": (4, 9)})
+    # load_onnx itself checks input_shape as load_model does: never truncated, never zero
+    with pytest.raises(TypeError, match=r"input_shape must be a tuple of positive ints; got \(4, 9.5\)"):
+        load_onnx(path.read_bytes(), input_shape=(4, 9.5))
+    with pytest.raises(ValueError, match=r"input_shape must be a tuple of positive ints; got \(4, 0\)"):
+        load_onnx(path.read_bytes(), input_shape=(4, 0))
 
 
 def test_non_float_inputs_are_refused():

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import _validate
 from .. import layers as L
 from ..model import Model
 from .config import LayerSpec, ModelSpec, Ref
@@ -120,12 +121,8 @@ class Builder:
         given = self.input_shapes
         if isinstance(given, dict):
             given = given.get(ispec.name)
-        if given is not None:
-            given = tuple(int(g) for g in given)
-            if len(given) != len(shape) or any(s is not None and s != g for s, g in zip(shape, given)):
-                raise ValueError(f"input_shape {given} does not fit input {ispec.name!r} of shape "
-                                 f"{tuple('None' if s is None else s for s in shape)} in {self.label}")
-            return given
+        if given is not None:  # checked by load_model (`_validate.input_shape_arg`)
+            return _validate.fit_input_shape(given, shape, ispec.name, self.label)
         if any(s is None for s in shape):
             raise NotImplementedError(
                 f"{self.label}: input {ispec.name!r} has shape {tuple('None' if s is None else s for s in shape)} "

@@ -26,8 +26,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 
-import numpy as np
-
+from .. import _validate
 from ..model import Model
 from . import hdf5, keras1
 from . import onnx as onnx_io
@@ -70,7 +69,7 @@ def options(input_shape=None, layer_classes=None, conv_backend=None, replace=Non
     if conv_backend is not None and conv_backend not in keras1.CONV_BACKENDS:
         raise ValueError(f"conv_backend must be one of {list(keras1.CONV_BACKENDS)} or None (what the file records); "
                          f"got {conv_backend!r}")
-    return Options(_input_shape_arg(input_shape), layer_classes, conv_backend, check_replace(replace))
+    return Options(_validate.input_shape_arg(input_shape), layer_classes, conv_backend, check_replace(replace))
 
 
 @dataclass
@@ -162,7 +161,7 @@ def load_model(path, config_json=None, *, input_shape=None, conv_backend=None, r
                 if replace is not None or conv_backend is not None:
                     raise ValueError(f"{label} is an ONNX model: replace= and conv_backend= apply to Keras files")
                 f.seek(0)
-                return onnx_io.load_onnx(f, input_shape=_input_shape_arg(input_shape), label=label, path=name)
+                return onnx_io.load_onnx(f, input_shape=_validate.input_shape_arg(input_shape), label=label, path=name)
     return read_keras(path, config_json, input_shape=input_shape, conv_backend=conv_backend, replace=replace,
                       config_yaml=config_yaml).model
 
@@ -195,38 +194,6 @@ def read_keras(path, config_json=None, *, input_shape=None, layer_classes=None, 
                              f"not a Keras model. {PYTORCH_ADVICE}")
     raise ModelFileError(f"{label}: not a Keras model file (neither HDF5 nor a .keras zip archive; it starts "
                          f"with {head!r})")
-
-
-def _input_shape_arg(value):
-    """``input_shape=``: None, a shape, or {input name: shape}; shapes as tuples of Python ints."""
-    if value is None:
-        return None
-    if isinstance(value, dict):
-        for key in value:
-            if not isinstance(key, str):
-                raise TypeError(f"input_shape keys must be input names (str); got {key!r}")
-        return {key: _shape_arg(v, f"input_shape[{key!r}]") for key, v in value.items()}
-    if not isinstance(value, (tuple, list)):
-        raise TypeError(f"input_shape must be a tuple of ints or a dict {{input name: tuple}}; got {value!r}")
-    return _shape_arg(value, "input_shape")
-
-
-def _shape_arg(value, what) -> tuple:
-    """A shape of positive ints (numpy integers accepted; floats and bools refused, never truncated)."""
-    if not isinstance(value, (tuple, list)):
-        raise TypeError(f"{what} must be a tuple of positive ints; got {value!r}")
-    out = []
-    for d in value:
-        if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)):
-            shown = repr(d.item()) if isinstance(d, np.generic) else repr(d)
-            raise TypeError(f"{what} must be a tuple of positive ints; got {tuple(value)!r} ({shown} is a "
-                            f"{type(d).__name__})")
-        if d < 1:
-            raise ValueError(f"{what} must be a tuple of positive ints; got {tuple(value)!r}")
-        if d > 2**31:
-            raise ValueError(f"{what} entries must be at most 2**31; got {tuple(value)!r}")
-        out.append(int(d))
-    return tuple(out)
 
 
 _KINDS = ((stat.S_ISFIFO, "FIFO (named pipe)"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),

@@ -24,6 +24,7 @@ import stat
 
 import numpy as np
 
+from .. import _validate
 from ..model import Model
 from .errors import ModelFileError
 
@@ -99,8 +100,7 @@ def load_onnx(source, *, input_shape=None, label=None, path=None) -> Model:
     else:
         raise TypeError(f"source must be the bytes of an ONNX model or a binary file opened on one; got "
                         f"{type(source).__name__} (fl.load_model takes paths)")
-    if input_shape is not None and not isinstance(input_shape, (tuple, list, dict)):
-        raise TypeError(f"input_shape must be a tuple of ints or a dict {{input name: tuple}}; got {input_shape!r}")
+    input_shape = _validate.input_shape_arg(input_shape)
     proto = parse_model(data, label)
     opset = check_opsets(proto, label)
     base_dir = None if path is None else os.path.dirname(os.path.abspath(os.fspath(path)))

@@ -15,6 +15,7 @@ from collections import Counter
 
 import numpy as np
 
+from .. import _validate
 from .. import layers as L
 from ..layers.base import Node
 from ..model import Model
@@ -153,16 +154,8 @@ class Converter:
         elif given is not None and n_inputs > 1:
             raise ValueError(f"the model has {n_inputs} inputs: pass input_shape as a dict {{input name: shape}}")
         shown = tuple(names[k + 1] if d is None else d for k, d in enumerate(rest))
-        if given is not None:
-            try:
-                given = tuple(int(g) for g in given)
-            except (TypeError, ValueError):
-                raise TypeError(f"input_shape for {vi.name!r} must be a tuple of ints; got {given!r}") from None
-            if len(given) != len(rest) or any(s is not None and s != g for s, g in zip(rest, given)) or \
-                    any(g < 1 for g in given):
-                raise ValueError(f"input_shape {given} does not fit input {vi.name!r} of shape {shown} (without the "
-                                 f"batch axis) in {self.label}")
-            return given
+        if given is not None:  # checked by load_onnx (`_validate.input_shape_arg`)
+            return _validate.fit_input_shape(given, rest, vi.name, self.label, shown)
         if any(d is None for d in rest):
             raise NotImplementedError(
                 f"{self.label}: input {vi.name!r} has dynamic dimension(s): shape {shown} without the batch axis; "
