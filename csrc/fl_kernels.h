@@ -102,6 +102,8 @@
 #define FL_VEC_BLOCK 4
 // Output cells per register tile of conv_direct (6 x 4 vectors: 24 of AVX-512's 32 registers).
 #define FL_DIRECT_CELLS 6
+// Output cells per register tile of conv_direct on AVX2 (6 x 2 vectors of 32 bytes: 12 of 16).
+#define FL_DIRECT_CELLS_YMM 6
 // Output cells per register tile of conv_forward_onehot (each adds its own gathered kernel rows; the
 // fastest of 1 to 6 on Basset's first layer, bench/README.md).
 #define FL_ONEHOT_CELLS 3

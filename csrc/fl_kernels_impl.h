@@ -640,6 +640,45 @@ FL_KERNEL void FL_K(conv_sparse)(const FL_T *FL_RESTRICT m_out__pijo,   // IN
 // (the bits of add_activation). FL_EPI_RELU_GRAD: out2 = v * relu'(aux), the multipliers of the
 // ReLU whose output multipliers v are and whose input is aux (the bits of gradient_backward).
 // Threads: output rows q = n*h_out + i in [row_begin, row_end).
+// conv_direct's store: the tile's sums sum__r (cells rows of `stride` values) become out[cells,
+// col0 : col0 + n_store] (+ bias, + addend), and the second output of epi where out2 is given.
+FL_ROWS void FL_KI(direct_store)(const FL_T *FL_RESTRICT sum__r, int64_t stride, const FL_T *FL_RESTRICT bias,
+                                const FL_T *FL_RESTRICT addend__nijo, const FL_T *FL_RESTRICT aux__nijo,
+                                FL_T *FL_RESTRICT out2__nijo, int epi, fl_geometry g, int64_t n, int64_t i,
+                                int64_t j0, int cells, int64_t col0, int64_t c_out, int64_t n_store,
+                                FL_T *FL_RESTRICT out__nijo)
+{
+    for (int r = 0; r < cells; ++r) {
+        const int64_t at = ((n * g.h_out + i) * g.w_out + j0 + r) * c_out + col0;
+        FL_T *dst = out__nijo + at;
+        const FL_T *sum = sum__r + r * stride, *add = addend__nijo + at;
+        if (bias != NULL && addend__nijo != NULL)
+            for (int64_t k = 0; k < n_store; ++k)
+                dst[k] = (sum[k] + bias[col0 + k]) + add[k];
+        else if (bias != NULL)
+            for (int64_t k = 0; k < n_store; ++k)
+                dst[k] = sum[k] + bias[col0 + k];
+        else if (addend__nijo != NULL)
+            for (int64_t k = 0; k < n_store; ++k)
+                dst[k] = sum[k] + add[k];
+        else
+            for (int64_t k = 0; k < n_store; ++k)
+                dst[k] = sum[k];
+        if (out2__nijo != NULL) {
+            const FL_T *aux = aux__nijo + at;
+            FL_T *o = out2__nijo + at;
+            if (epi == FL_EPI_RESIDUAL_RELU)
+                for (int64_t k = 0; k < n_store; ++k) {
+                    const FL_T z = dst[k];
+                    o[k] = aux[k] + (z > (FL_T)0 ? z : (FL_T)0);
+                }
+            else  // FL_EPI_RELU_GRAD
+                for (int64_t k = 0; k < n_store; ++k)
+                    o[k] = dst[k] * (aux[k] > (FL_T)0 ? (FL_T)1 : (FL_T)0);
+        }
+    }
+}
+
 FL_ROWS void FL_KI(direct_tile)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_RESTRICT zero__c,
                                const FL_T *FL_RESTRICT wblock, const FL_T *FL_RESTRICT bias,
                                const FL_T *FL_RESTRICT addend__nijo, const FL_T *FL_RESTRICT aux__nijo,
@@ -673,35 +712,8 @@ FL_ROWS void FL_KI(direct_tile)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_
         }
     }
     const int64_t n_store = c_out - col0 < nv * lanes ? c_out - col0 : nv * lanes;
-    for (int r = 0; r < cells; ++r) {
-        const int64_t at = ((n * g.h_out + i) * g.w_out + j0 + r) * c_out + col0;
-        FL_T *dst = out__nijo + at;
-        const FL_T *sum = (const FL_T *)&acc[r][0], *add = addend__nijo + at;
-        if (bias != NULL && addend__nijo != NULL)
-            for (int64_t k = 0; k < n_store; ++k)
-                dst[k] = (sum[k] + bias[col0 + k]) + add[k];
-        else if (bias != NULL)
-            for (int64_t k = 0; k < n_store; ++k)
-                dst[k] = sum[k] + bias[col0 + k];
-        else if (addend__nijo != NULL)
-            for (int64_t k = 0; k < n_store; ++k)
-                dst[k] = sum[k] + add[k];
-        else
-            for (int64_t k = 0; k < n_store; ++k)
-                dst[k] = sum[k];
-        if (out2__nijo != NULL) {
-            const FL_T *aux = aux__nijo + at;
-            FL_T *o = out2__nijo + at;
-            if (epi == FL_EPI_RESIDUAL_RELU)
-                for (int64_t k = 0; k < n_store; ++k) {
-                    const FL_T z = dst[k];
-                    o[k] = aux[k] + (z > (FL_T)0 ? z : (FL_T)0);
-                }
-            else  // FL_EPI_RELU_GRAD
-                for (int64_t k = 0; k < n_store; ++k)
-                    o[k] = dst[k] * (aux[k] > (FL_T)0 ? (FL_T)1 : (FL_T)0);
-        }
-    }
+    FL_KI(direct_store)((const FL_T *)&acc[0][0], FL_VEC_BLOCK * lanes, bias, addend__nijo, aux__nijo, out2__nijo,
+                       epi, g, n, i, j0, (int)cells, col0, c_out, n_store, out__nijo);
 }
 
 FL_ROWS void FL_KI(direct_rows)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_RESTRICT wp__btcv,
@@ -740,6 +752,80 @@ FL_ISA_VARIANTS(direct_rows,
                 (x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, aux__nijo, out2__nijo, epi, g, c_out,
                  out__nijo, row_begin, row_end))
 
+#ifdef FL_X86_DISPATCH
+// conv_direct's tiles for AVX2's 16 vector registers: FL_DIRECT_CELLS_YMM output cells times one
+// packed-kernel vector (FL_VEC_BYTES of output channels, two 32-byte halves), 12 accumulators. The
+// packed kernel is the same as above and each output value is summed in the same order with the
+// same fused multiply-adds, so these tiles give the AVX-512 tiles' bits.
+typedef FL_T FL_KI(ymm) __attribute__((vector_size(32), aligned(sizeof(FL_T)), may_alias));
+
+FL_ROWS void FL_KI(direct_tile_ymm)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_RESTRICT zero__c,
+                                   const FL_T *FL_RESTRICT wvec, int64_t w_stride, const FL_T *FL_RESTRICT bias,
+                                   const FL_T *FL_RESTRICT addend__nijo, const FL_T *FL_RESTRICT aux__nijo,
+                                   FL_T *FL_RESTRICT out2__nijo, int epi, fl_geometry g, int64_t n, int64_t i,
+                                   int64_t j0, int64_t cells, int64_t col0, int64_t c_out,
+                                   FL_T *FL_RESTRICT out__nijo)
+{
+    const int64_t half = (int64_t)(sizeof(FL_KI(ymm)) / sizeof(FL_T));
+    FL_KI(ymm) acc[FL_DIRECT_CELLS_YMM][2];
+    for (int r = 0; r < FL_DIRECT_CELLS_YMM; ++r)
+        acc[r][0] = acc[r][1] = (FL_KI(ymm)){0};
+    const FL_T *xn = x__nhwc + n * g.h * g.w * g.c;
+    for (int64_t a = 0; a < g.kh; ++a) {
+        const int64_t row = i * g.sh - g.pt + a * g.dh;
+        for (int64_t b = 0; b < g.kw; ++b) {
+            const FL_T *p[FL_DIRECT_CELLS_YMM];
+            for (int r = 0; r < FL_DIRECT_CELLS_YMM; ++r) {
+                const int64_t col = (j0 + r) * g.sw - g.pl + b * g.dw;
+                const int inside = r < cells && row >= 0 && row < g.h && col >= 0 && col < g.w;
+                p[r] = inside ? xn + (row * g.w + col) * g.c : zero__c;
+            }
+            const FL_T *w = wvec + (a * g.kw + b) * g.c * w_stride;
+            for (int64_t ch = 0; ch < g.c; ++ch, w += w_stride) {
+                const FL_KI(ymm) w0 = *(const FL_KI(ymm) *)w, w1 = *(const FL_KI(ymm) *)(w + half);
+                for (int r = 0; r < FL_DIRECT_CELLS_YMM; ++r) {
+                    const FL_T v = p[r][ch];
+                    acc[r][0] += v * w0;
+                    acc[r][1] += v * w1;
+                }
+            }
+        }
+    }
+    const int64_t n_store = c_out - col0 < 2 * half ? c_out - col0 : 2 * half;
+    FL_KI(direct_store)((const FL_T *)&acc[0][0], 2 * half, bias, addend__nijo, aux__nijo, out2__nijo, epi, g, n,
+                       i, j0, (int)cells, col0, c_out, n_store, out__nijo);
+}
+
+FL_TARGET_AVX2 FL_NOINLINE void FL_KI(direct_rows_ymm)(const FL_T *FL_RESTRICT x__nhwc,
+                                                      const FL_T *FL_RESTRICT wp__btcv,
+                                                      const FL_T *FL_RESTRICT bias__o,
+                                                      const FL_T *FL_RESTRICT zero__c,
+                                                      const FL_T *FL_RESTRICT addend__nijo,
+                                                      const FL_T *FL_RESTRICT aux__nijo,
+                                                      FL_T *FL_RESTRICT out2__nijo, int epi, fl_geometry g,
+                                                      int64_t c_out, FL_T *FL_RESTRICT out__nijo,
+                                                      int64_t row_begin, int64_t row_end)
+{
+    const int64_t lanes = (int64_t)(FL_VEC_BYTES / sizeof(FL_T));
+    const int64_t width = FL_VEC_BLOCK * lanes, taps_c = g.kh * g.kw * g.c;
+    for (int64_t q = row_begin; q < row_end; ++q) {
+        const int64_t n = q / g.h_out, i = q % g.h_out;
+        for (int64_t col0 = 0; col0 < c_out; col0 += width) {
+            const int64_t left = c_out - col0;
+            const int nv = left >= width ? FL_VEC_BLOCK : (int)((left + lanes - 1) / lanes);
+            const FL_T *wblock = wp__btcv + (col0 / width) * taps_c * width;
+            for (int k = 0; k < nv; ++k)
+                for (int64_t j0 = 0; j0 < g.w_out; j0 += FL_DIRECT_CELLS_YMM) {
+                const int64_t cells = g.w_out - j0 < FL_DIRECT_CELLS_YMM ? g.w_out - j0 : FL_DIRECT_CELLS_YMM;
+                    FL_KI(direct_tile_ymm)(x__nhwc, zero__c, wblock + k * lanes, nv * lanes, bias__o, addend__nijo,
+                                          aux__nijo, out2__nijo, epi, g, n, i, j0, cells, col0 + k * lanes,
+                                          c_out, out__nijo);
+            }
+        }
+    }
+}
+#endif
+
 // isa: an FL_ISA_* code, the highest variant to use (FL_ISA_AUTO: the best the CPU has).
 FL_KERNEL void FL_K(conv_direct)(const FL_T *FL_RESTRICT x__nhwc,     // IN
                                  const FL_T *FL_RESTRICT wp__btcv,    // IN
@@ -754,6 +840,13 @@ FL_KERNEL void FL_K(conv_direct)(const FL_T *FL_RESTRICT x__nhwc,     // IN
                                  int64_t row_begin, int64_t row_end)
 {
     const int variant = fl_isa(isa);
+#ifdef FL_X86_DISPATCH
+    if (variant == FL_ISA_AVX2) {
+        FL_KI(direct_rows_ymm)(x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, aux__nijo, out2__nijo, epi, g,
+                               c_out, out__nijo, row_begin, row_end);
+        return;
+    }
+#endif
     FL_ISA_CALL(variant, direct_rows, (x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, aux__nijo, out2__nijo,
                                        epi, g, c_out, out__nijo, row_begin, row_end));
 }

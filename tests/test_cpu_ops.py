@@ -595,12 +595,13 @@ RESIDUAL_GEOMETRIES = [
     pytest.param(geometry(1, 60, 64, 1, 9, pl=4, pr=4), id="skips-zeros")]
 
 
-@pytest.fixture(params=["avx512", "avx2"])
+@pytest.fixture(params=["avx512", "avx2", "base"])
 def vector_isa(request, monkeypatch):
-    """CpuOps' vector ISA: the direct tiles (AVX-512), or the BLAS paths of CPUs without it."""
+    """CpuOps' vector ISA: the direct tiles (AVX-512 or AVX2, where the CPU has it: else the best
+    it has), or the BLAS paths of CPUs without either ("base")."""
     from fastlift.backends import cpu_ops
 
-    monkeypatch.setattr(cpu_ops, "_ISA", request.param if _cpu.isa() == "avx512" else _cpu.isa())
+    monkeypatch.setattr(cpu_ops, "_ISA", _cpu.isa(request.param))
     return request.param
 
 

@@ -66,10 +66,10 @@ SPARSE_MAX_FILL = 0.3
 #: conv_forward's rows take the sparse kernel up to this fill (lower than the adjoint's: its dense
 #: path, the fused GEMM, is faster; bench/README.md, "Sparse rows in the forward").
 SPARSE_MAX_FILL_FORWARD = 0.25
-#: Convolutions with at least this many input channels run `_cpu.conv_direct` (no unfolding,
-#: 6 output cells x 64 output channels in AVX-512 registers) on CPUs with AVX-512; with fewer the
-#: GEMM wins (bench/README.md, "Direct convolution and dense tiles"). Without AVX-512 the tile's
-#: 24 64-byte accumulators are 48 AVX2 registers (it has 16) and spill, so those CPUs keep the GEMM.
+#: Convolutions with at least this many input channels run `_cpu.conv_direct` (no unfolding;
+#: 6 output cells x 64 output channels in AVX-512 registers, 6 cells x 16 channels in AVX2's) on
+#: CPUs with AVX2 or AVX-512; with fewer the GEMM wins (bench/README.md, "Direct convolution and
+#: dense tiles"). Both tiles sum each value in the same order with the same FMAs: the same bits.
 DIRECT_MIN_CHANNELS = 16
 #: Rows of convolutions with at most this many input channels are checked for one-hot input (DNA
 #: has 4 channels, protein ~20); one-hot rows run as a gather of kernel rows
@@ -123,6 +123,7 @@ def dense_block_rows(k: int, n: int) -> int:
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _ISA = _cpu.isa()  # the vector ISA the hand-vectorised kernels run here
+_DIRECT_ISAS = ("avx2", "avx512")  # those with conv_direct's register tiles (the baseline has none)
 
 
 def _rows(a, dtype):
@@ -218,7 +219,7 @@ class CpuOps(Ops):
         self.n_threads = (os.cpu_count() or 1) if n_threads is None else int(n_threads)
         self._weights: dict = {}  # arrays derived from read-only weights: key -> (owner, array)
 
-    #: `conv_residual_relu` and `conv_adjoint_relu` run in conv_direct's store (AVX-512 CPUs);
+    #: `conv_residual_relu` and `conv_adjoint_relu` run in conv_direct's store (AVX2 and AVX-512 CPUs);
     #: `add_activation` is one threaded pass.
     fused_ops = frozenset({"add_activation", "conv_residual_relu", "conv_adjoint_relu"})
 
@@ -258,7 +259,7 @@ class CpuOps(Ops):
     def matmul(self, a, b):
         """``a @ b`` for 2-D ``a`` (M, K) and ``b`` (K, N); ``b`` may be a transposed view.
 
-        On AVX-512 CPUs (K >= `DIRECT_MIN_CHANNELS`, float32/64): `_cpu.matmul_direct`, whose
+        On AVX2 and AVX-512 CPUs (K >= `DIRECT_MIN_CHANNELS`, float32/64): `_cpu.matmul_direct`, whose
         tiles sum each value in a fixed order with ``b`` packed once (faster than padded BLAS
         blocks for the few dozen rows dense layers get per chunk). Otherwise `_cpu.matmul`, in
         blocks of exactly ``dense_block_rows(K, N)`` rows (the last one zero-padded) and column
@@ -266,7 +267,7 @@ class CpuOps(Ops):
         columns, on ``n_threads`` threads, so an element's bits do not depend on M or on the
         thread count. Expects to run inside `compute_context` (one BLAS thread per call).
         """
-        if _ISA == "avx512" and a.dtype == b.dtype and a.dtype in _FLOATS and a.shape[1] >= DIRECT_MIN_CHANNELS:
+        if _ISA in _DIRECT_ISAS and a.dtype == b.dtype and a.dtype in _FLOATS and a.shape[1] >= DIRECT_MIN_CHANNELS:
             # a 1x1 convolution through conv_direct's tiles: no per-call packing, no padded rows
             return _cpu.matmul_direct(np.ascontiguousarray(a), self._direct_kernel(b), b.shape[1],
                                       self.n_threads)
@@ -375,7 +376,7 @@ class CpuOps(Ops):
         return out.reshape(-1, n)
 
     def _conv_dense(self, x, kernel, g: Geometry, bias=None, addend=None):
-        """On AVX-512 CPUs, for >= `DIRECT_MIN_CHANNELS` input channels: `_cpu.conv_direct`, a
+        """On AVX2 and AVX-512 CPUs, for >= `DIRECT_MIN_CHANNELS` input channels: `_cpu.conv_direct`, a
         convolution without unfolding whose register tiles read the input in place. Otherwise
         fused `im2col` + `matmul` (+ bias): each block of output cells is unfolded into a
         per-thread buffer, multiplied at once and given its bias while in cache
@@ -437,7 +438,7 @@ class CpuOps(Ops):
     @staticmethod
     def _conv_runs_direct(g: Geometry) -> bool:
         """Whether `_conv_dense` runs `_cpu.conv_direct` for this geometry (see `DIRECT_MIN_CHANNELS`)."""
-        return _ISA == "avx512" and g.c >= DIRECT_MIN_CHANNELS
+        return _ISA in _DIRECT_ISAS and g.c >= DIRECT_MIN_CHANNELS
 
     def _direct_kernel(self, kernel):
         """The kernel (taps*c, n) packed for `_cpu.conv_direct`, once per run: blocks of
