@@ -624,7 +624,8 @@ FL_KERNEL void FL_K(conv_sparse)(const FL_T *FL_RESTRICT m_out__pijo,   // IN
 // conv_direct: a convolution without unfolding (the forward of CpuOps.conv_forward where it pays):
 //   out[n, i, j, o] = (sum over taps t = (a, b) in row-major order, then input channels ch in
 //   order, of x[n, i*sh - pt + a*dh, j*sw - pl + b*dw, ch] * kernel[t*c + ch, o]) + bias[o],
-// cells outside the input reading 0. FL_DIRECT_CELLS output cells of one output row times one
+// cells outside the input reading 0 (a tap that reads only such cells for a whole tile is skipped:
+// the adjoint of a dilated convolution pads by twice the dilation). FL_DIRECT_CELLS output cells of one output row times one
 // block of FL_VEC_BLOCK vectors of output channels are summed in registers: each kernel vector
 // loaded serves FL_DIRECT_CELLS cells, each input value broadcast serves the whole block. The sum
 // order is fixed per output value, so results depend on neither the batch nor the threads; the
@@ -696,11 +697,15 @@ FL_ROWS void FL_KI(direct_tile)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_
         const int64_t row = i * g.sh - g.pt + a * g.dh;
         for (int64_t b = 0; b < g.kw; ++b) {
             const FL_T *p[FL_DIRECT_CELLS];
+            int any_inside = 0;
             for (int r = 0; r < FL_DIRECT_CELLS; ++r) {
                 const int64_t col = (j0 + r) * g.sw - g.pl + b * g.dw;
                 const int inside = r < cells && row >= 0 && row < g.h && col >= 0 && col < g.w;
                 p[r] = inside ? xn + (row * g.w + col) * g.c : zero__c;
+                any_inside |= inside;
             }
+            if (!any_inside)  // the tap reads only padding: nothing to add
+                continue;
             const FL_KI(vec) *w = (const FL_KI(vec) *)(wblock + (a * g.kw + b) * g.c * nv * lanes);
             for (int64_t ch = 0; ch < g.c; ++ch, w += nv) {
                 for (int k = 0; k < nv; ++k) {
@@ -775,11 +780,15 @@ FL_ROWS void FL_KI(direct_tile_ymm)(const FL_T *FL_RESTRICT x__nhwc, const FL_T 
         const int64_t row = i * g.sh - g.pt + a * g.dh;
         for (int64_t b = 0; b < g.kw; ++b) {
             const FL_T *p[FL_DIRECT_CELLS_YMM];
+            int any_inside = 0;
             for (int r = 0; r < FL_DIRECT_CELLS_YMM; ++r) {
                 const int64_t col = (j0 + r) * g.sw - g.pl + b * g.dw;
                 const int inside = r < cells && row >= 0 && row < g.h && col >= 0 && col < g.w;
                 p[r] = inside ? xn + (row * g.w + col) * g.c : zero__c;
+                any_inside |= inside;
             }
+            if (!any_inside)  // the tap reads only padding: nothing to add
+                continue;
             const FL_T *w = wvec + (a * g.kw + b) * g.c * w_stride;
             for (int64_t ch = 0; ch < g.c; ++ch, w += w_stride) {
                 const FL_KI(ymm) w0 = *(const FL_KI(ymm) *)w, w1 = *(const FL_KI(ymm) *)(w + half);

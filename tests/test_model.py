@@ -520,3 +520,32 @@ def test_forward_keep_runs_a_relu_residual_block_in_the_convolution(rng, monkeyp
     got = fused_forward(model, ops, xs, cache, {by("relu0"), by("relu1")})
     assert calls == []
     np.testing.assert_array_equal(got[model.outputs[0]], full[model.outputs[0]])
+
+
+@pytest.mark.parametrize("layer,shape", [
+    (L.ZeroPadding1D((2, 1)), (2, 5, 3)), (L.ZeroPadding2D(((1, 2), (0, 3))), (2, 4, 5, 3)),
+    (L.Cropping1D((2, 1)), (2, 8, 3)), (L.Cropping2D(((1, 2), (0, 3))), (2, 7, 8, 3))])
+def test_padding_zeroes_its_margins_in_reused_memory(layer, shape, rng):
+    # _pad allocates without zeroing (only the margins are written): memory the pool hands back
+    # holds old values, here NaN, and none may show through
+    class Garbage:
+        def __getattr__(self, name):
+            return getattr(np, name)
+
+        @staticmethod
+        def empty(shape, dtype):
+            return np.full(shape, np.nan, dtype=dtype)
+
+    ops = Ops()
+    ops.xp = Garbage()
+    node = layer(L.Input(shape[1:]))
+    big = rng.normal(size=shape)
+    if layer.crop:  # the adjoint of a crop pads the multipliers
+        m = rng.normal(size=(shape[0],) + node.shape)
+        (got,) = layer.adjoint(ops, m, node)
+        expected = np.zeros(shape)
+        expected[(slice(None),) + tuple(slice(a, n - b) for n, (a, b) in zip(shape[1:-1], layer.amounts))] = m
+    else:
+        got = layer.forward(ops, [big], None)
+        expected = np.pad(big, ((0, 0),) + tuple(layer.amounts) + ((0, 0),))
+    np.testing.assert_array_equal(got, expected)
