@@ -860,6 +860,111 @@ FL_KERNEL void FL_K(conv_direct)(const FL_T *FL_RESTRICT x__nhwc,     // IN
                                        epi, g, c_out, out__nijo, row_begin, row_end));
 }
 
+// conv_winograd3: conv_direct's convolution for 1-D layers of three taps and stride 1 (any dilation
+// d, any padding), with Winograd's F(2,3) minimal filtering (Lavin & Gray, CVPR 2016): output cells
+// j and j + d (a "tile", j counted from the left of each period of 2d cells) share their inputs
+// x0..x3 = x[j - pl + {0, 1, 2, 3}*d], and with the kernel's taps g0, g1, g2 (each c x c_out)
+//   m0 = (x0 - x2) G0,  m1 = (x1 + x2) G1,  m2 = (x2 - x1) G2,  m3 = (x1 - x3) G3,
+//   G0 = g0, G1 = (g0 + g1 + g2) / 2, G2 = (g0 - g1 + g2) / 2, G3 = g2,
+//   out[j] = (m0 + m1) + m2,  out[j + d] = (m1 - m2) - m3   (then + bias, + addend, as conv_direct),
+// 4 multiply-adds per input and output channel for two cells instead of conv_direct's 6. Each m is
+// a matrix product over the tiles of a block, run by conv_direct's register tiles (as a 1x1
+// convolution), so every value is summed in a fixed order: results depend on neither the batch
+// nor the threads, and differ from conv_direct's by rounding only (the transformed inputs and G).
+// Layout: as conv_direct, with wg__kbtcv the four kernels G0..G3 each packed as conv_direct's
+// (c, c_out) kernel, one after the other (4 * c * c_pad); epi, aux, out2 as conv_direct.
+// Requires g.h == g.kh == 1, g.kw == 3, g.sw == 1.
+// Scratch: fl_conv_winograd3_scratch_size(g, c_out) elements per thread.
+// Threads: output rows q = n (one per example) in [row_begin, row_end), each with its own scratch.
+FL_ROWS void FL_KI(winograd3_rows)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_RESTRICT wg__kbtcv,
+                                  const FL_T *FL_RESTRICT bias__o, const FL_T *FL_RESTRICT zero__c,
+                                  const FL_T *FL_RESTRICT addend__nijo, const FL_T *FL_RESTRICT aux__nijo,
+                                  FL_T *FL_RESTRICT out2__nijo, int epi, fl_geometry g, int64_t c_out,
+                                  int variant, FL_T *FL_RESTRICT scratch, FL_T *FL_RESTRICT out__nijo,
+                                  int64_t row_begin, int64_t row_end)
+{
+    const int64_t c = g.c, d = g.dw, w_out = g.w_out, B = FL_WINOGRAD_TILES;
+    const int64_t lanes = (int64_t)(FL_VEC_BYTES / sizeof(FL_T));
+    const int64_t c_pad = (c_out + lanes - 1) / lanes * lanes;
+    const int64_t n_tiles = (w_out / (2 * d)) * d + (w_out % (2 * d) < d ? w_out % (2 * d) : d);
+    FL_T *dk = scratch;                             // (4, B, c): transformed inputs
+    FL_T *mk = scratch + fli_scratch_round(4 * B * c);  // (4, B, c_out): their products
+    FL_T *y = mk + fli_scratch_round(4 * B * c_out);    // (c_out,): one output cell
+    for (int64_t q = row_begin; q < row_end; ++q) {
+        const FL_T *xn = x__nhwc + q * g.w * c;
+        for (int64_t t0 = 0; t0 < n_tiles; t0 += B) {
+            const int64_t nt = n_tiles - t0 < B ? n_tiles - t0 : B;
+            for (int64_t t = 0; t < nt; ++t) {
+                const int64_t j = ((t0 + t) / d) * 2 * d + (t0 + t) % d, col = j - g.pl;
+                const FL_T *x[4];
+                for (int k = 0; k < 4; ++k) {
+                    const int64_t at = col + k * d;
+                    x[k] = at >= 0 && at < g.w ? xn + at * c : zero__c;
+                }
+                FL_T *d0 = dk + t * c, *d1 = d0 + B * c, *d2 = d1 + B * c, *d3 = d2 + B * c;
+                for (int64_t ch = 0; ch < c; ++ch) {
+                    d0[ch] = x[0][ch] - x[2][ch];
+                    d1[ch] = x[1][ch] + x[2][ch];
+                    d2[ch] = x[2][ch] - x[1][ch];
+                    d3[ch] = x[1][ch] - x[3][ch];
+                }
+            }
+            const fl_geometry gm = {1, nt, c, 1, 1, 1, 1, 1, 1, 0, 0, 1, nt};
+            for (int k = 0; k < 4; ++k) {
+                const FL_T *xk = dk + k * B * c, *wk = wg__kbtcv + k * c * c_pad;
+                FL_T *ok = mk + k * B * c_out;
+#ifdef FL_X86_DISPATCH
+                if (variant == FL_ISA_AVX2) {
+                    FL_KI(direct_rows_ymm)(xk, wk, NULL, zero__c, NULL, NULL, NULL, 0, gm, c_out, ok, 0, 1);
+                    continue;
+                }
+#endif
+                FL_ISA_CALL(variant, direct_rows, (xk, wk, NULL, zero__c, NULL, NULL, NULL, 0, gm, c_out, ok, 0, 1));
+            }
+            for (int64_t t = 0; t < nt; ++t) {
+                const int64_t j = ((t0 + t) / d) * 2 * d + (t0 + t) % d;
+                const FL_T *m0 = mk + t * c_out, *m1 = m0 + B * c_out, *m2 = m1 + B * c_out, *m3 = m2 + B * c_out;
+                for (int64_t o = 0; o < c_out; ++o)
+                    y[o] = (m0[o] + m1[o]) + m2[o];
+                FL_KI(direct_store)(y, c_out, bias__o, addend__nijo, aux__nijo, out2__nijo, epi, g, q, 0, j, 1, 0,
+                                   c_out, c_out, out__nijo);
+                if (j + d < w_out) {
+                    for (int64_t o = 0; o < c_out; ++o)
+                        y[o] = (m1[o] - m2[o]) - m3[o];
+                    FL_KI(direct_store)(y, c_out, bias__o, addend__nijo, aux__nijo, out2__nijo, epi, g, q, 0, j + d,
+                                       1, 0, c_out, c_out, out__nijo);
+                }
+            }
+        }
+    }
+}
+
+FL_ISA_VARIANTS(winograd3_rows,
+                (const FL_T *x__nhwc, const FL_T *wg__kbtcv, const FL_T *bias__o, const FL_T *zero__c,
+                 const FL_T *addend__nijo, const FL_T *aux__nijo, FL_T *out2__nijo, int epi, fl_geometry g,
+                 int64_t c_out, int variant, FL_T *scratch, FL_T *out__nijo, int64_t row_begin, int64_t row_end),
+                (x__nhwc, wg__kbtcv, bias__o, zero__c, addend__nijo, aux__nijo, out2__nijo, epi, g, c_out, variant,
+                 scratch, out__nijo, row_begin, row_end))
+
+// isa: as conv_direct.
+FL_KERNEL void FL_K(conv_winograd3)(const FL_T *FL_RESTRICT x__nhwc,      // IN
+                                    const FL_T *FL_RESTRICT wg__kbtcv,    // IN
+                                    const FL_T *FL_RESTRICT bias__o,      // IN (or NULL)
+                                    const FL_T *FL_RESTRICT zero__c,      // IN
+                                    const FL_T *FL_RESTRICT addend__nijo, // IN (or NULL)
+                                    const FL_T *FL_RESTRICT aux__nijo,    // IN (or NULL)
+                                    FL_T *FL_RESTRICT out2__nijo,         // OUT (or NULL)
+                                    int epi,
+                                    fl_geometry g, int64_t c_out, int isa,
+                                    FL_T *FL_RESTRICT scratch,            // SCRATCH
+                                    FL_T *FL_RESTRICT out__nijo,          // OUT
+                                    int64_t row_begin, int64_t row_end)
+{
+    const int variant = fl_isa(isa);
+    FL_ISA_CALL(variant, winograd3_rows, (x__nhwc, wg__kbtcv, bias__o, zero__c, addend__nijo, aux__nijo, out2__nijo,
+                                          epi, g, c_out, variant, scratch, out__nijo, row_begin, row_end));
+}
+
 // ======================================================================== BLAS drivers
 // The GEMMs of the dense and convolution layers, cut into BLAS calls of a fixed shape: every call
 // multiplies exactly block_rows rows (a short last block is zero-padded in scratch), so the BLAS

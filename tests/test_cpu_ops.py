@@ -443,9 +443,94 @@ def test_conv_direct_is_the_convolution(g, dtype, n_out, rng):
     same(masked, REF.gradient_backward(Act.RELU, a, z_in, rows, np.zeros(1, dtype)), dtype)
     for isa in ("base", "avx2", "avx512"):
         close(_cpu.conv_direct(x, wp, g, n_out, 1, bias_pad, isa), got, dtype, **tol)
-    if CPU._conv_runs_direct(g):  # CpuOps packs the same way
+    if CPU._conv_runs_direct(g) and not CPU._conv_runs_winograd(g):  # CpuOps packs the same way
         with CPU.compute_context():
             same(CPU.conv_forward(x, kernel, g, bias), got, dtype)
+
+
+def winograd_kernel(kernel, dtype):
+    """conv_winograd3's four kernels, written out independently of CpuOps._winograd_kernel."""
+    c = kernel.shape[0] // 3
+    g0, g1, g2 = kernel[:c], kernel[c:2 * c], kernel[2 * c:]
+    half = np.dtype(dtype).type(0.5)
+    packed = [direct_kernel(np.ascontiguousarray(k), dtype)[0]
+              for k in (g0, (g0 + g1 + g2) * half, (g0 - g1 + g2) * half, g2)]
+    return np.concatenate(packed)
+
+
+WINOGRAD_GEOMETRIES = [
+    pytest.param(geometry(1, 40, 16, 1, 3), id="valid-d1"),
+    pytest.param(geometry(1, 41, 20, 1, 3, dw=2, pl=2, pr=2), id="same-d2-odd"),
+    pytest.param(geometry(1, 50, 16, 1, 3, dw=4, pl=8, pr=8), id="adjoint-d4"),  # padded by twice the dilation
+    pytest.param(geometry(1, 37, 33, 1, 3, dw=5), id="valid-d5-tail"),  # 27 cells: periods of 10 and a tail
+    pytest.param(geometry(1, 12, 16, 1, 3, dw=5), id="valid-d5-short"),  # 2 cells: no second cell of a tile
+    pytest.param(geometry(1, 3, 17, 1, 3, dw=1, pl=1), id="one-sided-pad"),
+    pytest.param(geometry(1, 400, 16, 1, 3, dw=3, pl=1, pr=5), id="blocks-of-tiles")]  # > 96 tiles a row
+
+
+@pytest.mark.parametrize("n_out", [1, 5, 64, 70])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("g", WINOGRAD_GEOMETRIES)
+def test_conv_winograd3_is_the_convolution(g, dtype, n_out, rng):
+    x = rng.standard_normal((7, g.h, g.w, g.c)).astype(dtype)
+    kernel = rng.standard_normal((3 * g.c, n_out)).astype(dtype)
+    bias = rng.standard_normal(n_out).astype(dtype)
+    wg = winograd_kernel(kernel, dtype)
+    c_pad = len(wg) // (4 * g.c)
+    bias_pad = np.zeros(c_pad, dtype)
+    bias_pad[:n_out] = bias
+    got = _cpu.conv_winograd3(x, wg, g, n_out, 2, bias_pad)
+    tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {}
+    close(got, REF.conv_forward(x, kernel, g, bias), dtype, **tol)
+    cells = g.h_out * g.w_out
+    for lo, hi in [(0, 1), (3, 7)]:  # rows depend on neither the batch nor the threads
+        same(_cpu.conv_winograd3(x[lo:hi], wg, g, n_out, 1, bias_pad), got[lo * cells:hi * cells], dtype)
+    same(_cpu.conv_winograd3(x, wg, g, n_out, 1) + bias, got, dtype)  # the bias is added after the sum
+    addend = rng.standard_normal(got.shape).astype(dtype)  # and an addend after the bias
+    same(_cpu.conv_winograd3(x, wg, g, n_out, 2, bias_pad, "auto", addend), got + addend, dtype)
+    z, h = _cpu.conv_winograd3(x, wg, g, n_out, 2, bias_pad, "auto", None, addend)  # a residual block's store
+    same(z, got, dtype)
+    same(h, REF.add_activation(Act.RELU, got, np.zeros(1, dtype), addend), dtype)
+    z_in = rng.standard_normal(got.shape).astype(dtype)  # a ReLU's gradient in the store
+    a, masked = _cpu.conv_winograd3(x, wg, g, n_out, 2, bias_pad, "auto", addend, None, z_in)
+    same(a, got + addend, dtype)
+    same(masked, REF.gradient_backward(Act.RELU, a, z_in, np.arange(len(a), dtype=np.int64), np.zeros(1, dtype)),
+         dtype)
+    for isa in ("base", "avx2", "avx512"):
+        close(_cpu.conv_winograd3(x, wg, g, n_out, 1, bias_pad, isa), got, dtype, **tol)
+    if CPU._conv_runs_direct(g) and CPU._conv_runs_winograd(g):  # CpuOps packs the same way
+        with CPU.compute_context():
+            same(CPU.conv_forward(x, kernel, g, bias), got, dtype)
+
+
+def test_winograd_is_left_to_the_direct_tiles_where_padding_is_wide():
+    # the adjoint of BPNet's last layer (dilation 256): a third of the taps read padding, which the
+    # direct tiles skip
+    assert not CpuOps._conv_runs_winograd(geometry(1, 1074, 64, 1, 3, dw=256, pl=512, pr=512))
+    assert CpuOps._conv_runs_winograd(geometry(1, 1842, 64, 1, 3, dw=128, pl=256, pr=256))
+    assert CpuOps._conv_runs_winograd(geometry(1, 1074, 64, 1, 3, dw=256))  # no padding: nothing to skip
+    assert not CpuOps._conv_runs_winograd(geometry(1, 50, 64, 1, 3, sw=2))
+    assert not CpuOps._conv_runs_winograd(geometry(1, 50, 64, 1, 5))
+    assert not CpuOps._conv_runs_winograd(geometry(3, 50, 64, 1, 3))
+
+
+def test_conv_winograd3_rejects_bad_arguments(rng):
+    g = geometry(1, 12, 16, 1, 3)
+    x = rng.standard_normal((2, 1, 12, 16)).astype(np.float32)
+    wg = winograd_kernel(rng.standard_normal((48, 5)).astype(np.float32), np.float32)
+    with pytest.raises(ValueError, match=r"len\(wg\) \(4 \* c \* c_out padded\)"):
+        _cpu.conv_winograd3(x, wg[:-1], g, 5)
+    with pytest.raises(ValueError, match=r"needs a 1-D geometry of 3 taps and stride 1.*kw=5"):
+        _cpu.conv_winograd3(x, wg, geometry(1, 12, 16, 1, 5), 5)
+    with pytest.raises(ValueError, match=r"sw=2"):
+        _cpu.conv_winograd3(x, wg, geometry(1, 12, 16, 1, 3, sw=2), 5)
+    with pytest.raises(ValueError, match=r"h=2"):
+        _cpu.conv_winograd3(np.zeros((2, 2, 12, 16), np.float32), wg, geometry(2, 12, 16, 1, 3), 5)
+    with pytest.raises(ValueError, match=r"c_out must be >= 1"):
+        _cpu.conv_winograd3(x, wg, g, 0)
+    with pytest.raises(ValueError, match=r"give residual or relu_grad_of, not both"):
+        y = np.zeros((20, 5), np.float32)
+        _cpu.conv_winograd3(x, wg, g, 5, 1, None, "auto", None, y, y)
 
 
 def onehot_rows(rng, n, g, dtype, n_cells=None):

@@ -292,10 +292,14 @@ def test_a_session_reuses_shared_reference_activations_for_the_same_rows(rng):
     background = rng.standard_normal((1, 3, 5)).astype(np.float32)  # 3 rows shared by every example
     with fl.Explainer(model, device="cpu") as ex:
         first = ex.deeplift(X, background)
+        assert len(ex._shared_acts._items) == 0  # rows seen once are not kept
+        again = ex.deeplift(X, background)  # seen again: kept from now on
         assert len(ex._shared_acts._items) == 1
-        again = ex.deeplift(X, background)  # served from the session's memo
-        np.testing.assert_array_equal(again.contributions, first.contributions)
-        np.testing.assert_array_equal(again.deltas, first.deltas)
+        third = ex.deeplift(X, background)  # served from the session's memo
+        for later in (again, third):
+            np.testing.assert_array_equal(later.contributions, first.contributions)
+            np.testing.assert_array_equal(later.deltas, first.deltas)
+        ex.deeplift(X)
         zeros = ex.deeplift(X)  # other rows: their own entry
         assert len(ex._shared_acts._items) == 2
         assert not np.array_equal(zeros.contributions, first.contributions)
@@ -370,7 +374,8 @@ def test_integrated_gradients_leaves_the_shared_reference_memo_complete(rng):
     X = rng.standard_normal((6, 5)).astype(np.float32)
     background = rng.standard_normal((1, 3, 5)).astype(np.float32)
     with fl.Explainer(model, device="cpu") as ex:
-        ex.attribute(X, "integrated_gradients", background, steps=4)
+        for _ in range(2):  # rows are kept from their second call on
+            ex.attribute(X, "integrated_gradients", background, steps=4)
         assert len(ex._shared_acts._items) == 1
         after = ex.deeplift(X, background)
     np.testing.assert_array_equal(after.contributions, fl.deeplift(model, X, background, device="cpu").contributions)

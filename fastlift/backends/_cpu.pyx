@@ -569,14 +569,45 @@ def conv_direct(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
     With ``residual``, returns (out, residual + relu(out)): a residual block's ReLU and Add in the
     store, with the bits of ``add_activation``. With ``relu_grad_of`` (a ReLU's input z), returns
     (out, out * relu'(z)), with the bits of ``gradient_backward``."""
+    return _conv_tiles(x, wp, g, c_out, n_threads, bias, isa, addend, residual, relu_grad_of, False)
+
+
+def conv_winograd3(const floating[:, :, :, ::1] x,     # IN  (n, 1, w, c)
+                   const floating[::1] wg,             # IN  4 packed kernels (see fl_conv_winograd3)
+                   object g,                           # geometry.Geometry: kh = 1, kw = 3, sw = 1
+                   Py_ssize_t c_out, int n_threads=1,
+                   const floating[::1] bias=None,
+                   str isa="auto",
+                   const floating[:, ::1] addend=None,
+                   const floating[:, ::1] residual=None,
+                   const floating[:, ::1] relu_grad_of=None):
+    """`conv_direct`'s convolution for 1-D layers of three taps and stride 1 (any dilation and
+    padding) in 2/3 of the multiply-adds (Winograd's F(2,3), see fl_conv_winograd3). ``wg`` is
+    the four transformed kernels G0..G3 (each (c, c_out)), each packed as conv_direct's kernel,
+    one after the other. The other arguments and the results are conv_direct's; each value is
+    summed in a fixed order (any batch and thread count give the same bits) and differs from
+    conv_direct's by rounding."""
+    if g.h != 1 or g.kh != 1 or g.kw != 3 or g.sw != 1:
+        raise ValueError(f"conv_winograd3 needs a 1-D geometry of 3 taps and stride 1 (h = kh = 1, kw = 3, "
+                         f"sw = 1); got h={g.h}, kh={g.kh}, kw={g.kw}, sw={g.sw}")
+    return _conv_tiles(x, wg, g, c_out, n_threads, bias, isa, addend, residual, relu_grad_of, True)
+
+
+def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g, Py_ssize_t c_out,
+                int n_threads, const floating[::1] bias, str isa, const floating[:, ::1] addend,
+                const floating[:, ::1] residual, const floating[:, ::1] relu_grad_of, bint winograd):
+    """conv_direct (``winograd`` False) or conv_winograd3 (True), after their checks."""
     cdef fl_geometry geo = _geometry(g)
     _check_nhwc(x.shape, geo.h, geo.w, geo.c, "x")
     cdef Py_ssize_t lanes = VECTOR_BYTES // sizeof(floating)
     cdef Py_ssize_t c_pad = (c_out + lanes - 1) // lanes * lanes
-    cdef Py_ssize_t n = x.shape[0], n_rows = x.shape[0] * geo.h_out, b, nb
+    cdef Py_ssize_t n = x.shape[0], n_rows = x.shape[0] * geo.h_out, b, nb, n_scratch = 0
     if c_out < 1:
         raise ValueError(f"c_out must be >= 1; got {c_out}")
-    _check_len(wp.shape[0], geo.kh * geo.kw * geo.c * c_pad, "len(wp) (kh*kw*c * c_out padded)")
+    if winograd:
+        _check_len(wp.shape[0], 4 * geo.c * c_pad, "len(wg) (4 * c * c_out padded)")
+    else:
+        _check_len(wp.shape[0], geo.kh * geo.kw * geo.c * c_pad, "len(wp) (kh*kw*c * c_out padded)")
     if bias is not None:
         _check_len(bias.shape[0], c_pad, "len(bias) (c_out padded)")
     if addend is not None:
@@ -622,9 +653,18 @@ def conv_direct(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
         out2_view = out2
         out2_ptr = &out2_view[0, 0]
     nb = _n_blocks(n_rows, geo.w_out * geo.kh * geo.kw * geo.c * c_out // 64 + 1, n_threads)
+    if winograd:
+        n_scratch = fl_conv_winograd3_scratch_size(geo, c_out)
+    scratch_arr = _empty((max(nb * n_scratch, 1),), <floating>0)
+    cdef floating[::1] scratch = scratch_arr
     for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
-        fl_conv_direct(&x[0, 0, 0, 0], &wp[0], bias_ptr, &zero[0], addend_ptr, aux_ptr, out2_ptr, epi, geo,
-                       c_out, isa_code, &y[0, 0], b * n_rows // nb, (b + 1) * n_rows // nb)
+        if winograd:
+            fl_conv_winograd3(&x[0, 0, 0, 0], &wp[0], bias_ptr, &zero[0], addend_ptr, aux_ptr, out2_ptr, epi, geo,
+                              c_out, isa_code, &scratch[b * n_scratch], &y[0, 0], b * n_rows // nb,
+                              (b + 1) * n_rows // nb)
+        else:
+            fl_conv_direct(&x[0, 0, 0, 0], &wp[0], bias_ptr, &zero[0], addend_ptr, aux_ptr, out2_ptr, epi, geo,
+                           c_out, isa_code, &y[0, 0], b * n_rows // nb, (b + 1) * n_rows // nb)
     return out if aux is None else (out, out2)
 
 

@@ -71,6 +71,12 @@ SPARSE_MAX_FILL_FORWARD = 0.25
 #: CPUs with AVX2 or AVX-512; with fewer the GEMM wins (bench/README.md, "Direct convolution and
 #: dense tiles"). Both tiles sum each value in the same order with the same FMAs: the same bits.
 DIRECT_MIN_CHANNELS = 16
+#: Of those, 1-D convolutions of three taps and stride 1 run `_cpu.conv_winograd3` (Winograd's
+#: F(2,3): 2/3 of the multiply-adds, through the same tiles), unless their padding is wide for
+#: their dilation: the adjoint of a valid convolution is padded by twice the dilation, taps the
+#: direct tiles skip, and there the direct path does less work once the dilation is more than
+#: w_out / `WINOGRAD_MAX_DILATION_SHARE` (bench/README.md, "Winograd three-tap convolutions").
+WINOGRAD_MAX_DILATION_SHARE = 9
 #: Rows of convolutions with at most this many input channels are checked for one-hot input (DNA
 #: has 4 channels, protein ~20); one-hot rows run as a gather of kernel rows
 #: (`_cpu.conv_forward_onehot`), taps x c_out adds per output cell instead of taps x c x c_out
@@ -377,7 +383,8 @@ class CpuOps(Ops):
 
     def _conv_dense(self, x, kernel, g: Geometry, bias=None, addend=None):
         """On AVX2 and AVX-512 CPUs, for >= `DIRECT_MIN_CHANNELS` input channels: `_cpu.conv_direct`, a
-        convolution without unfolding whose register tiles read the input in place. Otherwise
+        convolution without unfolding whose register tiles read the input in place, or for 1-D
+        three-tap layers `_cpu.conv_winograd3` (`_tiles`). Otherwise
         fused `im2col` + `matmul` (+ bias): each block of output cells is unfolded into a
         per-thread buffer, multiplied at once and given its bias while in cache
         (``_cpu.conv_forward``), in blocks of ``gemm_block_rows(K, N)`` rows, so the result is
@@ -399,8 +406,7 @@ class CpuOps(Ops):
         if self._conv_runs_direct(g):
             if bias is not None:
                 bias = _lane_padded(np.asarray(bias).reshape(n), dt)
-            return _cpu.conv_direct(x, self._direct_kernel(np.asarray(kernel, dtype=dt)), g, n,
-                                    self.n_threads, bias, _ISA, addend)
+            return self._tiles(x, np.asarray(kernel, dtype=dt), g, n, bias, addend)
         block_rows, per_example = gemm_block_rows(k, n), False
         if dt == np.float32 and not sgemm_is_deterministic():
             # This sgemm gives a row bits that depend on its position in the call: blocks that
@@ -432,13 +438,29 @@ class CpuOps(Ops):
                 or g.c <= ONEHOT_MAX_CHANNELS or self.conv_skips_zeros(g)):
             return super().conv_residual_relu(x, kernel, g, bias, residual)
         b = None if bias is None else _lane_padded(np.asarray(bias).reshape(n), dt)
-        return _cpu.conv_direct(_nhwc(x, dt, g), self._direct_kernel(np.asarray(kernel, dtype=dt)), g, n,
-                                self.n_threads, b, _ISA, None, _rows(residual.reshape(-1, n), dt))
+        return self._tiles(_nhwc(x, dt, g), np.asarray(kernel, dtype=dt), g, n, b, None,
+                           _rows(residual.reshape(-1, n), dt))
 
     @staticmethod
     def _conv_runs_direct(g: Geometry) -> bool:
         """Whether `_conv_dense` runs `_cpu.conv_direct` for this geometry (see `DIRECT_MIN_CHANNELS`)."""
         return _ISA in _DIRECT_ISAS and g.c >= DIRECT_MIN_CHANNELS
+
+    @staticmethod
+    def _conv_runs_winograd(g: Geometry) -> bool:
+        """Whether a convolution that runs the direct tiles runs `_cpu.conv_winograd3` instead
+        (see `WINOGRAD_MAX_DILATION_SHARE`)."""
+        return (g.h == 1 and g.kh == 1 and g.kw == 3 and g.sw == 1
+                and (g.pl == 0 or WINOGRAD_MAX_DILATION_SHARE * g.dw <= g.w_out))
+
+    def _tiles(self, x, kernel, g: Geometry, n, bias, addend=None, residual=None, relu_grad_of=None):
+        """The direct convolution of x (n, h, w, c) on this CPU's register tiles: `_cpu.conv_winograd3`
+        where `_conv_runs_winograd`, else `_cpu.conv_direct` (their arguments and results)."""
+        if self._conv_runs_winograd(g):
+            return _cpu.conv_winograd3(x, self._winograd_kernel(kernel), g, n, self.n_threads, bias, _ISA, addend,
+                                       residual, relu_grad_of)
+        return _cpu.conv_direct(x, self._direct_kernel(kernel), g, n, self.n_threads, bias, _ISA, addend,
+                                residual, relu_grad_of)
 
     def _direct_kernel(self, kernel):
         """The kernel (taps*c, n) packed for `_cpu.conv_direct`, once per run: blocks of
@@ -450,6 +472,18 @@ class CpuOps(Ops):
             return np.concatenate([padded[:, c0:c0 + width].ravel() for c0 in range(0, padded.shape[1], width)])
 
         return self._derived(kernel, "direct_packed", pack)
+
+    def _winograd_kernel(self, kernel):
+        """The kernel (3*c, n) of a three-tap 1-D convolution as `_cpu.conv_winograd3` reads it, once
+        per run: G0 = g0, G1 = (g0 + g1 + g2) / 2, G2 = (g0 - g1 + g2) / 2, G3 = g2 (g_t its tap t,
+        (c, n)), each packed as `_direct_kernel` packs a kernel, one after the other."""
+        def transform(k):
+            g0, g1, g2 = np.split(k, 3)
+            half = k.dtype.type(0.5)
+            return np.concatenate([self._direct_kernel(np.ascontiguousarray(gk)) for gk in
+                                   (g0, (g0 + g1 + g2) * half, (g0 - g1 + g2) * half, g2)])
+
+        return self._derived(kernel, "winograd3_packed", transform)
 
     def conv_skips_zeros(self, g: Geometry) -> bool:
         """True for kernels of at least `SPARSE_MIN_TAPS_CHANNELS` taps x input channels with
@@ -506,8 +540,8 @@ class CpuOps(Ops):
             return super().conv_adjoint_relu(m, kernel, g, addend, z)
         wf, gt = flipped
         shape = (m.shape[0], g.h, g.w, g.c)
-        a, masked = _cpu.conv_direct(_nhwc(m, dt, gt), self._direct_kernel(wf), gt, g.c, self.n_threads, None, _ISA,
-                                     _rows(addend.reshape(-1, g.c), dt), None, _rows(z.reshape(-1, g.c), dt))
+        a, masked = self._tiles(_nhwc(m, dt, gt), wf, gt, g.c, None, _rows(addend.reshape(-1, g.c), dt), None,
+                                _rows(z.reshape(-1, g.c), dt))
         return a.reshape(shape), masked.reshape(shape)
 
     def _flipped(self, kernel, g: Geometry):
