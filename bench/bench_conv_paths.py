@@ -62,7 +62,7 @@ def main(argv=None):
             wp, wg = ops._direct_kernel(kernel), ops._winograd_kernel(kernel)
             rates.append(flop / best(lambda: _cpu.conv_direct(x, wp, g, c, args.threads), args.repeats) / 1e9)
             rates.append(flop / best(lambda: _cpu.conv_winograd3(x, wg, g, c, args.threads), args.repeats) / 1e9)
-            chosen = ("Winograd" if ops._conv_runs_winograd(g) else "direct") if ops._conv_runs_direct(g) else "BLAS"
+            chosen = ("Winograd" if ops._conv_runs_winograd(g) else "direct") if ops._conv_runs_direct(g, np.float32) else "BLAS"
             print(f"dilation {d:3d} {kind:7s} {g.w_out:5d} cells: " + " / ".join(f"{r:6.1f}" for r in rates)
                   + f"   (CpuOps runs {chosen})")
 

@@ -334,7 +334,7 @@ def test_conv_forward_is_the_unfused_gemm_bit_for_bit(g, dtype, n_out, rng):
     x = rng.standard_normal((23, g.h, g.w, g.c)).astype(dtype)
     kernel = rng.standard_normal((g.kh * g.kw * g.c, n_out)).astype(dtype)
     tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {}
-    reordered = CPU._conv_runs_direct(g) or (dtype == np.float32 and not cpu_ops.sgemm_is_deterministic())
+    reordered = CPU._conv_runs_direct(g, dtype) or (dtype == np.float32 and not cpu_ops.sgemm_is_deterministic())
     like = (lambda a, b, dt: close(a, b, dt, **tol)) if reordered else same
     with CPU.compute_context():
         got = CPU.conv_forward(x, kernel, g)
@@ -443,7 +443,7 @@ def test_conv_direct_is_the_convolution(g, dtype, n_out, rng):
     same(masked, REF.gradient_backward(Act.RELU, a, z_in, rows, np.zeros(1, dtype)), dtype)
     for isa in ("base", "avx2", "avx512"):
         close(_cpu.conv_direct(x, wp, g, n_out, 1, bias_pad, isa), got, dtype, **tol)
-    if CPU._conv_runs_direct(g) and not CPU._conv_runs_winograd(g):  # CpuOps packs the same way
+    if CPU._conv_runs_direct(g, dtype) and not CPU._conv_runs_winograd(g):  # CpuOps packs the same way
         with CPU.compute_context():
             same(CPU.conv_forward(x, kernel, g, bias), got, dtype)
 
@@ -498,7 +498,7 @@ def test_conv_winograd3_is_the_convolution(g, dtype, n_out, rng):
          dtype)
     for isa in ("base", "avx2", "avx512"):
         close(_cpu.conv_winograd3(x, wg, g, n_out, 1, bias_pad, isa), got, dtype, **tol)
-    if CPU._conv_runs_direct(g) and CPU._conv_runs_winograd(g):  # CpuOps packs the same way
+    if CPU._conv_runs_direct(g, dtype) and CPU._conv_runs_winograd(g):  # CpuOps packs the same way
         with CPU.compute_context():
             same(CPU.conv_forward(x, kernel, g, bias), got, dtype)
 

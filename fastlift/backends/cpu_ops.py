@@ -265,7 +265,8 @@ class CpuOps(Ops):
     def matmul(self, a, b):
         """``a @ b`` for 2-D ``a`` (M, K) and ``b`` (K, N); ``b`` may be a transposed view.
 
-        On AVX2 and AVX-512 CPUs (K >= `DIRECT_MIN_CHANNELS`, float32/64): `_cpu.matmul_direct`, whose
+        On AVX-512 CPUs (K >= `DIRECT_MIN_CHANNELS`, float32/64), and AVX2 CPUs for float32 (their
+        float64 tile is narrow; dgemm is faster there): `_cpu.matmul_direct`, whose
         tiles sum each value in a fixed order with ``b`` packed once (faster than padded BLAS
         blocks for the few dozen rows dense layers get per chunk). Otherwise `_cpu.matmul`, in
         blocks of exactly ``dense_block_rows(K, N)`` rows (the last one zero-padded) and column
@@ -273,7 +274,8 @@ class CpuOps(Ops):
         columns, on ``n_threads`` threads, so an element's bits do not depend on M or on the
         thread count. Expects to run inside `compute_context` (one BLAS thread per call).
         """
-        if _ISA in _DIRECT_ISAS and a.dtype == b.dtype and a.dtype in _FLOATS and a.shape[1] >= DIRECT_MIN_CHANNELS:
+        if (a.dtype == b.dtype and a.dtype in _FLOATS and a.shape[1] >= DIRECT_MIN_CHANNELS
+                and (_ISA == "avx512" or (_ISA == "avx2" and a.dtype == np.float32))):
             # a 1x1 convolution through conv_direct's tiles: no per-call packing, no padded rows
             return _cpu.matmul_direct(np.ascontiguousarray(a), self._direct_kernel(b), b.shape[1],
                                       self.n_threads)
@@ -395,7 +397,7 @@ class CpuOps(Ops):
         None) is added to the result, by conv_direct as it stores each value."""
         dt = np.result_type(x, kernel)
         if addend is not None:
-            if self._conv_runs_direct(g) and dt in _FLOATS and addend.dtype == dt:
+            if dt in _FLOATS and self._conv_runs_direct(g, dt) and addend.dtype == dt:
                 addend = _rows(addend.reshape(-1, kernel.shape[1]), dt)
             else:
                 return self.add(addend.reshape(-1, kernel.shape[1]), self._conv_dense(x, kernel, g, bias))
@@ -403,7 +405,7 @@ class CpuOps(Ops):
             return super().conv_forward(x, kernel, g, bias)
         k, n = kernel.shape
         x = _nhwc(x, dt, g)
-        if self._conv_runs_direct(g):
+        if self._conv_runs_direct(g, dt):
             if bias is not None:
                 bias = _lane_padded(np.asarray(bias).reshape(n), dt)
             return self._tiles(x, np.asarray(kernel, dtype=dt), g, n, bias, addend)
@@ -434,17 +436,22 @@ class CpuOps(Ops):
         """In one pass where `conv_forward` would run the direct tiles for every row (no one-hot or
         sparse rows possible): the ReLU and the Add happen in the tiles' store."""
         dt, n = np.result_type(x, kernel), kernel.shape[1]
-        if (dt not in _FLOATS or residual.dtype != dt or not self._conv_runs_direct(g)
+        if (dt not in _FLOATS or residual.dtype != dt or not self._conv_runs_direct(g, dt)
                 or g.c <= ONEHOT_MAX_CHANNELS or self.conv_skips_zeros(g)):
             return super().conv_residual_relu(x, kernel, g, bias, residual)
         b = None if bias is None else _lane_padded(np.asarray(bias).reshape(n), dt)
         return self._tiles(_nhwc(x, dt, g), np.asarray(kernel, dtype=dt), g, n, b, None,
                            _rows(residual.reshape(-1, n), dt))
 
-    @staticmethod
-    def _conv_runs_direct(g: Geometry) -> bool:
-        """Whether `_conv_dense` runs `_cpu.conv_direct` for this geometry (see `DIRECT_MIN_CHANNELS`)."""
-        return _ISA in _DIRECT_ISAS and g.c >= DIRECT_MIN_CHANNELS
+    @classmethod
+    def _conv_runs_direct(cls, g: Geometry, dtype) -> bool:
+        """Whether `_conv_dense` runs the register tiles (`_tiles`) for this geometry and dtype (see
+        `DIRECT_MIN_CHANNELS`): on AVX-512 CPUs always; on AVX2 CPUs for float32, and for float64
+        where Winograd runs (AVX2's float64 tile holds 8 values a cell, and dgemm, which is
+        position-independent, is faster for other shapes: bench/README.md)."""
+        if g.c < DIRECT_MIN_CHANNELS or _ISA not in _DIRECT_ISAS:
+            return False
+        return _ISA == "avx512" or np.dtype(dtype) == np.float32 or cls._conv_runs_winograd(g)
 
     @staticmethod
     def _conv_runs_winograd(g: Geometry) -> bool:
@@ -536,7 +543,7 @@ class CpuOps(Ops):
         if (dt in _FLOATS and addend.dtype == dt and z.dtype == dt
                 and g.kh * g.kw * g.c < SPARSE_MIN_TAPS_CHANNELS):
             flipped = self._flipped(np.asarray(kernel, dtype=dt), g)
-        if flipped is None or not self._conv_runs_direct(flipped[1]):
+        if flipped is None or not self._conv_runs_direct(flipped[1], dt):
             return super().conv_adjoint_relu(m, kernel, g, addend, z)
         wf, gt = flipped
         shape = (m.shape[0], g.h, g.w, g.c)
