@@ -1133,6 +1133,12 @@ def test_derived_weights_live_as_long_as_the_backend(rng):
     ops.close()  # the session ends: what it derived goes
     ops._derived(view, "test", lambda b: made.append(1) or b.copy())
     assert len(made) == 5
+    # what is kept is read-only, so what is derived from it (a flipped kernel's tiles) is kept too
+    first = ops._derived(view, "test", lambda b: b.copy())
+    assert not first.flags.writeable
+    for _ in range(2):
+        ops._derived(first, "second", lambda b: made.append(1) or b * 2)
+    assert len(made) == 6
 
 
 @pytest.mark.parametrize("sgemm_deterministic", [True, False])  # both GEMM routes, whatever BLAS runs here

@@ -301,14 +301,18 @@ class CpuOps(Ops):
         computed once for as long as this backend lives (an `Explainer`'s session; bench/README.md,
         "Direct convolution and dense tiles", for what packing per call costs). Every time for a
         writeable ``b``. The entry keeps b's memory alive, so its address cannot be reused by
-        another array meanwhile."""
+        another array meanwhile. What is kept is read-only, so what is derived from it in turn
+        (the packed tiles of a flipped kernel) is kept too."""
         if b.flags.writeable:
             return make(b)
         owner = b.base if isinstance(b.base, np.ndarray) else b
         key = (what, id(owner), b.__array_interface__["data"][0], b.shape, b.strides, b.dtype.str)
         hit = self._weights.get(key)
         if hit is None:
-            hit = self._weights[key] = (owner, make(b))
+            made = make(b)
+            if isinstance(made, np.ndarray):
+                made.flags.writeable = False
+            hit = self._weights[key] = (owner, made)
         return hit[1]
 
     def _padded_weights(self, b):
