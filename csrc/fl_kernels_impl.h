@@ -801,6 +801,29 @@ FL_ROWS void FL_KI(direct_tile_ymm)(const FL_T *FL_RESTRICT x__nhwc, const FL_T 
         }
     }
     const int64_t n_store = c_out - col0 < 2 * half ? c_out - col0 : 2 * half;
+    if (out2__nijo == NULL && n_store == 2 * half) {
+        // whole vectors without a second output: (sum + bias) + addend, as direct_store, in vectors
+        FL_KI(ymm) b0 = (FL_KI(ymm)){0}, b1 = (FL_KI(ymm)){0};
+        if (bias != NULL) {
+            b0 = *(const FL_KI(ymm) *)(bias + col0);
+            b1 = *(const FL_KI(ymm) *)(bias + col0 + half);
+        }
+        for (int r = 0; r < cells; ++r) {
+            const int64_t at = ((n * g.h_out + i) * g.w_out + j0 + r) * c_out + col0;
+            FL_KI(ymm) v0 = acc[r][0], v1 = acc[r][1];
+            if (bias != NULL) {
+                v0 += b0;
+                v1 += b1;
+            }
+            if (addend__nijo != NULL) {
+                v0 += *(const FL_KI(ymm) *)(addend__nijo + at);
+                v1 += *(const FL_KI(ymm) *)(addend__nijo + at + half);
+            }
+            *(FL_KI(ymm) *)(out__nijo + at) = v0;
+            *(FL_KI(ymm) *)(out__nijo + at + half) = v1;
+        }
+        return;
+    }
     FL_KI(direct_store)((const FL_T *)&acc[0][0], 2 * half, bias, addend__nijo, aux__nijo, out2__nijo, epi, g, n,
                        i, j0, (int)cells, col0, c_out, n_store, out__nijo);
 }
