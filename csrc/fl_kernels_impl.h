@@ -1257,6 +1257,79 @@ FL_ISA_VARIANTS(onehot_rows,
                  int64_t row_end),
                 (hot__nhw, kernel__tp, zero__p, bias__o, g, c_out, c_pad, out__nijo, row_begin, row_end))
 
+#ifdef FL_X86_DISPATCH
+// conv_forward_onehot's tile for AVX2's 16 registers: FL_ONEHOT_CELLS cells times up to
+// FL_ONEHOT_YMM 32-byte vectors of output channels (the tile above would keep 24 and spill). The
+// same adds in the same order: the same bits.
+#define FL_ONEHOT_YMM 4
+FL_ROWS void FL_KI(onehot_tile_ymm)(const int32_t *FL_RESTRICT hot__hw, const FL_T *FL_RESTRICT kernel__tp,
+                                   const FL_T *FL_RESTRICT zero__p, const FL_T *FL_RESTRICT bias__o,
+                                   fl_geometry g, int64_t i, int64_t j0, int64_t cells, int64_t col0,
+                                   int64_t c_out, int64_t c_pad, const int nv, FL_T *FL_RESTRICT out__jo)
+{
+    const int64_t lanes = (int64_t)(sizeof(FL_KI(ymm)) / sizeof(FL_T));
+    FL_KI(ymm) acc[FL_ONEHOT_CELLS][FL_ONEHOT_YMM];
+    for (int r = 0; r < FL_ONEHOT_CELLS; ++r)
+        for (int k = 0; k < FL_ONEHOT_YMM; ++k)
+            acc[r][k] = (FL_KI(ymm)){0};
+    for (int64_t a = 0; a < g.kh; ++a) {
+        const int64_t row = i * g.sh - g.pt + a * g.dh;
+        const int row_inside = row >= 0 && row < g.h;
+        for (int64_t b = 0; b < g.kw; ++b) {
+            const FL_T *tap = kernel__tp + (a * g.kw + b) * g.c * c_pad + col0;
+            const FL_KI(ymm) *p[FL_ONEHOT_CELLS];
+            for (int r = 0; r < FL_ONEHOT_CELLS; ++r) {
+                const int64_t col = (j0 + r) * g.sw - g.pl + b * g.dw;
+                const int32_t ch = (r < cells && row_inside && col >= 0 && col < g.w) ? hot__hw[row * g.w + col] : -1;
+                p[r] = (const FL_KI(ymm) *)(ch >= 0 ? tap + ch * c_pad : zero__p);
+            }
+            for (int k = 0; k < nv; ++k)
+                for (int r = 0; r < FL_ONEHOT_CELLS; ++r)
+                    acc[r][k] += p[r][k];
+        }
+    }
+    const int64_t n_store = c_out - col0 < nv * lanes ? c_out - col0 : nv * lanes;
+    for (int r = 0; r < cells; ++r) {
+        FL_T *dst = out__jo + (j0 + r) * c_out + col0;
+        const FL_T *sum = (const FL_T *)&acc[r][0];
+        if (bias__o != NULL)
+            for (int64_t k = 0; k < n_store; ++k)
+                dst[k] = sum[k] + bias__o[col0 + k];
+        else
+            for (int64_t k = 0; k < n_store; ++k)
+                dst[k] = sum[k];
+    }
+}
+
+FL_TARGET_AVX2 FL_NOINLINE void FL_KI(onehot_rows_ymm)(const int32_t *FL_RESTRICT hot__nhw,
+                                                      const FL_T *FL_RESTRICT kernel__tp,
+                                                      const FL_T *FL_RESTRICT zero__p,
+                                                      const FL_T *FL_RESTRICT bias__o, fl_geometry g,
+                                                      int64_t c_out, int64_t c_pad, FL_T *FL_RESTRICT out__nijo,
+                                                      int64_t row_begin, int64_t row_end)
+{
+    const int64_t lanes = (int64_t)(sizeof(FL_KI(ymm)) / sizeof(FL_T)), width = FL_ONEHOT_YMM * lanes;
+    for (int64_t q = row_begin; q < row_end; ++q) {
+        const int64_t n = q / g.h_out, i = q % g.h_out;
+        const int32_t *hot = hot__nhw + n * g.h * g.w;
+        FL_T *out = out__nijo + q * g.w_out * c_out;
+        for (int64_t col0 = 0; col0 < c_out; col0 += width) {
+            const int64_t left = c_out - col0;
+            const int nv = left >= width ? FL_ONEHOT_YMM : (int)((left + lanes - 1) / lanes);
+            for (int64_t j0 = 0; j0 < g.w_out; j0 += FL_ONEHOT_CELLS) {
+                const int64_t cells = g.w_out - j0 < FL_ONEHOT_CELLS ? g.w_out - j0 : FL_ONEHOT_CELLS;
+                if (nv == FL_ONEHOT_YMM)  // constant: the loops over vectors and cells unroll
+                    FL_KI(onehot_tile_ymm)(hot, kernel__tp, zero__p, bias__o, g, i, j0, cells, col0, c_out, c_pad,
+                                          FL_ONEHOT_YMM, out);
+                else
+                    FL_KI(onehot_tile_ymm)(hot, kernel__tp, zero__p, bias__o, g, i, j0, cells, col0, c_out, c_pad,
+                                          nv, out);
+            }
+        }
+    }
+}
+#endif
+
 // isa: an FL_ISA_* code, the highest variant to use (FL_ISA_AUTO: the best the CPU has).
 FL_KERNEL void FL_K(conv_forward_onehot)(const int32_t *FL_RESTRICT hot__nhw,   // IN
                                  const FL_T *FL_RESTRICT kernel__tp,    // IN
@@ -1267,6 +1340,12 @@ FL_KERNEL void FL_K(conv_forward_onehot)(const int32_t *FL_RESTRICT hot__nhw,   
                                  int64_t row_begin, int64_t row_end)
 {
     const int variant = fl_isa(isa);
+#ifdef FL_X86_DISPATCH
+    if (variant == FL_ISA_AVX2) {
+        FL_KI(onehot_rows_ymm)(hot__nhw, kernel__tp, zero__p, bias__o, g, c_out, c_pad, out__nijo, row_begin, row_end);
+        return;
+    }
+#endif
     FL_ISA_CALL(variant, onehot_rows,
                 (hot__nhw, kernel__tp, zero__p, bias__o, g, c_out, c_pad, out__nijo, row_begin, row_end));
 }
