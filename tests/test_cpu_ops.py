@@ -1219,3 +1219,38 @@ def test_sgemm_check_runs_float32_through_dgemm_when_needed(rng, monkeypatch):
         got = ops.matmul(a, b)
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, (a.astype(np.float64) @ b.astype(np.float64)).astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_assign_copies_crops_and_pads_row_by_row(dtype, rng):
+    x = rng.standard_normal((5, 40, 7)).astype(dtype)
+    for n_threads in (1, 2, 3):  # blocks that split rows anywhere
+        ops = CpuOps(n_threads=n_threads)
+        out = np.full((5, 31, 7), np.nan, dtype)
+        ops.assign(out, x[:, 4:35])  # a 1-D crop: rows are runs at a stride
+        same(out, np.ascontiguousarray(x[:, 4:35]), dtype)
+        big = np.zeros((5, 46, 7), dtype)
+        ops.assign(big[:, 2:42], x)  # a pad's middle
+        same(big[:, 2:42], x, dtype)
+        assert not big[:, :2].any() and not big[:, 42:].any()
+    # rows that are not one run (a crop of the second of two spatial axes), other dtypes, one row
+    x2 = rng.standard_normal((3, 6, 9, 4)).astype(dtype)
+    out2 = np.empty((3, 6, 5, 4), dtype)
+    CpuOps(n_threads=2).assign(out2, x2[:, :, 2:7])
+    same(out2, x2[:, :, 2:7], dtype)
+    ints = np.arange(12).reshape(3, 4)
+    got = np.zeros((3, 2), ints.dtype)
+    CpuOps().assign(got, ints[:, 1:3])
+    np.testing.assert_array_equal(got, ints[:, 1:3])
+    one = np.empty((1, 3, 7), dtype)
+    CpuOps(n_threads=2).assign(one, x[2:3, 5:8])
+    same(one, x[2:3, 5:8], dtype)
+
+
+def test_copy_rows_checks_shapes():
+    with pytest.raises(ValueError, match="dst.shape"):
+        _cpu.copy_rows(np.zeros((2, 3)), np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="dst.shape"):
+        _cpu.copy_rows(np.zeros((2, 3)), np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="contiguous runs; got strides 16 .src."):
+        _cpu.copy_rows(np.zeros((2, 6))[:, ::2], np.zeros((2, 3)))

@@ -35,6 +35,7 @@ lets small calls run on one thread (``MIN_WORK_PER_THREAD``) without changing a 
 
 from cython.parallel cimport prange
 from libc.stdint cimport int32_t, int64_t, uint8_t
+from libc.string cimport memcpy
 from cython cimport floating
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
@@ -366,6 +367,32 @@ def add(const floating[::1] a,   # IN  (n,)
     for blk in prange(nb, nogil=True, num_threads=nb, schedule="static"):
         fl_add(&a[0], &b[0], &o[0], blk * n // nb, (blk + 1) * n // nb)
     return out
+
+
+def copy_rows(const floating[:, :] src,   # IN  (n, m), rows anywhere, each one contiguous run
+              floating[:, :] dst,         # OUT (n, m), the same
+              int n_threads=1):
+    """dst[...] = src, row by row (each row a contiguous run; a crop's or a pad's middle)."""
+    cdef Py_ssize_t n = src.shape[0], m = src.shape[1], total, blk, nb, lo, hi, r, a, b
+    _check_len(dst.shape[0], n, "dst.shape[0]")
+    _check_len(dst.shape[1], m, "dst.shape[1]")
+    if m > 1 and (src.strides[1] != sizeof(floating) or dst.strides[1] != sizeof(floating)):
+        raise ValueError(f"copy_rows needs rows that are contiguous runs; got strides {src.strides[1]} "
+                         f"(src) and {dst.strides[1]} (dst) between values of {sizeof(floating)} bytes")
+    total = n * m
+    if total == 0:
+        return
+    nb = _n_blocks(total, 1, n_threads)
+    for blk in prange(nb, nogil=True, num_threads=nb, schedule="static"):
+        lo = blk * total // nb
+        hi = (blk + 1) * total // nb
+        r = lo // m
+        while lo < hi:  # the block's part of each row it meets
+            a = lo - r * m
+            b = m if hi - r * m > m else hi - r * m
+            memcpy(&dst[r, a], &src[r, a], (b - a) * sizeof(floating))
+            lo = r * m + b
+            r = r + 1
 
 
 # ---------------------------------------------------------------------------- pair gathers

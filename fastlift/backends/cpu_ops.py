@@ -86,6 +86,16 @@ ONEHOT_MAX_CHANNELS = 32
 POOL_BYTES = 512 * 2**20
 
 
+def _row_runs(a):
+    """``a`` as a 2-D view (rows, values) whose rows are contiguous runs, or None where it has none."""
+    inner = a.itemsize
+    for n, stride in zip(a.shape[:0:-1], a.strides[:0:-1]):
+        if n != 1 and stride != inner:
+            return None
+        inner *= n
+    return np.lib.stride_tricks.as_strided(a, (a.shape[0], a.size // a.shape[0]), (a.strides[0], a.itemsize))
+
+
 def _lane_padded(a, dtype):
     """``a`` as ``dtype`` with its last axis zero-padded to a multiple of the hand-vectorised
     kernels' vector length (`_cpu.VECTOR_BYTES`): their packed kernels and biases."""
@@ -260,6 +270,17 @@ class CpuOps(Ops):
             return super().add(a, b)
         return _cpu.add(np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1),
                         self.n_threads).reshape(a.shape)
+
+    def assign(self, dst, src):
+        """On threads where each row (first axis) of both is one contiguous run (1-D crops and pads
+        of channels-last arrays): `_cpu.copy_rows`; numpy's assignment otherwise."""
+        if (isinstance(dst, np.ndarray) and isinstance(src, np.ndarray) and dst.shape == src.shape
+                and dst.dtype == src.dtype and dst.dtype in _FLOATS and dst.ndim >= 2 and dst.size > 0):
+            d2, s2 = _row_runs(dst), _row_runs(src)
+            if d2 is not None and s2 is not None:
+                _cpu.copy_rows(s2, d2, self.n_threads)
+                return
+        dst[...] = src
 
     # ---------------------------------------------------------- dense algebra
     def matmul(self, a, b):

@@ -108,6 +108,10 @@ class Ops:
         """a + b for two arrays of one shape and dtype (residual merges, multipliers meeting)."""
         return a + b
 
+    def assign(self, dst, src):
+        """``dst[...] = src`` for views of one shape and dtype (a crop's slice, a pad's middle)."""
+        dst[...] = src
+
     # ---------------------------------------------------------- dense algebra
     def matmul(self, a, b):
         """``a @ b`` for 2-D ``a`` (M, K) and ``b`` (K, N); ``b`` may be a transposed view."""

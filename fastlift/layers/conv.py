@@ -204,11 +204,14 @@ class _CropPad(_Spatial, Layer):
         for axis, (a, b) in enumerate(amounts, start=1):  # zero the margins only, not the whole array
             out[(slice(None),) * axis + (slice(0, a),)] = 0
             out[(slice(None),) * axis + (slice(big[axis] - b, big[axis]),)] = 0
-        out[self._slices(big[1:3])] = x
+        ops.assign(out[self._slices(big[1:3])], x)
         return out
 
     def _crop(self, ops, x):
-        return ops.xp.ascontiguousarray(x[self._slices(x.shape[1:3])])
+        part = x[self._slices(x.shape[1:3])]
+        out = ops.xp.empty(part.shape, dtype=x.dtype)
+        ops.assign(out, part)
+        return out
 
     def forward(self, ops, xs, w):
         x = self.to_nhwc(ops, xs[0])
