@@ -104,6 +104,8 @@
 #define FL_DIRECT_CELLS 6
 // Output cells per register tile of conv_direct on AVX2 (6 x 2 vectors of 32 bytes: 12 of 16).
 #define FL_DIRECT_CELLS_YMM 6
+// Output cells per tile of conv_narrow (each a vector accumulator over input channels).
+#define FL_NARROW_CELLS 4
 // Tiles (pairs of output cells) per block of conv_winograd3: its transformed inputs and products
 // (4 x 96 x channels each) stay in L2.
 #define FL_WINOGRAD_TILES 96

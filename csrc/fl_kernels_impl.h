@@ -988,6 +988,113 @@ FL_KERNEL void FL_K(conv_winograd3)(const FL_T *FL_RESTRICT x__nhwc,      // IN
                                           epi, g, c_out, variant, scratch, out__nijo, row_begin, row_end));
 }
 
+// conv_narrow: conv_direct's convolution for few output channels (a profile head's 1 or 2), whose
+// tiles would compute a vector of output channels to keep one or two: here the vectors run over
+// input channels instead. For each output channel o and FL_NARROW_CELLS output cells, two vector
+// accumulators per cell sum x[cell's input, ch] * kernel[o, tap, ch] over the taps in order and
+// the input channels in pairs of vectors (the first vector's channels in one, the second's in the
+// other; the c % (2 * lanes) left over in a scalar sum); the first accumulator's lanes are then
+// added in order, then the second's, then that scalar sum. A fixed order per value: results depend
+// on neither the batch nor the threads. Then + bias, + addend, as conv_direct.
+// Layout: x__nhwc (n, h, w, c); kt__otc the kernel transposed, (c_out, kh*kw*c) C-contiguous;
+// bias__o (c_out) or NULL; zero__c (c) zeros; addend__nijo (as out) or NULL; out__nijo
+// (n, h_out, w_out, c_out).
+// Threads: output rows q = n*h_out + i in [row_begin, row_end).
+// Two 32-byte vectors per cell (16 float lanes): two chains of multiply-adds per cell, and a
+// width AVX2 holds in registers (GCC keeps 64-byte generic vectors on the stack there).
+#ifdef FL_HAVE_VECTORS
+typedef FL_T FL_KI(v32) __attribute__((vector_size(32), aligned(sizeof(FL_T)), may_alias));
+#  define FL_LANE(v, l) ((v)[l])
+#else
+typedef FL_T FL_KI(v32);
+#  define FL_LANE(v, l) (v)
+#endif
+FL_ROWS void FL_KI(narrow_rows)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_RESTRICT kt__otc,
+                               const FL_T *FL_RESTRICT bias__o, const FL_T *FL_RESTRICT zero__c,
+                               const FL_T *FL_RESTRICT addend__nijo, fl_geometry g, int64_t c_out,
+                               FL_T *FL_RESTRICT out__nijo, int64_t row_begin, int64_t row_end)
+{
+    const int64_t lanes = (int64_t)(sizeof(FL_KI(v32)) / sizeof(FL_T)), step = 2 * lanes;
+    const int64_t c_vec = g.c / step * step, taps_c = g.kh * g.kw * g.c;
+    for (int64_t q = row_begin; q < row_end; ++q) {
+        const int64_t n = q / g.h_out, i = q % g.h_out;
+        const FL_T *xn = x__nhwc + n * g.h * g.w * g.c;
+        for (int64_t j0 = 0; j0 < g.w_out; j0 += FL_NARROW_CELLS) {
+            const int64_t cells = g.w_out - j0 < FL_NARROW_CELLS ? g.w_out - j0 : FL_NARROW_CELLS;
+            for (int64_t o = 0; o < c_out; ++o) {
+                FL_KI(v32) acc[FL_NARROW_CELLS][2];
+                FL_T tail[FL_NARROW_CELLS];
+                for (int r = 0; r < FL_NARROW_CELLS; ++r) {
+                    acc[r][0] = acc[r][1] = (FL_KI(v32)){0};
+                    tail[r] = 0;
+                }
+                for (int64_t a = 0; a < g.kh; ++a) {
+                    const int64_t row = i * g.sh - g.pt + a * g.dh;
+                    for (int64_t b = 0; b < g.kw; ++b) {
+                        const FL_T *p[FL_NARROW_CELLS];
+                        int any_inside = 0;
+                        for (int r = 0; r < FL_NARROW_CELLS; ++r) {
+                            const int64_t col = (j0 + r) * g.sw - g.pl + b * g.dw;
+                            const int inside = r < cells && row >= 0 && row < g.h && col >= 0 && col < g.w;
+                            p[r] = inside ? xn + (row * g.w + col) * g.c : zero__c;
+                            any_inside |= inside;
+                        }
+                        if (!any_inside)
+                            continue;
+                        const FL_T *k = kt__otc + o * taps_c + (a * g.kw + b) * g.c;
+                        for (int64_t ch = 0; ch < c_vec; ch += step) {
+                            const FL_KI(v32) k0 = *(const FL_KI(v32) *)(k + ch);
+                            const FL_KI(v32) k1 = *(const FL_KI(v32) *)(k + ch + lanes);
+                            for (int r = 0; r < FL_NARROW_CELLS; ++r) {
+                                acc[r][0] += *(const FL_KI(v32) *)(p[r] + ch) * k0;
+                                acc[r][1] += *(const FL_KI(v32) *)(p[r] + ch + lanes) * k1;
+                            }
+                        }
+                        for (int64_t ch = c_vec; ch < g.c; ++ch)
+                            for (int r = 0; r < FL_NARROW_CELLS; ++r)
+                                tail[r] += p[r][ch] * k[ch];
+                    }
+                }
+                for (int r = 0; r < cells; ++r) {
+                    FL_T sum = 0;
+                    for (int64_t l = 0; l < lanes; ++l)  // by subscript: acc stays in registers
+                        sum += FL_LANE(acc[r][0], l);
+                    for (int64_t l = 0; l < lanes; ++l)
+                        sum += FL_LANE(acc[r][1], l);
+                    sum += tail[r];
+                    const int64_t at = ((n * g.h_out + i) * g.w_out + j0 + r) * c_out + o;
+                    if (bias__o != NULL)
+                        sum = sum + bias__o[o];
+                    if (addend__nijo != NULL)
+                        sum = sum + addend__nijo[at];
+                    out__nijo[at] = sum;
+                }
+            }
+        }
+    }
+}
+
+FL_ISA_VARIANTS(narrow_rows,
+                (const FL_T *x__nhwc, const FL_T *kt__otc, const FL_T *bias__o, const FL_T *zero__c,
+                 const FL_T *addend__nijo, fl_geometry g, int64_t c_out, FL_T *out__nijo, int64_t row_begin,
+                 int64_t row_end),
+                (x__nhwc, kt__otc, bias__o, zero__c, addend__nijo, g, c_out, out__nijo, row_begin, row_end))
+
+// isa: as conv_direct.
+FL_KERNEL void FL_K(conv_narrow)(const FL_T *FL_RESTRICT x__nhwc,      // IN
+                                 const FL_T *FL_RESTRICT kt__otc,      // IN
+                                 const FL_T *FL_RESTRICT bias__o,      // IN (or NULL)
+                                 const FL_T *FL_RESTRICT zero__c,      // IN
+                                 const FL_T *FL_RESTRICT addend__nijo, // IN (or NULL)
+                                 fl_geometry g, int64_t c_out, int isa,
+                                 FL_T *FL_RESTRICT out__nijo,          // OUT
+                                 int64_t row_begin, int64_t row_end)
+{
+    const int variant = fl_isa(isa);
+    FL_ISA_CALL(variant, narrow_rows, (x__nhwc, kt__otc, bias__o, zero__c, addend__nijo, g, c_out, out__nijo,
+                                       row_begin, row_end));
+}
+
 // ======================================================================== BLAS drivers
 // The GEMMs of the dense and convolution layers, cut into BLAS calls of a fixed shape: every call
 // multiplies exactly block_rows rows (a short last block is zero-padded in scratch), so the BLAS

@@ -15,7 +15,7 @@ from cuda_emu.cases import pair_data
 from threadpoolctl import threadpool_info
 
 from fastlift.backends import _cpu
-from fastlift.backends.cpu_ops import GEMM_BLOCK_ROWS, CpuOps
+from fastlift.backends.cpu_ops import GEMM_BLOCK_ROWS, NARROW_MAX_CHANNELS, CpuOps
 from fastlift.activations import Act
 from fastlift.backends.ops import NEAR_ZERO, Ops
 from fastlift.geometry import Geometry
@@ -443,9 +443,55 @@ def test_conv_direct_is_the_convolution(g, dtype, n_out, rng):
     same(masked, REF.gradient_backward(Act.RELU, a, z_in, rows, np.zeros(1, dtype)), dtype)
     for isa in ("base", "avx2", "avx512"):
         close(_cpu.conv_direct(x, wp, g, n_out, 1, bias_pad, isa), got, dtype, **tol)
-    if CPU._conv_runs_direct(g, dtype) and not CPU._conv_runs_winograd(g):  # CpuOps packs the same way
+    if (CPU._conv_runs_direct(g, dtype) and not CPU._conv_runs_winograd(g)
+            and n_out > NARROW_MAX_CHANNELS):  # CpuOps packs the same way
         with CPU.compute_context():
             same(CPU.conv_forward(x, kernel, g, bias), got, dtype)
+
+
+@pytest.mark.parametrize("n_out", [1, 2, 4])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("g", [
+    pytest.param(geometry(1, 120, 64, 1, 75), id="profile-head"),  # BPNet's: 64 -> 1 over 75 taps
+    pytest.param(geometry(1, 40, 37, 1, 5, dw=3, pl=6, pr=6), id="dilated-same-c37"),  # a scalar tail
+    pytest.param(geometry(5, 13, 20, 3, 3, sh=2, sw=2, pt=1, pb=1, pl=1, pr=1), id="2d-strided-c20"),
+    pytest.param(geometry(1, 9, 3, 1, 3, pl=1, pr=1), id="three-channels")])  # no whole vector
+def test_conv_narrow_is_the_convolution(g, dtype, n_out, rng):
+    x = rng.standard_normal((7, g.h, g.w, g.c)).astype(dtype)
+    kernel = rng.standard_normal((g.kh * g.kw * g.c, n_out)).astype(dtype)
+    bias = rng.standard_normal(n_out).astype(dtype)
+    kt = np.ascontiguousarray(kernel.T)
+    got = _cpu.conv_narrow(x, kt, g, 2, bias)
+    # sums of up to 4800 terms of ~1: float64 rounding reaches ~1e-13 where they cancel
+    tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {"rtol": 1e-12, "atol": 1e-11}
+    close(got, REF.conv_forward(x, kernel, g, bias), dtype, **tol)
+    cells = g.h_out * g.w_out
+    for lo, hi in [(0, 1), (3, 7)]:  # rows depend on neither the batch nor the threads
+        same(_cpu.conv_narrow(x[lo:hi], kt, g, 1, bias), got[lo * cells:hi * cells], dtype)
+    same(_cpu.conv_narrow(x, kt, g, 1) + bias, got, dtype)  # the bias is added after the sum
+    addend = rng.standard_normal(got.shape).astype(dtype)  # and an addend after the bias
+    same(_cpu.conv_narrow(x, kt, g, 2, bias, "auto", addend), got + addend, dtype)
+    for isa in ("base", "avx2", "avx512"):
+        close(_cpu.conv_narrow(x, kt, g, 1, bias, isa), got, dtype, **tol)
+    if CPU._conv_runs_direct(g, dtype) and n_out <= NARROW_MAX_CHANNELS:  # CpuOps runs it here
+        with CPU.compute_context():
+            same(CPU.conv_forward(x, kernel, g, bias), got, dtype)
+
+
+def test_conv_narrow_rejects_bad_arguments(rng):
+    g = geometry(1, 12, 16, 1, 3)
+    x = rng.standard_normal((2, 1, 12, 16)).astype(np.float32)
+    kt = rng.standard_normal((2, 48)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"kt.shape\[1\] \(kh\*kw\*c\)"):
+        _cpu.conv_narrow(x, np.ascontiguousarray(kt[:, :-1]), g)
+    with pytest.raises(ValueError, match=r"c_out\) must be >= 1"):
+        _cpu.conv_narrow(x, kt[:0], g)
+    with pytest.raises(ValueError, match=r"len\(bias\)"):
+        _cpu.conv_narrow(x, kt, g, 1, np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match=r"addend.shape\[1\]"):
+        _cpu.conv_narrow(x, kt, g, 1, None, "auto", np.zeros((20, 3), np.float32))
+    with pytest.raises(ValueError, match=r"isa must be one of"):
+        _cpu.conv_narrow(x, kt, g, 1, None, "sse9")
 
 
 def winograd_kernel(kernel, dtype):
@@ -498,7 +544,7 @@ def test_conv_winograd3_is_the_convolution(g, dtype, n_out, rng):
          dtype)
     for isa in ("base", "avx2", "avx512"):
         close(_cpu.conv_winograd3(x, wg, g, n_out, 1, bias_pad, isa), got, dtype, **tol)
-    if CPU._conv_runs_direct(g, dtype) and CPU._conv_runs_winograd(g):  # CpuOps packs the same way
+    if CPU._conv_runs_direct(g, dtype) and CPU._conv_runs_winograd(g) and n_out > NARROW_MAX_CHANNELS:
         with CPU.compute_context():
             same(CPU.conv_forward(x, kernel, g, bias), got, dtype)
 

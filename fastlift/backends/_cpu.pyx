@@ -620,6 +620,51 @@ def conv_winograd3(const floating[:, :, :, ::1] x,     # IN  (n, 1, w, c)
     return _conv_tiles(x, wg, g, c_out, n_threads, bias, isa, addend, residual, relu_grad_of, True)
 
 
+def conv_narrow(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
+                const floating[:, ::1] kt,          # IN  (c_out, kh*kw*c): the kernel transposed
+                object g,                           # geometry.Geometry
+                int n_threads=1,
+                const floating[::1] bias=None,      # IN  (c_out,)
+                str isa="auto",
+                const floating[:, ::1] addend=None):  # IN  (n*h_out*w_out, c_out)
+    """conv_direct's convolution for few output channels, vectorised over the input channels
+    (see fl_conv_narrow): returns (n*h_out*w_out, c_out). Each value is summed in a fixed order:
+    any thread count and any batch give the same bits; + bias, + addend as conv_direct."""
+    cdef fl_geometry geo = _geometry(g)
+    _check_nhwc(x.shape, geo.h, geo.w, geo.c, "x")
+    cdef Py_ssize_t c_out = kt.shape[0], n = x.shape[0], n_rows = x.shape[0] * geo.h_out, b, nb
+    if c_out < 1:
+        raise ValueError(f"kt.shape[0] (c_out) must be >= 1; got {c_out}")
+    _check_len(kt.shape[1], geo.kh * geo.kw * geo.c, "kt.shape[1] (kh*kw*c)")
+    if bias is not None:
+        _check_len(bias.shape[0], c_out, "len(bias) (c_out)")
+    if addend is not None:
+        _check_len(addend.shape[0], n * geo.h_out * geo.w_out, "addend.shape[0] (n*h_out*w_out)")
+        _check_len(addend.shape[1], c_out, "addend.shape[1] (c_out)")
+    cdef int isa_code = _isa_code(isa)
+    out = _empty((n * geo.h_out * geo.w_out, c_out), <floating>0)
+    if out.size == 0 or geo.c == 0:
+        out[...] = 0 if bias is None else np.asarray(bias)
+        if addend is not None:
+            out += np.asarray(addend)
+        return out
+    zero_arr = _empty((geo.c,), <floating>0)
+    zero_arr[...] = 0
+    cdef const floating[::1] zero = zero_arr
+    cdef floating[:, ::1] y = out
+    cdef const floating* bias_ptr = NULL
+    cdef const floating* addend_ptr = NULL
+    if bias is not None:
+        bias_ptr = &bias[0]
+    if addend is not None:
+        addend_ptr = &addend[0, 0]
+    nb = _n_blocks(n_rows, geo.w_out * geo.kh * geo.kw * geo.c * c_out // 64 + 1, n_threads)
+    for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
+        fl_conv_narrow(&x[0, 0, 0, 0], &kt[0, 0], bias_ptr, &zero[0], addend_ptr, geo, c_out, isa_code, &y[0, 0],
+                       b * n_rows // nb, (b + 1) * n_rows // nb)
+    return out
+
+
 def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g, Py_ssize_t c_out,
                 int n_threads, const floating[::1] bias, str isa, const floating[:, ::1] addend,
                 const floating[:, ::1] residual, const floating[:, ::1] relu_grad_of, bint winograd):

@@ -71,7 +71,11 @@ SPARSE_MAX_FILL_FORWARD = 0.25
 #: CPUs with AVX2 or AVX-512; with fewer the GEMM wins (bench/README.md, "Direct convolution and
 #: dense tiles"). Both tiles sum each value in the same order with the same FMAs: the same bits.
 DIRECT_MIN_CHANNELS = 16
-#: Of those, 1-D convolutions of three taps and stride 1 run `_cpu.conv_winograd3` (Winograd's
+#: Of those, convolutions to at most this many output channels (a profile head's one or two) run
+#: `_cpu.conv_narrow`, vectorised over the input channels: the tiles would compute a whole vector
+#: of output channels to keep one or two (bench/README.md, "Narrow convolutions").
+NARROW_MAX_CHANNELS = 4
+#: Of the others, 1-D convolutions of three taps and stride 1 run `_cpu.conv_winograd3` (Winograd's
 #: F(2,3): 2/3 of the multiply-adds, through the same tiles), unless their padding is wide for
 #: their dilation: the adjoint of a valid convolution is padded by twice the dilation, taps the
 #: direct tiles skip, and there the direct path does less work once the dilation is more than
@@ -486,8 +490,13 @@ class CpuOps(Ops):
                 and (g.pl == 0 or WINOGRAD_MAX_DILATION_SHARE * g.dw <= g.w_out))
 
     def _tiles(self, x, kernel, g: Geometry, n, bias, addend=None, residual=None, relu_grad_of=None):
-        """The direct convolution of x (n, h, w, c) on this CPU's register tiles: `_cpu.conv_winograd3`
-        where `_conv_runs_winograd`, else `_cpu.conv_direct` (their arguments and results)."""
+        """The direct convolution of x (n, h, w, c) on this CPU's register tiles: `_cpu.conv_narrow`
+        for at most `NARROW_MAX_CHANNELS` output channels (no second output), `_cpu.conv_winograd3`
+        where `_conv_runs_winograd`, else `_cpu.conv_direct` (their arguments and results; ``bias``
+        zero-padded to the vector length)."""
+        if n <= NARROW_MAX_CHANNELS and residual is None and relu_grad_of is None:
+            kt = self._derived(kernel, "transposed", lambda k: np.ascontiguousarray(k.T))
+            return _cpu.conv_narrow(x, kt, g, self.n_threads, None if bias is None else bias[:n], _ISA, addend)
         if self._conv_runs_winograd(g):
             return _cpu.conv_winograd3(x, self._winograd_kernel(kernel), g, n, self.n_threads, bias, _ISA, addend,
                                        residual, relu_grad_of)
