@@ -13,6 +13,7 @@ and output channel, output cell), padding included, so a path that skips padding
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import numpy as np
@@ -37,7 +38,12 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rows", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 2 rows, 1 repeat, 2 dilations")
+    parser.add_argument("--json", default=None, help="write the figures here")
     args = parser.parse_args(argv)
+    dilations = (2, 16, 128, 256)
+    if args.quick:
+        args.rows, args.repeats, dilations = 2, 1, (2, 256)
     ops = CpuOps(n_threads=args.threads)
     rng = np.random.default_rng(0)
     c = 64
@@ -45,7 +51,8 @@ def main(argv=None):
     kernel.flags.writeable = False  # a session's weight: packed once
     print(f"ISA {_cpu.isa()}, {args.threads} threads, {args.rows} rows, float32; GFLOP/s "
           f"(BLAS / direct / Winograd)")
-    for d in (2, 16, 128, 256):
+    results = []
+    for d in dilations:
         for kind, w, pad in (("forward", 2094 - 2 * (2 * d - 2), 0), ("adjoint", 2094 - 2 * (2 * d - 2) - 2 * d, 2 * d)):
             g = Geometry(h=1, w=w, c=c, kh=1, kw=3, sh=1, sw=1, dh=1, dw=d, pt=0, pl=pad,
                          h_out=1, w_out=w + 2 * pad - 2 * d)
@@ -65,6 +72,11 @@ def main(argv=None):
             chosen = ("Winograd" if ops._conv_runs_winograd(g) else "direct") if ops._conv_runs_direct(g, np.float32) else "BLAS"
             print(f"dilation {d:3d} {kind:7s} {g.w_out:5d} cells: " + " / ".join(f"{r:6.1f}" for r in rates)
                   + f"   (CpuOps runs {chosen})")
+            results.append({"dilation": d, "kind": kind, "cells": g.w_out, "blas_gflops": rates[0],
+                            "direct_gflops": rates[1], "winograd_gflops": rates[2], "chosen": chosen})
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"isa": _cpu.isa(), "threads": args.threads, "rows": args.rows, "layers": results}, f, indent=1)
 
 
 if __name__ == "__main__":
