@@ -113,7 +113,7 @@
 // fastest of 1 to 6 on Basset's first layer, bench/README.md).
 #define FL_ONEHOT_CELLS 3
 // Second outputs of conv_direct's store (see fl_conv_direct).
-enum { FL_EPI_RESIDUAL_RELU = 1, FL_EPI_RELU_GRAD = 2 };
+enum { FL_EPI_RESIDUAL_RELU = 1, FL_EPI_RELU_GRAD = 2, FL_EPI_RELU = 3 };
 
 // Run-time ISA dispatch of those loops on x86: each is compiled for AVX-512F, AVX2 and the
 // baseline, and fl_isa() picks one per call. Explicit dispatch, not target_clones (ifunc is

@@ -638,7 +638,8 @@ FL_KERNEL void FL_K(conv_sparse)(const FL_T *FL_RESTRICT m_out__pijo,   // IN
 // multipliers meeting at a node are summed in the store instead of in a pass of their own.
 // aux__nijo and out2__nijo (as out) or NULL, with epi: a second output computed in the store from
 // the stored value v. FL_EPI_RESIDUAL_RELU: out2 = aux + relu(v), a residual block's ReLU and Add
-// (the bits of add_activation). FL_EPI_RELU_GRAD: out2 = v * relu'(aux), the multipliers of the
+// (the bits of add_activation). FL_EPI_RELU: out2 = relu(v), a convolution's ReLU kept beside it
+// (aux unused; the bits of activation_forward). FL_EPI_RELU_GRAD: out2 = v * relu'(aux), the multipliers of the
 // ReLU whose output multipliers v are and whose input is aux (the bits of gradient_backward).
 // Threads: output rows q = n*h_out + i in [row_begin, row_end).
 // conv_direct's store: the tile's sums sum__r (cells rows of `stride` values) become out[cells,
@@ -673,9 +674,14 @@ FL_ROWS void FL_KI(direct_store)(const FL_T *FL_RESTRICT sum__r, int64_t stride,
                     const FL_T z = dst[k];
                     o[k] = aux[k] + (z > (FL_T)0 ? z : (FL_T)0);
                 }
-            else  // FL_EPI_RELU_GRAD
+            else if (epi == FL_EPI_RELU_GRAD)
                 for (int64_t k = 0; k < n_store; ++k)
                     o[k] = dst[k] * (aux[k] > (FL_T)0 ? (FL_T)1 : (FL_T)0);
+            else  // FL_EPI_RELU
+                for (int64_t k = 0; k < n_store; ++k) {
+                    const FL_T z = dst[k];
+                    o[k] = z > (FL_T)0 ? z : (FL_T)0;
+                }
         }
     }
 }
@@ -763,6 +769,7 @@ FL_ISA_VARIANTS(direct_rows,
 // packed kernel is the same as above and each output value is summed in the same order with the
 // same fused multiply-adds, so these tiles give the AVX-512 tiles' bits.
 typedef FL_T FL_KI(ymm) __attribute__((vector_size(32), aligned(sizeof(FL_T)), may_alias));
+typedef FL_TI FL_KI(ymmi) __attribute__((vector_size(32), aligned(sizeof(FL_T)), may_alias));
 
 FL_ROWS void FL_KI(direct_tile_ymm)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_RESTRICT zero__c,
                                    const FL_T *FL_RESTRICT wvec, int64_t w_stride, const FL_T *FL_RESTRICT bias,
@@ -801,8 +808,8 @@ FL_ROWS void FL_KI(direct_tile_ymm)(const FL_T *FL_RESTRICT x__nhwc, const FL_T 
         }
     }
     const int64_t n_store = c_out - col0 < 2 * half ? c_out - col0 : 2 * half;
-    if (out2__nijo == NULL && n_store == 2 * half) {
-        // whole vectors without a second output: (sum + bias) + addend, as direct_store, in vectors
+    if ((out2__nijo == NULL || epi == FL_EPI_RELU) && n_store == 2 * half) {
+        // whole vectors, no second output or a ReLU: (sum + bias) + addend, as direct_store, in vectors
         FL_KI(ymm) b0 = (FL_KI(ymm)){0}, b1 = (FL_KI(ymm)){0};
         if (bias != NULL) {
             b0 = *(const FL_KI(ymm) *)(bias + col0);
@@ -821,6 +828,11 @@ FL_ROWS void FL_KI(direct_tile_ymm)(const FL_T *FL_RESTRICT x__nhwc, const FL_T 
             }
             *(FL_KI(ymm) *)(out__nijo + at) = v0;
             *(FL_KI(ymm) *)(out__nijo + at + half) = v1;
+            if (out2__nijo != NULL) {  // relu(v) = v where v > 0, else +0 (NaN: +0), as direct_store
+                const FL_KI(ymm) zero = (FL_KI(ymm)){0};
+                *(FL_KI(ymmi) *)(out2__nijo + at) = (FL_KI(ymmi))v0 & (FL_KI(ymmi))(v0 > zero);
+                *(FL_KI(ymmi) *)(out2__nijo + at + half) = (FL_KI(ymmi))v1 & (FL_KI(ymmi))(v1 > zero);
+            }
         }
         return;
     }

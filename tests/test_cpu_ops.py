@@ -441,6 +441,10 @@ def test_conv_direct_is_the_convolution(g, dtype, n_out, rng):
     same(a, got + addend, dtype)
     rows = np.arange(len(a), dtype=np.int64)
     same(masked, REF.gradient_backward(Act.RELU, a, z_in, rows, np.zeros(1, dtype)), dtype)
+    for add in (None, addend):  # a ReLU kept beside the convolution, with and without an addend
+        z, r = _cpu.conv_direct(x, wp, g, n_out, 2, bias_pad, "auto", add, None, None, True)
+        same(z, got if add is None else got + add, dtype)
+        same(r, REF.activation_forward(Act.RELU, z, np.zeros(1, dtype)), dtype)
     for isa in ("base", "avx2", "avx512"):
         close(_cpu.conv_direct(x, wp, g, n_out, 1, bias_pad, isa), got, dtype, **tol)
     if (CPU._conv_runs_direct(g, dtype) and not CPU._conv_runs_winograd(g)
@@ -540,6 +544,9 @@ def test_conv_winograd3_is_the_convolution(g, dtype, n_out, rng):
     z_in = rng.standard_normal(got.shape).astype(dtype)  # a ReLU's gradient in the store
     a, masked = _cpu.conv_winograd3(x, wg, g, n_out, 2, bias_pad, "auto", addend, None, z_in)
     same(a, got + addend, dtype)
+    z, r = _cpu.conv_winograd3(x, wg, g, n_out, 2, bias_pad, "auto", None, None, None, True)  # a ReLU kept
+    same(z, got, dtype)
+    same(r, REF.activation_forward(Act.RELU, z, np.zeros(1, dtype)), dtype)
     same(masked, REF.gradient_backward(Act.RELU, a, z_in, np.arange(len(a), dtype=np.int64), np.zeros(1, dtype)),
          dtype)
     for isa in ("base", "avx2", "avx512"):
@@ -574,7 +581,7 @@ def test_conv_winograd3_rejects_bad_arguments(rng):
         _cpu.conv_winograd3(np.zeros((2, 2, 12, 16), np.float32), wg, geometry(2, 12, 16, 1, 3), 5)
     with pytest.raises(ValueError, match=r"c_out must be >= 1"):
         _cpu.conv_winograd3(x, wg, g, 0)
-    with pytest.raises(ValueError, match=r"give residual or relu_grad_of, not both"):
+    with pytest.raises(ValueError, match=r"give at most one of residual, relu_grad_of and relu"):
         y = np.zeros((20, 5), np.float32)
         _cpu.conv_winograd3(x, wg, g, 5, 1, None, "auto", None, y, y)
 
@@ -685,7 +692,7 @@ def test_conv_direct_rejects_bad_arguments(rng):
         _cpu.conv_direct(x, wp, g, 5, 1, None, "auto", None, np.zeros((12, 6), np.float32))
     with pytest.raises(ValueError, match=r"relu_grad_of.shape\[0\] \(n\*h_out\*w_out\) must be 12; got 2"):
         _cpu.conv_direct(x, wp, g, 5, 1, None, "auto", None, None, np.zeros((2, 5), np.float32))
-    with pytest.raises(ValueError, match="give residual or relu_grad_of, not both"):
+    with pytest.raises(ValueError, match="give at most one of residual, relu_grad_of and relu"):
         _cpu.conv_direct(x, wp, g, 5, 1, None, "auto", None, np.zeros((12, 5), np.float32),
                          np.zeros((12, 5), np.float32))
 
@@ -1300,3 +1307,24 @@ def test_copy_rows_checks_shapes():
         _cpu.copy_rows(np.zeros((2, 3)), np.zeros((3, 3)))
     with pytest.raises(ValueError, match="contiguous runs; got strides 16 .src."):
         _cpu.copy_rows(np.zeros((2, 6))[:, ::2], np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_relu_kept_in_the_store_has_activation_forwards_bits_on_special_values(dtype, rng):
+    # NaN (a NaN bias), a zero sum and both signs: relu(v) = v where v > 0, else +0, on every path
+    g = geometry(1, 30, 16, 1, 3, dw=2)
+    x = rng.standard_normal((2, 1, 30, 16)).astype(dtype)
+    x[0] = 0
+    kernel = rng.standard_normal((48, 16)).astype(dtype)
+    bias = rng.standard_normal(16).astype(dtype)
+    bias[3] = np.nan
+    wp, c_pad = direct_kernel(kernel, dtype)
+    bias_pad = np.zeros(c_pad, dtype)
+    bias_pad[:16] = bias
+    for run in (lambda: _cpu.conv_direct(x, wp, g, 16, 2, bias_pad, "auto", None, None, None, True),
+                lambda: _cpu.conv_winograd3(x, winograd_kernel(kernel, dtype), g, 16, 2, bias_pad, "auto", None,
+                                            None, None, True)):
+        z, r = run()
+        assert np.isnan(z[:, 3]).all() and (r[:, 3] == 0).all()
+        np.testing.assert_array_equal(np.signbit(r), np.zeros(r.shape, bool))  # +0, never -0
+        same(r, CPU.activation_forward(Act.RELU, z, np.zeros(1, dtype)), dtype)  # fl_math's ReLU

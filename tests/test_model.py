@@ -527,6 +527,36 @@ def test_forward_keep_runs_a_relu_residual_block_in_the_convolution(rng, monkeyp
     np.testing.assert_array_equal(got[model.outputs[0]], full[model.outputs[0]])
 
 
+def test_forward_keeping_everything_runs_a_convolutions_relu_in_its_store(rng, monkeypatch):
+    """DeepLIFT's forwards keep every activation: a ReLU that alone reads a convolution comes out of
+    the convolution's pass (`Ops.conv_relu`), both kept, with the bits of the separate ops. Where
+    the ReLU's activations are given, its convolution runs alone."""
+    from fastlift.backends import get_ops
+    from fastlift.model import WeightCache
+
+    model = _relu_residual_stack(rng, length=30, channels=40, scale=8)
+    ops = get_ops("cpu", 2)
+    cache = WeightCache(ops, np.dtype(np.float32))
+    xs = [rng.standard_normal((4, 30, 40)).astype(np.float32)]
+    full = model.forward(ops, xs, cache)
+    calls = []
+    real = type(ops).conv_relu
+    monkeypatch.setattr(type(ops), "conv_relu", lambda self, *a: calls.append("conv") or real(self, *a))
+    got = fused_forward(model, ops, xs, cache, None)
+    assert calls == ["conv", "conv"] and set(got) == set(full)
+    for node in full:
+        np.testing.assert_array_equal(got[node], full[node])
+    by = model.get_node
+    calls.clear()  # the first ReLU's activations given: its convolution runs alone
+    got = fused_forward(model, ops, xs, cache, None, given={by("relu0"): full[by("relu0")]})
+    assert calls == ["conv"]
+    np.testing.assert_array_equal(got[model.outputs[0]], full[model.outputs[0]])
+    # a backend without the fused op runs the plain program
+    from fastlift.fuse import forward_steps
+
+    assert forward_steps(model, None, frozenset(), frozenset({"add_activation"})) == model.plain_steps
+
+
 @pytest.mark.parametrize("layer,shape", [
     (L.ZeroPadding1D((2, 1)), (2, 5, 3)), (L.ZeroPadding2D(((1, 2), (0, 3))), (2, 4, 5, 3)),
     (L.Cropping1D((2, 1)), (2, 8, 3)), (L.Cropping2D(((1, 2), (0, 3))), (2, 7, 8, 3))])

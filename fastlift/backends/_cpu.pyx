@@ -587,7 +587,8 @@ def conv_direct(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
                 str isa="auto",
                 const floating[:, ::1] addend=None,    # IN  (n*h_out*w_out, c_out)
                 const floating[:, ::1] residual=None,  # IN  (n*h_out*w_out, c_out)
-                const floating[:, ::1] relu_grad_of=None):  # IN  (n*h_out*w_out, c_out)
+                const floating[:, ::1] relu_grad_of=None,  # IN  (n*h_out*w_out, c_out)
+                bint relu=False):
     """A convolution without unfolding: returns (n*h_out*w_out, c_out). ``wp`` is the kernel
     (kh*kw*c, c_out) packed by blocks of ``VECTOR_BLOCK`` vectors of output channels (each
     block (kh*kw, c, block width), the last one narrower, columns past c_out zero). Each output
@@ -595,8 +596,9 @@ def conv_direct(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
     ``addend``, when given, is added to every output value as it is stored: (sum + bias) + addend.
     With ``residual``, returns (out, residual + relu(out)): a residual block's ReLU and Add in the
     store, with the bits of ``add_activation``. With ``relu_grad_of`` (a ReLU's input z), returns
-    (out, out * relu'(z)), with the bits of ``gradient_backward``."""
-    return _conv_tiles(x, wp, g, c_out, n_threads, bias, isa, addend, residual, relu_grad_of, False)
+    (out, out * relu'(z)), with the bits of ``gradient_backward``. With ``relu``, returns
+    (out, relu(out)), with the bits of ``activation_forward``."""
+    return _conv_tiles(x, wp, g, c_out, n_threads, bias, isa, addend, residual, relu_grad_of, relu, False)
 
 
 def conv_winograd3(const floating[:, :, :, ::1] x,     # IN  (n, 1, w, c)
@@ -607,7 +609,8 @@ def conv_winograd3(const floating[:, :, :, ::1] x,     # IN  (n, 1, w, c)
                    str isa="auto",
                    const floating[:, ::1] addend=None,
                    const floating[:, ::1] residual=None,
-                   const floating[:, ::1] relu_grad_of=None):
+                   const floating[:, ::1] relu_grad_of=None,
+                   bint relu=False):
     """`conv_direct`'s convolution for 1-D layers of three taps and stride 1 (any dilation and
     padding) in 2/3 of the multiply-adds (Winograd's F(2,3), see fl_conv_winograd3). ``wg`` is
     the four transformed kernels G0..G3 (each (c, c_out)), each packed as conv_direct's kernel,
@@ -617,7 +620,7 @@ def conv_winograd3(const floating[:, :, :, ::1] x,     # IN  (n, 1, w, c)
     if g.h != 1 or g.kh != 1 or g.kw != 3 or g.sw != 1:
         raise ValueError(f"conv_winograd3 needs a 1-D geometry of 3 taps and stride 1 (h = kh = 1, kw = 3, "
                          f"sw = 1); got h={g.h}, kh={g.kh}, kw={g.kw}, sw={g.sw}")
-    return _conv_tiles(x, wg, g, c_out, n_threads, bias, isa, addend, residual, relu_grad_of, True)
+    return _conv_tiles(x, wg, g, c_out, n_threads, bias, isa, addend, residual, relu_grad_of, relu, True)
 
 
 def conv_narrow(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
@@ -667,7 +670,7 @@ def conv_narrow(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
 
 def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g, Py_ssize_t c_out,
                 int n_threads, const floating[::1] bias, str isa, const floating[:, ::1] addend,
-                const floating[:, ::1] residual, const floating[:, ::1] relu_grad_of, bint winograd):
+                const floating[:, ::1] residual, const floating[:, ::1] relu_grad_of, bint relu, bint winograd):
     """conv_direct (``winograd`` False) or conv_winograd3 (True), after their checks."""
     cdef fl_geometry geo = _geometry(g)
     _check_nhwc(x.shape, geo.h, geo.w, geo.c, "x")
@@ -685,9 +688,10 @@ def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g
     if addend is not None:
         _check_len(addend.shape[0], n * geo.h_out * geo.w_out, "addend.shape[0] (n*h_out*w_out)")
         _check_len(addend.shape[1], c_out, "addend.shape[1] (c_out)")
-    if residual is not None and relu_grad_of is not None:
-        raise ValueError("give residual or relu_grad_of, not both")
-    cdef int epi = FL_EPI_RESIDUAL_RELU if residual is not None else FL_EPI_RELU_GRAD
+    if (residual is not None) + (relu_grad_of is not None) + bool(relu) > 1:
+        raise ValueError("give at most one of residual, relu_grad_of and relu")
+    cdef int epi = (FL_EPI_RESIDUAL_RELU if residual is not None else FL_EPI_RELU_GRAD if relu_grad_of is not None
+                    else FL_EPI_RELU)
     aux = residual if residual is not None else relu_grad_of
     if aux is not None:
         name = "residual" if residual is not None else "relu_grad_of"
@@ -695,13 +699,16 @@ def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g
         _check_len(aux.shape[1], c_out, f"{name}.shape[1] (c_out)")
     cdef int isa_code = _isa_code(isa)
     out = _empty((n * geo.h_out * geo.w_out, c_out), <floating>0)
-    out2 = None if aux is None else _empty((n * geo.h_out * geo.w_out, c_out), <floating>0)
+    out2 = None if aux is None and not relu else _empty((n * geo.h_out * geo.w_out, c_out), <floating>0)
     if out.size == 0 or geo.c == 0:
         out[...] = 0 if bias is None else np.asarray(bias)[:c_out]
         if addend is not None:
             out += np.asarray(addend)
-        if aux is None:
+        if out2 is None:
             return out
+        if relu:
+            out2[...] = np.where(out > 0, out, 0)
+            return out, out2
         a = np.asarray(aux)
         out2[...] = a + np.maximum(out, 0) if residual is not None else out * (a > 0)
         return out, out2
@@ -722,6 +729,7 @@ def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g
     if aux is not None:
         aux_view = aux
         aux_ptr = &aux_view[0, 0]
+    if out2 is not None:
         out2_view = out2
         out2_ptr = &out2_view[0, 0]
     nb = _n_blocks(n_rows, geo.w_out * geo.kh * geo.kw * geo.c * c_out // 64 + 1, n_threads)
@@ -737,7 +745,7 @@ def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g
         else:
             fl_conv_direct(&x[0, 0, 0, 0], &wp[0], bias_ptr, &zero[0], addend_ptr, aux_ptr, out2_ptr, epi, geo,
                            c_out, isa_code, &y[0, 0], b * n_rows // nb, (b + 1) * n_rows // nb)
-    return out if aux is None else (out, out2)
+    return out if out2 is None else (out, out2)
 
 
 def onehot_cells(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)

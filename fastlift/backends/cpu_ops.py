@@ -239,9 +239,9 @@ class CpuOps(Ops):
         self.n_threads = (os.cpu_count() or 1) if n_threads is None else int(n_threads)
         self._weights: dict = {}  # arrays derived from read-only weights: key -> (owner, array)
 
-    #: `conv_residual_relu` and `conv_adjoint_relu` run in conv_direct's store (AVX2 and AVX-512 CPUs);
-    #: `add_activation` is one threaded pass.
-    fused_ops = frozenset({"add_activation", "conv_residual_relu", "conv_adjoint_relu"})
+    #: `conv_relu`, `conv_residual_relu` and `conv_adjoint_relu` run in the direct tiles' store (AVX2
+    #: and AVX-512 CPUs); `add_activation` is one threaded pass.
+    fused_ops = frozenset({"add_activation", "conv_relu", "conv_residual_relu", "conv_adjoint_relu"})
 
     def close(self) -> None:
         """Drop the kernels derived from weights (packed, padded, flipped)."""
@@ -461,12 +461,25 @@ class CpuOps(Ops):
                           block_rows, self.n_threads, bias, per_example)
         return out
 
+    def _stores_epilogue(self, g: Geometry, dt, n) -> bool:
+        """Whether `conv_forward` runs the tiles with a store epilogue for every row of this
+        convolution (no one-hot or sparse rows possible, more than `NARROW_MAX_CHANNELS` outputs)."""
+        return (dt in _FLOATS and self._conv_runs_direct(g, dt) and g.c > ONEHOT_MAX_CHANNELS
+                and not self.conv_skips_zeros(g) and n > NARROW_MAX_CHANNELS)
+
+    def conv_relu(self, x, kernel, g: Geometry, bias):
+        """In one pass where `conv_forward` would run the tiles for every row: the ReLU in their store."""
+        dt, n = np.result_type(x, kernel), kernel.shape[1]
+        if not self._stores_epilogue(g, dt, n):
+            return super().conv_relu(x, kernel, g, bias)
+        b = None if bias is None else _lane_padded(np.asarray(bias).reshape(n), dt)
+        return self._tiles(_nhwc(x, dt, g), np.asarray(kernel, dtype=dt), g, n, b, relu=True)
+
     def conv_residual_relu(self, x, kernel, g: Geometry, bias, residual):
         """In one pass where `conv_forward` would run the direct tiles for every row (no one-hot or
         sparse rows possible): the ReLU and the Add happen in the tiles' store."""
         dt, n = np.result_type(x, kernel), kernel.shape[1]
-        if (dt not in _FLOATS or residual.dtype != dt or not self._conv_runs_direct(g, dt)
-                or g.c <= ONEHOT_MAX_CHANNELS or self.conv_skips_zeros(g)):
+        if residual.dtype != dt or not self._stores_epilogue(g, dt, n):
             return super().conv_residual_relu(x, kernel, g, bias, residual)
         b = None if bias is None else _lane_padded(np.asarray(bias).reshape(n), dt)
         return self._tiles(_nhwc(x, dt, g), np.asarray(kernel, dtype=dt), g, n, b, None,
@@ -489,19 +502,19 @@ class CpuOps(Ops):
         return (g.h == 1 and g.kh == 1 and g.kw == 3 and g.sw == 1
                 and (g.pl == 0 or WINOGRAD_MAX_DILATION_SHARE * g.dw <= g.w_out))
 
-    def _tiles(self, x, kernel, g: Geometry, n, bias, addend=None, residual=None, relu_grad_of=None):
+    def _tiles(self, x, kernel, g: Geometry, n, bias, addend=None, residual=None, relu_grad_of=None, relu=False):
         """The direct convolution of x (n, h, w, c) on this CPU's register tiles: `_cpu.conv_narrow`
         for at most `NARROW_MAX_CHANNELS` output channels (no second output), `_cpu.conv_winograd3`
         where `_conv_runs_winograd`, else `_cpu.conv_direct` (their arguments and results; ``bias``
         zero-padded to the vector length)."""
-        if n <= NARROW_MAX_CHANNELS and residual is None and relu_grad_of is None:
+        if n <= NARROW_MAX_CHANNELS and residual is None and relu_grad_of is None and not relu:
             kt = self._derived(kernel, "transposed", lambda k: np.ascontiguousarray(k.T))
             return _cpu.conv_narrow(x, kt, g, self.n_threads, None if bias is None else bias[:n], _ISA, addend)
         if self._conv_runs_winograd(g):
             return _cpu.conv_winograd3(x, self._winograd_kernel(kernel), g, n, self.n_threads, bias, _ISA, addend,
-                                       residual, relu_grad_of)
+                                       residual, relu_grad_of, relu)
         return _cpu.conv_direct(x, self._direct_kernel(kernel), g, n, self.n_threads, bias, _ISA, addend,
-                                residual, relu_grad_of)
+                                residual, relu_grad_of, relu)
 
     def _direct_kernel(self, kernel):
         """The kernel (taps*c, n) packed for `_cpu.conv_direct`, once per run: blocks of

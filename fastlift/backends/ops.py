@@ -168,6 +168,14 @@ class Ops:
         zero = self.asarray(np.zeros(1), a.dtype)
         return a, self.gradient_backward(Act.RELU, flat, z.reshape(flat.shape), rows, zero).reshape(a.shape)
 
+    def conv_relu(self, x, kernel, g: Geometry, bias):
+        """(z, relu(z)) with z = ``conv_forward(x, kernel, g, bias)`` (rows, c_out): a convolution
+        and the ReLU that alone reads it, both kept. Backends may do both in one pass (CpuOps: in
+        the store of its direct tiles); the bits are those of `conv_forward` followed by
+        `activation_forward`."""
+        z = self.conv_forward(x, kernel, g, bias)
+        return z, self.activation_forward(Act.RELU, z, self.asarray(np.zeros(1), z.dtype))
+
     def conv_residual_relu(self, x, kernel, g: Geometry, bias, residual):
         """(z, residual + relu(z)) with z = ``conv_forward(x, kernel, g, bias)`` (rows, c_out)
         and residual (rows, c_out): a residual block's convolution, ReLU and Add. Backends may
