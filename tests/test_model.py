@@ -497,10 +497,9 @@ def test_forward_keep_always_keeps_outputs_even_when_another_layer_reads_them(rn
         np.testing.assert_array_equal(got[node], full[node])
 
 
-def test_forward_keep_runs_a_relu_residual_block_in_the_convolution(rng, monkeypatch):
-    """conv -> ReLU -> Add(skip, ReLU) under keep: the Add comes out of the convolution's pass
-    (`Ops.conv_residual_relu`) with the bits of the separate ops; the ReLU is never stored, the
-    convolution's output is kept when asked for and dropped otherwise."""
+def _counted_fused_op(rng, monkeypatch, name):
+    """Two residual blocks on the CPU backend, their plain forward, and a list that records each
+    call of the backend's fused op ``name``: (model, ops, cache, xs, full, calls)."""
     from fastlift.backends import get_ops
     from fastlift.model import WeightCache
 
@@ -510,8 +509,16 @@ def test_forward_keep_runs_a_relu_residual_block_in_the_convolution(rng, monkeyp
     xs = [rng.standard_normal((4, 30, 40)).astype(np.float32)]
     full = model.forward(ops, xs, cache)
     calls = []
-    real = type(ops).conv_residual_relu
-    monkeypatch.setattr(type(ops), "conv_residual_relu", lambda self, *a: calls.append("conv") or real(self, *a))
+    real = getattr(type(ops), name)
+    monkeypatch.setattr(type(ops), name, lambda self, *a: calls.append("conv") or real(self, *a))
+    return model, ops, cache, xs, full, calls
+
+
+def test_forward_keep_runs_a_relu_residual_block_in_the_convolution(rng, monkeypatch):
+    """conv -> ReLU -> Add(skip, ReLU) under keep: the Add comes out of the convolution's pass
+    (`Ops.conv_residual_relu`) with the bits of the separate ops; the ReLU is never stored, the
+    convolution's output is kept when asked for and dropped otherwise."""
+    model, ops, cache, xs, full, calls = _counted_fused_op(rng, monkeypatch, "conv_residual_relu")
     by = model.get_node
     for keep in (set(), {by("conv0"), by("conv1")}):
         calls.clear()
@@ -531,17 +538,7 @@ def test_forward_keeping_everything_runs_a_convolutions_relu_in_its_store(rng, m
     """DeepLIFT's forwards keep every activation: a ReLU that alone reads a convolution comes out of
     the convolution's pass (`Ops.conv_relu`), both kept, with the bits of the separate ops. Where
     the ReLU's activations are given, its convolution runs alone."""
-    from fastlift.backends import get_ops
-    from fastlift.model import WeightCache
-
-    model = _relu_residual_stack(rng, length=30, channels=40, scale=8)
-    ops = get_ops("cpu", 2)
-    cache = WeightCache(ops, np.dtype(np.float32))
-    xs = [rng.standard_normal((4, 30, 40)).astype(np.float32)]
-    full = model.forward(ops, xs, cache)
-    calls = []
-    real = type(ops).conv_relu
-    monkeypatch.setattr(type(ops), "conv_relu", lambda self, *a: calls.append("conv") or real(self, *a))
+    model, ops, cache, xs, full, calls = _counted_fused_op(rng, monkeypatch, "conv_relu")
     got = fused_forward(model, ops, xs, cache, None)
     assert calls == ["conv", "conv"] and set(got) == set(full)
     for node in full:
