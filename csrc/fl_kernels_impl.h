@@ -686,6 +686,22 @@ FL_ROWS void FL_KI(direct_store)(const FL_T *FL_RESTRICT sum__r, int64_t stride,
     }
 }
 
+// The input cells that tap (row, b) reads for output cells j0 .. j0 + n_cells - 1 of one row
+// (p[r]: the cell's channels, or zero__c where it is outside the input or r >= cells); returns
+// whether any is inside (a tap that reads only padding adds nothing and can be skipped).
+FL_ROWS int FL_KI(tap_cells)(const FL_T *xn, const FL_T *zero__c, fl_geometry g, int64_t row, int64_t b,
+                            int64_t j0, int64_t cells, const int n_cells, const FL_T **p)
+{
+    int any_inside = 0;
+    for (int r = 0; r < n_cells; ++r) {
+        const int64_t col = (j0 + r) * g.sw - g.pl + b * g.dw;
+        const int inside = r < cells && row >= 0 && row < g.h && col >= 0 && col < g.w;
+        p[r] = inside ? xn + (row * g.w + col) * g.c : zero__c;
+        any_inside |= inside;
+    }
+    return any_inside;
+}
+
 FL_ROWS void FL_KI(direct_tile)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_RESTRICT zero__c,
                                const FL_T *FL_RESTRICT wblock, const FL_T *FL_RESTRICT bias,
                                const FL_T *FL_RESTRICT addend__nijo, const FL_T *FL_RESTRICT aux__nijo,
@@ -703,15 +719,8 @@ FL_ROWS void FL_KI(direct_tile)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_
         const int64_t row = i * g.sh - g.pt + a * g.dh;
         for (int64_t b = 0; b < g.kw; ++b) {
             const FL_T *p[FL_DIRECT_CELLS];
-            int any_inside = 0;
-            for (int r = 0; r < FL_DIRECT_CELLS; ++r) {
-                const int64_t col = (j0 + r) * g.sw - g.pl + b * g.dw;
-                const int inside = r < cells && row >= 0 && row < g.h && col >= 0 && col < g.w;
-                p[r] = inside ? xn + (row * g.w + col) * g.c : zero__c;
-                any_inside |= inside;
-            }
-            if (!any_inside)  // the tap reads only padding: nothing to add
-                continue;
+            if (!FL_KI(tap_cells)(xn, zero__c, g, row, b, j0, cells, FL_DIRECT_CELLS, p))
+                continue;  // the tap reads only padding: nothing to add
             const FL_KI(vec) *w = (const FL_KI(vec) *)(wblock + (a * g.kw + b) * g.c * nv * lanes);
             for (int64_t ch = 0; ch < g.c; ++ch, w += nv) {
                 for (int k = 0; k < nv; ++k) {
@@ -787,15 +796,8 @@ FL_ROWS void FL_KI(direct_tile_ymm)(const FL_T *FL_RESTRICT x__nhwc, const FL_T 
         const int64_t row = i * g.sh - g.pt + a * g.dh;
         for (int64_t b = 0; b < g.kw; ++b) {
             const FL_T *p[FL_DIRECT_CELLS_YMM];
-            int any_inside = 0;
-            for (int r = 0; r < FL_DIRECT_CELLS_YMM; ++r) {
-                const int64_t col = (j0 + r) * g.sw - g.pl + b * g.dw;
-                const int inside = r < cells && row >= 0 && row < g.h && col >= 0 && col < g.w;
-                p[r] = inside ? xn + (row * g.w + col) * g.c : zero__c;
-                any_inside |= inside;
-            }
-            if (!any_inside)  // the tap reads only padding: nothing to add
-                continue;
+            if (!FL_KI(tap_cells)(xn, zero__c, g, row, b, j0, cells, FL_DIRECT_CELLS_YMM, p))
+                continue;  // the tap reads only padding: nothing to add
             const FL_T *w = wvec + (a * g.kw + b) * g.c * w_stride;
             for (int64_t ch = 0; ch < g.c; ++ch, w += w_stride) {
                 const FL_KI(ymm) w0 = *(const FL_KI(ymm) *)w, w1 = *(const FL_KI(ymm) *)(w + half);
@@ -1044,15 +1046,8 @@ FL_ROWS void FL_KI(narrow_rows)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_
                     const int64_t row = i * g.sh - g.pt + a * g.dh;
                     for (int64_t b = 0; b < g.kw; ++b) {
                         const FL_T *p[FL_NARROW_CELLS];
-                        int any_inside = 0;
-                        for (int r = 0; r < FL_NARROW_CELLS; ++r) {
-                            const int64_t col = (j0 + r) * g.sw - g.pl + b * g.dw;
-                            const int inside = r < cells && row >= 0 && row < g.h && col >= 0 && col < g.w;
-                            p[r] = inside ? xn + (row * g.w + col) * g.c : zero__c;
-                            any_inside |= inside;
-                        }
-                        if (!any_inside)
-                            continue;
+                        if (!FL_KI(tap_cells)(xn, zero__c, g, row, b, j0, cells, FL_NARROW_CELLS, p))
+                            continue;  // the tap reads only padding: nothing to add
                         const FL_T *k = kt__otc + o * taps_c + (a * g.kw + b) * g.c;
                         for (int64_t ch = 0; ch < c_vec; ch += step) {
                             const FL_KI(v32) k0 = *(const FL_KI(v32) *)(k + ch);
@@ -1305,70 +1300,17 @@ FL_KERNEL int FL_K(onehot_cells)(const FL_T *FL_RESTRICT x__hwc, int64_t cells, 
 // FL_ONEHOT_CELLS output cells j0 .. j0+cells-1 of output row (n, i) times one block of nv vectors
 // of output channels from col0, summed in registers; a tap whose cell is outside the input or all
 // zero adds the zero row (adding +0 changes no sum).
-FL_ROWS void FL_KI(onehot_tile)(const int32_t *FL_RESTRICT hot__hw, const FL_T *FL_RESTRICT kernel__tp,
-                               const FL_T *FL_RESTRICT zero__p, const FL_T *FL_RESTRICT bias__o,
-                               fl_geometry g, int64_t i, int64_t j0, int64_t cells, int64_t col0,
-                               int64_t c_out, int64_t c_pad, const int nv, FL_T *FL_RESTRICT out__jo)
-{
-    const int64_t lanes = (int64_t)(sizeof(FL_KI(vec)) / sizeof(FL_T));
-    FL_KI(vec) acc[FL_ONEHOT_CELLS][FL_VEC_BLOCK];
-    for (int r = 0; r < FL_ONEHOT_CELLS; ++r)
-        for (int k = 0; k < FL_VEC_BLOCK; ++k)
-            acc[r][k] = (FL_KI(vec)){0};
-    for (int64_t a = 0; a < g.kh; ++a) {
-        const int64_t row = i * g.sh - g.pt + a * g.dh;
-        const int row_inside = row >= 0 && row < g.h;
-        for (int64_t b = 0; b < g.kw; ++b) {
-            const FL_T *tap = kernel__tp + (a * g.kw + b) * g.c * c_pad + col0;
-            const FL_KI(vec) *p[FL_ONEHOT_CELLS];
-            for (int r = 0; r < FL_ONEHOT_CELLS; ++r) {
-                const int64_t col = (j0 + r) * g.sw - g.pl + b * g.dw;
-                const int32_t ch = (r < cells && row_inside && col >= 0 && col < g.w) ? hot__hw[row * g.w + col] : -1;
-                p[r] = (const FL_KI(vec) *)(ch >= 0 ? tap + ch * c_pad : zero__p);
-            }
-            for (int k = 0; k < nv; ++k)
-                for (int r = 0; r < FL_ONEHOT_CELLS; ++r)
-                    acc[r][k] += p[r][k];
-        }
-    }
-    const int64_t n_store = c_out - col0 < nv * lanes ? c_out - col0 : nv * lanes;
-    for (int r = 0; r < cells; ++r) {
-        FL_T *dst = out__jo + (j0 + r) * c_out + col0;
-        const FL_T *sum = (const FL_T *)&acc[r][0];
-        if (bias__o != NULL)
-            for (int64_t k = 0; k < n_store; ++k)
-                dst[k] = sum[k] + bias__o[col0 + k];
-        else
-            for (int64_t k = 0; k < n_store; ++k)
-                dst[k] = sum[k];
-    }
-}
-
-FL_ROWS void FL_KI(onehot_rows)(const int32_t *FL_RESTRICT hot__nhw, const FL_T *FL_RESTRICT kernel__tp,
-                               const FL_T *FL_RESTRICT zero__p, const FL_T *FL_RESTRICT bias__o, fl_geometry g,
-                               int64_t c_out, int64_t c_pad, FL_T *FL_RESTRICT out__nijo, int64_t row_begin,
-                               int64_t row_end)
-{
-    const int64_t lanes = (int64_t)(sizeof(FL_KI(vec)) / sizeof(FL_T)), width = FL_VEC_BLOCK * lanes;
-    for (int64_t q = row_begin; q < row_end; ++q) {
-        const int64_t n = q / g.h_out, i = q % g.h_out;
-        const int32_t *hot = hot__nhw + n * g.h * g.w;
-        FL_T *out = out__nijo + q * g.w_out * c_out;
-        for (int64_t col0 = 0; col0 < c_out; col0 += width) {
-            const int64_t left = c_out - col0;
-            const int nv = left >= width ? FL_VEC_BLOCK : (int)((left + lanes - 1) / lanes);
-            for (int64_t j0 = 0; j0 < g.w_out; j0 += FL_ONEHOT_CELLS) {
-                const int64_t cells = g.w_out - j0 < FL_ONEHOT_CELLS ? g.w_out - j0 : FL_ONEHOT_CELLS;
-                if (nv == FL_VEC_BLOCK)  // constant: the loops over vectors and cells unroll
-                    FL_KI(onehot_tile)(hot, kernel__tp, zero__p, bias__o, g, i, j0, cells, col0, c_out, c_pad,
-                                      FL_VEC_BLOCK, out);
-                else
-                    FL_KI(onehot_tile)(hot, kernel__tp, zero__p, bias__o, g, i, j0, cells, col0, c_out, c_pad,
-                                      nv, out);
-            }
-        }
-    }
-}
+#define FL_OT_VEC FL_KI(vec)
+#define FL_OT_NV FL_VEC_BLOCK
+#define FL_OT_TILE FL_KI(onehot_tile)
+#define FL_OT_ROWS FL_KI(onehot_rows)
+#define FL_OT_ROWS_ATTR FL_ROWS
+#include "fl_onehot_tile.h"
+#undef FL_OT_VEC
+#undef FL_OT_NV
+#undef FL_OT_TILE
+#undef FL_OT_ROWS
+#undef FL_OT_ROWS_ATTR
 
 FL_ISA_VARIANTS(onehot_rows,
                 (const int32_t *hot__nhw, const FL_T *kernel__tp, const FL_T *zero__p, const FL_T *bias__o,
@@ -1377,76 +1319,21 @@ FL_ISA_VARIANTS(onehot_rows,
                 (hot__nhw, kernel__tp, zero__p, bias__o, g, c_out, c_pad, out__nijo, row_begin, row_end))
 
 #ifdef FL_X86_DISPATCH
-// conv_forward_onehot's tile for AVX2's 16 registers: FL_ONEHOT_CELLS cells times up to
-// FL_ONEHOT_YMM 32-byte vectors of output channels (the tile above would keep 24 and spill). The
-// same adds in the same order: the same bits.
+// The tile for AVX2's 16 registers: FL_ONEHOT_CELLS cells times up to FL_ONEHOT_YMM 32-byte
+// vectors (the tile above keeps 3 x 4 64-byte vectors, 24 AVX2 registers, and spilled).
 #define FL_ONEHOT_YMM 4
-FL_ROWS void FL_KI(onehot_tile_ymm)(const int32_t *FL_RESTRICT hot__hw, const FL_T *FL_RESTRICT kernel__tp,
-                                   const FL_T *FL_RESTRICT zero__p, const FL_T *FL_RESTRICT bias__o,
-                                   fl_geometry g, int64_t i, int64_t j0, int64_t cells, int64_t col0,
-                                   int64_t c_out, int64_t c_pad, const int nv, FL_T *FL_RESTRICT out__jo)
-{
-    const int64_t lanes = (int64_t)(sizeof(FL_KI(ymm)) / sizeof(FL_T));
-    FL_KI(ymm) acc[FL_ONEHOT_CELLS][FL_ONEHOT_YMM];
-    for (int r = 0; r < FL_ONEHOT_CELLS; ++r)
-        for (int k = 0; k < FL_ONEHOT_YMM; ++k)
-            acc[r][k] = (FL_KI(ymm)){0};
-    for (int64_t a = 0; a < g.kh; ++a) {
-        const int64_t row = i * g.sh - g.pt + a * g.dh;
-        const int row_inside = row >= 0 && row < g.h;
-        for (int64_t b = 0; b < g.kw; ++b) {
-            const FL_T *tap = kernel__tp + (a * g.kw + b) * g.c * c_pad + col0;
-            const FL_KI(ymm) *p[FL_ONEHOT_CELLS];
-            for (int r = 0; r < FL_ONEHOT_CELLS; ++r) {
-                const int64_t col = (j0 + r) * g.sw - g.pl + b * g.dw;
-                const int32_t ch = (r < cells && row_inside && col >= 0 && col < g.w) ? hot__hw[row * g.w + col] : -1;
-                p[r] = (const FL_KI(ymm) *)(ch >= 0 ? tap + ch * c_pad : zero__p);
-            }
-            for (int k = 0; k < nv; ++k)
-                for (int r = 0; r < FL_ONEHOT_CELLS; ++r)
-                    acc[r][k] += p[r][k];
-        }
-    }
-    const int64_t n_store = c_out - col0 < nv * lanes ? c_out - col0 : nv * lanes;
-    for (int r = 0; r < cells; ++r) {
-        FL_T *dst = out__jo + (j0 + r) * c_out + col0;
-        const FL_T *sum = (const FL_T *)&acc[r][0];
-        if (bias__o != NULL)
-            for (int64_t k = 0; k < n_store; ++k)
-                dst[k] = sum[k] + bias__o[col0 + k];
-        else
-            for (int64_t k = 0; k < n_store; ++k)
-                dst[k] = sum[k];
-    }
-}
-
-FL_TARGET_AVX2 FL_NOINLINE void FL_KI(onehot_rows_ymm)(const int32_t *FL_RESTRICT hot__nhw,
-                                                      const FL_T *FL_RESTRICT kernel__tp,
-                                                      const FL_T *FL_RESTRICT zero__p,
-                                                      const FL_T *FL_RESTRICT bias__o, fl_geometry g,
-                                                      int64_t c_out, int64_t c_pad, FL_T *FL_RESTRICT out__nijo,
-                                                      int64_t row_begin, int64_t row_end)
-{
-    const int64_t lanes = (int64_t)(sizeof(FL_KI(ymm)) / sizeof(FL_T)), width = FL_ONEHOT_YMM * lanes;
-    for (int64_t q = row_begin; q < row_end; ++q) {
-        const int64_t n = q / g.h_out, i = q % g.h_out;
-        const int32_t *hot = hot__nhw + n * g.h * g.w;
-        FL_T *out = out__nijo + q * g.w_out * c_out;
-        for (int64_t col0 = 0; col0 < c_out; col0 += width) {
-            const int64_t left = c_out - col0;
-            const int nv = left >= width ? FL_ONEHOT_YMM : (int)((left + lanes - 1) / lanes);
-            for (int64_t j0 = 0; j0 < g.w_out; j0 += FL_ONEHOT_CELLS) {
-                const int64_t cells = g.w_out - j0 < FL_ONEHOT_CELLS ? g.w_out - j0 : FL_ONEHOT_CELLS;
-                if (nv == FL_ONEHOT_YMM)  // constant: the loops over vectors and cells unroll
-                    FL_KI(onehot_tile_ymm)(hot, kernel__tp, zero__p, bias__o, g, i, j0, cells, col0, c_out, c_pad,
-                                          FL_ONEHOT_YMM, out);
-                else
-                    FL_KI(onehot_tile_ymm)(hot, kernel__tp, zero__p, bias__o, g, i, j0, cells, col0, c_out, c_pad,
-                                          nv, out);
-            }
-        }
-    }
-}
+#define FL_OT_VEC FL_KI(ymm)
+#define FL_OT_NV FL_ONEHOT_YMM
+#define FL_OT_TILE FL_KI(onehot_tile_ymm)
+#define FL_OT_ROWS FL_KI(onehot_rows_ymm)
+#define FL_OT_ROWS_ATTR FL_TARGET_AVX2 FL_NOINLINE
+#include "fl_onehot_tile.h"
+#undef FL_OT_VEC
+#undef FL_OT_NV
+#undef FL_OT_TILE
+#undef FL_OT_ROWS
+#undef FL_OT_ROWS_ATTR
+#undef FL_ONEHOT_YMM
 #endif
 
 // isa: an FL_ISA_* code, the highest variant to use (FL_ISA_AUTO: the best the CPU has).
