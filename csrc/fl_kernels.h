@@ -102,11 +102,18 @@
 #define FL_VEC_BLOCK 4
 // Output cells per register tile of conv_direct (6 x 4 vectors: 24 of AVX-512's 32 registers).
 #define FL_DIRECT_CELLS 6
+// Output cells per register tile of conv_direct on AVX2 (6 x 2 vectors of 32 bytes: 12 of 16).
+#define FL_DIRECT_CELLS_YMM 6
+// Output cells per tile of conv_narrow (each a vector accumulator over input channels).
+#define FL_NARROW_CELLS 4
+// Tiles (pairs of output cells) per block of conv_winograd3: its transformed inputs and products
+// (4 x 96 x channels each) stay in L2.
+#define FL_WINOGRAD_TILES 96
 // Output cells per register tile of conv_forward_onehot (each adds its own gathered kernel rows; the
 // fastest of 1 to 6 on Basset's first layer, bench/README.md).
 #define FL_ONEHOT_CELLS 3
 // Second outputs of conv_direct's store (see fl_conv_direct).
-enum { FL_EPI_RESIDUAL_RELU = 1, FL_EPI_RELU_GRAD = 2 };
+enum { FL_EPI_RESIDUAL_RELU = 1, FL_EPI_RELU_GRAD = 2, FL_EPI_RELU = 3 };
 
 // Run-time ISA dispatch of those loops on x86: each is compiled for AVX-512F, AVX2 and the
 // baseline, and fl_isa() picks one per call. Explicit dispatch, not target_clones (ifunc is
@@ -193,6 +200,12 @@ static inline int64_t fl_matmul_scratch_size(int64_t k, int64_t n_pad, int64_t b
     if (panel_cols <= 0 || panel_cols > n_pad)
         panel_cols = n_pad;
     return fli_scratch_round(block_rows * k) + block_rows * panel_cols;
+}
+
+// Scratch elements per thread of fl_conv_winograd3_f/_d.
+static inline int64_t fl_conv_winograd3_scratch_size(fl_geometry g, int64_t c_out)
+{
+    return fli_scratch_round(4 * FL_WINOGRAD_TILES * g.c) + fli_scratch_round(4 * FL_WINOGRAD_TILES * c_out) + c_out;
 }
 
 // Number of cell blocks of fl_conv_forward_f/_d for n_cells = n*h_out*w_out output cells.

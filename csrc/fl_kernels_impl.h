@@ -624,7 +624,8 @@ FL_KERNEL void FL_K(conv_sparse)(const FL_T *FL_RESTRICT m_out__pijo,   // IN
 // conv_direct: a convolution without unfolding (the forward of CpuOps.conv_forward where it pays):
 //   out[n, i, j, o] = (sum over taps t = (a, b) in row-major order, then input channels ch in
 //   order, of x[n, i*sh - pt + a*dh, j*sw - pl + b*dw, ch] * kernel[t*c + ch, o]) + bias[o],
-// cells outside the input reading 0. FL_DIRECT_CELLS output cells of one output row times one
+// cells outside the input reading 0 (a tap that reads only such cells for a whole tile is skipped:
+// the adjoint of a dilated convolution pads by twice the dilation). FL_DIRECT_CELLS output cells of one output row times one
 // block of FL_VEC_BLOCK vectors of output channels are summed in registers: each kernel vector
 // loaded serves FL_DIRECT_CELLS cells, each input value broadcast serves the whole block. The sum
 // order is fixed per output value, so results depend on neither the batch nor the threads; the
@@ -637,46 +638,22 @@ FL_KERNEL void FL_K(conv_sparse)(const FL_T *FL_RESTRICT m_out__pijo,   // IN
 // multipliers meeting at a node are summed in the store instead of in a pass of their own.
 // aux__nijo and out2__nijo (as out) or NULL, with epi: a second output computed in the store from
 // the stored value v. FL_EPI_RESIDUAL_RELU: out2 = aux + relu(v), a residual block's ReLU and Add
-// (the bits of add_activation). FL_EPI_RELU_GRAD: out2 = v * relu'(aux), the multipliers of the
+// (the bits of add_activation). FL_EPI_RELU: out2 = relu(v), a convolution's ReLU kept beside it
+// (aux unused; the bits of activation_forward). FL_EPI_RELU_GRAD: out2 = v * relu'(aux), the multipliers of the
 // ReLU whose output multipliers v are and whose input is aux (the bits of gradient_backward).
 // Threads: output rows q = n*h_out + i in [row_begin, row_end).
-FL_ROWS void FL_KI(direct_tile)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_RESTRICT zero__c,
-                               const FL_T *FL_RESTRICT wblock, const FL_T *FL_RESTRICT bias,
-                               const FL_T *FL_RESTRICT addend__nijo, const FL_T *FL_RESTRICT aux__nijo,
-                               FL_T *FL_RESTRICT out2__nijo, int epi, fl_geometry g, int64_t n, int64_t i,
-                               int64_t j0, int64_t cells, int64_t col0, int64_t c_out, const int nv,
-                               FL_T *FL_RESTRICT out__nijo)
+// conv_direct's store: the tile's sums sum__r (cells rows of `stride` values) become out[cells,
+// col0 : col0 + n_store] (+ bias, + addend), and the second output of epi where out2 is given.
+FL_ROWS void FL_KI(direct_store)(const FL_T *FL_RESTRICT sum__r, int64_t stride, const FL_T *FL_RESTRICT bias,
+                                const FL_T *FL_RESTRICT addend__nijo, const FL_T *FL_RESTRICT aux__nijo,
+                                FL_T *FL_RESTRICT out2__nijo, int epi, fl_geometry g, int64_t n, int64_t i,
+                                int64_t j0, int cells, int64_t col0, int64_t c_out, int64_t n_store,
+                                FL_T *FL_RESTRICT out__nijo)
 {
-    const int64_t lanes = (int64_t)(sizeof(FL_KI(vec)) / sizeof(FL_T));
-    FL_KI(vec) acc[FL_DIRECT_CELLS][FL_VEC_BLOCK];
-    for (int r = 0; r < FL_DIRECT_CELLS; ++r)
-        for (int k = 0; k < FL_VEC_BLOCK; ++k)
-            acc[r][k] = (FL_KI(vec)){0};
-    const FL_T *xn = x__nhwc + n * g.h * g.w * g.c;
-    for (int64_t a = 0; a < g.kh; ++a) {
-        const int64_t row = i * g.sh - g.pt + a * g.dh;
-        for (int64_t b = 0; b < g.kw; ++b) {
-            const FL_T *p[FL_DIRECT_CELLS];
-            for (int r = 0; r < FL_DIRECT_CELLS; ++r) {
-                const int64_t col = (j0 + r) * g.sw - g.pl + b * g.dw;
-                const int inside = r < cells && row >= 0 && row < g.h && col >= 0 && col < g.w;
-                p[r] = inside ? xn + (row * g.w + col) * g.c : zero__c;
-            }
-            const FL_KI(vec) *w = (const FL_KI(vec) *)(wblock + (a * g.kw + b) * g.c * nv * lanes);
-            for (int64_t ch = 0; ch < g.c; ++ch, w += nv) {
-                for (int k = 0; k < nv; ++k) {
-                    const FL_KI(vec) wk = w[k];
-                    for (int r = 0; r < FL_DIRECT_CELLS; ++r)
-                        acc[r][k] += p[r][ch] * wk;
-                }
-            }
-        }
-    }
-    const int64_t n_store = c_out - col0 < nv * lanes ? c_out - col0 : nv * lanes;
     for (int r = 0; r < cells; ++r) {
         const int64_t at = ((n * g.h_out + i) * g.w_out + j0 + r) * c_out + col0;
         FL_T *dst = out__nijo + at;
-        const FL_T *sum = (const FL_T *)&acc[r][0], *add = addend__nijo + at;
+        const FL_T *sum = sum__r + r * stride, *add = addend__nijo + at;
         if (bias != NULL && addend__nijo != NULL)
             for (int64_t k = 0; k < n_store; ++k)
                 dst[k] = (sum[k] + bias[col0 + k]) + add[k];
@@ -697,11 +674,66 @@ FL_ROWS void FL_KI(direct_tile)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_
                     const FL_T z = dst[k];
                     o[k] = aux[k] + (z > (FL_T)0 ? z : (FL_T)0);
                 }
-            else  // FL_EPI_RELU_GRAD
+            else if (epi == FL_EPI_RELU_GRAD)
                 for (int64_t k = 0; k < n_store; ++k)
                     o[k] = dst[k] * (aux[k] > (FL_T)0 ? (FL_T)1 : (FL_T)0);
+            else  // FL_EPI_RELU
+                for (int64_t k = 0; k < n_store; ++k) {
+                    const FL_T z = dst[k];
+                    o[k] = z > (FL_T)0 ? z : (FL_T)0;
+                }
         }
     }
+}
+
+// The input cells that tap (row, b) reads for output cells j0 .. j0 + n_cells - 1 of one row
+// (p[r]: the cell's channels, or zero__c where it is outside the input or r >= cells); returns
+// whether any is inside (a tap that reads only padding adds nothing and can be skipped).
+FL_ROWS int FL_KI(tap_cells)(const FL_T *xn, const FL_T *zero__c, fl_geometry g, int64_t row, int64_t b,
+                            int64_t j0, int64_t cells, const int n_cells, const FL_T **p)
+{
+    int any_inside = 0;
+    for (int r = 0; r < n_cells; ++r) {
+        const int64_t col = (j0 + r) * g.sw - g.pl + b * g.dw;
+        const int inside = r < cells && row >= 0 && row < g.h && col >= 0 && col < g.w;
+        p[r] = inside ? xn + (row * g.w + col) * g.c : zero__c;
+        any_inside |= inside;
+    }
+    return any_inside;
+}
+
+FL_ROWS void FL_KI(direct_tile)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_RESTRICT zero__c,
+                               const FL_T *FL_RESTRICT wblock, const FL_T *FL_RESTRICT bias,
+                               const FL_T *FL_RESTRICT addend__nijo, const FL_T *FL_RESTRICT aux__nijo,
+                               FL_T *FL_RESTRICT out2__nijo, int epi, fl_geometry g, int64_t n, int64_t i,
+                               int64_t j0, int64_t cells, int64_t col0, int64_t c_out, const int nv,
+                               FL_T *FL_RESTRICT out__nijo)
+{
+    const int64_t lanes = (int64_t)(sizeof(FL_KI(vec)) / sizeof(FL_T));
+    FL_KI(vec) acc[FL_DIRECT_CELLS][FL_VEC_BLOCK];
+    for (int r = 0; r < FL_DIRECT_CELLS; ++r)
+        for (int k = 0; k < FL_VEC_BLOCK; ++k)
+            acc[r][k] = (FL_KI(vec)){0};
+    const FL_T *xn = x__nhwc + n * g.h * g.w * g.c;
+    for (int64_t a = 0; a < g.kh; ++a) {
+        const int64_t row = i * g.sh - g.pt + a * g.dh;
+        for (int64_t b = 0; b < g.kw; ++b) {
+            const FL_T *p[FL_DIRECT_CELLS];
+            if (!FL_KI(tap_cells)(xn, zero__c, g, row, b, j0, cells, FL_DIRECT_CELLS, p))
+                continue;  // the tap reads only padding: nothing to add
+            const FL_KI(vec) *w = (const FL_KI(vec) *)(wblock + (a * g.kw + b) * g.c * nv * lanes);
+            for (int64_t ch = 0; ch < g.c; ++ch, w += nv) {
+                for (int k = 0; k < nv; ++k) {
+                    const FL_KI(vec) wk = w[k];
+                    for (int r = 0; r < FL_DIRECT_CELLS; ++r)
+                        acc[r][k] += p[r][ch] * wk;
+                }
+            }
+        }
+    }
+    const int64_t n_store = c_out - col0 < nv * lanes ? c_out - col0 : nv * lanes;
+    FL_KI(direct_store)((const FL_T *)&acc[0][0], FL_VEC_BLOCK * lanes, bias, addend__nijo, aux__nijo, out2__nijo,
+                       epi, g, n, i, j0, (int)cells, col0, c_out, n_store, out__nijo);
 }
 
 FL_ROWS void FL_KI(direct_rows)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_RESTRICT wp__btcv,
@@ -740,6 +772,106 @@ FL_ISA_VARIANTS(direct_rows,
                 (x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, aux__nijo, out2__nijo, epi, g, c_out,
                  out__nijo, row_begin, row_end))
 
+#ifdef FL_X86_DISPATCH
+// conv_direct's tiles for AVX2's 16 vector registers: FL_DIRECT_CELLS_YMM output cells times one
+// packed-kernel vector (FL_VEC_BYTES of output channels, two 32-byte halves), 12 accumulators. The
+// packed kernel is the same as above and each output value is summed in the same order with the
+// same fused multiply-adds, so these tiles give the AVX-512 tiles' bits.
+typedef FL_T FL_KI(ymm) __attribute__((vector_size(32), aligned(sizeof(FL_T)), may_alias));
+typedef FL_TI FL_KI(ymmi) __attribute__((vector_size(32), aligned(sizeof(FL_T)), may_alias));
+
+FL_ROWS void FL_KI(direct_tile_ymm)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_RESTRICT zero__c,
+                                   const FL_T *FL_RESTRICT wvec, int64_t w_stride, const FL_T *FL_RESTRICT bias,
+                                   const FL_T *FL_RESTRICT addend__nijo, const FL_T *FL_RESTRICT aux__nijo,
+                                   FL_T *FL_RESTRICT out2__nijo, int epi, fl_geometry g, int64_t n, int64_t i,
+                                   int64_t j0, int64_t cells, int64_t col0, int64_t c_out,
+                                   FL_T *FL_RESTRICT out__nijo)
+{
+    const int64_t half = (int64_t)(sizeof(FL_KI(ymm)) / sizeof(FL_T));
+    FL_KI(ymm) acc[FL_DIRECT_CELLS_YMM][2];
+    for (int r = 0; r < FL_DIRECT_CELLS_YMM; ++r)
+        acc[r][0] = acc[r][1] = (FL_KI(ymm)){0};
+    const FL_T *xn = x__nhwc + n * g.h * g.w * g.c;
+    for (int64_t a = 0; a < g.kh; ++a) {
+        const int64_t row = i * g.sh - g.pt + a * g.dh;
+        for (int64_t b = 0; b < g.kw; ++b) {
+            const FL_T *p[FL_DIRECT_CELLS_YMM];
+            if (!FL_KI(tap_cells)(xn, zero__c, g, row, b, j0, cells, FL_DIRECT_CELLS_YMM, p))
+                continue;  // the tap reads only padding: nothing to add
+            const FL_T *w = wvec + (a * g.kw + b) * g.c * w_stride;
+            for (int64_t ch = 0; ch < g.c; ++ch, w += w_stride) {
+                const FL_KI(ymm) w0 = *(const FL_KI(ymm) *)w, w1 = *(const FL_KI(ymm) *)(w + half);
+                for (int r = 0; r < FL_DIRECT_CELLS_YMM; ++r) {
+                    const FL_T v = p[r][ch];
+                    acc[r][0] += v * w0;
+                    acc[r][1] += v * w1;
+                }
+            }
+        }
+    }
+    const int64_t n_store = c_out - col0 < 2 * half ? c_out - col0 : 2 * half;
+    if ((out2__nijo == NULL || epi == FL_EPI_RELU) && n_store == 2 * half) {
+        // whole vectors, no second output or a ReLU: (sum + bias) + addend, as direct_store, in vectors
+        FL_KI(ymm) b0 = (FL_KI(ymm)){0}, b1 = (FL_KI(ymm)){0};
+        if (bias != NULL) {
+            b0 = *(const FL_KI(ymm) *)(bias + col0);
+            b1 = *(const FL_KI(ymm) *)(bias + col0 + half);
+        }
+        for (int r = 0; r < cells; ++r) {
+            const int64_t at = ((n * g.h_out + i) * g.w_out + j0 + r) * c_out + col0;
+            FL_KI(ymm) v0 = acc[r][0], v1 = acc[r][1];
+            if (bias != NULL) {
+                v0 += b0;
+                v1 += b1;
+            }
+            if (addend__nijo != NULL) {
+                v0 += *(const FL_KI(ymm) *)(addend__nijo + at);
+                v1 += *(const FL_KI(ymm) *)(addend__nijo + at + half);
+            }
+            *(FL_KI(ymm) *)(out__nijo + at) = v0;
+            *(FL_KI(ymm) *)(out__nijo + at + half) = v1;
+            if (out2__nijo != NULL) {  // relu(v) = v where v > 0, else +0 (NaN: +0), as direct_store
+                const FL_KI(ymm) zero = (FL_KI(ymm)){0};
+                *(FL_KI(ymmi) *)(out2__nijo + at) = (FL_KI(ymmi))v0 & (FL_KI(ymmi))(v0 > zero);
+                *(FL_KI(ymmi) *)(out2__nijo + at + half) = (FL_KI(ymmi))v1 & (FL_KI(ymmi))(v1 > zero);
+            }
+        }
+        return;
+    }
+    FL_KI(direct_store)((const FL_T *)&acc[0][0], 2 * half, bias, addend__nijo, aux__nijo, out2__nijo, epi, g, n,
+                       i, j0, (int)cells, col0, c_out, n_store, out__nijo);
+}
+
+FL_TARGET_AVX2 FL_NOINLINE void FL_KI(direct_rows_ymm)(const FL_T *FL_RESTRICT x__nhwc,
+                                                      const FL_T *FL_RESTRICT wp__btcv,
+                                                      const FL_T *FL_RESTRICT bias__o,
+                                                      const FL_T *FL_RESTRICT zero__c,
+                                                      const FL_T *FL_RESTRICT addend__nijo,
+                                                      const FL_T *FL_RESTRICT aux__nijo,
+                                                      FL_T *FL_RESTRICT out2__nijo, int epi, fl_geometry g,
+                                                      int64_t c_out, FL_T *FL_RESTRICT out__nijo,
+                                                      int64_t row_begin, int64_t row_end)
+{
+    const int64_t lanes = (int64_t)(FL_VEC_BYTES / sizeof(FL_T));
+    const int64_t width = FL_VEC_BLOCK * lanes, taps_c = g.kh * g.kw * g.c;
+    for (int64_t q = row_begin; q < row_end; ++q) {
+        const int64_t n = q / g.h_out, i = q % g.h_out;
+        for (int64_t col0 = 0; col0 < c_out; col0 += width) {
+            const int64_t left = c_out - col0;
+            const int nv = left >= width ? FL_VEC_BLOCK : (int)((left + lanes - 1) / lanes);
+            const FL_T *wblock = wp__btcv + (col0 / width) * taps_c * width;
+            for (int k = 0; k < nv; ++k)
+                for (int64_t j0 = 0; j0 < g.w_out; j0 += FL_DIRECT_CELLS_YMM) {
+                const int64_t cells = g.w_out - j0 < FL_DIRECT_CELLS_YMM ? g.w_out - j0 : FL_DIRECT_CELLS_YMM;
+                    FL_KI(direct_tile_ymm)(x__nhwc, zero__c, wblock + k * lanes, nv * lanes, bias__o, addend__nijo,
+                                          aux__nijo, out2__nijo, epi, g, n, i, j0, cells, col0 + k * lanes,
+                                          c_out, out__nijo);
+            }
+        }
+    }
+}
+#endif
+
 // isa: an FL_ISA_* code, the highest variant to use (FL_ISA_AUTO: the best the CPU has).
 FL_KERNEL void FL_K(conv_direct)(const FL_T *FL_RESTRICT x__nhwc,     // IN
                                  const FL_T *FL_RESTRICT wp__btcv,    // IN
@@ -754,8 +886,220 @@ FL_KERNEL void FL_K(conv_direct)(const FL_T *FL_RESTRICT x__nhwc,     // IN
                                  int64_t row_begin, int64_t row_end)
 {
     const int variant = fl_isa(isa);
+#ifdef FL_X86_DISPATCH
+    if (variant == FL_ISA_AVX2) {
+        FL_KI(direct_rows_ymm)(x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, aux__nijo, out2__nijo, epi, g,
+                               c_out, out__nijo, row_begin, row_end);
+        return;
+    }
+#endif
     FL_ISA_CALL(variant, direct_rows, (x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, aux__nijo, out2__nijo,
                                        epi, g, c_out, out__nijo, row_begin, row_end));
+}
+
+// conv_winograd3: conv_direct's convolution for 1-D layers of three taps and stride 1 (any dilation
+// d, any padding), with Winograd's F(2,3) minimal filtering (Lavin & Gray, CVPR 2016): output cells
+// j and j + d (a "tile", j counted from the left of each period of 2d cells) share their inputs
+// x0..x3 = x[j - pl + {0, 1, 2, 3}*d], and with the kernel's taps g0, g1, g2 (each c x c_out)
+//   m0 = (x0 - x2) G0,  m1 = (x1 + x2) G1,  m2 = (x2 - x1) G2,  m3 = (x1 - x3) G3,
+//   G0 = g0, G1 = (g0 + g1 + g2) / 2, G2 = (g0 - g1 + g2) / 2, G3 = g2,
+//   out[j] = (m0 + m1) + m2,  out[j + d] = (m1 - m2) - m3   (then + bias, + addend, as conv_direct),
+// 4 multiply-adds per input and output channel for two cells instead of conv_direct's 6. Each m is
+// a matrix product over the tiles of a block, run by conv_direct's register tiles (as a 1x1
+// convolution), so every value is summed in a fixed order: results depend on neither the batch
+// nor the threads, and differ from conv_direct's by rounding only (the transformed inputs and G).
+// Layout: as conv_direct, with wg__kbtcv the four kernels G0..G3 each packed as conv_direct's
+// (c, c_out) kernel, one after the other (4 * c * c_pad); epi, aux, out2 as conv_direct.
+// Requires g.h == g.kh == 1, g.kw == 3, g.sw == 1.
+// Scratch: fl_conv_winograd3_scratch_size(g, c_out) elements per thread.
+// Threads: output rows q = n (one per example) in [row_begin, row_end), each with its own scratch.
+FL_ROWS void FL_KI(winograd3_rows)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_RESTRICT wg__kbtcv,
+                                  const FL_T *FL_RESTRICT bias__o, const FL_T *FL_RESTRICT zero__c,
+                                  const FL_T *FL_RESTRICT addend__nijo, const FL_T *FL_RESTRICT aux__nijo,
+                                  FL_T *FL_RESTRICT out2__nijo, int epi, fl_geometry g, int64_t c_out,
+                                  int variant, FL_T *FL_RESTRICT scratch, FL_T *FL_RESTRICT out__nijo,
+                                  int64_t row_begin, int64_t row_end)
+{
+    const int64_t c = g.c, d = g.dw, w_out = g.w_out, B = FL_WINOGRAD_TILES;
+    const int64_t lanes = (int64_t)(FL_VEC_BYTES / sizeof(FL_T));
+    const int64_t c_pad = (c_out + lanes - 1) / lanes * lanes;
+    const int64_t n_tiles = (w_out / (2 * d)) * d + (w_out % (2 * d) < d ? w_out % (2 * d) : d);
+    FL_T *dk = scratch;                             // (4, B, c): transformed inputs
+    FL_T *mk = scratch + fli_scratch_round(4 * B * c);  // (4, B, c_out): their products
+    FL_T *y = mk + fli_scratch_round(4 * B * c_out);    // (c_out,): one output cell
+    for (int64_t q = row_begin; q < row_end; ++q) {
+        const FL_T *xn = x__nhwc + q * g.w * c;
+        for (int64_t t0 = 0; t0 < n_tiles; t0 += B) {
+            const int64_t nt = n_tiles - t0 < B ? n_tiles - t0 : B;
+            for (int64_t t = 0; t < nt; ++t) {
+                const int64_t j = ((t0 + t) / d) * 2 * d + (t0 + t) % d, col = j - g.pl;
+                const FL_T *x[4];
+                for (int k = 0; k < 4; ++k) {
+                    const int64_t at = col + k * d;
+                    x[k] = at >= 0 && at < g.w ? xn + at * c : zero__c;
+                }
+                FL_T *d0 = dk + t * c, *d1 = d0 + B * c, *d2 = d1 + B * c, *d3 = d2 + B * c;
+                for (int64_t ch = 0; ch < c; ++ch) {
+                    d0[ch] = x[0][ch] - x[2][ch];
+                    d1[ch] = x[1][ch] + x[2][ch];
+                    d2[ch] = x[2][ch] - x[1][ch];
+                    d3[ch] = x[1][ch] - x[3][ch];
+                }
+            }
+            const fl_geometry gm = {1, nt, c, 1, 1, 1, 1, 1, 1, 0, 0, 1, nt};
+            for (int k = 0; k < 4; ++k) {
+                const FL_T *xk = dk + k * B * c, *wk = wg__kbtcv + k * c * c_pad;
+                FL_T *ok = mk + k * B * c_out;
+#ifdef FL_X86_DISPATCH
+                if (variant == FL_ISA_AVX2) {
+                    FL_KI(direct_rows_ymm)(xk, wk, NULL, zero__c, NULL, NULL, NULL, 0, gm, c_out, ok, 0, 1);
+                    continue;
+                }
+#endif
+                FL_ISA_CALL(variant, direct_rows, (xk, wk, NULL, zero__c, NULL, NULL, NULL, 0, gm, c_out, ok, 0, 1));
+            }
+            for (int64_t t = 0; t < nt; ++t) {
+                const int64_t j = ((t0 + t) / d) * 2 * d + (t0 + t) % d;
+                const FL_T *m0 = mk + t * c_out, *m1 = m0 + B * c_out, *m2 = m1 + B * c_out, *m3 = m2 + B * c_out;
+                for (int64_t o = 0; o < c_out; ++o)
+                    y[o] = (m0[o] + m1[o]) + m2[o];
+                FL_KI(direct_store)(y, c_out, bias__o, addend__nijo, aux__nijo, out2__nijo, epi, g, q, 0, j, 1, 0,
+                                   c_out, c_out, out__nijo);
+                if (j + d < w_out) {
+                    for (int64_t o = 0; o < c_out; ++o)
+                        y[o] = (m1[o] - m2[o]) - m3[o];
+                    FL_KI(direct_store)(y, c_out, bias__o, addend__nijo, aux__nijo, out2__nijo, epi, g, q, 0, j + d,
+                                       1, 0, c_out, c_out, out__nijo);
+                }
+            }
+        }
+    }
+}
+
+FL_ISA_VARIANTS(winograd3_rows,
+                (const FL_T *x__nhwc, const FL_T *wg__kbtcv, const FL_T *bias__o, const FL_T *zero__c,
+                 const FL_T *addend__nijo, const FL_T *aux__nijo, FL_T *out2__nijo, int epi, fl_geometry g,
+                 int64_t c_out, int variant, FL_T *scratch, FL_T *out__nijo, int64_t row_begin, int64_t row_end),
+                (x__nhwc, wg__kbtcv, bias__o, zero__c, addend__nijo, aux__nijo, out2__nijo, epi, g, c_out, variant,
+                 scratch, out__nijo, row_begin, row_end))
+
+// isa: as conv_direct.
+FL_KERNEL void FL_K(conv_winograd3)(const FL_T *FL_RESTRICT x__nhwc,      // IN
+                                    const FL_T *FL_RESTRICT wg__kbtcv,    // IN
+                                    const FL_T *FL_RESTRICT bias__o,      // IN (or NULL)
+                                    const FL_T *FL_RESTRICT zero__c,      // IN
+                                    const FL_T *FL_RESTRICT addend__nijo, // IN (or NULL)
+                                    const FL_T *FL_RESTRICT aux__nijo,    // IN (or NULL)
+                                    FL_T *FL_RESTRICT out2__nijo,         // OUT (or NULL)
+                                    int epi,
+                                    fl_geometry g, int64_t c_out, int isa,
+                                    FL_T *FL_RESTRICT scratch,            // SCRATCH
+                                    FL_T *FL_RESTRICT out__nijo,          // OUT
+                                    int64_t row_begin, int64_t row_end)
+{
+    const int variant = fl_isa(isa);
+    FL_ISA_CALL(variant, winograd3_rows, (x__nhwc, wg__kbtcv, bias__o, zero__c, addend__nijo, aux__nijo, out2__nijo,
+                                          epi, g, c_out, variant, scratch, out__nijo, row_begin, row_end));
+}
+
+// conv_narrow: conv_direct's convolution for few output channels (a profile head's 1 or 2), whose
+// tiles would compute a vector of output channels to keep one or two: here the vectors run over
+// input channels instead. For each output channel o and FL_NARROW_CELLS output cells, two vector
+// accumulators per cell sum x[cell's input, ch] * kernel[o, tap, ch] over the taps in order and
+// the input channels in pairs of vectors (the first vector's channels in one, the second's in the
+// other; the c % (2 * lanes) left over in a scalar sum); the first accumulator's lanes are then
+// added in order, then the second's, then that scalar sum. A fixed order per value: results depend
+// on neither the batch nor the threads. Then + bias, + addend, as conv_direct.
+// Layout: x__nhwc (n, h, w, c); kt__otc the kernel transposed, (c_out, kh*kw*c) C-contiguous;
+// bias__o (c_out) or NULL; zero__c (c) zeros; addend__nijo (as out) or NULL; out__nijo
+// (n, h_out, w_out, c_out).
+// Threads: output rows q = n*h_out + i in [row_begin, row_end).
+// Two 32-byte vectors per cell (16 float lanes): two chains of multiply-adds per cell, and a
+// width AVX2 holds in registers (GCC keeps 64-byte generic vectors on the stack there).
+#ifdef FL_HAVE_VECTORS
+typedef FL_T FL_KI(v32) __attribute__((vector_size(32), aligned(sizeof(FL_T)), may_alias));
+#  define FL_LANE(v, l) ((v)[l])
+#else
+typedef FL_T FL_KI(v32);
+#  define FL_LANE(v, l) (v)
+#endif
+FL_ROWS void FL_KI(narrow_rows)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_RESTRICT kt__otc,
+                               const FL_T *FL_RESTRICT bias__o, const FL_T *FL_RESTRICT zero__c,
+                               const FL_T *FL_RESTRICT addend__nijo, fl_geometry g, int64_t c_out,
+                               FL_T *FL_RESTRICT out__nijo, int64_t row_begin, int64_t row_end)
+{
+    const int64_t lanes = (int64_t)(sizeof(FL_KI(v32)) / sizeof(FL_T)), step = 2 * lanes;
+    const int64_t c_vec = g.c / step * step, taps_c = g.kh * g.kw * g.c;
+    for (int64_t q = row_begin; q < row_end; ++q) {
+        const int64_t n = q / g.h_out, i = q % g.h_out;
+        const FL_T *xn = x__nhwc + n * g.h * g.w * g.c;
+        for (int64_t j0 = 0; j0 < g.w_out; j0 += FL_NARROW_CELLS) {
+            const int64_t cells = g.w_out - j0 < FL_NARROW_CELLS ? g.w_out - j0 : FL_NARROW_CELLS;
+            for (int64_t o = 0; o < c_out; ++o) {
+                FL_KI(v32) acc[FL_NARROW_CELLS][2];
+                FL_T tail[FL_NARROW_CELLS];
+                for (int r = 0; r < FL_NARROW_CELLS; ++r) {
+                    acc[r][0] = acc[r][1] = (FL_KI(v32)){0};
+                    tail[r] = 0;
+                }
+                for (int64_t a = 0; a < g.kh; ++a) {
+                    const int64_t row = i * g.sh - g.pt + a * g.dh;
+                    for (int64_t b = 0; b < g.kw; ++b) {
+                        const FL_T *p[FL_NARROW_CELLS];
+                        if (!FL_KI(tap_cells)(xn, zero__c, g, row, b, j0, cells, FL_NARROW_CELLS, p))
+                            continue;  // the tap reads only padding: nothing to add
+                        const FL_T *k = kt__otc + o * taps_c + (a * g.kw + b) * g.c;
+                        for (int64_t ch = 0; ch < c_vec; ch += step) {
+                            const FL_KI(v32) k0 = *(const FL_KI(v32) *)(k + ch);
+                            const FL_KI(v32) k1 = *(const FL_KI(v32) *)(k + ch + lanes);
+                            for (int r = 0; r < FL_NARROW_CELLS; ++r) {
+                                acc[r][0] += *(const FL_KI(v32) *)(p[r] + ch) * k0;
+                                acc[r][1] += *(const FL_KI(v32) *)(p[r] + ch + lanes) * k1;
+                            }
+                        }
+                        for (int64_t ch = c_vec; ch < g.c; ++ch)
+                            for (int r = 0; r < FL_NARROW_CELLS; ++r)
+                                tail[r] += p[r][ch] * k[ch];
+                    }
+                }
+                for (int r = 0; r < cells; ++r) {
+                    FL_T sum = 0;
+                    for (int64_t l = 0; l < lanes; ++l)  // by subscript: acc stays in registers
+                        sum += FL_LANE(acc[r][0], l);
+                    for (int64_t l = 0; l < lanes; ++l)
+                        sum += FL_LANE(acc[r][1], l);
+                    sum += tail[r];
+                    const int64_t at = ((n * g.h_out + i) * g.w_out + j0 + r) * c_out + o;
+                    if (bias__o != NULL)
+                        sum = sum + bias__o[o];
+                    if (addend__nijo != NULL)
+                        sum = sum + addend__nijo[at];
+                    out__nijo[at] = sum;
+                }
+            }
+        }
+    }
+}
+
+FL_ISA_VARIANTS(narrow_rows,
+                (const FL_T *x__nhwc, const FL_T *kt__otc, const FL_T *bias__o, const FL_T *zero__c,
+                 const FL_T *addend__nijo, fl_geometry g, int64_t c_out, FL_T *out__nijo, int64_t row_begin,
+                 int64_t row_end),
+                (x__nhwc, kt__otc, bias__o, zero__c, addend__nijo, g, c_out, out__nijo, row_begin, row_end))
+
+// isa: as conv_direct.
+FL_KERNEL void FL_K(conv_narrow)(const FL_T *FL_RESTRICT x__nhwc,      // IN
+                                 const FL_T *FL_RESTRICT kt__otc,      // IN
+                                 const FL_T *FL_RESTRICT bias__o,      // IN (or NULL)
+                                 const FL_T *FL_RESTRICT zero__c,      // IN
+                                 const FL_T *FL_RESTRICT addend__nijo, // IN (or NULL)
+                                 fl_geometry g, int64_t c_out, int isa,
+                                 FL_T *FL_RESTRICT out__nijo,          // OUT
+                                 int64_t row_begin, int64_t row_end)
+{
+    const int variant = fl_isa(isa);
+    FL_ISA_CALL(variant, narrow_rows, (x__nhwc, kt__otc, bias__o, zero__c, addend__nijo, g, c_out, out__nijo,
+                                       row_begin, row_end));
 }
 
 // ======================================================================== BLAS drivers
@@ -956,76 +1300,41 @@ FL_KERNEL int FL_K(onehot_cells)(const FL_T *FL_RESTRICT x__hwc, int64_t cells, 
 // FL_ONEHOT_CELLS output cells j0 .. j0+cells-1 of output row (n, i) times one block of nv vectors
 // of output channels from col0, summed in registers; a tap whose cell is outside the input or all
 // zero adds the zero row (adding +0 changes no sum).
-FL_ROWS void FL_KI(onehot_tile)(const int32_t *FL_RESTRICT hot__hw, const FL_T *FL_RESTRICT kernel__tp,
-                               const FL_T *FL_RESTRICT zero__p, const FL_T *FL_RESTRICT bias__o,
-                               fl_geometry g, int64_t i, int64_t j0, int64_t cells, int64_t col0,
-                               int64_t c_out, int64_t c_pad, const int nv, FL_T *FL_RESTRICT out__jo)
-{
-    const int64_t lanes = (int64_t)(sizeof(FL_KI(vec)) / sizeof(FL_T));
-    FL_KI(vec) acc[FL_ONEHOT_CELLS][FL_VEC_BLOCK];
-    for (int r = 0; r < FL_ONEHOT_CELLS; ++r)
-        for (int k = 0; k < FL_VEC_BLOCK; ++k)
-            acc[r][k] = (FL_KI(vec)){0};
-    for (int64_t a = 0; a < g.kh; ++a) {
-        const int64_t row = i * g.sh - g.pt + a * g.dh;
-        const int row_inside = row >= 0 && row < g.h;
-        for (int64_t b = 0; b < g.kw; ++b) {
-            const FL_T *tap = kernel__tp + (a * g.kw + b) * g.c * c_pad + col0;
-            const FL_KI(vec) *p[FL_ONEHOT_CELLS];
-            for (int r = 0; r < FL_ONEHOT_CELLS; ++r) {
-                const int64_t col = (j0 + r) * g.sw - g.pl + b * g.dw;
-                const int32_t ch = (r < cells && row_inside && col >= 0 && col < g.w) ? hot__hw[row * g.w + col] : -1;
-                p[r] = (const FL_KI(vec) *)(ch >= 0 ? tap + ch * c_pad : zero__p);
-            }
-            for (int k = 0; k < nv; ++k)
-                for (int r = 0; r < FL_ONEHOT_CELLS; ++r)
-                    acc[r][k] += p[r][k];
-        }
-    }
-    const int64_t n_store = c_out - col0 < nv * lanes ? c_out - col0 : nv * lanes;
-    for (int r = 0; r < cells; ++r) {
-        FL_T *dst = out__jo + (j0 + r) * c_out + col0;
-        const FL_T *sum = (const FL_T *)&acc[r][0];
-        if (bias__o != NULL)
-            for (int64_t k = 0; k < n_store; ++k)
-                dst[k] = sum[k] + bias__o[col0 + k];
-        else
-            for (int64_t k = 0; k < n_store; ++k)
-                dst[k] = sum[k];
-    }
-}
-
-FL_ROWS void FL_KI(onehot_rows)(const int32_t *FL_RESTRICT hot__nhw, const FL_T *FL_RESTRICT kernel__tp,
-                               const FL_T *FL_RESTRICT zero__p, const FL_T *FL_RESTRICT bias__o, fl_geometry g,
-                               int64_t c_out, int64_t c_pad, FL_T *FL_RESTRICT out__nijo, int64_t row_begin,
-                               int64_t row_end)
-{
-    const int64_t lanes = (int64_t)(sizeof(FL_KI(vec)) / sizeof(FL_T)), width = FL_VEC_BLOCK * lanes;
-    for (int64_t q = row_begin; q < row_end; ++q) {
-        const int64_t n = q / g.h_out, i = q % g.h_out;
-        const int32_t *hot = hot__nhw + n * g.h * g.w;
-        FL_T *out = out__nijo + q * g.w_out * c_out;
-        for (int64_t col0 = 0; col0 < c_out; col0 += width) {
-            const int64_t left = c_out - col0;
-            const int nv = left >= width ? FL_VEC_BLOCK : (int)((left + lanes - 1) / lanes);
-            for (int64_t j0 = 0; j0 < g.w_out; j0 += FL_ONEHOT_CELLS) {
-                const int64_t cells = g.w_out - j0 < FL_ONEHOT_CELLS ? g.w_out - j0 : FL_ONEHOT_CELLS;
-                if (nv == FL_VEC_BLOCK)  // constant: the loops over vectors and cells unroll
-                    FL_KI(onehot_tile)(hot, kernel__tp, zero__p, bias__o, g, i, j0, cells, col0, c_out, c_pad,
-                                      FL_VEC_BLOCK, out);
-                else
-                    FL_KI(onehot_tile)(hot, kernel__tp, zero__p, bias__o, g, i, j0, cells, col0, c_out, c_pad,
-                                      nv, out);
-            }
-        }
-    }
-}
+#define FL_OT_VEC FL_KI(vec)
+#define FL_OT_NV FL_VEC_BLOCK
+#define FL_OT_TILE FL_KI(onehot_tile)
+#define FL_OT_ROWS FL_KI(onehot_rows)
+#define FL_OT_ROWS_ATTR FL_ROWS
+#include "fl_onehot_tile.h"
+#undef FL_OT_VEC
+#undef FL_OT_NV
+#undef FL_OT_TILE
+#undef FL_OT_ROWS
+#undef FL_OT_ROWS_ATTR
 
 FL_ISA_VARIANTS(onehot_rows,
                 (const int32_t *hot__nhw, const FL_T *kernel__tp, const FL_T *zero__p, const FL_T *bias__o,
                  fl_geometry g, int64_t c_out, int64_t c_pad, FL_T *out__nijo, int64_t row_begin,
                  int64_t row_end),
                 (hot__nhw, kernel__tp, zero__p, bias__o, g, c_out, c_pad, out__nijo, row_begin, row_end))
+
+#ifdef FL_X86_DISPATCH
+// The tile for AVX2's 16 registers: FL_ONEHOT_CELLS cells times up to FL_ONEHOT_YMM 32-byte
+// vectors (the tile above keeps 3 x 4 64-byte vectors, 24 AVX2 registers, and spilled).
+#define FL_ONEHOT_YMM 4
+#define FL_OT_VEC FL_KI(ymm)
+#define FL_OT_NV FL_ONEHOT_YMM
+#define FL_OT_TILE FL_KI(onehot_tile_ymm)
+#define FL_OT_ROWS FL_KI(onehot_rows_ymm)
+#define FL_OT_ROWS_ATTR FL_TARGET_AVX2 FL_NOINLINE
+#include "fl_onehot_tile.h"
+#undef FL_OT_VEC
+#undef FL_OT_NV
+#undef FL_OT_TILE
+#undef FL_OT_ROWS
+#undef FL_OT_ROWS_ATTR
+#undef FL_ONEHOT_YMM
+#endif
 
 // isa: an FL_ISA_* code, the highest variant to use (FL_ISA_AUTO: the best the CPU has).
 FL_KERNEL void FL_K(conv_forward_onehot)(const int32_t *FL_RESTRICT hot__nhw,   // IN
@@ -1037,6 +1346,12 @@ FL_KERNEL void FL_K(conv_forward_onehot)(const int32_t *FL_RESTRICT hot__nhw,   
                                  int64_t row_begin, int64_t row_end)
 {
     const int variant = fl_isa(isa);
+#ifdef FL_X86_DISPATCH
+    if (variant == FL_ISA_AVX2) {
+        FL_KI(onehot_rows_ymm)(hot__nhw, kernel__tp, zero__p, bias__o, g, c_out, c_pad, out__nijo, row_begin, row_end);
+        return;
+    }
+#endif
     FL_ISA_CALL(variant, onehot_rows,
                 (hot__nhw, kernel__tp, zero__p, bias__o, g, c_out, c_pad, out__nijo, row_begin, row_end));
 }

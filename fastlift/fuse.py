@@ -6,6 +6,11 @@ The plain program (`Model.plain_steps`) runs one layer per step, and the plain b
 runs unchanged. A fused step gives the bits of the separate ops (same operations, same order),
 so results never depend on whether a fusion applied.
 
+Forward, for every pass:
+
+* ``conv_relu``: a ReLU of a channels-last convolution that only it reads is computed in the
+  convolution's store, and both are kept (DeepLIFT's forwards keep every activation).
+
 Forward, only where activations are not all kept (``keep``: gradient rules, integrated
 gradients' points), since a fusion skips storing a node:
 
@@ -46,8 +51,50 @@ def forward_steps(model: Model, keep, given, fused_ops, computed=None) -> tuple:
     ``computed`` (None: every node), the nodes the pass computes, closed under ancestors: an Add
     outside it is not fused, since its fused step would read its other input, which the pass
     may not compute (a convolution that a target reads beside a residual branch)."""
-    if keep is None or "add_activation" not in fused_ops:
+    fused, in_conv = _skipping_fusions(model, keep, given, fused_ops, computed)
+    skipped = {act for act, _ in fused.values()} | set(in_conv.values())
+    with_relu = _conv_relus(model, given, fused_ops, computed, skipped)
+    if not (fused or with_relu):
         return model.plain_steps
+    steps = []
+    for step in model.plain_steps:
+        (node,) = step.outputs
+        if node in in_conv:
+            add = in_conv[node]
+            steps.append(Step((node, add), (node.inputs[0], fused[add][1]), _conv_residual_relu(node)))
+        elif node in with_relu:
+            steps.append(Step((node, with_relu[node]), (node.inputs[0],), _conv_relu(node)))
+        elif node in fused:
+            act, other = fused[node]
+            steps.append(Step((node,), (act.inputs[0], other), _add_activation(act.layer)))
+        elif node not in skipped and node not in with_relu.values():
+            steps.append(step)
+    return tuple(steps)
+
+
+def _conv_relus(model: Model, given, fused_ops, computed, skipped) -> dict:
+    """{convolution node: its ReLU node} for ``conv_relu``: a ReLU that alone reads a channels-last
+    convolution, both computed by this pass and neither given or skipped by another fusion."""
+    if "conv_relu" not in fused_ops:
+        return {}
+    out = {}
+    for act in model.nodes:
+        if type(act.layer) is not Activation or act.layer.act != Act.RELU or act in skipped or act in given:
+            continue
+        z = act.inputs[0]
+        if (isinstance(z.layer, Convolution) and z.layer.data_format == "channels_last"
+                and model.readers[z] == [act] and z not in given and z not in skipped
+                and (computed is None or (z in computed and act in computed))):
+            out[z] = act
+    return out
+
+
+def _skipping_fusions(model: Model, keep, given, fused_ops, computed):
+    """({Add node: (its Activation input, its other input)} for ``add_activation``, {convolution
+    node: its Add} for ``conv_residual_relu``): the fusions that skip storing a node, so only
+    where ``keep`` does not keep everything."""
+    if keep is None or "add_activation" not in fused_ops:
+        return {}, {}
     keep = set(keep).union(model.outputs)
     readers = model.readers
     fused = {}  # Add node -> (its Activation input, its other input)
@@ -60,8 +107,6 @@ def forward_steps(model: Model, keep, given, fused_ops, computed=None) -> tuple:
                     and act not in given):
                 fused[node] = (act, node.inputs[1 - k])
                 break
-    if not fused:
-        return model.plain_steps
     in_conv = {}  # convolution node -> its Add, when the Add runs in the convolution's store
     if "conv_residual_relu" in fused_ops:
         for add, (act, other) in fused.items():
@@ -70,25 +115,26 @@ def forward_steps(model: Model, keep, given, fused_ops, computed=None) -> tuple:
                     and z.layer.data_format == "channels_last" and len(readers[z]) == 1 and z not in given
                     and model.position[other] < model.position[z]):
                 in_conv[z] = add
-    skipped = {act for act, _ in fused.values()} | set(in_conv.values())
-    steps = []
-    for step in model.plain_steps:
-        (node,) = step.outputs
-        if node in in_conv:
-            add = in_conv[node]
-            steps.append(Step((node, add), (node.inputs[0], fused[add][1]), _conv_residual_relu(node)))
-        elif node in fused:
-            act, other = fused[node]
-            steps.append(Step((node,), (act.inputs[0], other), _add_activation(act.layer)))
-        elif node not in skipped:
-            steps.append(step)
-    return tuple(steps)
+    return fused, in_conv
 
 
 def _add_activation(layer: Activation):
     def run(ops, xs, weights):
         x, other = xs
         return (ops.add_activation(layer.act, _flat(x), weights(layer)["alpha"], _flat(other)).reshape(x.shape),)
+    return run
+
+
+def _conv_relu(node):
+    layer = node.layer
+
+    def run(ops, xs, weights):
+        (x,) = xs
+        w = weights(layer)
+        g = layer.geometry(x.shape[1:])
+        z, r = ops.conv_relu(layer.to_nhwc(ops, x), w["kernel"], g, w["bias"])
+        shape = (x.shape[0], g.h_out, g.w_out, z.shape[1])
+        return layer.from_nhwc(ops, z.reshape(shape)), layer.from_nhwc(ops, r.reshape(shape))
     return run
 
 

@@ -159,12 +159,17 @@ class SharedReferenceActs:
     kept by a session for its later calls with the same rows: a small model explained in many
     calls otherwise pays a whole padded GEMM block per layer each time for one zero row. Keyed
     by the rows' bytes and by what the forward computed (``key``); the session fixes the model,
-    the weights, the dtype and the backend. At most `entries` sets are kept, the most recently
-    used first."""
+    the weights, the dtype and the backend.
 
-    def __init__(self, entries: int = 4):
-        self.entries = entries
+    Rows are kept from their second call on: rows that come once (a genomics scan's shuffles of
+    each region) are never kept, so they hold no memory and push nothing out. At most `entries`
+    sets are kept, the most recently used first, and the digests of the last `seen` calls'
+    rows are remembered."""
+
+    def __init__(self, entries: int = 4, seen: int = 16):
+        self.entries, self.seen = entries, seen
         self._items: list = []  # [((digest, key), acts)]
+        self._seen: list = []  # [(digest, key)] of the most recent puts, newest first
 
     @staticmethod
     def _digest(rows) -> str:
@@ -184,15 +189,22 @@ class SharedReferenceActs:
                 return acts
         return None
 
-    def put(self, rows, acts, key=None):
+    def put(self, rows, acts, key=None) -> bool:
+        """Offer the activations of ``rows``: kept if these rows were offered before (returns
+        whether they were kept)."""
+        entry = (self._digest(rows), key)
+        repeat = entry in self._seen
+        self._seen = [entry] + [e for e in self._seen if e != entry][:self.seen - 1]
+        if not repeat:
+            return False
         for a in acts.values():  # shared with later calls: nothing may write to them
             if isinstance(a, np.ndarray):
                 a.flags.writeable = False
-        entry = (self._digest(rows), key)
         self._items = [(entry, acts)] + [e for e in self._items if e[0] != entry][:self.entries - 1]
+        return True
 
     def clear(self):
-        self._items = []
+        self._items, self._seen = [], []
 
 
 def chunks(work: Work, batch_size: int, progress: bool = False):

@@ -39,3 +39,11 @@ def test_scan_bench_smoke(tmp_path):
         assert res[model]["engine"] > 0 and res[model]["scan"] > 0
     assert res["merge"]["merge regions"] == 100 and res["merge"]["merge bytes per region"] > 2114 * 4 * 2
     assert "x engine" in stdout and "merge of 4 shard files" in stdout
+
+
+def test_conv_paths_bench_smoke(tmp_path):
+    stdout, res = _run(["bench/bench_conv_paths.py", "--quick"], tmp_path)
+    assert [(r["dilation"], r["kind"]) for r in res["layers"]] == [
+        (2, "forward"), (2, "adjoint"), (256, "forward"), (256, "adjoint")]
+    assert all(r["blas_gflops"] > 0 and r["direct_gflops"] > 0 and r["winograd_gflops"] > 0 for r in res["layers"])
+    assert "CpuOps runs" in stdout

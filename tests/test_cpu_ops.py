@@ -15,7 +15,7 @@ from cuda_emu.cases import pair_data
 from threadpoolctl import threadpool_info
 
 from fastlift.backends import _cpu
-from fastlift.backends.cpu_ops import GEMM_BLOCK_ROWS, CpuOps
+from fastlift.backends.cpu_ops import GEMM_BLOCK_ROWS, NARROW_MAX_CHANNELS, CpuOps
 from fastlift.activations import Act
 from fastlift.backends.ops import NEAR_ZERO, Ops
 from fastlift.geometry import Geometry
@@ -334,7 +334,7 @@ def test_conv_forward_is_the_unfused_gemm_bit_for_bit(g, dtype, n_out, rng):
     x = rng.standard_normal((23, g.h, g.w, g.c)).astype(dtype)
     kernel = rng.standard_normal((g.kh * g.kw * g.c, n_out)).astype(dtype)
     tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {}
-    reordered = CPU._conv_runs_direct(g) or (dtype == np.float32 and not cpu_ops.sgemm_is_deterministic())
+    reordered = CPU._conv_runs_direct(g, dtype) or (dtype == np.float32 and not cpu_ops.sgemm_is_deterministic())
     like = (lambda a, b, dt: close(a, b, dt, **tol)) if reordered else same
     with CPU.compute_context():
         got = CPU.conv_forward(x, kernel, g)
@@ -441,11 +441,149 @@ def test_conv_direct_is_the_convolution(g, dtype, n_out, rng):
     same(a, got + addend, dtype)
     rows = np.arange(len(a), dtype=np.int64)
     same(masked, REF.gradient_backward(Act.RELU, a, z_in, rows, np.zeros(1, dtype)), dtype)
+    for add in (None, addend):  # a ReLU kept beside the convolution, with and without an addend
+        z, r = _cpu.conv_direct(x, wp, g, n_out, 2, bias_pad, "auto", add, None, None, True)
+        same(z, got if add is None else got + add, dtype)
+        same(r, REF.activation_forward(Act.RELU, z, np.zeros(1, dtype)), dtype)
     for isa in ("base", "avx2", "avx512"):
         close(_cpu.conv_direct(x, wp, g, n_out, 1, bias_pad, isa), got, dtype, **tol)
-    if CPU._conv_runs_direct(g):  # CpuOps packs the same way
+    if (CPU._conv_runs_direct(g, dtype) and not CPU._conv_runs_winograd(g)
+            and n_out > NARROW_MAX_CHANNELS):  # CpuOps packs the same way
         with CPU.compute_context():
             same(CPU.conv_forward(x, kernel, g, bias), got, dtype)
+
+
+@pytest.mark.parametrize("n_out", [1, 2, 4])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("g", [
+    pytest.param(geometry(1, 120, 64, 1, 75), id="profile-head"),  # BPNet's: 64 -> 1 over 75 taps
+    pytest.param(geometry(1, 40, 37, 1, 5, dw=3, pl=6, pr=6), id="dilated-same-c37"),  # a scalar tail
+    pytest.param(geometry(5, 13, 20, 3, 3, sh=2, sw=2, pt=1, pb=1, pl=1, pr=1), id="2d-strided-c20"),
+    pytest.param(geometry(1, 9, 3, 1, 3, pl=1, pr=1), id="three-channels")])  # no whole vector
+def test_conv_narrow_is_the_convolution(g, dtype, n_out, rng):
+    x = rng.standard_normal((7, g.h, g.w, g.c)).astype(dtype)
+    kernel = rng.standard_normal((g.kh * g.kw * g.c, n_out)).astype(dtype)
+    bias = rng.standard_normal(n_out).astype(dtype)
+    kt = np.ascontiguousarray(kernel.T)
+    got = _cpu.conv_narrow(x, kt, g, 2, bias)
+    # sums of up to 4800 terms of ~1: float64 rounding reaches ~1e-13 where they cancel
+    tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {"rtol": 1e-12, "atol": 1e-11}
+    close(got, REF.conv_forward(x, kernel, g, bias), dtype, **tol)
+    cells = g.h_out * g.w_out
+    for lo, hi in [(0, 1), (3, 7)]:  # rows depend on neither the batch nor the threads
+        same(_cpu.conv_narrow(x[lo:hi], kt, g, 1, bias), got[lo * cells:hi * cells], dtype)
+    same(_cpu.conv_narrow(x, kt, g, 1) + bias, got, dtype)  # the bias is added after the sum
+    addend = rng.standard_normal(got.shape).astype(dtype)  # and an addend after the bias
+    same(_cpu.conv_narrow(x, kt, g, 2, bias, "auto", addend), got + addend, dtype)
+    for isa in ("base", "avx2", "avx512"):
+        close(_cpu.conv_narrow(x, kt, g, 1, bias, isa), got, dtype, **tol)
+    if CPU._conv_runs_direct(g, dtype) and n_out <= NARROW_MAX_CHANNELS:  # CpuOps runs it here
+        with CPU.compute_context():
+            same(CPU.conv_forward(x, kernel, g, bias), got, dtype)
+
+
+def test_conv_narrow_rejects_bad_arguments(rng):
+    g = geometry(1, 12, 16, 1, 3)
+    x = rng.standard_normal((2, 1, 12, 16)).astype(np.float32)
+    kt = rng.standard_normal((2, 48)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"kt.shape\[1\] \(kh\*kw\*c\)"):
+        _cpu.conv_narrow(x, np.ascontiguousarray(kt[:, :-1]), g)
+    with pytest.raises(ValueError, match=r"c_out\) must be >= 1"):
+        _cpu.conv_narrow(x, kt[:0], g)
+    with pytest.raises(ValueError, match=r"len\(bias\)"):
+        _cpu.conv_narrow(x, kt, g, 1, np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match=r"addend.shape\[1\]"):
+        _cpu.conv_narrow(x, kt, g, 1, None, "auto", np.zeros((20, 3), np.float32))
+    with pytest.raises(ValueError, match=r"isa must be one of"):
+        _cpu.conv_narrow(x, kt, g, 1, None, "sse9")
+
+
+def winograd_kernel(kernel, dtype):
+    """conv_winograd3's four kernels, written out independently of CpuOps._winograd_kernel."""
+    c = kernel.shape[0] // 3
+    g0, g1, g2 = kernel[:c], kernel[c:2 * c], kernel[2 * c:]
+    half = np.dtype(dtype).type(0.5)
+    packed = [direct_kernel(np.ascontiguousarray(k), dtype)[0]
+              for k in (g0, (g0 + g1 + g2) * half, (g0 - g1 + g2) * half, g2)]
+    return np.concatenate(packed)
+
+
+WINOGRAD_GEOMETRIES = [
+    pytest.param(geometry(1, 40, 16, 1, 3), id="valid-d1"),
+    pytest.param(geometry(1, 41, 20, 1, 3, dw=2, pl=2, pr=2), id="same-d2-odd"),
+    pytest.param(geometry(1, 50, 16, 1, 3, dw=4, pl=8, pr=8), id="adjoint-d4"),  # padded by twice the dilation
+    pytest.param(geometry(1, 37, 33, 1, 3, dw=5), id="valid-d5-tail"),  # 27 cells: periods of 10 and a tail
+    pytest.param(geometry(1, 12, 16, 1, 3, dw=5), id="valid-d5-short"),  # 2 cells: no second cell of a tile
+    pytest.param(geometry(1, 3, 17, 1, 3, dw=1, pl=1), id="one-sided-pad"),
+    pytest.param(geometry(1, 400, 16, 1, 3, dw=3, pl=1, pr=5), id="blocks-of-tiles")]  # > 96 tiles a row
+
+
+@pytest.mark.parametrize("n_out", [1, 5, 64, 70])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("g", WINOGRAD_GEOMETRIES)
+def test_conv_winograd3_is_the_convolution(g, dtype, n_out, rng):
+    x = rng.standard_normal((7, g.h, g.w, g.c)).astype(dtype)
+    kernel = rng.standard_normal((3 * g.c, n_out)).astype(dtype)
+    bias = rng.standard_normal(n_out).astype(dtype)
+    wg = winograd_kernel(kernel, dtype)
+    c_pad = len(wg) // (4 * g.c)
+    bias_pad = np.zeros(c_pad, dtype)
+    bias_pad[:n_out] = bias
+    got = _cpu.conv_winograd3(x, wg, g, n_out, 2, bias_pad)
+    tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {}
+    close(got, REF.conv_forward(x, kernel, g, bias), dtype, **tol)
+    cells = g.h_out * g.w_out
+    for lo, hi in [(0, 1), (3, 7)]:  # rows depend on neither the batch nor the threads
+        same(_cpu.conv_winograd3(x[lo:hi], wg, g, n_out, 1, bias_pad), got[lo * cells:hi * cells], dtype)
+    same(_cpu.conv_winograd3(x, wg, g, n_out, 1) + bias, got, dtype)  # the bias is added after the sum
+    addend = rng.standard_normal(got.shape).astype(dtype)  # and an addend after the bias
+    same(_cpu.conv_winograd3(x, wg, g, n_out, 2, bias_pad, "auto", addend), got + addend, dtype)
+    z, h = _cpu.conv_winograd3(x, wg, g, n_out, 2, bias_pad, "auto", None, addend)  # a residual block's store
+    same(z, got, dtype)
+    same(h, REF.add_activation(Act.RELU, got, np.zeros(1, dtype), addend), dtype)
+    z_in = rng.standard_normal(got.shape).astype(dtype)  # a ReLU's gradient in the store
+    a, masked = _cpu.conv_winograd3(x, wg, g, n_out, 2, bias_pad, "auto", addend, None, z_in)
+    same(a, got + addend, dtype)
+    z, r = _cpu.conv_winograd3(x, wg, g, n_out, 2, bias_pad, "auto", None, None, None, True)  # a ReLU kept
+    same(z, got, dtype)
+    same(r, REF.activation_forward(Act.RELU, z, np.zeros(1, dtype)), dtype)
+    same(masked, REF.gradient_backward(Act.RELU, a, z_in, np.arange(len(a), dtype=np.int64), np.zeros(1, dtype)),
+         dtype)
+    for isa in ("base", "avx2", "avx512"):
+        close(_cpu.conv_winograd3(x, wg, g, n_out, 1, bias_pad, isa), got, dtype, **tol)
+    if CPU._conv_runs_direct(g, dtype) and CPU._conv_runs_winograd(g) and n_out > NARROW_MAX_CHANNELS:
+        with CPU.compute_context():
+            same(CPU.conv_forward(x, kernel, g, bias), got, dtype)
+
+
+def test_winograd_is_left_to_the_direct_tiles_where_padding_is_wide():
+    # the adjoint of BPNet's last layer (dilation 256): a third of the taps read padding, which the
+    # direct tiles skip
+    assert not CpuOps._conv_runs_winograd(geometry(1, 1074, 64, 1, 3, dw=256, pl=512, pr=512))
+    assert CpuOps._conv_runs_winograd(geometry(1, 1842, 64, 1, 3, dw=128, pl=256, pr=256))
+    assert CpuOps._conv_runs_winograd(geometry(1, 1074, 64, 1, 3, dw=256))  # no padding: nothing to skip
+    assert not CpuOps._conv_runs_winograd(geometry(1, 50, 64, 1, 3, sw=2))
+    assert not CpuOps._conv_runs_winograd(geometry(1, 50, 64, 1, 5))
+    assert not CpuOps._conv_runs_winograd(geometry(3, 50, 64, 1, 3))
+
+
+def test_conv_winograd3_rejects_bad_arguments(rng):
+    g = geometry(1, 12, 16, 1, 3)
+    x = rng.standard_normal((2, 1, 12, 16)).astype(np.float32)
+    wg = winograd_kernel(rng.standard_normal((48, 5)).astype(np.float32), np.float32)
+    with pytest.raises(ValueError, match=r"len\(wg\) \(4 \* c \* c_out padded\)"):
+        _cpu.conv_winograd3(x, wg[:-1], g, 5)
+    with pytest.raises(ValueError, match=r"needs a 1-D geometry of 3 taps and stride 1.*kw=5"):
+        _cpu.conv_winograd3(x, wg, geometry(1, 12, 16, 1, 5), 5)
+    with pytest.raises(ValueError, match=r"sw=2"):
+        _cpu.conv_winograd3(x, wg, geometry(1, 12, 16, 1, 3, sw=2), 5)
+    with pytest.raises(ValueError, match=r"h=2"):
+        _cpu.conv_winograd3(np.zeros((2, 2, 12, 16), np.float32), wg, geometry(2, 12, 16, 1, 3), 5)
+    with pytest.raises(ValueError, match=r"c_out must be >= 1"):
+        _cpu.conv_winograd3(x, wg, g, 0)
+    with pytest.raises(ValueError, match=r"give at most one of residual, relu_grad_of and relu"):
+        y = np.zeros((20, 5), np.float32)
+        _cpu.conv_winograd3(x, wg, g, 5, 1, None, "auto", None, y, y)
 
 
 def onehot_rows(rng, n, g, dtype, n_cells=None):
@@ -554,7 +692,7 @@ def test_conv_direct_rejects_bad_arguments(rng):
         _cpu.conv_direct(x, wp, g, 5, 1, None, "auto", None, np.zeros((12, 6), np.float32))
     with pytest.raises(ValueError, match=r"relu_grad_of.shape\[0\] \(n\*h_out\*w_out\) must be 12; got 2"):
         _cpu.conv_direct(x, wp, g, 5, 1, None, "auto", None, None, np.zeros((2, 5), np.float32))
-    with pytest.raises(ValueError, match="give residual or relu_grad_of, not both"):
+    with pytest.raises(ValueError, match="give at most one of residual, relu_grad_of and relu"):
         _cpu.conv_direct(x, wp, g, 5, 1, None, "auto", None, np.zeros((12, 5), np.float32),
                          np.zeros((12, 5), np.float32))
 
@@ -595,12 +733,13 @@ RESIDUAL_GEOMETRIES = [
     pytest.param(geometry(1, 60, 64, 1, 9, pl=4, pr=4), id="skips-zeros")]
 
 
-@pytest.fixture(params=["avx512", "avx2"])
+@pytest.fixture(params=["avx512", "avx2", "base"])
 def vector_isa(request, monkeypatch):
-    """CpuOps' vector ISA: the direct tiles (AVX-512), or the BLAS paths of CPUs without it."""
+    """CpuOps' vector ISA: the direct tiles (AVX-512 or AVX2, where the CPU has it: else the best
+    it has), or the BLAS paths of CPUs without either ("base")."""
     from fastlift.backends import cpu_ops
 
-    monkeypatch.setattr(cpu_ops, "_ISA", request.param if _cpu.isa() == "avx512" else _cpu.isa())
+    monkeypatch.setattr(cpu_ops, "_ISA", _cpu.isa(request.param))
     return request.param
 
 
@@ -1047,6 +1186,12 @@ def test_derived_weights_live_as_long_as_the_backend(rng):
     ops.close()  # the session ends: what it derived goes
     ops._derived(view, "test", lambda b: made.append(1) or b.copy())
     assert len(made) == 5
+    # what is kept is read-only, so what is derived from it (a flipped kernel's tiles) is kept too
+    first = ops._derived(view, "test", lambda b: b.copy())
+    assert not first.flags.writeable
+    for _ in range(2):
+        ops._derived(first, "second", lambda b: made.append(1) or b * 2)
+    assert len(made) == 6
 
 
 @pytest.mark.parametrize("sgemm_deterministic", [True, False])  # both GEMM routes, whatever BLAS runs here
@@ -1127,3 +1272,59 @@ def test_sgemm_check_runs_float32_through_dgemm_when_needed(rng, monkeypatch):
         got = ops.matmul(a, b)
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, (a.astype(np.float64) @ b.astype(np.float64)).astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_assign_copies_crops_and_pads_row_by_row(dtype, rng):
+    x = rng.standard_normal((5, 40, 7)).astype(dtype)
+    for n_threads in (1, 2, 3):  # blocks that split rows anywhere
+        ops = CpuOps(n_threads=n_threads)
+        out = np.full((5, 31, 7), np.nan, dtype)
+        ops.assign(out, x[:, 4:35])  # a 1-D crop: rows are runs at a stride
+        same(out, np.ascontiguousarray(x[:, 4:35]), dtype)
+        big = np.zeros((5, 46, 7), dtype)
+        ops.assign(big[:, 2:42], x)  # a pad's middle
+        same(big[:, 2:42], x, dtype)
+        assert not big[:, :2].any() and not big[:, 42:].any()
+    # rows that are not one run (a crop of the second of two spatial axes), other dtypes, one row
+    x2 = rng.standard_normal((3, 6, 9, 4)).astype(dtype)
+    out2 = np.empty((3, 6, 5, 4), dtype)
+    CpuOps(n_threads=2).assign(out2, x2[:, :, 2:7])
+    same(out2, x2[:, :, 2:7], dtype)
+    ints = np.arange(12).reshape(3, 4)
+    got = np.zeros((3, 2), ints.dtype)
+    CpuOps().assign(got, ints[:, 1:3])
+    np.testing.assert_array_equal(got, ints[:, 1:3])
+    one = np.empty((1, 3, 7), dtype)
+    CpuOps(n_threads=2).assign(one, x[2:3, 5:8])
+    same(one, x[2:3, 5:8], dtype)
+
+
+def test_copy_rows_checks_shapes():
+    with pytest.raises(ValueError, match="dst.shape"):
+        _cpu.copy_rows(np.zeros((2, 3)), np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="dst.shape"):
+        _cpu.copy_rows(np.zeros((2, 3)), np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="contiguous runs; got strides 16 .src."):
+        _cpu.copy_rows(np.zeros((2, 6))[:, ::2], np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_relu_kept_in_the_store_has_activation_forwards_bits_on_special_values(dtype, rng):
+    # NaN (a NaN bias), a zero sum and both signs: relu(v) = v where v > 0, else +0, on every path
+    g = geometry(1, 30, 16, 1, 3, dw=2)
+    x = rng.standard_normal((2, 1, 30, 16)).astype(dtype)
+    x[0] = 0
+    kernel = rng.standard_normal((48, 16)).astype(dtype)
+    bias = rng.standard_normal(16).astype(dtype)
+    bias[3] = np.nan
+    wp, c_pad = direct_kernel(kernel, dtype)
+    bias_pad = np.zeros(c_pad, dtype)
+    bias_pad[:16] = bias
+    for run in (lambda: _cpu.conv_direct(x, wp, g, 16, 2, bias_pad, "auto", None, None, None, True),
+                lambda: _cpu.conv_winograd3(x, winograd_kernel(kernel, dtype), g, 16, 2, bias_pad, "auto", None,
+                                            None, None, True)):
+        z, r = run()
+        assert np.isnan(z[:, 3]).all() and (r[:, 3] == 0).all()
+        np.testing.assert_array_equal(np.signbit(r), np.zeros(r.shape, bool))  # +0, never -0
+        same(r, CPU.activation_forward(Act.RELU, z, np.zeros(1, dtype)), dtype)  # fl_math's ReLU

@@ -172,9 +172,18 @@ def test_a_forward_computes_only_what_the_targets_and_scored_layers_read(method,
     model without that head, bit for bit."""
     both, counts_only = _two_heads(rng)
     X = np.eye(4)[rng.integers(0, 4, size=(3, 30))]
+    from fastlift import fuse
+
     ran = []
     real = L.Conv1D.forward
     monkeypatch.setattr(L.Conv1D, "forward", lambda self, *a: ran.append(self.name) or real(self, *a))
+    real_fused = fuse._conv_relu  # a convolution and its ReLU in one step (DeepLIFT's forwards)
+
+    def recorded(node):
+        run = real_fused(node)
+        return lambda *a: ran.append(node.layer.name) or run(*a)
+
+    monkeypatch.setattr(fuse, "_conv_relu", recorded)
     kw = {"steps": 4} if method == "integrated_gradients" else {}
     with fl.Explainer(both, target_layer="counts", device="cpu") as ex:
         got = ex.attribute(X, method, **kw)

@@ -292,10 +292,14 @@ def test_a_session_reuses_shared_reference_activations_for_the_same_rows(rng):
     background = rng.standard_normal((1, 3, 5)).astype(np.float32)  # 3 rows shared by every example
     with fl.Explainer(model, device="cpu") as ex:
         first = ex.deeplift(X, background)
+        assert len(ex._shared_acts._items) == 0  # rows seen once are not kept
+        again = ex.deeplift(X, background)  # seen again: kept from now on
         assert len(ex._shared_acts._items) == 1
-        again = ex.deeplift(X, background)  # served from the session's memo
-        np.testing.assert_array_equal(again.contributions, first.contributions)
-        np.testing.assert_array_equal(again.deltas, first.deltas)
+        third = ex.deeplift(X, background)  # served from the session's memo
+        for later in (again, third):
+            np.testing.assert_array_equal(later.contributions, first.contributions)
+            np.testing.assert_array_equal(later.deltas, first.deltas)
+        ex.deeplift(X)
         zeros = ex.deeplift(X)  # other rows: their own entry
         assert len(ex._shared_acts._items) == 2
         assert not np.array_equal(zeros.contributions, first.contributions)
@@ -370,7 +374,8 @@ def test_integrated_gradients_leaves_the_shared_reference_memo_complete(rng):
     X = rng.standard_normal((6, 5)).astype(np.float32)
     background = rng.standard_normal((1, 3, 5)).astype(np.float32)
     with fl.Explainer(model, device="cpu") as ex:
-        ex.attribute(X, "integrated_gradients", background, steps=4)
+        for _ in range(2):  # rows are kept from their second call on
+            ex.attribute(X, "integrated_gradients", background, steps=4)
         assert len(ex._shared_acts._items) == 1
         after = ex.deeplift(X, background)
     np.testing.assert_array_equal(after.contributions, fl.deeplift(model, X, background, device="cpu").contributions)
@@ -492,10 +497,9 @@ def test_forward_keep_always_keeps_outputs_even_when_another_layer_reads_them(rn
         np.testing.assert_array_equal(got[node], full[node])
 
 
-def test_forward_keep_runs_a_relu_residual_block_in_the_convolution(rng, monkeypatch):
-    """conv -> ReLU -> Add(skip, ReLU) under keep: the Add comes out of the convolution's pass
-    (`Ops.conv_residual_relu`) with the bits of the separate ops; the ReLU is never stored, the
-    convolution's output is kept when asked for and dropped otherwise."""
+def _counted_fused_op(rng, monkeypatch, name):
+    """Two residual blocks on the CPU backend, their plain forward, and a list that records each
+    call of the backend's fused op ``name``: (model, ops, cache, xs, full, calls)."""
     from fastlift.backends import get_ops
     from fastlift.model import WeightCache
 
@@ -505,8 +509,16 @@ def test_forward_keep_runs_a_relu_residual_block_in_the_convolution(rng, monkeyp
     xs = [rng.standard_normal((4, 30, 40)).astype(np.float32)]
     full = model.forward(ops, xs, cache)
     calls = []
-    real = type(ops).conv_residual_relu
-    monkeypatch.setattr(type(ops), "conv_residual_relu", lambda self, *a: calls.append("conv") or real(self, *a))
+    real = getattr(type(ops), name)
+    monkeypatch.setattr(type(ops), name, lambda self, *a: calls.append("conv") or real(self, *a))
+    return model, ops, cache, xs, full, calls
+
+
+def test_forward_keep_runs_a_relu_residual_block_in_the_convolution(rng, monkeypatch):
+    """conv -> ReLU -> Add(skip, ReLU) under keep: the Add comes out of the convolution's pass
+    (`Ops.conv_residual_relu`) with the bits of the separate ops; the ReLU is never stored, the
+    convolution's output is kept when asked for and dropped otherwise."""
+    model, ops, cache, xs, full, calls = _counted_fused_op(rng, monkeypatch, "conv_residual_relu")
     by = model.get_node
     for keep in (set(), {by("conv0"), by("conv1")}):
         calls.clear()
@@ -520,3 +532,52 @@ def test_forward_keep_runs_a_relu_residual_block_in_the_convolution(rng, monkeyp
     got = fused_forward(model, ops, xs, cache, {by("relu0"), by("relu1")})
     assert calls == []
     np.testing.assert_array_equal(got[model.outputs[0]], full[model.outputs[0]])
+
+
+def test_forward_keeping_everything_runs_a_convolutions_relu_in_its_store(rng, monkeypatch):
+    """DeepLIFT's forwards keep every activation: a ReLU that alone reads a convolution comes out of
+    the convolution's pass (`Ops.conv_relu`), both kept, with the bits of the separate ops. Where
+    the ReLU's activations are given, its convolution runs alone."""
+    model, ops, cache, xs, full, calls = _counted_fused_op(rng, monkeypatch, "conv_relu")
+    got = fused_forward(model, ops, xs, cache, None)
+    assert calls == ["conv", "conv"] and set(got) == set(full)
+    for node in full:
+        np.testing.assert_array_equal(got[node], full[node])
+    by = model.get_node
+    calls.clear()  # the first ReLU's activations given: its convolution runs alone
+    got = fused_forward(model, ops, xs, cache, None, given={by("relu0"): full[by("relu0")]})
+    assert calls == ["conv"]
+    np.testing.assert_array_equal(got[model.outputs[0]], full[model.outputs[0]])
+    # a backend without the fused op runs the plain program
+    from fastlift.fuse import forward_steps
+
+    assert forward_steps(model, None, frozenset(), frozenset({"add_activation"})) == model.plain_steps
+
+
+@pytest.mark.parametrize("layer,shape", [
+    (L.ZeroPadding1D((2, 1)), (2, 5, 3)), (L.ZeroPadding2D(((1, 2), (0, 3))), (2, 4, 5, 3)),
+    (L.Cropping1D((2, 1)), (2, 8, 3)), (L.Cropping2D(((1, 2), (0, 3))), (2, 7, 8, 3))])
+def test_padding_zeroes_its_margins_in_reused_memory(layer, shape, rng):
+    # _pad allocates without zeroing (only the margins are written): memory the pool hands back
+    # holds old values, here NaN, and none may show through
+    class Garbage:
+        def __getattr__(self, name):
+            return getattr(np, name)
+
+        @staticmethod
+        def empty(shape, dtype):
+            return np.full(shape, np.nan, dtype=dtype)
+
+    ops = Ops()
+    ops.xp = Garbage()
+    node = layer(L.Input(shape[1:]))
+    big = rng.normal(size=shape)
+    if layer.crop:  # the adjoint of a crop pads the multipliers
+        m = rng.normal(size=(shape[0],) + node.shape)
+        (got,) = layer.adjoint(ops, m, node)
+        expected = np.zeros(shape)
+        expected[(slice(None),) + tuple(slice(a, n - b) for n, (a, b) in zip(shape[1:-1], layer.amounts))] = m
+    else:
+        got = layer.forward(ops, [big], None)
+        expected = np.pad(big, ((0, 0),) + tuple(layer.amounts) + ((0, 0),))
+    np.testing.assert_array_equal(got, expected)

@@ -76,23 +76,43 @@ def test_forward_of_shared_rows_runs_once_per_session():
 
     memo = scheduler.SharedReferenceActs()
     x = np.ones((4, 2))
-    for _ in range(2):  # two calls of one session, four chunks each
+    for n_call in range(3):  # three calls of one session, four chunks each
         for chunk in scheduler.chunks(work([x], np.zeros((1, 2)), shared_acts=memo), 1):
             acts_x, acts_r = chunk.acts(forward)
             np.testing.assert_array_equal(acts_x["out"], np.full((1, 2), 2.0))
             np.testing.assert_array_equal(acts_r["out"], np.zeros((1, 2)))
-    assert calls.count(1.0) == 8 and calls.count(0.0) == 1
+        # once per call, and kept from the second call with these rows on
+        assert calls.count(0.0) == min(n_call + 1, 2)
+    assert calls.count(1.0) == 12
     assert not memo.get([np.zeros((1, 2))])["out"].flags.writeable
     memo.clear()
     assert memo.get([np.zeros((1, 2))]) is None
 
 
+def test_rows_seen_once_are_not_kept():
+    # a scan's per-region shuffles: each set comes once, and keeping it would only hold memory
+    memo = scheduler.SharedReferenceActs()
+    acts = {"a": np.zeros(3)}
+    for v in range(10):
+        assert memo.put([np.full((1, 2), float(v))], acts) is False
+    assert all(memo.get([np.full((1, 2), float(v))]) is None for v in range(10))
+    assert acts["a"].flags.writeable  # not shared, so not frozen
+    assert memo.put([np.full((1, 2), 9.0)], acts) is True
+    assert memo.get([np.full((1, 2), 9.0)]) is acts and not acts["a"].flags.writeable
+    # a different key (another forward's activations) is another entry
+    assert memo.put([np.full((1, 2), 9.0)], acts, key="other") is False
+
+
 def test_the_memo_keeps_its_most_recent_entries():
-    memo = scheduler.SharedReferenceActs(entries=2)
+    memo = scheduler.SharedReferenceActs(entries=2, seen=3)
     for v in range(3):
-        memo.put([np.full((1, 2), float(v))], {"a": np.zeros(1)})
+        for _ in range(2):  # seen twice: kept
+            memo.put([np.full((1, 2), float(v))], {"a": np.zeros(1)})
     assert memo.get([np.full((1, 2), 0.0)]) is None
     assert memo.get([np.full((1, 2), 2.0)]) is not None and memo.get([np.full((1, 2), 1.0)]) is not None
+    for v in range(3, 6):  # only the last `seen` digests are remembered
+        memo.put([np.full((1, 2), float(v))], {"a": np.zeros(1)})
+    assert memo.put([np.full((1, 2), 2.0)], {"a": np.zeros(1)}) is False
 
 
 def test_a_device_backend_gets_its_next_chunk_built_on_a_host_thread():

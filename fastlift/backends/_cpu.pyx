@@ -35,6 +35,7 @@ lets small calls run on one thread (``MIN_WORK_PER_THREAD``) without changing a 
 
 from cython.parallel cimport prange
 from libc.stdint cimport int32_t, int64_t, uint8_t
+from libc.string cimport memcpy
 from cython cimport floating
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
@@ -368,6 +369,32 @@ def add(const floating[::1] a,   # IN  (n,)
     return out
 
 
+def copy_rows(const floating[:, :] src,   # IN  (n, m), rows anywhere, each one contiguous run
+              floating[:, :] dst,         # OUT (n, m), the same
+              int n_threads=1):
+    """dst[...] = src, row by row (each row a contiguous run; a crop's or a pad's middle)."""
+    cdef Py_ssize_t n = src.shape[0], m = src.shape[1], total, blk, nb, lo, hi, r, a, b
+    _check_len(dst.shape[0], n, "dst.shape[0]")
+    _check_len(dst.shape[1], m, "dst.shape[1]")
+    if m > 1 and (src.strides[1] != sizeof(floating) or dst.strides[1] != sizeof(floating)):
+        raise ValueError(f"copy_rows needs rows that are contiguous runs; got strides {src.strides[1]} "
+                         f"(src) and {dst.strides[1]} (dst) between values of {sizeof(floating)} bytes")
+    total = n * m
+    if total == 0:
+        return
+    nb = _n_blocks(total, 1, n_threads)
+    for blk in prange(nb, nogil=True, num_threads=nb, schedule="static"):
+        lo = blk * total // nb
+        hi = (blk + 1) * total // nb
+        r = lo // m
+        while lo < hi:  # the block's part of each row it meets
+            a = lo - r * m
+            b = m if hi - r * m > m else hi - r * m
+            memcpy(&dst[r, a], &src[r, a], (b - a) * sizeof(floating))
+            lo = r * m + b
+            r = r + 1
+
+
 # ---------------------------------------------------------------------------- pair gathers
 def pair_delta(const floating[:, ::1] x,      # IN  (n_x, n_features)
                const floating[:, ::1] r,      # IN  (n_r, n_features)
@@ -560,7 +587,8 @@ def conv_direct(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
                 str isa="auto",
                 const floating[:, ::1] addend=None,    # IN  (n*h_out*w_out, c_out)
                 const floating[:, ::1] residual=None,  # IN  (n*h_out*w_out, c_out)
-                const floating[:, ::1] relu_grad_of=None):  # IN  (n*h_out*w_out, c_out)
+                const floating[:, ::1] relu_grad_of=None,  # IN  (n*h_out*w_out, c_out)
+                bint relu=False):
     """A convolution without unfolding: returns (n*h_out*w_out, c_out). ``wp`` is the kernel
     (kh*kw*c, c_out) packed by blocks of ``VECTOR_BLOCK`` vectors of output channels (each
     block (kh*kw, c, block width), the last one narrower, columns past c_out zero). Each output
@@ -568,23 +596,102 @@ def conv_direct(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
     ``addend``, when given, is added to every output value as it is stored: (sum + bias) + addend.
     With ``residual``, returns (out, residual + relu(out)): a residual block's ReLU and Add in the
     store, with the bits of ``add_activation``. With ``relu_grad_of`` (a ReLU's input z), returns
-    (out, out * relu'(z)), with the bits of ``gradient_backward``."""
+    (out, out * relu'(z)), with the bits of ``gradient_backward``. With ``relu``, returns
+    (out, relu(out)), with the bits of ``activation_forward``."""
+    return _conv_tiles(x, wp, g, c_out, n_threads, bias, isa, addend, residual, relu_grad_of, relu, False)
+
+
+def conv_winograd3(const floating[:, :, :, ::1] x,     # IN  (n, 1, w, c)
+                   const floating[::1] wg,             # IN  4 packed kernels (see fl_conv_winograd3)
+                   object g,                           # geometry.Geometry: kh = 1, kw = 3, sw = 1
+                   Py_ssize_t c_out, int n_threads=1,
+                   const floating[::1] bias=None,
+                   str isa="auto",
+                   const floating[:, ::1] addend=None,
+                   const floating[:, ::1] residual=None,
+                   const floating[:, ::1] relu_grad_of=None,
+                   bint relu=False):
+    """`conv_direct`'s convolution for 1-D layers of three taps and stride 1 (any dilation and
+    padding) in 2/3 of the multiply-adds (Winograd's F(2,3), see fl_conv_winograd3). ``wg`` is
+    the four transformed kernels G0..G3 (each (c, c_out)), each packed as conv_direct's kernel,
+    one after the other. The other arguments and the results are conv_direct's; each value is
+    summed in a fixed order (any batch and thread count give the same bits) and differs from
+    conv_direct's by rounding."""
+    if g.h != 1 or g.kh != 1 or g.kw != 3 or g.sw != 1:
+        raise ValueError(f"conv_winograd3 needs a 1-D geometry of 3 taps and stride 1 (h = kh = 1, kw = 3, "
+                         f"sw = 1); got h={g.h}, kh={g.kh}, kw={g.kw}, sw={g.sw}")
+    return _conv_tiles(x, wg, g, c_out, n_threads, bias, isa, addend, residual, relu_grad_of, relu, True)
+
+
+def conv_narrow(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
+                const floating[:, ::1] kt,          # IN  (c_out, kh*kw*c): the kernel transposed
+                object g,                           # geometry.Geometry
+                int n_threads=1,
+                const floating[::1] bias=None,      # IN  (c_out,)
+                str isa="auto",
+                const floating[:, ::1] addend=None):  # IN  (n*h_out*w_out, c_out)
+    """conv_direct's convolution for few output channels, vectorised over the input channels
+    (see fl_conv_narrow): returns (n*h_out*w_out, c_out). Each value is summed in a fixed order:
+    any thread count and any batch give the same bits; + bias, + addend as conv_direct."""
+    cdef fl_geometry geo = _geometry(g)
+    _check_nhwc(x.shape, geo.h, geo.w, geo.c, "x")
+    cdef Py_ssize_t c_out = kt.shape[0], n = x.shape[0], n_rows = x.shape[0] * geo.h_out, b, nb
+    if c_out < 1:
+        raise ValueError(f"kt.shape[0] (c_out) must be >= 1; got {c_out}")
+    _check_len(kt.shape[1], geo.kh * geo.kw * geo.c, "kt.shape[1] (kh*kw*c)")
+    if bias is not None:
+        _check_len(bias.shape[0], c_out, "len(bias) (c_out)")
+    if addend is not None:
+        _check_len(addend.shape[0], n * geo.h_out * geo.w_out, "addend.shape[0] (n*h_out*w_out)")
+        _check_len(addend.shape[1], c_out, "addend.shape[1] (c_out)")
+    cdef int isa_code = _isa_code(isa)
+    out = _empty((n * geo.h_out * geo.w_out, c_out), <floating>0)
+    if out.size == 0 or geo.c == 0:
+        out[...] = 0 if bias is None else np.asarray(bias)
+        if addend is not None:
+            out += np.asarray(addend)
+        return out
+    zero_arr = _empty((geo.c,), <floating>0)
+    zero_arr[...] = 0
+    cdef const floating[::1] zero = zero_arr
+    cdef floating[:, ::1] y = out
+    cdef const floating* bias_ptr = NULL
+    cdef const floating* addend_ptr = NULL
+    if bias is not None:
+        bias_ptr = &bias[0]
+    if addend is not None:
+        addend_ptr = &addend[0, 0]
+    nb = _n_blocks(n_rows, geo.w_out * geo.kh * geo.kw * geo.c * c_out // 64 + 1, n_threads)
+    for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
+        fl_conv_narrow(&x[0, 0, 0, 0], &kt[0, 0], bias_ptr, &zero[0], addend_ptr, geo, c_out, isa_code, &y[0, 0],
+                       b * n_rows // nb, (b + 1) * n_rows // nb)
+    return out
+
+
+def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g, Py_ssize_t c_out,
+                int n_threads, const floating[::1] bias, str isa, const floating[:, ::1] addend,
+                const floating[:, ::1] residual, const floating[:, ::1] relu_grad_of, bint relu, bint winograd):
+    """conv_direct (``winograd`` False) or conv_winograd3 (True), after their checks."""
     cdef fl_geometry geo = _geometry(g)
     _check_nhwc(x.shape, geo.h, geo.w, geo.c, "x")
     cdef Py_ssize_t lanes = VECTOR_BYTES // sizeof(floating)
     cdef Py_ssize_t c_pad = (c_out + lanes - 1) // lanes * lanes
-    cdef Py_ssize_t n = x.shape[0], n_rows = x.shape[0] * geo.h_out, b, nb
+    cdef Py_ssize_t n = x.shape[0], n_rows = x.shape[0] * geo.h_out, b, nb, n_scratch = 0
     if c_out < 1:
         raise ValueError(f"c_out must be >= 1; got {c_out}")
-    _check_len(wp.shape[0], geo.kh * geo.kw * geo.c * c_pad, "len(wp) (kh*kw*c * c_out padded)")
+    if winograd:
+        _check_len(wp.shape[0], 4 * geo.c * c_pad, "len(wg) (4 * c * c_out padded)")
+    else:
+        _check_len(wp.shape[0], geo.kh * geo.kw * geo.c * c_pad, "len(wp) (kh*kw*c * c_out padded)")
     if bias is not None:
         _check_len(bias.shape[0], c_pad, "len(bias) (c_out padded)")
     if addend is not None:
         _check_len(addend.shape[0], n * geo.h_out * geo.w_out, "addend.shape[0] (n*h_out*w_out)")
         _check_len(addend.shape[1], c_out, "addend.shape[1] (c_out)")
-    if residual is not None and relu_grad_of is not None:
-        raise ValueError("give residual or relu_grad_of, not both")
-    cdef int epi = FL_EPI_RESIDUAL_RELU if residual is not None else FL_EPI_RELU_GRAD
+    if (residual is not None) + (relu_grad_of is not None) + bool(relu) > 1:
+        raise ValueError("give at most one of residual, relu_grad_of and relu")
+    cdef int epi = (FL_EPI_RESIDUAL_RELU if residual is not None else FL_EPI_RELU_GRAD if relu_grad_of is not None
+                    else FL_EPI_RELU)
     aux = residual if residual is not None else relu_grad_of
     if aux is not None:
         name = "residual" if residual is not None else "relu_grad_of"
@@ -592,13 +699,16 @@ def conv_direct(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
         _check_len(aux.shape[1], c_out, f"{name}.shape[1] (c_out)")
     cdef int isa_code = _isa_code(isa)
     out = _empty((n * geo.h_out * geo.w_out, c_out), <floating>0)
-    out2 = None if aux is None else _empty((n * geo.h_out * geo.w_out, c_out), <floating>0)
+    out2 = None if aux is None and not relu else _empty((n * geo.h_out * geo.w_out, c_out), <floating>0)
     if out.size == 0 or geo.c == 0:
         out[...] = 0 if bias is None else np.asarray(bias)[:c_out]
         if addend is not None:
             out += np.asarray(addend)
-        if aux is None:
+        if out2 is None:
             return out
+        if relu:
+            out2[...] = np.where(out > 0, out, 0)
+            return out, out2
         a = np.asarray(aux)
         out2[...] = a + np.maximum(out, 0) if residual is not None else out * (a > 0)
         return out, out2
@@ -619,13 +729,23 @@ def conv_direct(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
     if aux is not None:
         aux_view = aux
         aux_ptr = &aux_view[0, 0]
+    if out2 is not None:
         out2_view = out2
         out2_ptr = &out2_view[0, 0]
     nb = _n_blocks(n_rows, geo.w_out * geo.kh * geo.kw * geo.c * c_out // 64 + 1, n_threads)
+    if winograd:
+        n_scratch = fl_conv_winograd3_scratch_size(geo, c_out)
+    scratch_arr = _empty((max(nb * n_scratch, 1),), <floating>0)
+    cdef floating[::1] scratch = scratch_arr
     for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
-        fl_conv_direct(&x[0, 0, 0, 0], &wp[0], bias_ptr, &zero[0], addend_ptr, aux_ptr, out2_ptr, epi, geo,
-                       c_out, isa_code, &y[0, 0], b * n_rows // nb, (b + 1) * n_rows // nb)
-    return out if aux is None else (out, out2)
+        if winograd:
+            fl_conv_winograd3(&x[0, 0, 0, 0], &wp[0], bias_ptr, &zero[0], addend_ptr, aux_ptr, out2_ptr, epi, geo,
+                              c_out, isa_code, &scratch[b * n_scratch], &y[0, 0], b * n_rows // nb,
+                              (b + 1) * n_rows // nb)
+        else:
+            fl_conv_direct(&x[0, 0, 0, 0], &wp[0], bias_ptr, &zero[0], addend_ptr, aux_ptr, out2_ptr, epi, geo,
+                           c_out, isa_code, &y[0, 0], b * n_rows // nb, (b + 1) * n_rows // nb)
+    return out if out2 is None else (out, out2)
 
 
 def onehot_cells(const floating[:, :, :, ::1] x,   # IN  (n, h, w, c)

@@ -66,11 +66,21 @@ SPARSE_MAX_FILL = 0.3
 #: conv_forward's rows take the sparse kernel up to this fill (lower than the adjoint's: its dense
 #: path, the fused GEMM, is faster; bench/README.md, "Sparse rows in the forward").
 SPARSE_MAX_FILL_FORWARD = 0.25
-#: Convolutions with at least this many input channels run `_cpu.conv_direct` (no unfolding,
-#: 6 output cells x 64 output channels in AVX-512 registers) on CPUs with AVX-512; with fewer the
-#: GEMM wins (bench/README.md, "Direct convolution and dense tiles"). Without AVX-512 the tile's
-#: 24 64-byte accumulators are 48 AVX2 registers (it has 16) and spill, so those CPUs keep the GEMM.
+#: Convolutions with at least this many input channels run `_cpu.conv_direct` (no unfolding;
+#: 6 output cells x 64 output channels in AVX-512 registers, 6 cells x 16 channels in AVX2's) on
+#: CPUs with AVX2 or AVX-512; with fewer the GEMM wins (bench/README.md, "Direct convolution and
+#: dense tiles"). Both tiles sum each value in the same order with the same FMAs: the same bits.
 DIRECT_MIN_CHANNELS = 16
+#: Of those, convolutions to at most this many output channels (a profile head's one or two) run
+#: `_cpu.conv_narrow`, vectorised over the input channels: the tiles would compute a whole vector
+#: of output channels to keep one or two (bench/README.md, "Narrow convolutions").
+NARROW_MAX_CHANNELS = 4
+#: Of the others, 1-D convolutions of three taps and stride 1 run `_cpu.conv_winograd3` (Winograd's
+#: F(2,3): 2/3 of the multiply-adds, through the same tiles), unless their padding is wide for
+#: their dilation: the adjoint of a valid convolution is padded by twice the dilation, taps the
+#: direct tiles skip, and there the direct path does less work once the dilation is more than
+#: w_out / `WINOGRAD_MAX_DILATION_SHARE` (bench/README.md, "Winograd three-tap convolutions").
+WINOGRAD_MAX_DILATION_SHARE = 9
 #: Rows of convolutions with at most this many input channels are checked for one-hot input (DNA
 #: has 4 channels, protein ~20); one-hot rows run as a gather of kernel rows
 #: (`_cpu.conv_forward_onehot`), taps x c_out adds per output cell instead of taps x c x c_out
@@ -78,6 +88,16 @@ DIRECT_MIN_CHANNELS = 16
 ONEHOT_MAX_CHANNELS = 32
 #: Most bytes of freed arrays kept for reuse during a run (`compute_context`).
 POOL_BYTES = 512 * 2**20
+
+
+def _row_runs(a):
+    """``a`` as a 2-D view (rows, values) whose rows are contiguous runs, or None where it has none."""
+    inner = a.itemsize
+    for n, stride in zip(a.shape[:0:-1], a.strides[:0:-1]):
+        if n != 1 and stride != inner:
+            return None
+        inner *= n
+    return np.lib.stride_tricks.as_strided(a, (a.shape[0], a.size // a.shape[0]), (a.strides[0], a.itemsize))
 
 
 def _lane_padded(a, dtype):
@@ -123,6 +143,7 @@ def dense_block_rows(k: int, n: int) -> int:
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _ISA = _cpu.isa()  # the vector ISA the hand-vectorised kernels run here
+_DIRECT_ISAS = ("avx2", "avx512")  # those with conv_direct's register tiles (the baseline has none)
 
 
 def _rows(a, dtype):
@@ -218,9 +239,9 @@ class CpuOps(Ops):
         self.n_threads = (os.cpu_count() or 1) if n_threads is None else int(n_threads)
         self._weights: dict = {}  # arrays derived from read-only weights: key -> (owner, array)
 
-    #: `conv_residual_relu` and `conv_adjoint_relu` run in conv_direct's store (AVX-512 CPUs);
-    #: `add_activation` is one threaded pass.
-    fused_ops = frozenset({"add_activation", "conv_residual_relu", "conv_adjoint_relu"})
+    #: `conv_relu`, `conv_residual_relu` and `conv_adjoint_relu` run in the direct tiles' store (AVX2
+    #: and AVX-512 CPUs); `add_activation` is one threaded pass.
+    fused_ops = frozenset({"add_activation", "conv_relu", "conv_residual_relu", "conv_adjoint_relu"})
 
     def close(self) -> None:
         """Drop the kernels derived from weights (packed, padded, flipped)."""
@@ -254,11 +275,23 @@ class CpuOps(Ops):
         return _cpu.add(np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1),
                         self.n_threads).reshape(a.shape)
 
+    def assign(self, dst, src):
+        """On threads where each row (first axis) of both is one contiguous run (1-D crops and pads
+        of channels-last arrays): `_cpu.copy_rows`; numpy's assignment otherwise."""
+        if (isinstance(dst, np.ndarray) and isinstance(src, np.ndarray) and dst.shape == src.shape
+                and dst.dtype == src.dtype and dst.dtype in _FLOATS and dst.ndim >= 2 and dst.size > 0):
+            d2, s2 = _row_runs(dst), _row_runs(src)
+            if d2 is not None and s2 is not None:
+                _cpu.copy_rows(s2, d2, self.n_threads)
+                return
+        dst[...] = src
+
     # ---------------------------------------------------------- dense algebra
     def matmul(self, a, b):
         """``a @ b`` for 2-D ``a`` (M, K) and ``b`` (K, N); ``b`` may be a transposed view.
 
-        On AVX-512 CPUs (K >= `DIRECT_MIN_CHANNELS`, float32/64): `_cpu.matmul_direct`, whose
+        On AVX-512 CPUs (K >= `DIRECT_MIN_CHANNELS`, float32/64), and AVX2 CPUs for float32 (their
+        float64 tile is narrow; dgemm is faster there): `_cpu.matmul_direct`, whose
         tiles sum each value in a fixed order with ``b`` packed once (faster than padded BLAS
         blocks for the few dozen rows dense layers get per chunk). Otherwise `_cpu.matmul`, in
         blocks of exactly ``dense_block_rows(K, N)`` rows (the last one zero-padded) and column
@@ -266,7 +299,8 @@ class CpuOps(Ops):
         columns, on ``n_threads`` threads, so an element's bits do not depend on M or on the
         thread count. Expects to run inside `compute_context` (one BLAS thread per call).
         """
-        if _ISA == "avx512" and a.dtype == b.dtype and a.dtype in _FLOATS and a.shape[1] >= DIRECT_MIN_CHANNELS:
+        if (a.dtype == b.dtype and a.dtype in _FLOATS and a.shape[1] >= DIRECT_MIN_CHANNELS
+                and (_ISA == "avx512" or (_ISA == "avx2" and a.dtype == np.float32))):
             # a 1x1 convolution through conv_direct's tiles: no per-call packing, no padded rows
             return _cpu.matmul_direct(np.ascontiguousarray(a), self._direct_kernel(b), b.shape[1],
                                       self.n_threads)
@@ -292,14 +326,18 @@ class CpuOps(Ops):
         computed once for as long as this backend lives (an `Explainer`'s session; bench/README.md,
         "Direct convolution and dense tiles", for what packing per call costs). Every time for a
         writeable ``b``. The entry keeps b's memory alive, so its address cannot be reused by
-        another array meanwhile."""
+        another array meanwhile. What is kept is read-only, so what is derived from it in turn
+        (the packed tiles of a flipped kernel) is kept too."""
         if b.flags.writeable:
             return make(b)
         owner = b.base if isinstance(b.base, np.ndarray) else b
         key = (what, id(owner), b.__array_interface__["data"][0], b.shape, b.strides, b.dtype.str)
         hit = self._weights.get(key)
         if hit is None:
-            hit = self._weights[key] = (owner, make(b))
+            made = make(b)
+            if isinstance(made, np.ndarray):
+                made.flags.writeable = False
+            hit = self._weights[key] = (owner, made)
         return hit[1]
 
     def _padded_weights(self, b):
@@ -375,8 +413,9 @@ class CpuOps(Ops):
         return out.reshape(-1, n)
 
     def _conv_dense(self, x, kernel, g: Geometry, bias=None, addend=None):
-        """On AVX-512 CPUs, for >= `DIRECT_MIN_CHANNELS` input channels: `_cpu.conv_direct`, a
-        convolution without unfolding whose register tiles read the input in place. Otherwise
+        """On AVX2 and AVX-512 CPUs, for >= `DIRECT_MIN_CHANNELS` input channels: `_cpu.conv_direct`, a
+        convolution without unfolding whose register tiles read the input in place, or for 1-D
+        three-tap layers `_cpu.conv_winograd3` (`_tiles`). Otherwise
         fused `im2col` + `matmul` (+ bias): each block of output cells is unfolded into a
         per-thread buffer, multiplied at once and given its bias while in cache
         (``_cpu.conv_forward``), in blocks of ``gemm_block_rows(K, N)`` rows, so the result is
@@ -387,7 +426,7 @@ class CpuOps(Ops):
         None) is added to the result, by conv_direct as it stores each value."""
         dt = np.result_type(x, kernel)
         if addend is not None:
-            if self._conv_runs_direct(g) and dt in _FLOATS and addend.dtype == dt:
+            if dt in _FLOATS and self._conv_runs_direct(g, dt) and addend.dtype == dt:
                 addend = _rows(addend.reshape(-1, kernel.shape[1]), dt)
             else:
                 return self.add(addend.reshape(-1, kernel.shape[1]), self._conv_dense(x, kernel, g, bias))
@@ -395,11 +434,10 @@ class CpuOps(Ops):
             return super().conv_forward(x, kernel, g, bias)
         k, n = kernel.shape
         x = _nhwc(x, dt, g)
-        if self._conv_runs_direct(g):
+        if self._conv_runs_direct(g, dt):
             if bias is not None:
                 bias = _lane_padded(np.asarray(bias).reshape(n), dt)
-            return _cpu.conv_direct(x, self._direct_kernel(np.asarray(kernel, dtype=dt)), g, n,
-                                    self.n_threads, bias, _ISA, addend)
+            return self._tiles(x, np.asarray(kernel, dtype=dt), g, n, bias, addend)
         block_rows, per_example = gemm_block_rows(k, n), False
         if dt == np.float32 and not sgemm_is_deterministic():
             # This sgemm gives a row bits that depend on its position in the call: blocks that
@@ -423,21 +461,60 @@ class CpuOps(Ops):
                           block_rows, self.n_threads, bias, per_example)
         return out
 
+    def _stores_epilogue(self, g: Geometry, dt, n) -> bool:
+        """Whether `conv_forward` runs the tiles with a store epilogue for every row of this
+        convolution (no one-hot or sparse rows possible, more than `NARROW_MAX_CHANNELS` outputs)."""
+        return (dt in _FLOATS and self._conv_runs_direct(g, dt) and g.c > ONEHOT_MAX_CHANNELS
+                and not self.conv_skips_zeros(g) and n > NARROW_MAX_CHANNELS)
+
+    def conv_relu(self, x, kernel, g: Geometry, bias):
+        """In one pass where `conv_forward` would run the tiles for every row: the ReLU in their store."""
+        dt, n = np.result_type(x, kernel), kernel.shape[1]
+        if not self._stores_epilogue(g, dt, n):
+            return super().conv_relu(x, kernel, g, bias)
+        b = None if bias is None else _lane_padded(np.asarray(bias).reshape(n), dt)
+        return self._tiles(_nhwc(x, dt, g), np.asarray(kernel, dtype=dt), g, n, b, relu=True)
+
     def conv_residual_relu(self, x, kernel, g: Geometry, bias, residual):
         """In one pass where `conv_forward` would run the direct tiles for every row (no one-hot or
         sparse rows possible): the ReLU and the Add happen in the tiles' store."""
         dt, n = np.result_type(x, kernel), kernel.shape[1]
-        if (dt not in _FLOATS or residual.dtype != dt or not self._conv_runs_direct(g)
-                or g.c <= ONEHOT_MAX_CHANNELS or self.conv_skips_zeros(g)):
+        if residual.dtype != dt or not self._stores_epilogue(g, dt, n):
             return super().conv_residual_relu(x, kernel, g, bias, residual)
         b = None if bias is None else _lane_padded(np.asarray(bias).reshape(n), dt)
-        return _cpu.conv_direct(_nhwc(x, dt, g), self._direct_kernel(np.asarray(kernel, dtype=dt)), g, n,
-                                self.n_threads, b, _ISA, None, _rows(residual.reshape(-1, n), dt))
+        return self._tiles(_nhwc(x, dt, g), np.asarray(kernel, dtype=dt), g, n, b, None,
+                           _rows(residual.reshape(-1, n), dt))
+
+    @classmethod
+    def _conv_runs_direct(cls, g: Geometry, dtype) -> bool:
+        """Whether `_conv_dense` runs the register tiles (`_tiles`) for this geometry and dtype (see
+        `DIRECT_MIN_CHANNELS`): on AVX-512 CPUs always; on AVX2 CPUs for float32, and for float64
+        where Winograd runs (AVX2's float64 tile holds 8 values a cell, and dgemm, which is
+        position-independent, is faster for other shapes: bench/README.md)."""
+        if g.c < DIRECT_MIN_CHANNELS or _ISA not in _DIRECT_ISAS:
+            return False
+        return _ISA == "avx512" or np.dtype(dtype) == np.float32 or cls._conv_runs_winograd(g)
 
     @staticmethod
-    def _conv_runs_direct(g: Geometry) -> bool:
-        """Whether `_conv_dense` runs `_cpu.conv_direct` for this geometry (see `DIRECT_MIN_CHANNELS`)."""
-        return _ISA == "avx512" and g.c >= DIRECT_MIN_CHANNELS
+    def _conv_runs_winograd(g: Geometry) -> bool:
+        """Whether a convolution that runs the direct tiles runs `_cpu.conv_winograd3` instead
+        (see `WINOGRAD_MAX_DILATION_SHARE`)."""
+        return (g.h == 1 and g.kh == 1 and g.kw == 3 and g.sw == 1
+                and (g.pl == 0 or WINOGRAD_MAX_DILATION_SHARE * g.dw <= g.w_out))
+
+    def _tiles(self, x, kernel, g: Geometry, n, bias, addend=None, residual=None, relu_grad_of=None, relu=False):
+        """The direct convolution of x (n, h, w, c) on this CPU's register tiles: `_cpu.conv_narrow`
+        for at most `NARROW_MAX_CHANNELS` output channels (no second output), `_cpu.conv_winograd3`
+        where `_conv_runs_winograd`, else `_cpu.conv_direct` (their arguments and results; ``bias``
+        zero-padded to the vector length)."""
+        if n <= NARROW_MAX_CHANNELS and residual is None and relu_grad_of is None and not relu:
+            kt = self._derived(kernel, "transposed", lambda k: np.ascontiguousarray(k.T))
+            return _cpu.conv_narrow(x, kt, g, self.n_threads, None if bias is None else bias[:n], _ISA, addend)
+        if self._conv_runs_winograd(g):
+            return _cpu.conv_winograd3(x, self._winograd_kernel(kernel), g, n, self.n_threads, bias, _ISA, addend,
+                                       residual, relu_grad_of, relu)
+        return _cpu.conv_direct(x, self._direct_kernel(kernel), g, n, self.n_threads, bias, _ISA, addend,
+                                residual, relu_grad_of, relu)
 
     def _direct_kernel(self, kernel):
         """The kernel (taps*c, n) packed for `_cpu.conv_direct`, once per run: blocks of
@@ -449,6 +526,18 @@ class CpuOps(Ops):
             return np.concatenate([padded[:, c0:c0 + width].ravel() for c0 in range(0, padded.shape[1], width)])
 
         return self._derived(kernel, "direct_packed", pack)
+
+    def _winograd_kernel(self, kernel):
+        """The kernel (3*c, n) of a three-tap 1-D convolution as `_cpu.conv_winograd3` reads it, once
+        per run: G0 = g0, G1 = (g0 + g1 + g2) / 2, G2 = (g0 - g1 + g2) / 2, G3 = g2 (g_t its tap t,
+        (c, n)), each packed as `_direct_kernel` packs a kernel, one after the other."""
+        def transform(k):
+            g0, g1, g2 = np.split(k, 3)
+            half = k.dtype.type(0.5)
+            return np.concatenate([self._direct_kernel(np.ascontiguousarray(gk)) for gk in
+                                   (g0, (g0 + g1 + g2) * half, (g0 - g1 + g2) * half, g2)])
+
+        return self._derived(kernel, "winograd3_packed", transform)
 
     def conv_skips_zeros(self, g: Geometry) -> bool:
         """True for kernels of at least `SPARSE_MIN_TAPS_CHANNELS` taps x input channels with
@@ -501,12 +590,12 @@ class CpuOps(Ops):
         if (dt in _FLOATS and addend.dtype == dt and z.dtype == dt
                 and g.kh * g.kw * g.c < SPARSE_MIN_TAPS_CHANNELS):
             flipped = self._flipped(np.asarray(kernel, dtype=dt), g)
-        if flipped is None or not self._conv_runs_direct(flipped[1]):
+        if flipped is None or not self._conv_runs_direct(flipped[1], dt):
             return super().conv_adjoint_relu(m, kernel, g, addend, z)
         wf, gt = flipped
         shape = (m.shape[0], g.h, g.w, g.c)
-        a, masked = _cpu.conv_direct(_nhwc(m, dt, gt), self._direct_kernel(wf), gt, g.c, self.n_threads, None, _ISA,
-                                     _rows(addend.reshape(-1, g.c), dt), None, _rows(z.reshape(-1, g.c), dt))
+        a, masked = self._tiles(_nhwc(m, dt, gt), wf, gt, g.c, None, _rows(addend.reshape(-1, g.c), dt), None,
+                                _rows(z.reshape(-1, g.c), dt))
         return a.reshape(shape), masked.reshape(shape)
 
     def _flipped(self, kernel, g: Geometry):

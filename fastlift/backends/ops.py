@@ -108,6 +108,10 @@ class Ops:
         """a + b for two arrays of one shape and dtype (residual merges, multipliers meeting)."""
         return a + b
 
+    def assign(self, dst, src):
+        """``dst[...] = src`` for views of one shape and dtype (a crop's slice, a pad's middle)."""
+        dst[...] = src
+
     # ---------------------------------------------------------- dense algebra
     def matmul(self, a, b):
         """``a @ b`` for 2-D ``a`` (M, K) and ``b`` (K, N); ``b`` may be a transposed view."""
@@ -163,6 +167,14 @@ class Ops:
         rows = self.asarray(np.arange(flat.shape[0]), np.int64)
         zero = self.asarray(np.zeros(1), a.dtype)
         return a, self.gradient_backward(Act.RELU, flat, z.reshape(flat.shape), rows, zero).reshape(a.shape)
+
+    def conv_relu(self, x, kernel, g: Geometry, bias):
+        """(z, relu(z)) with z = ``conv_forward(x, kernel, g, bias)`` (rows, c_out): a convolution
+        and the ReLU that alone reads it, both kept. Backends may do both in one pass (CpuOps: in
+        the store of its direct tiles); the bits are those of `conv_forward` followed by
+        `activation_forward`."""
+        z = self.conv_forward(x, kernel, g, bias)
+        return z, self.activation_forward(Act.RELU, z, self.asarray(np.zeros(1), z.dtype))
 
     def conv_residual_relu(self, x, kernel, g: Geometry, bias, residual):
         """(z, residual + relu(z)) with z = ``conv_forward(x, kernel, g, bias)`` (rows, c_out)

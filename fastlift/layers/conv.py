@@ -200,12 +200,18 @@ class _CropPad(_Spatial, Layer):
     def _pad(self, ops, x):
         amounts = (((0, 0),) + self.amounts) if self.ndim == 1 else self.amounts
         big = (x.shape[0],) + tuple(n + a + b for n, (a, b) in zip(x.shape[1:3], amounts)) + (x.shape[3],)
-        out = ops.xp.zeros(big, dtype=x.dtype)
-        out[self._slices(big[1:3])] = x
+        out = ops.xp.empty(big, dtype=x.dtype)
+        for axis, (a, b) in enumerate(amounts, start=1):  # zero the margins only, not the whole array
+            out[(slice(None),) * axis + (slice(0, a),)] = 0
+            out[(slice(None),) * axis + (slice(big[axis] - b, big[axis]),)] = 0
+        ops.assign(out[self._slices(big[1:3])], x)
         return out
 
     def _crop(self, ops, x):
-        return ops.xp.ascontiguousarray(x[self._slices(x.shape[1:3])])
+        part = x[self._slices(x.shape[1:3])]
+        out = ops.xp.empty(part.shape, dtype=x.dtype)
+        ops.assign(out, part)
+        return out
 
     def forward(self, ops, xs, w):
         x = self.to_nhwc(ops, xs[0])
