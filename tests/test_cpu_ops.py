@@ -327,14 +327,16 @@ def test_im2col_col2im(g, dtype, n, rng):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("g", GEOMETRIES)
 def test_conv_forward_is_the_unfused_gemm_bit_for_bit(g, dtype, n_out, rng):
-    # (or, where it runs conv_direct, or float32 sgemm in per-example blocks because this BLAS's
-    # sgemm is position-dependent, the same values in another order: within rounding)
+    # (or, where the convolution or the matmul runs the register tiles, or float32 sgemm in
+    # per-example blocks because this BLAS's sgemm is position-dependent, the same values in
+    # another order: within rounding)
     from fastlift.backends import cpu_ops
 
     x = rng.standard_normal((23, g.h, g.w, g.c)).astype(dtype)
     kernel = rng.standard_normal((g.kh * g.kw * g.c, n_out)).astype(dtype)
     tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {}
-    reordered = CPU._conv_runs_direct(g, dtype) or (dtype == np.float32 and not cpu_ops.sgemm_is_deterministic())
+    reordered = (CPU._conv_runs_direct(g, dtype) or CPU._matmul_runs_direct(kernel.shape[0], dtype)
+                 or (dtype == np.float32 and not cpu_ops.sgemm_is_deterministic()))
     like = (lambda a, b, dt: close(a, b, dt, **tol)) if reordered else same
     with CPU.compute_context():
         got = CPU.conv_forward(x, kernel, g)

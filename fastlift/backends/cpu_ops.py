@@ -299,8 +299,7 @@ class CpuOps(Ops):
         columns, on ``n_threads`` threads, so an element's bits do not depend on M or on the
         thread count. Expects to run inside `compute_context` (one BLAS thread per call).
         """
-        if (a.dtype == b.dtype and a.dtype in _FLOATS and a.shape[1] >= DIRECT_MIN_CHANNELS
-                and (_ISA == "avx512" or (_ISA == "avx2" and a.dtype == np.float32))):
+        if a.dtype == b.dtype and a.dtype in _FLOATS and self._matmul_runs_direct(a.shape[1], a.dtype):
             # a 1x1 convolution through conv_direct's tiles: no per-call packing, no padded rows
             return _cpu.matmul_direct(np.ascontiguousarray(a), self._direct_kernel(b), b.shape[1],
                                       self.n_threads)
@@ -320,6 +319,11 @@ class CpuOps(Ops):
         # (one thread system: idle OpenMP threads do not spin against a separate GEMM pool).
         _cpu.matmul(a, b, out, dense_block_rows(k, out.shape[1]), self.n_threads, gemm_panel_cols(b.shape[1]))
         return out
+
+    @staticmethod
+    def _matmul_runs_direct(k: int, dtype) -> bool:
+        """Whether `matmul` of float arrays with ``k`` columns in ``a`` runs `_cpu.matmul_direct`."""
+        return k >= DIRECT_MIN_CHANNELS and (_ISA == "avx512" or (_ISA == "avx2" and np.dtype(dtype) == np.float32))
 
     def _derived(self, b, what, make):
         """``make(b)`` for a read-only ``b`` (a weight the session converted, `model.WeightCache`),
