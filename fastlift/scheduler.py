@@ -115,11 +115,12 @@ class Chunk:
         if self.shared and "acts" in self._shared_cache:
             return self._shared_cache["acts"]
         memo = self.work.shared_acts if self.shared else None
-        acts = memo.get(self._ref_host, self.work.shared_key) if memo is not None else None
+        entry = memo.entry(self._ref_host, self.work.shared_key) if memo is not None else None
+        acts = memo.get(self._ref_host, entry=entry) if memo is not None else None
         if acts is None:
             acts = forward([self.work.ops.asarray(r, self.work.dtype) for r in self._ref_host])
             if memo is not None:
-                memo.put(self._ref_host, acts, self.work.shared_key)
+                memo.put(self._ref_host, acts, entry=entry)
         if self.shared:
             self._shared_cache["acts"] = acts
         return acts
@@ -182,17 +183,22 @@ class SharedReferenceActs:
             digest.update(r.view(np.uint8).reshape(-1))
         return digest.hexdigest()
 
-    def get(self, rows, key=None):
-        wanted = (self._digest(rows), key)
+    def entry(self, rows, key=None):
+        """The memo's key for ``rows`` and ``key`` (a digest of the rows' bytes: compute it once
+        per call and hand it to `get` and `put`)."""
+        return (self._digest(rows), key)
+
+    def get(self, rows, key=None, entry=None):
+        wanted = self.entry(rows, key) if entry is None else entry
         for k, acts in self._items:
             if k == wanted:
                 return acts
         return None
 
-    def put(self, rows, acts, key=None) -> bool:
+    def put(self, rows, acts, key=None, entry=None) -> bool:
         """Offer the activations of ``rows``: kept if these rows were offered before (returns
         whether they were kept)."""
-        entry = (self._digest(rows), key)
+        entry = self.entry(rows, key) if entry is None else entry
         repeat = entry in self._seen
         self._seen = [entry] + [e for e in self._seen if e != entry][:self.seen - 1]
         if not repeat:

@@ -67,8 +67,11 @@ def test_generated_references_depend_on_seed_and_example_not_on_chunking():
     assert not np.array_equal(rows(5, 7), rows(5, 8))
 
 
-def test_forward_of_shared_rows_runs_once_per_session():
-    calls = []
+def test_forward_of_shared_rows_runs_once_per_session(monkeypatch):
+    calls, digests = [], []
+    real_digest = scheduler.SharedReferenceActs._digest
+    monkeypatch.setattr(scheduler.SharedReferenceActs, "_digest",
+                        staticmethod(lambda rows: digests.append(1) or real_digest(rows)))
 
     def forward(rows, keep=None):
         calls.append(float(rows[0][0, 0]))  # 1.0: example rows, 0.0: the zero reference
@@ -81,8 +84,8 @@ def test_forward_of_shared_rows_runs_once_per_session():
             acts_x, acts_r = chunk.acts(forward)
             np.testing.assert_array_equal(acts_x["out"], np.full((1, 2), 2.0))
             np.testing.assert_array_equal(acts_r["out"], np.zeros((1, 2)))
-        # once per call, and kept from the second call with these rows on
-        assert calls.count(0.0) == min(n_call + 1, 2)
+        # once per call, and kept from the second call with these rows on; one digest per call
+        assert calls.count(0.0) == min(n_call + 1, 2) and len(digests) == n_call + 1
     assert calls.count(1.0) == 12
     assert not memo.get([np.zeros((1, 2))])["out"].flags.writeable
     memo.clear()

@@ -22,6 +22,7 @@ shape). Calling one layer several times shares its weights, as in Keras.
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from collections import defaultdict
 
@@ -59,7 +60,7 @@ class Node:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)  # Python ints: exact, and ~20x faster than np.prod per call
 
     def __repr__(self) -> str:
         return f"<Node {self.name!r} {type(self.layer).__name__} shape={self.shape}>"
