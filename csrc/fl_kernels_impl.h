@@ -852,7 +852,7 @@ FL_TARGET_AVX2 FL_NOINLINE void FL_KI(direct_rows_ymm)(const FL_T *FL_RESTRICT x
                                                       int64_t c_out, FL_T *FL_RESTRICT out__nijo,
                                                       int64_t row_begin, int64_t row_end)
 {
-    const int64_t lanes = (int64_t)(FL_VEC_BYTES / sizeof(FL_T));
+    const int64_t lanes = (int64_t)(sizeof(FL_KI(vec)) / sizeof(FL_T));
     const int64_t width = FL_VEC_BLOCK * lanes, taps_c = g.kh * g.kw * g.c;
     for (int64_t q = row_begin; q < row_end; ++q) {
         const int64_t n = q / g.h_out, i = q % g.h_out;
@@ -860,17 +860,34 @@ FL_TARGET_AVX2 FL_NOINLINE void FL_KI(direct_rows_ymm)(const FL_T *FL_RESTRICT x
             const int64_t left = c_out - col0;
             const int nv = left >= width ? FL_VEC_BLOCK : (int)((left + lanes - 1) / lanes);
             const FL_T *wblock = wp__btcv + (col0 / width) * taps_c * width;
-            for (int k = 0; k < nv; ++k)
+            for (int k = 0; k < nv; ++k)  // one kernel vector's columns over the whole row: they stay in L1
                 for (int64_t j0 = 0; j0 < g.w_out; j0 += FL_DIRECT_CELLS_YMM) {
-                const int64_t cells = g.w_out - j0 < FL_DIRECT_CELLS_YMM ? g.w_out - j0 : FL_DIRECT_CELLS_YMM;
+                    const int64_t cells = g.w_out - j0 < FL_DIRECT_CELLS_YMM ? g.w_out - j0 : FL_DIRECT_CELLS_YMM;
                     FL_KI(direct_tile_ymm)(x__nhwc, zero__c, wblock + k * lanes, nv * lanes, bias__o, addend__nijo,
                                           aux__nijo, out2__nijo, epi, g, n, i, j0, cells, col0 + k * lanes,
                                           c_out, out__nijo);
-            }
+                }
         }
     }
 }
 #endif
+
+// conv_direct's rows on the tiles of an fl_isa() variant: AVX2's own, else FL_ISA_CALL's copy.
+static inline void FL_KI(direct_dispatch)(int variant, const FL_T *x__nhwc, const FL_T *wp__btcv,
+                                          const FL_T *bias__o, const FL_T *zero__c, const FL_T *addend__nijo,
+                                          const FL_T *aux__nijo, FL_T *out2__nijo, int epi, fl_geometry g,
+                                          int64_t c_out, FL_T *out__nijo, int64_t row_begin, int64_t row_end)
+{
+#ifdef FL_X86_DISPATCH
+    if (variant == FL_ISA_AVX2) {
+        FL_KI(direct_rows_ymm)(x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, aux__nijo, out2__nijo, epi, g,
+                               c_out, out__nijo, row_begin, row_end);
+        return;
+    }
+#endif
+    FL_ISA_CALL(variant, direct_rows, (x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, aux__nijo, out2__nijo,
+                                       epi, g, c_out, out__nijo, row_begin, row_end));
+}
 
 // isa: an FL_ISA_* code, the highest variant to use (FL_ISA_AUTO: the best the CPU has).
 FL_KERNEL void FL_K(conv_direct)(const FL_T *FL_RESTRICT x__nhwc,     // IN
@@ -885,16 +902,8 @@ FL_KERNEL void FL_K(conv_direct)(const FL_T *FL_RESTRICT x__nhwc,     // IN
                                  FL_T *FL_RESTRICT out__nijo,         // OUT
                                  int64_t row_begin, int64_t row_end)
 {
-    const int variant = fl_isa(isa);
-#ifdef FL_X86_DISPATCH
-    if (variant == FL_ISA_AVX2) {
-        FL_KI(direct_rows_ymm)(x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, aux__nijo, out2__nijo, epi, g,
-                               c_out, out__nijo, row_begin, row_end);
-        return;
-    }
-#endif
-    FL_ISA_CALL(variant, direct_rows, (x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, aux__nijo, out2__nijo,
-                                       epi, g, c_out, out__nijo, row_begin, row_end));
+    FL_KI(direct_dispatch)(fl_isa(isa), x__nhwc, wp__btcv, bias__o, zero__c, addend__nijo, aux__nijo, out2__nijo,
+                           epi, g, c_out, out__nijo, row_begin, row_end);
 }
 
 // conv_winograd3: conv_direct's convolution for 1-D layers of three taps and stride 1 (any dilation
@@ -921,7 +930,7 @@ FL_ROWS void FL_KI(winograd3_rows)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *
                                   int64_t row_begin, int64_t row_end)
 {
     const int64_t c = g.c, d = g.dw, w_out = g.w_out, B = FL_WINOGRAD_TILES;
-    const int64_t lanes = (int64_t)(FL_VEC_BYTES / sizeof(FL_T));
+    const int64_t lanes = (int64_t)(sizeof(FL_KI(vec)) / sizeof(FL_T));
     const int64_t c_pad = (c_out + lanes - 1) / lanes * lanes;
     const int64_t n_tiles = (w_out / (2 * d)) * d + (w_out % (2 * d) < d ? w_out % (2 * d) : d);
     FL_T *dk = scratch;                             // (4, B, c): transformed inputs
@@ -947,17 +956,9 @@ FL_ROWS void FL_KI(winograd3_rows)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *
                 }
             }
             const fl_geometry gm = {1, nt, c, 1, 1, 1, 1, 1, 1, 0, 0, 1, nt};
-            for (int k = 0; k < 4; ++k) {
-                const FL_T *xk = dk + k * B * c, *wk = wg__kbtcv + k * c * c_pad;
-                FL_T *ok = mk + k * B * c_out;
-#ifdef FL_X86_DISPATCH
-                if (variant == FL_ISA_AVX2) {
-                    FL_KI(direct_rows_ymm)(xk, wk, NULL, zero__c, NULL, NULL, NULL, 0, gm, c_out, ok, 0, 1);
-                    continue;
-                }
-#endif
-                FL_ISA_CALL(variant, direct_rows, (xk, wk, NULL, zero__c, NULL, NULL, NULL, 0, gm, c_out, ok, 0, 1));
-            }
+            for (int k = 0; k < 4; ++k)
+                FL_KI(direct_dispatch)(variant, dk + k * B * c, wg__kbtcv + k * c * c_pad, NULL, zero__c, NULL, NULL,
+                                       NULL, 0, gm, c_out, mk + k * B * c_out, 0, 1);
             for (int64_t t = 0; t < nt; ++t) {
                 const int64_t j = ((t0 + t) / d) * 2 * d + (t0 + t) % d;
                 const FL_T *m0 = mk + t * c_out, *m1 = m0 + B * c_out, *m2 = m1 + B * c_out, *m3 = m2 + B * c_out;

@@ -56,6 +56,7 @@ def forward_steps(model: Model, keep, given, fused_ops, computed=None) -> tuple:
     with_relu = _conv_relus(model, given, fused_ops, computed, skipped)
     if not (fused or with_relu):
         return model.plain_steps
+    skipped |= set(with_relu.values())  # computed by their convolution's step
     steps = []
     for step in model.plain_steps:
         (node,) = step.outputs
@@ -67,14 +68,15 @@ def forward_steps(model: Model, keep, given, fused_ops, computed=None) -> tuple:
         elif node in fused:
             act, other = fused[node]
             steps.append(Step((node,), (act.inputs[0], other), _add_activation(act.layer)))
-        elif node not in skipped and node not in with_relu.values():
+        elif node not in skipped:
             steps.append(step)
     return tuple(steps)
 
 
 def _conv_relus(model: Model, given, fused_ops, computed, skipped) -> dict:
     """{convolution node: its ReLU node} for ``conv_relu``: a ReLU that alone reads a channels-last
-    convolution, both computed by this pass and neither given or skipped by another fusion."""
+    convolution, both computed by this pass, neither given, and the ReLU not skipped by another
+    fusion (which then computes its convolution too)."""
     if "conv_relu" not in fused_ops:
         return {}
     out = {}
@@ -83,7 +85,7 @@ def _conv_relus(model: Model, given, fused_ops, computed, skipped) -> dict:
             continue
         z = act.inputs[0]
         if (isinstance(z.layer, Convolution) and z.layer.data_format == "channels_last"
-                and model.readers[z] == [act] and z not in given and z not in skipped
+                and model.readers[z] == [act] and z not in given
                 and (computed is None or (z in computed and act in computed))):
             out[z] = act
     return out

@@ -321,9 +321,16 @@ class CpuOps(Ops):
         return out
 
     @staticmethod
-    def _matmul_runs_direct(k: int, dtype) -> bool:
+    def _tiles_serve(dtype) -> bool:
+        """Whether the register tiles run ``dtype`` here: on AVX-512 CPUs always, on AVX2 CPUs for
+        float32 (AVX2's float64 tile holds 8 values a cell and dgemm, position-independent, is
+        faster on most shapes: bench/README.md)."""
+        return _ISA == "avx512" or (_ISA == "avx2" and np.dtype(dtype) == np.float32)
+
+    @classmethod
+    def _matmul_runs_direct(cls, k: int, dtype) -> bool:
         """Whether `matmul` of float arrays with ``k`` columns in ``a`` runs `_cpu.matmul_direct`."""
-        return k >= DIRECT_MIN_CHANNELS and (_ISA == "avx512" or (_ISA == "avx2" and np.dtype(dtype) == np.float32))
+        return k >= DIRECT_MIN_CHANNELS and cls._tiles_serve(dtype)
 
     def _derived(self, b, what, make):
         """``make(b)`` for a read-only ``b`` (a weight the session converted, `model.WeightCache`),
@@ -439,8 +446,6 @@ class CpuOps(Ops):
         k, n = kernel.shape
         x = _nhwc(x, dt, g)
         if self._conv_runs_direct(g, dt):
-            if bias is not None:
-                bias = _lane_padded(np.asarray(bias).reshape(n), dt)
             return self._tiles(x, np.asarray(kernel, dtype=dt), g, n, bias, addend)
         block_rows, per_example = gemm_block_rows(k, n), False
         if dt == np.float32 and not sgemm_is_deterministic():
@@ -476,8 +481,7 @@ class CpuOps(Ops):
         dt, n = np.result_type(x, kernel), kernel.shape[1]
         if not self._stores_epilogue(g, dt, n):
             return super().conv_relu(x, kernel, g, bias)
-        b = None if bias is None else _lane_padded(np.asarray(bias).reshape(n), dt)
-        return self._tiles(_nhwc(x, dt, g), np.asarray(kernel, dtype=dt), g, n, b, relu=True)
+        return self._tiles(_nhwc(x, dt, g), np.asarray(kernel, dtype=dt), g, n, bias, relu=True)
 
     def conv_residual_relu(self, x, kernel, g: Geometry, bias, residual):
         """In one pass where `conv_forward` would run the direct tiles for every row (no one-hot or
@@ -485,19 +489,17 @@ class CpuOps(Ops):
         dt, n = np.result_type(x, kernel), kernel.shape[1]
         if residual.dtype != dt or not self._stores_epilogue(g, dt, n):
             return super().conv_residual_relu(x, kernel, g, bias, residual)
-        b = None if bias is None else _lane_padded(np.asarray(bias).reshape(n), dt)
-        return self._tiles(_nhwc(x, dt, g), np.asarray(kernel, dtype=dt), g, n, b, None,
+        return self._tiles(_nhwc(x, dt, g), np.asarray(kernel, dtype=dt), g, n, bias, None,
                            _rows(residual.reshape(-1, n), dt))
 
     @classmethod
     def _conv_runs_direct(cls, g: Geometry, dtype) -> bool:
         """Whether `_conv_dense` runs the register tiles (`_tiles`) for this geometry and dtype (see
-        `DIRECT_MIN_CHANNELS`): on AVX-512 CPUs always; on AVX2 CPUs for float32, and for float64
-        where Winograd runs (AVX2's float64 tile holds 8 values a cell, and dgemm, which is
-        position-independent, is faster for other shapes: bench/README.md)."""
+        `DIRECT_MIN_CHANNELS`): where they serve the dtype (`_tiles_serve`), and on AVX2 CPUs for
+        float64 too where Winograd runs (its two thirds of the multiply-adds beat dgemm)."""
         if g.c < DIRECT_MIN_CHANNELS or _ISA not in _DIRECT_ISAS:
             return False
-        return _ISA == "avx512" or np.dtype(dtype) == np.float32 or cls._conv_runs_winograd(g)
+        return cls._tiles_serve(dtype) or cls._conv_runs_winograd(g)
 
     @staticmethod
     def _conv_runs_winograd(g: Geometry) -> bool:
@@ -510,10 +512,14 @@ class CpuOps(Ops):
         """The direct convolution of x (n, h, w, c) on this CPU's register tiles: `_cpu.conv_narrow`
         for at most `NARROW_MAX_CHANNELS` output channels (no second output), `_cpu.conv_winograd3`
         where `_conv_runs_winograd`, else `_cpu.conv_direct` (their arguments and results; ``bias``
-        zero-padded to the vector length)."""
+        (n,) or None)."""
+        if bias is not None:
+            bias = np.asarray(bias, dtype=kernel.dtype).reshape(n)
         if n <= NARROW_MAX_CHANNELS and residual is None and relu_grad_of is None and not relu:
             kt = self._derived(kernel, "transposed", lambda k: np.ascontiguousarray(k.T))
-            return _cpu.conv_narrow(x, kt, g, self.n_threads, None if bias is None else bias[:n], _ISA, addend)
+            return _cpu.conv_narrow(x, kt, g, self.n_threads, bias, _ISA, addend)
+        if bias is not None:  # the tiles read whole vectors of output channels
+            bias = _lane_padded(bias, kernel.dtype)
         if self._conv_runs_winograd(g):
             return _cpu.conv_winograd3(x, self._winograd_kernel(kernel), g, n, self.n_threads, bias, _ISA, addend,
                                        residual, relu_grad_of, relu)
