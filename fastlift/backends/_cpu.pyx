@@ -34,6 +34,7 @@ lets small calls run on one thread (``MIN_WORK_PER_THREAD``) without changing a 
 """
 
 from cython.parallel cimport prange
+cimport openmp
 from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.string cimport memcpy
 from cython cimport floating
@@ -598,7 +599,7 @@ def conv_direct(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
     store, with the bits of ``add_activation``. With ``relu_grad_of`` (a ReLU's input z), returns
     (out, out * relu'(z)), with the bits of ``gradient_backward``. With ``relu``, returns
     (out, relu(out)), with the bits of ``activation_forward``."""
-    return _conv_tiles(x, wp, g, c_out, n_threads, bias, isa, addend, residual, relu_grad_of, relu, False)
+    return _conv_tiles(x, wp, g, c_out, n_threads, bias, isa, addend, residual, relu_grad_of, relu, 0)
 
 
 def conv_winograd3(const floating[:, :, :, ::1] x,     # IN  (n, 1, w, c)
@@ -610,17 +611,20 @@ def conv_winograd3(const floating[:, :, :, ::1] x,     # IN  (n, 1, w, c)
                    const floating[:, ::1] addend=None,
                    const floating[:, ::1] residual=None,
                    const floating[:, ::1] relu_grad_of=None,
-                   bint relu=False):
+                   bint relu=False,
+                   int m=2):                           # output cells per tile: 2 (F(2,3)) or 4 (F(4,3))
     """`conv_direct`'s convolution for 1-D layers of three taps and stride 1 (any dilation and
-    padding) in 2/3 of the multiply-adds (Winograd's F(2,3), see fl_conv_winograd3). ``wg`` is
-    the four transformed kernels G0..G3 (each (c, c_out)), each packed as conv_direct's kernel,
-    one after the other. The other arguments and the results are conv_direct's; each value is
-    summed in a fixed order (any batch and thread count give the same bits) and differs from
-    conv_direct's by rounding."""
+    padding) in 2/3 (``m`` = 2, Winograd's F(2,3)) or 1/2 (``m`` = 4, F(4,3)) of the multiply-adds,
+    see fl_conv_winograd3. ``wg`` is the m + 2 transformed kernels G_i (each (c, c_out)), each
+    packed as conv_direct's kernel, one after the other. The other arguments and the results are
+    conv_direct's; each value is summed in a fixed order (any batch and thread count give the
+    same bits) and differs from conv_direct's by rounding."""
     if g.h != 1 or g.kh != 1 or g.kw != 3 or g.sw != 1:
         raise ValueError(f"conv_winograd3 needs a 1-D geometry of 3 taps and stride 1 (h = kh = 1, kw = 3, "
                          f"sw = 1); got h={g.h}, kh={g.kh}, kw={g.kw}, sw={g.sw}")
-    return _conv_tiles(x, wg, g, c_out, n_threads, bias, isa, addend, residual, relu_grad_of, relu, True)
+    if m != 2 and m != 4:
+        raise ValueError(f"m (output cells per Winograd tile) must be 2 or 4; got {m}")
+    return _conv_tiles(x, wg, g, c_out, n_threads, bias, isa, addend, residual, relu_grad_of, relu, m)
 
 
 def conv_narrow(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
@@ -670,8 +674,8 @@ def conv_narrow(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
 
 def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g, Py_ssize_t c_out,
                 int n_threads, const floating[::1] bias, str isa, const floating[:, ::1] addend,
-                const floating[:, ::1] residual, const floating[:, ::1] relu_grad_of, bint relu, bint winograd):
-    """conv_direct (``winograd`` False) or conv_winograd3 (True), after their checks."""
+                const floating[:, ::1] residual, const floating[:, ::1] relu_grad_of, bint relu, int winograd):
+    """conv_direct (``winograd`` 0) or conv_winograd3 (``winograd`` = its m, 2 or 4), after their checks."""
     cdef fl_geometry geo = _geometry(g)
     _check_nhwc(x.shape, geo.h, geo.w, geo.c, "x")
     cdef Py_ssize_t lanes = VECTOR_BYTES // sizeof(floating)
@@ -680,7 +684,7 @@ def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g
     if c_out < 1:
         raise ValueError(f"c_out must be >= 1; got {c_out}")
     if winograd:
-        _check_len(wp.shape[0], 4 * geo.c * c_pad, "len(wg) (4 * c * c_out padded)")
+        _check_len(wp.shape[0], (winograd + 2) * geo.c * c_pad, f"len(wg) ({winograd + 2} * c * c_out padded)")
     else:
         _check_len(wp.shape[0], geo.kh * geo.kw * geo.c * c_pad, "len(wp) (kh*kw*c * c_out padded)")
     if bias is not None:
@@ -732,19 +736,22 @@ def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g
     if out2 is not None:
         out2_view = out2
         out2_ptr = &out2_view[0, 0]
-    nb = _n_blocks(n_rows, geo.w_out * geo.kh * geo.kw * geo.c * c_out // 64 + 1, n_threads)
+    # One output row a task, handed out as threads come free: a core that the host slows does not
+    # hold up the others (each row is computed alone, so the schedule changes no bits).
+    cdef int nt = <int>_n_blocks(n_rows, geo.w_out * geo.kh * geo.kw * geo.c * c_out // 64 + 1, n_threads)
+    cdef int t
     if winograd:
-        n_scratch = fl_conv_winograd3_scratch_size(geo, c_out)
-    scratch_arr = _empty((max(nb * n_scratch, 1),), <floating>0)
+        n_scratch = fl_conv_winograd3_scratch_size(geo, c_out, winograd)
+    scratch_arr = _empty((max(nt * n_scratch, 1),), <floating>0)
     cdef floating[::1] scratch = scratch_arr
-    for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
+    for b in prange(n_rows, nogil=True, num_threads=nt, schedule="dynamic"):
         if winograd:
+            t = openmp.omp_get_thread_num()
             fl_conv_winograd3(&x[0, 0, 0, 0], &wp[0], bias_ptr, &zero[0], addend_ptr, aux_ptr, out2_ptr, epi, geo,
-                              c_out, isa_code, &scratch[b * n_scratch], &y[0, 0], b * n_rows // nb,
-                              (b + 1) * n_rows // nb)
+                              c_out, winograd, isa_code, &scratch[t * n_scratch], &y[0, 0], b, b + 1)
         else:
             fl_conv_direct(&x[0, 0, 0, 0], &wp[0], bias_ptr, &zero[0], addend_ptr, aux_ptr, out2_ptr, epi, geo,
-                           c_out, isa_code, &y[0, 0], b * n_rows // nb, (b + 1) * n_rows // nb)
+                           c_out, isa_code, &y[0, 0], b, b + 1)
     return out if out2 is None else (out, out2)
 
 
