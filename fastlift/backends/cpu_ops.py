@@ -77,7 +77,7 @@ DIRECT_MIN_CHANNELS = 16
 #: of output channels to keep one or two (bench/README.md, "Narrow convolutions").
 NARROW_MAX_CHANNELS = 4
 #: Of the others, 1-D convolutions of three taps and stride 1 run `_cpu.conv_winograd3` (Winograd's
-#: F(2,3): 2/3 of the multiply-adds, through the same tiles), unless their padding is wide for
+#: F(4,3) or F(2,3): 1/2 or 2/3 of the multiply-adds, through the same tiles), unless their padding is wide for
 #: their dilation: the adjoint of a valid convolution is padded by twice the dilation, taps the
 #: direct tiles skip, and there the direct path does less work once the dilation is more than
 #: w_out / `WINOGRAD_MAX_DILATION_SHARE` (bench/README.md, "Winograd three-tap convolutions").
