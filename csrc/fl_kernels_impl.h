@@ -906,30 +906,8 @@ FL_KERNEL void FL_K(conv_direct)(const FL_T *FL_RESTRICT x__nhwc,     // IN
                            epi, g, c_out, out__nijo, row_begin, row_end);
 }
 
-// conv_winograd3: conv_direct's convolution for 1-D layers of three taps and stride 1 (any dilation
-// d, any padding), with Winograd's minimal filtering F(m,3) (Lavin & Gray, CVPR 2016) for m = 2 or
-// 4 output cells per tile: cells j + k*d (k < m, j counted from the left of each period of m*d
-// cells) share their inputs x_i = x[j - pl + i*d] (i < m + 2). With the kernel's taps g0, g1, g2
-// (each c x c_out), m + 2 products M_i = D_i G_i of transformed inputs D_i and kernels G_i give
-//   F(2,3): D = (x0 - x2, x1 + x2, x2 - x1, x1 - x3),
-//           G = (g0, (g0 + g1 + g2)/2, (g0 - g1 + g2)/2, g2),
-//           out[j] = (M0 + M1) + M2,  out[j + d] = (M1 - M2) - M3;
-//   F(4,3): the interpolation points 0, 1, -1, 2, -1/2 and infinity (the most accurate of the usual
-//           sets in float32: 8e-7 of the largest output against F(2,3)'s 4e-7, bench/README.md),
-//           D and the output sums as written out in winograd_in / winograd_out below,
-//           G = (g0, -(g0 + g1 + g2)/3, (g0 - g1 + g2)/3, (g0 + 2 g1 + 4 g2)/15,
-//                (-16 g0 + 8 g1 - 4 g2)/15, g2),
-// then + bias, + addend, as conv_direct: 4 multiply-adds per input and output channel for two cells
-// (F(2,3)) or 6 for four (F(4,3)) instead of conv_direct's 6 or 12. Each M_i is a matrix product
-// over the tiles of a block, run by conv_direct's register tiles (as a 1x1 convolution), so every
-// value is summed in a fixed order: results depend on neither the batch nor the threads, and
-// differ from conv_direct's by rounding only (the transformed inputs and G).
-// Layout: as conv_direct, with wg__kbtcv the m + 2 kernels G_i each packed as conv_direct's
-// (c, c_out) kernel, one after the other ((m + 2) * c * c_pad); epi, aux, out2 as conv_direct.
-// Requires g.h == g.kh == 1, g.kw == 3, g.sw == 1 and m == 2 or 4.
-// Scratch: fl_conv_winograd3_scratch_size(g, c_out, m) elements per thread.
-// Threads: output rows q = n (one per example) in [row_begin, row_end), each with its own scratch.
-// The transformed inputs of a tile, D_i = d[i * stride : i * stride + c], from its inputs x[0..m+1].
+// conv_winograd3's transforms (below). The transformed inputs of a tile, D_i = d[i * stride :
+// i * stride + c], from its inputs x[0..m+1].
 // (Each pointer its own restrict parameter: the loops vectorise.)
 FL_ROWS void FL_KI(winograd_in2)(const FL_T *FL_RESTRICT x0, const FL_T *FL_RESTRICT x1, const FL_T *FL_RESTRICT x2,
                                 const FL_T *FL_RESTRICT x3, int64_t c, FL_T *FL_RESTRICT d0, FL_T *FL_RESTRICT d1,
@@ -1004,6 +982,29 @@ FL_ROWS void FL_KI(winograd_out)(int m, const FL_T *m0, int64_t stride, int64_t 
                              c_out, y, y + c_out, y + 2 * c_out, y + 3 * c_out);
 }
 
+// conv_winograd3: conv_direct's convolution for 1-D layers of three taps and stride 1 (any dilation
+// d, any padding), with Winograd's minimal filtering F(m,3) (Lavin & Gray, CVPR 2016) for m = 2 or
+// 4 output cells per tile: cells j + k*d (k < m, j counted from the left of each period of m*d
+// cells) share their inputs x_i = x[j - pl + i*d] (i < m + 2). With the kernel's taps g0, g1, g2
+// (each c x c_out), m + 2 products M_i = D_i G_i of transformed inputs D_i and kernels G_i give
+//   F(2,3): D = (x0 - x2, x1 + x2, x2 - x1, x1 - x3),
+//           G = (g0, (g0 + g1 + g2)/2, (g0 - g1 + g2)/2, g2),
+//           out[j] = (M0 + M1) + M2,  out[j + d] = (M1 - M2) - M3;
+//   F(4,3): the interpolation points 0, 1, -1, 2, -1/2 and infinity (the most accurate of the usual
+//           sets in float32: 8e-7 of the largest output against F(2,3)'s 4e-7, bench/README.md),
+//           D and the output sums as written out in winograd_in4 / winograd_out4 above,
+//           G = (g0, -(g0 + g1 + g2)/3, (g0 - g1 + g2)/3, (g0 + 2 g1 + 4 g2)/15,
+//                (-16 g0 + 8 g1 - 4 g2)/15, g2),
+// then + bias, + addend, as conv_direct: 4 multiply-adds per input and output channel for two cells
+// (F(2,3)) or 6 for four (F(4,3)) instead of conv_direct's 6 or 12. Each M_i is a matrix product
+// over the tiles of a block, run by conv_direct's register tiles (as a 1x1 convolution), so every
+// value is summed in a fixed order: results depend on neither the batch nor the threads, and
+// differ from conv_direct's by rounding only (the transformed inputs and G).
+// Layout: as conv_direct, with wg__kbtcv the m + 2 kernels G_i each packed as conv_direct's
+// (c, c_out) kernel, one after the other ((m + 2) * c * c_pad); epi, aux, out2 as conv_direct.
+// Requires g.h == g.kh == 1, g.kw == 3, g.sw == 1 and m == 2 or 4.
+// Scratch: fl_conv_winograd3_scratch_size(g, c_out, m) elements per thread.
+// Threads: output rows q = n (one per example) in [row_begin, row_end), each with its own scratch.
 FL_ROWS void FL_KI(winograd3_rows)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_RESTRICT wg__kbtcv,
                                   const FL_T *FL_RESTRICT bias__o, const FL_T *FL_RESTRICT zero__c,
                                   const FL_T *FL_RESTRICT addend__nijo, const FL_T *FL_RESTRICT aux__nijo,

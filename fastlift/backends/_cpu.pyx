@@ -33,8 +33,7 @@ the kernel, so results are bitwise identical for any ``n_threads`` and any row s
 lets small calls run on one thread (``MIN_WORK_PER_THREAD``) without changing a bit.
 """
 
-from cython.parallel cimport prange
-cimport openmp
+from cython.parallel cimport prange, threadid
 from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.string cimport memcpy
 from cython cimport floating
@@ -746,7 +745,7 @@ def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g
     cdef floating[::1] scratch = scratch_arr
     for b in prange(n_rows, nogil=True, num_threads=nt, schedule="dynamic"):
         if winograd:
-            t = openmp.omp_get_thread_num()
+            t = threadid()
             fl_conv_winograd3(&x[0, 0, 0, 0], &wp[0], bias_ptr, &zero[0], addend_ptr, aux_ptr, out2_ptr, epi, geo,
                               c_out, winograd, isa_code, &scratch[t * n_scratch], &y[0, 0], b, b + 1)
         else:
