@@ -1362,6 +1362,32 @@ def test_copy_rows_checks_shapes():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_add_reads_a_crops_view_in_place_with_the_bits_of_a_contiguous_add(dtype, rng):
+    x = rng.standard_normal((5, 40, 7)).astype(dtype)
+    y = rng.standard_normal((5, 31, 7)).astype(dtype)
+    view = x[:, 4:35]  # a 1-D crop of a channels-last array: rows are runs at a stride
+    want = CpuOps().add(y, np.ascontiguousarray(view))
+    for n_threads in (1, 2, 3):
+        for a, b in ((y, view), (view, y), (view, x[:, 9:40])):
+            got = CpuOps(n_threads=n_threads).add(a, b)
+            assert got.flags.c_contiguous and got.shape == (5, 31, 7)
+            same(got, np.ascontiguousarray(a) + np.ascontiguousarray(b), dtype)
+        same(CpuOps(n_threads=n_threads).add(y, view), want, dtype)
+    # rows that are not one run (a crop of the second of two spatial axes) take the copying path
+    x2 = rng.standard_normal((3, 6, 9, 4)).astype(dtype)
+    same(CpuOps(n_threads=2).add(x2[:, :, 2:7], x2[:, :, 3:8]), x2[:, :, 2:7] + x2[:, :, 3:8], dtype)
+
+
+def test_add_rows_checks_its_arguments():
+    with pytest.raises(ValueError, match=r"b.shape\[1\] \(n\)"):
+        _cpu.add_rows(np.zeros((2, 3)), np.zeros((2, 4)))
+    with pytest.raises(ValueError, match=r"b.shape\[0\] \(rows\)"):
+        _cpu.add_rows(np.zeros((2, 3)), np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="contiguous runs"):
+        _cpu.add_rows(np.zeros((2, 6))[:, ::2], np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_a_relu_kept_in_the_store_has_activation_forwards_bits_on_special_values(dtype, rng):
     # NaN (a NaN bias), a zero sum and both signs: relu(v) = v where v > 0, else +0, on every path
     g = geometry(1, 30, 16, 1, 3, dw=2)

@@ -353,6 +353,28 @@ def add_activation(int act,
     return out
 
 
+def add_rows(const floating[:, :] a,   # IN  (rows, n), each row contiguous
+             const floating[:, :] b,   # IN  (rows, n), each row contiguous
+             int n_threads=1):
+    """a + b elementwise for 2-D arrays whose rows are each one contiguous run at any row stride
+    (a crop's view of a channels-last array); returns (rows, n), C-contiguous, with `add`'s bits."""
+    cdef Py_ssize_t rows = a.shape[0], n = a.shape[1], r, blk, nb
+    _check_len(b.shape[0], rows, "b.shape[0] (rows)")
+    _check_len(b.shape[1], n, "b.shape[1] (n)")
+    if n > 1 and (a.strides[1] != sizeof(floating) or b.strides[1] != sizeof(floating)):
+        raise ValueError(f"add_rows needs rows that are contiguous runs (inner stride {sizeof(floating)}); "
+                         f"got inner strides {a.strides[1]} and {b.strides[1]}")
+    out = _empty((rows, n), <floating>0)
+    if rows == 0 or n == 0:
+        return out
+    cdef floating[:, ::1] o = out
+    nb = _n_blocks(rows, n, n_threads)
+    for blk in prange(nb, nogil=True, num_threads=nb, schedule="static"):
+        for r in range(blk * rows // nb, (blk + 1) * rows // nb):
+            fl_add(&a[r, 0], &b[r, 0], &o[r, 0], 0, n)
+    return out
+
+
 def add(const floating[::1] a,   # IN  (n,)
         const floating[::1] b,   # IN  (n,)
         int n_threads=1):

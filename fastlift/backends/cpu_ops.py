@@ -283,8 +283,14 @@ class CpuOps(Ops):
         return np.tile(alpha, -(-n_features // alpha.shape[0]))[:n_features]
 
     def add(self, a, b):
+        """On threads; a view whose rows are contiguous runs (a crop's, `_CropPad`) is read in place
+        (`_cpu.add_rows`), without the copy that would make it contiguous."""
         if a.shape != b.shape or a.dtype != b.dtype or a.dtype not in _FLOATS:
             return super().add(a, b)
+        if a.ndim >= 2 and a.size > 0 and not (a.flags.c_contiguous and b.flags.c_contiguous):
+            a2, b2 = _row_runs(a), _row_runs(b)
+            if a2 is not None and b2 is not None:
+                return _cpu.add_rows(a2, b2, self.n_threads).reshape(a.shape)
         return _cpu.add(np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1),
                         self.n_threads).reshape(a.shape)
 
