@@ -214,10 +214,9 @@ def rescale_backward(int act,
         return out
     cdef floating[:, ::1] m_in = out                  # OUT (n_pairs, n_features)
     nb = _n_blocks(n_pairs, n_features, n_threads)
-    for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
+    for b in prange(n_pairs, nogil=True, num_threads=nb, schedule="dynamic"):  # a pair a task, as _conv_tiles
         fl_rescale_backward(act, &m_out[0, 0], &x_in[0, 0], &r_in[0, 0], &x_out[0, 0], &r_out[0, 0],
-                            &pair_x[0], &pair_r[0], &alpha[0], &m_in[0, 0], n_features, b * n_pairs // nb,
-                            (b + 1) * n_pairs // nb)
+                            &pair_x[0], &pair_r[0], &alpha[0], &m_in[0, 0], n_features, b, b + 1)
     return out
 
 
@@ -358,7 +357,7 @@ def add_rows(const floating[:, :] a,   # IN  (rows, n), each row contiguous
              int n_threads=1):
     """a + b elementwise for 2-D arrays whose rows are each one contiguous run at any row stride
     (a crop's view of a channels-last array); returns (rows, n), C-contiguous, with `add`'s bits."""
-    cdef Py_ssize_t rows = a.shape[0], n = a.shape[1], r, blk, nb
+    cdef Py_ssize_t rows = a.shape[0], n = a.shape[1], r, nb
     _check_len(b.shape[0], rows, "b.shape[0] (rows)")
     _check_len(b.shape[1], n, "b.shape[1] (n)")
     if n > 1 and (a.strides[1] != sizeof(floating) or b.strides[1] != sizeof(floating)):
@@ -369,9 +368,8 @@ def add_rows(const floating[:, :] a,   # IN  (rows, n), each row contiguous
         return out
     cdef floating[:, ::1] o = out
     nb = _n_blocks(rows, n, n_threads)
-    for blk in prange(nb, nogil=True, num_threads=nb, schedule="static"):
-        for r in range(blk * rows // nb, (blk + 1) * rows // nb):
-            fl_add(&a[r, 0], &b[r, 0], &o[r, 0], 0, n)
+    for r in prange(rows, nogil=True, num_threads=nb, schedule="dynamic"):  # a row a task, as _conv_tiles
+        fl_add(&a[r, 0], &b[r, 0], &o[r, 0], 0, n)
     return out
 
 
