@@ -2,7 +2,7 @@
 
 For ChromBPNet's BPNet (64 channels, three taps, dilations 2..256, ~2000 positions) and 20 rows
 (one region's references), times `CpuOps`' BLAS path (im2col + GEMM blocks, what CPUs without
-AVX2 run), the direct register tiles (`_cpu.conv_direct`) and Winograd's F(2,3)
+AVX2 run), the direct register tiles (`_cpu.conv_direct`) and Winograd's F(2,3) and F(4,3)
 (`_cpu.conv_winograd3`), forward and as the adjoint runs them (padded by twice the dilation),
 best of ``--repeats``. GFLOP/s count the convolution's nominal multiply-adds (2 per tap, input
 and output channel, output cell), padding included, so a path that skips padding shows more.
@@ -50,7 +50,7 @@ def main(argv=None):
     kernel = (rng.standard_normal((3 * c, c)) / 14).astype(np.float32)
     kernel.flags.writeable = False  # a session's weight: packed once
     print(f"ISA {_cpu.isa()}, {args.threads} threads, {args.rows} rows, float32; GFLOP/s "
-          f"(BLAS / direct / Winograd)")
+          f"(BLAS / direct / Winograd F(2,3) / F(4,3))")
     results = []
     for d in dilations:
         for kind, w, pad in (("forward", 2094 - 2 * (2 * d - 2), 0), ("adjoint", 2094 - 2 * (2 * d - 2) - 2 * d, 2 * d)):
@@ -66,14 +66,20 @@ def main(argv=None):
                     rates.append(flop / best(lambda: ops.conv_forward(x, kernel, g), args.repeats) / 1e9)
             finally:
                 cpu_ops._ISA = saved
-            wp, wg = ops._direct_kernel(kernel), ops._winograd_kernel(kernel)
+            wp = ops._direct_kernel(kernel)
             rates.append(flop / best(lambda: _cpu.conv_direct(x, wp, g, c, args.threads), args.repeats) / 1e9)
-            rates.append(flop / best(lambda: _cpu.conv_winograd3(x, wg, g, c, args.threads), args.repeats) / 1e9)
-            chosen = ("Winograd" if ops._conv_runs_winograd(g) else "direct") if ops._conv_runs_direct(g, np.float32) else "BLAS"
+            for m in (2, 4):
+                wg = ops._winograd_kernel(kernel, m)
+                rates.append(flop / best(lambda: _cpu.conv_winograd3(x, wg, g, c, args.threads, m=m), args.repeats)
+                             / 1e9)
+            chosen = "BLAS"
+            if ops._conv_runs_direct(g, np.float32):
+                chosen = f"Winograd F({ops._winograd_outputs(g)},3)" if ops._conv_runs_winograd(g) else "direct"
             print(f"dilation {d:3d} {kind:7s} {g.w_out:5d} cells: " + " / ".join(f"{r:6.1f}" for r in rates)
                   + f"   (CpuOps runs {chosen})")
             results.append({"dilation": d, "kind": kind, "cells": g.w_out, "blas_gflops": rates[0],
-                            "direct_gflops": rates[1], "winograd_gflops": rates[2], "chosen": chosen})
+                            "direct_gflops": rates[1], "winograd_gflops": rates[2], "winograd43_gflops": rates[3],
+                            "chosen": chosen})
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"isa": _cpu.isa(), "threads": args.threads, "rows": args.rows, "layers": results}, f, indent=1)

@@ -52,7 +52,7 @@
 //   fl_im2col, fl_im2col_cells, fl_col2im
 //   fl_conv_direct, fl_conv_forward_onehot (+ fl_onehot_cells), fl_conv_sparse: the forward
 //   and adjoint without BLAS for AVX2/AVX-512, one-hot and mostly-zero inputs (fl_isa picks the
-//   instruction set); fl_conv_winograd3: 1-D three-tap convolutions in 2/3 of the multiply-adds;
+//   instruction set); fl_conv_winograd3: 1-D three-tap convolutions in 2/3 or 1/2 of the multiply-adds;
 //   fl_conv_narrow: convolutions to few output channels, vectorised over the input channels
 // Pooling
 //   fl_max_pool_forward, fl_avg_pool_forward, fl_avg_pool_backward, fl_max_pool_backward

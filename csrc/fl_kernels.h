@@ -106,9 +106,11 @@
 #define FL_DIRECT_CELLS_YMM 6
 // Output cells per tile of conv_narrow (each a vector accumulator over input channels).
 #define FL_NARROW_CELLS 4
-// Tiles (pairs of output cells) per block of conv_winograd3: its transformed inputs and products
-// (4 x 96 x channels each) stay in L2.
-#define FL_WINOGRAD_TILES 96
+// Output cells per block of conv_winograd3: its transformed inputs and products ((m + 2) x tiles x
+// channels each, m output cells a tile) stay in L2.
+#define FL_WINOGRAD_CELLS 192
+// Transformed inputs (and products) per tile of conv_winograd3 at most: F(4,3)'s 4 + 2.
+#define FL_WINOGRAD_MAX_INPUTS 6
 // Output cells per register tile of conv_forward_onehot (each adds its own gathered kernel rows; the
 // fastest of 1 to 6 on Basset's first layer, bench/README.md).
 #define FL_ONEHOT_CELLS 3
@@ -202,10 +204,17 @@ static inline int64_t fl_matmul_scratch_size(int64_t k, int64_t n_pad, int64_t b
     return fli_scratch_round(block_rows * k) + block_rows * panel_cols;
 }
 
-// Scratch elements per thread of fl_conv_winograd3_f/_d.
-static inline int64_t fl_conv_winograd3_scratch_size(fl_geometry g, int64_t c_out)
+// Tiles per block of conv_winograd3 for m output cells a tile.
+static inline int64_t fl_winograd_tiles(int m)
 {
-    return fli_scratch_round(4 * FL_WINOGRAD_TILES * g.c) + fli_scratch_round(4 * FL_WINOGRAD_TILES * c_out) + c_out;
+    return FL_WINOGRAD_CELLS / m;
+}
+
+// Scratch elements per thread of fl_conv_winograd3_f/_d for m output cells a tile (2 or 4).
+static inline int64_t fl_conv_winograd3_scratch_size(fl_geometry g, int64_t c_out, int m)
+{
+    const int64_t per_tile = (m + 2) * fl_winograd_tiles(m);
+    return fli_scratch_round(per_tile * g.c) + fli_scratch_round(per_tile * c_out) + m * c_out;
 }
 
 // Number of cell blocks of fl_conv_forward_f/_d for n_cells = n*h_out*w_out output cells.

@@ -906,72 +906,142 @@ FL_KERNEL void FL_K(conv_direct)(const FL_T *FL_RESTRICT x__nhwc,     // IN
                            epi, g, c_out, out__nijo, row_begin, row_end);
 }
 
+// conv_winograd3's transforms (below). The transformed inputs of a tile, D_i = d[i * stride :
+// i * stride + c], from its inputs x[0..m+1].
+// (Each pointer its own restrict parameter: the loops vectorise.)
+FL_ROWS void FL_KI(winograd_in2)(const FL_T *FL_RESTRICT x0, const FL_T *FL_RESTRICT x1, const FL_T *FL_RESTRICT x2,
+                                const FL_T *FL_RESTRICT x3, int64_t c, FL_T *FL_RESTRICT d0, FL_T *FL_RESTRICT d1,
+                                FL_T *FL_RESTRICT d2, FL_T *FL_RESTRICT d3)
+{
+    for (int64_t ch = 0; ch < c; ++ch) {
+        d0[ch] = x0[ch] - x2[ch];
+        d1[ch] = x1[ch] + x2[ch];
+        d2[ch] = x2[ch] - x1[ch];
+        d3[ch] = x1[ch] - x3[ch];
+    }
+}
+
+FL_ROWS void FL_KI(winograd_in4)(const FL_T *FL_RESTRICT x0, const FL_T *FL_RESTRICT x1, const FL_T *FL_RESTRICT x2,
+                                const FL_T *FL_RESTRICT x3, const FL_T *FL_RESTRICT x4, const FL_T *FL_RESTRICT x5,
+                                int64_t c, FL_T *FL_RESTRICT d0, FL_T *FL_RESTRICT d1, FL_T *FL_RESTRICT d2,
+                                FL_T *FL_RESTRICT d3, FL_T *FL_RESTRICT d4, FL_T *FL_RESTRICT d5)
+{
+    const FL_T half = (FL_T)0.5, one5 = (FL_T)1.5, two5 = (FL_T)2.5, two = (FL_T)2;
+    for (int64_t ch = 0; ch < c; ++ch) {
+        const FL_T a = x1[ch], b = x2[ch], e = x3[ch], f = x4[ch];
+        d0[ch] = ((x0[ch] + f) + one5 * (a - e)) - two * b;
+        d1[ch] = (f - a) - (two5 * b + half * e);
+        d2[ch] = (f + a) + (half * b - two5 * e);
+        d3[ch] = (f - b) + half * (e - a);
+        d4[ch] = (f - b) + two * (a - e);
+        d5[ch] = ((a + x5[ch]) + one5 * (b - f)) - two * e;
+    }
+}
+
+FL_ROWS void FL_KI(winograd_in)(int m, const FL_T *const *x, int64_t c, int64_t stride, FL_T *d)
+{
+    if (m == 2)
+        FL_KI(winograd_in2)(x[0], x[1], x[2], x[3], c, d, d + stride, d + 2 * stride, d + 3 * stride);
+    else
+        FL_KI(winograd_in4)(x[0], x[1], x[2], x[3], x[4], x[5], c, d, d + stride, d + 2 * stride, d + 3 * stride,
+                            d + 4 * stride, d + 5 * stride);
+}
+
+// The m output cells of a tile, y (m, c_out), from its products M_0..M_{m+1} (c_out values each).
+FL_ROWS void FL_KI(winograd_out2)(const FL_T *FL_RESTRICT m0, const FL_T *FL_RESTRICT m1,
+                                 const FL_T *FL_RESTRICT m2, const FL_T *FL_RESTRICT m3, int64_t c_out,
+                                 FL_T *FL_RESTRICT y0, FL_T *FL_RESTRICT y1)
+{
+    for (int64_t o = 0; o < c_out; ++o) {
+        y0[o] = (m0[o] + m1[o]) + m2[o];
+        y1[o] = (m1[o] - m2[o]) - m3[o];
+    }
+}
+
+FL_ROWS void FL_KI(winograd_out4)(const FL_T *FL_RESTRICT m0, const FL_T *FL_RESTRICT m1,
+                                 const FL_T *FL_RESTRICT m2, const FL_T *FL_RESTRICT m3,
+                                 const FL_T *FL_RESTRICT m4, const FL_T *FL_RESTRICT m5, int64_t c_out,
+                                 FL_T *FL_RESTRICT y0, FL_T *FL_RESTRICT y1, FL_T *FL_RESTRICT y2,
+                                 FL_T *FL_RESTRICT y3)
+{
+    for (int64_t o = 0; o < c_out; ++o) {
+        const FL_T s = m1[o] + m2[o], t = m1[o] - m2[o], a = m3[o], b = m4[o];
+        y0[o] = (m0[o] + s) + (a + b);
+        y1[o] = t + ((FL_T)2 * a - (FL_T)0.5 * b);
+        y2[o] = s + ((FL_T)4 * a + (FL_T)0.25 * b);
+        y3[o] = (t + ((FL_T)8 * a - (FL_T)0.125 * b)) + m5[o];
+    }
+}
+
+FL_ROWS void FL_KI(winograd_out)(int m, const FL_T *m0, int64_t stride, int64_t c_out, FL_T *y)
+{
+    if (m == 2)
+        FL_KI(winograd_out2)(m0, m0 + stride, m0 + 2 * stride, m0 + 3 * stride, c_out, y, y + c_out);
+    else
+        FL_KI(winograd_out4)(m0, m0 + stride, m0 + 2 * stride, m0 + 3 * stride, m0 + 4 * stride, m0 + 5 * stride,
+                             c_out, y, y + c_out, y + 2 * c_out, y + 3 * c_out);
+}
+
 // conv_winograd3: conv_direct's convolution for 1-D layers of three taps and stride 1 (any dilation
-// d, any padding), with Winograd's F(2,3) minimal filtering (Lavin & Gray, CVPR 2016): output cells
-// j and j + d (a "tile", j counted from the left of each period of 2d cells) share their inputs
-// x0..x3 = x[j - pl + {0, 1, 2, 3}*d], and with the kernel's taps g0, g1, g2 (each c x c_out)
-//   m0 = (x0 - x2) G0,  m1 = (x1 + x2) G1,  m2 = (x2 - x1) G2,  m3 = (x1 - x3) G3,
-//   G0 = g0, G1 = (g0 + g1 + g2) / 2, G2 = (g0 - g1 + g2) / 2, G3 = g2,
-//   out[j] = (m0 + m1) + m2,  out[j + d] = (m1 - m2) - m3   (then + bias, + addend, as conv_direct),
-// 4 multiply-adds per input and output channel for two cells instead of conv_direct's 6. Each m is
-// a matrix product over the tiles of a block, run by conv_direct's register tiles (as a 1x1
-// convolution), so every value is summed in a fixed order: results depend on neither the batch
-// nor the threads, and differ from conv_direct's by rounding only (the transformed inputs and G).
-// Layout: as conv_direct, with wg__kbtcv the four kernels G0..G3 each packed as conv_direct's
-// (c, c_out) kernel, one after the other (4 * c * c_pad); epi, aux, out2 as conv_direct.
-// Requires g.h == g.kh == 1, g.kw == 3, g.sw == 1.
-// Scratch: fl_conv_winograd3_scratch_size(g, c_out) elements per thread.
+// d, any padding), with Winograd's minimal filtering F(m,3) (Lavin & Gray, CVPR 2016) for m = 2 or
+// 4 output cells per tile: cells j + k*d (k < m, j counted from the left of each period of m*d
+// cells) share their inputs x_i = x[j - pl + i*d] (i < m + 2). With the kernel's taps g0, g1, g2
+// (each c x c_out), m + 2 products M_i = D_i G_i of transformed inputs D_i and kernels G_i give
+//   F(2,3): D = (x0 - x2, x1 + x2, x2 - x1, x1 - x3),
+//           G = (g0, (g0 + g1 + g2)/2, (g0 - g1 + g2)/2, g2),
+//           out[j] = (M0 + M1) + M2,  out[j + d] = (M1 - M2) - M3;
+//   F(4,3): the interpolation points 0, 1, -1, 2, -1/2 and infinity (the most accurate of the usual
+//           sets in float32: 8e-7 of the largest output against F(2,3)'s 4e-7, bench/README.md),
+//           D and the output sums as written out in winograd_in4 / winograd_out4 above,
+//           G = (g0, -(g0 + g1 + g2)/3, (g0 - g1 + g2)/3, (g0 + 2 g1 + 4 g2)/15,
+//                (-16 g0 + 8 g1 - 4 g2)/15, g2),
+// then + bias, + addend, as conv_direct: 4 multiply-adds per input and output channel for two cells
+// (F(2,3)) or 6 for four (F(4,3)) instead of conv_direct's 6 or 12. Each M_i is a matrix product
+// over the tiles of a block, run by conv_direct's register tiles (as a 1x1 convolution), so every
+// value is summed in a fixed order: results depend on neither the batch nor the threads, and
+// differ from conv_direct's by rounding only (the transformed inputs and G).
+// Layout: as conv_direct, with wg__kbtcv the m + 2 kernels G_i each packed as conv_direct's
+// (c, c_out) kernel, one after the other ((m + 2) * c * c_pad); epi, aux, out2 as conv_direct.
+// Requires g.h == g.kh == 1, g.kw == 3, g.sw == 1 and m == 2 or 4.
+// Scratch: fl_conv_winograd3_scratch_size(g, c_out, m) elements per thread.
 // Threads: output rows q = n (one per example) in [row_begin, row_end), each with its own scratch.
 FL_ROWS void FL_KI(winograd3_rows)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *FL_RESTRICT wg__kbtcv,
                                   const FL_T *FL_RESTRICT bias__o, const FL_T *FL_RESTRICT zero__c,
                                   const FL_T *FL_RESTRICT addend__nijo, const FL_T *FL_RESTRICT aux__nijo,
-                                  FL_T *FL_RESTRICT out2__nijo, int epi, fl_geometry g, int64_t c_out,
+                                  FL_T *FL_RESTRICT out2__nijo, int epi, fl_geometry g, int64_t c_out, int m,
                                   int variant, FL_T *FL_RESTRICT scratch, FL_T *FL_RESTRICT out__nijo,
                                   int64_t row_begin, int64_t row_end)
 {
-    const int64_t c = g.c, d = g.dw, w_out = g.w_out, B = FL_WINOGRAD_TILES;
+    const int64_t c = g.c, d = g.dw, w_out = g.w_out, B = fl_winograd_tiles(m), period = m * d;
     const int64_t lanes = (int64_t)(sizeof(FL_KI(vec)) / sizeof(FL_T));
     const int64_t c_pad = (c_out + lanes - 1) / lanes * lanes;
-    const int64_t n_tiles = (w_out / (2 * d)) * d + (w_out % (2 * d) < d ? w_out % (2 * d) : d);
-    FL_T *dk = scratch;                             // (4, B, c): transformed inputs
-    FL_T *mk = scratch + fli_scratch_round(4 * B * c);  // (4, B, c_out): their products
-    FL_T *y = mk + fli_scratch_round(4 * B * c_out);    // (c_out,): one output cell
+    const int64_t n_tiles = (w_out / period) * d + (w_out % period < d ? w_out % period : d);
+    FL_T *dk = scratch;                                         // (m + 2, B, c): transformed inputs
+    FL_T *mk = scratch + fli_scratch_round((m + 2) * B * c);    // (m + 2, B, c_out): their products
+    FL_T *y = mk + fli_scratch_round((m + 2) * B * c_out);      // (m, c_out): one tile's output cells
     for (int64_t q = row_begin; q < row_end; ++q) {
         const FL_T *xn = x__nhwc + q * g.w * c;
         for (int64_t t0 = 0; t0 < n_tiles; t0 += B) {
             const int64_t nt = n_tiles - t0 < B ? n_tiles - t0 : B;
             for (int64_t t = 0; t < nt; ++t) {
-                const int64_t j = ((t0 + t) / d) * 2 * d + (t0 + t) % d, col = j - g.pl;
-                const FL_T *x[4];
-                for (int k = 0; k < 4; ++k) {
-                    const int64_t at = col + k * d;
-                    x[k] = at >= 0 && at < g.w ? xn + at * c : zero__c;
+                const int64_t j = ((t0 + t) / d) * period + (t0 + t) % d, col = j - g.pl;
+                const FL_T *x[FL_WINOGRAD_MAX_INPUTS];
+                for (int i = 0; i < FL_WINOGRAD_MAX_INPUTS; ++i) {  // F(2,3) reads the first four
+                    const int64_t at = col + i * d;
+                    x[i] = i < m + 2 && at >= 0 && at < g.w ? xn + at * c : zero__c;
                 }
-                FL_T *d0 = dk + t * c, *d1 = d0 + B * c, *d2 = d1 + B * c, *d3 = d2 + B * c;
-                for (int64_t ch = 0; ch < c; ++ch) {
-                    d0[ch] = x[0][ch] - x[2][ch];
-                    d1[ch] = x[1][ch] + x[2][ch];
-                    d2[ch] = x[2][ch] - x[1][ch];
-                    d3[ch] = x[1][ch] - x[3][ch];
-                }
+                FL_KI(winograd_in)(m, x, c, B * c, dk + t * c);
             }
             const fl_geometry gm = {1, nt, c, 1, 1, 1, 1, 1, 1, 0, 0, 1, nt};
-            for (int k = 0; k < 4; ++k)
-                FL_KI(direct_dispatch)(variant, dk + k * B * c, wg__kbtcv + k * c * c_pad, NULL, zero__c, NULL, NULL,
-                                       NULL, 0, gm, c_out, mk + k * B * c_out, 0, 1);
+            for (int i = 0; i < m + 2; ++i)
+                FL_KI(direct_dispatch)(variant, dk + i * B * c, wg__kbtcv + i * c * c_pad, NULL, zero__c, NULL, NULL,
+                                       NULL, 0, gm, c_out, mk + i * B * c_out, 0, 1);
             for (int64_t t = 0; t < nt; ++t) {
-                const int64_t j = ((t0 + t) / d) * 2 * d + (t0 + t) % d;
-                const FL_T *m0 = mk + t * c_out, *m1 = m0 + B * c_out, *m2 = m1 + B * c_out, *m3 = m2 + B * c_out;
-                for (int64_t o = 0; o < c_out; ++o)
-                    y[o] = (m0[o] + m1[o]) + m2[o];
-                FL_KI(direct_store)(y, c_out, bias__o, addend__nijo, aux__nijo, out2__nijo, epi, g, q, 0, j, 1, 0,
-                                   c_out, c_out, out__nijo);
-                if (j + d < w_out) {
-                    for (int64_t o = 0; o < c_out; ++o)
-                        y[o] = (m1[o] - m2[o]) - m3[o];
-                    FL_KI(direct_store)(y, c_out, bias__o, addend__nijo, aux__nijo, out2__nijo, epi, g, q, 0, j + d,
-                                       1, 0, c_out, c_out, out__nijo);
-                }
+                const int64_t j = ((t0 + t) / d) * period + (t0 + t) % d;
+                FL_KI(winograd_out)(m, mk + t * c_out, B * c_out, c_out, y);
+                for (int k = 0; k < m && j + k * d < w_out; ++k)
+                    FL_KI(direct_store)(y + k * c_out, c_out, bias__o, addend__nijo, aux__nijo, out2__nijo, epi, g, q,
+                                       0, j + k * d, 1, 0, c_out, c_out, out__nijo);
             }
         }
     }
@@ -980,11 +1050,12 @@ FL_ROWS void FL_KI(winograd3_rows)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *
 FL_ISA_VARIANTS(winograd3_rows,
                 (const FL_T *x__nhwc, const FL_T *wg__kbtcv, const FL_T *bias__o, const FL_T *zero__c,
                  const FL_T *addend__nijo, const FL_T *aux__nijo, FL_T *out2__nijo, int epi, fl_geometry g,
-                 int64_t c_out, int variant, FL_T *scratch, FL_T *out__nijo, int64_t row_begin, int64_t row_end),
-                (x__nhwc, wg__kbtcv, bias__o, zero__c, addend__nijo, aux__nijo, out2__nijo, epi, g, c_out, variant,
+                 int64_t c_out, int m, int variant, FL_T *scratch, FL_T *out__nijo, int64_t row_begin,
+                 int64_t row_end),
+                (x__nhwc, wg__kbtcv, bias__o, zero__c, addend__nijo, aux__nijo, out2__nijo, epi, g, c_out, m, variant,
                  scratch, out__nijo, row_begin, row_end))
 
-// isa: as conv_direct.
+// m: output cells per tile, 2 (F(2,3)) or 4 (F(4,3)); isa: as conv_direct.
 FL_KERNEL void FL_K(conv_winograd3)(const FL_T *FL_RESTRICT x__nhwc,      // IN
                                     const FL_T *FL_RESTRICT wg__kbtcv,    // IN
                                     const FL_T *FL_RESTRICT bias__o,      // IN (or NULL)
@@ -993,14 +1064,14 @@ FL_KERNEL void FL_K(conv_winograd3)(const FL_T *FL_RESTRICT x__nhwc,      // IN
                                     const FL_T *FL_RESTRICT aux__nijo,    // IN (or NULL)
                                     FL_T *FL_RESTRICT out2__nijo,         // OUT (or NULL)
                                     int epi,
-                                    fl_geometry g, int64_t c_out, int isa,
+                                    fl_geometry g, int64_t c_out, int m, int isa,
                                     FL_T *FL_RESTRICT scratch,            // SCRATCH
                                     FL_T *FL_RESTRICT out__nijo,          // OUT
                                     int64_t row_begin, int64_t row_end)
 {
     const int variant = fl_isa(isa);
     FL_ISA_CALL(variant, winograd3_rows, (x__nhwc, wg__kbtcv, bias__o, zero__c, addend__nijo, aux__nijo, out2__nijo,
-                                          epi, g, c_out, variant, scratch, out__nijo, row_begin, row_end));
+                                          epi, g, c_out, m, variant, scratch, out__nijo, row_begin, row_end));
 }
 
 // conv_narrow: conv_direct's convolution for few output channels (a profile head's 1 or 2), whose

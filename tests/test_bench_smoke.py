@@ -45,5 +45,6 @@ def test_conv_paths_bench_smoke(tmp_path):
     stdout, res = _run(["bench/bench_conv_paths.py", "--quick"], tmp_path)
     assert [(r["dilation"], r["kind"]) for r in res["layers"]] == [
         (2, "forward"), (2, "adjoint"), (256, "forward"), (256, "adjoint")]
-    assert all(r["blas_gflops"] > 0 and r["direct_gflops"] > 0 and r["winograd_gflops"] > 0 for r in res["layers"])
+    assert all(r["blas_gflops"] > 0 and r["direct_gflops"] > 0 and r["winograd_gflops"] > 0
+               and r["winograd43_gflops"] > 0 for r in res["layers"])
     assert "CpuOps runs" in stdout

@@ -7,6 +7,7 @@ Thread-count and batch-size invariance are checked bit for bit.
 """
 
 import contextlib
+import functools
 import os
 
 import numpy as np
@@ -500,14 +501,33 @@ def test_conv_narrow_rejects_bad_arguments(rng):
         _cpu.conv_narrow(x, kt, g, 1, None, "sse9")
 
 
-def winograd_kernel(kernel, dtype):
-    """conv_winograd3's four kernels, written out independently of CpuOps._winograd_kernel."""
-    c = kernel.shape[0] // 3
-    g0, g1, g2 = kernel[:c], kernel[c:2 * c], kernel[2 * c:]
-    half = np.dtype(dtype).type(0.5)
-    packed = [direct_kernel(np.ascontiguousarray(k), dtype)[0]
-              for k in (g0, (g0 + g1 + g2) * half, (g0 - g1 + g2) * half, g2)]
-    return np.concatenate(packed)
+# conv_winograd3's transformed kernels: the weights of the taps (g0, g1, g2) in each G_i, written out
+# independently of CpuOps (F(4,3): interpolation points 0, 1, -1, 2, -1/2 and infinity).
+WINOGRAD_G = {2: [(1, 0, 0), (1 / 2, 1 / 2, 1 / 2), (1 / 2, -1 / 2, 1 / 2), (0, 0, 1)],
+              4: [(1, 0, 0), (-1 / 3, -1 / 3, -1 / 3), (1 / 3, -1 / 3, 1 / 3), (1 / 15, 2 / 15, 4 / 15),
+                  (-16 / 15, 8 / 15, -4 / 15), (0, 0, 1)]}
+
+
+def winograd_kernel(kernel, dtype, m=2):
+    """conv_winograd3's m + 2 packed kernels (computed in float64, rounded once), written out
+    independently of CpuOps._winograd_kernel."""
+    taps = np.split(np.asarray(kernel, np.float64), 3)
+    combos = [sum(w * t for w, t in zip(row, taps) if w).astype(dtype) for row in WINOGRAD_G[m]]
+    return np.concatenate([direct_kernel(np.ascontiguousarray(k), dtype)[0] for k in combos])
+
+
+def test_winograd_transforms_are_the_convolution():
+    # out[j + k*d] = sum_t g_t x[j + (k + t)*d]: the written-out kernels with the kernel's own
+    # input and output transforms, on one channel in float64, for every tap and input position
+    g = geometry(1, 6, 1, 1, 3)
+    for m in (2, 4):
+        for t in range(3):
+            kernel = np.zeros((3, 1))
+            kernel[t] = 1
+            wg = winograd_kernel(kernel, np.float64, m)
+            x = np.arange(1.0, 7.0).reshape(1, 1, 6, 1) ** 2
+            got = _cpu.conv_winograd3(x, wg, g, 1, 1, m=m)
+            np.testing.assert_allclose(got.ravel(), x.ravel()[t:t + 4], rtol=1e-14)
 
 
 WINOGRAD_GEOMETRIES = [
@@ -520,42 +540,68 @@ WINOGRAD_GEOMETRIES = [
     pytest.param(geometry(1, 400, 16, 1, 3, dw=3, pl=1, pr=5), id="blocks-of-tiles")]  # > 96 tiles a row
 
 
+@pytest.mark.parametrize("m", [2, 4])
 @pytest.mark.parametrize("n_out", [1, 5, 64, 70])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("g", WINOGRAD_GEOMETRIES)
-def test_conv_winograd3_is_the_convolution(g, dtype, n_out, rng):
+def test_conv_winograd3_is_the_convolution(g, dtype, n_out, m, rng):
     x = rng.standard_normal((7, g.h, g.w, g.c)).astype(dtype)
     kernel = rng.standard_normal((3 * g.c, n_out)).astype(dtype)
     bias = rng.standard_normal(n_out).astype(dtype)
-    wg = winograd_kernel(kernel, dtype)
-    c_pad = len(wg) // (4 * g.c)
+    wg = winograd_kernel(kernel, dtype, m)
+    c_pad = len(wg) // ((m + 2) * g.c)
     bias_pad = np.zeros(c_pad, dtype)
     bias_pad[:n_out] = bias
-    got = _cpu.conv_winograd3(x, wg, g, n_out, 2, bias_pad)
+    run = functools.partial(_cpu.conv_winograd3, m=m)
+    got = run(x, wg, g, n_out, 2, bias_pad)
     tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {}
     close(got, REF.conv_forward(x, kernel, g, bias), dtype, **tol)
     cells = g.h_out * g.w_out
     for lo, hi in [(0, 1), (3, 7)]:  # rows depend on neither the batch nor the threads
-        same(_cpu.conv_winograd3(x[lo:hi], wg, g, n_out, 1, bias_pad), got[lo * cells:hi * cells], dtype)
-    same(_cpu.conv_winograd3(x, wg, g, n_out, 1) + bias, got, dtype)  # the bias is added after the sum
+        same(run(x[lo:hi], wg, g, n_out, 1, bias_pad), got[lo * cells:hi * cells], dtype)
+    same(run(x, wg, g, n_out, 3, bias_pad), got, dtype)
+    same(run(x, wg, g, n_out, 1) + bias, got, dtype)  # the bias is added after the sum
     addend = rng.standard_normal(got.shape).astype(dtype)  # and an addend after the bias
-    same(_cpu.conv_winograd3(x, wg, g, n_out, 2, bias_pad, "auto", addend), got + addend, dtype)
-    z, h = _cpu.conv_winograd3(x, wg, g, n_out, 2, bias_pad, "auto", None, addend)  # a residual block's store
+    same(run(x, wg, g, n_out, 2, bias_pad, "auto", addend), got + addend, dtype)
+    z, h = run(x, wg, g, n_out, 2, bias_pad, "auto", None, addend)  # a residual block's store
     same(z, got, dtype)
     same(h, REF.add_activation(Act.RELU, got, np.zeros(1, dtype), addend), dtype)
     z_in = rng.standard_normal(got.shape).astype(dtype)  # a ReLU's gradient in the store
-    a, masked = _cpu.conv_winograd3(x, wg, g, n_out, 2, bias_pad, "auto", addend, None, z_in)
+    a, masked = run(x, wg, g, n_out, 2, bias_pad, "auto", addend, None, z_in)
     same(a, got + addend, dtype)
-    z, r = _cpu.conv_winograd3(x, wg, g, n_out, 2, bias_pad, "auto", None, None, None, True)  # a ReLU kept
+    z, r = run(x, wg, g, n_out, 2, bias_pad, "auto", None, None, None, True)  # a ReLU kept
     same(z, got, dtype)
     same(r, REF.activation_forward(Act.RELU, z, np.zeros(1, dtype)), dtype)
     same(masked, REF.gradient_backward(Act.RELU, a, z_in, np.arange(len(a), dtype=np.int64), np.zeros(1, dtype)),
          dtype)
     for isa in ("base", "avx2", "avx512"):
-        close(_cpu.conv_winograd3(x, wg, g, n_out, 1, bias_pad, isa), got, dtype, **tol)
-    if CPU._conv_runs_direct(g, dtype) and CPU._conv_runs_winograd(g) and n_out > NARROW_MAX_CHANNELS:
+        close(run(x, wg, g, n_out, 1, bias_pad, isa), got, dtype, **tol)
+    if (CPU._conv_runs_direct(g, dtype) and CPU._conv_runs_winograd(g) and n_out > NARROW_MAX_CHANNELS
+            and CPU._winograd_outputs(g) == m):
         with CPU.compute_context():
             same(CPU.conv_forward(x, kernel, g, bias), got, dtype)
+
+
+def test_winograd_f43_keeps_float32_close_to_exact(rng):
+    # BPNet-like rows (ReLU outputs, 64 channels): F(4,3)'s transforms amplify rounding by less than
+    # 4x F(2,3)'s (measured 8e-7 vs 4e-7 of the largest output; a worse set of points gives more)
+    g = geometry(1, 600, 64, 1, 3, dw=4)
+    x = np.maximum(rng.standard_normal((4, 1, 600, 64)), 0).astype(np.float32)
+    kernel = (rng.standard_normal((192, 64)) / 14).astype(np.float32)
+    exact = REF.conv_forward(x.astype(np.float64), kernel.astype(np.float64), g, None)
+    scale = np.abs(exact).max()
+    for m, bound in ((2, 1e-6), (4, 2e-6)):
+        got = _cpu.conv_winograd3(x, winograd_kernel(kernel, np.float32, m), g, 64, 2, m=m)
+        assert np.abs(got - exact).max() / scale < bound
+
+
+def test_winograd_takes_four_cells_a_tile_unless_the_last_period_is_mostly_past_the_end():
+    assert CpuOps._winograd_outputs(geometry(1, 2094, 64, 1, 3, dw=2)) == 4  # BPNet's layers
+    assert CpuOps._winograd_outputs(geometry(1, 1586, 64, 1, 3, dw=256)) == 4
+    assert CpuOps._winograd_outputs(geometry(1, 1842, 64, 1, 3, dw=128, pl=256, pr=256)) == 4
+    # 27 cells, d = 5: F(4,3) 10 tiles (60 products), F(2,3) 15 (60): no saving
+    assert CpuOps._winograd_outputs(geometry(1, 37, 33, 1, 3, dw=5)) == 2
+    assert CpuOps._winograd_outputs(geometry(1, 12, 16, 1, 3, dw=5)) == 2  # 2 cells
 
 
 def test_winograd_is_left_to_the_direct_tiles_where_padding_is_wide():
@@ -575,6 +621,10 @@ def test_conv_winograd3_rejects_bad_arguments(rng):
     wg = winograd_kernel(rng.standard_normal((48, 5)).astype(np.float32), np.float32)
     with pytest.raises(ValueError, match=r"len\(wg\) \(4 \* c \* c_out padded\)"):
         _cpu.conv_winograd3(x, wg[:-1], g, 5)
+    with pytest.raises(ValueError, match=r"len\(wg\) \(6 \* c \* c_out padded\)"):
+        _cpu.conv_winograd3(x, wg, g, 5, m=4)  # F(4,3) reads six kernels
+    with pytest.raises(ValueError, match=r"m \(output cells per Winograd tile\) must be 2 or 4; got 3"):
+        _cpu.conv_winograd3(x, wg, g, 5, m=3)
     with pytest.raises(ValueError, match=r"needs a 1-D geometry of 3 taps and stride 1.*kw=5"):
         _cpu.conv_winograd3(x, wg, geometry(1, 12, 16, 1, 5), 5)
     with pytest.raises(ValueError, match=r"sw=2"):
@@ -1309,6 +1359,32 @@ def test_copy_rows_checks_shapes():
         _cpu.copy_rows(np.zeros((2, 3)), np.zeros((3, 3)))
     with pytest.raises(ValueError, match="contiguous runs; got strides 16 .src."):
         _cpu.copy_rows(np.zeros((2, 6))[:, ::2], np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_add_reads_a_crops_view_in_place_with_the_bits_of_a_contiguous_add(dtype, rng):
+    x = rng.standard_normal((5, 40, 7)).astype(dtype)
+    y = rng.standard_normal((5, 31, 7)).astype(dtype)
+    view = x[:, 4:35]  # a 1-D crop of a channels-last array: rows are runs at a stride
+    want = CpuOps().add(y, np.ascontiguousarray(view))
+    for n_threads in (1, 2, 3):
+        for a, b in ((y, view), (view, y), (view, x[:, 9:40])):
+            got = CpuOps(n_threads=n_threads).add(a, b)
+            assert got.flags.c_contiguous and got.shape == (5, 31, 7)
+            same(got, np.ascontiguousarray(a) + np.ascontiguousarray(b), dtype)
+        same(CpuOps(n_threads=n_threads).add(y, view), want, dtype)
+    # rows that are not one run (a crop of the second of two spatial axes) take the copying path
+    x2 = rng.standard_normal((3, 6, 9, 4)).astype(dtype)
+    same(CpuOps(n_threads=2).add(x2[:, :, 2:7], x2[:, :, 3:8]), x2[:, :, 2:7] + x2[:, :, 3:8], dtype)
+
+
+def test_add_rows_checks_its_arguments():
+    with pytest.raises(ValueError, match=r"b.shape\[1\] \(n\)"):
+        _cpu.add_rows(np.zeros((2, 3)), np.zeros((2, 4)))
+    with pytest.raises(ValueError, match=r"b.shape\[0\] \(rows\)"):
+        _cpu.add_rows(np.zeros((2, 3)), np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="contiguous runs"):
+        _cpu.add_rows(np.zeros((2, 6))[:, ::2], np.zeros((2, 3)))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -479,6 +479,25 @@ def test_residual_branches_meet_inside_the_adjoint_with_the_bits_of_an_add(metho
     assert not calls
 
 
+def test_a_crop_is_a_view_of_its_input_and_the_residual_add_reads_it(rng):
+    """Cropping's forward keeps no copy (its input is kept anyway); the Add that reads it gives the
+    bits of an add of the copied crop, and the walk back through it is unchanged."""
+    from fastlift.backends import get_ops
+    from fastlift.model import WeightCache
+
+    x = L.Input((30, 8), name="x")
+    z = L.Activation("relu", name="relu")(L.Conv1D(rng.standard_normal((3, 8, 8)), np.zeros(8), name="conv")(x))
+    crop = L.Cropping1D((1, 1), name="crop")(x)
+    y = L.Add(name="res")([z, crop])
+    model = fl.Model(x, y)
+    ops = get_ops("cpu", 2)
+    xs = [rng.standard_normal((3, 30, 8)).astype(np.float32)]
+    acts = model.forward(ops, xs, WeightCache(ops, np.dtype(np.float32)))
+    assert np.shares_memory(acts[crop], acts[x]) and not acts[crop].flags.c_contiguous
+    np.testing.assert_array_equal(acts[crop], xs[0][:, 1:29])
+    np.testing.assert_array_equal(acts[y], acts[z] + np.ascontiguousarray(xs[0][:, 1:29]))
+
+
 def test_forward_keep_always_keeps_outputs_even_when_another_layer_reads_them(rng):
     from fastlift.backends import get_ops
     from fastlift.model import WeightCache

@@ -33,7 +33,7 @@ the kernel, so results are bitwise identical for any ``n_threads`` and any row s
 lets small calls run on one thread (``MIN_WORK_PER_THREAD``) without changing a bit.
 """
 
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.string cimport memcpy
 from cython cimport floating
@@ -214,10 +214,9 @@ def rescale_backward(int act,
         return out
     cdef floating[:, ::1] m_in = out                  # OUT (n_pairs, n_features)
     nb = _n_blocks(n_pairs, n_features, n_threads)
-    for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
+    for b in prange(n_pairs, nogil=True, num_threads=nb, schedule="dynamic"):  # a pair a task, as _conv_tiles
         fl_rescale_backward(act, &m_out[0, 0], &x_in[0, 0], &r_in[0, 0], &x_out[0, 0], &r_out[0, 0],
-                            &pair_x[0], &pair_r[0], &alpha[0], &m_in[0, 0], n_features, b * n_pairs // nb,
-                            (b + 1) * n_pairs // nb)
+                            &pair_x[0], &pair_r[0], &alpha[0], &m_in[0, 0], n_features, b, b + 1)
     return out
 
 
@@ -350,6 +349,27 @@ def add_activation(int act,
     for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
         fl_add_activation(act, &x[0, 0], &alpha[0], &other[0, 0], &y[0, 0], n_features, b * n_rows // nb,
                           (b + 1) * n_rows // nb)
+    return out
+
+
+def add_rows(const floating[:, :] a,   # IN  (rows, n), each row contiguous
+             const floating[:, :] b,   # IN  (rows, n), each row contiguous
+             int n_threads=1):
+    """a + b elementwise for 2-D arrays whose rows are each one contiguous run at any row stride
+    (a crop's view of a channels-last array); returns (rows, n), C-contiguous, with `add`'s bits."""
+    cdef Py_ssize_t rows = a.shape[0], n = a.shape[1], r, nb
+    _check_len(b.shape[0], rows, "b.shape[0] (rows)")
+    _check_len(b.shape[1], n, "b.shape[1] (n)")
+    if n > 1 and (a.strides[1] != sizeof(floating) or b.strides[1] != sizeof(floating)):
+        raise ValueError(f"add_rows needs rows that are contiguous runs (inner stride {sizeof(floating)}); "
+                         f"got inner strides {a.strides[1]} and {b.strides[1]}")
+    out = _empty((rows, n), <floating>0)
+    if rows == 0 or n == 0:
+        return out
+    cdef floating[:, ::1] o = out
+    nb = _n_blocks(rows, n, n_threads)
+    for r in prange(rows, nogil=True, num_threads=nb, schedule="dynamic"):  # a row a task, as _conv_tiles
+        fl_add(&a[r, 0], &b[r, 0], &o[r, 0], 0, n)
     return out
 
 
@@ -598,7 +618,7 @@ def conv_direct(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
     store, with the bits of ``add_activation``. With ``relu_grad_of`` (a ReLU's input z), returns
     (out, out * relu'(z)), with the bits of ``gradient_backward``. With ``relu``, returns
     (out, relu(out)), with the bits of ``activation_forward``."""
-    return _conv_tiles(x, wp, g, c_out, n_threads, bias, isa, addend, residual, relu_grad_of, relu, False)
+    return _conv_tiles(x, wp, g, c_out, n_threads, bias, isa, addend, residual, relu_grad_of, relu, 0)
 
 
 def conv_winograd3(const floating[:, :, :, ::1] x,     # IN  (n, 1, w, c)
@@ -610,17 +630,20 @@ def conv_winograd3(const floating[:, :, :, ::1] x,     # IN  (n, 1, w, c)
                    const floating[:, ::1] addend=None,
                    const floating[:, ::1] residual=None,
                    const floating[:, ::1] relu_grad_of=None,
-                   bint relu=False):
+                   bint relu=False,
+                   int m=2):                           # output cells per tile: 2 (F(2,3)) or 4 (F(4,3))
     """`conv_direct`'s convolution for 1-D layers of three taps and stride 1 (any dilation and
-    padding) in 2/3 of the multiply-adds (Winograd's F(2,3), see fl_conv_winograd3). ``wg`` is
-    the four transformed kernels G0..G3 (each (c, c_out)), each packed as conv_direct's kernel,
-    one after the other. The other arguments and the results are conv_direct's; each value is
-    summed in a fixed order (any batch and thread count give the same bits) and differs from
-    conv_direct's by rounding."""
+    padding) in 2/3 (``m`` = 2, Winograd's F(2,3)) or 1/2 (``m`` = 4, F(4,3)) of the multiply-adds,
+    see fl_conv_winograd3. ``wg`` is the m + 2 transformed kernels G_i (each (c, c_out)), each
+    packed as conv_direct's kernel, one after the other. The other arguments and the results are
+    conv_direct's; each value is summed in a fixed order (any batch and thread count give the
+    same bits) and differs from conv_direct's by rounding."""
     if g.h != 1 or g.kh != 1 or g.kw != 3 or g.sw != 1:
         raise ValueError(f"conv_winograd3 needs a 1-D geometry of 3 taps and stride 1 (h = kh = 1, kw = 3, "
                          f"sw = 1); got h={g.h}, kh={g.kh}, kw={g.kw}, sw={g.sw}")
-    return _conv_tiles(x, wg, g, c_out, n_threads, bias, isa, addend, residual, relu_grad_of, relu, True)
+    if m != 2 and m != 4:
+        raise ValueError(f"m (output cells per Winograd tile) must be 2 or 4; got {m}")
+    return _conv_tiles(x, wg, g, c_out, n_threads, bias, isa, addend, residual, relu_grad_of, relu, m)
 
 
 def conv_narrow(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
@@ -670,8 +693,8 @@ def conv_narrow(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
 
 def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g, Py_ssize_t c_out,
                 int n_threads, const floating[::1] bias, str isa, const floating[:, ::1] addend,
-                const floating[:, ::1] residual, const floating[:, ::1] relu_grad_of, bint relu, bint winograd):
-    """conv_direct (``winograd`` False) or conv_winograd3 (True), after their checks."""
+                const floating[:, ::1] residual, const floating[:, ::1] relu_grad_of, bint relu, int winograd):
+    """conv_direct (``winograd`` 0) or conv_winograd3 (``winograd`` = its m, 2 or 4), after their checks."""
     cdef fl_geometry geo = _geometry(g)
     _check_nhwc(x.shape, geo.h, geo.w, geo.c, "x")
     cdef Py_ssize_t lanes = VECTOR_BYTES // sizeof(floating)
@@ -680,7 +703,7 @@ def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g
     if c_out < 1:
         raise ValueError(f"c_out must be >= 1; got {c_out}")
     if winograd:
-        _check_len(wp.shape[0], 4 * geo.c * c_pad, "len(wg) (4 * c * c_out padded)")
+        _check_len(wp.shape[0], (winograd + 2) * geo.c * c_pad, f"len(wg) ({winograd + 2} * c * c_out padded)")
     else:
         _check_len(wp.shape[0], geo.kh * geo.kw * geo.c * c_pad, "len(wp) (kh*kw*c * c_out padded)")
     if bias is not None:
@@ -732,19 +755,22 @@ def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g
     if out2 is not None:
         out2_view = out2
         out2_ptr = &out2_view[0, 0]
-    nb = _n_blocks(n_rows, geo.w_out * geo.kh * geo.kw * geo.c * c_out // 64 + 1, n_threads)
+    # One output row a task, handed out as threads come free: a core that the host slows does not
+    # hold up the others (each row is computed alone, so the schedule changes no bits).
+    cdef int nt = <int>_n_blocks(n_rows, geo.w_out * geo.kh * geo.kw * geo.c * c_out // 64 + 1, n_threads)
+    cdef int t
     if winograd:
-        n_scratch = fl_conv_winograd3_scratch_size(geo, c_out)
-    scratch_arr = _empty((max(nb * n_scratch, 1),), <floating>0)
+        n_scratch = fl_conv_winograd3_scratch_size(geo, c_out, winograd)
+    scratch_arr = _empty((max(nt * n_scratch, 1),), <floating>0)
     cdef floating[::1] scratch = scratch_arr
-    for b in prange(nb, nogil=True, num_threads=nb, schedule="static"):
+    for b in prange(n_rows, nogil=True, num_threads=nt, schedule="dynamic"):
         if winograd:
+            t = threadid()
             fl_conv_winograd3(&x[0, 0, 0, 0], &wp[0], bias_ptr, &zero[0], addend_ptr, aux_ptr, out2_ptr, epi, geo,
-                              c_out, isa_code, &scratch[b * n_scratch], &y[0, 0], b * n_rows // nb,
-                              (b + 1) * n_rows // nb)
+                              c_out, winograd, isa_code, &scratch[t * n_scratch], &y[0, 0], b, b + 1)
         else:
             fl_conv_direct(&x[0, 0, 0, 0], &wp[0], bias_ptr, &zero[0], addend_ptr, aux_ptr, out2_ptr, epi, geo,
-                           c_out, isa_code, &y[0, 0], b * n_rows // nb, (b + 1) * n_rows // nb)
+                           c_out, isa_code, &y[0, 0], b, b + 1)
     return out if out2 is None else (out, out2)
 
 

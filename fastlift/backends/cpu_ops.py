@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from fractions import Fraction
 import math
 import os
 import threading
@@ -76,11 +77,23 @@ DIRECT_MIN_CHANNELS = 16
 #: of output channels to keep one or two (bench/README.md, "Narrow convolutions").
 NARROW_MAX_CHANNELS = 4
 #: Of the others, 1-D convolutions of three taps and stride 1 run `_cpu.conv_winograd3` (Winograd's
-#: F(2,3): 2/3 of the multiply-adds, through the same tiles), unless their padding is wide for
+#: F(4,3) or F(2,3): 1/2 or 2/3 of the multiply-adds, through the same tiles), unless their padding is wide for
 #: their dilation: the adjoint of a valid convolution is padded by twice the dilation, taps the
 #: direct tiles skip, and there the direct path does less work once the dilation is more than
 #: w_out / `WINOGRAD_MAX_DILATION_SHARE` (bench/README.md, "Winograd three-tap convolutions").
 WINOGRAD_MAX_DILATION_SHARE = 9
+#: Winograd's tiles give 4 output cells (F(4,3): six products for four cells) where that needs at
+#: most this share of F(2,3)'s products (four for two cells): the rows' last period of 4 dilations
+#: may be mostly past the end, and F(4,3)'s transforms cost more (bench/README.md, "Winograd
+#: three-tap convolutions").
+WINOGRAD_F43_MAX_SHARE = 0.9
+#: The transformed kernels G_i of `_cpu.conv_winograd3` for m output cells a tile: each row the
+#: weights of the taps (g0, g1, g2) in G_i (see fl_conv_winograd3).
+WINOGRAD_KERNEL_ROWS = {
+    2: ((1, 0, 0), (Fraction(1, 2),) * 3, (Fraction(1, 2), Fraction(-1, 2), Fraction(1, 2)), (0, 0, 1)),
+    4: ((1, 0, 0), (Fraction(-1, 3),) * 3, (Fraction(1, 3), Fraction(-1, 3), Fraction(1, 3)),
+        (Fraction(1, 15), Fraction(2, 15), Fraction(4, 15)), (Fraction(-16, 15), Fraction(8, 15), Fraction(-4, 15)),
+        (0, 0, 1))}
 #: Rows of convolutions with at most this many input channels are checked for one-hot input (DNA
 #: has 4 channels, protein ~20); one-hot rows run as a gather of kernel rows
 #: (`_cpu.conv_forward_onehot`), taps x c_out adds per output cell instead of taps x c x c_out
@@ -270,8 +283,14 @@ class CpuOps(Ops):
         return np.tile(alpha, -(-n_features // alpha.shape[0]))[:n_features]
 
     def add(self, a, b):
+        """On threads; a view whose rows are contiguous runs (a crop's, `_CropPad`) is read in place
+        (`_cpu.add_rows`), without the copy that would make it contiguous."""
         if a.shape != b.shape or a.dtype != b.dtype or a.dtype not in _FLOATS:
             return super().add(a, b)
+        if a.ndim >= 2 and a.size > 0 and not (a.flags.c_contiguous and b.flags.c_contiguous):
+            a2, b2 = _row_runs(a), _row_runs(b)
+            if a2 is not None and b2 is not None:
+                return _cpu.add_rows(a2, b2, self.n_threads).reshape(a.shape)
         return _cpu.add(np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1),
                         self.n_threads).reshape(a.shape)
 
@@ -521,8 +540,9 @@ class CpuOps(Ops):
         if bias is not None:  # the tiles read whole vectors of output channels
             bias = _lane_padded(bias, kernel.dtype)
         if self._conv_runs_winograd(g):
-            return _cpu.conv_winograd3(x, self._winograd_kernel(kernel), g, n, self.n_threads, bias, _ISA, addend,
-                                       residual, relu_grad_of, relu)
+            m = self._winograd_outputs(g)
+            return _cpu.conv_winograd3(x, self._winograd_kernel(kernel, m), g, n, self.n_threads, bias, _ISA, addend,
+                                       residual, relu_grad_of, relu, m)
         return _cpu.conv_direct(x, self._direct_kernel(kernel), g, n, self.n_threads, bias, _ISA, addend,
                                 residual, relu_grad_of, relu)
 
@@ -537,17 +557,31 @@ class CpuOps(Ops):
 
         return self._derived(kernel, "direct_packed", pack)
 
-    def _winograd_kernel(self, kernel):
-        """The kernel (3*c, n) of a three-tap 1-D convolution as `_cpu.conv_winograd3` reads it, once
-        per run: G0 = g0, G1 = (g0 + g1 + g2) / 2, G2 = (g0 - g1 + g2) / 2, G3 = g2 (g_t its tap t,
-        (c, n)), each packed as `_direct_kernel` packs a kernel, one after the other."""
-        def transform(k):
-            g0, g1, g2 = np.split(k, 3)
-            half = k.dtype.type(0.5)
-            return np.concatenate([self._direct_kernel(np.ascontiguousarray(gk)) for gk in
-                                   (g0, (g0 + g1 + g2) * half, (g0 - g1 + g2) * half, g2)])
+    @staticmethod
+    def _winograd_outputs(g: Geometry) -> int:
+        """Output cells per tile of `_cpu.conv_winograd3` for this geometry: 4 (F(4,3), half the
+        multiply-adds of the direct tiles) unless F(2,3) computes fewer products, on rows whose last
+        period of 4*d cells would be mostly past the end (see `WINOGRAD_F43_MAX_SHARE`)."""
+        def products(m):
+            period = m * g.dw
+            return (m + 2) * ((g.w_out // period) * g.dw + min(g.w_out % period, g.dw))
+        return 4 if products(4) <= WINOGRAD_F43_MAX_SHARE * products(2) else 2
 
-        return self._derived(kernel, "winograd3_packed", transform)
+    def _winograd_kernel(self, kernel, m):
+        """The kernel (3*c, n) of a three-tap 1-D convolution as `_cpu.conv_winograd3` reads it for m
+        output cells a tile, once per run: its m + 2 transformed kernels G_i (combinations of the
+        taps g_t, each (c, n)), each packed as `_direct_kernel` packs a kernel, one after the other.
+        F(2,3): G = (g0, (g0 + g1 + g2)/2, (g0 - g1 + g2)/2, g2); F(4,3) (interpolation points 0, 1,
+        -1, 2, -1/2): G = (g0, -(g0 + g1 + g2)/3, (g0 - g1 + g2)/3, (g0 + 2 g1 + 4 g2)/15,
+        (-16 g0 + 8 g1 - 4 g2)/15, g2), computed in float64 and rounded once."""
+        rows = WINOGRAD_KERNEL_ROWS[m]
+
+        def transform(k):
+            taps = np.split(k.astype(np.float64), 3)
+            combos = [sum(float(r) * t for r, t in zip(row, taps) if r).astype(k.dtype) for row in rows]
+            return np.concatenate([self._direct_kernel(np.ascontiguousarray(gk)) for gk in combos])
+
+        return self._derived(kernel, f"winograd{m}3_packed", transform)
 
     def conv_skips_zeros(self, g: Geometry) -> bool:
         """True for kernels of at least `SPARSE_MIN_TAPS_CHANNELS` taps x input channels with

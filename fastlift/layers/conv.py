@@ -214,8 +214,10 @@ class _CropPad(_Spatial, Layer):
         return out
 
     def forward(self, ops, xs, w):
+        # A crop is a view of its input, which the forward keeps anyway: no copy, no memory; the
+        # ops that read it take views (an Add of a residual block reads its rows in place).
         x = self.to_nhwc(ops, xs[0])
-        y = self._crop(ops, x) if self.crop else self._pad(ops, x)
+        y = x[self._slices(x.shape[1:3])] if self.crop else self._pad(ops, x)
         return self.from_nhwc(ops, y)
 
     def adjoint(self, ops, m, node):
