@@ -77,15 +77,16 @@ DIRECT_MIN_CHANNELS = 16
 #: of output channels to keep one or two (bench/README.md, "Narrow convolutions").
 NARROW_MAX_CHANNELS = 4
 #: Of the others, 1-D convolutions of three taps and stride 1 run `_cpu.conv_winograd3` (Winograd's
-#: F(4,3) or F(2,3): 1/2 or 2/3 of the multiply-adds, through the same tiles), unless their padding is wide for
-#: their dilation: the adjoint of a valid convolution is padded by twice the dilation, taps the
-#: direct tiles skip, and there the direct path does less work once the dilation is more than
-#: w_out / `WINOGRAD_MAX_DILATION_SHARE` (bench/README.md, "Winograd three-tap convolutions").
+#: F(4,3) or F(2,3): 1/2 or 2/3 of the multiply-adds, through the same tiles), unless their
+#: padding is wide for their dilation: the adjoint of a valid convolution is padded by twice the
+#: dilation, taps the direct tiles skip, and there the direct path does less work once the
+#: dilation is more than w_out / `WINOGRAD_MAX_DILATION_SHARE` (bench/README.md, "Direct tiles on
+#: AVX2, Winograd, narrow heads" and "Winograd F(4,3), vectorised transforms").
 WINOGRAD_MAX_DILATION_SHARE = 9
 #: Winograd's tiles give 4 output cells (F(4,3): six products for four cells) where that needs at
 #: most this share of F(2,3)'s products (four for two cells): the rows' last period of 4 dilations
 #: may be mostly past the end, and F(4,3)'s transforms cost more (bench/README.md, "Winograd
-#: three-tap convolutions").
+#: F(4,3), vectorised transforms": BPNet's d = 256 forward, 562 cells, runs F(2,3)).
 WINOGRAD_F43_MAX_SHARE = 0.9
 #: The transformed kernels G_i of `_cpu.conv_winograd3` for m output cells a tile: each row the
 #: weights of the taps (g0, g1, g2) in G_i (see fl_conv_winograd3).
