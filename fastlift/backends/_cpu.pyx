@@ -87,6 +87,13 @@ cdef inline object _empty(tuple shape, floating tag):
         return np.empty(shape, dtype=np.float64)
 
 
+cdef inline object _zeros(Py_ssize_t n, floating tag):
+    # The zeros (n,) that the convolution kernels read for cells outside the input (zero__c).
+    out = _empty((n,), tag)
+    out[...] = 0
+    return out
+
+
 cdef int _check_act(int act) except -1:
     if act < 0 or act >= FL_ACT_COUNT:
         raise ValueError(f"act must be an Act code in [0, {FL_ACT_COUNT}); got {act}")
@@ -674,9 +681,7 @@ def conv_narrow(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
         if addend is not None:
             out += np.asarray(addend)
         return out
-    zero_arr = _empty((geo.c,), <floating>0)
-    zero_arr[...] = 0
-    cdef const floating[::1] zero = zero_arr
+    cdef const floating[::1] zero = _zeros(geo.c, <floating>0)
     cdef floating[:, ::1] y = out
     cdef const floating* bias_ptr = NULL
     cdef const floating* addend_ptr = NULL
@@ -735,9 +740,7 @@ def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g
         a = np.asarray(aux)
         out2[...] = a + np.maximum(out, 0) if residual is not None else out * (a > 0)
         return out, out2
-    zero_arr = _empty((geo.c,), <floating>0)
-    zero_arr[...] = 0
-    cdef const floating[::1] zero = zero_arr
+    cdef const floating[::1] zero = _zeros(geo.c, <floating>0)
     cdef floating[:, ::1] y = out
     cdef const floating* bias_ptr = NULL
     cdef const floating* addend_ptr = NULL
@@ -826,9 +829,7 @@ def conv_forward_onehot(const int32_t[:, :, ::1] hot,      # IN  (n, h, w) from 
     out = _empty((n * geo.h_out * geo.w_out, c_out), <floating>0)
     if out.size == 0:
         return out
-    zero_arr = _empty((c_pad,), <floating>0)
-    zero_arr[...] = 0
-    cdef const floating[::1] zero = zero_arr
+    cdef const floating[::1] zero = _zeros(c_pad, <floating>0)
     cdef floating[:, ::1] y = out
     cdef const floating* bias_ptr = NULL
     if bias is not None:
@@ -866,9 +867,7 @@ def matmul_direct(const floating[:, ::1] a,   # IN  (m, k)
     if k == 0:
         out[...] = 0
         return out
-    zero_arr = _empty((k,), <floating>0)
-    zero_arr[...] = 0
-    cdef const floating[::1] zero = zero_arr
+    cdef const floating[::1] zero = _zeros(k, <floating>0)
     cdef floating[:, ::1] y = out
     nb = _n_blocks(m, k * n // 16 + 1, n_threads)
     cdef Py_ssize_t m0, m1
