@@ -485,6 +485,22 @@ def test_conv_narrow_is_the_convolution(g, dtype, n_out, rng):
             same(CPU.conv_forward(x, kernel, g, bias), got, dtype)
 
 
+@pytest.mark.parametrize("n_out", [1, 2, 3, 4])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv_narrow_span_tiles_give_the_tap_tiles_bits(dtype, n_out, rng):
+    """Blocks of cells whose taps are all inside the input (dilation 1, whole pairs of vectors of
+    channels) read each kernel row as one run, two output channels at a time: the same sums in the
+    same order as the tap-by-tap tiles of blocks that reach into the padding."""
+    valid = geometry(1, 40, 32, 1, 7)  # blocks of 4 cells inside: run tiles, the last 2 cells: tap tiles
+    padded = geometry(1, 40, 32, 1, 7, pl=2, pr=2)  # its cell j is valid's j - 2; the edge blocks: tap tiles
+    x = rng.standard_normal((5, 1, 40, 32)).astype(dtype)
+    kt = rng.standard_normal((n_out, 7 * 32)).astype(dtype)
+    for isa in ("base", "auto"):
+        a = _cpu.conv_narrow(x, kt, valid, 1, None, isa).reshape(5, valid.w_out, n_out)
+        b = _cpu.conv_narrow(x, kt, padded, 2, None, isa).reshape(5, padded.w_out, n_out)
+        same(b[:, 2:2 + valid.w_out], a, dtype)
+
+
 def test_conv_narrow_rejects_bad_arguments(rng):
     g = geometry(1, 12, 16, 1, 3)
     x = rng.standard_normal((2, 1, 12, 16)).astype(np.float32)
@@ -754,7 +770,8 @@ def test_conv_direct_rejects_bad_arguments(rng):
 @pytest.mark.parametrize("g", GEOMETRIES + [  # >= FLIPPED_MIN_CHANNELS, stride 1: the flipped path
     pytest.param(geometry(1, 30, 40, 1, 3, dw=4, pl=4, pr=4), id="1d-same-dilated-c40"),
     pytest.param(geometry(1, 30, 33, 1, 5, pl=4), id="1d-causal-c33"),
-    pytest.param(geometry(1, 12, 48, 1, 7), id="1d-valid-c48")])
+    pytest.param(geometry(1, 12, 48, 1, 7), id="1d-valid-c48"),
+    pytest.param(geometry(1, 40, 4, 1, 21), id="one-hot-first-layer")])  # 64 outputs: conv_narrow
 def test_conv_adjoint_is_the_transpose(g, dtype, n_out, rng):
     # stride 1 runs as a convolution with the flipped kernel, strided ones as GEMM + col2im
     m = rng.standard_normal((9, g.h_out, g.w_out, n_out)).astype(dtype)
@@ -858,7 +875,32 @@ def test_conv_adjoint_takes_the_flipped_path_only_where_it_pays(monkeypatch, rng
         for g in (wide, narrow, strided, head):
             m = rng.standard_normal((2, g.h_out, g.w_out, 8)).astype(np.float32)
             CPU.conv_adjoint(m, rng.standard_normal((3 * g.c, 8)).astype(np.float32), g)
-    assert used == [narrow, strided]
+        # one-hot layers of 64 outputs: 21 taps flipped on conv_narrow (where the tiles run), 3 taps
+        # not; nor Basset's 300 outputs (not whole pairs of vectors)
+        for g, n in ((geometry(1, 40, 4, 1, 21), 64), (geometry(1, 40, 4, 1, 3), 64), (geometry(1, 40, 4, 1, 19), 300)):
+            m = rng.standard_normal((2, g.h_out, g.w_out, n)).astype(np.float32)
+            CPU.conv_adjoint(m, rng.standard_normal((g.kw * g.c, n)).astype(np.float32), g)
+    flips_narrow = _cpu.isa() in ("avx2", "avx512")
+    assert used == [narrow, strided] + ([] if flips_narrow else [geometry(1, 40, 4, 1, 21)]) + [
+        geometry(1, 40, 4, 1, 3), geometry(1, 40, 4, 1, 19)]
+
+
+def test_conv_adjoint_of_a_one_hot_layer_runs_conv_narrow(monkeypatch, vector_isa, rng):
+    """DNA's first layer (4 input channels, 64 outputs): its adjoint, the flipped convolution, has 4
+    outputs, which conv_narrow computes where the direct tiles run; GEMM + col2im elsewhere."""
+    from fastlift.backends import cpu_ops
+
+    used = []
+    monkeypatch.setattr(CpuOps, "col2im", lambda self, cols, g: used.append("col2im") or REF.col2im(cols, g))
+    narrow = _cpu.conv_narrow
+    monkeypatch.setattr(cpu_ops._cpu, "conv_narrow", lambda *a: used.append("narrow") or narrow(*a))
+    g = geometry(1, 60, 4, 1, 21)
+    m = rng.standard_normal((3, 1, g.w_out, 64)).astype(np.float32)
+    kernel = rng.standard_normal((21 * 4, 64)).astype(np.float32)
+    with CPU.compute_context():
+        got = CPU.conv_adjoint(m, kernel, g)
+    close(got, REF.conv_adjoint(m, kernel, g), np.float32, rtol=1e-4, atol=1e-4)
+    assert used == (["narrow"] if vector_isa != "base" else ["col2im"])
 
 
 # ------------------------------------------------------------ sparse convolution adjoint

@@ -54,9 +54,11 @@ GEMM_PANEL_COLS = 256
 # Small weights get small blocks (BLAS runs them faster), large weights >= 256 rows, where
 # OpenBLAS's packing is amortised (bench/README.md, "GEMM block rows").
 
-#: conv_adjoint runs as a flipped convolution from this many input channels up, or when the
-#: layer has fewer output than input channels; below, a GEMM only a few columns wide would be
-#: slower than GEMM + col2im (bench/README.md, "Flipped transpose").
+#: conv_adjoint runs as a flipped convolution from this many input channels up, when the layer
+#: has fewer output than input channels, or when `_cpu.conv_narrow` computes it (at most
+#: `NARROW_MAX_CHANNELS` input channels, such as one-hot DNA's 4: `NARROW_ADJOINT_MIN_TAPS`);
+#: elsewhere a GEMM only a few columns wide would be slower than GEMM + col2im (bench/README.md,
+#: "Flipped transpose" and "Narrow adjoint of a one-hot layer").
 FLIPPED_MIN_CHANNELS = 16
 #: conv_adjoint skips zero multipliers (`_cpu.conv_sparse`) for kernels with at least
 #: `SPARSE_MIN_TAPS_CHANNELS` taps x input channels, in pairs where at most `SPARSE_MAX_FILL` of the
@@ -76,6 +78,13 @@ DIRECT_MIN_CHANNELS = 16
 #: `_cpu.conv_narrow`, vectorised over the input channels: the tiles would compute a whole vector
 #: of output channels to keep one or two (bench/README.md, "Narrow convolutions").
 NARROW_MAX_CHANNELS = 4
+#: The adjoint of a layer with at most `NARROW_MAX_CHANNELS` input channels (one-hot DNA's first
+#: layer) runs as the flipped convolution on `_cpu.conv_narrow` for kernels of at least this many
+#: taps: a run of taps x channels long enough to pay for each value's sum of vector lanes. BPNet's
+#: 21 taps x 64 channels over 2114 bp: 5.6 -> 3.7 ms per 20 pairs; 3 to 9 taps, or Basset's 300
+#: channels (not whole vectors), stay faster on GEMM + col2im (bench/README.md, "Narrow adjoint
+#: of a one-hot layer").
+NARROW_ADJOINT_MIN_TAPS = 15
 #: Of the others, 1-D convolutions of three taps and stride 1 run `_cpu.conv_winograd3` (Winograd's
 #: F(4,3) or F(2,3): 1/2 or 2/3 of the multiply-adds, through the same tiles), unless their
 #: padding is wide for their dilation: the adjoint of a valid convolution is padded by twice the
@@ -648,7 +657,7 @@ class CpuOps(Ops):
         convolution, or None where that does not pay (see `_dense_adjoint`)."""
         pt, pl = (g.kh - 1) * g.dh - g.pt, (g.kw - 1) * g.dw - g.pl
         c_out = kernel.shape[1]
-        worth_it = g.c >= FLIPPED_MIN_CHANNELS or c_out < g.c
+        worth_it = g.c >= FLIPPED_MIN_CHANNELS or c_out < g.c or self._adjoint_runs_narrow(g, c_out, kernel.dtype)
         if g.sh != 1 or g.sw != 1 or pt < 0 or pl < 0 or not worth_it:
             return None
 
@@ -660,12 +669,23 @@ class CpuOps(Ops):
                       pt=pt, pl=pl, h_out=g.h, w_out=g.w)
         return self._derived(kernel, "flipped", flip), gt
 
+    @classmethod
+    def _adjoint_runs_narrow(cls, g: Geometry, c_out, dtype) -> bool:
+        """Whether the adjoint of a layer with few input channels (one-hot DNA's 4) runs as the flipped
+        convolution on `_cpu.conv_narrow` (see `NARROW_ADJOINT_MIN_TAPS`): stride 1, dilation 1 along
+        the row and whole pairs of 32-byte vectors of output channels, so that its span tiles run."""
+        return (g.c <= NARROW_MAX_CHANNELS and g.kh * g.kw >= NARROW_ADJOINT_MIN_TAPS and g.dw == 1
+                and g.sh == 1 and g.sw == 1 and c_out * np.dtype(dtype).itemsize % 64 == 0
+                and c_out >= DIRECT_MIN_CHANNELS and _ISA in _DIRECT_ISAS and cls._tiles_serve(dtype))
+
     def _dense_adjoint(self, m, kernel, g: Geometry, addend=None):
         """For stride 1, the transpose of a convolution is a convolution of ``m`` with the kernel
         flipped over its taps and transposed (c_out <-> c_in), padded by span - 1 - pad: run
         through the fused `conv_forward`, with no col2im and a GEMM of the forward's shape.
-        Strided convolutions, and those with fewer than `FLIPPED_MIN_CHANNELS` input channels
-        and at least as many output channels (one-hot DNA: a GEMM 4 columns wide), use GEMM +
+        A layer with at most `NARROW_MAX_CHANNELS` input channels (one-hot DNA's first layer)
+        gives a flipped convolution with that few outputs, which `_cpu.conv_narrow` computes.
+        Strided convolutions, and the other layers with fewer than `FLIPPED_MIN_CHANNELS` input
+        channels and at least as many output channels (a GEMM a few columns wide), use GEMM +
         col2im (the numpy reference's way)."""
         dt = np.result_type(m, kernel)
         flipped = self._flipped(np.asarray(kernel, dtype=dt), g) if dt in _FLOATS else None
