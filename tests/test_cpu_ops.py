@@ -97,6 +97,27 @@ def activation_inputs(n_rows, dtype, rng):
     return x.astype(dtype)
 
 
+def test_one_valued_parameters_are_filled_once_per_value_width_and_dtype(rng):
+    """A scalar activation parameter becomes one read-only array per (value, width, dtype), reused by
+    every call: another value, width or dtype gets its own, and each call computes with its own."""
+    ops = CpuOps(n_threads=2)
+    x = rng.standard_normal((3, 40)).astype(np.float32)
+    a = ops._alpha(np.float32(0.1), 40, np.float32)
+    assert ops._alpha(np.array([0.1], np.float32), 40, np.float32) is a and not a.flags.writeable
+    assert np.array_equal(a, np.full(40, 0.1, np.float32))
+    for other in (ops._alpha(0.2, 40, np.float32), ops._alpha(0.1, 41, np.float32), ops._alpha(0.1, 40, np.float64)):
+        assert other is not a
+    for alpha in (0.1, 0.2, 0.1):
+        close(ops.activation_forward(Act.LEAKY_RELU, x, np.float32(alpha)),
+              REF.activation_forward(Act.LEAKY_RELU, x, np.float32(alpha)), np.float32)
+    ops.close()
+    assert ops._alpha(0.1, 40, np.float32) is not a
+    from fastlift.backends.cpu_ops import ALPHA_ARRAYS
+    for v in range(2 * ALPHA_ARRAYS):  # bounded: a model with many values does not grow it forever
+        ops._alpha(float(v), 40, np.float32)
+    assert 0 < len(ops._alphas) <= ALPHA_ARRAYS
+
+
 @pytest.mark.parametrize("n_rows", N_ROWS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ACTS, ids=[a.name for a in ACTS])

@@ -74,6 +74,9 @@ SPARSE_MAX_FILL_FORWARD = 0.25
 #: CPUs with AVX2 or AVX-512; with fewer the GEMM wins (bench/README.md, "Direct convolution and
 #: dense tiles"). Both tiles sum each value in the same order with the same FMAs: the same bits.
 DIRECT_MIN_CHANNELS = 16
+#: `CpuOps._alpha` keeps at most this many arrays of one activation parameter (one per layer
+#: width and parameter value a model has, typically a handful).
+ALPHA_ARRAYS = 64
 #: Of those, convolutions to at most this many output channels (a profile head's one or two) run
 #: `_cpu.conv_narrow`, vectorised over the input channels: the tiles would compute a whole vector
 #: of output channels to keep one or two (bench/README.md, "Narrow convolutions").
@@ -261,14 +264,16 @@ class CpuOps(Ops):
         super().__init__(n_threads, precision)
         self.n_threads = (os.cpu_count() or 1) if n_threads is None else int(n_threads)
         self._weights: dict = {}  # arrays derived from read-only weights: key -> (owner, array)
+        self._alphas: dict = {}  # `_alpha`'s arrays of one value
 
     #: `conv_relu`, `conv_residual_relu` and `conv_adjoint_relu` run in the direct tiles' store (AVX2
     #: and AVX-512 CPUs); `add_activation` is one threaded pass.
     fused_ops = frozenset({"add_activation", "conv_relu", "conv_residual_relu", "conv_adjoint_relu"})
 
     def close(self) -> None:
-        """Drop the kernels derived from weights (packed, padded, flipped)."""
+        """Drop the kernels derived from weights (packed, padded, flipped) and the parameter arrays."""
         self._weights.clear()
+        self._alphas.clear()
 
     def compute_context(self):
         """Pin BLAS to one thread and cache freed array blocks for the run (until exit).
@@ -289,7 +294,16 @@ class CpuOps(Ops):
         if alpha.shape[0] == n_features:
             return np.ascontiguousarray(alpha)
         if alpha.shape[0] == 1:  # np.resize is ~100x slower than this for the common scalar case
-            return np.full(n_features, alpha[0], dtype=dtype)
+            # one read-only array per (value, size, dtype): a BPNet layer's rules would fill
+            # 100k values on every call, on one thread
+            key = (alpha.tobytes(), n_features, alpha.dtype)
+            full = self._alphas.get(key)
+            if full is None:
+                if len(self._alphas) >= ALPHA_ARRAYS:
+                    self._alphas.clear()
+                full = self._alphas[key] = np.full(n_features, alpha[0], dtype=dtype)
+                full.flags.writeable = False
+            return full
         return np.tile(alpha, -(-n_features // alpha.shape[0]))[:n_features]
 
     def add(self, a, b):
