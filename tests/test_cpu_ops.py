@@ -205,6 +205,23 @@ def test_rescale_backward(act, dtype, n_pairs, rng):
     np.testing.assert_array_equal(got[far], want[far])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rescale_backward_of_relu_gives_the_oracles_bits_everywhere(dtype, rng):
+    """ReLU's rows run on the vector ISA with f(x) recomputed from x (exact): the oracle's bits, near
+    zero, at the kink, for signed zeros, infinities and NaN too."""
+    special = np.array([0.0, -0.0, 1e-8, -1e-8, 3.0, -3.0, np.inf, -np.inf, np.nan], dtype)
+    x = np.concatenate([special, 2 * rng.standard_normal(300)]).astype(dtype)[None].repeat(3, 0)
+    r = np.stack([np.roll(x[0], k) for k in range(9)]).astype(dtype)
+    r[1] = x[0] + np.asarray(3e-8, dtype)  # within the near-zero band of every x
+    m = rng.standard_normal((9, x.shape[1])).astype(dtype)
+    pair_x, pair_r = np.arange(9, dtype=np.int64) % 3, np.arange(9, dtype=np.int64)[::-1].copy()
+    alpha = np.zeros(1, dtype)
+    args = (Act.RELU, m, x, r, REF.activation_forward(Act.RELU, x, alpha), REF.activation_forward(Act.RELU, r, alpha),
+            pair_x, pair_r, alpha)
+    with np.errstate(invalid="ignore"):
+        same(CPU.rescale_backward(*args), REF.rescale_backward(*args), dtype)
+
+
 @pytest.mark.parametrize("n_pairs", N_ROWS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ACTS, ids=[a.name for a in ACTS])
