@@ -900,6 +900,49 @@ def test_conv_residual_relu_is_conv_then_add_activation(g, dtype, vector_isa, rn
             same(h, ops.add_activation(Act.RELU, z, zero, residual), dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("g", [
+    pytest.param(geometry(1, 50, 64, 1, 3, dw=4), id="winograd-valid"),
+    pytest.param(geometry(1, 50, 64, 1, 5, dw=2), id="direct-valid")])
+def test_conv_residual_relu_reads_a_crop_of_the_input_in_place(g, dtype, rng):
+    """A 1-D block's skip is a crop of its input (a view, rows apart by the input's width): the
+    store reads it in place, one example at a time, with the bits of the contiguous residual."""
+    x = rng.standard_normal((4, 1, g.w, g.c)).astype(dtype)
+    kernel = rng.standard_normal((g.kw * g.c, g.c)).astype(dtype)
+    bias = rng.standard_normal(g.c).astype(dtype)
+    a = (g.w - g.w_out) // 2
+    crop = x[:, 0, a:a + g.w_out, :]  # (4, w_out, c), not contiguous
+    with CPU.compute_context():
+        z, h = CPU.conv_residual_relu(x, kernel, g, bias, crop)
+        z0, h0 = CPU.conv_residual_relu(x, kernel, g, bias, np.ascontiguousarray(crop).reshape(-1, g.c))
+    same(z, z0, dtype)
+    same(h, h0, dtype)
+    same(h, REF.add_activation(Act.RELU, z, np.zeros(1, dtype), crop.reshape(-1, g.c)), dtype)
+    # the kernels themselves: rows of any stride, each contiguous; anything else is refused
+    wp = CPU._direct_kernel(kernel)
+    rows = crop.reshape(4, -1) if crop.flags.c_contiguous else np.lib.stride_tricks.as_strided(
+        crop, (4, g.w_out * g.c), (crop.strides[0], crop.itemsize))
+    bias_pad = np.zeros(-(-g.c // 16) * 16, dtype)
+    bias_pad[:g.c] = bias
+    _, h1 = _cpu.conv_direct(x, wp, g, g.c, 2, bias_pad, "auto", None, rows)
+    same(h1, _cpu.conv_direct(x, wp, g, g.c, 2, bias_pad, "auto", None, np.ascontiguousarray(crop).reshape(-1, g.c))[1],
+         dtype)
+    with pytest.raises(ValueError, match="residual"):
+        _cpu.conv_direct(x, wp, g, g.c, 2, bias_pad, "auto", None, crop.reshape(-1, g.c)[::2].repeat(2, 0)[:, ::-1])
+
+
+def test_rescale_backward_computes_missing_outputs(rng):
+    """x_out / r_out None (a ReLU the forward did not store, `fuse.DerivedActs`): f(x_in), f(r_in)
+    computed by the op (recomputed in the kernel for a ReLU), with the bits of given outputs."""
+    m, x, r, pair_x, pair_r = pair_data(rng, np.float32, 7)
+    alpha = alpha_for(x.shape[1], np.float32, rng)
+    for ops in (CPU, REF):
+        for act in (Act.RELU, Act.ELU, Act.SIGMOID):
+            given = ops.rescale_backward(act, m, x, r, ops.activation_forward(act, x, alpha),
+                                         ops.activation_forward(act, r, alpha), pair_x, pair_r, alpha)
+            same(ops.rescale_backward(act, m, x, r, None, None, pair_x, pair_r, alpha), given, np.float32)
+
+
 def test_conv_adjoint_takes_the_flipped_path_only_where_it_pays(monkeypatch, rng):
     from fastlift.backends.cpu_ops import FLIPPED_MIN_CHANNELS
 

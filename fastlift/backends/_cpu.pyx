@@ -613,7 +613,7 @@ def conv_direct(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
                 const floating[::1] bias=None,      # IN  (c_out rounded up to the vector length,)
                 str isa="auto",
                 const floating[:, ::1] addend=None,    # IN  (n*h_out*w_out, c_out)
-                const floating[:, ::1] residual=None,  # IN  (n*h_out*w_out, c_out)
+                const floating[:, :] residual=None,    # IN  (n*h_out*w_out, c_out), 1-D: or (n, w_out*c_out)
                 const floating[:, ::1] relu_grad_of=None,  # IN  (n*h_out*w_out, c_out)
                 bint relu=False):
     """A convolution without unfolding: returns (n*h_out*w_out, c_out). ``wp`` is the kernel
@@ -622,7 +622,8 @@ def conv_direct(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
     value is summed in a fixed order: any thread count and any batch give the same bits.
     ``addend``, when given, is added to every output value as it is stored: (sum + bias) + addend.
     With ``residual``, returns (out, residual + relu(out)): a residual block's ReLU and Add in the
-    store, with the bits of ``add_activation``. With ``relu_grad_of`` (a ReLU's input z), returns
+    store, with the bits of ``add_activation``; a 1-D layer's residual may be given as one row
+    per example (n, w_out*c_out) whose rows are any stride apart (a crop's view, read in place). With ``relu_grad_of`` (a ReLU's input z), returns
     (out, out * relu'(z)), with the bits of ``gradient_backward``. With ``relu``, returns
     (out, relu(out)), with the bits of ``activation_forward``."""
     return _conv_tiles(x, wp, g, c_out, n_threads, bias, isa, addend, residual, relu_grad_of, relu, 0)
@@ -635,7 +636,7 @@ def conv_winograd3(const floating[:, :, :, ::1] x,     # IN  (n, 1, w, c)
                    const floating[::1] bias=None,
                    str isa="auto",
                    const floating[:, ::1] addend=None,
-                   const floating[:, ::1] residual=None,
+                   const floating[:, :] residual=None,
                    const floating[:, ::1] relu_grad_of=None,
                    bint relu=False,
                    int m=2):                           # output cells per tile: 2 (F(2,3)) or 4 (F(4,3))
@@ -698,7 +699,7 @@ def conv_narrow(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
 
 def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g, Py_ssize_t c_out,
                 int n_threads, const floating[::1] bias, str isa, const floating[:, ::1] addend,
-                const floating[:, ::1] residual, const floating[:, ::1] relu_grad_of, bint relu, int winograd):
+                const floating[:, :] residual, const floating[:, ::1] relu_grad_of, bint relu, int winograd):
     """conv_direct (``winograd`` 0) or conv_winograd3 (``winograd`` = its m, 2 or 4), after their checks."""
     cdef fl_geometry geo = _geometry(g)
     _check_nhwc(x.shape, geo.h, geo.w, geo.c, "x")
@@ -720,11 +721,22 @@ def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g
         raise ValueError("give at most one of residual, relu_grad_of and relu")
     cdef int epi = (FL_EPI_RESIDUAL_RELU if residual is not None else FL_EPI_RELU_GRAD if relu_grad_of is not None
                     else FL_EPI_RELU)
-    aux = residual if residual is not None else relu_grad_of
-    if aux is not None:
+    aux = np.asarray(residual) if residual is not None else relu_grad_of
+    # A 1-D layer's residual may also come as one row per example, (n, w_out*c_out), rows apart by
+    # any stride (a crop's view of its input): each row's call then gets its own pointers.
+    cdef bint aux_rows = (residual is not None and geo.h_out == 1 and residual.shape[0] == n
+                          and residual.shape[1] == geo.w_out * c_out)
+    if aux is not None and not aux_rows:
         name = "residual" if residual is not None else "relu_grad_of"
         _check_len(aux.shape[0], n * geo.h_out * geo.w_out, f"{name}.shape[0] (n*h_out*w_out)")
         _check_len(aux.shape[1], c_out, f"{name}.shape[1] (c_out)")
+    cdef Py_ssize_t item = sizeof(floating)
+    if residual is not None and residual.shape[0] > 0 and (
+            (residual.shape[1] > 1 and residual.strides[1] != item)
+            or (not aux_rows and residual.shape[0] > 1 and residual.strides[0] != residual.shape[1] * item)):
+        raise ValueError(f"residual must have contiguous rows (C-contiguous unless one row per example); got "
+                         f"strides {(residual.strides[0], residual.strides[1])} for shape "
+                         f"{(residual.shape[0], residual.shape[1])}")
     cdef int isa_code = _isa_code(isa)
     out = _empty((n * geo.h_out * geo.w_out, c_out), <floating>0)
     out2 = None if aux is None and not relu else _empty((n * geo.h_out * geo.w_out, c_out), <floating>0)
@@ -737,7 +749,7 @@ def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g
         if relu:
             out2[...] = np.where(out > 0, out, 0)
             return out, out2
-        a = np.asarray(aux)
+        a = np.asarray(aux).reshape(out.shape)
         out2[...] = a + np.maximum(out, 0) if residual is not None else out * (a > 0)
         return out, out2
     cdef const floating[::1] zero = _zeros(geo.c, <floating>0)
@@ -746,7 +758,7 @@ def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g
     cdef const floating* addend_ptr = NULL
     cdef const floating* aux_ptr = NULL
     cdef floating* out2_ptr = NULL
-    cdef const floating[:, ::1] aux_view
+    cdef const floating[:, :] aux_view
     cdef floating[:, ::1] out2_view
     if bias is not None:
         bias_ptr = &bias[0]
@@ -762,12 +774,29 @@ def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g
     # hold up the others (each row is computed alone, so the schedule changes no bits).
     cdef int nt = <int>_n_blocks(n_rows, geo.w_out * geo.kh * geo.kw * geo.c * c_out // 64 + 1, n_threads)
     cdef int t
+    cdef Py_ssize_t cells = geo.w_out * c_out
+    cdef const floating* xb
+    cdef const floating* addend_b
+    cdef floating* out2_b
+    cdef floating* yb
     if winograd:
         n_scratch = fl_conv_winograd3_scratch_size(geo, c_out, winograd)
     scratch_arr = _empty((max(nt * n_scratch, 1),), <floating>0)
     cdef floating[::1] scratch = scratch_arr
     for b in prange(n_rows, nogil=True, num_threads=nt, schedule="dynamic"):
-        if winograd:
+        if aux_rows:  # example b as a batch of one: its residual row is wherever the view has it
+            xb = &x[b, 0, 0, 0]
+            yb = &y[0, 0] + b * cells
+            addend_b = NULL if addend_ptr == NULL else addend_ptr + b * cells
+            out2_b = out2_ptr + b * cells
+            if winograd:
+                t = threadid()
+                fl_conv_winograd3(xb, &wp[0], bias_ptr, &zero[0], addend_b, &aux_view[b, 0], out2_b, epi, geo,
+                                  c_out, winograd, isa_code, &scratch[t * n_scratch], yb, 0, 1)
+            else:
+                fl_conv_direct(xb, &wp[0], bias_ptr, &zero[0], addend_b, &aux_view[b, 0], out2_b, epi, geo,
+                               c_out, isa_code, yb, 0, 1)
+        elif winograd:
             t = threadid()
             fl_conv_winograd3(&x[0, 0, 0, 0], &wp[0], bias_ptr, &zero[0], addend_ptr, aux_ptr, out2_ptr, epi, geo,
                               c_out, winograd, isa_code, &scratch[t * n_scratch], &y[0, 0], b, b + 1)

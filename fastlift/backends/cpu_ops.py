@@ -27,6 +27,7 @@ import threading
 import numpy as np
 
 from . import _cpu, _pool
+from ..activations import Act
 from ..geometry import Geometry
 from .ops import Ops
 
@@ -532,8 +533,11 @@ class CpuOps(Ops):
         dt, n = np.result_type(x, kernel), kernel.shape[1]
         if residual.dtype != dt or not self._stores_epilogue(g, dt, n):
             return super().conv_residual_relu(x, kernel, g, bias, residual)
-        return self._tiles(_nhwc(x, dt, g), np.asarray(kernel, dtype=dt), g, n, bias, None,
-                           _rows(residual.reshape(-1, n), dt))
+        runs = _row_runs(residual) if g.h_out == 1 and residual.ndim >= 2 else None
+        if runs is None or runs.shape != (x.shape[0], g.w_out * n):  # else a crop's view, read in place
+            runs = _rows(residual.reshape(-1, n), dt)
+        z, h = self._tiles(_nhwc(x, dt, g), np.asarray(kernel, dtype=dt), g, n, bias, None, runs)
+        return z, h.reshape(-1, n)
 
     @classmethod
     def _conv_runs_direct(cls, g: Geometry, dtype) -> bool:
@@ -766,9 +770,14 @@ class CpuOps(Ops):
 
     # ------------------------------------------------------------ rule kernels
     def rescale_backward(self, act, m_out, x_in, r_in, x_out, r_out, pair_x, pair_r, alpha):
+        """As `Ops.rescale_backward`; for a ReLU the kernel recomputes f (x_out, r_out unread)."""
         dt = m_out.dtype
         if dt not in _FLOATS:
             return super().rescale_backward(act, m_out, x_in, r_in, x_out, r_out, pair_x, pair_r, alpha)
+        if x_out is None:
+            x_out = x_in if act == Act.RELU else self.activation_forward(act, x_in, alpha)
+        if r_out is None:
+            r_out = r_in if act == Act.RELU else self.activation_forward(act, r_in, alpha)
         m2 = _rows(m_out, dt)
         out = _cpu.rescale_backward(int(act), m2, _rows(x_in, dt), _rows(r_in, dt), _rows(x_out, dt),
                                     _rows(r_out, dt), _index(pair_x), _index(pair_r),
