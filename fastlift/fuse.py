@@ -39,6 +39,7 @@ from .layers.conv import Convolution
 from .layers.core import Activation, LinearLayer
 from .layers.merge import Add
 from .model import Model, Step
+from .padded import ZeroPadded
 from .rules import Rule
 
 
@@ -228,8 +229,14 @@ def _relu_behind(model, conv, needed, stop, rules, fused_ops):
 
 def adjoint_adding(node, pos, ctx, acc):
     """Aᵀm + acc for a linear node: its increment summed with the multipliers ``acc`` its input
-    already has, in one pass where the backend can (bitwise ``add(acc, Aᵀm)``)."""
-    return node.layer.linear_adjoint(ctx.ops, pos, ctx.weights(node.layer)["kernel"], node, addend=acc)
+    already has, in one pass where the backend can (bitwise ``add(acc, Aᵀm)``). ``acc`` may be a
+    crop's `ZeroPadded` multipliers: a 1-D channels-last convolution hands them to the backend
+    (`Ops.conv_adjoint`), anything else writes them out first."""
+    layer = node.layer
+    if isinstance(acc, ZeroPadded) and not (isinstance(layer, Convolution) and layer.ndim == 1
+                                            and layer.data_format == "channels_last"):
+        acc = acc.dense(ctx.ops)
+    return layer.linear_adjoint(ctx.ops, pos, ctx.weights(layer)["kernel"], node, addend=acc)
 
 
 def adjoint_adding_relu(node, pos, ctx, acc, z):

@@ -931,6 +931,57 @@ def test_conv_residual_relu_reads_a_crop_of_the_input_in_place(g, dtype, rng):
         _cpu.conv_direct(x, wp, g, g.c, 2, bias_pad, "auto", None, crop.reshape(-1, g.c)[::2].repeat(2, 0)[:, ::-1])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("g", [
+    pytest.param(geometry(1, 60, 64, 1, 3, dw=4), id="winograd"),
+    pytest.param(geometry(1, 60, 64, 1, 3, dw=16), id="direct-wide-dilation"),
+    pytest.param(geometry(1, 60, 64, 1, 5, dw=2), id="direct-5-taps"),
+    pytest.param(geometry(1, 60, 4, 1, 3, dw=4), id="four-channels"),  # narrow outputs: written out
+    pytest.param(geometry(1, 60, 64, 1, 9), id="skips-zeros")])  # sparse path: written out
+def test_conv_adjoint_adds_a_crops_padded_multipliers_unwritten(g, dtype, vector_isa, rng):
+    """A BPNet block's skip multipliers are its crop's, zero-padded (`ZeroPadded`): the adjoint adds
+    them as it stores, from a per-thread row of zeros and values, with the bits of the padded array,
+    on every path (where the tiles do not run, the array is written out first)."""
+    from fastlift.padded import ZeroPadded
+
+    n_out = 64
+    m = rng.standard_normal((5, 1, g.w_out, n_out)).astype(dtype)
+    m[::2] *= rng.random(m[::2].shape) < 0.1
+    kernel = rng.standard_normal((g.kw * g.c, n_out)).astype(dtype)
+    before = (g.w - g.w_out) // 2
+    rows = rng.standard_normal((5, g.w_out, g.c)).astype(dtype)
+    lazy = ZeroPadded(rows, before, g.w - g.w_out - before)
+    padded = np.zeros((5, 1, g.w, g.c), dtype)
+    padded[:, 0, before:before + g.w_out] = rows
+    with CPU.compute_context():
+        same(lazy.dense(CPU).reshape(padded.shape), padded, dtype)
+        same(CPU.conv_adjoint(m, kernel, g, lazy), CPU.conv_adjoint(m, kernel, g, padded), dtype)
+
+
+def test_conv_tiles_add_a_window_of_each_row(rng):
+    """_cpu's ``addend_lo``: one addend row per example for output cells [lo, lo + w_a), zeros
+    elsewhere, the bits of the padded addend; a window that does not fit is refused."""
+    g = geometry(1, 40, 32, 1, 3, dw=2)
+    x = rng.standard_normal((3, 1, g.w, g.c)).astype(np.float32)
+    kernel = rng.standard_normal((3 * g.c, 32)).astype(np.float32)
+    rows = rng.standard_normal((3, 30, 32)).astype(np.float32)
+    padded = np.zeros((3, g.w_out, 32), np.float32)
+    padded[:, 4:34] = rows
+    wp, wg = CPU._direct_kernel(kernel), CPU._winograd_kernel(kernel, 4)
+    for run in (lambda a, lo: _cpu.conv_direct(x, wp, g, 32, 2, None, "auto", a, None, None, False, lo),
+                lambda a, lo: _cpu.conv_winograd3(x, wg, g, 32, 2, None, "auto", a, None, None, False, 4, lo)):
+        same(run(rows.reshape(3, -1), 4), run(padded.reshape(-1, 32), -1), np.float32)
+        with pytest.raises(ValueError, match="addend_lo"):
+            run(rows.reshape(3, -1), 7)  # 7 + 30 cells > w_out = 36
+        with pytest.raises(ValueError, match=r"addend.shape\[0\]"):
+            run(rows.reshape(3, -1)[:2], 4)
+    g2 = geometry(3, 12, 32, 3, 3, pt=1, pb=1, pl=1, pr=1)
+    x2 = rng.standard_normal((2, 3, 12, 32)).astype(np.float32)
+    wp2 = CPU._direct_kernel(rng.standard_normal((9 * 32, 32)).astype(np.float32))
+    with pytest.raises(ValueError, match="1-D"):
+        _cpu.conv_direct(x2, wp2, g2, 32, 1, None, "auto", np.zeros((2, 320), np.float32), None, None, False, 1)
+
+
 def test_rescale_backward_computes_missing_outputs(rng):
     """x_out / r_out None (a ReLU the forward did not store, `fuse.DerivedActs`): f(x_in), f(r_in)
     computed by the op (recomputed in the kernel for a ReLU), with the bits of given outputs."""

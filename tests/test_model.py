@@ -626,8 +626,9 @@ def _bpnet_like(rng, channels=40, length=60):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_deeplift_runs_residual_blocks_in_the_convolution_with_the_same_bits(dtype, rng, monkeypatch):
     """A BPNet-like model under DeepLIFT: every block's ReLU and Add run in its convolution's store
-    (the crop read in place, the block moved after it), the ReLUs' Rescale recomputes them, and the
-    scores are those of the op-by-op program, bit for bit."""
+    (the crop read in place, the block moved after it), the ReLUs' Rescale recomputes them, the
+    crops' adjoints reach the convolutions' adjoints unwritten (`ZeroPadded`), and the scores are
+    those of the op-by-op program, bit for bit."""
     from fastlift.backends.cpu_ops import CpuOps
 
     model = _bpnet_like(rng)
@@ -640,6 +641,7 @@ def test_deeplift_runs_residual_blocks_in_the_convolution_with_the_same_bits(dty
     if CpuOps._conv_runs_direct(model.get_node("conv0").layer.geometry((60 - 4, 40)), np.dtype(dtype)):
         assert calls and len(calls) % 3 == 0  # three blocks a forward pass
     monkeypatch.setattr(CpuOps, "fused_ops", CpuOps.fused_ops - {"conv_residual_relu"})
+    monkeypatch.setattr(CpuOps, "pads_lazily", False)  # and the crops' adjoints written out
     calls.clear()
     plain = fl.deeplift(model, X, refs, device="cpu", dtype=dtype, hypothetical=True, batch_size=2)
     assert not calls
@@ -647,6 +649,29 @@ def test_deeplift_runs_residual_blocks_in_the_convolution_with_the_same_bits(dty
     np.testing.assert_array_equal(got.hypothetical, plain.hypothetical)
     np.testing.assert_array_equal(got.deltas, plain.deltas)
     assert np.abs(got.deltas).max() < (1e-3 if dtype == "float32" else 1e-9)
+
+
+def test_a_crops_unwritten_multipliers_are_written_out_where_no_adjoint_adds_them(rng, monkeypatch):
+    """Two crops of one node meet at it (an add of two `ZeroPadded`, written out) and that node is
+    scored; the input's crop reaches the first convolution's adjoint unwritten: the bits of a walk
+    that pads every crop's adjoint."""
+    from fastlift.backends.cpu_ops import CpuOps
+
+    x = L.Input((30, 20), name="x")
+    h = L.Activation("relu", name="h")(L.Conv1D(rng.standard_normal((3, 20, 20)) / 4, np.zeros(20), name="c")(x))
+    s = L.Add(name="s")([L.Cropping1D((1, 2), name="a")(h), L.Cropping1D((3, 0), name="b")(h)])
+    t = L.Conv1D(rng.standard_normal((1, 20, 5)) / 4, np.zeros(5), name="t")(L.Cropping1D((2, 1), name="k")(x))
+    out = L.Dense(rng.standard_normal((25 * 20 + 27 * 5, 1)) / 10, np.zeros(1), name="out")(
+        L.Concatenate(name="cat", axis=-1)([L.Flatten(name="fs")(s), L.Flatten(name="ft")(t)]))
+    model = fl.Model(x, out)
+    X = rng.standard_normal((3, 30, 20)).astype(np.float32)
+    refs = rng.standard_normal((3, 2, 30, 20)).astype(np.float32)
+    got = fl.deeplift(model, X, refs, device="cpu", layers=["x", "h"])
+    monkeypatch.setattr(CpuOps, "pads_lazily", False)
+    want = fl.deeplift(model, X, refs, device="cpu", layers=["x", "h"])
+    for a, b in zip(got.contributions, want.contributions):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(got.deltas, want.deltas)
 
 
 @pytest.mark.parametrize("layer,shape", [

@@ -35,7 +35,7 @@ lets small calls run on one thread (``MIN_WORK_PER_THREAD``) without changing a 
 
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int32_t, int64_t, uint8_t
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 from cython cimport floating
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
@@ -615,7 +615,8 @@ def conv_direct(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
                 const floating[:, ::1] addend=None,    # IN  (n*h_out*w_out, c_out)
                 const floating[:, :] residual=None,    # IN  (n*h_out*w_out, c_out), 1-D: or (n, w_out*c_out)
                 const floating[:, ::1] relu_grad_of=None,  # IN  (n*h_out*w_out, c_out)
-                bint relu=False):
+                bint relu=False,
+                Py_ssize_t addend_lo=-1):            # >= 0: addend (n, w_a*c_out), cells [lo, lo + w_a)
     """A convolution without unfolding: returns (n*h_out*w_out, c_out). ``wp`` is the kernel
     (kh*kw*c, c_out) packed by blocks of ``VECTOR_BLOCK`` vectors of output channels (each
     block (kh*kw, c, block width), the last one narrower, columns past c_out zero). Each output
@@ -625,8 +626,11 @@ def conv_direct(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
     store, with the bits of ``add_activation``; a 1-D layer's residual may be given as one row
     per example (n, w_out*c_out) whose rows are any stride apart (a crop's view, read in place). With ``relu_grad_of`` (a ReLU's input z), returns
     (out, out * relu'(z)), with the bits of ``gradient_backward``. With ``relu``, returns
-    (out, relu(out)), with the bits of ``activation_forward``."""
-    return _conv_tiles(x, wp, g, c_out, n_threads, bias, isa, addend, residual, relu_grad_of, relu, 0)
+    (out, relu(out)), with the bits of ``activation_forward``. With ``addend_lo`` >= 0 (1-D
+    layers), ``addend`` holds one row per example, the values of output cells [addend_lo,
+    addend_lo + w_a) (a crop's multipliers, without their zero padding): the other cells add
+    zeros, with the bits of the padded addend."""
+    return _conv_tiles(x, wp, g, c_out, n_threads, bias, isa, addend, residual, relu_grad_of, relu, 0, addend_lo)
 
 
 def conv_winograd3(const floating[:, :, :, ::1] x,     # IN  (n, 1, w, c)
@@ -639,19 +643,20 @@ def conv_winograd3(const floating[:, :, :, ::1] x,     # IN  (n, 1, w, c)
                    const floating[:, :] residual=None,
                    const floating[:, ::1] relu_grad_of=None,
                    bint relu=False,
-                   int m=2):                           # output cells per tile: 2 (F(2,3)) or 4 (F(4,3))
+                   int m=2,
+                   Py_ssize_t addend_lo=-1):                           # output cells per tile: 2 (F(2,3)) or 4 (F(4,3))
     """`conv_direct`'s convolution for 1-D layers of three taps and stride 1 (any dilation and
     padding) in 2/3 (``m`` = 2, Winograd's F(2,3)) or 1/2 (``m`` = 4, F(4,3)) of the multiply-adds,
     see fl_conv_winograd3. ``wg`` is the m + 2 transformed kernels G_i (each (c, c_out)), each
     packed as conv_direct's kernel, one after the other. The other arguments and the results are
-    conv_direct's; each value is summed in a fixed order (any batch and thread count give the
-    same bits) and differs from conv_direct's by rounding."""
+    conv_direct's (``addend_lo`` too); each value is summed in a fixed order (any batch and thread
+    count give the same bits) and differs from conv_direct's by rounding."""
     if g.h != 1 or g.kh != 1 or g.kw != 3 or g.sw != 1:
         raise ValueError(f"conv_winograd3 needs a 1-D geometry of 3 taps and stride 1 (h = kh = 1, kw = 3, "
                          f"sw = 1); got h={g.h}, kh={g.kh}, kw={g.kw}, sw={g.sw}")
     if m != 2 and m != 4:
         raise ValueError(f"m (output cells per Winograd tile) must be 2 or 4; got {m}")
-    return _conv_tiles(x, wg, g, c_out, n_threads, bias, isa, addend, residual, relu_grad_of, relu, m)
+    return _conv_tiles(x, wg, g, c_out, n_threads, bias, isa, addend, residual, relu_grad_of, relu, m, addend_lo)
 
 
 def conv_narrow(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
@@ -699,7 +704,8 @@ def conv_narrow(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
 
 def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g, Py_ssize_t c_out,
                 int n_threads, const floating[::1] bias, str isa, const floating[:, ::1] addend,
-                const floating[:, :] residual, const floating[:, ::1] relu_grad_of, bint relu, int winograd):
+                const floating[:, :] residual, const floating[:, ::1] relu_grad_of, bint relu, int winograd,
+                Py_ssize_t addend_lo=-1):
     """conv_direct (``winograd`` 0) or conv_winograd3 (``winograd`` = its m, 2 or 4), after their checks."""
     cdef fl_geometry geo = _geometry(g)
     _check_nhwc(x.shape, geo.h, geo.w, geo.c, "x")
@@ -714,7 +720,16 @@ def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g
         _check_len(wp.shape[0], geo.kh * geo.kw * geo.c * c_pad, "len(wp) (kh*kw*c * c_out padded)")
     if bias is not None:
         _check_len(bias.shape[0], c_pad, "len(bias) (c_out padded)")
-    if addend is not None:
+    cdef Py_ssize_t addend_w = 0  # with addend_lo: output cells each addend row holds
+    if addend is not None and addend_lo >= 0:
+        if geo.h_out != 1:
+            raise ValueError(f"addend_lo (a window of each output row) needs a 1-D layer (h_out = 1); got h_out={geo.h_out}")
+        _check_len(addend.shape[0], n, "addend.shape[0] (n: one row per example with addend_lo)")
+        if addend.shape[1] % c_out or addend_lo + addend.shape[1] // c_out > geo.w_out:
+            raise ValueError(f"addend rows ({addend.shape[1]} values) must hold whole cells of c_out={c_out} "
+                             f"channels from cell addend_lo={addend_lo} within w_out={geo.w_out}")
+        addend_w = addend.shape[1] // c_out
+    elif addend is not None:
         _check_len(addend.shape[0], n * geo.h_out * geo.w_out, "addend.shape[0] (n*h_out*w_out)")
         _check_len(addend.shape[1], c_out, "addend.shape[1] (c_out)")
     if (residual is not None) + (relu_grad_of is not None) + bool(relu) > 1:
@@ -742,7 +757,10 @@ def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g
     out2 = None if aux is None and not relu else _empty((n * geo.h_out * geo.w_out, c_out), <floating>0)
     if out.size == 0 or geo.c == 0:
         out[...] = 0 if bias is None else np.asarray(bias)[:c_out]
-        if addend is not None:
+        if addend is not None and addend_lo >= 0:
+            out.reshape(n, geo.w_out, c_out)[:, addend_lo:addend_lo + addend_w] += np.asarray(addend).reshape(
+                n, addend_w, c_out)
+        elif addend is not None:
             out += np.asarray(addend)
         if out2 is None:
             return out
@@ -774,27 +792,39 @@ def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g
     # hold up the others (each row is computed alone, so the schedule changes no bits).
     cdef int nt = <int>_n_blocks(n_rows, geo.w_out * geo.kh * geo.kw * geo.c * c_out // 64 + 1, n_threads)
     cdef int t
-    cdef Py_ssize_t cells = geo.w_out * c_out
+    cdef Py_ssize_t cells = geo.w_out * c_out, row_scratch = cells if addend_w else 0
+    cdef bint per_row = aux_rows or addend_w > 0
     cdef const floating* xb
     cdef const floating* addend_b
+    cdef const floating* aux_b
     cdef floating* out2_b
     cdef floating* yb
+    cdef floating* pad_b
     if winograd:
         n_scratch = fl_conv_winograd3_scratch_size(geo, c_out, winograd)
+    n_scratch = n_scratch + row_scratch
     scratch_arr = _empty((max(nt * n_scratch, 1),), <floating>0)
     cdef floating[::1] scratch = scratch_arr
     for b in prange(n_rows, nogil=True, num_threads=nt, schedule="dynamic"):
-        if aux_rows:  # example b as a batch of one: its residual row is wherever the view has it
+        if per_row:  # example b as a batch of one, with its own residual and addend rows
+            t = threadid()
             xb = &x[b, 0, 0, 0]
             yb = &y[0, 0] + b * cells
+            out2_b = NULL if out2_ptr == NULL else out2_ptr + b * cells
+            aux_b = (&aux_view[b, 0]) if aux_rows else (NULL if aux_ptr == NULL else aux_ptr + b * cells)
             addend_b = NULL if addend_ptr == NULL else addend_ptr + b * cells
-            out2_b = out2_ptr + b * cells
+            if addend_w:  # the window's values between zeros, in this thread's row of scratch
+                pad_b = &scratch[t * n_scratch + n_scratch - row_scratch]
+                memset(pad_b, 0, addend_lo * c_out * sizeof(floating))
+                memcpy(pad_b + addend_lo * c_out, addend_ptr + b * addend_w * c_out, addend_w * c_out * sizeof(floating))
+                memset(pad_b + (addend_lo + addend_w) * c_out, 0,
+                       (geo.w_out - addend_lo - addend_w) * c_out * sizeof(floating))
+                addend_b = pad_b
             if winograd:
-                t = threadid()
-                fl_conv_winograd3(xb, &wp[0], bias_ptr, &zero[0], addend_b, &aux_view[b, 0], out2_b, epi, geo,
+                fl_conv_winograd3(xb, &wp[0], bias_ptr, &zero[0], addend_b, aux_b, out2_b, epi, geo,
                                   c_out, winograd, isa_code, &scratch[t * n_scratch], yb, 0, 1)
             else:
-                fl_conv_direct(xb, &wp[0], bias_ptr, &zero[0], addend_b, &aux_view[b, 0], out2_b, epi, geo,
+                fl_conv_direct(xb, &wp[0], bias_ptr, &zero[0], addend_b, aux_b, out2_b, epi, geo,
                                c_out, isa_code, yb, 0, 1)
         elif winograd:
             t = threadid()

@@ -29,6 +29,7 @@ import numpy as np
 from . import _cpu, _pool
 from ..activations import Act
 from ..geometry import Geometry
+from ..padded import ZeroPadded
 from .ops import Ops
 
 #: Rows per GEMM call for a (k, n) weight matrix: `gemm_block_rows`. Every block, including a
@@ -270,6 +271,9 @@ class CpuOps(Ops):
     #: `conv_relu`, `conv_residual_relu` and `conv_adjoint_relu` run in the direct tiles' store (AVX2
     #: and AVX-512 CPUs); `add_activation` is one threaded pass.
     fused_ops = frozenset({"add_activation", "conv_relu", "conv_residual_relu", "conv_adjoint_relu"})
+    #: A crop's padded multipliers reach `conv_adjoint` unwritten; its tiles add them from a
+    #: per-thread row (`_cpu.conv_direct`'s ``addend_lo``).
+    pads_lazily = True
 
     def close(self) -> None:
         """Drop the kernels derived from weights (packed, padded, flipped) and the parameter arrays."""
@@ -555,14 +559,15 @@ class CpuOps(Ops):
         return (g.h == 1 and g.kh == 1 and g.kw == 3 and g.sw == 1
                 and (g.pl == 0 or WINOGRAD_MAX_DILATION_SHARE * g.dw <= g.w_out))
 
-    def _tiles(self, x, kernel, g: Geometry, n, bias, addend=None, residual=None, relu_grad_of=None, relu=False):
+    def _tiles(self, x, kernel, g: Geometry, n, bias, addend=None, residual=None, relu_grad_of=None, relu=False,
+               addend_lo=-1):
         """The direct convolution of x (n, h, w, c) on this CPU's register tiles: `_cpu.conv_narrow`
         for at most `NARROW_MAX_CHANNELS` output channels (no second output), `_cpu.conv_winograd3`
         where `_conv_runs_winograd`, else `_cpu.conv_direct` (their arguments and results; ``bias``
         (n,) or None)."""
         if bias is not None:
             bias = np.asarray(bias, dtype=kernel.dtype).reshape(n)
-        if n <= NARROW_MAX_CHANNELS and residual is None and relu_grad_of is None and not relu:
+        if n <= NARROW_MAX_CHANNELS and residual is None and relu_grad_of is None and not relu and addend_lo < 0:
             kt = self._derived(kernel, "transposed", lambda k: np.ascontiguousarray(k.T))
             return _cpu.conv_narrow(x, kt, g, self.n_threads, bias, _ISA, addend)
         if bias is not None:  # the tiles read whole vectors of output channels
@@ -570,9 +575,9 @@ class CpuOps(Ops):
         if self._conv_runs_winograd(g):
             m = self._winograd_outputs(g)
             return _cpu.conv_winograd3(x, self._winograd_kernel(kernel, m), g, n, self.n_threads, bias, _ISA, addend,
-                                       residual, relu_grad_of, relu, m)
+                                       residual, relu_grad_of, relu, m, addend_lo)
         return _cpu.conv_direct(x, self._direct_kernel(kernel), g, n, self.n_threads, bias, _ISA, addend,
-                                residual, relu_grad_of, relu)
+                                residual, relu_grad_of, relu, addend_lo)
 
     def _direct_kernel(self, kernel):
         """The kernel (taps*c, n) packed for `_cpu.conv_direct`, once per run: blocks of
@@ -647,12 +652,32 @@ class CpuOps(Ops):
         batch. The other pairs run `_dense_adjoint`, which adds ``addend`` as it stores (on
         the direct path)."""
         dt = np.result_type(m, kernel)
+        if isinstance(addend, ZeroPadded):
+            out = self._adjoint_padded_addend(m, kernel, g, addend, dt)
+            if out is not None:
+                return out
+            addend = addend.dense(self).reshape(m.shape[0], g.h, g.w, g.c)
         if dt not in _FLOATS or g.kh * g.kw * g.c < SPARSE_MIN_TAPS_CHANNELS or m.shape[0] == 0:
             return self._dense_adjoint(m, kernel, g, addend)
         wt = self._sparse_kernel(np.asarray(kernel, dtype=dt), g, flip=False)
         m = _nhwc(m, dt, g, (g.h_out, g.w_out, kernel.shape[1]))
         out = self._skip_zeros(m, wt, g, lambda rows: self._dense_adjoint(rows, kernel, g), SPARSE_MAX_FILL)
         return out if addend is None else self.add(addend, out)
+
+    def _adjoint_padded_addend(self, m, kernel, g: Geometry, addend, dt):
+        """`conv_adjoint` plus a crop's `ZeroPadded` multipliers, added by the tiles' store from a
+        per-thread row of their values between zeros (no padded copy; the padded addend's bits), or
+        None where the adjoint does not run on the tiles for every pair."""
+        flipped = None
+        if (dt in _FLOATS and addend.dtype == dt and g.h == 1 and m.shape[0] > 0 and g.c > NARROW_MAX_CHANNELS
+                and g.kh * g.kw * g.c < SPARSE_MIN_TAPS_CHANNELS and addend.shape == (m.shape[0], g.w, g.c)):
+            flipped = self._flipped(np.asarray(kernel, dtype=dt), g)
+        if flipped is None or not self._conv_runs_direct(flipped[1], dt):
+            return None
+        wf, gt = flipped
+        rows = np.ascontiguousarray(addend.rows, dtype=dt).reshape(m.shape[0], -1)
+        out = self._tiles(_nhwc(m, dt, gt), wf, gt, g.c, None, rows, addend_lo=addend.before)
+        return out.reshape(m.shape[0], g.h, g.w, g.c)
 
     def conv_adjoint_relu(self, m, kernel, g: Geometry, addend, z):
         """In one pass where `conv_adjoint` would run the flipped convolution on the direct tiles

@@ -76,6 +76,9 @@ class Ops:
     #: Whether the scheduler builds the next chunk on a host thread while this one computes (a
     #: backend that computes on a device).
     prefetch_chunks = False
+    #: Whether a 1-D crop's adjoint stays `fastlift.padded.ZeroPadded` for `conv_adjoint`'s addend
+    #: (added in the store without the padded copy); elsewhere it is written out.
+    pads_lazily = False
 
     def compute_context(self):
         """Context manager wrapped around a whole run (CpuOps pins BLAS to one thread)."""
