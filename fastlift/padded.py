@@ -10,7 +10,7 @@ class ZeroPadded:
     skip branch of a BPNet block). `dense` writes it out, with the bits of the crop's own pad, for
     everything else (`fastlift.backward`)."""
 
-    __slots__ = ("rows", "before", "after")
+    __slots__ = ("after", "before", "rows")
 
     def __init__(self, rows, before: int, after: int):
         self.rows, self.before, self.after = rows, int(before), int(after)
