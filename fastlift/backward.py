@@ -15,6 +15,7 @@ import numpy as np
 from . import fuse
 from .layers.base import Node
 from .layers.core import InputLayer
+from .padded import dense
 from .rules import MaxPoolRule, Rule
 
 
@@ -83,15 +84,18 @@ def backward(plan, ctx: Context, weights, target, stop=()) -> dict:
         if all(i not in needed for i in node.inputs):
             continue
         src = node.inputs[0]
+        m[node] = _dense(ops, m[node])  # a crop's padded multipliers (`ZeroPadded`) written out
         if node in ahead:
             increments = [(ahead.pop(node), None)]
         elif node in shortcuts and src in m and m[node][1] is None and m[src][1] is None:
-            # a residual's branches meet: this node's share is summed as Aᵀm is stored
+            # a residual's branches meet: this node's share is summed as Aᵀm is stored (a crop's
+            # multipliers, still `ZeroPadded`, by a backend that adds them so: `fuse.adjoint_adding`)
             relu = shortcuts[node]
             if relu is None or not ctx.pairs_are_rows():
                 m[src] = (fuse.adjoint_adding(node, m[node][0], ctx, m[src][0]), None)
             else:  # and the ReLU that src's Add reads gets its gradient in the same store
-                a, ahead[relu] = fuse.adjoint_adding_relu(node, m[node][0], ctx, m[src][0], ctx.x(relu.inputs[0]))
+                a, ahead[relu] = fuse.adjoint_adding_relu(node, m[node][0], ctx, dense(ops, m[src][0]),
+                                                          ctx.x(relu.inputs[0]))
                 m[src] = (a, None)
             increments = ()
         else:
@@ -102,11 +106,17 @@ def backward(plan, ctx: Context, weights, target, stop=()) -> dict:
             m[src] = inc if src not in m else _add(ops, m[src], inc)
         if node not in plan.score_nodes:
             del m[node]  # free memory as soon as the inputs have their share
-    return m
+    return {node: _dense(ops, v) for node, v in m.items()}
+
+
+def _dense(ops, mm):
+    """(m_pos, m_neg) with any `ZeroPadded` half written out."""
+    pos, neg = mm
+    return dense(ops, pos), dense(ops, neg)
 
 
 def _add(ops, a, b):
-    (ap, an), (bp, bn) = a, b
+    (ap, an), (bp, bn) = _dense(ops, a), _dense(ops, b)
     pos = ops.add(ap, bp)
     if an is None and bn is None:
         return pos, None

@@ -11,14 +11,16 @@ Forward, for every pass:
 * ``conv_relu``: a ReLU of a channels-last convolution that only it reads is computed in the
   convolution's store, and both are kept (DeepLIFT's forwards keep every activation).
 
-Forward, only where activations are not all kept (``keep``: gradient rules, integrated
-gradients' points), since a fusion skips storing a node:
+Forward, where a fusion skips storing a node:
 
 * ``add_activation``: an Add of two inputs, one an Activation that only the Add reads, computes
-  ``other + f(z)`` without storing f(z);
+  ``other + f(z)`` without storing f(z) (only where activations are not all kept, ``keep``:
+  gradient rules, integrated gradients' points);
 * ``conv_residual_relu``: when that activation is a ReLU of a channels-last convolution that only
-  it reads, and the other input is computed before the convolution, the convolution's store
-  writes both its output z and ``other + relu(z)``.
+  it reads, the convolution's store writes both its output z and ``other + relu(z)``, in the
+  Add's place in the program (its other input, a crop made after the convolution in BPNet's
+  files, is ready there). Also in passes that keep everything (DeepLIFT's): the ReLU is then
+  derived from z when something reads it (`DerivedActs`); its Rescale rule recomputes it.
 
 Backward (`backward_shortcuts`):
 
@@ -37,6 +39,7 @@ from .layers.conv import Convolution
 from .layers.core import Activation, LinearLayer
 from .layers.merge import Add
 from .model import Model, Step
+from .padded import ZeroPadded
 from .rules import Rule
 
 
@@ -57,12 +60,15 @@ def forward_steps(model: Model, keep, given, fused_ops, computed=None) -> tuple:
     if not (fused or with_relu):
         return model.plain_steps
     skipped |= set(with_relu.values())  # computed by their convolution's step
+    conv_of = {add: z for z, add in in_conv.items()}
     steps = []
     for step in model.plain_steps:
         (node,) = step.outputs
         if node in in_conv:
-            add = in_conv[node]
-            steps.append(Step((node, add), (node.inputs[0], fused[add][1]), _conv_residual_relu(node)))
+            continue  # run where its Add was: the Add's other input (a crop, say) may come later
+        if node in conv_of:
+            z = conv_of[node]
+            steps.append(Step((z, node), (z.inputs[0], fused[node][1]), _conv_residual_relu(z)))
         elif node in with_relu:
             steps.append(Step((node, with_relu[node]), (node.inputs[0],), _conv_relu(node)))
         elif node in fused:
@@ -93,11 +99,15 @@ def _conv_relus(model: Model, given, fused_ops, computed, skipped) -> dict:
 
 def _skipping_fusions(model: Model, keep, given, fused_ops, computed):
     """({Add node: (its Activation input, its other input)} for ``add_activation``, {convolution
-    node: its Add} for ``conv_residual_relu``): the fusions that skip storing a node, so only
-    where ``keep`` does not keep everything."""
-    if keep is None or "add_activation" not in fused_ops:
+    node: its Add} for ``conv_residual_relu``): the fusions that skip storing a node.
+
+    Where ``keep`` keeps everything (None: DeepLIFT's passes), only ``conv_residual_relu``: the
+    ReLU it skips is `derived` (f(z) on demand, from the kept z; its Rescale rule recomputes it),
+    so the pass writes z and the Add and not the ReLU between them, and no separate Add reads it."""
+    if "add_activation" not in fused_ops or (keep is None and "conv_residual_relu" not in fused_ops):
         return {}, {}
-    keep = set(keep).union(model.outputs)
+    keep_all = keep is None
+    keep = set(model.outputs if keep_all else keep).union(model.outputs)
     readers = model.readers
     fused = {}  # Add node -> (its Activation input, its other input)
     for node in model.nodes:
@@ -114,10 +124,42 @@ def _skipping_fusions(model: Model, keep, given, fused_ops, computed):
         for add, (act, other) in fused.items():
             z = act.inputs[0]
             if (type(act.layer) is Activation and act.layer.act == Act.RELU and isinstance(z.layer, Convolution)
-                    and z.layer.data_format == "channels_last" and len(readers[z]) == 1 and z not in given
-                    and model.position[other] < model.position[z]):
+                    and z.layer.data_format == "channels_last" and len(readers[z]) == 1 and z not in given):
                 in_conv[z] = add
+    if keep_all:
+        fused = {add: fused[add] for add in in_conv.values()}
     return fused, in_conv
+
+
+def derived(model: Model, steps, given) -> dict:
+    """{node: its input} for the Activation nodes a forward program skips (fused into their Add's
+    step) where nothing else computes them: their values are f(input), computed on demand
+    (`DerivedActs`)."""
+    made = {o for step in steps for o in step.outputs} | set(given) | set(model.inputs)
+    return {node: node.inputs[0] for node in model.nodes
+            if node not in made and type(node.layer) is Activation and node.inputs[0] in made}
+
+
+class DerivedActs(dict):
+    """A forward pass's activations ({node: array}) that computes a skipped Activation node's
+    values f(input) the first time they are read, and keeps them (`derived`). Membership and
+    ``get`` see stored values only: a reader that can do without the values (the Rescale rule of
+    a ReLU, which recomputes them) asks ``get`` and receives None."""
+
+    def __init__(self, acts, derive, ops, weights):
+        super().__init__(acts)
+        self.derive, self.ops, self.weights = derive, ops, weights
+
+    def __missing__(self, node):
+        src = self.derive.get(node)
+        if src is None:
+            raise KeyError(node)
+        out = self[node] = node.layer.forward(self.ops, [self[src]], self.weights(node.layer))
+        return out
+
+    def rows(self, lo, hi):
+        """Rows [lo, hi) of every stored array, still deriving the skipped nodes."""
+        return DerivedActs({node: a[lo:hi] for node, a in self.items()}, self.derive, self.ops, self.weights)
 
 
 def _add_activation(layer: Activation):
@@ -187,8 +229,14 @@ def _relu_behind(model, conv, needed, stop, rules, fused_ops):
 
 def adjoint_adding(node, pos, ctx, acc):
     """Aᵀm + acc for a linear node: its increment summed with the multipliers ``acc`` its input
-    already has, in one pass where the backend can (bitwise ``add(acc, Aᵀm)``)."""
-    return node.layer.linear_adjoint(ctx.ops, pos, ctx.weights(node.layer)["kernel"], node, addend=acc)
+    already has, in one pass where the backend can (bitwise ``add(acc, Aᵀm)``). ``acc`` may be a
+    crop's `ZeroPadded` multipliers: a 1-D channels-last convolution hands them to the backend
+    (`Ops.conv_adjoint`), anything else writes them out first."""
+    layer = node.layer
+    if isinstance(acc, ZeroPadded) and not (isinstance(layer, Convolution) and layer.ndim == 1
+                                            and layer.data_format == "channels_last"):
+        acc = acc.dense(ctx.ops)
+    return layer.linear_adjoint(ctx.ops, pos, ctx.weights(layer)["kernel"], node, addend=acc)
 
 
 def adjoint_adding_relu(node, pos, ctx, acc, z):

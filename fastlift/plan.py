@@ -11,7 +11,7 @@ A `Plan` is cheap: an `Explainer` builds one per call from parts it keeps for it
 
 from __future__ import annotations
 
-from .fuse import backward_shortcuts, forward_steps
+from .fuse import DerivedActs, backward_shortcuts, derived, forward_steps
 from .layers.base import Node
 from .layers.conv import Convolution, Cropping1D, Cropping2D, ZeroPadding1D, ZeroPadding2D
 from .layers.core import Activation, Dense, Dropout, Flatten, InputLayer, Permute, Reshape, ScaleShift
@@ -188,7 +188,13 @@ class Plan:
             return tuple(step for step in steps if any(o in self.computed for o in step.outputs))
 
         steps = self._memoised(("forward", keep_key, given_nodes, self.computed), program)
-        return self.model.forward(self.ops, rows, self.weights, keep, given, steps=steps)
+        acts = self.model.forward(self.ops, rows, self.weights, keep, given, steps=steps)
+        if keep is None:  # every activation is kept: those the program skips are derived on demand
+            derive = self._memoised(("derived", given_nodes, self.computed),
+                                    lambda: derived(self.model, steps, given_nodes))
+            if derive:
+                acts = DerivedActs(acts, derive, self.ops, self.weights)
+        return acts
 
     def shortcuts(self, target, stop) -> dict:
         """`fuse.backward_shortcuts` for ``target``'s backward walk stopping at ``stop``."""

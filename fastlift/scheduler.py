@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from . import references as refs_mod
+from .fuse import DerivedActs
 from .progress import Progress
 
 #: References per example assumed when a callable's count is not known before it runs.
@@ -145,7 +146,8 @@ class Chunk:
         rows = [xp.concatenate(parts) if len(parts) > 1 else parts[0] for parts in zip(*groups)]
         both = forward(rows) if keep is None else forward(rows, keep=keep)
         bounds = np.cumsum([0] + [len(g[0]) for g in groups])
-        split = [{node: a[lo:hi] for node, a in both.items()} for lo, hi in zip(bounds[:-1], bounds[1:])]
+        split = [both.rows(lo, hi) if isinstance(both, DerivedActs) else {node: a[lo:hi] for node, a in both.items()}
+                 for lo, hi in zip(bounds[:-1], bounds[1:])]
         if self.shared:
             split.append(self.ref_acts(forward))
         return tuple(split) if lead is not None else (split[0], split[1])

@@ -97,6 +97,27 @@ def activation_inputs(n_rows, dtype, rng):
     return x.astype(dtype)
 
 
+def test_one_valued_parameters_are_filled_once_per_value_width_and_dtype(rng):
+    """A scalar activation parameter becomes one read-only array per (value, width, dtype), reused by
+    every call: another value, width or dtype gets its own, and each call computes with its own."""
+    ops = CpuOps(n_threads=2)
+    x = rng.standard_normal((3, 40)).astype(np.float32)
+    a = ops._alpha(np.float32(0.1), 40, np.float32)
+    assert ops._alpha(np.array([0.1], np.float32), 40, np.float32) is a and not a.flags.writeable
+    assert np.array_equal(a, np.full(40, 0.1, np.float32))
+    for other in (ops._alpha(0.2, 40, np.float32), ops._alpha(0.1, 41, np.float32), ops._alpha(0.1, 40, np.float64)):
+        assert other is not a
+    for alpha in (0.1, 0.2, 0.1):
+        close(ops.activation_forward(Act.LEAKY_RELU, x, np.float32(alpha)),
+              REF.activation_forward(Act.LEAKY_RELU, x, np.float32(alpha)), np.float32)
+    ops.close()
+    assert ops._alpha(0.1, 40, np.float32) is not a
+    from fastlift.backends.cpu_ops import ALPHA_ARRAYS
+    for v in range(2 * ALPHA_ARRAYS):  # bounded: a model with many values does not grow it forever
+        ops._alpha(float(v), 40, np.float32)
+    assert 0 < len(ops._alphas) <= ALPHA_ARRAYS
+
+
 @pytest.mark.parametrize("n_rows", N_ROWS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ACTS, ids=[a.name for a in ACTS])
@@ -182,6 +203,23 @@ def test_rescale_backward(act, dtype, n_pairs, rng):
     # Away from the near-zero fallback the kernel divides the same numbers as the oracle.
     far = np.abs(x[pair_x] - r[pair_r]) >= NEAR_ZERO
     np.testing.assert_array_equal(got[far], want[far])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rescale_backward_of_relu_gives_the_oracles_bits_everywhere(dtype, rng):
+    """ReLU's rows run on the vector ISA with f(x) recomputed from x (exact): the oracle's bits, near
+    zero, at the kink, for signed zeros, infinities and NaN too."""
+    special = np.array([0.0, -0.0, 1e-8, -1e-8, 3.0, -3.0, np.inf, -np.inf, np.nan], dtype)
+    x = np.concatenate([special, 2 * rng.standard_normal(300)]).astype(dtype)[None].repeat(3, 0)
+    r = np.stack([np.roll(x[0], k) for k in range(9)]).astype(dtype)
+    r[1] = x[0] + np.asarray(3e-8, dtype)  # within the near-zero band of every x
+    m = rng.standard_normal((9, x.shape[1])).astype(dtype)
+    pair_x, pair_r = np.arange(9, dtype=np.int64) % 3, np.arange(9, dtype=np.int64)[::-1].copy()
+    alpha = np.zeros(1, dtype)
+    args = (Act.RELU, m, x, r, REF.activation_forward(Act.RELU, x, alpha), REF.activation_forward(Act.RELU, r, alpha),
+            pair_x, pair_r, alpha)
+    with np.errstate(invalid="ignore"):
+        same(CPU.rescale_backward(*args), REF.rescale_backward(*args), dtype)
 
 
 @pytest.mark.parametrize("n_pairs", N_ROWS)
@@ -485,6 +523,22 @@ def test_conv_narrow_is_the_convolution(g, dtype, n_out, rng):
             same(CPU.conv_forward(x, kernel, g, bias), got, dtype)
 
 
+@pytest.mark.parametrize("n_out", [1, 2, 3, 4])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv_narrow_span_tiles_give_the_tap_tiles_bits(dtype, n_out, rng):
+    """Blocks of cells whose taps are all inside the input (dilation 1, whole pairs of vectors of
+    channels) read each kernel row as one run, two output channels at a time: the same sums in the
+    same order as the tap-by-tap tiles of blocks that reach into the padding."""
+    valid = geometry(1, 40, 32, 1, 7)  # blocks of 4 cells inside: run tiles, the last 2 cells: tap tiles
+    padded = geometry(1, 40, 32, 1, 7, pl=2, pr=2)  # its cell j is valid's j - 2; the edge blocks: tap tiles
+    x = rng.standard_normal((5, 1, 40, 32)).astype(dtype)
+    kt = rng.standard_normal((n_out, 7 * 32)).astype(dtype)
+    for isa in ("base", "auto"):
+        a = _cpu.conv_narrow(x, kt, valid, 1, None, isa).reshape(5, valid.w_out, n_out)
+        b = _cpu.conv_narrow(x, kt, padded, 2, None, isa).reshape(5, padded.w_out, n_out)
+        same(b[:, 2:2 + valid.w_out], a, dtype)
+
+
 def test_conv_narrow_rejects_bad_arguments(rng):
     g = geometry(1, 12, 16, 1, 3)
     x = rng.standard_normal((2, 1, 12, 16)).astype(np.float32)
@@ -754,7 +808,8 @@ def test_conv_direct_rejects_bad_arguments(rng):
 @pytest.mark.parametrize("g", GEOMETRIES + [  # >= FLIPPED_MIN_CHANNELS, stride 1: the flipped path
     pytest.param(geometry(1, 30, 40, 1, 3, dw=4, pl=4, pr=4), id="1d-same-dilated-c40"),
     pytest.param(geometry(1, 30, 33, 1, 5, pl=4), id="1d-causal-c33"),
-    pytest.param(geometry(1, 12, 48, 1, 7), id="1d-valid-c48")])
+    pytest.param(geometry(1, 12, 48, 1, 7), id="1d-valid-c48"),
+    pytest.param(geometry(1, 40, 4, 1, 21), id="one-hot-first-layer")])  # 64 outputs: conv_narrow
 def test_conv_adjoint_is_the_transpose(g, dtype, n_out, rng):
     # stride 1 runs as a convolution with the flipped kernel, strided ones as GEMM + col2im
     m = rng.standard_normal((9, g.h_out, g.w_out, n_out)).astype(dtype)
@@ -845,6 +900,100 @@ def test_conv_residual_relu_is_conv_then_add_activation(g, dtype, vector_isa, rn
             same(h, ops.add_activation(Act.RELU, z, zero, residual), dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("g", [
+    pytest.param(geometry(1, 50, 64, 1, 3, dw=4), id="winograd-valid"),
+    pytest.param(geometry(1, 50, 64, 1, 5, dw=2), id="direct-valid")])
+def test_conv_residual_relu_reads_a_crop_of_the_input_in_place(g, dtype, rng):
+    """A 1-D block's skip is a crop of its input (a view, rows apart by the input's width): the
+    store reads it in place, one example at a time, with the bits of the contiguous residual."""
+    x = rng.standard_normal((4, 1, g.w, g.c)).astype(dtype)
+    kernel = rng.standard_normal((g.kw * g.c, g.c)).astype(dtype)
+    bias = rng.standard_normal(g.c).astype(dtype)
+    a = (g.w - g.w_out) // 2
+    crop = x[:, 0, a:a + g.w_out, :]  # (4, w_out, c), not contiguous
+    with CPU.compute_context():
+        z, h = CPU.conv_residual_relu(x, kernel, g, bias, crop)
+        z0, h0 = CPU.conv_residual_relu(x, kernel, g, bias, np.ascontiguousarray(crop).reshape(-1, g.c))
+    same(z, z0, dtype)
+    same(h, h0, dtype)
+    same(h, REF.add_activation(Act.RELU, z, np.zeros(1, dtype), crop.reshape(-1, g.c)), dtype)
+    # the kernels themselves: rows of any stride, each contiguous; anything else is refused
+    wp = CPU._direct_kernel(kernel)
+    rows = crop.reshape(4, -1) if crop.flags.c_contiguous else np.lib.stride_tricks.as_strided(
+        crop, (4, g.w_out * g.c), (crop.strides[0], crop.itemsize))
+    bias_pad = np.zeros(-(-g.c // 16) * 16, dtype)
+    bias_pad[:g.c] = bias
+    _, h1 = _cpu.conv_direct(x, wp, g, g.c, 2, bias_pad, "auto", None, rows)
+    same(h1, _cpu.conv_direct(x, wp, g, g.c, 2, bias_pad, "auto", None, np.ascontiguousarray(crop).reshape(-1, g.c))[1],
+         dtype)
+    with pytest.raises(ValueError, match="residual"):
+        _cpu.conv_direct(x, wp, g, g.c, 2, bias_pad, "auto", None, crop.reshape(-1, g.c)[::2].repeat(2, 0)[:, ::-1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("g", [
+    pytest.param(geometry(1, 60, 64, 1, 3, dw=4), id="winograd"),
+    pytest.param(geometry(1, 60, 64, 1, 3, dw=16), id="direct-wide-dilation"),
+    pytest.param(geometry(1, 60, 64, 1, 5, dw=2), id="direct-5-taps"),
+    pytest.param(geometry(1, 60, 4, 1, 3, dw=4), id="four-channels"),  # narrow outputs: written out
+    pytest.param(geometry(1, 60, 64, 1, 9), id="skips-zeros")])  # sparse path: written out
+def test_conv_adjoint_adds_a_crops_padded_multipliers_unwritten(g, dtype, vector_isa, rng):
+    """A BPNet block's skip multipliers are its crop's, zero-padded (`ZeroPadded`): the adjoint adds
+    them as it stores, from a per-thread row of zeros and values, with the bits of the padded array,
+    on every path (where the tiles do not run, the array is written out first)."""
+    from fastlift.padded import ZeroPadded
+
+    n_out = 64
+    m = rng.standard_normal((5, 1, g.w_out, n_out)).astype(dtype)
+    m[::2] *= rng.random(m[::2].shape) < 0.1
+    kernel = rng.standard_normal((g.kw * g.c, n_out)).astype(dtype)
+    before = (g.w - g.w_out) // 2
+    rows = rng.standard_normal((5, g.w_out, g.c)).astype(dtype)
+    lazy = ZeroPadded(rows, before, g.w - g.w_out - before)
+    padded = np.zeros((5, 1, g.w, g.c), dtype)
+    padded[:, 0, before:before + g.w_out] = rows
+    with CPU.compute_context():
+        same(lazy.dense(CPU).reshape(padded.shape), padded, dtype)
+        same(CPU.conv_adjoint(m, kernel, g, lazy), CPU.conv_adjoint(m, kernel, g, padded), dtype)
+
+
+def test_conv_tiles_add_a_window_of_each_row(rng):
+    """_cpu's ``addend_lo``: one addend row per example for output cells [lo, lo + w_a), zeros
+    elsewhere, the bits of the padded addend; a window that does not fit is refused."""
+    g = geometry(1, 40, 32, 1, 3, dw=2)
+    x = rng.standard_normal((3, 1, g.w, g.c)).astype(np.float32)
+    kernel = rng.standard_normal((3 * g.c, 32)).astype(np.float32)
+    rows = rng.standard_normal((3, 30, 32)).astype(np.float32)
+    padded = np.zeros((3, g.w_out, 32), np.float32)
+    padded[:, 4:34] = rows
+    wp, wg = CPU._direct_kernel(kernel), CPU._winograd_kernel(kernel, 4)
+    for run in (lambda a, lo: _cpu.conv_direct(x, wp, g, 32, 2, None, "auto", a, None, None, False, lo),
+                lambda a, lo: _cpu.conv_winograd3(x, wg, g, 32, 2, None, "auto", a, None, None, False, 4, lo)):
+        same(run(rows.reshape(3, -1), 4), run(padded.reshape(-1, 32), -1), np.float32)
+        with pytest.raises(ValueError, match="addend_lo"):
+            run(rows.reshape(3, -1), 7)  # 7 + 30 cells > w_out = 36
+        with pytest.raises(ValueError, match=r"addend.shape\[0\]"):
+            run(rows.reshape(3, -1)[:2], 4)
+    g2 = geometry(3, 12, 32, 3, 3, pt=1, pb=1, pl=1, pr=1)
+    x2 = rng.standard_normal((2, 3, 12, 32)).astype(np.float32)
+    wp2 = CPU._direct_kernel(rng.standard_normal((9 * 32, 32)).astype(np.float32))
+    with pytest.raises(ValueError, match="1-D"):
+        _cpu.conv_direct(x2, wp2, g2, 32, 1, None, "auto", np.zeros((2, 320), np.float32), None, None, False, 1)
+
+
+def test_rescale_backward_computes_missing_outputs(rng):
+    """x_out / r_out None (a ReLU the forward did not store, `fuse.DerivedActs`): f(x_in), f(r_in)
+    computed by the op (recomputed in the kernel for a ReLU), with the bits of given outputs."""
+    m, x, r, pair_x, pair_r = pair_data(rng, np.float32, 7)
+    alpha = alpha_for(x.shape[1], np.float32, rng)
+    for ops in (CPU, REF):
+        for act in (Act.RELU, Act.ELU, Act.SIGMOID):
+            given = ops.rescale_backward(act, m, x, r, ops.activation_forward(act, x, alpha),
+                                         ops.activation_forward(act, r, alpha), pair_x, pair_r, alpha)
+            same(ops.rescale_backward(act, m, x, r, None, None, pair_x, pair_r, alpha), given, np.float32)
+
+
 def test_conv_adjoint_takes_the_flipped_path_only_where_it_pays(monkeypatch, rng):
     from fastlift.backends.cpu_ops import FLIPPED_MIN_CHANNELS
 
@@ -858,7 +1007,32 @@ def test_conv_adjoint_takes_the_flipped_path_only_where_it_pays(monkeypatch, rng
         for g in (wide, narrow, strided, head):
             m = rng.standard_normal((2, g.h_out, g.w_out, 8)).astype(np.float32)
             CPU.conv_adjoint(m, rng.standard_normal((3 * g.c, 8)).astype(np.float32), g)
-    assert used == [narrow, strided]
+        # one-hot layers of 64 outputs: 21 taps flipped on conv_narrow (where the tiles run), 3 taps
+        # not; nor Basset's 300 outputs (not whole pairs of vectors)
+        for g, n in ((geometry(1, 40, 4, 1, 21), 64), (geometry(1, 40, 4, 1, 3), 64), (geometry(1, 40, 4, 1, 19), 300)):
+            m = rng.standard_normal((2, g.h_out, g.w_out, n)).astype(np.float32)
+            CPU.conv_adjoint(m, rng.standard_normal((g.kw * g.c, n)).astype(np.float32), g)
+    flips_narrow = _cpu.isa() in ("avx2", "avx512")
+    assert used == [narrow, strided] + ([] if flips_narrow else [geometry(1, 40, 4, 1, 21)]) + [
+        geometry(1, 40, 4, 1, 3), geometry(1, 40, 4, 1, 19)]
+
+
+def test_conv_adjoint_of_a_one_hot_layer_runs_conv_narrow(monkeypatch, vector_isa, rng):
+    """DNA's first layer (4 input channels, 64 outputs): its adjoint, the flipped convolution, has 4
+    outputs, which conv_narrow computes where the direct tiles run; GEMM + col2im elsewhere."""
+    from fastlift.backends import cpu_ops
+
+    used = []
+    monkeypatch.setattr(CpuOps, "col2im", lambda self, cols, g: used.append("col2im") or REF.col2im(cols, g))
+    narrow = _cpu.conv_narrow
+    monkeypatch.setattr(cpu_ops._cpu, "conv_narrow", lambda *a: used.append("narrow") or narrow(*a))
+    g = geometry(1, 60, 4, 1, 21)
+    m = rng.standard_normal((3, 1, g.w_out, 64)).astype(np.float32)
+    kernel = rng.standard_normal((21 * 4, 64)).astype(np.float32)
+    with CPU.compute_context():
+        got = CPU.conv_adjoint(m, kernel, g)
+    close(got, REF.conv_adjoint(m, kernel, g), np.float32, rtol=1e-4, atol=1e-4)
+    assert used == (["narrow"] if vector_isa != "base" else ["col2im"])
 
 
 # ------------------------------------------------------------ sparse convolution adjoint

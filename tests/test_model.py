@@ -553,24 +553,125 @@ def test_forward_keep_runs_a_relu_residual_block_in_the_convolution(rng, monkeyp
     np.testing.assert_array_equal(got[model.outputs[0]], full[model.outputs[0]])
 
 
-def test_forward_keeping_everything_runs_a_convolutions_relu_in_its_store(rng, monkeypatch):
-    """DeepLIFT's forwards keep every activation: a ReLU that alone reads a convolution comes out of
-    the convolution's pass (`Ops.conv_relu`), both kept, with the bits of the separate ops. Where
-    the ReLU's activations are given, its convolution runs alone."""
-    model, ops, cache, xs, full, calls = _counted_fused_op(rng, monkeypatch, "conv_relu")
+def test_forward_keeping_everything_runs_a_relu_residual_block_in_the_convolution(rng, monkeypatch):
+    """DeepLIFT's forwards keep every activation. A ReLU that only its block's Add reads comes out of
+    the convolution's pass with the Add (`Ops.conv_residual_relu`): z and the Add are stored, the
+    ReLU is derived when read (`fuse.DerivedActs`; its Rescale rule recomputes it instead), all with
+    the bits of the separate ops. A given ReLU is stored: its block runs op by op."""
+    from fastlift.fuse import DerivedActs, derived, forward_steps
+
+    model, ops, cache, xs, full, calls = _counted_fused_op(rng, monkeypatch, "conv_residual_relu")
+    by = model.get_node
     got = fused_forward(model, ops, xs, cache, None)
+    assert calls == ["conv", "conv"]
+    assert set(got) == set(full) - {by("relu0"), by("relu1")}
+    for node in got:
+        np.testing.assert_array_equal(got[node], full[node])
+    derive = derived(model, forward_steps(model, None, frozenset(), ops.fused_ops), frozenset())
+    assert derive == {by("relu0"): by("conv0"), by("relu1"): by("conv1")}
+    acts = DerivedActs(got, derive, ops, cache)
+    assert acts.get(by("relu1")) is None and by("relu1") not in acts  # stored values only
+    part = acts.rows(1, 3)
+    np.testing.assert_array_equal(acts[by("relu1")], full[by("relu1")])  # derived, then kept
+    assert by("relu1") in acts
+    np.testing.assert_array_equal(part[by("relu0")], full[by("relu0")][1:3])
+    with pytest.raises(KeyError):
+        acts[L.Input((3,), name="elsewhere")]
+    calls.clear()  # the first ReLU's activations given: only the second block fuses
+    got = fused_forward(model, ops, xs, cache, None, given={by("relu0"): full[by("relu0")]})
+    assert calls == ["conv"]
+    np.testing.assert_array_equal(got[model.outputs[0]], full[model.outputs[0]])
+    # a backend without the fused op runs the plain program; with conv_relu only, ReLUs are stored
+    assert forward_steps(model, None, frozenset(), frozenset({"add_activation"})) == model.plain_steps
+    steps = forward_steps(model, None, frozenset(), frozenset({"add_activation", "conv_relu"}))
+    got = model.forward(ops, xs, cache, steps=steps)
+    assert set(got) == set(full) and calls == ["conv"]
+
+
+def test_forward_keeping_everything_runs_a_convolutions_relu_in_its_store(rng, monkeypatch):
+    """A ReLU that alone reads a convolution, where no residual Add takes it in (another reader,
+    or no conv_residual_relu), comes out of the convolution's pass (`Ops.conv_relu`), both kept,
+    with the bits of the separate ops."""
+    from fastlift.fuse import forward_steps
+
+    model, ops, cache, xs, full, calls = _counted_fused_op(rng, monkeypatch, "conv_relu")
+    steps = forward_steps(model, None, frozenset(), frozenset({"add_activation", "conv_relu"}))
+    got = model.forward(ops, xs, cache, steps=steps)
     assert calls == ["conv", "conv"] and set(got) == set(full)
     for node in full:
         np.testing.assert_array_equal(got[node], full[node])
     by = model.get_node
     calls.clear()  # the first ReLU's activations given: its convolution runs alone
-    got = fused_forward(model, ops, xs, cache, None, given={by("relu0"): full[by("relu0")]})
+    got = model.forward(ops, xs, cache, given={by("relu0"): full[by("relu0")]}, steps=forward_steps(
+        model, None, frozenset({by("relu0")}), frozenset({"add_activation", "conv_relu"})))
     assert calls == ["conv"]
     np.testing.assert_array_equal(got[model.outputs[0]], full[model.outputs[0]])
-    # a backend without the fused op runs the plain program
-    from fastlift.fuse import forward_steps
 
-    assert forward_steps(model, None, frozenset(), frozenset({"add_activation"})) == model.plain_steps
+
+def _bpnet_like(rng, channels=40, length=60):
+    """One-hot input, a first convolution and three valid dilated residual blocks whose skip is a
+    crop made after the block's convolution (the node order of BPNet's files), then a counts head."""
+    x = L.Input((length, 4), name="seq")
+    h = L.Activation("relu", name="relu_first")(
+        L.Conv1D(rng.standard_normal((5, 4, channels)) / 3, rng.standard_normal(channels) / 3, name="first")(x))
+    for i, d in enumerate((1, 2, 4)):
+        z = L.Conv1D(rng.standard_normal((3, channels, channels)) / 8, rng.standard_normal(channels) / 8,
+                     dilation_rate=d, name=f"conv{i}")(h)
+        r = L.Activation("relu", name=f"relu{i}")(z)
+        h = L.Add(name=f"res{i}")([r, L.Cropping1D((d, d), name=f"crop{i}")(h)])
+    head = L.Dense(rng.standard_normal((channels, 1)), np.zeros(1), name="counts")
+    return fl.Model(x, head(L.GlobalAvgPool1D(name="gap")(h)))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_deeplift_runs_residual_blocks_in_the_convolution_with_the_same_bits(dtype, rng, monkeypatch):
+    """A BPNet-like model under DeepLIFT: every block's ReLU and Add run in its convolution's store
+    (the crop read in place, the block moved after it), the ReLUs' Rescale recomputes them, the
+    crops' adjoints reach the convolutions' adjoints unwritten (`ZeroPadded`), and the scores are
+    those of the op-by-op program, bit for bit."""
+    from fastlift.backends.cpu_ops import CpuOps
+
+    model = _bpnet_like(rng)
+    X = np.eye(4)[rng.integers(0, 4, size=(3, 60))]
+    refs = fl.dinuc_shuffle(X, 4, seed=2)
+    calls = []
+    real = CpuOps.conv_residual_relu
+    monkeypatch.setattr(CpuOps, "conv_residual_relu", lambda self, *a: calls.append(1) or real(self, *a))
+    got = fl.deeplift(model, X, refs, device="cpu", dtype=dtype, hypothetical=True, batch_size=2)
+    if CpuOps._conv_runs_direct(model.get_node("conv0").layer.geometry((60 - 4, 40)), np.dtype(dtype)):
+        assert calls and len(calls) % 3 == 0  # three blocks a forward pass
+    monkeypatch.setattr(CpuOps, "fused_ops", CpuOps.fused_ops - {"conv_residual_relu"})
+    monkeypatch.setattr(CpuOps, "pads_lazily", False)  # and the crops' adjoints written out
+    calls.clear()
+    plain = fl.deeplift(model, X, refs, device="cpu", dtype=dtype, hypothetical=True, batch_size=2)
+    assert not calls
+    np.testing.assert_array_equal(got.contributions, plain.contributions)
+    np.testing.assert_array_equal(got.hypothetical, plain.hypothetical)
+    np.testing.assert_array_equal(got.deltas, plain.deltas)
+    assert np.abs(got.deltas).max() < (1e-3 if dtype == "float32" else 1e-9)
+
+
+def test_a_crops_unwritten_multipliers_are_written_out_where_no_adjoint_adds_them(rng, monkeypatch):
+    """Two crops of one node meet at it (an add of two `ZeroPadded`, written out) and that node is
+    scored; the input's crop reaches the first convolution's adjoint unwritten: the bits of a walk
+    that pads every crop's adjoint."""
+    from fastlift.backends.cpu_ops import CpuOps
+
+    x = L.Input((30, 20), name="x")
+    h = L.Activation("relu", name="h")(L.Conv1D(rng.standard_normal((3, 20, 20)) / 4, np.zeros(20), name="c")(x))
+    s = L.Add(name="s")([L.Cropping1D((1, 2), name="a")(h), L.Cropping1D((3, 0), name="b")(h)])
+    t = L.Conv1D(rng.standard_normal((1, 20, 5)) / 4, np.zeros(5), name="t")(L.Cropping1D((2, 1), name="k")(x))
+    out = L.Dense(rng.standard_normal((25 * 20 + 27 * 5, 1)) / 10, np.zeros(1), name="out")(
+        L.Concatenate(name="cat", axis=-1)([L.Flatten(name="fs")(s), L.Flatten(name="ft")(t)]))
+    model = fl.Model(x, out)
+    X = rng.standard_normal((3, 30, 20)).astype(np.float32)
+    refs = rng.standard_normal((3, 2, 30, 20)).astype(np.float32)
+    got = fl.deeplift(model, X, refs, device="cpu", layers=["x", "h"])
+    monkeypatch.setattr(CpuOps, "pads_lazily", False)
+    want = fl.deeplift(model, X, refs, device="cpu", layers=["x", "h"])
+    for a, b in zip(got.contributions, want.contributions):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(got.deltas, want.deltas)
 
 
 @pytest.mark.parametrize("layer,shape", [

@@ -35,7 +35,7 @@ lets small calls run on one thread (``MIN_WORK_PER_THREAD``) without changing a 
 
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int32_t, int64_t, uint8_t
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 from cython cimport floating
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
@@ -613,19 +613,24 @@ def conv_direct(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
                 const floating[::1] bias=None,      # IN  (c_out rounded up to the vector length,)
                 str isa="auto",
                 const floating[:, ::1] addend=None,    # IN  (n*h_out*w_out, c_out)
-                const floating[:, ::1] residual=None,  # IN  (n*h_out*w_out, c_out)
+                const floating[:, :] residual=None,    # IN  (n*h_out*w_out, c_out), 1-D: or (n, w_out*c_out)
                 const floating[:, ::1] relu_grad_of=None,  # IN  (n*h_out*w_out, c_out)
-                bint relu=False):
+                bint relu=False,
+                Py_ssize_t addend_lo=-1):            # >= 0: addend (n, w_a*c_out), cells [lo, lo + w_a)
     """A convolution without unfolding: returns (n*h_out*w_out, c_out). ``wp`` is the kernel
     (kh*kw*c, c_out) packed by blocks of ``VECTOR_BLOCK`` vectors of output channels (each
     block (kh*kw, c, block width), the last one narrower, columns past c_out zero). Each output
     value is summed in a fixed order: any thread count and any batch give the same bits.
     ``addend``, when given, is added to every output value as it is stored: (sum + bias) + addend.
     With ``residual``, returns (out, residual + relu(out)): a residual block's ReLU and Add in the
-    store, with the bits of ``add_activation``. With ``relu_grad_of`` (a ReLU's input z), returns
+    store, with the bits of ``add_activation``; a 1-D layer's residual may be given as one row
+    per example (n, w_out*c_out) whose rows are any stride apart (a crop's view, read in place). With ``relu_grad_of`` (a ReLU's input z), returns
     (out, out * relu'(z)), with the bits of ``gradient_backward``. With ``relu``, returns
-    (out, relu(out)), with the bits of ``activation_forward``."""
-    return _conv_tiles(x, wp, g, c_out, n_threads, bias, isa, addend, residual, relu_grad_of, relu, 0)
+    (out, relu(out)), with the bits of ``activation_forward``. With ``addend_lo`` >= 0 (1-D
+    layers), ``addend`` holds one row per example, the values of output cells [addend_lo,
+    addend_lo + w_a) (a crop's multipliers, without their zero padding): the other cells add
+    zeros, with the bits of the padded addend."""
+    return _conv_tiles(x, wp, g, c_out, n_threads, bias, isa, addend, residual, relu_grad_of, relu, 0, addend_lo)
 
 
 def conv_winograd3(const floating[:, :, :, ::1] x,     # IN  (n, 1, w, c)
@@ -635,22 +640,23 @@ def conv_winograd3(const floating[:, :, :, ::1] x,     # IN  (n, 1, w, c)
                    const floating[::1] bias=None,
                    str isa="auto",
                    const floating[:, ::1] addend=None,
-                   const floating[:, ::1] residual=None,
+                   const floating[:, :] residual=None,
                    const floating[:, ::1] relu_grad_of=None,
                    bint relu=False,
-                   int m=2):                           # output cells per tile: 2 (F(2,3)) or 4 (F(4,3))
+                   int m=2,
+                   Py_ssize_t addend_lo=-1):                           # output cells per tile: 2 (F(2,3)) or 4 (F(4,3))
     """`conv_direct`'s convolution for 1-D layers of three taps and stride 1 (any dilation and
     padding) in 2/3 (``m`` = 2, Winograd's F(2,3)) or 1/2 (``m`` = 4, F(4,3)) of the multiply-adds,
     see fl_conv_winograd3. ``wg`` is the m + 2 transformed kernels G_i (each (c, c_out)), each
     packed as conv_direct's kernel, one after the other. The other arguments and the results are
-    conv_direct's; each value is summed in a fixed order (any batch and thread count give the
-    same bits) and differs from conv_direct's by rounding."""
+    conv_direct's (``addend_lo`` too); each value is summed in a fixed order (any batch and thread
+    count give the same bits) and differs from conv_direct's by rounding."""
     if g.h != 1 or g.kh != 1 or g.kw != 3 or g.sw != 1:
         raise ValueError(f"conv_winograd3 needs a 1-D geometry of 3 taps and stride 1 (h = kh = 1, kw = 3, "
                          f"sw = 1); got h={g.h}, kh={g.kh}, kw={g.kw}, sw={g.sw}")
     if m != 2 and m != 4:
         raise ValueError(f"m (output cells per Winograd tile) must be 2 or 4; got {m}")
-    return _conv_tiles(x, wg, g, c_out, n_threads, bias, isa, addend, residual, relu_grad_of, relu, m)
+    return _conv_tiles(x, wg, g, c_out, n_threads, bias, isa, addend, residual, relu_grad_of, relu, m, addend_lo)
 
 
 def conv_narrow(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
@@ -698,7 +704,8 @@ def conv_narrow(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
 
 def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g, Py_ssize_t c_out,
                 int n_threads, const floating[::1] bias, str isa, const floating[:, ::1] addend,
-                const floating[:, ::1] residual, const floating[:, ::1] relu_grad_of, bint relu, int winograd):
+                const floating[:, :] residual, const floating[:, ::1] relu_grad_of, bint relu, int winograd,
+                Py_ssize_t addend_lo=-1):
     """conv_direct (``winograd`` 0) or conv_winograd3 (``winograd`` = its m, 2 or 4), after their checks."""
     cdef fl_geometry geo = _geometry(g)
     _check_nhwc(x.shape, geo.h, geo.w, geo.c, "x")
@@ -713,31 +720,54 @@ def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g
         _check_len(wp.shape[0], geo.kh * geo.kw * geo.c * c_pad, "len(wp) (kh*kw*c * c_out padded)")
     if bias is not None:
         _check_len(bias.shape[0], c_pad, "len(bias) (c_out padded)")
-    if addend is not None:
+    cdef Py_ssize_t addend_w = 0  # with addend_lo: output cells each addend row holds
+    if addend is not None and addend_lo >= 0:
+        if geo.h_out != 1:
+            raise ValueError(f"addend_lo (a window of each output row) needs a 1-D layer (h_out = 1); got h_out={geo.h_out}")
+        _check_len(addend.shape[0], n, "addend.shape[0] (n: one row per example with addend_lo)")
+        if addend.shape[1] % c_out or addend_lo + addend.shape[1] // c_out > geo.w_out:
+            raise ValueError(f"addend rows ({addend.shape[1]} values) must hold whole cells of c_out={c_out} "
+                             f"channels from cell addend_lo={addend_lo} within w_out={geo.w_out}")
+        addend_w = addend.shape[1] // c_out
+    elif addend is not None:
         _check_len(addend.shape[0], n * geo.h_out * geo.w_out, "addend.shape[0] (n*h_out*w_out)")
         _check_len(addend.shape[1], c_out, "addend.shape[1] (c_out)")
     if (residual is not None) + (relu_grad_of is not None) + bool(relu) > 1:
         raise ValueError("give at most one of residual, relu_grad_of and relu")
     cdef int epi = (FL_EPI_RESIDUAL_RELU if residual is not None else FL_EPI_RELU_GRAD if relu_grad_of is not None
                     else FL_EPI_RELU)
-    aux = residual if residual is not None else relu_grad_of
-    if aux is not None:
+    aux = np.asarray(residual) if residual is not None else relu_grad_of
+    # A 1-D layer's residual may also come as one row per example, (n, w_out*c_out), rows apart by
+    # any stride (a crop's view of its input): each row's call then gets its own pointers.
+    cdef bint aux_rows = (residual is not None and geo.h_out == 1 and residual.shape[0] == n
+                          and residual.shape[1] == geo.w_out * c_out)
+    if aux is not None and not aux_rows:
         name = "residual" if residual is not None else "relu_grad_of"
         _check_len(aux.shape[0], n * geo.h_out * geo.w_out, f"{name}.shape[0] (n*h_out*w_out)")
         _check_len(aux.shape[1], c_out, f"{name}.shape[1] (c_out)")
+    cdef Py_ssize_t item = sizeof(floating)
+    if residual is not None and residual.shape[0] > 0 and (
+            (residual.shape[1] > 1 and residual.strides[1] != item)
+            or (not aux_rows and residual.shape[0] > 1 and residual.strides[0] != residual.shape[1] * item)):
+        raise ValueError(f"residual must have contiguous rows (C-contiguous unless one row per example); got "
+                         f"strides {(residual.strides[0], residual.strides[1])} for shape "
+                         f"{(residual.shape[0], residual.shape[1])}")
     cdef int isa_code = _isa_code(isa)
     out = _empty((n * geo.h_out * geo.w_out, c_out), <floating>0)
     out2 = None if aux is None and not relu else _empty((n * geo.h_out * geo.w_out, c_out), <floating>0)
     if out.size == 0 or geo.c == 0:
         out[...] = 0 if bias is None else np.asarray(bias)[:c_out]
-        if addend is not None:
+        if addend is not None and addend_lo >= 0:
+            out.reshape(n, geo.w_out, c_out)[:, addend_lo:addend_lo + addend_w] += np.asarray(addend).reshape(
+                n, addend_w, c_out)
+        elif addend is not None:
             out += np.asarray(addend)
         if out2 is None:
             return out
         if relu:
             out2[...] = np.where(out > 0, out, 0)
             return out, out2
-        a = np.asarray(aux)
+        a = np.asarray(aux).reshape(out.shape)
         out2[...] = a + np.maximum(out, 0) if residual is not None else out * (a > 0)
         return out, out2
     cdef const floating[::1] zero = _zeros(geo.c, <floating>0)
@@ -746,7 +776,7 @@ def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g
     cdef const floating* addend_ptr = NULL
     cdef const floating* aux_ptr = NULL
     cdef floating* out2_ptr = NULL
-    cdef const floating[:, ::1] aux_view
+    cdef const floating[:, :] aux_view
     cdef floating[:, ::1] out2_view
     if bias is not None:
         bias_ptr = &bias[0]
@@ -762,12 +792,41 @@ def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g
     # hold up the others (each row is computed alone, so the schedule changes no bits).
     cdef int nt = <int>_n_blocks(n_rows, geo.w_out * geo.kh * geo.kw * geo.c * c_out // 64 + 1, n_threads)
     cdef int t
+    cdef Py_ssize_t cells = geo.w_out * c_out, row_scratch = cells if addend_w else 0
+    cdef bint per_row = aux_rows or addend_w > 0
+    cdef const floating* xb
+    cdef const floating* addend_b
+    cdef const floating* aux_b
+    cdef floating* out2_b
+    cdef floating* yb
+    cdef floating* pad_b
     if winograd:
         n_scratch = fl_conv_winograd3_scratch_size(geo, c_out, winograd)
+    n_scratch = n_scratch + row_scratch
     scratch_arr = _empty((max(nt * n_scratch, 1),), <floating>0)
     cdef floating[::1] scratch = scratch_arr
     for b in prange(n_rows, nogil=True, num_threads=nt, schedule="dynamic"):
-        if winograd:
+        if per_row:  # example b as a batch of one, with its own residual and addend rows
+            t = threadid()
+            xb = &x[b, 0, 0, 0]
+            yb = &y[0, 0] + b * cells
+            out2_b = NULL if out2_ptr == NULL else out2_ptr + b * cells
+            aux_b = (&aux_view[b, 0]) if aux_rows else (NULL if aux_ptr == NULL else aux_ptr + b * cells)
+            addend_b = NULL if addend_ptr == NULL else addend_ptr + b * cells
+            if addend_w:  # the window's values between zeros, in this thread's row of scratch
+                pad_b = &scratch[t * n_scratch + n_scratch - row_scratch]
+                memset(pad_b, 0, addend_lo * c_out * sizeof(floating))
+                memcpy(pad_b + addend_lo * c_out, addend_ptr + b * addend_w * c_out, addend_w * c_out * sizeof(floating))
+                memset(pad_b + (addend_lo + addend_w) * c_out, 0,
+                       (geo.w_out - addend_lo - addend_w) * c_out * sizeof(floating))
+                addend_b = pad_b
+            if winograd:
+                fl_conv_winograd3(xb, &wp[0], bias_ptr, &zero[0], addend_b, aux_b, out2_b, epi, geo,
+                                  c_out, winograd, isa_code, &scratch[t * n_scratch], yb, 0, 1)
+            else:
+                fl_conv_direct(xb, &wp[0], bias_ptr, &zero[0], addend_b, aux_b, out2_b, epi, geo,
+                               c_out, isa_code, yb, 0, 1)
+        elif winograd:
             t = threadid()
             fl_conv_winograd3(&x[0, 0, 0, 0], &wp[0], bias_ptr, &zero[0], addend_ptr, aux_ptr, out2_ptr, epi, geo,
                               c_out, winograd, isa_code, &scratch[t * n_scratch], &y[0, 0], b, b + 1)

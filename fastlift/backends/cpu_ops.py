@@ -27,7 +27,9 @@ import threading
 import numpy as np
 
 from . import _cpu, _pool
+from ..activations import Act
 from ..geometry import Geometry
+from ..padded import ZeroPadded
 from .ops import Ops
 
 #: Rows per GEMM call for a (k, n) weight matrix: `gemm_block_rows`. Every block, including a
@@ -54,9 +56,11 @@ GEMM_PANEL_COLS = 256
 # Small weights get small blocks (BLAS runs them faster), large weights >= 256 rows, where
 # OpenBLAS's packing is amortised (bench/README.md, "GEMM block rows").
 
-#: conv_adjoint runs as a flipped convolution from this many input channels up, or when the
-#: layer has fewer output than input channels; below, a GEMM only a few columns wide would be
-#: slower than GEMM + col2im (bench/README.md, "Flipped transpose").
+#: conv_adjoint runs as a flipped convolution from this many input channels up, when the layer
+#: has fewer output than input channels, or when `_cpu.conv_narrow` computes it (at most
+#: `NARROW_MAX_CHANNELS` input channels, such as one-hot DNA's 4: `NARROW_ADJOINT_MIN_TAPS`);
+#: elsewhere a GEMM only a few columns wide would be slower than GEMM + col2im (bench/README.md,
+#: "Flipped transpose" and "Narrow adjoint of a one-hot layer").
 FLIPPED_MIN_CHANNELS = 16
 #: conv_adjoint skips zero multipliers (`_cpu.conv_sparse`) for kernels with at least
 #: `SPARSE_MIN_TAPS_CHANNELS` taps x input channels, in pairs where at most `SPARSE_MAX_FILL` of the
@@ -72,10 +76,20 @@ SPARSE_MAX_FILL_FORWARD = 0.25
 #: CPUs with AVX2 or AVX-512; with fewer the GEMM wins (bench/README.md, "Direct convolution and
 #: dense tiles"). Both tiles sum each value in the same order with the same FMAs: the same bits.
 DIRECT_MIN_CHANNELS = 16
+#: `CpuOps._alpha` keeps at most this many arrays of one activation parameter (one per layer
+#: width and parameter value a model has, typically a handful).
+ALPHA_ARRAYS = 64
 #: Of those, convolutions to at most this many output channels (a profile head's one or two) run
 #: `_cpu.conv_narrow`, vectorised over the input channels: the tiles would compute a whole vector
 #: of output channels to keep one or two (bench/README.md, "Narrow convolutions").
 NARROW_MAX_CHANNELS = 4
+#: The adjoint of a layer with at most `NARROW_MAX_CHANNELS` input channels (one-hot DNA's first
+#: layer) runs as the flipped convolution on `_cpu.conv_narrow` for kernels of at least this many
+#: taps: a run of taps x channels long enough to pay for each value's sum of vector lanes. BPNet's
+#: 21 taps x 64 channels over 2114 bp: 5.6 -> 3.7 ms per 20 pairs; 3 to 9 taps, or Basset's 300
+#: channels (not whole vectors), stay faster on GEMM + col2im (bench/README.md, "Narrow adjoint
+#: of a one-hot layer").
+NARROW_ADJOINT_MIN_TAPS = 15
 #: Of the others, 1-D convolutions of three taps and stride 1 run `_cpu.conv_winograd3` (Winograd's
 #: F(4,3) or F(2,3): 1/2 or 2/3 of the multiply-adds, through the same tiles), unless their
 #: padding is wide for their dilation: the adjoint of a valid convolution is padded by twice the
@@ -252,14 +266,19 @@ class CpuOps(Ops):
         super().__init__(n_threads, precision)
         self.n_threads = (os.cpu_count() or 1) if n_threads is None else int(n_threads)
         self._weights: dict = {}  # arrays derived from read-only weights: key -> (owner, array)
+        self._alphas: dict = {}  # `_alpha`'s arrays of one value
 
     #: `conv_relu`, `conv_residual_relu` and `conv_adjoint_relu` run in the direct tiles' store (AVX2
     #: and AVX-512 CPUs); `add_activation` is one threaded pass.
     fused_ops = frozenset({"add_activation", "conv_relu", "conv_residual_relu", "conv_adjoint_relu"})
+    #: A crop's padded multipliers reach `conv_adjoint` unwritten; its tiles add them from a
+    #: per-thread row (`_cpu.conv_direct`'s ``addend_lo``).
+    pads_lazily = True
 
     def close(self) -> None:
-        """Drop the kernels derived from weights (packed, padded, flipped)."""
+        """Drop the kernels derived from weights (packed, padded, flipped) and the parameter arrays."""
         self._weights.clear()
+        self._alphas.clear()
 
     def compute_context(self):
         """Pin BLAS to one thread and cache freed array blocks for the run (until exit).
@@ -280,7 +299,16 @@ class CpuOps(Ops):
         if alpha.shape[0] == n_features:
             return np.ascontiguousarray(alpha)
         if alpha.shape[0] == 1:  # np.resize is ~100x slower than this for the common scalar case
-            return np.full(n_features, alpha[0], dtype=dtype)
+            # one read-only array per (value, size, dtype): a BPNet layer's rules would fill
+            # 100k values on every call, on one thread
+            key = (alpha.tobytes(), n_features, alpha.dtype)
+            full = self._alphas.get(key)
+            if full is None:
+                if len(self._alphas) >= ALPHA_ARRAYS:
+                    self._alphas.clear()
+                full = self._alphas[key] = np.full(n_features, alpha[0], dtype=dtype)
+                full.flags.writeable = False
+            return full
         return np.tile(alpha, -(-n_features // alpha.shape[0]))[:n_features]
 
     def add(self, a, b):
@@ -509,8 +537,11 @@ class CpuOps(Ops):
         dt, n = np.result_type(x, kernel), kernel.shape[1]
         if residual.dtype != dt or not self._stores_epilogue(g, dt, n):
             return super().conv_residual_relu(x, kernel, g, bias, residual)
-        return self._tiles(_nhwc(x, dt, g), np.asarray(kernel, dtype=dt), g, n, bias, None,
-                           _rows(residual.reshape(-1, n), dt))
+        runs = _row_runs(residual) if g.h_out == 1 and residual.ndim >= 2 else None
+        if runs is None or runs.shape != (x.shape[0], g.w_out * n):  # else a crop's view, read in place
+            runs = _rows(residual.reshape(-1, n), dt)
+        z, h = self._tiles(_nhwc(x, dt, g), np.asarray(kernel, dtype=dt), g, n, bias, None, runs)
+        return z, h.reshape(-1, n)
 
     @classmethod
     def _conv_runs_direct(cls, g: Geometry, dtype) -> bool:
@@ -528,14 +559,15 @@ class CpuOps(Ops):
         return (g.h == 1 and g.kh == 1 and g.kw == 3 and g.sw == 1
                 and (g.pl == 0 or WINOGRAD_MAX_DILATION_SHARE * g.dw <= g.w_out))
 
-    def _tiles(self, x, kernel, g: Geometry, n, bias, addend=None, residual=None, relu_grad_of=None, relu=False):
+    def _tiles(self, x, kernel, g: Geometry, n, bias, addend=None, residual=None, relu_grad_of=None, relu=False,
+               addend_lo=-1):
         """The direct convolution of x (n, h, w, c) on this CPU's register tiles: `_cpu.conv_narrow`
         for at most `NARROW_MAX_CHANNELS` output channels (no second output), `_cpu.conv_winograd3`
         where `_conv_runs_winograd`, else `_cpu.conv_direct` (their arguments and results; ``bias``
         (n,) or None)."""
         if bias is not None:
             bias = np.asarray(bias, dtype=kernel.dtype).reshape(n)
-        if n <= NARROW_MAX_CHANNELS and residual is None and relu_grad_of is None and not relu:
+        if n <= NARROW_MAX_CHANNELS and residual is None and relu_grad_of is None and not relu and addend_lo < 0:
             kt = self._derived(kernel, "transposed", lambda k: np.ascontiguousarray(k.T))
             return _cpu.conv_narrow(x, kt, g, self.n_threads, bias, _ISA, addend)
         if bias is not None:  # the tiles read whole vectors of output channels
@@ -543,9 +575,9 @@ class CpuOps(Ops):
         if self._conv_runs_winograd(g):
             m = self._winograd_outputs(g)
             return _cpu.conv_winograd3(x, self._winograd_kernel(kernel, m), g, n, self.n_threads, bias, _ISA, addend,
-                                       residual, relu_grad_of, relu, m)
+                                       residual, relu_grad_of, relu, m, addend_lo)
         return _cpu.conv_direct(x, self._direct_kernel(kernel), g, n, self.n_threads, bias, _ISA, addend,
-                                residual, relu_grad_of, relu)
+                                residual, relu_grad_of, relu, addend_lo)
 
     def _direct_kernel(self, kernel):
         """The kernel (taps*c, n) packed for `_cpu.conv_direct`, once per run: blocks of
@@ -620,12 +652,32 @@ class CpuOps(Ops):
         batch. The other pairs run `_dense_adjoint`, which adds ``addend`` as it stores (on
         the direct path)."""
         dt = np.result_type(m, kernel)
+        if isinstance(addend, ZeroPadded):
+            out = self._adjoint_padded_addend(m, kernel, g, addend, dt)
+            if out is not None:
+                return out
+            addend = addend.dense(self).reshape(m.shape[0], g.h, g.w, g.c)
         if dt not in _FLOATS or g.kh * g.kw * g.c < SPARSE_MIN_TAPS_CHANNELS or m.shape[0] == 0:
             return self._dense_adjoint(m, kernel, g, addend)
         wt = self._sparse_kernel(np.asarray(kernel, dtype=dt), g, flip=False)
         m = _nhwc(m, dt, g, (g.h_out, g.w_out, kernel.shape[1]))
         out = self._skip_zeros(m, wt, g, lambda rows: self._dense_adjoint(rows, kernel, g), SPARSE_MAX_FILL)
         return out if addend is None else self.add(addend, out)
+
+    def _adjoint_padded_addend(self, m, kernel, g: Geometry, addend, dt):
+        """`conv_adjoint` plus a crop's `ZeroPadded` multipliers, added by the tiles' store from a
+        per-thread row of their values between zeros (no padded copy; the padded addend's bits), or
+        None where the adjoint does not run on the tiles for every pair."""
+        flipped = None
+        if (dt in _FLOATS and addend.dtype == dt and g.h == 1 and m.shape[0] > 0 and g.c > NARROW_MAX_CHANNELS
+                and g.kh * g.kw * g.c < SPARSE_MIN_TAPS_CHANNELS and addend.shape == (m.shape[0], g.w, g.c)):
+            flipped = self._flipped(np.asarray(kernel, dtype=dt), g)
+        if flipped is None or not self._conv_runs_direct(flipped[1], dt):
+            return None
+        wf, gt = flipped
+        rows = np.ascontiguousarray(addend.rows, dtype=dt).reshape(m.shape[0], -1)
+        out = self._tiles(_nhwc(m, dt, gt), wf, gt, g.c, None, rows, addend_lo=addend.before)
+        return out.reshape(m.shape[0], g.h, g.w, g.c)
 
     def conv_adjoint_relu(self, m, kernel, g: Geometry, addend, z):
         """In one pass where `conv_adjoint` would run the flipped convolution on the direct tiles
@@ -648,7 +700,7 @@ class CpuOps(Ops):
         convolution, or None where that does not pay (see `_dense_adjoint`)."""
         pt, pl = (g.kh - 1) * g.dh - g.pt, (g.kw - 1) * g.dw - g.pl
         c_out = kernel.shape[1]
-        worth_it = g.c >= FLIPPED_MIN_CHANNELS or c_out < g.c
+        worth_it = g.c >= FLIPPED_MIN_CHANNELS or c_out < g.c or self._adjoint_runs_narrow(g, c_out, kernel.dtype)
         if g.sh != 1 or g.sw != 1 or pt < 0 or pl < 0 or not worth_it:
             return None
 
@@ -660,12 +712,23 @@ class CpuOps(Ops):
                       pt=pt, pl=pl, h_out=g.h, w_out=g.w)
         return self._derived(kernel, "flipped", flip), gt
 
+    @classmethod
+    def _adjoint_runs_narrow(cls, g: Geometry, c_out, dtype) -> bool:
+        """Whether the adjoint of a layer with few input channels (one-hot DNA's 4) runs as the flipped
+        convolution on `_cpu.conv_narrow` (see `NARROW_ADJOINT_MIN_TAPS`): stride 1, dilation 1 along
+        the row and whole pairs of 32-byte vectors of output channels, so that its span tiles run."""
+        return (g.c <= NARROW_MAX_CHANNELS and g.kh * g.kw >= NARROW_ADJOINT_MIN_TAPS and g.dw == 1
+                and g.sh == 1 and g.sw == 1 and c_out * np.dtype(dtype).itemsize % 64 == 0
+                and c_out >= DIRECT_MIN_CHANNELS and _ISA in _DIRECT_ISAS and cls._tiles_serve(dtype))
+
     def _dense_adjoint(self, m, kernel, g: Geometry, addend=None):
         """For stride 1, the transpose of a convolution is a convolution of ``m`` with the kernel
         flipped over its taps and transposed (c_out <-> c_in), padded by span - 1 - pad: run
         through the fused `conv_forward`, with no col2im and a GEMM of the forward's shape.
-        Strided convolutions, and those with fewer than `FLIPPED_MIN_CHANNELS` input channels
-        and at least as many output channels (one-hot DNA: a GEMM 4 columns wide), use GEMM +
+        A layer with at most `NARROW_MAX_CHANNELS` input channels (one-hot DNA's first layer)
+        gives a flipped convolution with that few outputs, which `_cpu.conv_narrow` computes.
+        Strided convolutions, and the other layers with fewer than `FLIPPED_MIN_CHANNELS` input
+        channels and at least as many output channels (a GEMM a few columns wide), use GEMM +
         col2im (the numpy reference's way)."""
         dt = np.result_type(m, kernel)
         flipped = self._flipped(np.asarray(kernel, dtype=dt), g) if dt in _FLOATS else None
@@ -732,9 +795,14 @@ class CpuOps(Ops):
 
     # ------------------------------------------------------------ rule kernels
     def rescale_backward(self, act, m_out, x_in, r_in, x_out, r_out, pair_x, pair_r, alpha):
+        """As `Ops.rescale_backward`; for a ReLU the kernel recomputes f (x_out, r_out unread)."""
         dt = m_out.dtype
         if dt not in _FLOATS:
             return super().rescale_backward(act, m_out, x_in, r_in, x_out, r_out, pair_x, pair_r, alpha)
+        if x_out is None:
+            x_out = x_in if act == Act.RELU else self.activation_forward(act, x_in, alpha)
+        if r_out is None:
+            r_out = r_in if act == Act.RELU else self.activation_forward(act, r_in, alpha)
         m2 = _rows(m_out, dt)
         out = _cpu.rescale_backward(int(act), m2, _rows(x_in, dt), _rows(r_in, dt), _rows(x_out, dt),
                                     _rows(r_out, dt), _index(pair_x), _index(pair_r),

@@ -76,6 +76,9 @@ class Ops:
     #: Whether the scheduler builds the next chunk on a host thread while this one computes (a
     #: backend that computes on a device).
     prefetch_chunks = False
+    #: Whether a 1-D crop's adjoint stays `fastlift.padded.ZeroPadded` for `conv_adjoint`'s addend
+    #: (added in the store without the padded copy); elsewhere it is written out.
+    pads_lazily = False
 
     def compute_context(self):
         """Context manager wrapped around a whole run (CpuOps pins BLAS to one thread)."""
@@ -314,8 +317,12 @@ class Ops:
 
         s = (f(x) - f(ref)) / (x - ref), with x = x_in[pair_x[p]], ref = r_in[pair_r[p]],
         f(x) = x_out[pair_x[p]] and f(ref) = r_out[pair_r[p]] taken from the forward
-        pass; where |x - ref| < NEAR_ZERO, s = f'(ref).
+        pass (None: f(x_in), f(r_in) computed here); where |x - ref| < NEAR_ZERO, s = f'(ref).
         """
+        if x_out is None:
+            x_out = self.activation_forward(act, x_in, alpha)
+        if r_out is None:
+            r_out = self.activation_forward(act, r_in, alpha)
         xi, ri = x_in[pair_x], r_in[pair_r]
         dx = xi - ri
         dy = x_out[pair_x] - r_out[pair_r]

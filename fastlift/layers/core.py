@@ -332,8 +332,11 @@ class Activation(Layer):
                                               flat(d_neg), ctx.pair_r, w["alpha"])
             return [(p.reshape(pos.shape), n.reshape(pos.shape))]
         if rule is Rule.RESCALE:
-            args = (x_in, flat(ctx.r(src)), flat(ctx.x(node)), flat(ctx.r(node)), ctx.pair_x, ctx.pair_r,
-                    w["alpha"])
+            # outputs the forward skipped (`fuse.DerivedActs`) are not derived here: None, and the
+            # op computes (or for a ReLU, recomputes) f itself
+            x_out, r_out = ctx.acts_x.get(node), ctx.acts_r.get(node)
+            args = (x_in, flat(ctx.r(src)), None if x_out is None else flat(x_out),
+                    None if r_out is None else flat(r_out), ctx.pair_x, ctx.pair_r, w["alpha"])
             out = [ops.rescale_backward(self.act, flat(a), *args).reshape(pos.shape)
                    for a in ((pos,) if neg is None else (pos, neg))]
         elif rule is Rule.GRADIENT:
