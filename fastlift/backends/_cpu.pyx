@@ -811,9 +811,14 @@ def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g
         xb, yb, addend_b, aux_b, out2_b, q = &x[0, 0, 0, 0], &y[0, 0], addend_ptr, aux_ptr, out2_ptr, b
         if per_row:  # (1-D) example b as a batch of one (row 0), with its own residual and addend rows
             xb, yb, q = &x[b, 0, 0, 0], &y[0, 0] + b * cells, 0
-            out2_b = NULL if out2_ptr == NULL else out2_ptr + b * cells
-            aux_b = (&aux_view[b, 0]) if aux_rows else (NULL if aux_ptr == NULL else aux_ptr + b * cells)
-            addend_b = NULL if addend_ptr == NULL else addend_ptr + b * cells
+            if out2_ptr != NULL:
+                out2_b = out2_ptr + b * cells
+            if aux_rows:
+                aux_b = &aux_view[b, 0]
+            elif aux_ptr != NULL:
+                aux_b = aux_ptr + b * cells
+            if addend_ptr != NULL:
+                addend_b = addend_ptr + b * cells
         if addend_w:  # the window's values between zeros, in this thread's row of scratch
             pad_b = &scratch[t * n_scratch + n_scratch - row_scratch]
             memset(pad_b, 0, addend_lo * c_out * sizeof(floating))
