@@ -108,12 +108,12 @@ FL_KERNEL void FL_K(add)(const FL_T *FL_RESTRICT a, const FL_T *FL_RESTRICT b,  
 //   m_in[p, f] = m_out[p, f] * s,  x = x_in[pair_x[p], f], ref = r_in[pair_r[p], f],
 //   s = (x_out[pair_x[p], f] - r_out[pair_r[p], f]) / (x - ref), or act'(ref) where
 //   |x - ref| < FL_NEAR_ZERO (fl_rescale_backward_elem). x_out and r_out hold f(x_in), f(r_in);
-//   for ReLU they are not read (rescale_relu_rows recomputes them).
+//   with `recompute` (ReLU's rows) they are not read: f(x), f(ref) are recomputed (exact).
 // Layout: m_out__pf, m_in__pf (n_pairs, F); x_in__nf, x_out__nf (n_x, F);
 //   r_in__nf, r_out__nf (n_r, F); pair_x__p, pair_r__p (n_pairs,); alpha__f (F,).
 // Threads: each thread takes a block of pairs [p_begin, p_end).
 FL_ROWS void FL_KI(rescale_backward_rows)(
-    const int act, const FL_T *FL_RESTRICT m_out__pf, const FL_T *FL_RESTRICT x_in__nf,
+    const int act, const int recompute, const FL_T *FL_RESTRICT m_out__pf, const FL_T *FL_RESTRICT x_in__nf,
     const FL_T *FL_RESTRICT r_in__nf, const FL_T *FL_RESTRICT x_out__nf,
     const FL_T *FL_RESTRICT r_out__nf, const int64_t *FL_RESTRICT pair_x__p,
     const int64_t *FL_RESTRICT pair_r__p, const FL_T *FL_RESTRICT alpha__f,
@@ -125,34 +125,32 @@ FL_ROWS void FL_KI(rescale_backward_rows)(
         const FL_T *ref = r_in__nf + row_r, *y_ref = r_out__nf + row_r;
         const FL_T *m = m_out__pf + p * n_features;
         FL_T *out = m_in__pf + p * n_features;
-        for (int64_t f = 0; f < n_features; ++f)
-            out[f] = FL_M(rescale_backward_elem)(act, m[f], x[f], ref[f], y[f], y_ref[f], alpha__f[f]);
+        for (int64_t f = 0; f < n_features; ++f) {
+            const FL_T a = alpha__f[f];
+            const FL_T yf = recompute ? FL_M(activation_forward_elem)(act, x[f], a) : y[f];
+            const FL_T yr = recompute ? FL_M(activation_forward_elem)(act, ref[f], a) : y_ref[f];
+            out[f] = FL_M(rescale_backward_elem)(act, m[f], x[f], ref[f], yf, yr, a);
+        }
     }
 }
 
-// rescale_backward's ReLU rows: f(x) and f(ref) recomputed (exact: the values x_out and r_out
-// hold), so a quarter less is read, on the best vector ISA with the baseline's bits (no product
-// is followed by a sum, nothing to contract into an FMA). Other activations run on the baseline.
+// rescale_backward's ReLU rows, f recomputed (a quarter less to read), on the best vector ISA with
+// the baseline's bits (no product is followed by a sum, nothing to contract into an FMA). Other
+// activations run on the baseline.
 FL_ROWS void FL_KI(rescale_relu_rows)(const FL_T *FL_RESTRICT m_out__pf, const FL_T *FL_RESTRICT x_in__nf,
                                      const FL_T *FL_RESTRICT r_in__nf, const int64_t *FL_RESTRICT pair_x__p,
-                                     const int64_t *FL_RESTRICT pair_r__p, FL_T *FL_RESTRICT m_in__pf,
-                                     int64_t n_features, int64_t p_begin, int64_t p_end)
+                                     const int64_t *FL_RESTRICT pair_r__p, const FL_T *FL_RESTRICT alpha__f,
+                                     FL_T *FL_RESTRICT m_in__pf, int64_t n_features, int64_t p_begin, int64_t p_end)
 {
-    for (int64_t p = p_begin; p < p_end; ++p) {
-        const FL_T *x = x_in__nf + pair_x__p[p] * n_features, *ref = r_in__nf + pair_r__p[p] * n_features;
-        const FL_T *m = m_out__pf + p * n_features;
-        FL_T *out = m_in__pf + p * n_features;
-        for (int64_t f = 0; f < n_features; ++f)
-            out[f] = FL_M(rescale_backward_elem)(FL_ACT_RELU, m[f], x[f], ref[f],
-                                                 FL_M(activation_forward_elem)(FL_ACT_RELU, x[f], (FL_T)0),
-                                                 FL_M(activation_forward_elem)(FL_ACT_RELU, ref[f], (FL_T)0), (FL_T)0);
-    }
+    FL_KI(rescale_backward_rows)(FL_ACT_RELU, 1, m_out__pf, x_in__nf, r_in__nf, x_in__nf, r_in__nf, pair_x__p,
+                                pair_r__p, alpha__f, m_in__pf, n_features, p_begin, p_end);
 }
 
 FL_ISA_VARIANTS(rescale_relu_rows,
                 (const FL_T *m_out__pf, const FL_T *x_in__nf, const FL_T *r_in__nf, const int64_t *pair_x__p,
-                 const int64_t *pair_r__p, FL_T *m_in__pf, int64_t n_features, int64_t p_begin, int64_t p_end),
-                (m_out__pf, x_in__nf, r_in__nf, pair_x__p, pair_r__p, m_in__pf, n_features, p_begin, p_end))
+                 const int64_t *pair_r__p, const FL_T *alpha__f, FL_T *m_in__pf, int64_t n_features, int64_t p_begin,
+                 int64_t p_end),
+                (m_out__pf, x_in__nf, r_in__nf, pair_x__p, pair_r__p, alpha__f, m_in__pf, n_features, p_begin, p_end))
 
 FL_KERNEL void FL_K(rescale_backward)(int act,
                                       const FL_T *FL_RESTRICT m_out__pf,   // IN
@@ -168,11 +166,12 @@ FL_KERNEL void FL_K(rescale_backward)(int act,
 {
     if (act == FL_ACT_RELU) {
         FL_ISA_CALL(fl_isa(FL_ISA_AUTO), rescale_relu_rows,
-                    (m_out__pf, x_in__nf, r_in__nf, pair_x__p, pair_r__p, m_in__pf, n_features, p_begin, p_end));
+                    (m_out__pf, x_in__nf, r_in__nf, pair_x__p, pair_r__p, alpha__f, m_in__pf, n_features, p_begin,
+                     p_end));
         return;
     }
 #define FL_CALL(ACT)                                                                      \
-    FL_KI(rescale_backward_rows)(ACT, m_out__pf, x_in__nf, r_in__nf, x_out__nf, r_out__nf, \
+    FL_KI(rescale_backward_rows)(ACT, 0, m_out__pf, x_in__nf, r_in__nf, x_out__nf, r_out__nf, \
                                 pair_x__p, pair_r__p, alpha__f, m_in__pf, n_features,    \
                                 p_begin, p_end)
     FL_ACT_DISPATCH(act, FL_CALL)

@@ -107,7 +107,7 @@ def _skipping_fusions(model: Model, keep, given, fused_ops, computed):
     if "add_activation" not in fused_ops or (keep is None and "conv_residual_relu" not in fused_ops):
         return {}, {}
     keep_all = keep is None
-    keep = set(model.outputs if keep_all else keep).union(model.outputs)
+    keep = set(() if keep_all else keep).union(model.outputs)
     readers = model.readers
     fused = {}  # Add node -> (its Activation input, its other input)
     for node in model.nodes:

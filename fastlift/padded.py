@@ -25,13 +25,21 @@ class ZeroPadded:
         return self.rows.dtype
 
     def dense(self, ops):
-        """The padded array: zeros written in the margins only, the rows copied in between."""
-        w = self.rows.shape[1]
-        out = ops.xp.empty(self.shape, dtype=self.rows.dtype)
-        out[:, :self.before] = 0
-        out[:, self.before + w:] = 0
-        ops.assign(out[:, self.before:self.before + w], self.rows)
-        return out
+        """The padded array (`pad_zeros`)."""
+        return pad_zeros(ops, self.rows, ((self.before, self.after),))
+
+
+def pad_zeros(ops, x, amounts):
+    """``x`` (rows, ...) padded with ``amounts[k]`` = (before, after) zeros along axis k + 1: only the
+    margins are zeroed (memory from the pool may hold old values), the values copied in between
+    (`Ops.assign`)."""
+    big = (x.shape[0],) + tuple(n + a + b for n, (a, b) in zip(x.shape[1:], amounts)) + x.shape[1 + len(amounts):]
+    out = ops.xp.empty(big, dtype=x.dtype)
+    for axis, (a, b) in enumerate(amounts, start=1):
+        out[(slice(None),) * axis + (slice(0, a),)] = 0
+        out[(slice(None),) * axis + (slice(big[axis] - b, big[axis]),)] = 0
+    ops.assign(out[(slice(None),) + tuple(slice(a, n - b) for n, (a, b) in zip(big[1:], amounts))], x)
+    return out
 
 
 def dense(ops, a):

@@ -624,8 +624,9 @@ def conv_direct(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
     ``addend``, when given, is added to every output value as it is stored: (sum + bias) + addend.
     With ``residual``, returns (out, residual + relu(out)): a residual block's ReLU and Add in the
     store, with the bits of ``add_activation``; a 1-D layer's residual may be given as one row
-    per example (n, w_out*c_out) whose rows are any stride apart (a crop's view, read in place). With ``relu_grad_of`` (a ReLU's input z), returns
-    (out, out * relu'(z)), with the bits of ``gradient_backward``. With ``relu``, returns
+    per example (n, w_out*c_out) whose rows are any stride apart (a crop's view, read in place).
+    With ``relu_grad_of`` (a ReLU's input z), returns (out, out * relu'(z)), with the bits of
+    ``gradient_backward``. With ``relu``, returns
     (out, relu(out)), with the bits of ``activation_forward``. With ``addend_lo`` >= 0 (1-D
     layers), ``addend`` holds one row per example, the values of output cells [addend_lo,
     addend_lo + w_a) (a crop's multipliers, without their zero padding): the other cells add
@@ -643,8 +644,8 @@ def conv_winograd3(const floating[:, :, :, ::1] x,     # IN  (n, 1, w, c)
                    const floating[:, :] residual=None,
                    const floating[:, ::1] relu_grad_of=None,
                    bint relu=False,
-                   int m=2,
-                   Py_ssize_t addend_lo=-1):                           # output cells per tile: 2 (F(2,3)) or 4 (F(4,3))
+                   int m=2,                            # output cells per tile: 2 (F(2,3)) or 4 (F(4,3))
+                   Py_ssize_t addend_lo=-1):
     """`conv_direct`'s convolution for 1-D layers of three taps and stride 1 (any dilation and
     padding) in 2/3 (``m`` = 2, Winograd's F(2,3)) or 1/2 (``m`` = 4, F(4,3)) of the multiply-adds,
     see fl_conv_winograd3. ``wg`` is the m + 2 transformed kernels G_i (each (c, c_out)), each
@@ -792,7 +793,7 @@ def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g
     # hold up the others (each row is computed alone, so the schedule changes no bits).
     cdef int nt = <int>_n_blocks(n_rows, geo.w_out * geo.kh * geo.kw * geo.c * c_out // 64 + 1, n_threads)
     cdef int t
-    cdef Py_ssize_t cells = geo.w_out * c_out, row_scratch = cells if addend_w else 0
+    cdef Py_ssize_t cells = geo.w_out * c_out, row_scratch = cells if addend_w else 0, q
     cdef bint per_row = aux_rows or addend_w > 0
     cdef const floating* xb
     cdef const floating* addend_b
@@ -806,33 +807,31 @@ def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g
     scratch_arr = _empty((max(nt * n_scratch, 1),), <floating>0)
     cdef floating[::1] scratch = scratch_arr
     for b in prange(n_rows, nogil=True, num_threads=nt, schedule="dynamic"):
-        if per_row:  # example b as a batch of one, with its own residual and addend rows
-            t = threadid()
-            xb = &x[b, 0, 0, 0]
-            yb = &y[0, 0] + b * cells
-            out2_b = NULL if out2_ptr == NULL else out2_ptr + b * cells
-            aux_b = (&aux_view[b, 0]) if aux_rows else (NULL if aux_ptr == NULL else aux_ptr + b * cells)
-            addend_b = NULL if addend_ptr == NULL else addend_ptr + b * cells
-            if addend_w:  # the window's values between zeros, in this thread's row of scratch
-                pad_b = &scratch[t * n_scratch + n_scratch - row_scratch]
-                memset(pad_b, 0, addend_lo * c_out * sizeof(floating))
-                memcpy(pad_b + addend_lo * c_out, addend_ptr + b * addend_w * c_out, addend_w * c_out * sizeof(floating))
-                memset(pad_b + (addend_lo + addend_w) * c_out, 0,
-                       (geo.w_out - addend_lo - addend_w) * c_out * sizeof(floating))
-                addend_b = pad_b
-            if winograd:
-                fl_conv_winograd3(xb, &wp[0], bias_ptr, &zero[0], addend_b, aux_b, out2_b, epi, geo,
-                                  c_out, winograd, isa_code, &scratch[t * n_scratch], yb, 0, 1)
-            else:
-                fl_conv_direct(xb, &wp[0], bias_ptr, &zero[0], addend_b, aux_b, out2_b, epi, geo,
-                               c_out, isa_code, yb, 0, 1)
-        elif winograd:
-            t = threadid()
-            fl_conv_winograd3(&x[0, 0, 0, 0], &wp[0], bias_ptr, &zero[0], addend_ptr, aux_ptr, out2_ptr, epi, geo,
-                              c_out, winograd, isa_code, &scratch[t * n_scratch], &y[0, 0], b, b + 1)
+        t = threadid()
+        xb, yb, addend_b, aux_b, out2_b, q = &x[0, 0, 0, 0], &y[0, 0], addend_ptr, aux_ptr, out2_ptr, b
+        if per_row:  # (1-D) example b as a batch of one (row 0), with its own residual and addend rows
+            xb, yb, q = &x[b, 0, 0, 0], &y[0, 0] + b * cells, 0
+            if out2_ptr != NULL:
+                out2_b = out2_ptr + b * cells
+            if aux_rows:
+                aux_b = &aux_view[b, 0]
+            elif aux_ptr != NULL:
+                aux_b = aux_ptr + b * cells
+            if addend_ptr != NULL:
+                addend_b = addend_ptr + b * cells
+        if addend_w:  # the window's values between zeros, in this thread's row of scratch
+            pad_b = &scratch[t * n_scratch + n_scratch - row_scratch]
+            memset(pad_b, 0, addend_lo * c_out * sizeof(floating))
+            memcpy(pad_b + addend_lo * c_out, addend_ptr + b * addend_w * c_out, addend_w * c_out * sizeof(floating))
+            memset(pad_b + (addend_lo + addend_w) * c_out, 0,
+                   (geo.w_out - addend_lo - addend_w) * c_out * sizeof(floating))
+            addend_b = pad_b
+        if winograd:
+            fl_conv_winograd3(xb, &wp[0], bias_ptr, &zero[0], addend_b, aux_b, out2_b, epi, geo,
+                              c_out, winograd, isa_code, &scratch[t * n_scratch], yb, q, q + 1)
         else:
-            fl_conv_direct(&x[0, 0, 0, 0], &wp[0], bias_ptr, &zero[0], addend_ptr, aux_ptr, out2_ptr, epi, geo,
-                           c_out, isa_code, &y[0, 0], b, b + 1)
+            fl_conv_direct(xb, &wp[0], bias_ptr, &zero[0], addend_b, aux_b, out2_b, epi, geo,
+                           c_out, isa_code, yb, q, q + 1)
     return out if out2 is None else (out, out2)
 
 

@@ -799,10 +799,9 @@ class CpuOps(Ops):
         dt = m_out.dtype
         if dt not in _FLOATS:
             return super().rescale_backward(act, m_out, x_in, r_in, x_out, r_out, pair_x, pair_r, alpha)
-        if x_out is None:
-            x_out = x_in if act == Act.RELU else self.activation_forward(act, x_in, alpha)
-        if r_out is None:
-            r_out = r_in if act == Act.RELU else self.activation_forward(act, r_in, alpha)
+        if act == Act.RELU:  # unread: any array of their shape
+            x_out, r_out = (x_in if x_out is None else x_out), (r_in if r_out is None else r_out)
+        x_out, r_out = self._activation_outputs(act, x_in, r_in, x_out, r_out, alpha)
         m2 = _rows(m_out, dt)
         out = _cpu.rescale_backward(int(act), m2, _rows(x_in, dt), _rows(r_in, dt), _rows(x_out, dt),
                                     _rows(r_out, dt), _index(pair_x), _index(pair_r),

@@ -291,10 +291,7 @@ class CupyOps(Ops):
         dt = m_out.dtype
         if dt not in _FLOATS:
             return self._fallback("rescale_backward", act, m_out, x_in, r_in, x_out, r_out, pair_x, pair_r, alpha)
-        if x_out is None:  # f(x_in), f(r_in) (Ops.rescale_backward)
-            x_out = self.activation_forward(act, x_in, alpha)
-        if r_out is None:
-            r_out = self.activation_forward(act, r_in, alpha)
+        x_out, r_out = self._activation_outputs(act, x_in, r_in, x_out, r_out, alpha)
         act = self._act(act)
         m2 = self._rows(m_out, dt)
         xi, ri = self._rows(x_in, dt), self._rows(r_in, dt)

@@ -319,10 +319,7 @@ class Ops:
         f(x) = x_out[pair_x[p]] and f(ref) = r_out[pair_r[p]] taken from the forward
         pass (None: f(x_in), f(r_in) computed here); where |x - ref| < NEAR_ZERO, s = f'(ref).
         """
-        if x_out is None:
-            x_out = self.activation_forward(act, x_in, alpha)
-        if r_out is None:
-            r_out = self.activation_forward(act, r_in, alpha)
+        x_out, r_out = self._activation_outputs(act, x_in, r_in, x_out, r_out, alpha)
         xi, ri = x_in[pair_x], r_in[pair_r]
         dx = xi - ri
         dy = x_out[pair_x] - r_out[pair_r]
@@ -330,6 +327,15 @@ class Ops:
         near = xp.abs(dx) < NEAR_ZERO
         s = xp.where(near, self.activation_grad(act, ri, alpha), dy / xp.where(near, 1, dx))
         return (m_out * s).astype(m_out.dtype, copy=False)
+
+    def _activation_outputs(self, act, x_in, r_in, x_out, r_out, alpha):
+        """(x_out, r_out) with those not given (None: outputs the forward did not store,
+        `fuse.DerivedActs`) computed as f(x_in), f(r_in)."""
+        if x_out is None:
+            x_out = self.activation_forward(act, x_in, alpha)
+        if r_out is None:
+            r_out = self.activation_forward(act, r_in, alpha)
+        return x_out, r_out
 
     def gradient_backward(self, act, m_out, x_in, pair_x, alpha):
         """Gradient rule: m_in[p] = m_out[p] · f'(x_in[pair_x[p]])."""

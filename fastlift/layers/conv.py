@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..geometry import Geometry, window_geometry
-from ..padded import ZeroPadded
+from ..padded import ZeroPadded, pad_zeros
 from .base import Layer, as_int_tuple
 from .core import LinearLayer, _check_data_format
 
@@ -199,14 +199,7 @@ class _CropPad(_Spatial, Layer):
         return (slice(None),) + tuple(slice(a, n - b) for n, (a, b) in zip(spatial_big, amounts)) + (slice(None),)
 
     def _pad(self, ops, x):
-        amounts = (((0, 0),) + self.amounts) if self.ndim == 1 else self.amounts
-        big = (x.shape[0],) + tuple(n + a + b for n, (a, b) in zip(x.shape[1:3], amounts)) + (x.shape[3],)
-        out = ops.xp.empty(big, dtype=x.dtype)
-        for axis, (a, b) in enumerate(amounts, start=1):  # zero the margins only, not the whole array
-            out[(slice(None),) * axis + (slice(0, a),)] = 0
-            out[(slice(None),) * axis + (slice(big[axis] - b, big[axis]),)] = 0
-        ops.assign(out[self._slices(big[1:3])], x)
-        return out
+        return pad_zeros(ops, x, (((0, 0),) + self.amounts) if self.ndim == 1 else self.amounts)
 
     def _crop(self, ops, x):
         part = x[self._slices(x.shape[1:3])]
