@@ -113,18 +113,45 @@ class Chunk:
     def ref_acts(self, forward):
         """Forward activations of this chunk's reference rows (shared rows: once per call, and
         kept by the session for later calls with the same rows)."""
+        acts, entry = self._known_ref_acts()
+        return acts if acts is not None else self._forward_refs(forward, entry)
+
+    def _forward_refs(self, forward, entry):
+        """The reference rows' own forward pass, offered to the memo (`_offer_ref_acts`)."""
+        acts = forward([self.work.ops.asarray(r, self.work.dtype) for r in self._ref_host])
+        self._offer_ref_acts(acts, entry)
+        return acts
+
+    def _known_ref_acts(self):
+        """(activations of the shared reference rows from this call or the session's memo, or
+        None; the memo's entry for the rows, or None without a memo)."""
         if self.shared and "acts" in self._shared_cache:
-            return self._shared_cache["acts"]
+            return self._shared_cache["acts"], None
         memo = self.work.shared_acts if self.shared else None
         entry = memo.entry(self._ref_host, self.work.shared_key) if memo is not None else None
         acts = memo.get(self._ref_host, entry=entry) if memo is not None else None
-        if acts is None:
-            acts = forward([self.work.ops.asarray(r, self.work.dtype) for r in self._ref_host])
-            if memo is not None:
-                memo.put(self._ref_host, acts, entry=entry)
+        if acts is not None:
+            self._shared_cache["acts"] = acts
+        return acts, entry
+
+    def _offer_ref_acts(self, acts, entry):
+        """Hand freshly computed shared-row activations to the session's memo and this call."""
+        memo = self.work.shared_acts if self.shared else None
+        if memo is not None:
+            memo.put(self._ref_host, acts, entry=entry)
         if self.shared:
             self._shared_cache["acts"] = acts
-        return acts
+
+    def _forwards_shared_rows_along(self, entry, keep) -> bool:
+        """Whether shared reference rows that are not at hand go through the chunk's own forward
+        pass: when this chunk is the whole call (no later chunk reuses them), the pass keeps every
+        activation and the session's memo would not keep them (the first time it sees these rows:
+        kept activations must own their memory, not views of the examples' arrays). One pass of
+        n + K rows instead of two: a genomics scan's one region a call with its own shuffles no
+        longer runs a one-row pass through every layer (bench/README.md)."""
+        memo = self.work.shared_acts
+        return (keep is None and self.lo == 0 and self.hi == self.work.xs[0].shape[0]
+                and (memo is None or not memo.would_keep(entry)))
 
     def acts(self, forward, lead=None, keep=None):
         """(example activations, reference activations) of this chunk, after those of ``lead``
@@ -132,7 +159,8 @@ class Chunk:
 
         ``forward(rows, keep=None)`` runs the model; ``keep`` limits the activations retained
         from the pass over the chunk's own rows (`Model.forward`). Shared reference rows are
-        always forwarded in full: their activations are memoised for later runs.
+        always forwarded in full: their activations are memoised for later runs. They join the
+        chunk's pass where `_forwards_shared_rows_along` (one call, one chunk, first sighting).
 
         The examples, their per-example references and any lead rows go through one forward
         pass: together they fill the fixed-size GEMM blocks of dense layers that each group
@@ -141,15 +169,19 @@ class Chunk:
         """
         xp = self.work.ops.xp
         groups = ([lead] if lead is not None else []) + [self.x_rows]
-        if not self.shared:
+        known, entry = self._known_ref_acts() if self.shared else (None, None)
+        along = not self.shared or (known is None and self._forwards_shared_rows_along(entry, keep))
+        if along:
             groups.append([self.work.ops.asarray(r, self.work.dtype) for r in self._ref_host])
         rows = [xp.concatenate(parts) if len(parts) > 1 else parts[0] for parts in zip(*groups)]
         both = forward(rows) if keep is None else forward(rows, keep=keep)
         bounds = np.cumsum([0] + [len(g[0]) for g in groups])
         split = [both.rows(lo, hi) if isinstance(both, DerivedActs) else {node: a[lo:hi] for node, a in both.items()}
                  for lo, hi in zip(bounds[:-1], bounds[1:])]
-        if self.shared:
-            split.append(self.ref_acts(forward))
+        if self.shared and along:
+            self._offer_ref_acts(split[-1], entry)
+        elif self.shared:
+            split.append(known if known is not None else self._forward_refs(forward, entry))
         return tuple(split) if lead is not None else (split[0], split[1])
 
     def ref_rows_per_pair(self):
@@ -196,6 +228,11 @@ class SharedReferenceActs:
             if k == wanted:
                 return acts
         return None
+
+    def would_keep(self, entry) -> bool:
+        """Whether `put` would keep activations offered for this entry (their rows were offered
+        before)."""
+        return entry in self._seen
 
     def put(self, rows, acts, key=None, entry=None) -> bool:
         """Offer the activations of ``rows``: kept if these rows were offered before (returns

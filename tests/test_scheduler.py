@@ -92,6 +92,42 @@ def test_forward_of_shared_rows_runs_once_per_session(monkeypatch):
     assert memo.get([np.zeros((1, 2))]) is None
 
 
+def test_shared_rows_join_a_one_chunk_call_until_the_memo_keeps_them():
+    # one region a call with its own K shuffles: the K rows go through the examples' forward pass
+    # (one pass of n + K rows, not a pass of n rows beside one of K), except where the session's memo
+    # is about to keep them: kept activations must own their memory, not view the examples' arrays
+    passes = []
+
+    def forward(rows, keep=None):
+        passes.append(rows[0].shape[0])
+        return {"out": rows[0] * 2}
+
+    memo = scheduler.SharedReferenceActs()
+    x = np.ones((2, 3))
+    refs = np.stack([np.zeros(3), np.full(3, 5.0)])[None]  # (1, K=2, 3)
+    for n_call, expected in enumerate([[4], [2, 2], [2]]):  # joined; kept (its own pass); from the memo
+        passes.clear()
+        (chunk,) = scheduler.chunks(work([x], refs, shared_acts=memo), 10)
+        acts_x, acts_r = chunk.acts(forward)
+        assert passes == expected, n_call
+        np.testing.assert_array_equal(acts_x["out"], np.full((2, 3), 2.0))
+        np.testing.assert_array_equal(acts_r["out"], 2 * refs[0])
+    kept = memo.get([refs[0]])["out"]
+    assert kept.base is None or kept.base.shape[0] == 2  # its own pass's array, not a view of 4 rows
+    # without a memo: joined every time; with `keep` (a pass that drops activations): never
+    for shared_acts, keep, expected in ((None, None, [4]), (None, ("out",), [2, 2])):
+        passes.clear()
+        (chunk,) = scheduler.chunks(work([x], refs, shared_acts=shared_acts), 10)
+        acts_x, acts_r = chunk.acts(forward, keep=keep)
+        assert passes == expected
+        np.testing.assert_array_equal(acts_r["out"], 2 * refs[0])
+    # a call of several chunks forwards the shared rows once, on their own, for all of them
+    passes.clear()
+    for chunk in scheduler.chunks(work([x], refs), 1):
+        chunk.acts(forward)
+    assert passes == [1, 2, 1]
+
+
 def test_rows_seen_once_are_not_kept():
     # a scan's per-region shuffles: each set comes once, and keeping it would only hold memory
     memo = scheduler.SharedReferenceActs()
