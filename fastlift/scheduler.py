@@ -110,24 +110,16 @@ class Chunk:
         out._shared_cache = shared_cache
         return out
 
-    def ref_acts(self, forward):
-        """Forward activations of this chunk's reference rows (shared rows: once per call, and
-        kept by the session for later calls with the same rows)."""
-        acts, entry = self._known_ref_acts()
-        return acts if acts is not None else self._forward_refs(forward, entry)
-
-    def _forward_refs(self, forward, entry):
-        """The reference rows' own forward pass, offered to the memo (`_offer_ref_acts`)."""
-        acts = forward([self.work.ops.asarray(r, self.work.dtype) for r in self._ref_host])
-        self._offer_ref_acts(acts, entry)
-        return acts
+    def _ref_rows(self):
+        """The chunk's reference rows on the device, one array per input."""
+        return [self.work.ops.asarray(r, self.work.dtype) for r in self._ref_host]
 
     def _known_ref_acts(self):
-        """(activations of the shared reference rows from this call or the session's memo, or
-        None; the memo's entry for the rows, or None without a memo)."""
-        if self.shared and "acts" in self._shared_cache:
+        """For a chunk of shared references: (their activations from this call or the session's
+        memo, or None; the memo's entry for the rows, or None without a memo)."""
+        if "acts" in self._shared_cache:
             return self._shared_cache["acts"], None
-        memo = self.work.shared_acts if self.shared else None
+        memo = self.work.shared_acts
         entry = memo.entry(self._ref_host, self.work.shared_key) if memo is not None else None
         acts = memo.get(self._ref_host, entry=entry) if memo is not None else None
         if acts is not None:
@@ -135,12 +127,12 @@ class Chunk:
         return acts, entry
 
     def _offer_ref_acts(self, acts, entry):
-        """Hand freshly computed shared-row activations to the session's memo and this call."""
-        memo = self.work.shared_acts if self.shared else None
-        if memo is not None:
-            memo.put(self._ref_host, acts, entry=entry)
-        if self.shared:
-            self._shared_cache["acts"] = acts
+        """Hand freshly computed shared-row activations to the session's memo (kept from the rows'
+        second call on) and to this call's later chunks."""
+        if self.work.shared_acts is not None:
+            self.work.shared_acts.put(self._ref_host, acts, entry=entry)
+        self._shared_cache["acts"] = acts
+        return acts
 
     def _forwards_shared_rows_along(self, entry, keep) -> bool:
         """Whether shared reference rows that are not at hand go through the chunk's own forward
@@ -172,7 +164,7 @@ class Chunk:
         known, entry = self._known_ref_acts() if self.shared else (None, None)
         along = not self.shared or (known is None and self._forwards_shared_rows_along(entry, keep))
         if along:
-            groups.append([self.work.ops.asarray(r, self.work.dtype) for r in self._ref_host])
+            groups.append(self._ref_rows())
         rows = [xp.concatenate(parts) if len(parts) > 1 else parts[0] for parts in zip(*groups)]
         both = forward(rows) if keep is None else forward(rows, keep=keep)
         bounds = np.cumsum([0] + [len(g[0]) for g in groups])
@@ -180,8 +172,8 @@ class Chunk:
                  for lo, hi in zip(bounds[:-1], bounds[1:])]
         if self.shared and along:
             self._offer_ref_acts(split[-1], entry)
-        elif self.shared:
-            split.append(known if known is not None else self._forward_refs(forward, entry))
+        elif self.shared:  # their own pass, whole whatever ``keep``
+            split.append(known if known is not None else self._offer_ref_acts(forward(self._ref_rows()), entry))
         return tuple(split) if lead is not None else (split[0], split[1])
 
     def ref_rows_per_pair(self):
