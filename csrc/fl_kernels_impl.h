@@ -889,13 +889,16 @@ FL_TARGET_AVX2 FL_NOINLINE void FL_KI(direct_rows_ymm)(const FL_T *FL_RESTRICT x
             const int64_t left = c_out - col0;
             const int nv = left >= width ? FL_VEC_BLOCK : (int)((left + lanes - 1) / lanes);
             const FL_T *wblock = wp__btcv + (col0 / width) * taps_c * width;
-            for (int k = 0; k < nv; ++k)  // one kernel vector's columns over the whole row: they stay in L1
-                for (int64_t j0 = 0; j0 < g.w_out; j0 += FL_DIRECT_CELLS_YMM) {
-                    const int64_t cells = g.w_out - j0 < FL_DIRECT_CELLS_YMM ? g.w_out - j0 : FL_DIRECT_CELLS_YMM;
-                    FL_KI(direct_tile_ymm)(x__nhwc, zero__c, wblock + k * lanes, nv * lanes, bias__o, addend__nijo,
-                                          aux__nijo, out2__nijo, epi, g, n, i, j0, cells, col0 + k * lanes,
-                                          c_out, out__nijo);
-                }
+            for (int64_t b0 = 0; b0 < g.w_out; b0 += FL_DIRECT_BLOCK_CELLS_YMM) {
+                const int64_t b1 = g.w_out - b0 < FL_DIRECT_BLOCK_CELLS_YMM ? g.w_out : b0 + FL_DIRECT_BLOCK_CELLS_YMM;
+                for (int k = 0; k < nv; ++k)  // one kernel vector's columns over a block of cells
+                    for (int64_t j0 = b0; j0 < b1; j0 += FL_DIRECT_CELLS_YMM) {
+                        const int64_t cells = b1 - j0 < FL_DIRECT_CELLS_YMM ? b1 - j0 : FL_DIRECT_CELLS_YMM;
+                        FL_KI(direct_tile_ymm)(x__nhwc, zero__c, wblock + k * lanes, nv * lanes, bias__o,
+                                              addend__nijo, aux__nijo, out2__nijo, epi, g, n, i, j0, cells,
+                                              col0 + k * lanes, c_out, out__nijo);
+                    }
+            }
         }
     }
 }
