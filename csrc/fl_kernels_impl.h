@@ -650,6 +650,41 @@ FL_KERNEL void FL_K(conv_sparse)(const FL_T *FL_RESTRICT m_out__pijo,   // IN
     }
 }
 
+// One output cell of conv_direct's store (below), every pointer at the cell: dst = (sum + bias) +
+// add, and the second output o of epi (from aux); bias, add and o may be NULL (aux with o only).
+FL_ROWS void FL_KI(cell_store)(const FL_T *FL_RESTRICT sum, int64_t c_out, const FL_T *FL_RESTRICT bias,
+                              const FL_T *FL_RESTRICT add, const FL_T *FL_RESTRICT aux, FL_T *FL_RESTRICT o,
+                              int epi, FL_T *FL_RESTRICT dst)
+{
+    if (bias != NULL && add != NULL)
+        for (int64_t k = 0; k < c_out; ++k)
+            dst[k] = (sum[k] + bias[k]) + add[k];
+    else if (bias != NULL)
+        for (int64_t k = 0; k < c_out; ++k)
+            dst[k] = sum[k] + bias[k];
+    else if (add != NULL)
+        for (int64_t k = 0; k < c_out; ++k)
+            dst[k] = sum[k] + add[k];
+    else
+        for (int64_t k = 0; k < c_out; ++k)
+            dst[k] = sum[k];
+    if (o == NULL)
+        return;
+    if (epi == FL_EPI_RESIDUAL_RELU)
+        for (int64_t k = 0; k < c_out; ++k) {
+            const FL_T z = dst[k];
+            o[k] = aux[k] + (z > (FL_T)0 ? z : (FL_T)0);
+        }
+    else if (epi == FL_EPI_RELU_GRAD)
+        for (int64_t k = 0; k < c_out; ++k)
+            o[k] = dst[k] * (aux[k] > (FL_T)0 ? (FL_T)1 : (FL_T)0);
+    else  // FL_EPI_RELU
+        for (int64_t k = 0; k < c_out; ++k) {
+            const FL_T z = dst[k];
+            o[k] = z > (FL_T)0 ? z : (FL_T)0;
+        }
+}
+
 // conv_direct: a convolution without unfolding (the forward of CpuOps.conv_forward where it pays):
 //   out[n, i, j, o] = (sum over taps t = (a, b) in row-major order, then input channels ch in
 //   order, of x[n, i*sh - pt + a*dh, j*sw - pl + b*dw, ch] * kernel[t*c + ch, o]) + bias[o],
@@ -681,37 +716,9 @@ FL_ROWS void FL_KI(direct_store)(const FL_T *FL_RESTRICT sum__r, int64_t stride,
 {
     for (int r = 0; r < cells; ++r) {
         const int64_t at = ((n * g.h_out + i) * g.w_out + j0 + r) * c_out + col0;
-        FL_T *dst = out__nijo + at;
-        const FL_T *sum = sum__r + r * stride, *add = addend__nijo + at;
-        if (bias != NULL && addend__nijo != NULL)
-            for (int64_t k = 0; k < n_store; ++k)
-                dst[k] = (sum[k] + bias[col0 + k]) + add[k];
-        else if (bias != NULL)
-            for (int64_t k = 0; k < n_store; ++k)
-                dst[k] = sum[k] + bias[col0 + k];
-        else if (addend__nijo != NULL)
-            for (int64_t k = 0; k < n_store; ++k)
-                dst[k] = sum[k] + add[k];
-        else
-            for (int64_t k = 0; k < n_store; ++k)
-                dst[k] = sum[k];
-        if (out2__nijo != NULL) {
-            const FL_T *aux = aux__nijo + at;
-            FL_T *o = out2__nijo + at;
-            if (epi == FL_EPI_RESIDUAL_RELU)
-                for (int64_t k = 0; k < n_store; ++k) {
-                    const FL_T z = dst[k];
-                    o[k] = aux[k] + (z > (FL_T)0 ? z : (FL_T)0);
-                }
-            else if (epi == FL_EPI_RELU_GRAD)
-                for (int64_t k = 0; k < n_store; ++k)
-                    o[k] = dst[k] * (aux[k] > (FL_T)0 ? (FL_T)1 : (FL_T)0);
-            else  // FL_EPI_RELU
-                for (int64_t k = 0; k < n_store; ++k) {
-                    const FL_T z = dst[k];
-                    o[k] = z > (FL_T)0 ? z : (FL_T)0;
-                }
-        }
+        FL_KI(cell_store)(sum__r + r * stride, n_store, bias == NULL ? NULL : bias + col0,
+                          addend__nijo == NULL ? NULL : addend__nijo + at, aux__nijo == NULL ? NULL : aux__nijo + at,
+                          out2__nijo == NULL ? NULL : out2__nijo + at, epi, out__nijo + at);
     }
 }
 
@@ -889,13 +896,16 @@ FL_TARGET_AVX2 FL_NOINLINE void FL_KI(direct_rows_ymm)(const FL_T *FL_RESTRICT x
             const int64_t left = c_out - col0;
             const int nv = left >= width ? FL_VEC_BLOCK : (int)((left + lanes - 1) / lanes);
             const FL_T *wblock = wp__btcv + (col0 / width) * taps_c * width;
-            for (int k = 0; k < nv; ++k)  // one kernel vector's columns over the whole row: they stay in L1
-                for (int64_t j0 = 0; j0 < g.w_out; j0 += FL_DIRECT_CELLS_YMM) {
-                    const int64_t cells = g.w_out - j0 < FL_DIRECT_CELLS_YMM ? g.w_out - j0 : FL_DIRECT_CELLS_YMM;
-                    FL_KI(direct_tile_ymm)(x__nhwc, zero__c, wblock + k * lanes, nv * lanes, bias__o, addend__nijo,
-                                          aux__nijo, out2__nijo, epi, g, n, i, j0, cells, col0 + k * lanes,
-                                          c_out, out__nijo);
-                }
+            for (int64_t b0 = 0; b0 < g.w_out; b0 += FL_DIRECT_BLOCK_CELLS_YMM) {
+                const int64_t b1 = g.w_out - b0 < FL_DIRECT_BLOCK_CELLS_YMM ? g.w_out : b0 + FL_DIRECT_BLOCK_CELLS_YMM;
+                for (int k = 0; k < nv; ++k)  // one kernel vector's columns over a block of cells
+                    for (int64_t j0 = b0; j0 < b1; j0 += FL_DIRECT_CELLS_YMM) {
+                        const int64_t cells = b1 - j0 < FL_DIRECT_CELLS_YMM ? b1 - j0 : FL_DIRECT_CELLS_YMM;
+                        FL_KI(direct_tile_ymm)(x__nhwc, zero__c, wblock + k * lanes, nv * lanes, bias__o,
+                                              addend__nijo, aux__nijo, out2__nijo, epi, g, n, i, j0, cells,
+                                              col0 + k * lanes, c_out, out__nijo);
+                    }
+            }
         }
     }
 }
@@ -1031,6 +1041,9 @@ FL_ROWS void FL_KI(winograd_out)(int m, const FL_T *m0, int64_t stride, int64_t 
 // differ from conv_direct's by rounding only (the transformed inputs and G).
 // Layout: as conv_direct, with wg__kbtcv the m + 2 kernels G_i each packed as conv_direct's
 // (c, c_out) kernel, one after the other ((m + 2) * c * c_pad); epi, aux, out2 as conv_direct.
+// addend_w < 0: addend__nijo as conv_direct's. addend_w >= 0: addend__nijo holds only the cells
+// [addend_lo, addend_lo + addend_w) of each output row, (n, addend_w, c_out), read in place (a
+// crop's multipliers); the other cells add nothing (the bits of the addend padded with zeros).
 // Requires g.h == g.kh == 1, g.kw == 3, g.sw == 1 and m == 2 or 4.
 // Scratch: fl_conv_winograd3_scratch_size(g, c_out, m) elements per thread.
 // Threads: output rows q = n (one per example) in [row_begin, row_end), each with its own scratch.
@@ -1038,8 +1051,8 @@ FL_ROWS void FL_KI(winograd3_rows)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *
                                   const FL_T *FL_RESTRICT bias__o, const FL_T *FL_RESTRICT zero__c,
                                   const FL_T *FL_RESTRICT addend__nijo, const FL_T *FL_RESTRICT aux__nijo,
                                   FL_T *FL_RESTRICT out2__nijo, int epi, fl_geometry g, int64_t c_out, int m,
-                                  int variant, FL_T *FL_RESTRICT scratch, FL_T *FL_RESTRICT out__nijo,
-                                  int64_t row_begin, int64_t row_end)
+                                  int variant, int64_t addend_lo, int64_t addend_w, FL_T *FL_RESTRICT scratch,
+                                  FL_T *FL_RESTRICT out__nijo, int64_t row_begin, int64_t row_end)
 {
     const int64_t c = g.c, d = g.dw, w_out = g.w_out, B = fl_winograd_tiles(m), period = m * d;
     const int64_t lanes = (int64_t)(sizeof(FL_KI(vec)) / sizeof(FL_T));
@@ -1068,9 +1081,17 @@ FL_ROWS void FL_KI(winograd3_rows)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *
             for (int64_t t = 0; t < nt; ++t) {
                 const int64_t j = ((t0 + t) / d) * period + (t0 + t) % d;
                 FL_KI(winograd_out)(m, mk + t * c_out, B * c_out, c_out, y);
-                for (int k = 0; k < m && j + k * d < w_out; ++k)
-                    FL_KI(direct_store)(y + k * c_out, c_out, bias__o, addend__nijo, aux__nijo, out2__nijo, epi, g, q,
-                                       0, j + k * d, 1, 0, c_out, c_out, out__nijo);
+                for (int k = 0; k < m && j + k * d < w_out; ++k) {
+                    const int64_t jk = j + k * d, at = (q * w_out + jk) * c_out;
+                    const FL_T *add = addend__nijo;
+                    if (add != NULL && addend_w >= 0)  // the window's cells only, read in place
+                        add = jk >= addend_lo && jk < addend_lo + addend_w
+                                  ? addend__nijo + (q * addend_w + jk - addend_lo) * c_out : NULL;
+                    else if (add != NULL)
+                        add += at;
+                    FL_KI(cell_store)(y + k * c_out, c_out, bias__o, add, aux__nijo == NULL ? NULL : aux__nijo + at,
+                                      out2__nijo == NULL ? NULL : out2__nijo + at, epi, out__nijo + at);
+                }
             }
         }
     }
@@ -1079,10 +1100,10 @@ FL_ROWS void FL_KI(winograd3_rows)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *
 FL_ISA_VARIANTS(winograd3_rows,
                 (const FL_T *x__nhwc, const FL_T *wg__kbtcv, const FL_T *bias__o, const FL_T *zero__c,
                  const FL_T *addend__nijo, const FL_T *aux__nijo, FL_T *out2__nijo, int epi, fl_geometry g,
-                 int64_t c_out, int m, int variant, FL_T *scratch, FL_T *out__nijo, int64_t row_begin,
-                 int64_t row_end),
+                 int64_t c_out, int m, int variant, int64_t addend_lo, int64_t addend_w, FL_T *scratch,
+                 FL_T *out__nijo, int64_t row_begin, int64_t row_end),
                 (x__nhwc, wg__kbtcv, bias__o, zero__c, addend__nijo, aux__nijo, out2__nijo, epi, g, c_out, m, variant,
-                 scratch, out__nijo, row_begin, row_end))
+                 addend_lo, addend_w, scratch, out__nijo, row_begin, row_end))
 
 // m: output cells per tile, 2 (F(2,3)) or 4 (F(4,3)); isa: as conv_direct.
 FL_KERNEL void FL_K(conv_winograd3)(const FL_T *FL_RESTRICT x__nhwc,      // IN
@@ -1094,13 +1115,15 @@ FL_KERNEL void FL_K(conv_winograd3)(const FL_T *FL_RESTRICT x__nhwc,      // IN
                                     FL_T *FL_RESTRICT out2__nijo,         // OUT (or NULL)
                                     int epi,
                                     fl_geometry g, int64_t c_out, int m, int isa,
+                                    int64_t addend_lo, int64_t addend_w,
                                     FL_T *FL_RESTRICT scratch,            // SCRATCH
                                     FL_T *FL_RESTRICT out__nijo,          // OUT
                                     int64_t row_begin, int64_t row_end)
 {
     const int variant = fl_isa(isa);
     FL_ISA_CALL(variant, winograd3_rows, (x__nhwc, wg__kbtcv, bias__o, zero__c, addend__nijo, aux__nijo, out2__nijo,
-                                          epi, g, c_out, m, variant, scratch, out__nijo, row_begin, row_end));
+                                          epi, g, c_out, m, variant, addend_lo, addend_w, scratch, out__nijo,
+                                          row_begin, row_end));
 }
 
 // conv_narrow: conv_direct's convolution for few output channels (a profile head's 1 or 2), whose

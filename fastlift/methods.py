@@ -80,4 +80,20 @@ def scores(plan, ctx, node, m, contributions=True):
 def hypothetical(ops, ctx, node, mult):
     """m - Σ_c ref·m (per pair, summed over the model's one-hot channel axis)."""
     r = ctx.r(node)[ctx.pair_r]
-    return mult - (r * mult).sum(axis=ctx.plan.model.channel_axis, keepdims=True)
+    return mult - channel_sum(ops.xp, r * mult, ctx.plan.model.channel_axis)
+
+
+def channel_sum(xp, p, axis):
+    """``p.sum(axis, keepdims=True)`` with its bits, faster for a few channels on the host: numpy
+    adds fewer than 8 values in order from +0, and written out as a chain of elementwise adds
+    that is ~4x faster on DNA's 4 channels than a reduction over a short axis."""
+    n = p.shape[axis]
+    if xp is not np or n >= 8:
+        return p.sum(axis=axis, keepdims=True)
+    at = [slice(None)] * p.ndim
+    at[axis] = slice(0, 1)
+    s = p[tuple(at)] + p.dtype.type(0)  # +0 first, as numpy's sum: a -0 term alone gives +0
+    for i in range(1, n):
+        at[axis] = slice(i, i + 1)
+        s += p[tuple(at)]
+    return s

@@ -659,9 +659,10 @@ def test_winograd_takes_four_cells_a_tile_unless_the_last_period_is_mostly_past_
 
 
 def test_winograd_is_left_to_the_direct_tiles_where_padding_is_wide():
-    # the adjoint of BPNet's last layer (dilation 256): a third of the taps read padding, which the
-    # direct tiles skip
-    assert not CpuOps._conv_runs_winograd(geometry(1, 1074, 64, 1, 3, dw=256, pl=512, pr=512))
+    # the adjoint of a valid layer of dilation 256 over 900 cells: 36% of its output cells' taps
+    # read padding, which the direct tiles skip; BPNet's last (1074 cells, 32%) stays on Winograd
+    assert not CpuOps._conv_runs_winograd(geometry(1, 900, 64, 1, 3, dw=256, pl=512, pr=512))  # 1412 cells
+    assert CpuOps._conv_runs_winograd(geometry(1, 1074, 64, 1, 3, dw=256, pl=512, pr=512))  # 1586 cells
     assert CpuOps._conv_runs_winograd(geometry(1, 1842, 64, 1, 3, dw=128, pl=256, pr=256))
     assert CpuOps._conv_runs_winograd(geometry(1, 1074, 64, 1, 3, dw=256))  # no padding: nothing to skip
     assert not CpuOps._conv_runs_winograd(geometry(1, 50, 64, 1, 3, sw=2))
@@ -965,12 +966,13 @@ def test_conv_tiles_add_a_window_of_each_row(rng):
     x = rng.standard_normal((3, 1, g.w, g.c)).astype(np.float32)
     kernel = rng.standard_normal((3 * g.c, 32)).astype(np.float32)
     rows = rng.standard_normal((3, 30, 32)).astype(np.float32)
-    padded = np.zeros((3, g.w_out, 32), np.float32)
-    padded[:, 4:34] = rows
     wp, wg = CPU._direct_kernel(kernel), CPU._winograd_kernel(kernel, 4)
     for run in (lambda a, lo: _cpu.conv_direct(x, wp, g, 32, 2, None, "auto", a, None, None, False, lo),
                 lambda a, lo: _cpu.conv_winograd3(x, wg, g, 32, 2, None, "auto", a, None, None, False, 4, lo)):
-        same(run(rows.reshape(3, -1), 4), run(padded.reshape(-1, 32), -1), np.float32)
+        for lo in (0, 4, g.w_out - 30):  # from the row's first cell, inside, to its last
+            padded = np.zeros((3, g.w_out, 32), np.float32)
+            padded[:, lo:lo + 30] = rows
+            same(run(rows.reshape(3, -1), lo), run(padded.reshape(-1, 32), -1), np.float32)
         with pytest.raises(ValueError, match="addend_lo"):
             run(rows.reshape(3, -1), 7)  # 7 + 30 cells > w_out = 36
         with pytest.raises(ValueError, match=r"addend.shape\[0\]"):

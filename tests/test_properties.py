@@ -234,6 +234,22 @@ def test_hypothetical_projects_to_contributions(rng):
     assert np.abs(res.hypothetical * (1 - x)).max() > 1e-3  # absent bases carry information
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_channel_sum_has_the_bits_of_numpys_sum(dtype, rng):
+    """The hypothetical scores' sum over channels (written out below 8 channels) gives numpy's
+    bits, signed zeros included, along either axis and for any count of channels."""
+    from fastlift.methods import channel_sum
+
+    for n in range(1, 10):
+        p = rng.standard_normal((3, 7, n)).astype(dtype)
+        p[0] = -0.0  # all terms -0: numpy's sum is +0
+        p[1, :, : n // 2] = 0.0
+        for q, axis in ((p, -1), (np.moveaxis(p, -1, 1).copy(), 1)):
+            got, want = channel_sum(np, q, axis), q.sum(axis=axis, keepdims=True)
+            assert got.shape == want.shape and got.dtype == want.dtype
+            assert got.tobytes() == want.tobytes()
+
+
 def test_callable_references_are_seeded_and_batch_independent(rng):
     model, make_x = ZOO["genomics_1d"](rng)
     x = make_x(rng, 5)

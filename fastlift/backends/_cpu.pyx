@@ -793,7 +793,10 @@ def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g
     # hold up the others (each row is computed alone, so the schedule changes no bits).
     cdef int nt = <int>_n_blocks(n_rows, geo.w_out * geo.kh * geo.kw * geo.c * c_out // 64 + 1, n_threads)
     cdef int t
-    cdef Py_ssize_t cells = geo.w_out * c_out, row_scratch = cells if addend_w else 0, q
+    # conv_direct reads a window's values from a row of them between zeros in this thread's scratch;
+    # conv_winograd3 reads them in place
+    cdef Py_ssize_t cells = geo.w_out * c_out, row_scratch = cells if addend_w and not winograd else 0, q
+    cdef Py_ssize_t win_lo = addend_lo if addend_w else 0, win_w = addend_w if addend_w else -1
     cdef bint per_row = aux_rows or addend_w > 0
     cdef const floating* xb
     cdef const floating* addend_b
@@ -819,7 +822,9 @@ def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g
                 aux_b = aux_ptr + b * cells
             if addend_ptr != NULL:
                 addend_b = addend_ptr + b * cells
-        if addend_w:  # the window's values between zeros, in this thread's row of scratch
+        if addend_w and winograd:
+            addend_b = addend_ptr + b * addend_w * c_out
+        elif addend_w:  # the window's values between zeros, in this thread's row of scratch
             pad_b = &scratch[t * n_scratch + n_scratch - row_scratch]
             memset(pad_b, 0, addend_lo * c_out * sizeof(floating))
             memcpy(pad_b + addend_lo * c_out, addend_ptr + b * addend_w * c_out, addend_w * c_out * sizeof(floating))
@@ -828,7 +833,7 @@ def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g
             addend_b = pad_b
         if winograd:
             fl_conv_winograd3(xb, &wp[0], bias_ptr, &zero[0], addend_b, aux_b, out2_b, epi, geo,
-                              c_out, winograd, isa_code, &scratch[t * n_scratch], yb, q, q + 1)
+                              c_out, winograd, isa_code, win_lo, win_w, &scratch[t * n_scratch], yb, q, q + 1)
         else:
             fl_conv_direct(xb, &wp[0], bias_ptr, &zero[0], addend_b, aux_b, out2_b, epi, geo,
                            c_out, isa_code, yb, q, q + 1)

@@ -95,8 +95,11 @@ NARROW_ADJOINT_MIN_TAPS = 15
 #: padding is wide for their dilation: the adjoint of a valid convolution is padded by twice the
 #: dilation, taps the direct tiles skip, and there the direct path does less work once the
 #: dilation is more than w_out / `WINOGRAD_MAX_DILATION_SHARE` (bench/README.md, "Direct tiles on
-#: AVX2, Winograd, narrow heads" and "Winograd F(4,3), vectorised transforms").
-WINOGRAD_MAX_DILATION_SHARE = 9
+#: AVX2, Winograd, narrow heads" and "Winograd F(4,3), vectorised transforms"). 6: BPNet's last
+#: adjoint (d = 256, 1586 cells, a crop's multipliers added) took the direct tiles at 9; with the
+#: crop's window read in place by Winograd, F(4,3) runs it in 5.4 ms against 6.2 (medians of 44
+#: calls, interleaved, ChromBPNet both heads, 2 threads).
+WINOGRAD_MAX_DILATION_SHARE = 6
 #: Winograd's tiles give 4 output cells (F(4,3): six products for four cells) where that needs at
 #: most this share of F(2,3)'s products (four for two cells): the rows' last period of 4 dilations
 #: may be mostly past the end, and F(4,3)'s transforms cost more (bench/README.md, "Winograd
