@@ -973,6 +973,7 @@ def test_conv_tiles_add_a_window_of_each_row(rng):
             padded = np.zeros((3, g.w_out, 32), np.float32)
             padded[:, lo:lo + 30] = rows
             same(run(rows.reshape(3, -1), lo), run(padded.reshape(-1, 32), -1), np.float32)
+        same(run(np.zeros((3, 0), np.float32), 5), run(None, -1), np.float32)  # an empty window adds nothing
         with pytest.raises(ValueError, match="addend_lo"):
             run(rows.reshape(3, -1), 7)  # 7 + 30 cells > w_out = 36
         with pytest.raises(ValueError, match=r"addend.shape\[0\]"):

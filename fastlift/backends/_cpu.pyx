@@ -730,6 +730,8 @@ def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g
             raise ValueError(f"addend rows ({addend.shape[1]} values) must hold whole cells of c_out={c_out} "
                              f"channels from cell addend_lo={addend_lo} within w_out={geo.w_out}")
         addend_w = addend.shape[1] // c_out
+        if addend_w == 0:
+            addend = None  # an empty window adds nothing (and has no values to point at)
     elif addend is not None:
         _check_len(addend.shape[0], n * geo.h_out * geo.w_out, "addend.shape[0] (n*h_out*w_out)")
         _check_len(addend.shape[1], c_out, "addend.shape[1] (c_out)")
