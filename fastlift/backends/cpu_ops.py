@@ -274,8 +274,8 @@ class CpuOps(Ops):
     #: `conv_relu`, `conv_residual_relu` and `conv_adjoint_relu` run in the direct tiles' store (AVX2
     #: and AVX-512 CPUs); `add_activation` is one threaded pass.
     fused_ops = frozenset({"add_activation", "conv_relu", "conv_residual_relu", "conv_adjoint_relu"})
-    #: A crop's padded multipliers reach `conv_adjoint` unwritten; its tiles add them from a
-    #: per-thread row (`_cpu.conv_direct`'s ``addend_lo``).
+    #: A crop's padded multipliers reach `conv_adjoint` unwritten; its tiles add them as they store
+    #: (``addend_lo``: Winograd reads the window in place, the direct tiles from a per-thread row).
     pads_lazily = True
 
     def close(self) -> None:
@@ -668,9 +668,10 @@ class CpuOps(Ops):
         return out if addend is None else self.add(addend, out)
 
     def _adjoint_padded_addend(self, m, kernel, g: Geometry, addend, dt):
-        """`conv_adjoint` plus a crop's `ZeroPadded` multipliers, added by the tiles' store from a
-        per-thread row of their values between zeros (no padded copy; the padded addend's bits), or
-        None where the adjoint does not run on the tiles for every pair."""
+        """`conv_adjoint` plus a crop's `ZeroPadded` multipliers, added by the tiles' store (Winograd
+        reads each pair's window in place, the direct tiles a per-thread row of it between zeros; no
+        padded copy, the padded addend's bits), or None where the adjoint does not run on the tiles
+        for every pair."""
         flipped = None
         if (dt in _FLOATS and addend.dtype == dt and g.h == 1 and m.shape[0] > 0 and g.c > NARROW_MAX_CHANNELS
                 and g.kh * g.kw * g.c < SPARSE_MIN_TAPS_CHANNELS and addend.shape == (m.shape[0], g.w, g.c)):
