@@ -595,7 +595,10 @@ WINOGRAD_GEOMETRIES = [
 
 
 @pytest.mark.parametrize("m", [2, 4])
-@pytest.mark.parametrize("n_out", [1, 5, 64, 70])
+# AVX2's products (winograd_products_ymm) where n_out fills whole vectors, in one block of packed
+# columns or several: float32 16 (2 vectors), 48 (4 + 2), 64 (4 + 4); float64 16 (4), 24 (4 + 2),
+# 48 and 64 (two blocks). 1, 5, 70 (and float32 24): conv_direct's tiles.
+@pytest.mark.parametrize("n_out", [1, 5, 16, 24, 48, 64, 70])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("g", WINOGRAD_GEOMETRIES)
 def test_conv_winograd3_is_the_convolution(g, dtype, n_out, m, rng):
