@@ -220,7 +220,7 @@ def main(argv=None):
     print(f"{'both':<10}{ours['both_s_per_region']:>20.3f}{tf_both:>22.3f}{result['speedup']['both_heads']:>9.1f}x")
     print("max |difference| / max |score| (hypothetical):",
           ", ".join(f"{k} {v:.1e}" for k, v in agree.items()))
-    print(f"fastlift both heads, each round (s/region): "
+    print("fastlift both heads, each round (s/region): "
           + " ".join(f"{v:.3f}" for v in ours["both_s_per_region_rounds"]))
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min)")
     if args.json:
