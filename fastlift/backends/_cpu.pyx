@@ -191,6 +191,25 @@ def activation_grad(int act,
 
 
 # ---------------------------------------------------------------------------- rule kernels
+cdef int _check_rescale(int act, Py_ssize_t n_pairs, Py_ssize_t n_features, const floating[:, ::1] x_in,
+                        const floating[:, ::1] r_in, const floating[:, ::1] x_out, const floating[:, ::1] r_out,
+                        const int64_t[::1] pair_x, const int64_t[::1] pair_r, const floating[::1] alpha,
+                        str prefix, str features) except -1:
+    """`rescale_backward`'s arguments after m_out fit n_pairs pairs of n_features values (names in the
+    messages start with ``prefix``; ``features`` says what n_features is)."""
+    _check_act(act)
+    _check_len(alpha.shape[0], n_features, f"len({prefix}alpha) (one per feature)")
+    _check_len(x_in.shape[1], n_features, f"{prefix}x_in.shape[1] ({features})")
+    _check_len(r_in.shape[1], n_features, f"{prefix}r_in.shape[1] ({features})")
+    _check_len(x_out.shape[1], n_features, f"{prefix}x_out.shape[1] ({features})")
+    _check_len(r_out.shape[1], n_features, f"{prefix}r_out.shape[1] ({features})")
+    _check_len(x_out.shape[0], x_in.shape[0], f"{prefix}x_out.shape[0] (= x_in.shape[0])")
+    _check_len(r_out.shape[0], r_in.shape[0], f"{prefix}r_out.shape[0] (= r_in.shape[0])")
+    _check_index(pair_x, n_pairs, x_in.shape[0], f"{prefix}pair_x")
+    _check_index(pair_r, n_pairs, r_in.shape[0], f"{prefix}pair_r")
+    return 0
+
+
 def rescale_backward(int act,
                      const floating[:, ::1] m_out,    # IN  (n_pairs, n_features)
                      const floating[:, ::1] x_in,     # IN  (n_x, n_features)
@@ -206,16 +225,7 @@ def rescale_backward(int act,
     See ``Ops.rescale_backward``.
     """
     cdef Py_ssize_t n_pairs = m_out.shape[0], n_features = m_out.shape[1], b, nb
-    _check_act(act)
-    _check_len(alpha.shape[0], n_features, "len(alpha) (one per feature)")
-    _check_len(x_in.shape[1], n_features, "x_in.shape[1] (n_features)")
-    _check_len(r_in.shape[1], n_features, "r_in.shape[1] (n_features)")
-    _check_len(x_out.shape[1], n_features, "x_out.shape[1] (n_features)")
-    _check_len(r_out.shape[1], n_features, "r_out.shape[1] (n_features)")
-    _check_len(x_out.shape[0], x_in.shape[0], "x_out.shape[0] (= x_in.shape[0])")
-    _check_len(r_out.shape[0], r_in.shape[0], "r_out.shape[0] (= r_in.shape[0])")
-    _check_index(pair_x, n_pairs, x_in.shape[0], "pair_x")
-    _check_index(pair_r, n_pairs, r_in.shape[0], "pair_r")
+    _check_rescale(act, n_pairs, n_features, x_in, r_in, x_out, r_out, pair_x, pair_r, alpha, "", "n_features")
     out = _empty((n_pairs, n_features), <floating>0)
     if n_pairs == 0 or n_features == 0:
         return out
@@ -736,16 +746,8 @@ def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g
             raise ValueError(f"rescale needs a 1-D layer (h = h_out = 1); got h={geo.h}, h_out={geo.h_out}")
         r_act = rescale[0]
         r_xin, r_rin, r_xout, r_rout, r_px, r_pr, r_alpha = rescale[1:]
-        _check_act(r_act)
-        _check_len(r_alpha.shape[0], n_feat, "len(rescale alpha) (h*w*c of x)")
-        _check_len(r_xin.shape[1], n_feat, "rescale x_in.shape[1] (h*w*c of x)")
-        _check_len(r_rin.shape[1], n_feat, "rescale r_in.shape[1] (h*w*c of x)")
-        _check_len(r_xout.shape[1], n_feat, "rescale x_out.shape[1] (h*w*c of x)")
-        _check_len(r_rout.shape[1], n_feat, "rescale r_out.shape[1] (h*w*c of x)")
-        _check_len(r_xout.shape[0], r_xin.shape[0], "rescale x_out.shape[0] (= x_in.shape[0])")
-        _check_len(r_rout.shape[0], r_rin.shape[0], "rescale r_out.shape[0] (= r_in.shape[0])")
-        _check_index(r_px, x.shape[0], r_xin.shape[0], "rescale pair_x")
-        _check_index(r_pr, x.shape[0], r_rin.shape[0], "rescale pair_r")
+        _check_rescale(r_act, x.shape[0], n_feat, r_xin, r_rin, r_xout, r_rout, r_px, r_pr, r_alpha, "rescale ",
+                       "h*w*c of x")
     cdef Py_ssize_t lanes = VECTOR_BYTES // sizeof(floating)
     cdef Py_ssize_t c_pad = (c_out + lanes - 1) // lanes * lanes
     cdef Py_ssize_t n = x.shape[0], n_rows = x.shape[0] * geo.h_out, b, nb, n_scratch = 0
