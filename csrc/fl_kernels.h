@@ -108,6 +108,10 @@
 // (a multiple of FL_DIRECT_CELLS_YMM: the same tiles) instead of the whole row, so the block's
 // input cells stay in L1/L2 for the next vector (3-tap, 64 -> 64, one thread: 53-63 -> 72-75 GFLOP/s).
 #define FL_DIRECT_BLOCK_CELLS_YMM 48
+// Transformed inputs per register tile of conv_winograd3's products on AVX2 (3 x 4 vectors of 32
+// bytes: 3 broadcasts per 12 multiply-adds where conv_direct's 6 x 2 tiles take 6; both heads of
+// ChromBPNet's BPNet 9% faster, bench/README.md).
+#define FL_WINOGRAD_CELLS_YMM 3
 // Output cells per tile of conv_narrow (each a vector accumulator over input channels).
 #define FL_NARROW_CELLS 4
 // Output cells per block of conv_winograd3: its transformed inputs and products ((m + 2) x tiles x

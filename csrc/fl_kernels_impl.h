@@ -909,6 +909,83 @@ FL_TARGET_AVX2 FL_NOINLINE void FL_KI(direct_rows_ymm)(const FL_T *FL_RESTRICT x
         }
     }
 }
+
+// conv_winograd3's products M = D G on AVX2 (see conv_winograd3): D (nt, c) row-major, G packed
+// as a one-tap conv_direct kernel, M (nt, c_out) for c_out a multiple of FL_VEC_BYTES' lanes
+// (c_out == c_pad). Tiles of FL_WINOGRAD_CELLS_YMM rows of D (the rows left over one at a time)
+// times 4 vectors of G's columns (2 for a block's last 2 if they are left): each value summed over
+// the channels in order with fused multiply-adds from 0, as conv_direct's tiles do, so M has
+// their bits.
+FL_TARGET_AVX2 FL_NOINLINE void FL_KI(winograd_products_ymm)(const FL_T *FL_RESTRICT d__tc, int64_t nt, int64_t c,
+                                                            const FL_T *FL_RESTRICT wp__btcv, int64_t c_out,
+                                                            FL_T *FL_RESTRICT m__to)
+{
+    enum { R = FL_WINOGRAD_CELLS_YMM };
+    const int64_t half = (int64_t)(sizeof(FL_KI(ymm)) / sizeof(FL_T));
+    const int64_t width = FL_VEC_BLOCK * (int64_t)(sizeof(FL_KI(vec)) / sizeof(FL_T));
+    for (int64_t col0 = 0; col0 < c_out; col0 += width) {
+        const int64_t bw = c_out - col0 < width ? c_out - col0 : width;  // this block's columns
+        const FL_T *block = wp__btcv + (col0 / width) * c * width;
+        int64_t k = 0;
+        for (; k + 4 * half <= bw; k += 4 * half) {  // 4 vectors of columns
+            const FL_T *wk = block + k;
+            FL_T *mk = m__to + col0 + k;
+            int64_t t0 = 0;
+            for (; t0 + R <= nt; t0 += R) {
+                FL_KI(ymm) acc[R][4];
+                for (int r = 0; r < R; ++r)
+                    acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = (FL_KI(ymm)){0};
+                const FL_T *a = d__tc + t0 * c, *w = wk;
+                for (int64_t ch = 0; ch < c; ++ch, w += bw) {
+                    const FL_KI(ymm) w0 = *(const FL_KI(ymm) *)w, w1 = *(const FL_KI(ymm) *)(w + half),
+                                     w2 = *(const FL_KI(ymm) *)(w + 2 * half), w3 = *(const FL_KI(ymm) *)(w + 3 * half);
+                    for (int r = 0; r < R; ++r) {
+                        const FL_T v = a[r * c + ch];
+                        acc[r][0] += v * w0;
+                        acc[r][1] += v * w1;
+                        acc[r][2] += v * w2;
+                        acc[r][3] += v * w3;
+                    }
+                }
+                for (int r = 0; r < R; ++r)
+                    for (int j = 0; j < 4; ++j)
+                        *(FL_KI(ymm) *)(mk + (t0 + r) * c_out + j * half) = acc[r][j];
+            }
+            for (; t0 < nt; ++t0) {  // the rows left, one at a time
+                FL_KI(ymm) acc[4] = {{0}};
+                const FL_T *a = d__tc + t0 * c, *w = wk;
+                for (int64_t ch = 0; ch < c; ++ch, w += bw)
+                    for (int j = 0; j < 4; ++j)
+                        acc[j] += a[ch] * *(const FL_KI(ymm) *)(w + j * half);
+                for (int j = 0; j < 4; ++j)
+                    *(FL_KI(ymm) *)(mk + t0 * c_out + j * half) = acc[j];
+            }
+        }
+        if (k < bw) {  // 2 vectors left
+            for (int64_t t0 = 0; t0 < nt; t0 += 2 * R) {
+                const int rows = nt - t0 < 2 * R ? (int)(nt - t0) : 2 * R;
+                const FL_T *a[2 * R];
+                for (int r = 0; r < 2 * R; ++r)
+                    a[r] = d__tc + (t0 + (r < rows ? r : 0)) * c;
+                FL_KI(ymm) acc[2 * R][2];
+                for (int r = 0; r < 2 * R; ++r)
+                    acc[r][0] = acc[r][1] = (FL_KI(ymm)){0};
+                const FL_T *w = block + k;
+                for (int64_t ch = 0; ch < c; ++ch, w += bw) {
+                    const FL_KI(ymm) w0 = *(const FL_KI(ymm) *)w, w1 = *(const FL_KI(ymm) *)(w + half);
+                    for (int r = 0; r < 2 * R; ++r) {
+                        const FL_T v = a[r][ch];
+                        acc[r][0] += v * w0;
+                        acc[r][1] += v * w1;
+                    }
+                }
+                for (int r = 0; r < rows; ++r)
+                    for (int j = 0; j < 2; ++j)
+                        *(FL_KI(ymm) *)(m__to + (t0 + r) * c_out + col0 + k + j * half) = acc[r][j];
+            }
+        }
+    }
+}
 #endif
 
 // conv_direct's rows on the tiles of an fl_isa() variant: AVX2's own, else FL_ISA_CALL's copy.
@@ -1036,7 +1113,8 @@ FL_ROWS void FL_KI(winograd_out)(int m, const FL_T *m0, int64_t stride, int64_t 
 //                (-16 g0 + 8 g1 - 4 g2)/15, g2),
 // then + bias, + addend, as conv_direct: 4 multiply-adds per input and output channel for two cells
 // (F(2,3)) or 6 for four (F(4,3)) instead of conv_direct's 6 or 12. Each M_i is a matrix product
-// over the tiles of a block, run by conv_direct's register tiles (as a 1x1 convolution), so every
+// over the tiles of a block, run by conv_direct's register tiles (as a 1x1 convolution; on AVX2,
+// where c_out fills whole vectors, by winograd_products_ymm's wider tiles, same sums), so every
 // value is summed in a fixed order: results depend on neither the batch nor the threads, and
 // differ from conv_direct's by rounding only (the transformed inputs and G).
 // Layout: as conv_direct, with wg__kbtcv the m + 2 kernels G_i each packed as conv_direct's
@@ -1075,9 +1153,17 @@ FL_ROWS void FL_KI(winograd3_rows)(const FL_T *FL_RESTRICT x__nhwc, const FL_T *
                 FL_KI(winograd_in)(m, x, c, B * c, dk + t * c);
             }
             const fl_geometry gm = {1, nt, c, 1, 1, 1, 1, 1, 1, 0, 0, 1, nt};
-            for (int i = 0; i < m + 2; ++i)
+            for (int i = 0; i < m + 2; ++i) {
+#ifdef FL_X86_DISPATCH
+                if (variant == FL_ISA_AVX2 && c_out == c_pad) {
+                    FL_KI(winograd_products_ymm)(dk + i * B * c, nt, c, wg__kbtcv + i * c * c_pad, c_out,
+                                                 mk + i * B * c_out);
+                    continue;
+                }
+#endif
                 FL_KI(direct_dispatch)(variant, dk + i * B * c, wg__kbtcv + i * c * c_pad, NULL, zero__c, NULL, NULL,
                                        NULL, 0, gm, c_out, mk + i * B * c_out, 0, 1);
+            }
             for (int64_t t = 0; t < nt; ++t) {
                 const int64_t j = ((t0 + t) / d) * period + (t0 + t) % d;
                 FL_KI(winograd_out)(m, mk + t * c_out, B * c_out, c_out, y);

@@ -16,6 +16,7 @@ from . import fuse
 from .layers.base import Node
 from .layers.core import InputLayer
 from .padded import dense
+from .rescaled import Rescaled
 from .rules import MaxPoolRule, Rule
 
 
@@ -72,6 +73,7 @@ def backward(plan, ctx: Context, weights, target, stop=()) -> dict:
     ops, n_pairs = plan.ops, len(ctx.pair_x)
     t, needed = target.node, plan.needed[target]
     shortcuts = plan.shortcuts(target, stop)
+    deferred = plan.deferred_rescales(target, stop)
     w = ops.asarray(weights, plan.dtype)
     if w.ndim == len(t.shape) + 1:
         m = {t: (ops.xp.ascontiguousarray(w), None)}
@@ -84,20 +86,26 @@ def backward(plan, ctx: Context, weights, target, stop=()) -> dict:
         if all(i not in needed for i in node.inputs):
             continue
         src = node.inputs[0]
-        m[node] = _dense(ops, m[node])  # a crop's padded multipliers (`ZeroPadded`) written out
+        shortcut = node in shortcuts and src in m and m[node][1] is None and m[src][1] is None
+        plain = shortcut and (shortcuts[node] is None or not ctx.pairs_are_rows())
+        if not (plain and isinstance(m[node][0], Rescaled)):  # a deferred Rescale is left to the adjoint
+            m[node] = _dense(ops, m[node])  # a crop's padded multipliers (`ZeroPadded`) written out
         if node in ahead:
             increments = [(ahead.pop(node), None)]
-        elif node in shortcuts and src in m and m[node][1] is None and m[src][1] is None:
+        elif shortcut:
             # a residual's branches meet: this node's share is summed as Aᵀm is stored (a crop's
-            # multipliers, still `ZeroPadded`, by a backend that adds them so: `fuse.adjoint_adding`)
-            relu = shortcuts[node]
-            if relu is None or not ctx.pairs_are_rows():
+            # multipliers, still `ZeroPadded`, by a backend that adds them so, and this node's own,
+            # still `Rescaled`, rescaled as they are read: `fuse.adjoint_adding`)
+            if plain:
                 m[src] = (fuse.adjoint_adding(node, m[node][0], ctx, m[src][0]), None)
             else:  # and the ReLU that src's Add reads gets its gradient in the same store
+                relu = shortcuts[node]
                 a, ahead[relu] = fuse.adjoint_adding_relu(node, m[node][0], ctx, dense(ops, m[src][0]),
                                                           ctx.x(relu.inputs[0]))
                 m[src] = (a, None)
             increments = ()
+        elif node in deferred and m[node][1] is None:  # applied by the adjoint of the convolution before
+            increments = [(Rescaled(node.layer.act, m[node][0], node.layer.rescale_args(node, ctx)), None)]
         else:
             increments = node.layer.backward(node, m[node], ctx)
         for src, inc in zip(node.inputs, increments):
@@ -110,9 +118,13 @@ def backward(plan, ctx: Context, weights, target, stop=()) -> dict:
 
 
 def _dense(ops, mm):
-    """(m_pos, m_neg) with any `ZeroPadded` half written out."""
+    """(m_pos, m_neg) with any `ZeroPadded` or `Rescaled` half written out."""
     pos, neg = mm
-    return dense(ops, pos), dense(ops, neg)
+    return _written(ops, pos), _written(ops, neg)
+
+
+def _written(ops, a):
+    return a.dense(ops) if isinstance(a, Rescaled) else dense(ops, a)
 
 
 def _add(ops, a, b):

@@ -29,7 +29,10 @@ Backward (`backward_shortcuts`):
   store);
 * ``conv_adjoint_relu``: when that input is an Add of a ReLU that only the Add reads, under the
   gradient rule and with pairs that are the rows themselves, the same store also writes the
-  ReLU input's multipliers.
+  ReLU input's multipliers;
+* ``conv_adjoint_rescale`` (`deferred_rescales`): the Rescale rule of an activation of such a
+  1-D convolution that only the activation reads is left unapplied (`fastlift.rescaled.Rescaled`)
+  for the convolution's adjoint, which applies it to each pair's row as it reads it.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from .layers.core import Activation, LinearLayer
 from .layers.merge import Add
 from .model import Model, Step
 from .padded import ZeroPadded
+from .rescaled import Rescaled
 from .rules import Rule
 
 
@@ -208,6 +212,27 @@ def backward_shortcuts(model: Model, needed, stop, rules, fused_ops) -> dict:
     return out
 
 
+def deferred_rescales(model: Model, needed, stop, rules, fused_ops, shortcuts, scored) -> frozenset:
+    """The activations whose Rescale rule the backward walk leaves to the adjoint of the convolution
+    before them (`Ops.conv_adjoint_rescale`): that convolution z is 1-D and channels-last, only the
+    activation reads it, it takes a shortcut of ``shortcuts`` (`backward_shortcuts`) without a
+    ReLU in its store (a residual block's, whose input already has the skip's multipliers), and
+    z is neither scored (``scored``) nor a stop. The walk still applies the rule itself where the
+    activation's multipliers have a negative half."""
+    if "conv_adjoint_rescale" not in fused_ops:
+        return frozenset()
+    out = set()
+    for node in model.nodes:
+        if type(node.layer) is not Activation or node not in needed or node in stop or rules[node] is not Rule.RESCALE:
+            continue
+        z = node.inputs[0]
+        if (isinstance(z.layer, Convolution) and z.layer.ndim == 1 and z.layer.data_format == "channels_last"
+                and z in shortcuts and shortcuts[z] is None and model.readers[z] == [node]
+                and z not in stop and z not in scored):
+            out.add(node)
+    return frozenset(out)
+
+
 def _relu_behind(model, conv, needed, stop, rules, fused_ops):
     """The ReLU node whose input multipliers can be computed in the store of ``conv``'s adjoint
     (which completes src's): src is a two-input Add of that ReLU, which only src reads and whose
@@ -230,13 +255,19 @@ def _relu_behind(model, conv, needed, stop, rules, fused_ops):
 def adjoint_adding(node, pos, ctx, acc):
     """Aᵀm + acc for a linear node: its increment summed with the multipliers ``acc`` its input
     already has, in one pass where the backend can (bitwise ``add(acc, Aᵀm)``). ``acc`` may be a
-    crop's `ZeroPadded` multipliers: a 1-D channels-last convolution hands them to the backend
-    (`Ops.conv_adjoint`), anything else writes them out first."""
+    crop's `ZeroPadded` multipliers and ``pos`` an activation's `Rescaled` ones (`deferred_rescales`):
+    a 1-D channels-last convolution hands them to the backend (`Ops.conv_adjoint`,
+    `Ops.conv_adjoint_rescale`), anything else writes them out first."""
     layer = node.layer
-    if isinstance(acc, ZeroPadded) and not (isinstance(layer, Convolution) and layer.ndim == 1
-                                            and layer.data_format == "channels_last"):
+    one_d = isinstance(layer, Convolution) and layer.ndim == 1 and layer.data_format == "channels_last"
+    if isinstance(acc, ZeroPadded) and not one_d:
         acc = acc.dense(ctx.ops)
-    return layer.linear_adjoint(ctx.ops, pos, ctx.weights(layer)["kernel"], node, addend=acc)
+    kernel = ctx.weights(layer)["kernel"]
+    if isinstance(pos, Rescaled):
+        if one_d:
+            return layer.linear_adjoint_rescaled(ctx.ops, pos, kernel, node, addend=acc)
+        pos = pos.dense(ctx.ops)
+    return layer.linear_adjoint(ctx.ops, pos, kernel, node, addend=acc)
 
 
 def adjoint_adding_relu(node, pos, ctx, acc, z):

@@ -11,7 +11,7 @@ A `Plan` is cheap: an `Explainer` builds one per call from parts it keeps for it
 
 from __future__ import annotations
 
-from .fuse import DerivedActs, backward_shortcuts, derived, forward_steps
+from .fuse import DerivedActs, backward_shortcuts, deferred_rescales, derived, forward_steps
 from .layers.base import Node
 from .layers.conv import Convolution, Cropping1D, Cropping2D, ZeroPadding1D, ZeroPadding2D
 from .layers.core import Activation, Dense, Dropout, Flatten, InputLayer, Permute, Reshape, ScaleShift
@@ -202,6 +202,14 @@ class Plan:
         key = ("shortcuts", self.needed[target], stop, self.rule)
         return self._memoised(key, lambda: backward_shortcuts(self.model, self.needed[target], stop, self.rules,
                                                               self.ops.fused_ops))
+
+    def deferred_rescales(self, target, stop) -> frozenset:
+        """`fuse.deferred_rescales` for ``target``'s backward walk stopping at ``stop``."""
+        stop = frozenset(stop)
+        key = ("deferred_rescales", self.needed[target], stop, self.rule)
+        return self._memoised(key, lambda: deferred_rescales(self.model, self.needed[target], stop, self.rules,
+                                                             self.ops.fused_ops, self.shortcuts(target, stop),
+                                                             frozenset(self.score_nodes)))
 
     def gradient_keep(self, extra=()) -> frozenset:
         """The activations that gradient rules read in backward (`Layer.gradient_reads`), the

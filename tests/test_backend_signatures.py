@@ -17,7 +17,8 @@ CPU_KERNEL_OPS = [
     "max_pool_backward", "activation_forward", "activation_grad", "rescale_backward",
     "gradient_backward", "guided_backprop_backward", "reveal_cancel_split", "reveal_cancel_backward",
     "pair_delta", "pair_contributions", "mean_over_refs", "compute_context", "conv_forward", "conv_adjoint",
-    "add", "conv_skips_zeros", "add_activation", "conv_relu", "conv_residual_relu", "conv_adjoint_relu", "close",
+    "add", "conv_skips_zeros", "add_activation", "conv_relu", "conv_residual_relu", "conv_adjoint_relu",
+    "conv_adjoint_rescale", "close",
     "assign",
 ]
 
@@ -26,7 +27,8 @@ def test_capabilities_are_declared_on_the_base_class():
     for name in ("fused_ops", "prefetch_chunks", "memory_budget", "close", "conv_skips_zeros", "compute_context"):
         assert hasattr(Ops, name), name
     assert Ops.fused_ops == frozenset() and not Ops.prefetch_chunks
-    assert CpuOps.fused_ops <= {"add_activation", "conv_relu", "conv_residual_relu", "conv_adjoint_relu"}
+    assert CpuOps.fused_ops <= {"add_activation", "conv_relu", "conv_residual_relu", "conv_adjoint_relu",
+                                "conv_adjoint_rescale"}
     assert all(callable(getattr(Ops, f)) for f in CpuOps.fused_ops)
 
 

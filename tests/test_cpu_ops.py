@@ -595,7 +595,10 @@ WINOGRAD_GEOMETRIES = [
 
 
 @pytest.mark.parametrize("m", [2, 4])
-@pytest.mark.parametrize("n_out", [1, 5, 64, 70])
+# AVX2's products (winograd_products_ymm) where n_out fills whole vectors, in one block of packed
+# columns or several: float32 16 (2 vectors), 48 (4 + 2), 64 (4 + 4); float64 16 (4), 24 (4 + 2),
+# 48 and 64 (two blocks). 1, 5, 70 (and float32 24): conv_direct's tiles.
+@pytest.mark.parametrize("n_out", [1, 5, 16, 24, 48, 64, 70])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("g", WINOGRAD_GEOMETRIES)
 def test_conv_winograd3_is_the_convolution(g, dtype, n_out, m, rng):
@@ -691,6 +694,72 @@ def test_conv_winograd3_rejects_bad_arguments(rng):
     with pytest.raises(ValueError, match=r"give at most one of residual, relu_grad_of and relu"):
         y = np.zeros((20, 5), np.float32)
         _cpu.conv_winograd3(x, wg, g, 5, 1, None, "auto", None, y, y)
+
+
+def rescale_inputs(rng, n, n_features, act, dtype):
+    """`_cpu.rescale_backward`'s arguments after m for n pairs of 2 example and 3 reference rows,
+    some features with x = ref (the rule's f'(ref) case) and some with Δ below NEAR_ZERO."""
+    x_in = rng.standard_normal((2, n_features)).astype(dtype)
+    r_in = rng.standard_normal((3, n_features)).astype(dtype)
+    r_in[0, ::7] = x_in[0, ::7]
+    r_in[1, ::5] = x_in[1, ::5] + dtype(NEAR_ZERO / 4)
+    alpha = np.full(n_features, 0.7, dtype)
+    x_out, r_out = (REF.activation_forward(act, a, alpha) for a in (x_in, r_in))
+    pair_x, pair_r = rng.integers(0, 2, n).astype(np.int64), rng.integers(0, 3, n).astype(np.int64)
+    return (int(act), x_in, r_in, x_out, r_out, pair_x, pair_r, alpha)
+
+
+@pytest.mark.parametrize("act", [Act.RELU, Act.ELU])  # ELU's rule reads f(x), f(ref)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("path, g", [
+    pytest.param("winograd", geometry(1, 60, 16, 1, 3, dw=2, pl=4, pr=4), id="winograd-adjoint-d2"),
+    pytest.param("winograd", geometry(1, 400, 16, 1, 3, dw=3, pl=6, pr=6), id="winograd-blocks-of-tiles"),
+    pytest.param("direct", geometry(1, 41, 16, 1, 5, dw=2, pl=8, pr=8), id="direct-5-taps")])
+def test_tiles_rescale_each_row_first_with_the_bits_of_the_two_ops(path, g, dtype, act, rng):
+    """``rescale``: each input row through the Rescale rule into the thread's scratch, then the
+    convolution: the bits of `rescale_backward` followed by the convolution, for any threads,
+    with a crop's addend window or a full addend or none."""
+    n, n_out = 7, 24
+    m = rng.standard_normal((n, g.h, g.w, g.c)).astype(dtype)
+    kernel = rng.standard_normal((3 * g.c if path == "winograd" else g.kw * g.c, n_out)).astype(dtype)
+    args = rescale_inputs(rng, n, g.h * g.w * g.c, act, dtype)
+    m_in = _cpu.rescale_backward(args[0], m.reshape(n, -1), *args[1:]).reshape(m.shape)
+    if path == "winograd":
+        run = functools.partial(_cpu.conv_winograd3, x=None, wg=winograd_kernel(kernel, dtype, 4), g=g, c_out=n_out,
+                                m=4)
+    else:
+        run = functools.partial(_cpu.conv_direct, x=None, wp=direct_kernel(kernel, dtype)[0], g=g, c_out=n_out)
+    lo, w_a = 3, g.w_out - 7
+    windows = [None, (rng.standard_normal((n, w_a * n_out)).astype(dtype), lo),
+               (rng.standard_normal((n * g.w_out, n_out)).astype(dtype), -1)]
+    for window in windows:
+        addend, addend_lo = window if window is not None else (None, -1)
+        want = run(x=m_in, n_threads=2, addend=addend, addend_lo=addend_lo)
+        for threads in (1, 3):
+            same(run(x=m, n_threads=threads, addend=addend, addend_lo=addend_lo, rescale=args), want, dtype)
+
+
+def test_tiles_rescale_rejects_bad_arguments(rng):
+    g = geometry(1, 30, 16, 1, 3, dw=2, pl=4, pr=4)
+    m = rng.standard_normal((4, 1, 30, 16)).astype(np.float32)
+    wg = winograd_kernel(rng.standard_normal((48, 16)).astype(np.float32), np.float32, 4)
+    args = rescale_inputs(rng, 4, 30 * 16, Act.RELU, np.float32)
+    run = functools.partial(_cpu.conv_winograd3, m, wg, g, 16, 1, m=4)
+    with pytest.raises(ValueError, match=r"rescale must be \(act, x_in, .*\); got 7 items"):
+        run(rescale=args[:-1])
+    with pytest.raises(ValueError, match=r"rescale r_in.shape\[1\] \(h\*w\*c of x\)"):
+        run(rescale=args[:2] + (np.ascontiguousarray(args[2][:, :-16]),) + args[3:])
+    with pytest.raises(ValueError, match=r"rescale pair_r"):
+        run(rescale=args[:6] + (np.array([0, 1, 2, 3], np.int64),) + args[7:])
+    with pytest.raises(ValueError, match=r"rescale pair_x"):
+        run(rescale=args[:5] + (np.zeros(3, np.int64),) + args[6:])
+    with pytest.raises(ValueError, match=r"act"):
+        run(rescale=(99,) + args[1:])
+    g2 = geometry(2, 5, 3, 1, 3)  # two rows per example: the scratch holds one 1-D row
+    x2 = rng.standard_normal((1, 2, 5, 3)).astype(np.float32)
+    wp = direct_kernel(rng.standard_normal((9, 16)).astype(np.float32), np.float32)[0]
+    with pytest.raises(ValueError, match=r"rescale needs a 1-D layer \(h = h_out = 1\); got h=2, h_out=2"):
+        _cpu.conv_direct(x2, wp, g2, 16, 1, rescale=rescale_inputs(rng, 1, 30, Act.RELU, np.float32))
 
 
 def onehot_rows(rng, n, g, dtype, n_cells=None):
@@ -957,6 +1026,39 @@ def test_conv_adjoint_adds_a_crops_padded_multipliers_unwritten(g, dtype, vector
     with CPU.compute_context():
         same(lazy.dense(CPU).reshape(padded.shape), padded, dtype)
         same(CPU.conv_adjoint(m, kernel, g, lazy), CPU.conv_adjoint(m, kernel, g, padded), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("g", [
+    pytest.param(geometry(1, 60, 64, 1, 3, dw=4), id="winograd"),
+    pytest.param(geometry(1, 60, 64, 1, 3, dw=16), id="direct-wide-dilation"),
+    pytest.param(geometry(1, 60, 4, 1, 3, dw=4), id="four-channels"),  # narrow outputs: two ops
+    pytest.param(geometry(1, 60, 64, 1, 9), id="skips-zeros")])  # sparse path: two ops
+@pytest.mark.parametrize("lazy_addend", [True, False])
+def test_conv_adjoint_rescale_is_the_rescale_rule_then_the_adjoint(g, lazy_addend, dtype, vector_isa, rng,
+                                                                   monkeypatch):
+    """`conv_adjoint_rescale`: a block's Rescale rule applied to each pair's row as its adjoint
+    reads it (with a crop's unwritten addend, on the tiles), else the two ops: always their bits,
+    on the CPU and in the oracle."""
+    from fastlift.padded import ZeroPadded
+
+    n, n_out = 5, 64
+    m = rng.standard_normal((n, 1, g.w_out, n_out)).astype(dtype)
+    m[::2] *= rng.random(m[::2].shape) < 0.1
+    kernel = rng.standard_normal((g.kw * g.c, n_out)).astype(dtype)
+    before = (g.w - g.w_out) // 2
+    rows = rng.standard_normal((n, g.w_out, g.c)).astype(dtype)
+    addend = ZeroPadded(rows, before, g.w - g.w_out - before)
+    act, *args = rescale_inputs(rng, n, g.w_out * n_out, Act.RELU, dtype)
+    for ops in (CPU, REF):
+        add = addend if lazy_addend and ops is CPU else addend.dense(ops).reshape(n, 1, g.w, g.c)
+        with ops.compute_context(), monkeypatch.context() as patch:
+            if ops is CPU and lazy_addend and vector_isa != "base" and g.c == 64 and g.dw == 4:  # on Winograd: no array
+                patch.setattr(_cpu, "rescale_backward", lambda *a: pytest.fail("rescaled in a pass of its own"))
+            got = ops.conv_adjoint_rescale(m, kernel, g, add, act, *args)
+        with ops.compute_context():
+            m_in = ops.rescale_backward(act, m.reshape(n, -1), *args).reshape(m.shape)
+            same(got, ops.conv_adjoint(m_in, kernel, g, add), dtype)
 
 
 def test_conv_tiles_add_a_window_of_each_row(rng):

@@ -479,6 +479,52 @@ def test_residual_branches_meet_inside_the_adjoint_with_the_bits_of_an_add(metho
     assert not calls
 
 
+def _cropped_residual_stack(rng, scored_conv=False):
+    """Two ChromBPNet-like blocks, h = relu(conv_d(h)) + crop(h) with valid dilated convolutions,
+    then global average pooling and a dense unit (with ``scored_conv``, conv1 also feeds it)."""
+    x = L.Input((60, 16), name="x")
+    h = x
+    for i, d in enumerate((2, 4)):
+        z = L.Conv1D(rng.standard_normal((3, 16, 16)) / 4, rng.standard_normal(16) / 4, dilation_rate=d,
+                     name=f"conv{i}")(h)
+        h = L.Add(name=f"res{i}")([L.Activation("relu", name=f"relu{i}")(z), L.Cropping1D((d, d), name=f"crop{i}")(h)])
+    pooled = L.GlobalAvgPool1D(name="gap")(h)
+    if scored_conv:
+        pooled = L.Add(name="both")([pooled, L.GlobalAvgPool1D(name="gap_z")(z)])
+    return fl.Model(x, L.Dense(rng.standard_normal((16, 1)), np.zeros(1), name="out")(pooled))
+
+
+def test_a_blocks_rescale_rule_runs_inside_the_adjoint_with_the_bits_of_the_two_ops(rng, monkeypatch):
+    """DeepLIFT on residual blocks whose skip is a crop: each block's ReLU Rescale rule is left to
+    the adjoint of its convolution (`fuse.deferred_rescales`, `Ops.conv_adjoint_rescale`), which
+    rescales each pair's row as it reads it: the same bits as the rule in a pass of its own. Not
+    where the convolution's output has another reader or the backend has no such op."""
+    from fastlift.backends.cpu_ops import CpuOps
+
+    X = rng.standard_normal((3, 60, 16)).astype(np.float32)
+    refs = rng.standard_normal((3, 4, 60, 16)).astype(np.float32)
+    calls = []
+    fused_op = CpuOps.conv_adjoint_rescale
+    monkeypatch.setattr(CpuOps, "conv_adjoint_rescale", lambda self, *a: calls.append(1) or fused_op(self, *a))
+
+    def run(model):
+        calls.clear()
+        res = fl.deeplift(model, X, refs, device="cpu", n_threads=2)
+        return res.contributions, res.deltas, len(calls)
+
+    model = _cropped_residual_stack(rng)
+    fused, deltas, n_fused = run(model)
+    assert n_fused == 2  # both blocks (one chunk)
+    monkeypatch.setattr(CpuOps, "fused_ops", CpuOps.fused_ops - {"conv_adjoint_rescale"})
+    plain, plain_deltas, n_plain = run(model)
+    assert n_plain == 0
+    np.testing.assert_array_equal(fused, plain)
+    np.testing.assert_array_equal(deltas, plain_deltas)
+    monkeypatch.undo()
+    monkeypatch.setattr(CpuOps, "conv_adjoint_rescale", lambda self, *a: calls.append(1) or fused_op(self, *a))
+    assert run(_cropped_residual_stack(rng, scored_conv=True))[2] == 1  # conv1 read twice: block 0 only
+
+
 def test_a_crop_is_a_view_of_its_input_and_the_residual_add_reads_it(rng):
     """Cropping's forward keeps no copy (its input is kept anyway); the Add that reads it gives the
     bits of an add of the copied crop, and the walk back through it is unchanged."""

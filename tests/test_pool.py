@@ -1,5 +1,7 @@
 """The caching numpy allocator used during CPU runs (fastlift/backends/_pool.pyx)."""
 
+import os
+import sys
 import threading
 
 import numpy as np
@@ -9,6 +11,7 @@ from fastlift.backends import _pool
 from fastlift.backends.cpu_ops import CpuOps
 
 BIG = 2 * 2**20 // 8  # float64 elements of a 2 MB block
+THP = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 
 @pytest.fixture(autouse=True)
@@ -51,6 +54,33 @@ def test_a_freed_block_is_reused_for_the_same_size_and_released_after_the_last_r
         assert _pool.stats()["cached_bytes"] > 0
     # no run and no hold left: everything goes back to the C library at once
     assert _pool.stats()["cached_bytes"] == 0 and _pool.stats()["cached_blocks"] == 0
+
+
+def vm_flags(address):
+    """The VmFlags of the mapping of this process that holds ``address`` (Linux /proc)."""
+    region = None
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and ":" not in head:  # a mapping's first line: "lo-hi perms ..."
+                lo, hi = (int(v, 16) for v in head.split("-"))
+                region = lo <= address < hi
+            elif region and line.startswith("VmFlags:"):
+                return line.split()[1:]
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not os.path.exists(THP),
+                    reason="transparent huge pages are Linux's")
+def test_new_big_blocks_are_advised_to_use_huge_pages_as_numpy_does():
+    with _pool.caching(256 * 2**20):
+        big = np.empty(_pool.HUGE_BYTES // 8 + 4096)  # a miss: malloc, then the advice
+        zeroed = np.zeros(_pool.HUGE_BYTES // 8 + 8192)  # calloc's path
+        small = np.empty(_pool.HUGE_BYTES // 8 - 4096)  # below the threshold: no advice
+        assert "hg" in vm_flags(big.__array_interface__["data"][0] + 8192)
+        assert "hg" in vm_flags(zeroed.__array_interface__["data"][0] + 8192)
+        assert "hg" not in vm_flags(small.__array_interface__["data"][0] + 8192)
+        del big, zeroed, small
 
 
 def test_a_hold_keeps_blocks_between_runs_until_it_closes():

@@ -191,6 +191,25 @@ def activation_grad(int act,
 
 
 # ---------------------------------------------------------------------------- rule kernels
+cdef int _check_rescale(int act, Py_ssize_t n_pairs, Py_ssize_t n_features, const floating[:, ::1] x_in,
+                        const floating[:, ::1] r_in, const floating[:, ::1] x_out, const floating[:, ::1] r_out,
+                        const int64_t[::1] pair_x, const int64_t[::1] pair_r, const floating[::1] alpha,
+                        str prefix, str features) except -1:
+    """`rescale_backward`'s arguments after m_out fit n_pairs pairs of n_features values (names in the
+    messages start with ``prefix``; ``features`` says what n_features is)."""
+    _check_act(act)
+    _check_len(alpha.shape[0], n_features, f"len({prefix}alpha) (one per feature)")
+    _check_len(x_in.shape[1], n_features, f"{prefix}x_in.shape[1] ({features})")
+    _check_len(r_in.shape[1], n_features, f"{prefix}r_in.shape[1] ({features})")
+    _check_len(x_out.shape[1], n_features, f"{prefix}x_out.shape[1] ({features})")
+    _check_len(r_out.shape[1], n_features, f"{prefix}r_out.shape[1] ({features})")
+    _check_len(x_out.shape[0], x_in.shape[0], f"{prefix}x_out.shape[0] (= x_in.shape[0])")
+    _check_len(r_out.shape[0], r_in.shape[0], f"{prefix}r_out.shape[0] (= r_in.shape[0])")
+    _check_index(pair_x, n_pairs, x_in.shape[0], f"{prefix}pair_x")
+    _check_index(pair_r, n_pairs, r_in.shape[0], f"{prefix}pair_r")
+    return 0
+
+
 def rescale_backward(int act,
                      const floating[:, ::1] m_out,    # IN  (n_pairs, n_features)
                      const floating[:, ::1] x_in,     # IN  (n_x, n_features)
@@ -206,16 +225,7 @@ def rescale_backward(int act,
     See ``Ops.rescale_backward``.
     """
     cdef Py_ssize_t n_pairs = m_out.shape[0], n_features = m_out.shape[1], b, nb
-    _check_act(act)
-    _check_len(alpha.shape[0], n_features, "len(alpha) (one per feature)")
-    _check_len(x_in.shape[1], n_features, "x_in.shape[1] (n_features)")
-    _check_len(r_in.shape[1], n_features, "r_in.shape[1] (n_features)")
-    _check_len(x_out.shape[1], n_features, "x_out.shape[1] (n_features)")
-    _check_len(r_out.shape[1], n_features, "r_out.shape[1] (n_features)")
-    _check_len(x_out.shape[0], x_in.shape[0], "x_out.shape[0] (= x_in.shape[0])")
-    _check_len(r_out.shape[0], r_in.shape[0], "r_out.shape[0] (= r_in.shape[0])")
-    _check_index(pair_x, n_pairs, x_in.shape[0], "pair_x")
-    _check_index(pair_r, n_pairs, r_in.shape[0], "pair_r")
+    _check_rescale(act, n_pairs, n_features, x_in, r_in, x_out, r_out, pair_x, pair_r, alpha, "", "n_features")
     out = _empty((n_pairs, n_features), <floating>0)
     if n_pairs == 0 or n_features == 0:
         return out
@@ -616,7 +626,8 @@ def conv_direct(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
                 const floating[:, :] residual=None,    # IN  (n*h_out*w_out, c_out), 1-D: or (n, w_out*c_out)
                 const floating[:, ::1] relu_grad_of=None,  # IN  (n*h_out*w_out, c_out)
                 bint relu=False,
-                Py_ssize_t addend_lo=-1):            # >= 0: addend (n, w_a*c_out), cells [lo, lo + w_a)
+                Py_ssize_t addend_lo=-1,             # >= 0: addend (n, w_a*c_out), cells [lo, lo + w_a)
+                tuple rescale=None):                 # (act, x_in, r_in, x_out, r_out, pair_x, pair_r, alpha)
     """A convolution without unfolding: returns (n*h_out*w_out, c_out). ``wp`` is the kernel
     (kh*kw*c, c_out) packed by blocks of ``VECTOR_BLOCK`` vectors of output channels (each
     block (kh*kw, c, block width), the last one narrower, columns past c_out zero). Each output
@@ -630,8 +641,13 @@ def conv_direct(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
     (out, relu(out)), with the bits of ``activation_forward``. With ``addend_lo`` >= 0 (1-D
     layers), ``addend`` holds one row per example, the values of output cells [addend_lo,
     addend_lo + w_a) (a crop's multipliers, without their zero padding): the other cells add
-    zeros, with the bits of the padded addend."""
-    return _conv_tiles(x, wp, g, c_out, n_threads, bias, isa, addend, residual, relu_grad_of, relu, 0, addend_lo)
+    zeros, with the bits of the padded addend. With ``rescale`` = (act, x_in, r_in, x_out, r_out,
+    pair_x, pair_r, alpha), ``x`` holds the multipliers of an activation's output and each row is
+    first taken through `rescale_backward` with those arguments (row b as pair b) into a row of
+    this thread's scratch that the convolution then reads: a Rescale rule and the adjoint of the
+    convolution before it in one pass over the pairs, with the bits of the two ops."""
+    return _conv_tiles(x, wp, g, c_out, n_threads, bias, isa, addend, residual, relu_grad_of, relu, 0, addend_lo,
+                       rescale)
 
 
 def conv_winograd3(const floating[:, :, :, ::1] x,     # IN  (n, 1, w, c)
@@ -645,19 +661,21 @@ def conv_winograd3(const floating[:, :, :, ::1] x,     # IN  (n, 1, w, c)
                    const floating[:, ::1] relu_grad_of=None,
                    bint relu=False,
                    int m=2,                            # output cells per tile: 2 (F(2,3)) or 4 (F(4,3))
-                   Py_ssize_t addend_lo=-1):
+                   Py_ssize_t addend_lo=-1,
+                   tuple rescale=None):
     """`conv_direct`'s convolution for 1-D layers of three taps and stride 1 (any dilation and
     padding) in 2/3 (``m`` = 2, Winograd's F(2,3)) or 1/2 (``m`` = 4, F(4,3)) of the multiply-adds,
     see fl_conv_winograd3. ``wg`` is the m + 2 transformed kernels G_i (each (c, c_out)), each
     packed as conv_direct's kernel, one after the other. The other arguments and the results are
-    conv_direct's (``addend_lo`` too); each value is summed in a fixed order (any batch and thread
+    conv_direct's (``addend_lo`` and ``rescale`` too); each value is summed in a fixed order (any batch and thread
     count give the same bits) and differs from conv_direct's by rounding."""
     if g.h != 1 or g.kh != 1 or g.kw != 3 or g.sw != 1:
         raise ValueError(f"conv_winograd3 needs a 1-D geometry of 3 taps and stride 1 (h = kh = 1, kw = 3, "
                          f"sw = 1); got h={g.h}, kh={g.kh}, kw={g.kw}, sw={g.sw}")
     if m != 2 and m != 4:
         raise ValueError(f"m (output cells per Winograd tile) must be 2 or 4; got {m}")
-    return _conv_tiles(x, wg, g, c_out, n_threads, bias, isa, addend, residual, relu_grad_of, relu, m, addend_lo)
+    return _conv_tiles(x, wg, g, c_out, n_threads, bias, isa, addend, residual, relu_grad_of, relu, m, addend_lo,
+                       rescale)
 
 
 def conv_narrow(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
@@ -706,10 +724,30 @@ def conv_narrow(const floating[:, :, :, ::1] x,     # IN  (n, h, w, c)
 def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g, Py_ssize_t c_out,
                 int n_threads, const floating[::1] bias, str isa, const floating[:, ::1] addend,
                 const floating[:, :] residual, const floating[:, ::1] relu_grad_of, bint relu, int winograd,
-                Py_ssize_t addend_lo=-1):
+                Py_ssize_t addend_lo=-1, tuple rescale=None):
     """conv_direct (``winograd`` 0) or conv_winograd3 (``winograd`` = its m, 2 or 4), after their checks."""
     cdef fl_geometry geo = _geometry(g)
     _check_nhwc(x.shape, geo.h, geo.w, geo.c, "x")
+    # rescale: each input row through the Rescale rule first, into this thread's scratch
+    cdef Py_ssize_t n_feat = geo.h * geo.w * geo.c
+    cdef int r_act = 0
+    cdef const floating[:, ::1] r_xin
+    cdef const floating[:, ::1] r_rin
+    cdef const floating[:, ::1] r_xout
+    cdef const floating[:, ::1] r_rout
+    cdef const int64_t[::1] r_px
+    cdef const int64_t[::1] r_pr
+    cdef const floating[::1] r_alpha
+    if rescale is not None:
+        if len(rescale) != 8:
+            raise ValueError(f"rescale must be (act, x_in, r_in, x_out, r_out, pair_x, pair_r, alpha); got "
+                             f"{len(rescale)} items")
+        if geo.h != 1 or geo.h_out != 1:
+            raise ValueError(f"rescale needs a 1-D layer (h = h_out = 1); got h={geo.h}, h_out={geo.h_out}")
+        r_act = rescale[0]
+        r_xin, r_rin, r_xout, r_rout, r_px, r_pr, r_alpha = rescale[1:]
+        _check_rescale(r_act, x.shape[0], n_feat, r_xin, r_rin, r_xout, r_rout, r_px, r_pr, r_alpha, "rescale ",
+                       "h*w*c of x")
     cdef Py_ssize_t lanes = VECTOR_BYTES // sizeof(floating)
     cdef Py_ssize_t c_pad = (c_out + lanes - 1) // lanes * lanes
     cdef Py_ssize_t n = x.shape[0], n_rows = x.shape[0] * geo.h_out, b, nb, n_scratch = 0
@@ -799,7 +837,9 @@ def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g
     # conv_winograd3 reads them in place
     cdef Py_ssize_t cells = geo.w_out * c_out, row_scratch = cells if addend_w and not winograd else 0, q
     cdef Py_ssize_t win_lo = addend_lo if addend_w else 0, win_w = addend_w if addend_w else -1
-    cdef bint per_row = aux_rows or addend_w > 0
+    cdef Py_ssize_t in_scratch = n_feat if rescale is not None else 0
+    cdef bint per_row = aux_rows or addend_w > 0 or rescale is not None
+    cdef floating* in_b
     cdef const floating* xb
     cdef const floating* addend_b
     cdef const floating* aux_b
@@ -808,7 +848,7 @@ def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g
     cdef floating* pad_b
     if winograd:
         n_scratch = fl_conv_winograd3_scratch_size(geo, c_out, winograd)
-    n_scratch = n_scratch + row_scratch
+    n_scratch = n_scratch + row_scratch + in_scratch
     scratch_arr = _empty((max(nt * n_scratch, 1),), <floating>0)
     cdef floating[::1] scratch = scratch_arr
     for b in prange(n_rows, nogil=True, num_threads=nt, schedule="dynamic"):
@@ -816,6 +856,11 @@ def _conv_tiles(const floating[:, :, :, ::1] x, const floating[::1] wp, object g
         xb, yb, addend_b, aux_b, out2_b, q = &x[0, 0, 0, 0], &y[0, 0], addend_ptr, aux_ptr, out2_ptr, b
         if per_row:  # (1-D) example b as a batch of one (row 0), with its own residual and addend rows
             xb, yb, q = &x[b, 0, 0, 0], &y[0, 0] + b * cells, 0
+            if in_scratch:  # the Rescale rule first, pair b's row into this thread's scratch
+                in_b = &scratch[t * n_scratch + n_scratch - row_scratch - in_scratch]
+                fl_rescale_backward(r_act, &x[b, 0, 0, 0], &r_xin[0, 0], &r_rin[0, 0], &r_xout[0, 0], &r_rout[0, 0],
+                                    &r_px[b], &r_pr[b], &r_alpha[0], in_b, n_feat, 0, 1)
+                xb = in_b
             if out2_ptr != NULL:
                 out2_b = out2_ptr + b * cells
             if aux_rows:

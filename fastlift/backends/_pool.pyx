@@ -18,6 +18,8 @@ lives while a run is active or a session holds it (`hold`: an `Explainer` from c
 ``close``), so the calls of one session reuse its blocks instead of faulting fresh pages in
 again; when neither is left, the cache is released at once. ``calloc`` requests served from the
 cache are zeroed with memset. Every function takes one lock (frees may come from any thread).
+New blocks of `HUGE_BYTES` or more get Linux's transparent-huge-page advice (``madvise``), as
+numpy's own allocator gives them: the kernels' strided rows then miss the TLB far less.
 """
 
 cimport numpy as cnp
@@ -29,10 +31,14 @@ cdef extern from *:
     """
     #include <stdlib.h>
     #include <string.h>
+    #if defined(__linux__)
+    #include <sys/mman.h>
+    #endif
     #include "pythread.h"
 
     #define FL_POOL_SLOTS 256
     #define FL_POOL_MIN_BYTES ((size_t)1 << 16)
+    #define FL_POOL_HUGE_BYTES ((size_t)1 << 22)
 
     typedef struct { void *ptr; size_t size; } fl_pool_slot;
 
@@ -71,11 +77,31 @@ cdef extern from *:
         return p;
     }
 
+    /* A new block of FL_POOL_HUGE_BYTES or more: ask Linux for transparent huge pages, as numpy's
+       own allocator does (ours replaces it). The kernels stream through tens of MB in several
+       rows at once; with 4 KiB pages their TLB misses cost ~3% of a ChromBPNet region. */
+    static void fl_pool_advise(void *p, size_t size)
+    {
+    #if defined(__linux__) && defined(MADV_HUGEPAGE)
+        if (p != NULL && size >= FL_POOL_HUGE_BYTES) {
+            size_t skip = (4096u - (size_t)p % 4096u) % 4096u;
+            (void)madvise((char *)p + skip, (size - skip) / 4096u * 4096u, MADV_HUGEPAGE);  /* advice only */
+        }
+    #else
+        (void)p;
+        (void)size;
+    #endif
+    }
+
     static void *fl_pool_malloc(void *ctx, size_t size)
     {
         void *p = fl_pool_take(size);
         (void)ctx;
-        return p ? p : malloc(size);
+        if (p)
+            return p;
+        p = malloc(size);
+        fl_pool_advise(p, size);
+        return p;
     }
 
     static void *fl_pool_calloc(void *ctx, size_t nelem, size_t elsize)
@@ -89,7 +115,9 @@ cdef extern from *:
             memset(p, 0, nelem * elsize);
             return p;
         }
-        return calloc(nelem, elsize);
+        p = calloc(nelem, elsize);
+        fl_pool_advise(p, nelem * elsize);
+        return p;
     }
 
     static void *fl_pool_realloc(void *ctx, void *ptr, size_t new_size)
@@ -155,6 +183,7 @@ cdef extern from *:
     fl_pool_state fl_pool
     void *fl_pool_handler_address()
     size_t FL_POOL_MIN_BYTES
+    size_t FL_POOL_HUGE_BYTES
     int FL_POOL_SLOTS
     int fl_pool_init()
     void fl_pool_lock()
@@ -171,6 +200,8 @@ if fl_pool_init() != 0:
 MIN_BYTES = FL_POOL_MIN_BYTES
 #: Most blocks cached at once.
 SLOTS = FL_POOL_SLOTS
+#: Smallest new block for which Linux is asked for transparent huge pages (bytes), as numpy does.
+HUGE_BYTES = FL_POOL_HUGE_BYTES
 
 _HANDLER = PyCapsule_New(fl_pool_handler_address(), "mem_handler", NULL)
 

@@ -272,8 +272,10 @@ class CpuOps(Ops):
         self._alphas: dict = {}  # `_alpha`'s arrays of one value
 
     #: `conv_relu`, `conv_residual_relu` and `conv_adjoint_relu` run in the direct tiles' store (AVX2
-    #: and AVX-512 CPUs); `add_activation` is one threaded pass.
-    fused_ops = frozenset({"add_activation", "conv_relu", "conv_residual_relu", "conv_adjoint_relu"})
+    #: and AVX-512 CPUs); `add_activation` is one threaded pass; `conv_adjoint_rescale` rescales each
+    #: pair's row just before the tiles read it.
+    fused_ops = frozenset({"add_activation", "conv_relu", "conv_residual_relu", "conv_adjoint_relu",
+                           "conv_adjoint_rescale"})
     #: A crop's padded multipliers reach `conv_adjoint` unwritten; its tiles add them as they store
     #: (``addend_lo``: Winograd reads the window in place, the direct tiles from a per-thread row).
     pads_lazily = True
@@ -563,14 +565,15 @@ class CpuOps(Ops):
                 and (g.pl == 0 or WINOGRAD_MAX_DILATION_SHARE * g.dw <= g.w_out))
 
     def _tiles(self, x, kernel, g: Geometry, n, bias, addend=None, residual=None, relu_grad_of=None, relu=False,
-               addend_lo=-1):
+               addend_lo=-1, rescale=None):
         """The direct convolution of x (n, h, w, c) on this CPU's register tiles: `_cpu.conv_narrow`
-        for at most `NARROW_MAX_CHANNELS` output channels (no second output), `_cpu.conv_winograd3`
-        where `_conv_runs_winograd`, else `_cpu.conv_direct` (their arguments and results; ``bias``
-        (n,) or None)."""
+        for at most `NARROW_MAX_CHANNELS` output channels (no second output, no ``rescale``),
+        `_cpu.conv_winograd3` where `_conv_runs_winograd`, else `_cpu.conv_direct` (their arguments
+        and results; ``bias`` (n,) or None)."""
         if bias is not None:
             bias = np.asarray(bias, dtype=kernel.dtype).reshape(n)
-        if n <= NARROW_MAX_CHANNELS and residual is None and relu_grad_of is None and not relu and addend_lo < 0:
+        if (n <= NARROW_MAX_CHANNELS and residual is None and relu_grad_of is None and not relu and addend_lo < 0
+                and rescale is None):
             kt = self._derived(kernel, "transposed", lambda k: np.ascontiguousarray(k.T))
             return _cpu.conv_narrow(x, kt, g, self.n_threads, bias, _ISA, addend)
         if bias is not None:  # the tiles read whole vectors of output channels
@@ -578,9 +581,9 @@ class CpuOps(Ops):
         if self._conv_runs_winograd(g):
             m = self._winograd_outputs(g)
             return _cpu.conv_winograd3(x, self._winograd_kernel(kernel, m), g, n, self.n_threads, bias, _ISA, addend,
-                                       residual, relu_grad_of, relu, m, addend_lo)
+                                       residual, relu_grad_of, relu, m, addend_lo, rescale)
         return _cpu.conv_direct(x, self._direct_kernel(kernel), g, n, self.n_threads, bias, _ISA, addend,
-                                residual, relu_grad_of, relu, addend_lo)
+                                residual, relu_grad_of, relu, addend_lo, rescale)
 
     def _direct_kernel(self, kernel):
         """The kernel (taps*c, n) packed for `_cpu.conv_direct`, once per run: blocks of
@@ -667,11 +670,28 @@ class CpuOps(Ops):
         out = self._skip_zeros(m, wt, g, lambda rows: self._dense_adjoint(rows, kernel, g), SPARSE_MAX_FILL)
         return out if addend is None else self.add(addend, out)
 
-    def _adjoint_padded_addend(self, m, kernel, g: Geometry, addend, dt):
+    def conv_adjoint_rescale(self, m, kernel, g: Geometry, addend, act, x_in, r_in, x_out, r_out, pair_x, pair_r,
+                             alpha):
+        """As `Ops.conv_adjoint_rescale`. In one pass where the adjoint adds a crop's `ZeroPadded`
+        multipliers on the tiles (`_adjoint_padded_addend`, a BPNet block's): each pair's row goes
+        through the Rescale kernel into a row of its thread's scratch, which the tiles then read
+        while it is still in cache; elsewhere the two ops one after the other."""
+        dt = np.result_type(m, kernel)
+        if isinstance(addend, ZeroPadded) and dt in _FLOATS and m.dtype == dt:
+            n_features = int(np.prod(m.shape[1:]))
+            rescale = self._rescale_args(act, x_in, r_in, x_out, r_out, pair_x, pair_r, alpha, n_features, dt)
+            out = self._adjoint_padded_addend(m, kernel, g, addend, dt, rescale)
+            if out is not None:
+                return out
+        return super().conv_adjoint_rescale(m, kernel, g, addend, act, x_in, r_in, x_out, r_out, pair_x, pair_r,
+                                            alpha)
+
+    def _adjoint_padded_addend(self, m, kernel, g: Geometry, addend, dt, rescale=None):
         """`conv_adjoint` plus a crop's `ZeroPadded` multipliers, added by the tiles' store (Winograd
         reads each pair's window in place, the direct tiles a per-thread row of it between zeros; no
         padded copy, the padded addend's bits), or None where the adjoint does not run on the tiles
-        for every pair."""
+        for every pair. ``rescale``: `_rescale_args` that take each row of m through the Rescale
+        rule first (`conv_adjoint_rescale`)."""
         flipped = None
         if (dt in _FLOATS and addend.dtype == dt and g.h == 1 and m.shape[0] > 0 and g.c > NARROW_MAX_CHANNELS
                 and g.kh * g.kw * g.c < SPARSE_MIN_TAPS_CHANNELS and addend.shape == (m.shape[0], g.w, g.c)):
@@ -680,7 +700,7 @@ class CpuOps(Ops):
             return None
         wf, gt = flipped
         rows = np.ascontiguousarray(addend.rows, dtype=dt).reshape(m.shape[0], -1)
-        out = self._tiles(_nhwc(m, dt, gt), wf, gt, g.c, None, rows, addend_lo=addend.before)
+        out = self._tiles(_nhwc(m, dt, gt), wf, gt, g.c, None, rows, addend_lo=addend.before, rescale=rescale)
         return out.reshape(m.shape[0], g.h, g.w, g.c)
 
     def conv_adjoint_relu(self, m, kernel, g: Geometry, addend, z):
@@ -803,14 +823,18 @@ class CpuOps(Ops):
         dt = m_out.dtype
         if dt not in _FLOATS:
             return super().rescale_backward(act, m_out, x_in, r_in, x_out, r_out, pair_x, pair_r, alpha)
+        m2 = _rows(m_out, dt)
+        args = self._rescale_args(act, x_in, r_in, x_out, r_out, pair_x, pair_r, alpha, m2.shape[1], dt)
+        return _cpu.rescale_backward(args[0], m2, *args[1:], self.n_threads).reshape(m_out.shape)
+
+    def _rescale_args(self, act, x_in, r_in, x_out, r_out, pair_x, pair_r, alpha, n_features, dt) -> tuple:
+        """(act, x_in, r_in, x_out, r_out, pair_x, pair_r, alpha) as `_cpu.rescale_backward` reads them
+        (and `_cpu.conv_winograd3`'s ``rescale``): for a ReLU, f is recomputed and the outputs unread."""
         if act == Act.RELU:  # unread: any array of their shape
             x_out, r_out = (x_in if x_out is None else x_out), (r_in if r_out is None else r_out)
         x_out, r_out = self._activation_outputs(act, x_in, r_in, x_out, r_out, alpha)
-        m2 = _rows(m_out, dt)
-        out = _cpu.rescale_backward(int(act), m2, _rows(x_in, dt), _rows(r_in, dt), _rows(x_out, dt),
-                                    _rows(r_out, dt), _index(pair_x), _index(pair_r),
-                                    self._alpha(alpha, m2.shape[1], dt), self.n_threads)
-        return out.reshape(m_out.shape)
+        return (int(act), _rows(x_in, dt), _rows(r_in, dt), _rows(x_out, dt), _rows(r_out, dt), _index(pair_x),
+                _index(pair_r), self._alpha(alpha, n_features, dt))
 
     def gradient_backward(self, act, m_out, x_in, pair_x, alpha):
         dt = m_out.dtype

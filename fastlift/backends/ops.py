@@ -171,6 +171,17 @@ class Ops:
         zero = self.asarray(np.zeros(1), a.dtype)
         return a, self.gradient_backward(Act.RELU, flat, z.reshape(flat.shape), rows, zero).reshape(a.shape)
 
+    def conv_adjoint_rescale(self, m, kernel, g: Geometry, addend, act, x_in, r_in, x_out, r_out, pair_x, pair_r,
+                             alpha):
+        """``conv_adjoint(m_in, kernel, g, addend)`` with m_in = ``rescale_backward(act, m, x_in, r_in,
+        x_out, r_out, pair_x, pair_r, alpha)`` (m flattened per pair, m_in reshaped back): the
+        Rescale rule of an activation and the adjoint of the convolution whose output z it reads,
+        m (n, h_out, w_out, c_out) the activation's output multipliers, x_in / r_in z's rows.
+        Backends may do both in one pass (CpuOps: each pair's row rescaled into a per-thread row
+        that its tiles then read); the bits are those of the two ops."""
+        m_in = self.rescale_backward(act, m.reshape(m.shape[0], -1), x_in, r_in, x_out, r_out, pair_x, pair_r, alpha)
+        return self.conv_adjoint(m_in.reshape(m.shape), kernel, g, addend)
+
     def conv_relu(self, x, kernel, g: Geometry, bias):
         """(z, relu(z)) with z = ``conv_forward(x, kernel, g, bias)`` (rows, c_out): a convolution
         and the ReLU that alone reads it, both kept. Backends may do both in one pass (CpuOps: in

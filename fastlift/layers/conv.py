@@ -117,6 +117,15 @@ class Convolution(_Spatial, LinearLayer):
             addend = self.to_nhwc(ops, addend)
         return self.from_nhwc(ops, ops.conv_adjoint(self.to_nhwc(ops, m), kernel, g, addend))
 
+    def linear_adjoint_rescaled(self, ops, rescaled, kernel, node, addend=None):
+        """`linear_adjoint` of the multipliers that ``rescaled`` (a `fastlift.rescaled.Rescaled`)
+        stands for, computed in the same pass where the backend can (`Ops.conv_adjoint_rescale`)."""
+        g = self.geometry(node.inputs[0].shape)
+        if addend is not None and not isinstance(addend, ZeroPadded):
+            addend = self.to_nhwc(ops, addend)
+        out = ops.conv_adjoint_rescale(self.to_nhwc(ops, rescaled.m), kernel, g, addend, rescaled.act, *rescaled.args)
+        return self.from_nhwc(ops, out)
+
     def config(self):
         return {"filters": self.weights["kernel"].shape[1], "kernel_size": self.window_size[-self.ndim:],
                 "strides": self.strides, "padding": self.padding, "dilation_rate": self.dilation_rate,

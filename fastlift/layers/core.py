@@ -318,6 +318,17 @@ class Activation(Layer):
     def gradient_reads(self, node):
         return tuple(node.inputs)  # f'(x) at the input
 
+    def rescale_args(self, node, ctx) -> tuple:
+        """`Ops.rescale_backward`'s arguments after ``act`` and the multipliers, for this chunk:
+        (x_in, r_in, x_out, r_out, pair_x, pair_r, alpha), activations flattened per row. Outputs
+        the forward skipped (`fuse.DerivedActs`) are not derived here: None, and the op computes
+        (or for a ReLU, recomputes) f itself."""
+        (src,) = node.inputs
+        flat = lambda a: a.reshape(a.shape[0], -1)
+        x_out, r_out = ctx.acts_x.get(node), ctx.acts_r.get(node)
+        return (flat(ctx.x(src)), flat(ctx.r(src)), None if x_out is None else flat(x_out),
+                None if r_out is None else flat(r_out), ctx.pair_x, ctx.pair_r, ctx.weights(self)["alpha"])
+
     def backward(self, node, m, ctx):
         ops, w = ctx.ops, ctx.weights(self)
         (src,) = node.inputs
@@ -332,11 +343,7 @@ class Activation(Layer):
                                               flat(d_neg), ctx.pair_r, w["alpha"])
             return [(p.reshape(pos.shape), n.reshape(pos.shape))]
         if rule is Rule.RESCALE:
-            # outputs the forward skipped (`fuse.DerivedActs`) are not derived here: None, and the
-            # op computes (or for a ReLU, recomputes) f itself
-            x_out, r_out = ctx.acts_x.get(node), ctx.acts_r.get(node)
-            args = (x_in, flat(ctx.r(src)), None if x_out is None else flat(x_out),
-                    None if r_out is None else flat(r_out), ctx.pair_x, ctx.pair_r, w["alpha"])
+            args = self.rescale_args(node, ctx)
             out = [ops.rescale_backward(self.act, flat(a), *args).reshape(pos.shape)
                    for a in ((pos,) if neg is None else (pos, neg))]
         elif rule is Rule.GRADIENT:
