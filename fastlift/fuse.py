@@ -42,7 +42,7 @@ from .layers.conv import Convolution
 from .layers.core import Activation, LinearLayer
 from .layers.merge import Add
 from .model import Model, Step
-from .padded import ZeroPadded
+from .padded import dense
 from .rescaled import Rescaled
 from .rules import Rule
 
@@ -226,8 +226,7 @@ def deferred_rescales(model: Model, needed, stop, rules, fused_ops, shortcuts, s
         if type(node.layer) is not Activation or node not in needed or node in stop or rules[node] is not Rule.RESCALE:
             continue
         z = node.inputs[0]
-        if (isinstance(z.layer, Convolution) and z.layer.ndim == 1 and z.layer.data_format == "channels_last"
-                and z in shortcuts and shortcuts[z] is None and model.readers[z] == [node]
+        if (_adjoint_takes_lazy(z.layer) and z in shortcuts and shortcuts[z] is None and model.readers[z] == [node]
                 and z not in stop and z not in scored):
             out.add(node)
     return frozenset(out)
@@ -259,15 +258,15 @@ def adjoint_adding(node, pos, ctx, acc):
     a 1-D channels-last convolution hands them to the backend (`Ops.conv_adjoint`,
     `Ops.conv_adjoint_rescale`), anything else writes them out first."""
     layer = node.layer
-    one_d = isinstance(layer, Convolution) and layer.ndim == 1 and layer.data_format == "channels_last"
-    if isinstance(acc, ZeroPadded) and not one_d:
-        acc = acc.dense(ctx.ops)
-    kernel = ctx.weights(layer)["kernel"]
-    if isinstance(pos, Rescaled):
-        if one_d:
-            return layer.linear_adjoint_rescaled(ctx.ops, pos, kernel, node, addend=acc)
-        pos = pos.dense(ctx.ops)
-    return layer.linear_adjoint(ctx.ops, pos, kernel, node, addend=acc)
+    if not _adjoint_takes_lazy(layer):
+        acc, pos = dense(ctx.ops, acc), (pos.dense(ctx.ops) if isinstance(pos, Rescaled) else pos)
+    return layer.linear_adjoint(ctx.ops, pos, ctx.weights(layer)["kernel"], node, addend=acc)
+
+
+def _adjoint_takes_lazy(layer) -> bool:
+    """Whether the layer's adjoint takes `ZeroPadded` and `Rescaled` multipliers as they are (a 1-D
+    channels-last convolution's: `Convolution.linear_adjoint`)."""
+    return isinstance(layer, Convolution) and layer.ndim == 1 and layer.data_format == "channels_last"
 
 
 def adjoint_adding_relu(node, pos, ctx, acc, z):

@@ -677,14 +677,16 @@ class CpuOps(Ops):
         through the Rescale kernel into a row of its thread's scratch, which the tiles then read
         while it is still in cache; elsewhere the two ops one after the other."""
         dt = np.result_type(m, kernel)
-        if isinstance(addend, ZeroPadded) and dt in _FLOATS and m.dtype == dt:
-            n_features = int(np.prod(m.shape[1:]))
-            rescale = self._rescale_args(act, x_in, r_in, x_out, r_out, pair_x, pair_r, alpha, n_features, dt)
-            out = self._adjoint_padded_addend(m, kernel, g, addend, dt, rescale)
-            if out is not None:
-                return out
-        return super().conv_adjoint_rescale(m, kernel, g, addend, act, x_in, r_in, x_out, r_out, pair_x, pair_r,
-                                            alpha)
+        if not (isinstance(addend, ZeroPadded) and dt in _FLOATS and m.dtype == dt):
+            return super().conv_adjoint_rescale(m, kernel, g, addend, act, x_in, r_in, x_out, r_out, pair_x, pair_r,
+                                                alpha)
+        m2 = _rows(m, dt)
+        rescale = self._rescale_args(act, x_in, r_in, x_out, r_out, pair_x, pair_r, alpha, m2.shape[1], dt)
+        out = self._adjoint_padded_addend(m, kernel, g, addend, dt, rescale)
+        if out is None:  # not on the tiles: the two ops, from the arguments already prepared
+            m_in = _cpu.rescale_backward(rescale[0], m2, *rescale[1:], self.n_threads)
+            out = self.conv_adjoint(m_in.reshape(m.shape), kernel, g, addend)
+        return out
 
     def _adjoint_padded_addend(self, m, kernel, g: Geometry, addend, dt, rescale=None):
         """`conv_adjoint` plus a crop's `ZeroPadded` multipliers, added by the tiles' store (Winograd

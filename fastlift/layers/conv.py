@@ -14,6 +14,7 @@ import numpy as np
 
 from ..geometry import Geometry, window_geometry
 from ..padded import ZeroPadded, pad_zeros
+from ..rescaled import Rescaled
 from .base import Layer, as_int_tuple
 from .core import LinearLayer, _check_data_format
 
@@ -112,18 +113,15 @@ class Convolution(_Spatial, LinearLayer):
         return self.from_nhwc(ops, y.reshape(x.shape[0], g.h_out, g.w_out, kernel.shape[1]))
 
     def linear_adjoint(self, ops, m, kernel, node, addend=None):
+        """Aᵀm (+ addend). ``m`` may be an activation's `Rescaled` multipliers: their rule and this
+        adjoint then run in one pass where the backend can (`Ops.conv_adjoint_rescale`)."""
         g = self.geometry(node.inputs[0].shape)
         if addend is not None and not isinstance(addend, ZeroPadded):  # ZeroPadded: 1-D channels-last
             addend = self.to_nhwc(ops, addend)
-        return self.from_nhwc(ops, ops.conv_adjoint(self.to_nhwc(ops, m), kernel, g, addend))
-
-    def linear_adjoint_rescaled(self, ops, rescaled, kernel, node, addend=None):
-        """`linear_adjoint` of the multipliers that ``rescaled`` (a `fastlift.rescaled.Rescaled`)
-        stands for, computed in the same pass where the backend can (`Ops.conv_adjoint_rescale`)."""
-        g = self.geometry(node.inputs[0].shape)
-        if addend is not None and not isinstance(addend, ZeroPadded):
-            addend = self.to_nhwc(ops, addend)
-        out = ops.conv_adjoint_rescale(self.to_nhwc(ops, rescaled.m), kernel, g, addend, rescaled.act, *rescaled.args)
+        if isinstance(m, Rescaled):
+            out = ops.conv_adjoint_rescale(self.to_nhwc(ops, m.m), kernel, g, addend, m.act, *m.args)
+        else:
+            out = ops.conv_adjoint(self.to_nhwc(ops, m), kernel, g, addend)
         return self.from_nhwc(ops, out)
 
     def config(self):
